@@ -1,0 +1,27 @@
+"""dispatch: schema with the outbox and inbox tables.
+
+Revision ID: dispatch_0001
+Revises:
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.db import create_outbox_and_inbox
+
+revision = "dispatch_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Create the outbox and inbox."""
+    create_outbox_and_inbox(op, "dispatch")
+
+
+def downgrade() -> None:
+    """Drop them."""
+    op.drop_table("inbox", schema="dispatch")
+    op.drop_table("outbox", schema="dispatch")

@@ -1,0 +1,28 @@
+"""Lifecycle event handlers of the intake service: thin, they call the domain and the repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.consumer import BatchContext
+from shared.events import LifecycleEvent
+
+INTERESTED: frozenset[str] | None = frozenset(
+    {
+        "hazard.dispatched",
+        "hazard.referred_to_operators",
+        "hazard.acknowledged",
+        "hazard.returned",
+        "hazard.rectification_ordered",
+        "hazard.rectified",
+        "hazard.verified",
+        "hazard.closed",
+        "hazard.relapsed",
+    }
+)
+
+
+async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
+    """Apply a batch of new (never applied) events inside ctx's transaction."""
+    # The intake issue fills this in; until then events are recorded as applied and otherwise ignored.
+    return

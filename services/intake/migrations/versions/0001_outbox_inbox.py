@@ -1,0 +1,27 @@
+"""intake: schema with the outbox and inbox tables.
+
+Revision ID: intake_0001
+Revises:
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.db import create_outbox_and_inbox
+
+revision = "intake_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Create the outbox and inbox."""
+    create_outbox_and_inbox(op, "intake")
+
+
+def downgrade() -> None:
+    """Drop them."""
+    op.drop_table("inbox", schema="intake")
+    op.drop_table("outbox", schema="intake")

@@ -1,0 +1,27 @@
+"""Lifecycle event handlers of the tracking service: thin, they call the domain and the repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.consumer import BatchContext
+from shared.events import LifecycleEvent
+
+INTERESTED: frozenset[str] | None = frozenset(
+    {
+        "hazard.reported",
+        "hazard.dispatched",
+        "hazard.acknowledged",
+        "hazard.returned",
+        "hazard.escalated",
+        "hazard.receipt_overdue",
+        "hazard.duplicate_linked",
+        "hazard.referred_to_operators",
+    }
+)
+
+
+async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
+    """Apply a batch of new (never applied) events inside ctx's transaction."""
+    # The tracking issue fills this in; until then events are recorded as applied and otherwise ignored.
+    return

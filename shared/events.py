@@ -1,0 +1,331 @@
+"""The hazard lifecycle event contracts: one envelope, one typed payload per event type.
+
+Every event on the lifecycle topic is one of the classes below, told apart by
+``event_type``. ``schema_version`` is part of the contract: a new incompatible
+payload gets a new version (and a new class); consumers parse with
+:func:`parse_event`, which refuses unknown types and versions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+Producer = Literal["intake", "dispatch", "tracking", "reporting", "test"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- payload parts
+
+
+class Location(_Model):
+    """Where a hazard is."""
+
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    address: Annotated[str, Field(max_length=300)] = ""
+    building_id: Annotated[str, Field(max_length=64)] | None = None
+
+
+class FrozenDeadlineRule(_Model):
+    """A deadline rule as it stood when a dispatch or order was made."""
+
+    minutes: Annotated[int, Field(ge=0)]
+    working_time: bool
+
+
+# ---------------------------------------------------------------- payloads
+
+
+class HazardReportedPayload(_Model):
+    report_id: uuid.UUID
+    category: str
+    description: str
+    location: Location
+    grid_id: str
+    community_id: str
+    street_id: str
+    reporter_id: str
+    observed_at: AwareDatetime
+    accepted_at: AwareDatetime
+    photos: tuple[str, ...] = ()
+    rectified_on_site: bool = False
+    campaign_ids: tuple[str, ...] = ()
+    urgency: str | None = None
+    source: Literal["app", "batch", "open311"] = "app"
+    duplicate_of: uuid.UUID | None = None
+
+
+class HazardDuplicateLinkedPayload(_Model):
+    original_hazard_id: uuid.UUID
+    distance_m: float
+    same_building: bool
+
+
+class HazardDispatchedPayload(_Model):
+    dispatch_id: uuid.UUID
+    department_id: str
+    rule_id: str | None
+    receipt_deadline: AwareDatetime
+    deadline_rule: FrozenDeadlineRule
+    reason: Literal["routed", "rerouted", "reassigned"] = "routed"
+    previous_dispatch_id: uuid.UUID | None = None
+    dispatched_by: str = "system"
+
+
+class HazardReferredToOperatorsPayload(_Model):
+    reason: Literal["no_rule", "all_candidates_returned"]
+    excluded_departments: tuple[str, ...] = ()
+    previous_dispatch_id: uuid.UUID | None = None
+
+
+class HazardAcknowledgedPayload(_Model):
+    dispatch_id: uuid.UUID
+    department_id: str
+    acknowledged_at: AwareDatetime
+    receipt_deadline: AwareDatetime
+    on_time: bool
+    acknowledged_by: str
+
+
+class HazardReturnedPayload(_Model):
+    dispatch_id: uuid.UUID
+    department_id: str
+    reason: str
+    returned_by: str
+
+
+class HazardReceiptOverduePayload(_Model):
+    dispatch_id: uuid.UUID
+    department_id: str
+    receipt_deadline: AwareDatetime
+
+
+class HazardEscalatedPayload(_Model):
+    dispatch_id: uuid.UUID
+    department_id: str
+    level: Annotated[int, Field(ge=1)]
+    target: str
+    receipt_deadline: AwareDatetime
+
+
+class HazardRectificationOrderedPayload(_Model):
+    department_id: str
+    deadline: AwareDatetime
+    deadline_rule: FrozenDeadlineRule
+    round: Annotated[int, Field(ge=1)] = 1
+
+
+class HazardRectifiedPayload(_Model):
+    department_id: str
+    note: str = ""
+    photos: tuple[str, ...] = ()
+    rectified_by: str
+    round: Annotated[int, Field(ge=1)] = 1
+    on_site: bool = False
+
+
+class HazardRectificationOverduePayload(_Model):
+    department_id: str
+    deadline: AwareDatetime
+    round: Annotated[int, Field(ge=1)] = 1
+
+
+class HazardVerifiedPayload(_Model):
+    passed: bool
+    note: str = ""
+    photos: tuple[str, ...] = ()
+    verified_by: str
+    round: Annotated[int, Field(ge=1)] = 1
+
+
+class HazardClosedPayload(_Model):
+    reason: Literal["verified", "rectified_on_site"]
+    department_id: str | None = None
+    closed_by: str
+
+
+class HazardRelapsedPayload(_Model):
+    original_hazard_id: uuid.UUID
+    original_department_id: str | None
+    original_closed_at: AwareDatetime
+    days_since_closure: Annotated[float, Field(ge=0)]
+    same_building: bool
+    distance_m: float
+    place_key: str
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+class _Envelope(_Model):
+    event_id: uuid.UUID
+    schema_version: Literal[1] = 1
+    occurred_at: AwareDatetime
+    hazard_id: uuid.UUID
+    producer: Producer
+    causation_id: uuid.UUID | None = None
+
+    TYPE: ClassVar[str]
+
+
+class HazardReported(_Envelope):
+    TYPE: ClassVar[str] = "hazard.reported"
+    event_type: Literal["hazard.reported"] = "hazard.reported"
+    payload: HazardReportedPayload
+
+
+class HazardDuplicateLinked(_Envelope):
+    TYPE: ClassVar[str] = "hazard.duplicate_linked"
+    event_type: Literal["hazard.duplicate_linked"] = "hazard.duplicate_linked"
+    payload: HazardDuplicateLinkedPayload
+
+
+class HazardDispatched(_Envelope):
+    TYPE: ClassVar[str] = "hazard.dispatched"
+    event_type: Literal["hazard.dispatched"] = "hazard.dispatched"
+    payload: HazardDispatchedPayload
+
+
+class HazardReferredToOperators(_Envelope):
+    TYPE: ClassVar[str] = "hazard.referred_to_operators"
+    event_type: Literal["hazard.referred_to_operators"] = "hazard.referred_to_operators"
+    payload: HazardReferredToOperatorsPayload
+
+
+class HazardAcknowledged(_Envelope):
+    TYPE: ClassVar[str] = "hazard.acknowledged"
+    event_type: Literal["hazard.acknowledged"] = "hazard.acknowledged"
+    payload: HazardAcknowledgedPayload
+
+
+class HazardReturned(_Envelope):
+    TYPE: ClassVar[str] = "hazard.returned"
+    event_type: Literal["hazard.returned"] = "hazard.returned"
+    payload: HazardReturnedPayload
+
+
+class HazardReceiptOverdue(_Envelope):
+    TYPE: ClassVar[str] = "hazard.receipt_overdue"
+    event_type: Literal["hazard.receipt_overdue"] = "hazard.receipt_overdue"
+    payload: HazardReceiptOverduePayload
+
+
+class HazardEscalated(_Envelope):
+    TYPE: ClassVar[str] = "hazard.escalated"
+    event_type: Literal["hazard.escalated"] = "hazard.escalated"
+    payload: HazardEscalatedPayload
+
+
+class HazardRectificationOrdered(_Envelope):
+    TYPE: ClassVar[str] = "hazard.rectification_ordered"
+    event_type: Literal["hazard.rectification_ordered"] = "hazard.rectification_ordered"
+    payload: HazardRectificationOrderedPayload
+
+
+class HazardRectified(_Envelope):
+    TYPE: ClassVar[str] = "hazard.rectified"
+    event_type: Literal["hazard.rectified"] = "hazard.rectified"
+    payload: HazardRectifiedPayload
+
+
+class HazardRectificationOverdue(_Envelope):
+    TYPE: ClassVar[str] = "hazard.rectification_overdue"
+    event_type: Literal["hazard.rectification_overdue"] = "hazard.rectification_overdue"
+    payload: HazardRectificationOverduePayload
+
+
+class HazardVerified(_Envelope):
+    TYPE: ClassVar[str] = "hazard.verified"
+    event_type: Literal["hazard.verified"] = "hazard.verified"
+    payload: HazardVerifiedPayload
+
+
+class HazardClosed(_Envelope):
+    TYPE: ClassVar[str] = "hazard.closed"
+    event_type: Literal["hazard.closed"] = "hazard.closed"
+    payload: HazardClosedPayload
+
+
+class HazardRelapsed(_Envelope):
+    TYPE: ClassVar[str] = "hazard.relapsed"
+    event_type: Literal["hazard.relapsed"] = "hazard.relapsed"
+    payload: HazardRelapsedPayload
+
+
+LifecycleEvent = Annotated[
+    Union[  # noqa: UP007 - a discriminated union reads better spelled out
+        HazardReported,
+        HazardDuplicateLinked,
+        HazardDispatched,
+        HazardReferredToOperators,
+        HazardAcknowledged,
+        HazardReturned,
+        HazardReceiptOverdue,
+        HazardEscalated,
+        HazardRectificationOrdered,
+        HazardRectified,
+        HazardRectificationOverdue,
+        HazardVerified,
+        HazardClosed,
+        HazardRelapsed,
+    ],
+    Field(discriminator="event_type"),
+]
+
+EVENT_TYPES: dict[str, type[_Envelope]] = {
+    cls.TYPE: cls
+    for cls in (
+        HazardReported,
+        HazardDuplicateLinked,
+        HazardDispatched,
+        HazardReferredToOperators,
+        HazardAcknowledged,
+        HazardReturned,
+        HazardReceiptOverdue,
+        HazardEscalated,
+        HazardRectificationOrdered,
+        HazardRectified,
+        HazardRectificationOverdue,
+        HazardVerified,
+        HazardClosed,
+        HazardRelapsed,
+    )
+}
+
+_ADAPTER: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
+
+
+def parse_event(raw: bytes | str) -> LifecycleEvent:
+    """Parse one event from JSON; raises pydantic.ValidationError when it is not a known event."""
+    return _ADAPTER.validate_json(raw)
+
+
+def parse_event_obj(obj: dict[str, Any]) -> LifecycleEvent:
+    """Parse one event from an already decoded JSON object."""
+    return _ADAPTER.validate_python(obj)
+
+
+def dump_event(event: _Envelope) -> bytes:
+    """Serialise an event to the JSON bytes put on the wire."""
+    return event.model_dump_json().encode()
+
+
+def new_event_id() -> uuid.UUID:
+    """A new event id (UUIDv4)."""
+    return uuid.uuid4()
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (for edges only; domain code takes time as a value)."""
+    return datetime.now(UTC)
+
+
+AnyEvent = _Envelope
+"""Base class of every event, for type hints."""

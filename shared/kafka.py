@@ -1,0 +1,150 @@
+"""FastStream wiring: the broker factory, the outbox's sender, and the batch subscriber for EventConsumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from shared import metrics
+from shared.consumer import EventConsumer, TransientError
+from shared.outbox import OutgoingMessage
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_broker(
+    settings: KafkaSettings, *, service: str, registry: CollectorRegistry = REGISTRY
+) -> KafkaBroker:
+    """A Kafka broker client for one service; producer idempotence and acks come from settings."""
+    return KafkaBroker(
+        settings.bootstrap_servers,
+        client_id=settings.client_id or f"hazard-{service}",
+        enable_idempotence=settings.idempotent_producer,
+        acks="all" if settings.acks == "all" else 1,
+        allow_auto_create_topics=False,
+        graceful_timeout=settings.graceful_timeout_s,
+        request_timeout_ms=settings.request_timeout_ms,
+        linger_ms=5,
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
+        # A plain logger: its lines go through the root handler, so they are JSON like the rest.
+        logger=logging.getLogger("hazard.broker"),
+        log_level=logging.DEBUG,
+        description=f"hazard-dispatch {service} service",
+    )
+
+
+class BrokerSender:
+    """Sends many messages at once and waits until the broker has confirmed all of them."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish without waiting message by message; then wait for every confirmation."""
+        futures = [
+            await self.broker.publish(
+                m.value,
+                m.topic,
+                key=m.key.encode() if m.key is not None else None,
+                headers=m.headers,
+                no_confirm=True,
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+
+async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
+    # The consumer parses and validates each record itself; skip FastStream's JSON decoding.
+    return None
+
+
+def subscribe_lifecycle(
+    broker: KafkaBroker,
+    consumer: EventConsumer,
+    settings: KafkaSettings,
+    *,
+    group_id: str,
+    description: str,
+    retry_pause_s: float = 1.0,
+) -> Any:
+    """Register the batch subscriber that feeds lifecycle records to the consumer.
+
+    Offsets are committed (``ack``) only after the batch's transaction committed;
+    on a transient failure the batch is rewound (``nack``) and fetched again after a pause.
+    """
+    subscriber = broker.subscriber(
+        settings.lifecycle_topic,
+        group_id=group_id,
+        batch=True,
+        max_records=settings.max_batch,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        title=f"{consumer.service}:lifecycle",
+        description=description,
+    )
+
+    @subscriber(decoder=_raw_decoder)
+    async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        try:
+            await consumer.process(records)
+        except TransientError as exc:
+            log.warning("batch of %d will be retried: %s", len(records), exc)
+            await asyncio.sleep(retry_pause_s)
+            await msg.nack()
+            return
+        except Exception:
+            # Never commit past a batch that was not applied: rewind and let it come again.
+            log.exception("unexpected failure applying a batch of %d; it will be retried", len(records))
+            await asyncio.sleep(retry_pause_s)
+            await msg.nack()
+            return
+        await msg.ack()
+        _record_lag(msg, records, consumer.service)
+
+    return subscriber
+
+
+def _record_lag(msg: Any, records: Sequence[Any], service: str) -> None:
+    kafka_consumer = getattr(msg, "consumer", None)
+    if kafka_consumer is None or not hasattr(kafka_consumer, "highwater"):
+        return
+    last: dict[tuple[str, int], int] = {}
+    for record in records:
+        last[(record.topic, record.partition)] = max(
+            last.get((record.topic, record.partition), -1), record.offset
+        )
+    for (topic, partition), offset in last.items():
+        high = kafka_consumer.highwater(TopicPartition(topic, partition))
+        if high is not None:
+            metrics.CONSUMER_LAG.labels(service, topic, str(partition)).set(max(0, high - offset - 1))
+
+
+def declare_publisher(broker: KafkaBroker, topic: str, *, event: type[Any], description: str) -> None:
+    """Document an event the service publishes (through its outbox) in the AsyncAPI schema."""
+    broker.publisher(topic, title=f"{event.TYPE}", description=description, schema=event)
+
+
+def subscriber_assigned(broker: KafkaBroker) -> bool:
+    """Whether every subscriber's consumer is running (joined its group)."""
+    subscribers = list(getattr(broker, "subscribers", []))
+    if not subscribers:
+        return True
+    for sub in subscribers:
+        consumer = getattr(sub, "consumer", None)
+        if consumer is None:
+            return False
+    return True

@@ -1,0 +1,42 @@
+"""Prometheus metrics shared by every service (each service adds its own domain metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTBOX_PUBLISHED = Counter(
+    "hazard_outbox_published_total", "Outbox rows published to the broker and removed.", ["service"]
+)
+OUTBOX_ERRORS = Counter(
+    "hazard_outbox_relay_errors_total", "Relay attempts that failed (broker or database away).", ["service"]
+)
+OUTBOX_PENDING = Gauge("hazard_outbox_pending", "Outbox rows waiting to be published.", ["service"])
+
+EVENTS_CONSUMED = Counter(
+    "hazard_events_consumed_total",
+    "Lifecycle events taken from the topic, by outcome (applied, duplicate, ignored, dead_lettered).",
+    ["service", "outcome"],
+)
+DEAD_LETTERED = Counter(
+    "hazard_dead_lettered_total", "Messages sent to the dead-letter topic, by reason.", ["service", "reason"]
+)
+CONSUMER_LAG = Gauge(
+    "hazard_consumer_lag_messages",
+    "Messages behind the partition's high-water mark, as of the last batch.",
+    ["service", "topic", "partition"],
+)
+CONSUMER_RETRIES = Counter(
+    "hazard_consumer_retries_total", "Batches retried after a failure, by kind.", ["service", "kind"]
+)
+BATCH_SECONDS = Histogram(
+    "hazard_consumer_batch_seconds",
+    "Time to apply one batch of events, commit included.",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "hazard_consumer_batch_size",
+    "Events per consumed batch.",
+    ["service"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)

@@ -1,0 +1,55 @@
+"""Run one service process: the HTTP app (uvicorn) whose lifespan runs the broker, relay and loops."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from shared.logs import configure_logging
+from shared.reference import ReferenceDataError
+from shared.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve(app: FastAPI, settings: ServiceSettings, *, service: str) -> None:
+    """Serve until SIGINT/SIGTERM; shutdown drains in-flight work before the pool closes."""
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.kafka.graceful_timeout_s) + 5,
+    )
+    uvicorn.Server(config).run()
+
+
+def run_service(service: str, settings_class: type[S], create_app: Callable[[S], FastAPI]) -> int:
+    """Entry point of ``python -m services.<name>``: settings, reference data, app; clear errors, no tracebacks."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        prefix = settings_class.model_config.get("env_prefix", "")
+        lines = [f"{service}: invalid settings (environment variables {prefix}*):"]
+        for err in exc.errors():
+            name = prefix + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        return 2
+    configure_logging(service, level=settings.log_level, json=settings.log_json)
+    try:
+        app = create_app(settings)
+    except ReferenceDataError as exc:
+        print(f"{service}: reference data is invalid, not starting: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{service}: configuration is invalid, not starting: {exc}", file=sys.stderr)
+        return 2
+    serve(app, settings, service=service)
+    return 0

@@ -1,0 +1,263 @@
+"""What every service process is made of: database, broker, outbox relay, consumer, and the HTTP app.
+
+A service builds a :class:`ServiceRuntime` from its settings in ``create_app``;
+the HTTP app's lifespan starts the broker and relay after the routes exist and
+stops them in the safe order: stop taking messages, let in-flight batches
+finish (the broker's graceful timeout), stop the relay, and only then close the
+database pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import metrics
+from shared.auth import TokenRegistry
+from shared.consumer import EventConsumer, Handler
+from shared.db import create_engine, create_session_factory
+from shared.errors import install_error_handlers
+from shared.http import BodySizeLimit
+from shared.kafka import BrokerSender, create_broker, subscribe_lifecycle, subscriber_assigned
+from shared.outbox import Outbox, OutboxRelay
+from shared.reference import ReferenceData, load_reference_data
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    """The live parts of one service process."""
+
+    name: str
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: KafkaBroker
+    outbox: Outbox
+    relay: OutboxRelay
+    reference: ReferenceData
+    tokens: TokenRegistry
+    consumer: EventConsumer | None = None
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started: bool = False
+    broker_connected: bool = False
+    # Intake keeps accepting reports while the broker is away, so it stays ready without it.
+    ready_without_broker: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        name: str,
+        settings: ServiceSettings,
+        outbox_table: sa.Table,
+        inbox_table: sa.Table | None = None,
+        handler: Handler | None = None,
+        interested: frozenset[str] | None = None,
+        reference: ReferenceData | None = None,
+    ) -> ServiceRuntime:
+        """Wire the parts from settings; nothing connects until :meth:`start`."""
+        reference = reference or load_reference_data(settings.reference_data_dir)
+        engine = create_engine(settings.database, application_name=f"hazard-{name}")
+        sessions = create_session_factory(engine)
+        broker = create_broker(settings.kafka, service=name)
+        sender = BrokerSender(broker)
+        outbox = Outbox(outbox_table, default_topic=settings.kafka.lifecycle_topic)
+        relay = OutboxRelay(
+            table=outbox_table,
+            sessions=sessions,
+            sender=sender,
+            service=name,
+            batch_size=settings.outbox.batch_size,
+            poll_interval_s=settings.outbox.poll_interval_s,
+            error_backoff_s=settings.outbox.error_backoff_s,
+        )
+        runtime = cls(
+            name=name,
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            broker=broker,
+            outbox=outbox,
+            relay=relay,
+            reference=reference,
+            tokens=TokenRegistry.from_settings(settings.auth),
+        )
+        if handler is not None:
+            if inbox_table is None:
+                raise ValueError("a consuming service needs an inbox table")
+            runtime.consumer = EventConsumer(
+                service=name,
+                sessions=sessions,
+                inbox=inbox_table,
+                outbox=outbox,
+                handler=handler,
+                sender=sender,
+                dead_letter_topic=settings.kafka.dead_letter_topic,
+                interested=interested,
+                retry_attempts=settings.kafka.retry_attempts,
+                retry_backoff_s=settings.kafka.retry_backoff_s,
+            )
+            subscribe_lifecycle(
+                broker,
+                runtime.consumer,
+                settings.kafka,
+                group_id=settings.kafka.group_id or f"hazard-{name}",
+                description=f"{name} applies lifecycle events idempotently, in batches",
+            )
+        return runtime
+
+    def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a coroutine for the life of the process (timers, projections); restarted if it fails."""
+        self.background.append(loop)
+
+    async def start(self) -> None:
+        """Connect the broker (or keep trying in the background), start the relay and background loops.
+
+        A broker that is away at start-up does not stop the service: the HTTP app serves,
+        accepted work waits in the outbox, and consuming begins once the broker answers.
+        """
+        try:
+            await self.broker.start()
+            self.broker_connected = True
+        except Exception as exc:
+            log.warning("broker unavailable at start-up (%s); retrying in the background", exc)
+            self._tasks.append(
+                asyncio.create_task(self._connect_broker(), name=f"{self.name}-broker-connect")
+            )
+        if self.settings.outbox.enabled:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        for loop in self.background:
+            self._tasks.append(asyncio.create_task(_supervised(loop), name=f"{self.name}-{loop.__name__}"))
+        self.started = True
+        log.info("%s started", self.name)
+
+    async def _connect_broker(self) -> None:
+        while not self.broker_connected:
+            await asyncio.sleep(self.settings.kafka.reconnect_backoff_s)
+            try:
+                await self.broker.start()
+                self.broker_connected = True
+                log.info("%s connected to the broker", self.name)
+            except Exception as exc:
+                log.warning("broker still unavailable: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop consuming (in-flight batches finish), stop loops and relay, then close the pool."""
+        self.started = False
+        try:
+            await self.broker.stop()
+        except Exception as exc:
+            log.warning("broker did not stop cleanly: %s", exc)
+        self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.engine.dispose()
+        log.info("%s stopped", self.name)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Whether the database and broker answer and the consumers are running."""
+        checks: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(sa.text("select 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            ok = await self.broker.ping(timeout=2)
+            checks["broker"] = "ok" if ok else "unavailable"
+        except Exception as exc:
+            checks["broker"] = f"unavailable: {type(exc).__name__}"
+        consuming = self.started and self.broker_connected and subscriber_assigned(self.broker)
+        checks["consumers"] = "ok" if consuming else "not running"
+        return checks
+
+    def is_ready(self, checks: dict[str, Any]) -> bool:
+        """Ready when every check passes (intake: the broker may be away; its outbox holds the reports)."""
+        optional = {"broker", "consumers"} if self.ready_without_broker else set()
+        return all(v == "ok" for k, v in checks.items() if k not in optional)
+
+    def asyncapi(self) -> dict[str, Any]:
+        """The AsyncAPI document of what this service consumes and publishes."""
+        spec = AsyncAPI(self.broker, title=f"hazard-dispatch {self.name}", version="1.0.0")
+        result: dict[str, Any] = spec.to_specification().to_jsonable()
+        return result
+
+
+async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop %s failed; restarting in 1 s", getattr(loop, "__name__", loop))
+            await asyncio.sleep(1)
+
+
+def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) -> FastAPI:
+    """The HTTP app with health, readiness, metrics, AsyncAPI and the error shape; routes are added after."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.tokens = runtime.tokens
+    app.state.reference = runtime.reference
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.name}
+
+    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable, consumers running")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = runtime.is_ready(checks)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
+        with contextlib.suppress(Exception):
+            async with runtime.sessions() as session:
+                metrics.OUTBOX_PENDING.labels(runtime.name).set(await runtime.outbox.pending(session))
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/asyncapi.json", tags=["operations"], summary="AsyncAPI document of consumed and published events"
+    )
+    async def asyncapi(request: Request) -> JSONResponse:
+        return JSONResponse(runtime.asyncapi())
+
+    return app

@@ -1,0 +1,104 @@
+"""Settings pieces every service shares; each service composes its own class from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import topics
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    """Where the service's PostgreSQL is; the URL may carry a password, so it is secret."""
+
+    url: SecretStr
+    pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    max_overflow: Annotated[int, Field(ge=0, le=200)] = 10
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.startswith("postgresql://") or raw.startswith("postgres://"):
+            raw = "postgresql+asyncpg://" + raw.split("://", 1)[1]
+        if not raw.startswith("postgresql+asyncpg://"):
+            raise ValueError("database url must be postgresql+asyncpg://user[:password]@host:port/database")
+        return SecretStr(raw)
+
+
+class KafkaSettings(_Section):
+    """The Kafka-protocol broker, the topics and the consumer's batching and retry."""
+
+    bootstrap_servers: str
+    lifecycle_topic: str = topics.LIFECYCLE
+    dead_letter_topic: str = topics.DEAD_LETTER
+    group_id: str | None = None
+    client_id: str | None = None
+    # Apache Kafka: on; the local Tansu broker lacks idempotent producers, so the runner turns it off.
+    idempotent_producer: bool = True
+    acks: Literal["all", "1"] = "all"
+    max_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
+    retry_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+    graceful_timeout_s: Annotated[float, Field(ge=0, le=300)] = 15.0
+    # Tansu answers JoinGroup slowly; below ~30 s aiokafka times the join out and never joins.
+    request_timeout_ms: Annotated[int, Field(ge=30_000)] = 40_000
+    reconnect_backoff_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class HttpSettings(_Section):
+    """Where the HTTP app listens and how large a body it reads."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)]
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+
+
+class TokenEntry(_Section):
+    """One bearer token, stored only as the SHA-256 hex of the token."""
+
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    principal: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Literal["reporter", "department", "operator", "supervisor"]
+    grid_id: str | None = None
+    department_id: str | None = None
+
+
+class AuthSettings(_Section):
+    """Bearer tokens: a YAML file of hashes, and/or entries given inline (env as JSON)."""
+
+    tokens_file: Path | None = None
+    tokens: list[TokenEntry] = Field(default_factory=list)
+
+
+class OutboxSettings(_Section):
+    """The relay that publishes committed outbox rows."""
+
+    enabled: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    poll_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.05
+    error_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; subclasses set the env prefix and add their own sections."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid", case_sensitive=False)
+
+    database: DatabaseSettings
+    kafka: KafkaSettings
+    http: HttpSettings
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    reference_data_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True

@@ -1,0 +1,269 @@
+"""``python -m shared.devstack``: one command up, Ctrl-C down, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.devstack._process import pid_alive
+from shared.devstack.ports import free_port, port_is_free
+from shared.devstack.runner import READY_LINE, SERVICES, load_topic_partitions
+from shared.devstack.tokens import hash_token
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DUMMY = "tests.integration.devstack.dummy_service"
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Run:
+    """One ``python -m shared.devstack`` process and the ports it was given."""
+
+    state_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    output_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_path = self.state_dir.parent / f"{self.state_dir.name}-{time.monotonic_ns()}.out"
+
+    @property
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
+
+    def port(self, name: str) -> int:
+        return int(self.env[f"HAZARD_{name.upper()}_PORT"])
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "shared.devstack", "--state-dir", str(self.state_dir), *args]
+
+    def start(self, *args: str, extra_env: dict[str, str] | None = None) -> None:
+        with self.output_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.command("run", "--no-seed", *args),
+                cwd=REPO_ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_for_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while READY_LINE not in self.output:
+            if self.proc.poll() is not None:
+                pytest.fail(f"runner exited with {self.proc.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"runner not ready after {START_TIMEOUT}s:\n{self.output}")
+            time.sleep(0.2)
+
+    def wait_exit(self, timeout: float = 90.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"runner did not exit within {timeout}s:\n{self.output}")
+
+    def registry(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.state_dir / "processes.json").read_text())
+        return data
+
+    def tool(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(command), cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Live pids whose command line contains ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and pid_alive(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _assert_nothing_left(run: Run, pids: list[int], with_services: bool) -> None:
+    deadline = time.monotonic() + 10
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert _pids_mentioning(str(run.state_dir)) == []
+    ports = [run.port("pg"), run.port("kafka")]
+    if with_services:
+        ports += [run.port(name) for name in SERVICES]
+    assert [port for port in ports if not port_is_free(port)] == []
+    assert not (run.state_dir / "processes.json").exists()
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    """A runner with its own state dir and free ports; force-cleaned if a test leaves it running."""
+    base = Path(tempfile.mkdtemp(prefix="hazard-devstack-run-"))
+    base.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HAZARD_")}
+    env["HAZARD_PG_PORT"] = str(free_port())
+    env["HAZARD_KAFKA_PORT"] = str(free_port())
+    for name in SERVICES:
+        env[f"HAZARD_{name.upper()}_PORT"] = str(free_port())
+    runner = Run(state_dir=base / "state", env=env)
+    try:
+        yield runner
+    finally:
+        if runner.proc is not None and runner.proc.poll() is None:
+            runner.proc.kill()
+            runner.proc.wait()
+        runner.tool("stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _check_infrastructure(run: Run) -> None:
+    conn = await asyncpg.connect(f"postgresql://hazard@127.0.0.1:{run.port('pg')}/hazard")
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=f"127.0.0.1:{run.port('kafka')}")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        expected, _ = load_topic_partitions()
+        assert {topic: len(consumer.partitions_for_topic(topic) or ()) for topic in expected} == expected
+    finally:
+        await consumer.stop()
+
+
+async def test_no_services_run_starts_infrastructure_and_stops_cleanly_on_sigint(run: Run) -> None:
+    run.start("--no-services")
+    run.wait_for_ready()
+    await _check_infrastructure(run)
+    registry = run.registry()
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    assert set(registry["processes"]) == {"postgres", "tansu"}
+
+    tokens = (run.state_dir / "tokens.yaml").read_text()
+    plain = (run.state_dir / "demo-tokens.txt").read_text()
+    plain_tokens = [line.split("\t")[-1] for line in plain.splitlines() if not line.startswith("#")]
+    assert len(plain_tokens) == 7
+    assert all(hash_token(token) in tokens and token not in tokens for token in plain_tokens)
+    assert (run.state_dir / "demo-tokens.txt").stat().st_mode & 0o777 == 0o600
+    assert all(token in run.output for token in plain_tokens)  # the banner shows them
+
+    status = run.tool("status")
+    assert status.returncode == 0, status.stdout
+    assert "tansu: running" in status.stdout
+
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 0, run.output
+    _assert_nothing_left(run, pids, with_services=False)
+    assert run.tool("status").returncode == 1
+
+    # A second run reuses the cluster and the tokens.
+    run.start("--no-services")
+    run.wait_for_ready()
+    assert "initialising PostgreSQL" not in run.output
+    assert (run.state_dir / "demo-tokens.txt").read_text() == plain
+    registry = run.registry()
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0, run.output
+    _assert_nothing_left(run, pids, with_services=False)
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.status, response.read()
+
+
+async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) -> None:
+    run.start("--service-module", DUMMY)
+    run.wait_for_ready()
+    registry = run.registry()
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    assert set(registry["processes"]) == {"postgres", "tansu", *SERVICES}
+    for name in SERVICES:
+        status, body = _get(run.port(name), "/env")
+        prefix = name.upper()
+        assert status == 200
+        assert json.loads(body) == {
+            f"{prefix}__DATABASE__URL": f"postgresql+asyncpg://hazard@127.0.0.1:{run.port('pg')}/hazard",
+            f"{prefix}__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{run.port('kafka')}",
+            f"{prefix}__HTTP__PORT": str(run.port(name)),
+            f"{prefix}__AUTH__TOKENS_FILE": str(run.state_dir / "tokens.yaml"),
+            f"{prefix}__KAFKA__IDEMPOTENT_PRODUCER": "false",
+        }
+        assert f"http://127.0.0.1:{run.port(name)}" in run.output
+    assert f"dashboard  http://127.0.0.1:{run.port('reporting')}/" in run.output
+
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0, run.output
+    _assert_nothing_left(run, pids, with_services=True)
+    for name in SERVICES:
+        assert f"dummy {name} stopped" in (run.state_dir / "logs" / f"{name}.log").read_text()
+
+
+async def test_a_dying_service_stops_everything_with_a_failure(run: Run) -> None:
+    run.start("--service-module", DUMMY, extra_env={"DUMMY_CRASH": "dispatch"})
+    run.wait_for_ready()
+    registry = run.registry()
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    assert run.wait_exit() == 1
+    assert "dispatch exited with code 3" in run.output
+    assert "dummy dispatch serving" in run.output  # the log tail is shown
+    _assert_nothing_left(run, pids, with_services=True)
+
+
+def test_a_taken_port_is_refused_with_a_clear_message(run: Run) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", run.port("kafka")))
+        holder.listen()
+        run.start("--no-services")
+        assert run.wait_exit() == 2
+    assert f"port {run.port('kafka')} (Kafka broker; set HAZARD_KAFKA_PORT to use another)" in run.output
+    assert not (run.state_dir / "pg").exists()
+
+
+def test_stop_cleans_up_after_a_crashed_runner(run: Run) -> None:
+    run.start("--no-services")
+    run.wait_for_ready()
+    registry = run.registry()
+    pids = [entry["pid"] for entry in registry["processes"].values()]
+    assert run.proc is not None
+    run.proc.kill()  # no chance to clean up
+    run.proc.wait()
+    assert all(pid_alive(pid) for pid in pids)
+
+    again = Run(state_dir=run.state_dir, env=run.env)
+    again.start("--no-services")
+    assert again.wait_exit() == 2
+    assert "still alive" in again.output
+
+    stopped = run.tool("stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    _assert_nothing_left(run, pids, with_services=False)

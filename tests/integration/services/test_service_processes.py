@@ -1,0 +1,152 @@
+"""Each service starts as a process of its own, answers its operational endpoints, and refuses bad config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.devstack.ports import free_port
+from shared.reference import PACKAGED_DATA_DIR
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+SERVICES = ("intake", "dispatch", "tracking", "reporting")
+
+
+def _env(
+    service: str, db_url: str, bootstrap: str, topics: dict[str, str], port: int, **extra: str
+) -> dict[str, str]:
+    prefix = service.upper() + "__"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))}
+    env.update(
+        {
+            f"{prefix}DATABASE__URL": db_url,
+            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
+            f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
+            f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
+            f"{prefix}HTTP__PORT": str(port),
+            f"{prefix}LOG_JSON": "true",
+        }
+    )
+    env.update({prefix + k: v for k, v in extra.items()})
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    last: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"service exited with {proc.returncode}"
+        try:
+            last = httpx.get(url + "/readyz", timeout=3)
+            if last.status_code == 200:
+                return last
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"not ready in {timeout_s}s: {last.text if last else 'no answer'}")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_process_becomes_ready_and_serves_operational_endpoints(
+    service: str, db_url: str, kafka, topics: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    log = (tmp_path / f"{service}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        cwd=ROOT,
+        env=_env(service, db_url, kafka.bootstrap_servers, topics, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ready = _wait_ready(base, proc)
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "consumers": "ok"}
+        assert httpx.get(base + "/healthz").json() == {"status": "ok", "service": service}
+        metrics = httpx.get(base + "/metrics").text
+        assert "hazard_outbox_pending" in metrics
+        assert "faststream_" in metrics or "hazard_events_consumed_total" in metrics
+        spec = httpx.get(base + "/asyncapi.json").json()
+        assert spec["asyncapi"].startswith("3.")
+        assert any(topics["lifecycle"] in str(ch) for ch in spec["channels"].values())
+    finally:
+        proc.terminate()
+        # uvicorn re-raises the signal once shutdown is complete, so a clean stop ends "by SIGTERM".
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), (tmp_path / f"{service}.log").read_text()[
+            -3000:
+        ]
+        log.close()
+    lines = (tmp_path / f"{service}.log").read_text().splitlines()
+    assert lines, "the service logged nothing"
+    assert all(line.startswith("{") for line in lines if line.strip()), "every log line is JSON"
+
+
+def test_bad_reference_data_stops_start_up_naming_file_entry_and_problem(
+    db_url: str, kafka, topics: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "ref"
+    shutil.copytree(PACKAGED_DATA_DIR, data)
+    routing = data / "routing.yaml"
+    routing.write_text(routing.read_text().replace("department_id: police", "department_id: polise", 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "services.dispatch"],
+        cwd=ROOT,
+        env=_env(
+            "dispatch", db_url, kafka.bootstrap_servers, topics, free_port(), REFERENCE_DATA_DIR=str(data)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "reference data is invalid" in result.stderr
+    assert "routing.yaml" in result.stderr
+    assert "'polise'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_settings_are_named_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKING__")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.tracking"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "TRACKING__DATABASE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_intake_stays_ready_while_broker_is_away(db_url: str, topics: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    dead_broker = f"127.0.0.1:{free_port()}"
+    log = (tmp_path / "intake.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.intake"],
+        cwd=ROOT,
+        env=_env("intake", db_url, dead_broker, topics, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = _wait_ready(f"http://127.0.0.1:{port}", proc)
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["broker"] != "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -1,0 +1,116 @@
+"""Builders of valid sample events, one per type, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import events as ev
+
+T0 = datetime(2026, 4, 7, 9, 30, tzinfo=UTC)
+FROZEN = ev.FrozenDeadlineRule(minutes=240, working_time=True)
+
+
+def reported_payload(**overrides: Any) -> ev.HazardReportedPayload:
+    """A valid hazard.reported payload at liuyue-01."""
+    data: dict[str, Any] = {
+        "report_id": uuid.UUID(int=1),
+        "category": "rooftop_door_locked",
+        "description": "Rooftop door locked with a padlock, building 12",
+        "location": ev.Location(lat=22.66, lon=113.82, address="Liuyue Rd 12", building_id="B-12"),
+        "grid_id": "liuyue-01",
+        "community_id": "liuyue",
+        "street_id": "fuyong",
+        "reporter_id": "gm-liuyue-01",
+        "observed_at": T0 - timedelta(minutes=20),
+        "accepted_at": T0,
+        "photos": ("https://img.example.org/1.jpg",),
+    }
+    data.update(overrides)
+    return ev.HazardReportedPayload(**data)
+
+
+def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, Any]:
+    """One valid payload for every event type."""
+    deadline = T0 + timedelta(hours=4)
+    return {
+        "hazard.reported": reported_payload(),
+        "hazard.duplicate_linked": ev.HazardDuplicateLinkedPayload(
+            original_hazard_id=uuid.UUID(int=99), distance_m=12.5, same_building=False
+        ),
+        "hazard.dispatched": ev.HazardDispatchedPayload(
+            dispatch_id=dispatch_id,
+            department_id="fire",
+            rule_id="r-rooftop",
+            receipt_deadline=deadline,
+            deadline_rule=FROZEN,
+        ),
+        "hazard.referred_to_operators": ev.HazardReferredToOperatorsPayload(reason="no_rule"),
+        "hazard.acknowledged": ev.HazardAcknowledgedPayload(
+            dispatch_id=dispatch_id,
+            department_id="fire",
+            acknowledged_at=T0 + timedelta(hours=1),
+            receipt_deadline=deadline,
+            on_time=True,
+            acknowledged_by="dept-fire",
+        ),
+        "hazard.returned": ev.HazardReturnedPayload(
+            dispatch_id=dispatch_id, department_id="fire", reason="Not a fire hazard", returned_by="dept-fire"
+        ),
+        "hazard.receipt_overdue": ev.HazardReceiptOverduePayload(
+            dispatch_id=dispatch_id, department_id="fire", receipt_deadline=deadline
+        ),
+        "hazard.escalated": ev.HazardEscalatedPayload(
+            dispatch_id=dispatch_id,
+            department_id="fire",
+            level=2,
+            target="supervisor",
+            receipt_deadline=deadline,
+        ),
+        "hazard.rectification_ordered": ev.HazardRectificationOrderedPayload(
+            department_id="fire", deadline=T0 + timedelta(days=5), deadline_rule=FROZEN
+        ),
+        "hazard.rectified": ev.HazardRectifiedPayload(
+            department_id="fire",
+            note="Padlock removed",
+            photos=("https://img.example.org/2.jpg",),
+            rectified_by="dept-fire",
+        ),
+        "hazard.rectification_overdue": ev.HazardRectificationOverduePayload(
+            department_id="fire", deadline=T0 + timedelta(days=5)
+        ),
+        "hazard.verified": ev.HazardVerifiedPayload(
+            passed=True, note="Door open", verified_by="gm-liuyue-01"
+        ),
+        "hazard.closed": ev.HazardClosedPayload(
+            reason="verified", department_id="fire", closed_by="gm-liuyue-01"
+        ),
+        "hazard.relapsed": ev.HazardRelapsedPayload(
+            original_hazard_id=uuid.UUID(int=98),
+            original_department_id="fire",
+            original_closed_at=T0 - timedelta(days=10),
+            days_since_closure=10.0,
+            same_building=True,
+            distance_m=0.0,
+            place_key="building:B-12",
+        ),
+    }
+
+
+def make_event(
+    event_type: str, *, hazard_id: uuid.UUID | None = None, **payload_overrides: Any
+) -> ev.AnyEvent:
+    """A valid event of the given type (payload fields may be overridden)."""
+    hazard_id = hazard_id or uuid.uuid4()
+    payload = sample_payloads(uuid.UUID(int=7), hazard_id)[event_type]
+    if payload_overrides:
+        payload = payload.model_copy(update=payload_overrides)
+    cls = ev.EVENT_TYPES[event_type]
+    producer = {"hazard.reported": "intake", "hazard.duplicate_linked": "intake"}.get(
+        event_type,
+        "tracking"
+        if "rectif" in event_type or event_type in {"hazard.verified", "hazard.closed", "hazard.relapsed"}
+        else "dispatch",
+    )
+    return cls(event_id=uuid.uuid4(), occurred_at=T0, hazard_id=hazard_id, producer=producer, payload=payload)
