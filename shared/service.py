@@ -30,7 +30,13 @@ from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
 from shared.http import BodySizeLimit
-from shared.kafka import BrokerSender, create_broker, subscribe_lifecycle, subscriber_assigned
+from shared.kafka import (
+    BrokerSender,
+    create_broker,
+    declare_publisher,
+    subscribe_lifecycle,
+    subscriber_assigned,
+)
 from shared.outbox import Outbox, OutboxRelay
 from shared.reference import ReferenceData, load_reference_data
 from shared.settings import ServiceSettings
@@ -70,6 +76,7 @@ class ServiceRuntime:
         handler: Handler | None = None,
         interested: frozenset[str] | None = None,
         reference: ReferenceData | None = None,
+        publishes: tuple[type[Any], ...] = (),
     ) -> ServiceRuntime:
         """Wire the parts from settings; nothing connects until :meth:`start`."""
         reference = reference or load_reference_data(settings.reference_data_dir)
@@ -98,6 +105,13 @@ class ServiceRuntime:
             reference=reference,
             tokens=TokenRegistry.from_settings(settings.auth),
         )
+        for event in publishes:
+            declare_publisher(
+                broker,
+                settings.kafka.lifecycle_topic,
+                event=event,
+                description=f"{name} publishes {event.TYPE} through its transactional outbox",
+            )
         if handler is not None:
             if inbox_table is None:
                 raise ValueError("a consuming service needs an inbox table")
