@@ -1,0 +1,559 @@
+"""Pure dispatch decisions: routing, frozen receipt deadlines, acknowledgement, return, reassign, escalation.
+
+Nothing here does I/O or reads the clock: time comes in as a value, and every
+function returns new values (state and the events to publish).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal, TypedDict
+
+from shared.events import (
+    FrozenDeadlineRule,
+    HazardAcknowledged,
+    HazardAcknowledgedPayload,
+    HazardDispatched,
+    HazardDispatchedPayload,
+    HazardEscalated,
+    HazardEscalatedPayload,
+    HazardReceiptOverdue,
+    HazardReceiptOverduePayload,
+    HazardReferredToOperators,
+    HazardReferredToOperatorsPayload,
+    HazardReported,
+    HazardReturned,
+    HazardReturnedPayload,
+)
+from shared.reference import DeadlineRule, EscalationStep, ReferenceData, add_deadline
+
+DispatchStatus = Literal["pending", "acknowledged", "returned", "superseded"]
+TimerKind = Literal["receipt_overdue", "escalation"]
+DispatchReason = Literal["routed", "rerouted", "reassigned"]
+ReferralReason = Literal["no_rule", "all_candidates_returned"]
+IdFactory = Callable[[], uuid.UUID]
+DispatchEvent = (
+    HazardDispatched
+    | HazardReferredToOperators
+    | HazardReturned
+    | HazardAcknowledged
+    | HazardReceiptOverdue
+    | HazardEscalated
+)
+
+RECEIPT_OVERDUE_LEVEL = 0
+"""Timer level of the receipt deadline itself; escalation steps use their own levels (1, 2, ...)."""
+
+
+class DispatchConflictError(Exception):
+    """A request that the dispatch's state does not allow (the API answers 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HazardFacts:
+    """What dispatch keeps of a reported hazard to route it (and route it again)."""
+
+    hazard_id: uuid.UUID
+    category: str
+    community_id: str
+    grid_id: str
+    urgency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a hazard goes: a department by a rule, or the operators' queue (department None)."""
+
+    department_id: str | None
+    rule_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One durable deadline of a dispatch: the receipt deadline (level 0) or an escalation step."""
+
+    dispatch_id: uuid.UUID
+    kind: TimerKind
+    level: int
+    target: str
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One dispatch of a hazard to a department, with its deadline frozen at creation."""
+
+    dispatch_id: uuid.UUID
+    hazard_id: uuid.UUID
+    department_id: str
+    rule_id: str | None
+    category: str
+    community_id: str
+    grid_id: str
+    status: DispatchStatus
+    receipt_deadline: datetime
+    deadline_rule: FrozenDeadlineRule
+    created_at: datetime
+    reason: DispatchReason = "routed"
+    previous_dispatch_id: uuid.UUID | None = None
+    acknowledged_at: datetime | None = None
+    on_time: bool | None = None
+    overdue_at: datetime | None = None
+    returned_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of a decision: dispatches created or changed, timers to add, events to publish."""
+
+    dispatches: tuple[Dispatch, ...] = ()
+    timers: tuple[Timer, ...] = ()
+    events: tuple[DispatchEvent, ...] = ()
+    referred: bool = False
+
+
+# ---------------------------------------------------------------- routing and deadlines
+
+
+def route(reference: ReferenceData, facts: HazardFacts, *, exclude: Iterable[str] = ()) -> Route:
+    """The first routing rule for the hazard's category and place not naming an excluded department."""
+    rule = reference.route(
+        facts.category,
+        community_id=facts.community_id,
+        grid_id=facts.grid_id,
+        exclude_departments=frozenset(exclude),
+    )
+    if rule is None:
+        return Route(department_id=None, rule_id=None)
+    return Route(department_id=rule.department_id, rule_id=rule.id)
+
+
+def freeze_rule(rule: DeadlineRule) -> FrozenDeadlineRule:
+    """The deadline rule as it stands now, to be kept on the dispatch."""
+    return FrozenDeadlineRule(minutes=rule.minutes, working_time=rule.working_time)
+
+
+def receipt_deadline(
+    reference: ReferenceData, *, category: str, urgency: str | None, start: datetime
+) -> tuple[datetime, FrozenDeadlineRule]:
+    """The receipt deadline counted from `start` by the category's (and urgency's) rule, and that rule."""
+    level = urgency if urgency in ("normal", "urgent") else None
+    rule = reference.receipt_rule(category, level)
+    deadline = add_deadline(start, rule, reference.calendar)
+    return deadline, freeze_rule(rule)
+
+
+def escalation_timers(
+    *,
+    dispatch_id: uuid.UUID,
+    department_id: str,
+    deadline: datetime,
+    steps: Iterable[EscalationStep],
+    reference: ReferenceData,
+) -> tuple[Timer, ...]:
+    """The receipt-deadline timer and one timer per escalation step, each due `after` the deadline."""
+    timers = [
+        Timer(
+            dispatch_id=dispatch_id,
+            kind="receipt_overdue",
+            level=RECEIPT_OVERDUE_LEVEL,
+            target=department_id,
+            due_at=deadline,
+        )
+    ]
+    for step in steps:
+        timers.append(
+            Timer(
+                dispatch_id=dispatch_id,
+                kind="escalation",
+                level=step.level,
+                target=step.target,
+                due_at=add_deadline(deadline, step.after, reference.calendar),
+            )
+        )
+    return tuple(timers)
+
+
+class _Meta(TypedDict):
+    event_id: uuid.UUID
+    occurred_at: datetime
+    hazard_id: uuid.UUID
+    producer: Literal["dispatch"]
+    causation_id: uuid.UUID | None
+
+
+def _event_meta(
+    *, hazard_id: uuid.UUID, now: datetime, causation_id: uuid.UUID | None, new_id: IdFactory
+) -> _Meta:
+    """The envelope fields of an event dispatch publishes."""
+    return {
+        "event_id": new_id(),
+        "occurred_at": now,
+        "hazard_id": hazard_id,
+        "producer": "dispatch",
+        "causation_id": causation_id,
+    }
+
+
+def dispatch_to(
+    reference: ReferenceData,
+    facts: HazardFacts,
+    *,
+    department_id: str,
+    rule_id: str | None,
+    now: datetime,
+    reason: DispatchReason,
+    causation_id: uuid.UUID | None,
+    previous_dispatch_id: uuid.UUID | None = None,
+    dispatched_by: str = "system",
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """A new pending dispatch to `department_id` with its frozen deadline, timers and `hazard.dispatched`."""
+    deadline, frozen = receipt_deadline(reference, category=facts.category, urgency=facts.urgency, start=now)
+    dispatch = Dispatch(
+        dispatch_id=new_id(),
+        hazard_id=facts.hazard_id,
+        department_id=department_id,
+        rule_id=rule_id,
+        category=facts.category,
+        community_id=facts.community_id,
+        grid_id=facts.grid_id,
+        status="pending",
+        receipt_deadline=deadline,
+        deadline_rule=frozen,
+        created_at=now,
+        reason=reason,
+        previous_dispatch_id=previous_dispatch_id,
+    )
+    event = HazardDispatched(
+        **_event_meta(hazard_id=facts.hazard_id, now=now, causation_id=causation_id, new_id=new_id),
+        payload=HazardDispatchedPayload(
+            dispatch_id=dispatch.dispatch_id,
+            department_id=department_id,
+            rule_id=rule_id,
+            receipt_deadline=deadline,
+            deadline_rule=frozen,
+            reason=reason,
+            previous_dispatch_id=previous_dispatch_id,
+            dispatched_by=dispatched_by,
+        ),
+    )
+    timers = escalation_timers(
+        dispatch_id=dispatch.dispatch_id,
+        department_id=department_id,
+        deadline=deadline,
+        steps=reference.escalation_steps,
+        reference=reference,
+    )
+    return Outcome(dispatches=(dispatch,), timers=timers, events=(event,))
+
+
+def refer_to_operators(
+    facts: HazardFacts,
+    *,
+    reason: ReferralReason,
+    now: datetime,
+    causation_id: uuid.UUID | None,
+    excluded: Iterable[str] = (),
+    previous_dispatch_id: uuid.UUID | None = None,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """Send the hazard to the operators' queue with `hazard.referred_to_operators`."""
+    event = HazardReferredToOperators(
+        **_event_meta(hazard_id=facts.hazard_id, now=now, causation_id=causation_id, new_id=new_id),
+        payload=HazardReferredToOperatorsPayload(
+            reason=reason,
+            excluded_departments=tuple(sorted(excluded)),
+            previous_dispatch_id=previous_dispatch_id,
+        ),
+    )
+    return Outcome(events=(event,), referred=True)
+
+
+def needs_dispatch(event: HazardReported) -> bool:
+    """Whether a reported hazard is dispatched at all (not fixed on site, not a linked duplicate)."""
+    return not event.payload.rectified_on_site and event.payload.duplicate_of is None
+
+
+def facts_of(event: HazardReported) -> HazardFacts:
+    """The routing facts of a reported hazard."""
+    payload = event.payload
+    return HazardFacts(
+        hazard_id=event.hazard_id,
+        category=payload.category,
+        community_id=payload.community_id,
+        grid_id=payload.grid_id,
+        urgency=payload.urgency,
+    )
+
+
+def on_reported(
+    reference: ReferenceData, event: HazardReported, *, now: datetime, new_id: IdFactory = uuid.uuid4
+) -> Outcome:
+    """Route a newly reported hazard: a dispatch by the first matching rule, or the operators' queue."""
+    facts = facts_of(event)
+    found = route(reference, facts)
+    if found.department_id is None:
+        return refer_to_operators(
+            facts, reason="no_rule", now=now, causation_id=event.event_id, new_id=new_id
+        )
+    return dispatch_to(
+        reference,
+        facts,
+        department_id=found.department_id,
+        rule_id=found.rule_id,
+        now=now,
+        reason="routed",
+        causation_id=event.event_id,
+        new_id=new_id,
+    )
+
+
+# ---------------------------------------------------------------- acknowledgement, return, reassign
+
+
+def _require_pending(dispatch: Dispatch, action: str) -> None:
+    if dispatch.status != "pending":
+        raise DispatchConflictError(
+            f"already_{dispatch.status}",
+            f"Dispatch {dispatch.dispatch_id} is already {dispatch.status}; it cannot be {action}.",
+        )
+
+
+def acknowledge(dispatch: Dispatch, *, now: datetime, by: str, new_id: IdFactory = uuid.uuid4) -> Outcome:
+    """Record receipt: on time when before the deadline and not yet declared overdue, else late.
+
+    A late acknowledgement of a dispatch whose overdue timer has not fired yet declares it overdue
+    in the same step, so `hazard.receipt_overdue` is published exactly when receipt was late.
+    """
+    _require_pending(dispatch, "acknowledged")
+    on_time = dispatch.overdue_at is None and now <= dispatch.receipt_deadline
+    events: list[HazardAcknowledged | HazardReceiptOverdue] = []
+    overdue_at = dispatch.overdue_at
+    if not on_time and overdue_at is None:
+        overdue_at = now
+        events.append(overdue_event(dispatch, now=now, new_id=new_id))
+    acknowledged = replace(
+        dispatch, status="acknowledged", acknowledged_at=now, on_time=on_time, overdue_at=overdue_at
+    )
+    events.append(
+        HazardAcknowledged(
+            **_event_meta(hazard_id=dispatch.hazard_id, now=now, causation_id=None, new_id=new_id),
+            payload=HazardAcknowledgedPayload(
+                dispatch_id=dispatch.dispatch_id,
+                department_id=dispatch.department_id,
+                acknowledged_at=now,
+                receipt_deadline=dispatch.receipt_deadline,
+                on_time=on_time,
+                acknowledged_by=by,
+            ),
+        )
+    )
+    return Outcome(dispatches=(acknowledged,), events=tuple(events))
+
+
+def facts_of_dispatch(dispatch: Dispatch, *, urgency: str | None) -> HazardFacts:
+    """The routing facts carried by a dispatch."""
+    return HazardFacts(
+        hazard_id=dispatch.hazard_id,
+        category=dispatch.category,
+        community_id=dispatch.community_id,
+        grid_id=dispatch.grid_id,
+        urgency=urgency,
+    )
+
+
+def return_dispatch(
+    reference: ReferenceData,
+    dispatch: Dispatch,
+    *,
+    reason: str,
+    by: str,
+    now: datetime,
+    returned_before: Iterable[str],
+    urgency: str | None = None,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """Return a dispatch and route the hazard again, excluding every department that returned it."""
+    _require_pending(dispatch, "returned")
+    returned = replace(dispatch, status="returned", returned_reason=reason)
+    returned_event = HazardReturned(
+        **_event_meta(hazard_id=dispatch.hazard_id, now=now, causation_id=None, new_id=new_id),
+        payload=HazardReturnedPayload(
+            dispatch_id=dispatch.dispatch_id,
+            department_id=dispatch.department_id,
+            reason=reason,
+            returned_by=by,
+        ),
+    )
+    excluded = {*returned_before, dispatch.department_id}
+    facts = facts_of_dispatch(dispatch, urgency=urgency)
+    found = route(reference, facts, exclude=excluded)
+    if found.department_id is None:
+        next_step = refer_to_operators(
+            facts,
+            reason="all_candidates_returned",
+            now=now,
+            causation_id=returned_event.event_id,
+            excluded=excluded,
+            previous_dispatch_id=dispatch.dispatch_id,
+            new_id=new_id,
+        )
+    else:
+        next_step = dispatch_to(
+            reference,
+            facts,
+            department_id=found.department_id,
+            rule_id=found.rule_id,
+            now=now,
+            reason="rerouted",
+            causation_id=returned_event.event_id,
+            previous_dispatch_id=dispatch.dispatch_id,
+            new_id=new_id,
+        )
+    return Outcome(
+        dispatches=(returned, *next_step.dispatches),
+        timers=next_step.timers,
+        events=(returned_event, *next_step.events),
+        referred=next_step.referred,
+    )
+
+
+def reassign(
+    reference: ReferenceData,
+    dispatch: Dispatch,
+    *,
+    department_id: str,
+    by: str,
+    now: datetime,
+    urgency: str | None = None,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """An operator moves a pending dispatch to another department: the old one is superseded."""
+    _require_pending(dispatch, "reassigned")
+    reference.department(department_id)
+    if department_id == dispatch.department_id:
+        raise DispatchConflictError(
+            "same_department",
+            f"Dispatch {dispatch.dispatch_id} is already with department {department_id!r}.",
+        )
+    superseded = replace(dispatch, status="superseded")
+    next_step = dispatch_to(
+        reference,
+        facts_of_dispatch(dispatch, urgency=urgency),
+        department_id=department_id,
+        rule_id=None,
+        now=now,
+        reason="reassigned",
+        causation_id=None,
+        previous_dispatch_id=dispatch.dispatch_id,
+        dispatched_by=by,
+        new_id=new_id,
+    )
+    return Outcome(
+        dispatches=(superseded, *next_step.dispatches), timers=next_step.timers, events=next_step.events
+    )
+
+
+def assign_from_queue(
+    reference: ReferenceData,
+    facts: HazardFacts,
+    *,
+    department_id: str,
+    by: str,
+    now: datetime,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """An operator assigns a hazard waiting in the operators' queue to a department."""
+    reference.department(department_id)
+    return dispatch_to(
+        reference,
+        facts,
+        department_id=department_id,
+        rule_id=None,
+        now=now,
+        reason="reassigned",
+        causation_id=None,
+        dispatched_by=by,
+        new_id=new_id,
+    )
+
+
+# ---------------------------------------------------------------- timers
+
+
+def overdue_event(
+    dispatch: Dispatch, *, now: datetime, new_id: IdFactory = uuid.uuid4
+) -> HazardReceiptOverdue:
+    """`hazard.receipt_overdue` for a dispatch."""
+    return HazardReceiptOverdue(
+        **_event_meta(hazard_id=dispatch.hazard_id, now=now, causation_id=None, new_id=new_id),
+        payload=HazardReceiptOverduePayload(
+            dispatch_id=dispatch.dispatch_id,
+            department_id=dispatch.department_id,
+            receipt_deadline=dispatch.receipt_deadline,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A claimed timer with the state of its dispatch, as the timer loop sees it."""
+
+    timer_id: int
+    kind: TimerKind
+    level: int
+    target: str
+    dispatch_id: uuid.UUID
+    hazard_id: uuid.UUID
+    department_id: str
+    status: DispatchStatus
+    receipt_deadline: datetime
+    overdue_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerDecision:
+    """What firing one due timer does: publish an event (or not) and mark the dispatch overdue (or not)."""
+
+    timer_id: int
+    event: HazardReceiptOverdue | HazardEscalated | None
+    marks_overdue: bool
+
+
+def fire(timer: DueTimer, *, now: datetime, new_id: IdFactory = uuid.uuid4) -> TimerDecision:
+    """Fire a due timer: nothing once the dispatch left `pending`, else overdue or its escalation step."""
+    if timer.status != "pending":
+        return TimerDecision(timer_id=timer.timer_id, event=None, marks_overdue=False)
+    meta = _event_meta(hazard_id=timer.hazard_id, now=now, causation_id=None, new_id=new_id)
+    if timer.kind == "receipt_overdue":
+        if timer.overdue_at is not None:
+            return TimerDecision(timer_id=timer.timer_id, event=None, marks_overdue=False)
+        overdue = HazardReceiptOverdue(
+            **meta,
+            payload=HazardReceiptOverduePayload(
+                dispatch_id=timer.dispatch_id,
+                department_id=timer.department_id,
+                receipt_deadline=timer.receipt_deadline,
+            ),
+        )
+        return TimerDecision(timer_id=timer.timer_id, event=overdue, marks_overdue=True)
+    escalated = HazardEscalated(
+        **meta,
+        payload=HazardEscalatedPayload(
+            dispatch_id=timer.dispatch_id,
+            department_id=timer.department_id,
+            level=timer.level,
+            target=timer.target,
+            receipt_deadline=timer.receipt_deadline,
+        ),
+    )
+    return TimerDecision(timer_id=timer.timer_id, event=escalated, marks_overdue=False)

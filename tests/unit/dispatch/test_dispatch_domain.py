@@ -1,0 +1,368 @@
+"""Pure dispatch decisions: routing, frozen deadlines on the working calendar, acknowledgement, return, reassign."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.dispatch import domain
+from shared import events as ev
+from shared.reference import ReferenceData, load_reference_data
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="module")
+def reference() -> ReferenceData:
+    return load_reference_data()
+
+
+def local(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=SHANGHAI)
+
+
+def facts(category: str, grid_id: str = "liuyue-01", urgency: str | None = None) -> domain.HazardFacts:
+    return domain.HazardFacts(
+        hazard_id=uuid.uuid4(),
+        category=category,
+        community_id=grid_id.rsplit("-", 1)[0],
+        grid_id=grid_id,
+        urgency=urgency,
+    )
+
+
+def reported(category: str, grid_id: str = "liuyue-01", **overrides: object) -> ev.HazardReported:
+    now = datetime(2026, 4, 7, 1, 30, tzinfo=UTC)
+    payload = ev.HazardReportedPayload(
+        report_id=uuid.uuid4(),
+        category=category,
+        description="test",
+        location=ev.Location(lat=22.65, lon=114.2),
+        grid_id=grid_id,
+        community_id=grid_id.rsplit("-", 1)[0],
+        street_id="henggang",
+        reporter_id="gm-1",
+        observed_at=now,
+        accepted_at=now,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return ev.HazardReported(
+        event_id=uuid.uuid4(), occurred_at=now, hazard_id=uuid.uuid4(), producer="intake", payload=payload
+    )
+
+
+# ---------------------------------------------------------------- routing
+
+
+def test_generic_rule_routes_by_category(reference: ReferenceData) -> None:
+    assert domain.route(reference, facts("locked_rooftop_door")) == domain.Route(
+        "fire", "r-locked-rooftop-door"
+    )
+    assert domain.route(reference, facts("public_security_hazard")) == domain.Route(
+        "police", "r-public-security-hazard"
+    )
+
+
+def test_community_override_wins_over_generic_rule(reference: ReferenceData) -> None:
+    assert domain.route(reference, facts("group_rental_fire_hazard", "silian-03")) == domain.Route(
+        "housing_rental", "r-silian-group-rental"
+    )
+    assert domain.route(reference, facts("group_rental_fire_hazard", "huale-03")) == domain.Route(
+        "fire", "r-group-rental-fire-hazard"
+    )
+
+
+def test_grid_override_applies_only_to_its_grid(reference: ReferenceData) -> None:
+    assert domain.route(reference, facts("electrical_fire_hazard", "huale-04")) == domain.Route(
+        "safety_supervision", "r-huale-04-electrical"
+    )
+    assert domain.route(reference, facts("electrical_fire_hazard", "huale-05")) == domain.Route(
+        "fire", "r-electrical-fire-hazard"
+    )
+
+
+def test_category_without_rule_goes_to_operators(reference: ReferenceData) -> None:
+    outcome = domain.on_reported(reference, reported("other"), now=datetime(2026, 4, 7, 1, 0, tzinfo=UTC))
+    assert outcome.referred
+    assert outcome.dispatches == ()
+    assert outcome.timers == ()
+    (event,) = outcome.events
+    assert isinstance(event, ev.HazardReferredToOperators)
+    assert event.payload.reason == "no_rule"
+
+
+def test_excluded_department_falls_through_to_the_next_rule(reference: ReferenceData) -> None:
+    hazard = facts("direct_vent_water_heater")
+    assert domain.route(reference, hazard) == domain.Route("gas", "r-direct-vent-water-heater")
+    assert domain.route(reference, hazard, exclude={"gas"}) == domain.Route(
+        "fire", "r-direct-vent-water-heater-fallback"
+    )
+    assert domain.route(reference, hazard, exclude={"gas", "fire"}) == domain.Route(None, None)
+
+
+def test_rectified_on_site_and_duplicates_are_not_dispatched() -> None:
+    assert domain.needs_dispatch(reported("locked_rooftop_door"))
+    assert not domain.needs_dispatch(reported("locked_rooftop_door", rectified_on_site=True))
+    assert not domain.needs_dispatch(reported("locked_rooftop_door", duplicate_of=uuid.uuid4()))
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def deadline_of(
+    reference: ReferenceData, category: str, start: datetime, urgency: str | None = None
+) -> datetime:
+    deadline, _ = domain.receipt_deadline(reference, category=category, urgency=urgency, start=start)
+    return deadline.astimezone(SHANGHAI)
+
+
+def test_working_time_deadline_skips_the_lunch_break(reference: ReferenceData) -> None:
+    # Tuesday 11:30 + 2 working hours: 30 minutes before lunch, 90 after 14:00.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 4, 7, 11, 30)) == local(
+        2026, 4, 7, 15, 30
+    )
+
+
+def test_working_time_deadline_skips_the_weekend(reference: ReferenceData) -> None:
+    # Friday 17:00 + 2 h: one hour on Friday, the second on Monday morning.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 3, 13, 17)) == local(2026, 3, 16, 9, 30)
+
+
+def test_working_time_deadline_skips_public_holidays(reference: ReferenceData) -> None:
+    # Qingming 2026: Sat 4 April - Mon 6 April. Friday 17:00 + 2 h ends Tuesday 09:30.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 4, 3, 17)) == local(2026, 4, 7, 9, 30)
+    # Labour Day 2026: Fri 1 May - Tue 5 May. Thursday 17:00 + 2 h ends Wednesday 6 May 09:30.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 4, 30, 17)) == local(2026, 5, 6, 9, 30)
+
+
+def test_working_time_deadline_counts_make_up_days(reference: ReferenceData) -> None:
+    # Saturday 9 May 2026 is a make-up working day: Friday 17:00 + 2 h ends on that Saturday.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 5, 8, 17)) == local(2026, 5, 9, 9, 30)
+    # An ordinary Saturday is not: the week after, the deadline moves to Monday.
+    assert deadline_of(reference, "locked_rooftop_door", local(2026, 5, 15, 17)) == local(2026, 5, 18, 9, 30)
+
+
+def test_report_outside_working_hours_starts_counting_at_the_next_interval(reference: ReferenceData) -> None:
+    # Sunday night: counting begins Monday 08:30; 4 h = 3.5 h before lunch + 30 min after 14:00.
+    assert deadline_of(reference, "direct_vent_water_heater", local(2026, 3, 15, 22)) == local(
+        2026, 3, 16, 14, 30
+    )
+
+
+def test_urgent_level_uses_its_wall_clock_rule(reference: ReferenceData) -> None:
+    start = local(2026, 4, 4, 23)  # a holiday night: wall-clock time ignores the calendar
+    deadline, frozen = domain.receipt_deadline(
+        reference, category="locked_rooftop_door", urgency="urgent", start=start
+    )
+    assert deadline == start + timedelta(minutes=30)
+    assert frozen == ev.FrozenDeadlineRule(minutes=30, working_time=False)
+
+
+def test_unknown_urgency_uses_the_default_rule(reference: ReferenceData) -> None:
+    _, frozen = domain.receipt_deadline(
+        reference, category="locked_rooftop_door", urgency="whenever", start=local(2026, 4, 7, 9)
+    )
+    assert frozen == ev.FrozenDeadlineRule(minutes=120, working_time=True)
+
+
+def test_dispatch_freezes_its_rule_and_schedules_overdue_and_escalations(reference: ReferenceData) -> None:
+    now = local(2026, 4, 7, 9).astimezone(UTC)
+    outcome = domain.on_reported(reference, reported("locked_rooftop_door"), now=now)
+    (dispatch,) = outcome.dispatches
+    assert dispatch.status == "pending"
+    assert dispatch.department_id == "fire"
+    assert dispatch.receipt_deadline == local(2026, 4, 7, 11).astimezone(UTC)
+    assert dispatch.deadline_rule == ev.FrozenDeadlineRule(minutes=120, working_time=True)
+    (event,) = outcome.events
+    assert isinstance(event, ev.HazardDispatched)
+    assert event.payload.dispatch_id == dispatch.dispatch_id
+    assert event.payload.deadline_rule == dispatch.deadline_rule
+    assert event.payload.reason == "routed"
+    deadline = dispatch.receipt_deadline
+    assert [(t.kind, t.level, t.target, t.due_at) for t in outcome.timers] == [
+        ("receipt_overdue", 0, "fire", deadline),
+        ("escalation", 1, "department", deadline),
+        ("escalation", 2, "supervisor", deadline + timedelta(hours=2)),
+        ("escalation", 3, "district", deadline + timedelta(hours=24)),
+    ]
+
+
+# ---------------------------------------------------------------- acknowledgement
+
+
+def pending(reference: ReferenceData, category: str = "locked_rooftop_door") -> domain.Dispatch:
+    now = local(2026, 4, 7, 9).astimezone(UTC)
+    (dispatch,) = domain.on_reported(reference, reported(category), now=now).dispatches
+    return dispatch
+
+
+def test_acknowledgement_before_the_deadline_is_on_time(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    outcome = domain.acknowledge(
+        dispatch, now=dispatch.receipt_deadline - timedelta(minutes=1), by="dept-fire"
+    )
+    (acknowledged,) = outcome.dispatches
+    assert acknowledged.status == "acknowledged"
+    assert acknowledged.on_time is True
+    (event,) = outcome.events
+    assert isinstance(event, ev.HazardAcknowledged)
+    assert event.payload.on_time is True
+
+
+def test_late_acknowledgement_is_recorded_as_late_and_declares_the_overdue(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    late = dispatch.receipt_deadline + timedelta(seconds=1)
+    outcome = domain.acknowledge(dispatch, now=late, by="dept-fire")
+    assert outcome.dispatches[0].on_time is False
+    assert outcome.dispatches[0].overdue_at == late
+    assert [type(e) for e in outcome.events] == [ev.HazardReceiptOverdue, ev.HazardAcknowledged]
+
+
+def test_acknowledgement_after_the_overdue_fired_is_late_without_a_second_overdue(
+    reference: ReferenceData,
+) -> None:
+    dispatch = replace(pending(reference), overdue_at=datetime(2026, 4, 7, 3, 0, tzinfo=UTC))
+    # Even a clock that says "before the deadline" cannot undo an overdue already published.
+    outcome = domain.acknowledge(dispatch, now=dispatch.receipt_deadline - timedelta(seconds=1), by="x")
+    assert outcome.dispatches[0].on_time is False
+    assert [type(e) for e in outcome.events] == [ev.HazardAcknowledged]
+
+
+@pytest.mark.parametrize("status", ["acknowledged", "returned", "superseded"])
+def test_acknowledging_a_dispatch_that_left_pending_is_refused(reference: ReferenceData, status: str) -> None:
+    dispatch = replace(pending(reference), status=status)  # type: ignore[arg-type]
+    with pytest.raises(domain.DispatchConflictError) as refused:
+        domain.acknowledge(dispatch, now=dispatch.created_at, by="dept-fire")
+    assert refused.value.code == f"already_{status}"
+
+
+# ---------------------------------------------------------------- return and reassign
+
+
+def test_return_reroutes_excluding_the_returning_department(reference: ReferenceData) -> None:
+    dispatch = pending(reference, "direct_vent_water_heater")
+    now = dispatch.created_at + timedelta(minutes=5)
+    outcome = domain.return_dispatch(
+        reference, dispatch, reason="No gas contract", by="dept-gas", now=now, returned_before=()
+    )
+    returned, rerouted = outcome.dispatches
+    assert returned.status == "returned"
+    assert returned.returned_reason == "No gas contract"
+    assert rerouted.department_id == "fire"
+    assert rerouted.rule_id == "r-direct-vent-water-heater-fallback"
+    assert rerouted.previous_dispatch_id == dispatch.dispatch_id
+    assert rerouted.reason == "rerouted"
+    returned_event, dispatched_event = outcome.events
+    assert isinstance(returned_event, ev.HazardReturned)
+    assert isinstance(dispatched_event, ev.HazardDispatched)
+    assert dispatched_event.payload.reason == "rerouted"
+    assert dispatched_event.causation_id == returned_event.event_id
+    assert {t.dispatch_id for t in outcome.timers} == {rerouted.dispatch_id}
+
+
+def test_hazard_returned_by_every_candidate_goes_to_operators(reference: ReferenceData) -> None:
+    dispatch = replace(pending(reference, "direct_vent_water_heater"), department_id="fire")
+    outcome = domain.return_dispatch(
+        reference,
+        dispatch,
+        reason="Not ours",
+        by="dept-fire",
+        now=dispatch.created_at,
+        returned_before=("gas",),
+    )
+    assert outcome.referred
+    assert [d.status for d in outcome.dispatches] == ["returned"]
+    _, referred = outcome.events
+    assert isinstance(referred, ev.HazardReferredToOperators)
+    assert referred.payload.reason == "all_candidates_returned"
+    assert referred.payload.excluded_departments == ("fire", "gas")
+    assert referred.payload.previous_dispatch_id == dispatch.dispatch_id
+
+
+def test_returning_an_acknowledged_dispatch_is_refused(reference: ReferenceData) -> None:
+    dispatch = replace(pending(reference), status="acknowledged")
+    with pytest.raises(domain.DispatchConflictError):
+        domain.return_dispatch(
+            reference, dispatch, reason="x", by="y", now=dispatch.created_at, returned_before=()
+        )
+
+
+def test_operator_reassign_supersedes_and_dispatches_anew(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    outcome = domain.reassign(
+        reference, dispatch, department_id="police", by="op-1", now=dispatch.created_at + timedelta(hours=1)
+    )
+    superseded, fresh = outcome.dispatches
+    assert superseded.status == "superseded"
+    assert fresh.department_id == "police"
+    assert fresh.status == "pending"
+    (event,) = outcome.events
+    assert isinstance(event, ev.HazardDispatched)
+    assert event.payload.reason == "reassigned"
+    assert event.payload.previous_dispatch_id == dispatch.dispatch_id
+    assert event.payload.dispatched_by == "op-1"
+    assert event.payload.rule_id is None
+
+
+def test_reassign_to_the_same_department_is_refused(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    with pytest.raises(domain.DispatchConflictError) as refused:
+        domain.reassign(reference, dispatch, department_id="fire", by="op-1", now=dispatch.created_at)
+    assert refused.value.code == "same_department"
+
+
+# ---------------------------------------------------------------- timers
+
+
+def due(dispatch: domain.Dispatch, kind: domain.TimerKind, level: int, **changes: object) -> domain.DueTimer:
+    timer = domain.DueTimer(
+        timer_id=1,
+        kind=kind,
+        level=level,
+        target="supervisor" if level else dispatch.department_id,
+        dispatch_id=dispatch.dispatch_id,
+        hazard_id=dispatch.hazard_id,
+        department_id=dispatch.department_id,
+        status=dispatch.status,
+        receipt_deadline=dispatch.receipt_deadline,
+        overdue_at=dispatch.overdue_at,
+    )
+    return replace(timer, **changes)  # type: ignore[arg-type]
+
+
+def test_due_receipt_timer_of_a_pending_dispatch_publishes_overdue(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    decision = domain.fire(due(dispatch, "receipt_overdue", 0), now=dispatch.receipt_deadline)
+    assert decision.marks_overdue
+    assert isinstance(decision.event, ev.HazardReceiptOverdue)
+    assert decision.event.payload.receipt_deadline == dispatch.receipt_deadline
+
+
+def test_due_escalation_step_publishes_its_level(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    decision = domain.fire(due(dispatch, "escalation", 2), now=dispatch.receipt_deadline)
+    assert not decision.marks_overdue
+    assert isinstance(decision.event, ev.HazardEscalated)
+    assert (decision.event.payload.level, decision.event.payload.target) == (2, "supervisor")
+
+
+@pytest.mark.parametrize("status", ["acknowledged", "returned", "superseded"])
+def test_timers_of_a_dispatch_that_left_pending_fire_nothing(reference: ReferenceData, status: str) -> None:
+    dispatch = pending(reference)
+    for kind, level in (("receipt_overdue", 0), ("escalation", 1)):
+        decision = domain.fire(due(dispatch, kind, level, status=status), now=dispatch.receipt_deadline)  # type: ignore[arg-type]
+        assert decision.event is None
+        assert not decision.marks_overdue
+
+
+def test_overdue_already_declared_is_not_published_again(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    decision = domain.fire(
+        due(dispatch, "receipt_overdue", 0, overdue_at=dispatch.receipt_deadline),
+        now=dispatch.receipt_deadline,
+    )
+    assert decision.event is None
