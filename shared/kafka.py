@@ -98,7 +98,8 @@ def subscribe_lifecycle(
 
     @subscriber(decoder=_raw_decoder)
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        raw = msg.raw_message
+        records = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
         try:
             await consumer.process(records)
         except TransientError as exc:

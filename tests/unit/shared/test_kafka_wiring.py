@@ -1,0 +1,44 @@
+"""The lifecycle subscriber's wiring, with FastStream's in-memory broker and a fake consumer.
+
+The in-memory broker has no offsets, commits or redelivery: ack/nack behaviour is proven against
+the real broker in tests/integration/shared/test_consumer.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from faststream.kafka import TestKafkaBroker
+
+from shared.kafka import create_broker, subscribe_lifecycle
+from shared.settings import KafkaSettings
+
+
+class FakeConsumer:
+    """Same interface as EventConsumer.process; records what it was given."""
+
+    service = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    async def process(self, records: Sequence[Any]) -> None:
+        self.batches.append([r.value for r in records])
+
+
+def _settings() -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers="in-memory:9092", lifecycle_topic="life", idempotent_producer=False
+    )
+
+
+async def test_subscriber_hands_raw_records_to_the_consumer_undecoded() -> None:
+    broker = create_broker(_settings(), service="fake")
+    consumer = FakeConsumer()
+    subscriber = subscribe_lifecycle(broker, consumer, _settings(), group_id="g", description="d")  # type: ignore[arg-type]
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(b"not json at all", "life")
+        await test_broker.publish(b'{"event_type": "x"}', "life")
+    assert consumer.batches == [[b"not json at all"], [b'{"event_type": "x"}']]
+    assert subscriber.calls, "the handler is registered on the subscriber"
