@@ -54,21 +54,8 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def create_outbox_and_inbox(op: Any, schema: str) -> None:
-    """Alembic helper: create the outbox and inbox tables in a service's schema."""
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
-        sa.Column("topic", sa.Text, nullable=False),
-        sa.Column("key", sa.Text, nullable=True),
-        sa.Column("value", sa.LargeBinary, nullable=False),
-        sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        schema=schema,
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        schema=schema,
-    )
+    """Alembic helper: create the outbox and inbox tables, as defined above, in a service's schema."""
+    metadata = sa.MetaData(schema=schema)
+    bind = op.get_bind()
+    outbox_table(metadata).create(bind)
+    inbox_table(metadata).create(bind)
