@@ -1,0 +1,685 @@
+"""The case of one hazard, derived from its timeline: pure state machine, commands, reactions, relapse.
+
+How a case stays right when events arrive late, early or twice
+--------------------------------------------------------------
+The case is never updated in place. Every accepted event is stored as a
+timeline entry, and the case is *recomputed* by folding the whole timeline in
+``occurred_at`` order (ties: the natural lifecycle order of the event types,
+then arrival order). An ``acknowledged`` that arrives before its ``dispatched``
+therefore yields the same case as the two in order, and an event applied twice
+is the same entry (the inbox and the timeline's unique event id drop the copy).
+
+The fold is lenient for what other services report (intake and dispatch are
+the truth about reports, dispatches, receipts and returns): such events are
+always recorded; once a case is rectified, closed or a duplicate they no
+longer move its state. Tracking's own event types arriving from the stream
+(written by anyone but this service's own transaction) are checked against the
+case as it stood at their place in the timeline and refused when they do not
+fit (a rectification of a closed case). Commands from people (rectify, verify)
+are checked strictly against the current case.
+
+What tracking does in reply (order a rectification after an acknowledgement,
+close after a passed verification, order the next round after a failed one,
+close an on-site rectification at once) is computed by :func:`react` from the
+derived case, not from the arriving event, so a late or repeated event never
+issues a second order. Own events are stamped ``now``, or a microsecond after
+the latest entry when that is not earlier, so a reply always sorts after its cause.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from shared import events as ev
+from shared.reference import ReferenceData, add_deadline, haversine_m
+
+State = Literal[
+    "new",
+    "reported",
+    "referred_to_operators",
+    "dispatched",
+    "acknowledged",
+    "rectification_ordered",
+    "rectified",
+    "verification_failed",
+    "verified",
+    "closed",
+    "duplicate",
+]
+STATES: Final[tuple[State, ...]] = (
+    "new",
+    "reported",
+    "referred_to_operators",
+    "dispatched",
+    "acknowledged",
+    "rectification_ordered",
+    "rectified",
+    "verification_failed",
+    "verified",
+    "closed",
+    "duplicate",
+)
+
+STATE_DESCRIPTIONS: Final[dict[str, str]] = {
+    "new": "known only from events that came before its report",
+    "reported": "awaiting dispatch",
+    "referred_to_operators": "with the dispatch operators",
+    "dispatched": "awaiting receipt by the department",
+    "acknowledged": "acknowledged, rectification not yet ordered",
+    "rectification_ordered": "awaiting rectification",
+    "rectified": "rectified, awaiting verification",
+    "verification_failed": "failed verification, awaiting a new rectification order",
+    "verified": "verified, awaiting closure",
+    "closed": "closed",
+    "duplicate": "a duplicate of another hazard",
+}
+
+TRACKING_TYPES: Final = frozenset(
+    {
+        ev.HazardRectificationOrdered.TYPE,
+        ev.HazardRectified.TYPE,
+        ev.HazardRectificationOverdue.TYPE,
+        ev.HazardVerified.TYPE,
+        ev.HazardClosed.TYPE,
+        ev.HazardRelapsed.TYPE,
+    }
+)
+"""Event types this service publishes; from anyone else they are checked before they are recorded."""
+
+_TICK: Final = timedelta(microseconds=1)
+_SETTLED: Final = frozenset({"rectified", "verification_failed", "verified", "closed", "duplicate"})
+_BEFORE_RECEIPT: Final = frozenset({"new", "reported", "referred_to_operators", "dispatched"})
+
+# Tie-break for events stamped with the same instant: the order a hazard's life goes through.
+_RANK: Final[dict[str, int]] = {
+    ev.HazardReported.TYPE: 0,
+    ev.HazardDuplicateLinked.TYPE: 1,
+    ev.HazardRelapsed.TYPE: 1,
+    ev.HazardReferredToOperators.TYPE: 2,
+    ev.HazardDispatched.TYPE: 2,
+    ev.HazardReceiptOverdue.TYPE: 3,
+    ev.HazardEscalated.TYPE: 3,
+    ev.HazardReturned.TYPE: 3,
+    ev.HazardAcknowledged.TYPE: 3,
+    ev.HazardRectificationOrdered.TYPE: 4,
+    ev.HazardRectificationOverdue.TYPE: 5,
+    ev.HazardRectified.TYPE: 5,
+    ev.HazardVerified.TYPE: 6,
+    ev.HazardClosed.TYPE: 7,
+}
+
+
+class TransitionRefused(Exception):  # noqa: N818 - the name the team agreed on
+    """A command or event does not fit the case's state; the message says why, for a person."""
+
+
+class NotPermitted(Exception):  # noqa: N818 - reads as what happened
+    """The caller may not act on this case (not the holding department, not the reporting grid)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event of a case's timeline; ``seq`` is its arrival order (a tie-break only)."""
+
+    seq: int
+    event: ev.AnyEvent
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, int]:
+        """Occurred-at first, then lifecycle order, then arrival."""
+        return (self.event.occurred_at, _RANK.get(self.event.TYPE, 9), self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """Everything tracking knows about one hazard, derived from its timeline."""
+
+    hazard_id: uuid.UUID
+    state: State = "new"
+    category: str | None = None
+    grid_id: str | None = None
+    community_id: str | None = None
+    building_id: str | None = None
+    address: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    reporter_id: str | None = None
+    reported_at: datetime | None = None
+    observed_at: datetime | None = None
+    rectified_on_site: bool = False
+    department_id: str | None = None
+    departments_involved: tuple[str, ...] = ()
+    dispatch_id: uuid.UUID | None = None
+    receipt_deadline: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_on_time: bool | None = None
+    receipt_overdue: bool = False
+    escalation_level: int = 0
+    returns: int = 0
+    round: int = 0
+    order_event_id: uuid.UUID | None = None
+    rectification_deadline: datetime | None = None
+    rectification_overdue: bool = False
+    rectified_at: datetime | None = None
+    rectified_by: str | None = None
+    verified_by: str | None = None
+    rework_count: int = 0
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    closed_department_id: str | None = None
+    close_reason: str | None = None
+    relapse_of: uuid.UUID | None = None
+    relapse_place_key: str | None = None
+    duplicate_of: uuid.UUID | None = None
+    last_event_id: uuid.UUID | None = None
+    last_occurred_at: datetime | None = None
+
+    @property
+    def place_key(self) -> str | None:
+        """Where the hazard is, as a key for relapse counting: its building, else a ~11 m cell."""
+        return place_key(building_id=self.building_id, lat=self.lat, lon=self.lon)
+
+
+def place_key(*, building_id: str | None, lat: float | None, lon: float | None) -> str | None:
+    """``building:<id>`` when the building is known, else ``point:<lat>,<lon>`` rounded to 4 decimals."""
+    if building_id:
+        return f"building:{building_id}"
+    if lat is None or lon is None:
+        return None
+    return f"point:{lat:.4f},{lon:.4f}"
+
+
+# ---------------------------------------------------------------------------- the fold
+
+
+def ordered(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries in the order the case is folded."""
+    return sorted(entries, key=lambda entry: entry.sort_key)
+
+
+def build_case(hazard_id: uuid.UUID, entries: Iterable[Entry]) -> Case:
+    """The case derived from its timeline, whatever order the entries arrived in."""
+    case = Case(hazard_id=hazard_id)
+    for entry in ordered(entries):
+        case = apply_event(case, entry.event)
+    return case
+
+
+def _involve(case: Case, department_id: str | None) -> tuple[str, ...]:
+    if department_id is None or department_id in case.departments_involved:
+        return case.departments_involved
+    return (*case.departments_involved, department_id)
+
+
+def apply_event(case: Case, event: ev.AnyEvent) -> Case:
+    """One step of the fold: the case after ``event`` (lenient: never refuses)."""
+    r = dataclasses.replace
+    case = r(case, last_event_id=event.event_id, last_occurred_at=event.occurred_at)
+    match event:
+        case ev.HazardReported(payload=p):
+            state: State = case.state
+            if p.duplicate_of is not None or case.duplicate_of is not None:
+                state = "duplicate"
+            elif case.state == "new":
+                state = "reported"
+            return r(
+                case,
+                state=state,
+                category=p.category,
+                grid_id=p.grid_id,
+                community_id=p.community_id,
+                building_id=p.location.building_id,
+                address=p.location.address,
+                lat=p.location.lat,
+                lon=p.location.lon,
+                reporter_id=p.reporter_id,
+                reported_at=p.accepted_at,
+                observed_at=p.observed_at,
+                rectified_on_site=p.rectified_on_site,
+                duplicate_of=p.duplicate_of or case.duplicate_of,
+            )
+        case ev.HazardDuplicateLinked(payload=p):
+            return r(
+                case,
+                duplicate_of=p.original_hazard_id,
+                state=case.state if case.state in {"closed", "rectified"} else "duplicate",
+            )
+        case ev.HazardDispatched(payload=p):
+            case = r(case, departments_involved=_involve(case, p.department_id))
+            if case.state in _SETTLED:
+                return case
+            return r(
+                case,
+                state="dispatched",
+                department_id=p.department_id,
+                dispatch_id=p.dispatch_id,
+                receipt_deadline=p.receipt_deadline,
+                receipt_overdue=False,
+                acknowledged_at=None,
+                acknowledged_on_time=None,
+                order_event_id=None,
+                rectification_deadline=None,
+                rectification_overdue=False,
+            )
+        case ev.HazardReferredToOperators():
+            if case.state in _SETTLED or case.state in {"acknowledged", "rectification_ordered"}:
+                return case
+            return r(case, state="referred_to_operators", department_id=None, dispatch_id=None)
+        case ev.HazardAcknowledged(payload=p):
+            case = r(case, departments_involved=_involve(case, p.department_id))
+            stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
+            if case.state not in _BEFORE_RECEIPT or stale:
+                return case
+            return r(
+                case,
+                state="acknowledged",
+                department_id=p.department_id,
+                dispatch_id=p.dispatch_id,
+                receipt_deadline=p.receipt_deadline,
+                acknowledged_at=p.acknowledged_at,
+                acknowledged_on_time=p.on_time,
+            )
+        case ev.HazardReturned(payload=p):
+            case = r(case, returns=case.returns + 1, departments_involved=_involve(case, p.department_id))
+            stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
+            if case.state in _SETTLED or stale:
+                return case
+            return r(case, state="reported", department_id=None, dispatch_id=None, receipt_deadline=None)
+        case ev.HazardReceiptOverdue(payload=p):
+            if case.dispatch_id not in (None, p.dispatch_id):
+                return case
+            return r(case, receipt_overdue=True)
+        case ev.HazardEscalated(payload=p):
+            return r(case, escalation_level=max(case.escalation_level, p.level))
+        case ev.HazardRectificationOrdered(payload=p):
+            case = r(case, departments_involved=_involve(case, p.department_id))
+            if case.state in {"closed", "duplicate"}:
+                return case
+            return r(
+                case,
+                state="rectification_ordered",
+                department_id=p.department_id,
+                round=p.round,
+                order_event_id=event.event_id,
+                rectification_deadline=p.deadline,
+                rectification_overdue=False,
+            )
+        case ev.HazardRectificationOverdue(payload=p):
+            if case.state == "rectification_ordered" and case.round == p.round:
+                return r(case, rectification_overdue=True)
+            return case
+        case ev.HazardRectified(payload=p):
+            if case.state in {"closed", "duplicate"}:
+                return case
+            return r(
+                case,
+                state="rectified",
+                round=max(case.round, p.round),
+                rectified_at=event.occurred_at,
+                rectified_by=p.rectified_by,
+                order_event_id=None,
+            )
+        case ev.HazardVerified(payload=p):
+            if case.state in {"closed", "duplicate"}:
+                return case
+            if p.passed:
+                return r(case, state="verified", verified_by=p.verified_by)
+            return r(
+                case,
+                state="verification_failed",
+                verified_by=p.verified_by,
+                rework_count=case.rework_count + 1,
+            )
+        case ev.HazardClosed(payload=p):
+            return r(
+                case,
+                state="closed",
+                closed_at=event.occurred_at,
+                closed_by=p.closed_by,
+                closed_department_id=p.department_id,
+                close_reason=p.reason,
+                order_event_id=None,
+            )
+        case ev.HazardRelapsed(payload=p):
+            return r(case, relapse_of=p.original_hazard_id, relapse_place_key=p.place_key)
+    return case
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def refusal(case: Case, event: ev.AnyEvent) -> str | None:
+    """Why a tracking-type event from the stream does not fit ``case`` (the case before it), or None."""
+    name = f"hazard {event.hazard_id}"
+    where = f"it is {STATE_DESCRIPTIONS[case.state]} ({case.state})"
+    match event:
+        case ev.HazardRectificationOrdered():
+            if case.state in {"closed", "duplicate", "new"}:
+                return f"cannot order rectification of {name}: {where}"
+        case ev.HazardRectified():
+            if case.state != "rectification_ordered":
+                return f"cannot mark {name} rectified: {where}; rectification needs a case awaiting rectification"
+        case ev.HazardVerified():
+            if case.state != "rectified":
+                return f"cannot verify {name}: {where}; verification needs a rectified case"
+        case ev.HazardClosed():
+            if case.state in {"closed", "duplicate"}:
+                return f"cannot close {name}: {where}"
+        case ev.HazardRectificationOverdue(payload=p):
+            if case.state != "rectification_ordered" or case.round != p.round:
+                return f"rectification of {name} cannot be overdue in round {p.round}: {where}"
+    return None
+
+
+def state_before(entries: Sequence[Entry], event: ev.AnyEvent, *, hazard_id: uuid.UUID) -> Case:
+    """The case as it stood just before ``event``'s place in the timeline."""
+    key = Entry(seq=1 << 62, event=event).sort_key
+    return build_case(hazard_id, [e for e in entries if e.sort_key < key])
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _own_time(case: Case, now: datetime) -> datetime:
+    """When an event tracking emits occurred: now, but always after the latest entry it follows."""
+    if case.last_occurred_at is not None and case.last_occurred_at >= now:
+        return case.last_occurred_at + _TICK
+    return now
+
+
+def rectify(
+    case: Case,
+    *,
+    department_id: str,
+    actor: str,
+    note: str,
+    photos: Sequence[str],
+    now: datetime,
+    event_id: uuid.UUID | None = None,
+) -> ev.HazardRectified:
+    """The department holding the case marks it rectified, with evidence."""
+    if case.state == "new" or case.department_id is None or department_id != case.department_id:
+        holder = case.department_id or "no department"
+        raise NotPermitted(
+            f"hazard {case.hazard_id} is held by {holder}; only the holding department may mark it rectified"
+        )
+    if case.state != "rectification_ordered":
+        raise TransitionRefused(
+            f"cannot mark hazard {case.hazard_id} rectified: it is {STATE_DESCRIPTIONS[case.state]} "
+            f"({case.state}); only a case awaiting rectification can be marked rectified"
+        )
+    return ev.HazardRectified(
+        event_id=event_id or uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.order_event_id,
+        payload=ev.HazardRectifiedPayload(
+            department_id=department_id,
+            note=note,
+            photos=tuple(photos),
+            rectified_by=actor,
+            round=max(case.round, 1),
+        ),
+    )
+
+
+def verify(
+    case: Case,
+    *,
+    grid_id: str,
+    actor: str,
+    passed: bool,
+    note: str,
+    photos: Sequence[str],
+    now: datetime,
+    event_id: uuid.UUID | None = None,
+) -> ev.HazardVerified:
+    """A grid member of the case's grid records the return visit: passed or failed."""
+    if case.grid_id is None or grid_id != case.grid_id:
+        raise NotPermitted(
+            f"hazard {case.hazard_id} is in grid {case.grid_id or 'unknown'}; "
+            f"only a reporter of that grid may verify it"
+        )
+    if case.state != "rectified":
+        raise TransitionRefused(
+            f"cannot verify hazard {case.hazard_id}: it is {STATE_DESCRIPTIONS[case.state]} ({case.state}); "
+            f"verification needs a rectified case"
+        )
+    return ev.HazardVerified(
+        event_id=event_id or uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.last_event_id,
+        payload=ev.HazardVerifiedPayload(
+            passed=passed, note=note, photos=tuple(photos), verified_by=actor, round=max(case.round, 1)
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- reactions
+
+
+def _order(
+    case: Case, *, round_: int, now: datetime, reference: ReferenceData
+) -> ev.HazardRectificationOrdered:
+    assert case.category is not None
+    assert case.department_id is not None
+    rule = reference.rectification_rule(case.category)
+    at = _own_time(case, now)
+    return ev.HazardRectificationOrdered(
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.last_event_id,
+        payload=ev.HazardRectificationOrderedPayload(
+            department_id=case.department_id,
+            deadline=add_deadline(at, rule, reference.calendar),
+            deadline_rule=ev.FrozenDeadlineRule(minutes=rule.minutes, working_time=rule.working_time),
+            round=round_,
+        ),
+    )
+
+
+def react(case: Case, *, now: datetime, reference: ReferenceData) -> ev.AnyEvent | None:
+    """What tracking must publish next for this case, if anything (apply it, then ask again)."""
+    match case.state:
+        case "acknowledged" if case.category is not None and case.department_id is not None:
+            return _order(case, round_=max(case.round, 1), now=now, reference=reference)
+        case "verification_failed" if case.category is not None and case.department_id is not None:
+            return _order(case, round_=case.round + 1, now=now, reference=reference)
+        case "verified":
+            return ev.HazardClosed(
+                event_id=uuid.uuid4(),
+                occurred_at=_own_time(case, now),
+                hazard_id=case.hazard_id,
+                producer="tracking",
+                causation_id=case.last_event_id,
+                payload=ev.HazardClosedPayload(
+                    reason="verified",
+                    department_id=case.department_id,
+                    closed_by=case.verified_by or "tracking",
+                ),
+            )
+        case "reported" if case.rectified_on_site:
+            return ev.HazardClosed(
+                event_id=uuid.uuid4(),
+                occurred_at=_own_time(case, now),
+                hazard_id=case.hazard_id,
+                producer="tracking",
+                causation_id=case.last_event_id,
+                payload=ev.HazardClosedPayload(
+                    reason="rectified_on_site", department_id=None, closed_by=case.reporter_id or "tracking"
+                ),
+            )
+    return None
+
+
+@dataclass
+class Progress:
+    """A case moving forward within one transaction: its entries and the events tracking emits."""
+
+    hazard_id: uuid.UUID
+    entries: list[Entry] = field(default_factory=list)
+    emitted: list[ev.AnyEvent] = field(default_factory=list)
+    next_seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_seq = max((e.seq for e in self.entries), default=0) + 1
+        self._case = build_case(self.hazard_id, self.entries)
+
+    @property
+    def case(self) -> Case:
+        """The case as of every entry so far."""
+        return self._case
+
+    def record(self, event: ev.AnyEvent) -> Entry:
+        """Add an event to the timeline and recompute the case."""
+        entry = Entry(seq=self.next_seq, event=event)
+        self.next_seq += 1
+        last = max((e.sort_key for e in self.entries), default=None)
+        self.entries.append(entry)
+        if last is None or entry.sort_key > last:
+            self._case = apply_event(self._case, event)  # in order: one step suffices
+        else:
+            self._case = build_case(self.hazard_id, self.entries)
+        return entry
+
+    def emit(self, event: ev.AnyEvent) -> None:
+        """Record an event tracking publishes."""
+        self.record(event)
+        self.emitted.append(event)
+
+    def settle(self, *, now: datetime, reference: ReferenceData, limit: int = 5) -> None:
+        """Emit every reaction the case calls for (bounded: a reaction always moves the state on)."""
+        for _ in range(limit):
+            reaction = react(self._case, now=now, reference=reference)
+            if reaction is None:
+                return
+            self.emit(reaction)
+
+
+# ---------------------------------------------------------------------------- rectification timers
+
+
+def overdue(case: Case, *, order_event_id: uuid.UUID, now: datetime) -> ev.HazardRectificationOverdue | None:
+    """The overdue event when the order a timer belongs to is still the one awaiting rectification."""
+    if (
+        case.state != "rectification_ordered"
+        or case.order_event_id != order_event_id
+        or case.rectification_overdue
+        or case.department_id is None
+        or case.rectification_deadline is None
+    ):
+        return None
+    return ev.HazardRectificationOverdue(
+        event_id=uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=order_event_id,
+        payload=ev.HazardRectificationOverduePayload(
+            department_id=case.department_id, deadline=case.rectification_deadline, round=case.round
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- relapse
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCase:
+    """A closed case at or near a place: a relapse candidate."""
+
+    hazard_id: uuid.UUID
+    category: str
+    building_id: str | None
+    lat: float
+    lon: float
+    closed_at: datetime
+    department_id: str | None
+
+
+def detect_relapse(
+    report: ev.HazardReported,
+    candidates: Iterable[ClosedCase],
+    *,
+    window_days: int,
+    distance_m: float,
+    now: datetime,
+) -> ev.HazardRelapsed | None:
+    """The relapse a new report is of: same category, same building or within ``distance_m``, within the window.
+
+    The report's ``observed_at`` is when the hazard was seen again; a case closed after
+    that, or more than ``window_days`` before, is no relapse. The most recently closed wins.
+    """
+    p = report.payload
+    if p.duplicate_of is not None:
+        return None
+    seen_at = p.observed_at
+    window = timedelta(days=window_days)
+    best: tuple[ClosedCase, bool, float] | None = None
+    for c in candidates:
+        if c.hazard_id == report.hazard_id or c.category != p.category:
+            continue
+        if c.closed_at > seen_at or seen_at - c.closed_at > window:
+            continue
+        same_building = bool(p.location.building_id) and c.building_id == p.location.building_id
+        distance = haversine_m(p.location.lat, p.location.lon, c.lat, c.lon)
+        if not same_building and distance > distance_m:
+            continue
+        if best is None or c.closed_at > best[0].closed_at:
+            best = (c, same_building, distance)
+    if best is None:
+        return None
+    original, same_building, distance = best
+    days = (seen_at - original.closed_at).total_seconds() / 86_400
+    key = place_key(building_id=original.building_id, lat=original.lat, lon=original.lon)
+    return ev.HazardRelapsed(
+        event_id=uuid.uuid4(),
+        occurred_at=max(now, report.occurred_at),
+        hazard_id=report.hazard_id,
+        producer="tracking",
+        causation_id=report.event_id,
+        payload=ev.HazardRelapsedPayload(
+            original_hazard_id=original.hazard_id,
+            original_department_id=original.department_id,
+            original_closed_at=original.closed_at,
+            days_since_closure=round(max(days, 0.0), 3),
+            same_building=same_building,
+            distance_m=round(distance, 1),
+            place_key=key or f"hazard:{original.hazard_id}",
+        ),
+    )
+
+
+def is_hotspot(*, relapses: int, min_relapses: int) -> bool:
+    """A place with at least ``min_relapses`` relapses is a relapse hotspot."""
+    return relapses >= min_relapses
+
+
+def actor_of(event: ev.AnyEvent) -> str:
+    """Who did what an event records (the person or system named in it, else its producer)."""
+    match event:
+        case ev.HazardReported(payload=p):
+            return p.reporter_id
+        case ev.HazardDispatched(payload=p):
+            return p.dispatched_by
+        case ev.HazardAcknowledged(payload=p):
+            return p.acknowledged_by
+        case ev.HazardReturned(payload=p):
+            return p.returned_by
+        case ev.HazardRectified(payload=p):
+            return p.rectified_by
+        case ev.HazardVerified(payload=p):
+            return p.verified_by
+        case ev.HazardClosed(payload=p):
+            return p.closed_by
+    return event.producer
