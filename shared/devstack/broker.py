@@ -72,9 +72,15 @@ class LocalKafka:
         log_path: Path,
         binary: Path | None = None,
         startup_timeout: float = 30.0,
+        advertised_port: int | None = None,
     ) -> None:
-        """Describe a broker; nothing starts until ``start``."""
+        """Describe a broker; nothing starts until ``start``.
+
+        ``advertised_port`` (default: ``port``) is the port the broker tells clients to connect
+        to after bootstrap, e.g. a test proxy in front of it, which must then be listening.
+        """
         self.port = port
+        self.advertised_port = advertised_port or port
         self.log_path = Path(log_path).absolute()
         self.startup_timeout = startup_timeout
         self._binary = binary
@@ -106,7 +112,7 @@ class LocalKafka:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -1,0 +1,1 @@
+"""Benchmarks and the load generator: ``python -m bench`` writes one report under ``bench/results/``."""

@@ -1,0 +1,403 @@
+"""The whole system as real processes on loopback, for the fault suite, the abuse suite and the benchmark.
+
+``System`` starts a real PostgreSQL and a Tansu broker (``shared.devstack``) on free ports
+in a temp dir, creates the topics, applies every migration, writes a tokens file with many
+principals (a reporter per grid, every department, an operator, a supervisor) and starts the
+four services as subprocesses (``python -m services.<name>``), waiting for each ``/readyz``.
+
+All broker traffic goes through a :class:`~tests.support.tcp_proxy.TcpProxy`: Tansu listens on
+a private port and *advertises the proxy's*, so clients reach it only through the proxy (a
+client connects to the bootstrap address and then to the advertised one). The proxy sorts
+connections by the service whose process owns the client socket, so a test can pause or cut
+one service's broker traffic (``broker_link(name)``) or everyone's.
+
+Faults: ``kill(name)`` (SIGKILL) / ``start_service(name)``, ``restart_postgres()``,
+``pause_broker()`` / ``resume_broker()`` (SIGSTOP/SIGCONT of Tansu) and the proxy. Tansu keeps
+everything in memory, so the broker is never restarted: "broker down" is a pause or a cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import Principal, make_principals, write_token_files
+from shared.devstack._process import run_sync, tail
+from shared.devstack.broker import LocalKafka
+from shared.devstack.ports import free_port
+from shared.devstack.postgres import LocalPostgres
+from shared.reference import ReferenceData, load_reference_data
+from shared.topics import DEAD_LETTER, LIFECYCLE, topic_partitions
+from tests.support.tcp_proxy import ALL, OTHER, TcpProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES: tuple[str, ...] = ("intake", "dispatch", "tracking", "reporting")
+
+
+@dataclass
+class ServiceProcess:
+    """One running service."""
+
+    name: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of its HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+
+def _socket_inode_of_port(port: int) -> str | None:
+    """The inode of the local TCP socket bound to 127.0.0.1:``port`` (from /proc/net/tcp)."""
+    wanted = f":{port:04X}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(wanted):
+                return fields[9]
+    return None
+
+
+def _pid_has_socket(pid: int, inode: str) -> bool:
+    """Whether process ``pid`` holds the socket with this inode."""
+    target = f"socket:[{inode}]"
+    with contextlib.suppress(OSError):
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(fd.path) == target:
+                    return True
+    return False
+
+
+class System:
+    """PostgreSQL + Tansu (behind a controllable proxy) + the four services, as real processes."""
+
+    def __init__(
+        self,
+        *,
+        services: Sequence[str] = SERVICES,
+        base_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        reference: ReferenceData | None = None,
+        lifecycle_partitions: int | None = None,
+        ready_timeout_s: float = 120.0,
+        pg_fast: bool = False,
+        root: Path | None = None,
+    ) -> None:
+        """Describe the system; nothing starts until ``start``.
+
+        ``root`` is the checkout the services run from (default: this one, or
+        ``$HAZARD_SYSTEM_ROOT``, e.g. an exported commit while the working tree is mid-edit).
+        """
+        self.root = Path(root or os.environ.get("HAZARD_SYSTEM_ROOT") or ROOT)
+        self.service_names = tuple(services)
+        self._own_dir = base_dir is None
+        self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="hazard-system-"))
+        # The unprivileged postgres OS user must be able to enter the directory.
+        self.base.chmod(0o755)
+        self.extra_env = dict(env or {})
+        self.per_service_env = {k: dict(v) for k, v in (service_env or {}).items()}
+        self.reference = reference or load_reference_data()
+        self.lifecycle_partitions = lifecycle_partitions
+        self.ready_timeout_s = ready_timeout_s
+        self.postgres = LocalPostgres(
+            data_dir=self.base / "pg", port=free_port(), log_path=self.base / "postgres.log", fast=pg_fast
+        )
+        self.broker_port = free_port()
+        self.proxy = TcpProxy(upstream_port=self.broker_port, classify=self._classify)
+        self.kafka: LocalKafka | None = None
+        self.services: dict[str, ServiceProcess] = {
+            name: ServiceProcess(name=name, port=free_port(), log_path=self.base / f"{name}.log")
+            for name in self.service_names
+        }
+        self.principals: list[Principal] = []
+        self.tokens_yaml = self.base / "tokens.yaml"
+        self.tokens_json = self.base / "tokens.json"
+        self.lifecycle_topic = LIFECYCLE
+        self.dead_letter_topic = DEAD_LETTER
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker address clients use: the proxy."""
+        return self.proxy.address
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy asyncpg URL of the system's database."""
+        return self.postgres.url()
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Service name -> base URL."""
+        return {name: svc.url for name, svc in self.services.items()}
+
+    def url(self, name: str) -> str:
+        """Base URL of one service."""
+        return self.services[name].url
+
+    # ------------------------------------------------------------------ principals
+
+    def principal(
+        self, role: str, *, grid_id: str | None = None, department_id: str | None = None
+    ) -> Principal:
+        """The first principal of a role (bound to the grid / department when given)."""
+        for p in self.principals:
+            if p.role != role:
+                continue
+            if grid_id and p.grid_id != grid_id:
+                continue
+            if department_id and p.department_id != department_id:
+                continue
+            return p
+        raise LookupError(f"no {role} principal for grid={grid_id} department={department_id}")
+
+    def headers(self, role: str, **scope: str) -> dict[str, str]:
+        """Authorization header of a principal (see ``principal``)."""
+        return self.principal(role, **scope).headers
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> System:
+        """Start everything and wait until every service is ready."""
+        try:
+            self.postgres.start()
+            self.proxy.start()
+            self.kafka = LocalKafka(
+                port=self.broker_port, log_path=self.base / "tansu.log", advertised_port=self.proxy.port
+            )
+            self.kafka.start()
+            topics = topic_partitions(lifecycle_partitions=self.lifecycle_partitions)
+            kafka = self.kafka
+            run_sync(lambda: kafka.create_topics(topics))
+            self._migrate()
+            self.principals = make_principals(self.reference)
+            write_token_files(self.principals, self.base)
+            for name in self.service_names:
+                self.start_service(name, wait=False)
+            for name in self.service_names:
+                self.wait_ready(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _migrate(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.migrate", "--database-url", self.database_url],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"migrations failed: {result.stdout}\n{result.stderr}")
+
+    def service_environment(self, name: str) -> dict[str, str]:
+        """The environment a service process gets."""
+        prefix = name.upper() + "__"
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))
+        }
+        env.update(
+            {
+                f"{prefix}DATABASE__URL": self.database_url,
+                f"{prefix}KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
+                f"{prefix}KAFKA__LIFECYCLE_TOPIC": self.lifecycle_topic,
+                f"{prefix}KAFKA__DEAD_LETTER_TOPIC": self.dead_letter_topic,
+                f"{prefix}HTTP__PORT": str(self.services[name].port),
+                f"{prefix}AUTH__TOKENS_FILE": str(self.tokens_yaml),
+                f"{prefix}LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update({prefix + k: v for k, v in self.extra_env.items()})
+        env.update({prefix + k: v for k, v in self.per_service_env.get(name, {}).items()})
+        return env
+
+    def start_service(self, name: str, *, wait: bool = True) -> None:
+        """Start (or start again) one service."""
+        svc = self.services[name]
+        if svc.pid is not None:
+            return
+        with svc.log_path.open("ab") as log:
+            log.write(f"==== started at {time.strftime('%H:%M:%S')} ====\n".encode())
+            log.flush()
+            svc.proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=self.root,
+                env=self.service_environment(name),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready(name)
+
+    def wait_ready(self, name: str, *, timeout_s: float | None = None) -> None:
+        """Wait until a service's /readyz answers 200."""
+        svc = self.services[name]
+        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if svc.proc is None or svc.proc.poll() is not None:
+                code = svc.proc.returncode if svc.proc else None
+                raise RuntimeError(f"{name} exited with {code}; log:\n{tail(svc.log_path)}")
+            try:
+                response = httpx.get(svc.url + "/readyz", timeout=3)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.25)
+        raise RuntimeError(
+            f"{name} not ready after {timeout_s or self.ready_timeout_s}s ({last}); log:\n{tail(svc.log_path)}"
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service (no graceful shutdown) and reap it."""
+        svc = self.services[name]
+        if svc.proc is not None and svc.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+            svc.proc.wait(timeout=30)
+        svc.proc = None
+
+    def terminate(self, name: str, timeout_s: float = 40.0) -> int | None:
+        """SIGTERM a service and wait for its graceful shutdown (SIGKILL after ``timeout_s``)."""
+        svc = self.services[name]
+        code = None
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.proc.send_signal(signal.SIGTERM)
+            try:
+                code = svc.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+        svc.proc = None
+        return code
+
+    def restart_service(self, name: str) -> None:
+        """SIGKILL then start again and wait until ready."""
+        self.kill(name)
+        self.start_service(name)
+
+    def restart_postgres(self, *, down_s: float = 0.0) -> None:
+        """Stop PostgreSQL (fast: sessions are cut), stay down ``down_s`` seconds, start it again."""
+        self.postgres.stop(mode="fast")
+        if down_s:
+            time.sleep(down_s)
+        self.postgres.start()
+
+    def pause_broker(self) -> None:
+        """Freeze Tansu (SIGSTOP): every connection goes silent."""
+        assert self.kafka is not None
+        self.kafka.pause()
+
+    def resume_broker(self) -> None:
+        """Continue Tansu."""
+        assert self.kafka is not None
+        self.kafka.resume()
+
+    @contextlib.contextmanager
+    def broker_paused(self) -> Iterator[None]:
+        """Tansu frozen for the duration of the block."""
+        self.pause_broker()
+        try:
+            yield
+        finally:
+            self.resume_broker()
+
+    def rss_kib(self, name: str) -> int | None:
+        """Resident memory of a service process (VmRSS, KiB)."""
+        pid = self.services[name].pid
+        if pid is None:
+            return None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+    def stop(self) -> None:
+        """Stop the services (SIGTERM, then SIGKILL), the broker, the proxy and PostgreSQL."""
+        for svc in self.services.values():
+            if svc.proc is not None and svc.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(svc.proc.pid, signal.SIGTERM)
+        for name, svc in self.services.items():
+            if svc.proc is not None:
+                try:
+                    svc.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.kill(name)
+                svc.proc = None
+        if self.kafka is not None:
+            self.kafka.stop()
+        self.proxy.stop()
+        with contextlib.suppress(Exception):
+            self.postgres.stop(mode="immediate")
+        if self._own_dir and os.environ.get("HAZARD_KEEP_STACK_DIR") != "1":
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> System:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def logs(self, name: str, lines: int = 60) -> str:
+        """The end of a service's log."""
+        return tail(self.services[name].log_path, lines)
+
+    # ------------------------------------------------------------------ broker links (the proxy)
+
+    def _classify(self, client_port: int) -> str:
+        """The service owning the client socket with this source port (else ``other``)."""
+        inode = _socket_inode_of_port(client_port)
+        if inode is None:
+            return OTHER
+        for name, svc in self.services.items():
+            pid = svc.pid
+            if pid is not None and _pid_has_socket(pid, inode):
+                return name
+        return OTHER
+
+    def pause_link(self, name: str = ALL) -> None:
+        """Hold the bytes between a service (or everyone) and the broker."""
+        self.proxy.pause(name)
+
+    def resume_link(self, name: str = ALL) -> None:
+        """Let them flow again."""
+        self.proxy.resume(name)
+
+    def cut_link(self, name: str = ALL) -> None:
+        """Close a service's (or everyone's) broker connections and refuse new ones."""
+        self.proxy.cut(name)
+
+    def restore_link(self, name: str = ALL) -> None:
+        """Accept connections again."""
+        self.proxy.restore(name)
