@@ -117,7 +117,12 @@ class Outcome:
     dispatches: tuple[Dispatch, ...] = ()
     timers: tuple[Timer, ...] = ()
     events: tuple[DispatchEvent, ...] = ()
-    referred: bool = False
+    referral: ReferralReason | None = None
+
+    @property
+    def referred(self) -> bool:
+        """Whether the hazard went to the operators' queue."""
+        return self.referral is not None
 
 
 # ---------------------------------------------------------------- routing and deadlines
@@ -275,7 +280,7 @@ def refer_to_operators(
             previous_dispatch_id=previous_dispatch_id,
         ),
     )
-    return Outcome(events=(event,), referred=True)
+    return Outcome(events=(event,), referral=reason)
 
 
 def needs_dispatch(event: HazardReported) -> bool:
@@ -423,7 +428,7 @@ def return_dispatch(
         dispatches=(returned, *next_step.dispatches),
         timers=next_step.timers,
         events=(returned_event, *next_step.events),
-        referred=next_step.referred,
+        referral=next_step.referral,
     )
 
 

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+
+class TimerSettings(BaseModel):
+    """The loop that fires due receipt deadlines and escalation steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    gauge_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
 class DispatchSettings(ServiceSettings):
@@ -13,3 +27,5 @@ class DispatchSettings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="DISPATCH__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
+
+    timers: TimerSettings = Field(default_factory=TimerSettings)

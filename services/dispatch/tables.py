@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from shared.db import inbox_table, outbox_table
 
@@ -11,3 +12,89 @@ metadata = sa.MetaData(schema=SCHEMA)
 
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
+
+ACTIVE_STATUSES = ("pending", "acknowledged")
+"""A hazard has at most one dispatch in these states (a partial unique index holds it)."""
+
+hazards = sa.Table(
+    "hazards",
+    metadata,
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("community_id", sa.Text, nullable=False),
+    sa.Column("grid_id", sa.Text, nullable=False),
+    sa.Column("urgency", sa.Text, nullable=True),
+    # "dispatched": a department holds it; "operators": it waits in the operators' queue.
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("referral_reason", sa.Text, nullable=True),
+    sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("queue in ('dispatched', 'operators')", name="hazards_queue"),
+)
+
+returns = sa.Table(
+    "returns",
+    metadata,
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("department_id", sa.Text, primary_key=True),
+    sa.Column("dispatch_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("returned_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+relapses = sa.Table(
+    "relapses",
+    metadata,
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("original_hazard_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("original_department_id", sa.Text, nullable=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+dispatches = sa.Table(
+    "dispatches",
+    metadata,
+    sa.Column("dispatch_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("department_id", sa.Text, nullable=False),
+    sa.Column("rule_id", sa.Text, nullable=True),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("community_id", sa.Text, nullable=False),
+    sa.Column("grid_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("receipt_deadline", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deadline_minutes", sa.Integer, nullable=False),
+    sa.Column("deadline_working_time", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("previous_dispatch_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("dispatched_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("acknowledged_by", sa.Text, nullable=True),
+    sa.Column("on_time", sa.Boolean, nullable=True),
+    sa.Column("overdue_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("returned_reason", sa.Text, nullable=True),
+    sa.Column("returned_by", sa.Text, nullable=True),
+    # The operator's reason for a reassignment or an assignment from the operators' queue.
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint(
+        "status in ('pending', 'acknowledged', 'returned', 'superseded')", name="dispatches_status"
+    ),
+)
+
+timers = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("dispatch_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("fired_at", sa.DateTime(timezone=True), nullable=True),
+    # True when the timer came due (or was stopped) after its dispatch left `pending`: nothing published.
+    sa.Column("cancelled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.CheckConstraint("kind in ('receipt_overdue', 'escalation')", name="timers_kind"),
+    sa.UniqueConstraint("dispatch_id", "kind", "level", name="timers_one_per_step"),
+)

@@ -1,0 +1,249 @@
+"""HTTP routes of the dispatch service: the department inbox and actions, operator reassignment, rules.
+
+Object-level rules: a department reads only its own dispatches (another department's is
+404, the same as an unknown id, so ids leak nothing); acting on another department's
+dispatch is 403 (API.md: someone else's object, action); operators and supervisors read all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from services.dispatch import domain
+from services.dispatch import repository as repo
+from services.dispatch.service import Commands
+from shared.auth import Principal, require
+from shared.errors import ApiError
+
+router = APIRouter(prefix="/api/v1", tags=["dispatch"])
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=1000)]
+DepartmentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+MAX_PAGE = 500
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReturnBody(_Body):
+    """Why the department returns the hazard (required, 3 to 1,000 characters)."""
+
+    reason: Reason
+
+
+class ReassignBody(_Body):
+    """The department to move the hazard to, and why."""
+
+    department_id: DepartmentId
+    reason: Reason
+
+
+def _commands(request: Request) -> Commands:
+    commands: Commands = request.app.state.dispatch_commands
+    return commands
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def dispatch_json(row: Any, *, now: datetime) -> dict[str, Any]:
+    """A dispatch as the API shows it."""
+    return {
+        "dispatch_id": str(row.dispatch_id),
+        "hazard_id": str(row.hazard_id),
+        "department_id": row.department_id,
+        "rule_id": row.rule_id,
+        "category": row.category,
+        "community_id": row.community_id,
+        "grid_id": row.grid_id,
+        "status": row.status,
+        "overdue": row.overdue_at is not None or (row.status == "pending" and row.receipt_deadline < now),
+        "receipt_deadline": _iso(row.receipt_deadline),
+        "deadline_rule": {"minutes": row.deadline_minutes, "working_time": row.deadline_working_time},
+        "reason": row.reason,
+        "previous_dispatch_id": None if row.previous_dispatch_id is None else str(row.previous_dispatch_id),
+        "dispatched_by": row.dispatched_by,
+        "dispatched_at": _iso(row.created_at),
+        "acknowledged_at": _iso(row.acknowledged_at),
+        "acknowledged_by": row.acknowledged_by,
+        "on_time": row.on_time,
+        "overdue_at": _iso(row.overdue_at),
+        "escalation_level": row.escalation_level,
+        "returned_reason": row.returned_reason,
+        "returned_by": row.returned_by,
+        "note": row.note,
+        "relapse_of": None if getattr(row, "relapse_of", None) is None else str(row.relapse_of),
+    }
+
+
+def _next_json(outcome: domain.Outcome) -> dict[str, Any]:
+    new = [x for x in outcome.dispatches if x.status == "pending"]
+    if new:
+        return {
+            "dispatch_id": str(new[0].dispatch_id),
+            "department_id": new[0].department_id,
+            "receipt_deadline": new[0].receipt_deadline.isoformat(),
+            "reason": new[0].reason,
+        }
+    return {"operators_queue": True, "reason": outcome.referral}
+
+
+@router.get("/dispatches", summary="The inbox: dispatches by status, oldest receipt deadline first")
+async def list_dispatches(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("department", "operator", "supervisor"))],
+    status: Annotated[
+        Literal["pending", "acknowledged", "overdue", "returned", "superseded"] | None, Query()
+    ] = None,
+    department_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Departments see only their own dispatches; operators and supervisors see all."""
+    if principal.role == "department":
+        if department_id is not None and department_id != principal.department_id:
+            raise ApiError(403, "forbidden", "A department may list only its own dispatches.")
+        department_id = principal.department_id
+    now = _now()
+    async with _commands(request).sessions() as session:
+        rows = await repo.list_dispatches(
+            session, department_id=department_id, status=status, now=now, limit=limit, offset=offset
+        )
+    return {
+        "items": [dispatch_json(row, now=now) for row in rows],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + len(rows) if len(rows) == limit else None,
+    }
+
+
+@router.get("/dispatches/{dispatch_id}", summary="One dispatch")
+async def get_dispatch(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    principal: Annotated[Principal, Depends(require("department", "operator", "supervisor"))],
+) -> dict[str, Any]:
+    """404 for an unknown id and for another department's dispatch alike."""
+    async with _commands(request).sessions() as session:
+        row = await repo.get_dispatch_row(session, dispatch_id)
+    if row is None or (principal.role == "department" and row.department_id != principal.department_id):
+        raise ApiError(404, "not_found", f"No dispatch {dispatch_id} is visible to you.")
+    return dispatch_json(row, now=_now())
+
+
+@router.post("/dispatches/{dispatch_id}/acknowledge", summary="Acknowledge receipt (on time or late)")
+async def acknowledge(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    principal: Annotated[Principal, Depends(require("department"))],
+) -> dict[str, Any]:
+    """200 with `acknowledged_at` and `on_time`; a second acknowledgement is 409."""
+    now = _now()
+    row = await _commands(request).acknowledge(dispatch_id, principal=principal, now=now)
+    return dispatch_json(row, now=now)
+
+
+@router.post("/dispatches/{dispatch_id}/return", summary="Return a hazard that is not this department's")
+async def return_dispatch(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    body: ReturnBody,
+    principal: Annotated[Principal, Depends(require("department"))],
+) -> dict[str, Any]:
+    """The hazard is routed again, excluding every department that returned it (or goes to operators)."""
+    now = _now()
+    result = await _commands(request).return_(dispatch_id, reason=body.reason, principal=principal, now=now)
+    return {"dispatch": dispatch_json(result["dispatch"], now=now), "next": _next_json(result["next"])}
+
+
+@router.post("/dispatches/{dispatch_id}/reassign", summary="Operator: move a pending dispatch elsewhere")
+async def reassign(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    body: ReassignBody,
+    principal: Annotated[Principal, Depends(require("operator"))],
+) -> dict[str, Any]:
+    """The old dispatch is superseded; a new one starts with its own deadline."""
+    outcome = await _commands(request).reassign(
+        dispatch_id, department_id=body.department_id, reason=body.reason, principal=principal, now=_now()
+    )
+    return {"previous_dispatch_id": str(dispatch_id), "next": _next_json(outcome)}
+
+
+@router.get("/operator-queue", summary="Operator: hazards no department holds, oldest first")
+async def operator_queue(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("operator", "supervisor"))],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Hazards without a matching rule, or returned by every candidate department."""
+    async with _commands(request).sessions() as session:
+        rows = await repo.list_operator_queue(session, limit=limit, offset=offset)
+    return {
+        "items": [
+            {
+                "hazard_id": str(row.facts.hazard_id),
+                "category": row.facts.category,
+                "community_id": row.facts.community_id,
+                "grid_id": row.facts.grid_id,
+                "urgency": row.facts.urgency,
+                "reason": row.referral_reason,
+                "reported_at": row.reported_at.isoformat(),
+            }
+            for row in rows
+        ],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + len(rows) if len(rows) == limit else None,
+    }
+
+
+@router.post("/hazards/{hazard_id}/assign", summary="Operator: dispatch a hazard from the operators' queue")
+async def assign(
+    request: Request,
+    hazard_id: uuid.UUID,
+    body: ReassignBody,
+    principal: Annotated[Principal, Depends(require("operator"))],
+) -> dict[str, Any]:
+    """409 when the hazard is not waiting in the operators' queue."""
+    outcome = await _commands(request).assign_from_queue(
+        hazard_id, department_id=body.department_id, reason=body.reason, principal=principal, now=_now()
+    )
+    return {"hazard_id": str(hazard_id), "next": _next_json(outcome)}
+
+
+@router.get("/routing-rules", summary="The routing rules in force, in order (first match wins)")
+async def routing_rules(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("operator", "supervisor"))],
+) -> dict[str, Any]:
+    """Rules in file order; a hazard no rule matches goes to the operators' queue."""
+    reference = _commands(request).reference
+    return {
+        "rules": [
+            {"position": index + 1, **rule.model_dump()} for index, rule in enumerate(reference.routing_rules)
+        ],
+        "no_match": "operators",
+        "escalation": [
+            {
+                "level": step.level,
+                "after_minutes": step.after.minutes,
+                "working_time": step.after.working_time,
+                "target": step.target,
+                "name_en": step.name_en,
+            }
+            for step in reference.escalation_steps
+        ],
+    }

@@ -1,0 +1,370 @@
+"""Queries of the dispatch schema; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.dispatch import domain
+from services.dispatch.tables import dispatches, hazards, relapses, returns, timers
+from shared.events import FrozenDeadlineRule
+
+ListStatus = Literal["pending", "acknowledged", "overdue", "returned", "superseded"]
+
+d = dispatches.c
+t = timers.c
+h = hazards.c
+
+
+# ---------------------------------------------------------------- hazards
+
+
+@dataclass(frozen=True, slots=True)
+class HazardRow:
+    """A hazard as dispatch keeps it."""
+
+    facts: domain.HazardFacts
+    queue: str
+    referral_reason: str | None
+    reported_at: datetime
+
+
+async def add_hazards(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
+    if not rows:
+        return set()
+    inserted = await session.execute(
+        pg_insert(hazards).values(list(rows)).on_conflict_do_nothing().returning(h.hazard_id)
+    )
+    return set(inserted.scalars())
+
+
+def _hazard(row: Any) -> HazardRow:
+    return HazardRow(
+        facts=domain.HazardFacts(
+            hazard_id=row.hazard_id,
+            category=row.category,
+            community_id=row.community_id,
+            grid_id=row.grid_id,
+            urgency=row.urgency,
+        ),
+        queue=row.queue,
+        referral_reason=row.referral_reason,
+        reported_at=row.reported_at,
+    )
+
+
+async def get_hazard(
+    session: AsyncSession, hazard_id: uuid.UUID, *, for_update: bool = False
+) -> HazardRow | None:
+    """One hazard, optionally locked."""
+    query = sa.select(hazards).where(h.hazard_id == hazard_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return None if row is None else _hazard(row)
+
+
+async def set_queue(
+    session: AsyncSession, hazard_id: uuid.UUID, *, queue: str, reason: str | None, now: datetime
+) -> None:
+    """Move a hazard between a department and the operators' queue."""
+    await session.execute(
+        sa.update(hazards)
+        .where(h.hazard_id == hazard_id)
+        .values(queue=queue, referral_reason=reason, updated_at=now)
+    )
+
+
+async def list_operator_queue(session: AsyncSession, *, limit: int, offset: int) -> list[HazardRow]:
+    """Hazards waiting for an operator, oldest first."""
+    rows = await session.execute(
+        sa.select(hazards)
+        .where(h.queue == "operators")
+        .order_by(h.reported_at, h.hazard_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_hazard(row) for row in rows]
+
+
+async def returned_departments(session: AsyncSession, hazard_id: uuid.UUID) -> set[str]:
+    """Every department that has returned this hazard."""
+    rows = await session.execute(sa.select(returns.c.department_id).where(returns.c.hazard_id == hazard_id))
+    return set(rows.scalars())
+
+
+async def add_return(
+    session: AsyncSession, *, hazard_id: uuid.UUID, department_id: str, dispatch_id: uuid.UUID, now: datetime
+) -> None:
+    """Remember that a department returned this hazard (it is never routed there again)."""
+    await session.execute(
+        pg_insert(returns)
+        .values(hazard_id=hazard_id, department_id=department_id, dispatch_id=dispatch_id, returned_at=now)
+        .on_conflict_do_nothing()
+    )
+
+
+async def add_relapses(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Annotate hazards as relapses of earlier ones (the hazard row may not exist yet)."""
+    if rows:
+        await session.execute(pg_insert(relapses).values(list(rows)).on_conflict_do_nothing())
+
+
+# ---------------------------------------------------------------- dispatches
+
+
+def dispatch_row(dispatch: domain.Dispatch, *, dispatched_by: str, note: str | None = None) -> dict[str, Any]:
+    """The table row of a new dispatch."""
+    return {
+        "dispatch_id": dispatch.dispatch_id,
+        "hazard_id": dispatch.hazard_id,
+        "department_id": dispatch.department_id,
+        "rule_id": dispatch.rule_id,
+        "category": dispatch.category,
+        "community_id": dispatch.community_id,
+        "grid_id": dispatch.grid_id,
+        "status": dispatch.status,
+        "receipt_deadline": dispatch.receipt_deadline,
+        "deadline_minutes": dispatch.deadline_rule.minutes,
+        "deadline_working_time": dispatch.deadline_rule.working_time,
+        "reason": dispatch.reason,
+        "previous_dispatch_id": dispatch.previous_dispatch_id,
+        "dispatched_by": dispatched_by,
+        "created_at": dispatch.created_at,
+        "note": note,
+    }
+
+
+def timer_row(timer: domain.Timer) -> dict[str, Any]:
+    """The table row of a new timer."""
+    return {
+        "dispatch_id": timer.dispatch_id,
+        "kind": timer.kind,
+        "level": timer.level,
+        "target": timer.target,
+        "due_at": timer.due_at,
+    }
+
+
+async def add_dispatches(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], timer_rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert new dispatches and their timers."""
+    if rows:
+        await session.execute(sa.insert(dispatches), list(rows))
+    if timer_rows:
+        await session.execute(sa.insert(timers), list(timer_rows))
+
+
+def to_domain(row: Any) -> domain.Dispatch:
+    """A dispatch row as the domain value."""
+    return domain.Dispatch(
+        dispatch_id=row.dispatch_id,
+        hazard_id=row.hazard_id,
+        department_id=row.department_id,
+        rule_id=row.rule_id,
+        category=row.category,
+        community_id=row.community_id,
+        grid_id=row.grid_id,
+        status=row.status,
+        receipt_deadline=row.receipt_deadline,
+        deadline_rule=FrozenDeadlineRule(
+            minutes=row.deadline_minutes, working_time=row.deadline_working_time
+        ),
+        created_at=row.created_at,
+        reason=row.reason,
+        previous_dispatch_id=row.previous_dispatch_id,
+        acknowledged_at=row.acknowledged_at,
+        on_time=row.on_time,
+        overdue_at=row.overdue_at,
+        returned_reason=row.returned_reason,
+    )
+
+
+async def get_dispatch_row(session: AsyncSession, dispatch_id: uuid.UUID, *, for_update: bool = False) -> Any:
+    """One dispatch row (with its relapse annotation), optionally locked; None when unknown."""
+    if for_update:
+        query = sa.select(dispatches).where(d.dispatch_id == dispatch_id).with_for_update()
+        return (await session.execute(query)).first()
+    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
+    query = sa.select(dispatches, relapses.c.original_hazard_id.label("relapse_of")).select_from(joined)
+    return (await session.execute(query.where(d.dispatch_id == dispatch_id))).first()
+
+
+async def update_dispatch(
+    session: AsyncSession,
+    dispatch: domain.Dispatch,
+    *,
+    acknowledged_by: str | None = None,
+    returned_by: str | None = None,
+    now: datetime,
+) -> None:
+    """Write a changed dispatch's state back."""
+    values: dict[str, Any] = {
+        "status": dispatch.status,
+        "acknowledged_at": dispatch.acknowledged_at,
+        "on_time": dispatch.on_time,
+        "overdue_at": dispatch.overdue_at,
+        "returned_reason": dispatch.returned_reason,
+    }
+    if acknowledged_by is not None:
+        values["acknowledged_by"] = acknowledged_by
+    if returned_by is not None:
+        values["returned_by"] = returned_by
+    if dispatch.status in ("returned", "superseded"):
+        values["closed_at"] = now
+    await session.execute(sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values))
+
+
+async def stop_timers(session: AsyncSession, dispatch_id: uuid.UUID, *, now: datetime) -> None:
+    """Stop every timer of a dispatch that has not fired (acknowledged, returned or superseded)."""
+    await session.execute(
+        sa.update(timers)
+        .where(t.dispatch_id == dispatch_id, t.fired_at.is_(None))
+        .values(fired_at=now, cancelled=True)
+    )
+
+
+def _status_filter(status: ListStatus | None, now: datetime) -> list[sa.ColumnElement[bool]]:
+    if status is None:
+        return []
+    if status == "overdue":
+        return [d.status == "pending", d.receipt_deadline < now]
+    return [d.status == status]
+
+
+async def list_dispatches(
+    session: AsyncSession,
+    *,
+    department_id: str | None,
+    status: ListStatus | None,
+    now: datetime,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """Dispatches, oldest receipt deadline first, filtered by department and status."""
+    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
+    query = sa.select(dispatches, relapses.c.original_hazard_id.label("relapse_of")).select_from(joined)
+    conditions = _status_filter(status, now)
+    if department_id is not None:
+        conditions.append(d.department_id == department_id)
+    if conditions:
+        query = query.where(*conditions)
+    query = query.order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
+    return list((await session.execute(query)).all())
+
+
+# ---------------------------------------------------------------- timers
+
+_CLAIM = sa.text(
+    """
+    select t.id, t.kind, t.level, t.target, t.due_at, t.dispatch_id,
+           d.hazard_id, d.department_id, d.status, d.receipt_deadline, d.overdue_at
+    from dispatch.timers t
+    join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
+    where t.fired_at is null and t.due_at <= :now
+    order by t.due_at, t.level
+    limit :limit
+    for update of t, d skip locked
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A due timer claimed by this transaction, with its due time."""
+
+    timer: domain.DueTimer
+    due_at: datetime
+
+
+async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
+    """Lock up to `limit` due, unfired timers and their dispatches; rows another replica holds are skipped."""
+    rows = await session.execute(_CLAIM, {"now": now, "limit": limit})
+    return [
+        Claimed(
+            timer=domain.DueTimer(
+                timer_id=row.id,
+                kind=row.kind,
+                level=row.level,
+                target=row.target,
+                dispatch_id=row.dispatch_id,
+                hazard_id=row.hazard_id,
+                department_id=row.department_id,
+                status=row.status,
+                receipt_deadline=row.receipt_deadline,
+                overdue_at=row.overdue_at,
+            ),
+            due_at=row.due_at,
+        )
+        for row in rows
+    ]
+
+
+async def mark_timers(
+    session: AsyncSession, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime
+) -> None:
+    """Record claimed timers as fired (an event went out) or cancelled (the dispatch had left pending)."""
+    fired_ids, cancelled_ids = list(fired), list(cancelled)
+    if fired_ids:
+        await session.execute(sa.update(timers).where(t.id.in_(fired_ids)).values(fired_at=now))
+    if cancelled_ids:
+        await session.execute(
+            sa.update(timers).where(t.id.in_(cancelled_ids)).values(fired_at=now, cancelled=True)
+        )
+
+
+async def mark_overdue(
+    session: AsyncSession, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
+) -> None:
+    """Record dispatches declared overdue, and the highest escalation level each has reached."""
+    overdue_ids = list(overdue)
+    if overdue_ids:
+        await session.execute(
+            sa.update(dispatches).where(d.dispatch_id.in_(overdue_ids)).values(overdue_at=now)
+        )
+    by_level: dict[int, list[uuid.UUID]] = {}
+    for dispatch_id, level in escalated.items():
+        by_level.setdefault(level, []).append(dispatch_id)
+    for level, ids in by_level.items():
+        await session.execute(
+            sa.update(dispatches)
+            .where(d.dispatch_id.in_(ids))
+            .values(escalation_level=sa.func.greatest(d.escalation_level, level))
+        )
+
+
+# ---------------------------------------------------------------- gauges
+
+
+async def pending_and_overdue(session: AsyncSession, *, now: datetime) -> dict[str, tuple[int, int]]:
+    """Per department: dispatches pending, and of those past their deadline."""
+    rows = await session.execute(
+        sa.select(
+            d.department_id,
+            sa.func.count(),
+            sa.func.count().filter(d.receipt_deadline < now),
+        )
+        .where(d.status == "pending")
+        .group_by(d.department_id)
+    )
+    return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+
+async def operator_queue_size(session: AsyncSession) -> int:
+    """Hazards waiting in the operators' queue."""
+    return int(
+        (
+            await session.execute(
+                sa.select(sa.func.count()).select_from(hazards).where(h.queue == "operators")
+            )
+        ).scalar_one()
+    )

@@ -1,0 +1,145 @@
+"""The timer loop: fires due receipt deadlines and escalation steps through the outbox, once each.
+
+Timers are rows written with their dispatch. Each pass claims due, unfired timers
+together with their dispatch rows (``FOR UPDATE ... SKIP LOCKED``), so several
+replicas never fire the same timer, and an acknowledgement in progress (which holds
+its dispatch row) is never raced: either it commits first and the timer finds the
+dispatch acknowledged, or the timer commits first and the acknowledgement finds
+it overdue and records itself as late. A deadline that fell due while the service
+was down is simply due on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.dispatch import domain, metrics
+from services.dispatch import repository as repo
+from shared.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TimerLoop:
+    """Claims and fires due timers in batches; safe to run in every replica."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    outbox: Outbox
+    batch_size: int = 1000
+    poll_interval_s: float = 0.2
+    clock: Clock = _utcnow
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def fire_due(self) -> int:
+        """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
+        async with self.sessions() as session, session.begin():
+            now = self.clock()
+            claimed = await repo.claim_due_timers(session, now=now, limit=self.batch_size)
+            if not claimed:
+                return 0
+            decisions = [domain.fire(c.timer, now=now) for c in claimed]
+            fired = [x.timer_id for x in decisions if x.event is not None]
+            cancelled = [x.timer_id for x in decisions if x.event is None]
+            overdue = {
+                c.timer.dispatch_id for c, x in zip(claimed, decisions, strict=True) if x.marks_overdue
+            }
+            escalated: dict[uuid.UUID, int] = {}
+            for c, x in zip(claimed, decisions, strict=True):
+                if x.event is not None and c.timer.kind == "escalation":
+                    escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
+            await self.outbox.add(session, *(x.event for x in decisions if x.event is not None))
+            await repo.mark_timers(session, fired=fired, cancelled=cancelled, now=now)
+            await repo.mark_overdue(session, overdue=overdue, escalated=escalated, now=now)
+        for c, x in zip(claimed, decisions, strict=True):
+            if x.event is None:
+                continue
+            metrics.TIMER_LATENESS.observe(max(0.0, (now - c.due_at).total_seconds()))
+            if c.timer.kind == "receipt_overdue":
+                metrics.RECEIPT_OVERDUE.labels(c.timer.department_id).inc()
+            else:
+                metrics.ESCALATIONS.labels(str(c.timer.level)).inc()
+        return len(claimed)
+
+    async def run(self) -> None:
+        """Fire due timers until stopped; a full batch is followed at once by the next."""
+        while not self._stopping.is_set():
+            try:
+                claimed = await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("timer pass failed, will retry: %s", exc)
+                await self._sleep(1.0)
+                continue
+            if claimed < self.batch_size:
+                await self._sleep(self.poll_interval_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def stop(self) -> None:
+        """Finish after the current pass."""
+        self._stopping.set()
+
+
+@dataclass
+class GaugeRefresher:
+    """Keeps the pending, overdue and operator-queue gauges current from the database."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    interval_s: float = 5.0
+    clock: Clock = _utcnow
+    _seen: set[str] = field(default_factory=set)
+
+    async def refresh(self) -> None:
+        """Read the counts once and set the gauges (departments with none drop to zero)."""
+        async with self.sessions() as session:
+            counts = await repo.pending_and_overdue(session, now=self.clock())
+            queue = await repo.operator_queue_size(session)
+        for department in self._seen - counts.keys():
+            metrics.PENDING.labels(department).set(0)
+            metrics.OVERDUE.labels(department).set(0)
+        for department, (pending, overdue) in counts.items():
+            metrics.PENDING.labels(department).set(pending)
+            metrics.OVERDUE.labels(department).set(overdue)
+        self._seen |= counts.keys()
+        metrics.OPERATOR_QUEUE.set(queue)
+
+    async def run(self) -> None:
+        """Refresh every `interval_s` until cancelled."""
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("gauge refresh failed: %s", exc)
+            await asyncio.sleep(self.interval_s)
+
+
+def background_loops(loop: TimerLoop, gauges: GaugeRefresher) -> list[Callable[[], Awaitable[None]]]:
+    """The coroutine functions the runtime supervises."""
+
+    async def dispatch_timers() -> None:
+        await loop.run()
+
+    async def dispatch_gauges() -> None:
+        await gauges.run()
+
+    return [dispatch_timers, dispatch_gauges]

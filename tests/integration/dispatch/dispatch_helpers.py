@@ -1,0 +1,106 @@
+"""Helpers of the dispatch integration tests: the service app in-process, tokens, reported events."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from services.dispatch.app import create_app
+from services.dispatch.settings import DispatchSettings
+from shared import events as ev
+from shared.auth import hash_token
+
+TOKENS: dict[str, dict[str, Any]] = {
+    "tok-fire": {"principal": "dept-fire", "role": "department", "department_id": "fire"},
+    "tok-gas": {"principal": "dept-gas", "role": "department", "department_id": "gas"},
+    "tok-police": {"principal": "dept-police", "role": "department", "department_id": "police"},
+    "tok-operator": {"principal": "op-1", "role": "operator"},
+    "tok-supervisor": {"principal": "sup-1", "role": "supervisor"},
+    "tok-reporter": {"principal": "gm-1", "role": "reporter", "grid_id": "liuyue-01"},
+}
+
+
+def auth(token: str) -> dict[str, str]:
+    """The Authorization header for a test token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def reported(
+    category: str = "locked_rooftop_door", grid_id: str = "liuyue-01", **overrides: Any
+) -> ev.HazardReported:
+    """A valid hazard.reported event for the reference street."""
+    now = datetime.now(UTC)
+    payload = ev.HazardReportedPayload(
+        report_id=uuid.uuid4(),
+        category=category,
+        description="test hazard",
+        location=ev.Location(lat=22.65, lon=114.2),
+        grid_id=grid_id,
+        community_id=grid_id.rsplit("-", 1)[0],
+        street_id="henggang",
+        reporter_id="gm-1",
+        observed_at=now,
+        accepted_at=now,
+        **overrides,
+    )
+    return ev.HazardReported(
+        event_id=uuid.uuid4(), occurred_at=now, hazard_id=uuid.uuid4(), producer="intake", payload=payload
+    )
+
+
+def settings_for(db_url: str, bootstrap: str, topics: dict[str, str], **extra: Any) -> DispatchSettings:
+    """Dispatch settings pointing at the test's database, broker and topics."""
+    data: dict[str, Any] = {
+        "database": {"url": db_url, "pool_size": 20},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "lifecycle_topic": topics["lifecycle"],
+            "dead_letter_topic": topics["dead_letter"],
+            "idempotent_producer": False,
+            "group_id": extra.pop("group_id", f"dispatch-{uuid.uuid4().hex[:8]}"),
+            "batch_timeout_ms": 50,
+        },
+        "http": {"port": 0},
+        "auth": {"tokens": [{"token_sha256": hash_token(t), **p} for t, p in TOKENS.items()]},
+    }
+    for key, value in extra.items():
+        data[key] = value
+    return DispatchSettings(**data)
+
+
+AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+def app_factory(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
+    """Start a dispatch app in-process (lifespan included) with an HTTP client; several may run at once."""
+
+    @contextlib.asynccontextmanager
+    async def start(**extra: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+        app = create_app(settings_for(db_url, kafka.bootstrap_servers, topics, **extra))
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+                yield app, client
+
+    return start
+
+
+async def scalar(app: FastAPI, query: str, **params: Any) -> Any:
+    """One value from the service's database."""
+    async with app.state.runtime.sessions() as session:
+        return (await session.execute(sa.text(query), params)).scalar()
+
+
+async def outbox_events(app: FastAPI) -> list[ev.AnyEvent]:
+    """The events waiting in the outbox, in order (when the relay is off)."""
+    async with app.state.runtime.sessions() as session:
+        rows = await session.execute(sa.text("select value from dispatch.outbox order by id"))
+        return [ev.parse_event(row[0]) for row in rows]
