@@ -1,27 +1,27 @@
-"""Lifecycle event handlers of the tracking service: thin, they call the domain and the repository."""
+"""Lifecycle event handlers of the tracking service: thin, they call the units of work."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.consumer import BatchContext
-from shared.events import LifecycleEvent
+from services.tracking import service, tables
+from shared.consumer import BatchContext, Handler
+from shared.events import EVENT_TYPES, LifecycleEvent
+from shared.reference import ReferenceData
 
-INTERESTED: frozenset[str] | None = frozenset(
-    {
-        "hazard.reported",
-        "hazard.dispatched",
-        "hazard.acknowledged",
-        "hazard.returned",
-        "hazard.escalated",
-        "hazard.receipt_overdue",
-        "hazard.duplicate_linked",
-        "hazard.referred_to_operators",
-    }
-)
+# Every type: tracking's own types from anyone else are checked against the case (its own come
+# back already in the inbox and are skipped).
+INTERESTED: frozenset[str] | None = frozenset(EVENT_TYPES)
 
 
-async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
-    """Apply a batch of new (never applied) events inside ctx's transaction."""
-    # The tracking issue fills this in; until then events are recorded as applied and otherwise ignored.
-    return
+def make_handler(*, reference: ReferenceData, relapse_distance_m: float | None) -> Handler:
+    """The batch handler, bound to the reference data and relapse distance in force."""
+
+    async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
+        """Apply a batch of new (never applied) events inside ctx's transaction."""
+        work = service.Casework(
+            reference=reference, inbox=tables.inbox, outbox=ctx.outbox, relapse_distance_m=relapse_distance_m
+        )
+        await service.apply_events(ctx.session, events, now=ctx.now, work=work, reject=ctx.reject)
+
+    return on_lifecycle_events

@@ -1,0 +1,369 @@
+"""Queries of the tracking schema; they flush, the caller commits."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.tracking import tables
+from services.tracking.domain import Case, ClosedCase, Entry, actor_of
+from shared import events as ev
+
+_T = tables.timeline
+_C = tables.cases
+_TIMERS = tables.rectification_timers
+_H = tables.hotspots
+
+_METRES_PER_DEGREE_LAT = 111_320.0
+
+
+async def lock_cases(session: AsyncSession, hazard_ids: Iterable[uuid.UUID]) -> None:
+    """Lock the existing case rows so concurrent writers (consumer, API, timers) take turns."""
+    ids = sorted(set(hazard_ids))
+    if ids:
+        await session.execute(
+            sa.select(_C.c.hazard_id)
+            .where(_C.c.hazard_id.in_(ids))
+            .order_by(_C.c.hazard_id)
+            .with_for_update()
+        )
+
+
+def _event_from_row(row: Any) -> ev.AnyEvent:
+    return ev.parse_event_obj(
+        {
+            "event_id": row.event_id,
+            "event_type": row.event_type,
+            "occurred_at": row.occurred_at,
+            "hazard_id": row.hazard_id,
+            "producer": row.producer,
+            "causation_id": row.causation_id,
+            "payload": row.payload,
+        }
+    )
+
+
+async def load_entries(
+    session: AsyncSession, hazard_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, list[Entry]]:
+    """The stored timeline of each case (cases without entries map to an empty list)."""
+    ids = list(set(hazard_ids))
+    found: dict[uuid.UUID, list[Entry]] = {hazard_id: [] for hazard_id in ids}
+    if not ids:
+        return found
+    rows = await session.execute(sa.select(_T).where(_T.c.hazard_id.in_(ids)).order_by(_T.c.seq))
+    for row in rows:
+        found[row.hazard_id].append(Entry(seq=row.seq, event=_event_from_row(row)))
+    return found
+
+
+async def add_entries(session: AsyncSession, events: Sequence[ev.AnyEvent]) -> None:
+    """Append events to their cases' timelines, in this order (an event already there is kept as it was)."""
+    if not events:
+        return
+    await session.execute(
+        pg_insert(_T).on_conflict_do_nothing(index_elements=[_T.c.event_id]),
+        [
+            {
+                "hazard_id": e.hazard_id,
+                "event_id": e.event_id,
+                "event_type": e.TYPE,
+                "occurred_at": e.occurred_at,
+                "producer": e.producer,
+                "actor": actor_of(e),
+                "causation_id": e.causation_id,
+                "payload": e.payload.model_dump(mode="json"),  # type: ignore[attr-defined]
+            }
+            for e in events
+        ],
+    )
+
+
+async def mark_applied(session: AsyncSession, inbox: sa.Table, event_ids: Sequence[uuid.UUID]) -> None:
+    """Record this service's own events in its inbox, so they are skipped when they come back from the topic."""
+    if event_ids:
+        await session.execute(
+            pg_insert(inbox).on_conflict_do_nothing(), [{"event_id": event_id} for event_id in event_ids]
+        )
+
+
+def _case_row(case: Case, *, hotspot: bool, now: datetime) -> dict[str, Any]:
+    return {
+        "hazard_id": case.hazard_id,
+        "state": case.state,
+        "category": case.category,
+        "grid_id": case.grid_id,
+        "community_id": case.community_id,
+        "building_id": case.building_id,
+        "lat": case.lat,
+        "lon": case.lon,
+        "place_key": case.place_key,
+        "reporter_id": case.reporter_id,
+        "reported_at": case.reported_at,
+        "rectified_on_site": case.rectified_on_site,
+        "department_id": case.department_id,
+        "departments_involved": list(case.departments_involved),
+        "dispatch_id": case.dispatch_id,
+        "receipt_deadline": case.receipt_deadline,
+        "round": case.round,
+        "order_event_id": case.order_event_id,
+        "rectification_deadline": case.rectification_deadline,
+        "rectification_overdue": case.rectification_overdue,
+        "rework_count": case.rework_count,
+        "closed_at": case.closed_at,
+        "closed_by": case.closed_by,
+        "closed_department_id": case.closed_department_id,
+        "close_reason": case.close_reason,
+        "relapse_of": case.relapse_of,
+        "duplicate_of": case.duplicate_of,
+        "hotspot": hotspot,
+        "updated_at": now,
+    }
+
+
+async def save_cases(
+    session: AsyncSession, cases: Sequence[Case], *, hotspots: set[uuid.UUID], now: datetime
+) -> None:
+    """Write the cases' projection rows (insert or replace); ``hotspots`` names cases at a hotspot place."""
+    if not cases:
+        return
+    rows = [_case_row(case, hotspot=case.hazard_id in hotspots, now=now) for case in cases]
+    stmt = pg_insert(_C)
+    updates: dict[str, Any] = {
+        name: stmt.excluded[name] for name in rows[0] if name not in ("hazard_id", "hotspot")
+    }
+    # Once at a hotspot, a case stays marked.
+    updates["hotspot"] = _C.c.hotspot | stmt.excluded.hotspot
+    await session.execute(stmt.on_conflict_do_update(index_elements=[_C.c.hazard_id], set_=updates), rows)
+
+
+async def get_case_row(session: AsyncSession, hazard_id: uuid.UUID, *, lock: bool = False) -> Any | None:
+    """The projection row of one case, or None."""
+    query = sa.select(_C).where(_C.c.hazard_id == hazard_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def list_duplicates(session: AsyncSession, hazard_id: uuid.UUID) -> list[uuid.UUID]:
+    """Hazards linked to this one as its duplicates."""
+    rows = await session.execute(
+        sa.select(_C.c.hazard_id).where(_C.c.duplicate_of == hazard_id).order_by(_C.c.reported_at)
+    )
+    return list(rows.scalars())
+
+
+async def list_relapses(session: AsyncSession, hazard_id: uuid.UUID) -> list[uuid.UUID]:
+    """Hazards that relapsed from this one."""
+    rows = await session.execute(
+        sa.select(_C.c.hazard_id).where(_C.c.relapse_of == hazard_id).order_by(_C.c.reported_at)
+    )
+    return list(rows.scalars())
+
+
+async def list_closed_near(
+    session: AsyncSession,
+    *,
+    category: str,
+    building_id: str | None,
+    lat: float,
+    lon: float,
+    distance_m: float,
+    closed_since: datetime,
+    exclude: uuid.UUID,
+) -> list[ClosedCase]:
+    """Closed cases of a category in the same building or inside a box around the point (then exact in the domain)."""
+    d_lat = distance_m / _METRES_PER_DEGREE_LAT
+    d_lon = distance_m / (_METRES_PER_DEGREE_LAT * max(math.cos(math.radians(lat)), 0.01))
+    near = sa.and_(_C.c.lat.between(lat - d_lat, lat + d_lat), _C.c.lon.between(lon - d_lon, lon + d_lon))
+    place = sa.or_(_C.c.building_id == building_id, near) if building_id else near
+    rows = await session.execute(
+        sa.select(
+            _C.c.hazard_id,
+            _C.c.category,
+            _C.c.building_id,
+            _C.c.lat,
+            _C.c.lon,
+            _C.c.closed_at,
+            _C.c.closed_department_id,
+        ).where(
+            _C.c.category == category,
+            _C.c.state == "closed",
+            _C.c.closed_at >= closed_since,
+            _C.c.hazard_id != exclude,
+            _C.c.lat.is_not(None),
+            place,
+        )
+    )
+    return [
+        ClosedCase(
+            hazard_id=r.hazard_id,
+            category=r.category,
+            building_id=r.building_id,
+            lat=r.lat,
+            lon=r.lon,
+            closed_at=r.closed_at,
+            department_id=r.closed_department_id,
+        )
+        for r in rows
+    ]
+
+
+async def count_relapse(
+    session: AsyncSession, relapse: ev.HazardRelapsed, *, case: Case, min_relapses: int
+) -> int:
+    """Count one relapse at its place; returns the place's relapses so far (flagged at ``min_relapses``)."""
+    p = relapse.payload
+    stmt = pg_insert(_H).values(
+        place_key=p.place_key,
+        relapses=1,
+        categories=[case.category] if case.category else [],
+        community_id=case.community_id,
+        grid_id=case.grid_id,
+        first_relapse_at=relapse.occurred_at,
+        last_relapse_at=relapse.occurred_at,
+        last_hazard_id=relapse.hazard_id,
+        flagged_at=relapse.occurred_at if min_relapses <= 1 else None,
+    )
+    relapses = _H.c.relapses + 1
+    categories = sa.case(
+        (
+            sa.or_(
+                stmt.excluded.categories == sa.text("'{}'"),
+                _H.c.categories.contains(stmt.excluded.categories),
+            ),
+            _H.c.categories,
+        ),
+        else_=_H.c.categories.concat(stmt.excluded.categories),
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[_H.c.place_key],
+        set_={
+            "relapses": relapses,
+            "categories": categories,
+            "last_relapse_at": sa.func.greatest(_H.c.last_relapse_at, stmt.excluded.last_relapse_at),
+            "last_hazard_id": stmt.excluded.last_hazard_id,
+            "flagged_at": sa.func.coalesce(
+                _H.c.flagged_at,
+                sa.case((relapses >= min_relapses, stmt.excluded.last_relapse_at), else_=None),
+            ),
+        },
+    ).returning(_H.c.relapses)
+    return int((await session.execute(upsert)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Hotspot:
+    """A place with repeated relapses."""
+
+    place_key: str
+    relapses: int
+    categories: list[str]
+    community_id: str | None
+    grid_id: str | None
+    first_relapse_at: datetime
+    last_relapse_at: datetime
+    last_hazard_id: uuid.UUID
+    flagged_at: datetime | None
+
+
+async def list_hotspots(session: AsyncSession, *, min_relapses: int, limit: int = 100) -> list[Hotspot]:
+    """Places with at least ``min_relapses`` relapses, most relapses first."""
+    rows = await session.execute(
+        sa.select(_H)
+        .where(_H.c.relapses >= min_relapses)
+        .order_by(_H.c.relapses.desc(), _H.c.last_relapse_at.desc())
+        .limit(limit)
+    )
+    return [
+        Hotspot(
+            place_key=r.place_key,
+            relapses=r.relapses,
+            categories=list(r.categories),
+            community_id=r.community_id,
+            grid_id=r.grid_id,
+            first_relapse_at=r.first_relapse_at,
+            last_relapse_at=r.last_relapse_at,
+            last_hazard_id=r.last_hazard_id,
+            flagged_at=r.flagged_at,
+        )
+        for r in rows
+    ]
+
+
+async def add_timers(session: AsyncSession, orders: Sequence[ev.HazardRectificationOrdered]) -> None:
+    """One durable timer per rectification order, due at its deadline."""
+    if orders:
+        await session.execute(
+            pg_insert(_TIMERS).on_conflict_do_nothing(),
+            [
+                {
+                    "order_event_id": o.event_id,
+                    "hazard_id": o.hazard_id,
+                    "round": o.payload.round,
+                    "due_at": o.payload.deadline,
+                }
+                for o in orders
+            ],
+        )
+
+
+async def cancel_timers(
+    session: AsyncSession, *, hazard_ids: Sequence[uuid.UUID], keep: Sequence[uuid.UUID], now: datetime
+) -> None:
+    """Cancel the open timers of these cases except the ones of the orders still awaiting rectification."""
+    if not hazard_ids:
+        return
+    query = sa.update(_TIMERS).where(
+        _TIMERS.c.hazard_id.in_(list(set(hazard_ids))),
+        _TIMERS.c.fired_at.is_(None),
+        _TIMERS.c.cancelled_at.is_(None),
+    )
+    if keep:
+        query = query.where(_TIMERS.c.order_event_id.not_in(list(keep)))
+    await session.execute(query.values(cancelled_at=now))
+
+
+async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Any]:
+    """Lock due, open timers no other replica holds (``FOR UPDATE SKIP LOCKED``), oldest first."""
+    rows = await session.execute(
+        sa.select(_TIMERS.c.order_event_id, _TIMERS.c.hazard_id, _TIMERS.c.round, _TIMERS.c.due_at)
+        .where(_TIMERS.c.due_at <= now, _TIMERS.c.fired_at.is_(None), _TIMERS.c.cancelled_at.is_(None))
+        .order_by(_TIMERS.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(rows)
+
+
+async def close_timers(
+    session: AsyncSession, *, fired: Sequence[uuid.UUID], cancelled: Sequence[uuid.UUID], now: datetime
+) -> None:
+    """Mark timers fired or cancelled."""
+    if fired:
+        await session.execute(
+            sa.update(_TIMERS).where(_TIMERS.c.order_event_id.in_(list(fired))).values(fired_at=now)
+        )
+    if cancelled:
+        await session.execute(
+            sa.update(_TIMERS).where(_TIMERS.c.order_event_id.in_(list(cancelled))).values(cancelled_at=now)
+        )
+
+
+async def count_by_state(session: AsyncSession) -> dict[str, int]:
+    """How many cases are in each state."""
+    rows = await session.execute(sa.select(_C.c.state, sa.func.count()).group_by(_C.c.state))
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
+def relapse_window_start(observed_at: datetime, window_days: int) -> datetime:
+    """The earliest closure a report seen at ``observed_at`` can relapse from."""
+    return observed_at - timedelta(days=window_days)

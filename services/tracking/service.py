@@ -1,0 +1,263 @@
+"""Units of work of the tracking service: load cases, ask the domain, store entries, events and timers.
+
+Each function runs inside the caller's transaction (the consumer's batch, an API
+request, a timer sweep) and leaves committing to it. Every event tracking
+publishes is written to the timeline, the outbox and the inbox together, so
+when it comes back from the topic it is skipped as already applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.tracking import domain, metrics, repository
+from services.tracking.domain import Case, Progress
+from shared import events as ev
+from shared.outbox import Outbox
+from shared.reference import ReferenceData, UnknownReference
+
+Reject = Callable[[ev.AnyEvent, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Casework:
+    """What the units of work need besides a session: reference data, thresholds, inbox and outbox."""
+
+    reference: ReferenceData
+    inbox: sa.Table
+    outbox: Outbox
+    relapse_distance_m: float | None = None
+
+    @property
+    def distance_m(self) -> float:
+        """How near a closed case must be for a new report to relapse it."""
+        return self.relapse_distance_m or self.reference.duplicate_distance_m
+
+
+class CaseNotFound(LookupError):  # noqa: N818 - reads as what happened
+    """No case with this hazard id."""
+
+
+@dataclass
+class _Batch:
+    """Cases loaded for one unit of work, with what must be written back."""
+
+    progress: dict[uuid.UUID, Progress]
+    stored: dict[uuid.UUID, int]
+    relapses: list[ev.HazardRelapsed]
+
+
+async def _load(session: AsyncSession, hazard_ids: set[uuid.UUID]) -> _Batch:
+    await repository.lock_cases(session, hazard_ids)
+    entries = await repository.load_entries(session, hazard_ids)
+    return _Batch(
+        progress={h: Progress(hazard_id=h, entries=list(found)) for h, found in entries.items()},
+        stored={h: len(found) for h, found in entries.items()},
+        relapses=[],
+    )
+
+
+async def _save(session: AsyncSession, batch: _Batch, *, work: Casework, now: datetime) -> None:
+    new_entries = [entry.event for h, p in batch.progress.items() for entry in p.entries[batch.stored[h] :]]
+    await repository.add_entries(session, new_entries)
+    own = [event for p in batch.progress.values() for event in p.emitted]
+    await repository.mark_applied(session, work.inbox, [e.event_id for e in own])
+    await work.outbox.add(session, *own)
+    orders = [e for e in own if isinstance(e, ev.HazardRectificationOrdered)]
+    await repository.add_timers(session, orders)
+    keep = [
+        p.case.order_event_id
+        for p in batch.progress.values()
+        if p.case.state == "rectification_ordered" and p.case.order_event_id is not None
+    ]
+    await repository.cancel_timers(session, hazard_ids=list(batch.progress), keep=keep, now=now)
+    hotspots: set[uuid.UUID] = set()
+    for relapse in batch.relapses:
+        case = batch.progress[relapse.hazard_id].case
+        minimum = work.reference.hotspot_min_relapses
+        count = await repository.count_relapse(session, relapse, case=case, min_relapses=minimum)
+        if domain.is_hotspot(relapses=count, min_relapses=minimum):
+            hotspots.add(relapse.hazard_id)
+            if count == minimum:
+                metrics.HOTSPOTS_FLAGGED.inc()
+    cases = [p.case for p in batch.progress.values() if p.entries]
+    await repository.save_cases(session, cases, hotspots=hotspots, now=now)
+    _count(own)
+
+
+def _count(own: Sequence[ev.AnyEvent]) -> None:
+    for event in own:
+        match event:
+            case ev.HazardRectificationOrdered(payload=p):
+                metrics.RECTIFICATION_ORDERED.labels("rework" if p.round > 1 else "first").inc()
+            case ev.HazardRectified():
+                metrics.RECTIFIED.inc()
+            case ev.HazardVerified(payload=p) if not p.passed:
+                metrics.REWORK.inc()
+            case ev.HazardClosed(payload=p):
+                metrics.CLOSED.labels(p.reason).inc()
+            case ev.HazardRelapsed():
+                metrics.RELAPSES.inc()
+            case ev.HazardRectificationOverdue():
+                metrics.RECTIFICATION_OVERDUE.inc()
+
+
+def _settle(progress: Progress, *, now: datetime, work: Casework) -> None:
+    try:
+        progress.settle(now=now, reference=work.reference)
+    except UnknownReference:
+        # A category the reference data does not know has no deadline: the case waits as it is.
+        return
+
+
+async def apply_events(
+    session: AsyncSession,
+    events: Sequence[ev.AnyEvent],
+    *,
+    now: datetime,
+    work: Casework,
+    reject: Reject,
+) -> None:
+    """Apply new lifecycle events from the stream to their cases, and publish what they call for."""
+    batch = await _load(session, {e.hazard_id for e in events})
+    for event in events:
+        progress = batch.progress[event.hazard_id]
+        if event.TYPE in domain.TRACKING_TYPES:
+            before = domain.state_before(progress.entries, event, hazard_id=event.hazard_id)
+            reason = domain.refusal(before, event)
+            if reason is not None:
+                await reject(event, reason)
+                continue
+        progress.record(event)
+        if isinstance(event, ev.HazardReported):
+            relapse = await _detect_relapse(session, event, now=now, work=work)
+            if relapse is not None:
+                progress.emit(relapse)
+                batch.relapses.append(relapse)
+    for progress in batch.progress.values():
+        _settle(progress, now=now, work=work)
+    await _save(session, batch, work=work, now=now)
+
+
+async def _detect_relapse(
+    session: AsyncSession, report: ev.HazardReported, *, now: datetime, work: Casework
+) -> ev.HazardRelapsed | None:
+    p = report.payload
+    if p.duplicate_of is not None:
+        return None
+    try:
+        window = work.reference.category(p.category).relapse_window_days
+    except UnknownReference:
+        return None
+    candidates = await repository.list_closed_near(
+        session,
+        category=p.category,
+        building_id=p.location.building_id,
+        lat=p.location.lat,
+        lon=p.location.lon,
+        distance_m=work.distance_m,
+        closed_since=repository.relapse_window_start(p.observed_at, window),
+        exclude=report.hazard_id,
+    )
+    return domain.detect_relapse(report, candidates, window_days=window, distance_m=work.distance_m, now=now)
+
+
+async def load_case(session: AsyncSession, hazard_id: uuid.UUID) -> tuple[Case, list[domain.Entry]]:
+    """The case and its timeline in order; raises CaseNotFound."""
+    entries = (await repository.load_entries(session, [hazard_id]))[hazard_id]
+    if not entries:
+        raise CaseNotFound(hazard_id)
+    ordered = domain.ordered(entries)
+    return domain.build_case(hazard_id, ordered), ordered
+
+
+async def _command(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    decide: Callable[[Case], ev.AnyEvent],
+    *,
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    batch = await _load(session, {hazard_id})
+    progress = batch.progress[hazard_id]
+    if not progress.entries:
+        raise CaseNotFound(hazard_id)
+    progress.emit(decide(progress.case))  # raises TransitionRefused / NotPermitted
+    _settle(progress, now=now, work=work)
+    await _save(session, batch, work=work, now=now)
+    return progress.case, list(progress.emitted)
+
+
+async def rectify_case(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    department_id: str,
+    actor: str,
+    note: str,
+    photos: Sequence[str],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """The holding department marks the case rectified; returns the case and the events published."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.rectify(
+            case, department_id=department_id, actor=actor, note=note, photos=photos, now=now
+        ),
+        now=now,
+        work=work,
+    )
+
+
+async def verify_case(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    grid_id: str,
+    actor: str,
+    passed: bool,
+    note: str,
+    photos: Sequence[str],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """A reporter of the case's grid records the verification visit; returns the case and events published."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.verify(
+            case, grid_id=grid_id, actor=actor, passed=passed, note=note, photos=photos, now=now
+        ),
+        now=now,
+        work=work,
+    )
+
+
+async def fire_due_timers(session: AsyncSession, *, now: datetime, work: Casework, limit: int) -> int:
+    """Fire the rectification timers that are due (once each; stale ones are cancelled); returns how many fired."""
+    due = await repository.claim_due_timers(session, now=now, limit=limit)
+    if not due:
+        return 0
+    batch = await _load(session, {row.hazard_id for row in due})
+    fired: list[uuid.UUID] = []
+    cancelled: list[uuid.UUID] = []
+    for row in due:
+        progress = batch.progress[row.hazard_id]
+        event = domain.overdue(progress.case, order_event_id=row.order_event_id, now=now)
+        if event is None:
+            cancelled.append(row.order_event_id)
+            continue
+        progress.emit(event)
+        fired.append(row.order_event_id)
+    await _save(session, batch, work=work, now=now)
+    await repository.close_timers(session, fired=fired, cancelled=cancelled, now=now)
+    return len(fired)

@@ -1,0 +1,95 @@
+"""Background loops of the tracking service: overdue rectification timers and the cases-by-state gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.tracking import domain, metrics, repository, service
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TimerLoop:
+    """Fires due rectification timers through the outbox; safe with several replicas (SKIP LOCKED)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        work: service.Casework,
+        batch_size: int,
+        poll_interval_s: float,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.work = work
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.clock = clock
+
+    async def sweep(self) -> int:
+        """Fire every timer due now, a batch per transaction; returns how many fired."""
+        total = 0
+        while True:
+            async with self.sessions() as session, session.begin():
+                fired = await service.fire_due_timers(
+                    session, now=self.clock(), work=self.work, limit=self.batch_size
+                )
+                claimed_full = await _more_due(session, self.clock())
+            total += fired
+            if not claimed_full:
+                return total
+
+    async def run(self) -> None:
+        """Sweep forever, pausing between sweeps."""
+        while True:
+            try:
+                fired = await self.sweep()
+                if fired:
+                    log.info("fired %d overdue rectification timers", fired)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("rectification timer sweep failed, will retry: %s", exc)
+            await asyncio.sleep(self.poll_interval_s)
+
+
+async def _more_due(session: AsyncSession, now: datetime) -> bool:
+    return bool(await repository.claim_due_timers(session, now=now, limit=1))
+
+
+class CaseGauge:
+    """Refreshes the cases-by-state gauge from the database (right with any number of replicas)."""
+
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], interval_s: float) -> None:
+        self.sessions = sessions
+        self.interval_s = interval_s
+
+    async def refresh(self) -> None:
+        """Count cases by state once."""
+        async with self.sessions() as session:
+            counts = await repository.count_by_state(session)
+        for state in domain.STATES:
+            metrics.CASES.labels(state).set(counts.get(state, 0))
+
+    async def run(self) -> None:
+        """Refresh forever."""
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("case gauge refresh failed: %s", exc)
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,326 @@
+"""Tracking on the real database and broker: events in through the consumer, actions over HTTP, events out."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shared.events import parse_event
+from tests.integration.tracking.tracking_helpers import (
+    AppFactory,
+    Hazard,
+    app_factory,
+    auth,
+    publish,
+    wait_for_state,
+)
+from tests.support.kafka_tools import header, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tracking_app(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
+    return app_factory(db_url, kafka, topics)
+
+
+async def tracking_events(kafka: Any, topic: str, *, expect: int) -> list[Any]:
+    records = await read_topic(kafka.bootstrap_servers, topic, expect=None, timeout_s=5)
+    events = [parse_event(r.value) for r in records]
+    own = [e for e in events if e.producer == "tracking"]
+    if len(own) < expect:
+        records = await read_topic(kafka.bootstrap_servers, topic, expect=len(events) + expect - len(own))
+        own = [e for e in (parse_event(r.value) for r in records) if e.producer == "tracking"]
+    return own
+
+
+async def wait_for_tracking_events(kafka: Any, topic: str, count: int) -> list[Any]:
+    found: list[Any] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        records = await read_topic(kafka.bootstrap_servers, topic, timeout_s=3)
+        found = [e for e in (parse_event(r.value) for r in records) if e.producer == "tracking"]
+        return len(found) >= count
+
+    await wait_for(enough, timeout_s=60, interval_s=0.5)
+    return found
+
+
+async def test_case_lives_from_report_to_closure_with_rework_and_then_relapses(
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    first = Hazard()
+    async with tracking_app() as (app, client):
+        await publish(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            first.reported(),
+            first.dispatched(),
+            first.acknowledged(),
+        )
+        case = await wait_for_state(client, first.hazard_id, "rectification_ordered")
+        assert case["department_id"] == "fire"
+        assert case["rectification_round"] == 1
+        assert case["deadlines"]["rectification"] is not None
+        assert [e["event_type"] for e in case["timeline"]] == [
+            "hazard.reported",
+            "hazard.dispatched",
+            "hazard.acknowledged",
+            "hazard.rectification_ordered",
+        ]
+        assert [e["actor"] for e in case["timeline"]] == [
+            "gm-liuyue-01",
+            "system",
+            "officer-fire",
+            "tracking",
+        ]
+
+        url = f"/api/v1/hazards/{first.hazard_id}"
+        evidence = {"note": "Padlock removed", "photos": ["https://img.example.org/door.jpg"]}
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-fire"))
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == "rectified"
+
+        response = await client.post(
+            f"{url}/verification", json={"passed": False, "note": "Locked again"}, headers=auth("tok-gm-01")
+        )
+        assert response.status_code == 200, response.text
+        reworked = response.json()
+        assert (reworked["state"], reworked["rectification_round"], reworked["rework_count"]) == (
+            "rectification_ordered",
+            2,
+            1,
+        )
+
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-fire"))
+        assert response.status_code == 200, response.text
+        response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-01"))
+        assert response.status_code == 200, response.text
+        closed = response.json()
+        assert closed["state"] == "closed"
+        assert closed["closed"]["reason"] == "verified"
+        assert closed["closed"]["department_id"] == "fire"
+        assert closed["closed"]["by"] == "gm-liuyue-01"
+
+        # The same hazard at the same building, reported again: a relapse of the closed case.
+        second = Hazard(lat=22.6230, start=datetime.now(UTC))  # ~110 m away, but the same building
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], second.reported())
+        again = await wait_for_state(client, second.hazard_id, "reported")
+
+        async def linked() -> bool:
+            response = await client.get(f"/api/v1/hazards/{second.hazard_id}", headers=auth("tok-supervisor"))
+            return bool(response.json()["relapse_of"] == str(first.hazard_id))
+
+        await wait_for(linked, timeout_s=30)
+        original = (await client.get(url, headers=auth("tok-supervisor"))).json()
+        assert original["relapsed_as"] == [str(second.hazard_id)]
+        assert again["hazard_id"] == str(second.hazard_id)
+
+        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 8)
+        assert Counter(e.TYPE for e in own) == {
+            "hazard.rectification_ordered": 2,
+            "hazard.rectified": 2,
+            "hazard.verified": 2,
+            "hazard.closed": 1,
+            "hazard.relapsed": 1,
+        }
+        [relapse] = [e for e in own if e.TYPE == "hazard.relapsed"]
+        assert relapse.hazard_id == second.hazard_id
+        assert relapse.payload.original_hazard_id == first.hazard_id
+        assert relapse.payload.original_department_id == "fire"
+        assert relapse.payload.same_building is True
+        assert relapse.payload.place_key == "building:B-12"
+        assert 0 <= relapse.payload.days_since_closure < 1
+
+        # Tracking's own events came back from the topic and were skipped, not applied twice or refused.
+        async def settled() -> bool:
+            async with app.state.runtime.sessions() as session:
+                applied = (
+                    await session.execute(
+                        sa.text("select count(*) from tracking.inbox where event_id = any(:ids)"),
+                        {"ids": [e.event_id for e in own]},
+                    )
+                ).scalar_one()
+            return int(applied) == len(own)
+
+        await wait_for(settled, timeout_s=20)
+        final = (await client.get(url, headers=auth("tok-supervisor"))).json()
+        assert final["state"] == "closed"
+        assert len(final["timeline"]) == 3 + 7
+        dead = await read_topic(kafka.bootstrap_servers, topics["dead_letter"], timeout_s=3)
+        assert dead == []
+
+
+async def _ordered_case(client: Any, kafka: Any, topics: dict[str, str]) -> Hazard:
+    hazard = Hazard()
+    await publish(
+        kafka.bootstrap_servers,
+        topics["lifecycle"],
+        hazard.reported(),
+        hazard.dispatched(),
+        hazard.acknowledged(),
+    )
+    await wait_for_state(client, hazard.hazard_id, "rectification_ordered")
+    return hazard
+
+
+async def test_only_the_holding_department_rectifies_and_only_the_grid_verifies(
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    async with tracking_app() as (_app, client):
+        hazard = await _ordered_case(client, kafka, topics)
+        url = f"/api/v1/hazards/{hazard.hazard_id}"
+        evidence = {"note": "done", "photos": []}
+
+        assert (await client.get(url)).status_code == 401
+        assert (await client.get(url, headers=auth("tok-gm-02"))).status_code == 404
+        assert (await client.get(url, headers=auth("tok-police"))).status_code == 404
+        for token in ("tok-gm-01", "tok-fire", "tok-operator", "tok-supervisor"):
+            assert (await client.get(url, headers=auth(token))).status_code == 200, token
+        missing = await client.get(f"/api/v1/hazards/{uuid.uuid4()}", headers=auth("tok-supervisor"))
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-police"))
+        assert response.status_code == 403
+        assert "only the holding department" in response.json()["error"]["message"]
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-gm-01"))
+        assert response.status_code == 403
+
+        response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-01"))
+        assert response.status_code == 409
+        assert response.json()["error"] == {
+            "code": "invalid_state",
+            "message": f"cannot verify hazard {hazard.hazard_id}: it is awaiting rectification "
+            "(rectification_ordered); verification needs a rectified case",
+            "details": [{"action": "verification"}],
+        }
+
+        bad = [
+            {"note": "done", "photos": ["ftp://img.example.org/x.jpg"]},
+            {"note": "done", "extra": 1},
+            {"note": ""},
+            {"note": "x" * 2001},
+        ]
+        for body in bad:
+            response = await client.post(f"{url}/rectification", json=body, headers=auth("tok-fire"))
+            assert response.status_code == 422, body
+            assert response.json()["error"]["code"] == "invalid"
+
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-fire"))
+        assert response.status_code == 200
+        response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-fire"))
+        assert response.status_code == 409
+        assert "it is rectified, awaiting verification" in response.json()["error"]["message"]
+
+        response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-02"))
+        assert response.status_code == 403
+        assert "only a reporter of that grid" in response.json()["error"]["message"]
+        response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-fire"))
+        assert response.status_code == 403
+        response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-01"))
+        assert response.status_code == 200
+        assert response.json()["state"] == "closed"
+
+        hotspots = await client.get("/api/v1/hotspots", headers=auth("tok-supervisor"))
+        assert hotspots.status_code == 200
+        assert hotspots.json()["hotspots"] == []
+        assert (await client.get("/api/v1/hotspots", headers=auth("tok-gm-01"))).status_code == 403
+
+
+async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_topic(
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    async with tracking_app() as (_app, client):
+        swapped = Hazard()
+        reported, dispatched, acknowledged = swapped.reported(), swapped.dispatched(), swapped.acknowledged()
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], reported, acknowledged, dispatched)
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], acknowledged)  # and once more
+        case = await wait_for_state(client, swapped.hazard_id, "rectification_ordered")
+        assert [e["event_type"] for e in case["timeline"]] == [
+            "hazard.reported",
+            "hazard.dispatched",
+            "hazard.acknowledged",
+            "hazard.rectification_ordered",
+        ]
+
+        on_site = Hazard(building_id="B-99")
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], on_site.reported(rectified_on_site=True))
+        closed = await wait_for_state(client, on_site.hazard_id, "closed")
+        assert closed["closed"]["reason"] == "rectified_on_site"
+
+        from shared import events as ev
+
+        misfit = ev.HazardVerified(
+            event_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            hazard_id=swapped.hazard_id,
+            producer="test",
+            payload=ev.HazardVerifiedPayload(passed=True, verified_by="someone"),
+        )
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], misfit)
+        dead = await read_topic(kafka.bootstrap_servers, topics["dead_letter"], expect=1, timeout_s=60)
+        assert len(dead) == 1
+        assert header(dead[0], "event_id") == str(misfit.event_id)
+        assert header(dead[0], "dlt_reason") == "rejected"
+        assert header(dead[0], "dlt_error") == (
+            f"cannot verify hazard {swapped.hazard_id}: it is awaiting rectification (rectification_ordered); "
+            "verification needs a rectified case"
+        )
+        after = await wait_for_state(client, swapped.hazard_id, "rectification_ordered")
+        assert len(after["timeline"]) == 4
+
+        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 2)
+        assert Counter((e.hazard_id, e.TYPE) for e in own) == {
+            (swapped.hazard_id, "hazard.rectification_ordered"): 1,
+            (on_site.hazard_id, "hazard.closed"): 1,
+        }
+
+
+async def test_overdue_rectification_fires_once_and_a_late_rectification_is_still_recorded(
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    async with tracking_app() as (app, client):
+        hazard = await _ordered_case(client, kafka, topics)
+        loop = app.state.timer_loop
+        later = datetime.now(UTC) + timedelta(days=30)
+        loop.clock = lambda: later
+        await loop.sweep()
+        await loop.sweep()
+        case = (
+            await client.get(f"/api/v1/hazards/{hazard.hazard_id}", headers=auth("tok-supervisor"))
+        ).json()
+        assert case["deadlines"]["rectification_overdue"] is True
+        response = await client.post(
+            f"/api/v1/hazards/{hazard.hazard_id}/rectification",
+            json={"note": "late"},
+            headers=auth("tok-fire"),
+        )
+        assert response.status_code == 200
+        await loop.sweep()
+        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 3)
+        assert Counter(e.TYPE for e in own) == {
+            "hazard.rectification_ordered": 1,
+            "hazard.rectification_overdue": 1,
+            "hazard.rectified": 1,
+        }
+        [overdue] = [e for e in own if e.TYPE == "hazard.rectification_overdue"]
+        assert overdue.payload.department_id == "fire"
+        assert overdue.payload.round == 1
+        async with app.state.runtime.sessions() as session:
+            timers = (
+                await session.execute(
+                    sa.text(
+                        "select fired_at is not null, cancelled_at is not null "
+                        "from tracking.rectification_timers where hazard_id = :h"
+                    ),
+                    {"h": hazard.hazard_id},
+                )
+            ).all()
+        assert [tuple(t) for t in timers] == [(True, False)]
