@@ -283,6 +283,11 @@ def refer_to_operators(
     return Outcome(events=(event,), referral=reason)
 
 
+def replace_deadline(dispatch: Dispatch, deadline: datetime) -> Dispatch:
+    """The same dispatch with another receipt deadline (tests and benchmarks move deadlines to now)."""
+    return replace(dispatch, receipt_deadline=deadline)
+
+
 def needs_dispatch(event: HazardReported) -> bool:
     """Whether a reported hazard is dispatched at all (not fixed on site, not a linked duplicate)."""
     return not event.payload.rectified_on_site and event.payload.duplicate_of is None

@@ -1,0 +1,195 @@
+"""Durable receipt deadlines: due while stopped fires once on return; acknowledgement vs deadline races."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from services.dispatch import domain, tables
+from services.dispatch import repository as repo
+from services.dispatch.service import Commands
+from services.dispatch.timers import TimerLoop
+from shared import events as ev
+from shared.auth import Principal
+from shared.db import create_engine, create_session_factory
+from shared.events import dump_event
+from shared.outbox import Outbox
+from shared.reference import load_reference_data
+from shared.settings import DatabaseSettings
+from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar
+from tests.support.kafka_tools import produce, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_deadline_due_while_dispatch_is_stopped_fires_once_when_it_comes_back(
+    dispatch_app: AppFactory, db_url: str, kafka: Any, topics: dict[str, str]
+) -> None:
+    hazard = reported("locked_rooftop_door")
+    group = f"dispatch-{uuid.uuid4().hex[:8]}"
+    async with dispatch_app(group_id=group) as (app, _):
+        await produce(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            [(str(hazard.hazard_id).encode(), dump_event(hazard))],
+        )
+
+        async def dispatched() -> bool:
+            return int(await scalar(app, "select count(*) from dispatch.dispatches")) == 1
+
+        await wait_for(dispatched, timeout_s=60)
+    # The service is stopped. Bring the deadline (and the level-1 reminder due with it) to just ahead.
+    engine = create_engine(DatabaseSettings(url=db_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "update dispatch.dispatches set receipt_deadline = now() + interval '300 milliseconds'"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    "update dispatch.timers set due_at = now() + interval '300 milliseconds' where level in (0, 1)"
+                )
+            )
+        await asyncio.sleep(1.0)
+        async with engine.connect() as conn:
+            unfired = (
+                await conn.execute(sa.text("select count(*) from dispatch.timers where fired_at is null"))
+            ).scalar()
+        assert unfired == 4  # nothing fired while stopped
+    finally:
+        await engine.dispose()
+
+    # Back, as two replicas at once: the overdue and the reminder each fire exactly once.
+    async with dispatch_app(group_id=group) as (first, _), dispatch_app(group_id=group) as (second, _):
+
+        async def fired() -> bool:
+            return (
+                int(await scalar(first, "select count(*) from dispatch.timers where fired_at is not null"))
+                == 2
+            )
+
+        await wait_for(fired, timeout_s=30)
+        await asyncio.sleep(1.0)  # give a second firing every chance to happen
+        assert await scalar(second, "select count(*) from dispatch.timers where fired_at is not null") == 2
+        assert await scalar(first, "select escalation_level from dispatch.dispatches") == 1
+        records = await read_topic(kafka.bootstrap_servers, topics["lifecycle"], expect=4, timeout_s=30)
+    published = [ev.parse_event(r.value) for r in records]
+    assert Counter(e.TYPE for e in published) == Counter(
+        {"hazard.reported": 1, "hazard.dispatched": 1, "hazard.receipt_overdue": 1, "hazard.escalated": 1}
+    )
+    (escalated,) = [e for e in published if isinstance(e, ev.HazardEscalated)]
+    assert (escalated.payload.level, escalated.payload.target) == (1, "department")
+
+
+async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_thousand_times(
+    db_url: str,
+) -> None:
+    count, per_round = 1000, 50
+    engine = create_engine(DatabaseSettings(url=db_url, pool_size=30, max_overflow=30))
+    sessions = create_session_factory(engine)
+    outbox = Outbox(tables.outbox, default_topic="race")
+    reference = load_reference_data()
+    commands = Commands(sessions=sessions, outbox=outbox, reference=reference)
+    fire = Principal("dept-fire", "department", None, "fire")
+    now = datetime.now(UTC)
+    dispatch_rows: list[dict[str, Any]] = []
+    timer_rows: list[dict[str, Any]] = []
+    for _ in range(count):
+        facts = domain.HazardFacts(
+            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
+        )
+        outcome = domain.dispatch_to(
+            reference,
+            facts,
+            department_id="fire",
+            rule_id="r-locked-rooftop-door",
+            now=now,
+            reason="routed",
+            causation_id=None,
+        )
+        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
+        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
+    async with sessions() as session, session.begin():
+        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+
+    loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=per_round) for _ in range(2)]
+    rng = random.Random(4)
+    ids = [row["dispatch_id"] for row in dispatch_rows]
+    for start in range(0, count, per_round):
+        batch = ids[start : start + per_round]
+        # The deadline comes due now; each acknowledgement was stamped a moment before it, as a request
+        # taken just before the deadline and still waiting for the dispatch row would be.
+        async with sessions() as session, session.begin():
+            deadline = (await session.execute(sa.text("select now()"))).scalar_one()
+            await session.execute(
+                sa.update(tables.dispatches)
+                .where(tables.dispatches.c.dispatch_id.in_(batch))
+                .values(receipt_deadline=deadline)
+            )
+            await session.execute(
+                sa.update(tables.timers)
+                .where(tables.timers.c.dispatch_id.in_(batch), tables.timers.c.level.in_([0, 1]))
+                .values(due_at=deadline)
+            )
+        stamped = deadline - timedelta(milliseconds=1)
+        racers = [commands.acknowledge(d, principal=fire, now=stamped) for d in batch]
+        racers += [loop.fire_due() for loop in loops]
+        rng.shuffle(racers)
+        await asyncio.gather(*racers)
+    # Timers skipped while an acknowledgement held their dispatch are now found acknowledged.
+    while await loops[0].fire_due():
+        pass
+
+    async with sessions() as session:
+        rows = (await session.execute(sa.select(tables.dispatches))).all()
+        published = [
+            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
+        ]
+        unfired_due = (
+            await session.execute(
+                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
+            )
+        ).scalar()
+    await engine.dispose()
+
+    assert unfired_due == 0
+    by_dispatch: dict[uuid.UUID, Counter[str]] = {d: Counter() for d in ids}
+    acknowledged_on_time: dict[uuid.UUID, bool] = {}
+    for event in published:
+        payload: Any = event.payload
+        by_dispatch[payload.dispatch_id][event.TYPE] += 1
+        if isinstance(event, ev.HazardAcknowledged):
+            acknowledged_on_time[payload.dispatch_id] = payload.on_time
+    outcomes: Counter[str] = Counter()
+    for row in rows:
+        seen = by_dispatch[row.dispatch_id]
+        assert row.status == "acknowledged"
+        assert seen["hazard.acknowledged"] == 1, seen
+        assert acknowledged_on_time[row.dispatch_id] is row.on_time
+        if row.on_time:
+            # On time: the deadline never fired and nothing escalated.
+            assert seen == Counter({"hazard.acknowledged": 1}), seen
+            assert row.overdue_at is None
+            outcomes["on_time"] += 1
+        else:
+            # The timer won: overdue fired once (the level-1 reminder, due at the same moment, at most
+            # once: the acknowledgement may land between the two), and the acknowledgement is late.
+            assert seen["hazard.receipt_overdue"] == 1, seen
+            assert seen["hazard.escalated"] <= 1, seen
+            assert seen["hazard.acknowledged"] == 1, seen
+            assert row.overdue_at is not None
+            outcomes["late"] += 1
+    assert sum(outcomes.values()) == count
+    print(f"\nrace outcomes: {dict(outcomes)}")
+    # Both sides won some races: the race was real.
+    assert outcomes["on_time"] > 0
+    assert outcomes["late"] > 0
