@@ -697,19 +697,34 @@ class LoadGenerator:
         """The (stable) behaviour of a department towards one dispatch."""
         return department_action(random.Random(f"{key}"), self.behaviour)
 
+    async def list_dispatches(
+        self, client: httpx.AsyncClient, department: Principal, status: str
+    ) -> list[dict[str, Any]]:
+        """Every dispatch of a department in a status, page by page."""
+        base = self.urls["dispatch"]
+        items: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            response = await client.get(
+                f"{base}/api/v1/dispatches",
+                params={"status": status, "limit": 500, "offset": offset},
+                headers=department.headers,
+            )
+            if response.status_code != 200:
+                self.result.errors.append(f"dispatches {response.status_code}: {response.text[:200]}")
+                break
+            payload = response.json()
+            items.extend(items_of(payload, "dispatches"))
+            offset = payload.get("next_offset") if isinstance(payload, dict) else None
+        return items
+
     async def play_departments(self, client: httpx.AsyncClient, *, late_round: bool) -> None:
         """Each department with a token reads its pending dispatches and acknowledges, returns or ignores."""
         base = self.urls["dispatch"]
         if not base:
             return
         for department in self.departments.values():
-            response = await client.get(
-                f"{base}/api/v1/dispatches", params={"status": "pending"}, headers=department.headers
-            )
-            if response.status_code != 200:
-                self.result.errors.append(f"dispatches {response.status_code}: {response.text[:200]}")
-                continue
-            for item in items_of(response.json(), "dispatches"):
+            for item in await self.list_dispatches(client, department, "pending"):
                 dispatch_id = item.get("dispatch_id") or item.get("id")
                 if not dispatch_id:
                     continue
@@ -733,12 +748,7 @@ class LoadGenerator:
         if not base_d or not base_t:
             return
         for department in self.departments.values():
-            response = await client.get(
-                f"{base_d}/api/v1/dispatches", params={"status": "acknowledged"}, headers=department.headers
-            )
-            if response.status_code != 200:
-                continue
-            for item in items_of(response.json(), "dispatches"):
+            for item in await self.list_dispatches(client, department, "acknowledged"):
                 hazard_id = item.get("hazard_id")
                 if not hazard_id:
                     continue

@@ -102,12 +102,16 @@ class System:
         ready_timeout_s: float = 120.0,
         pg_fast: bool = False,
         root: Path | None = None,
+        proxy: bool = True,
     ) -> None:
         """Describe the system; nothing starts until ``start``.
 
         ``root`` is the checkout the services run from (default: this one, or
         ``$HAZARD_SYSTEM_ROOT``, e.g. an exported commit while the working tree is mid-edit).
+        ``proxy=False`` connects everyone to the broker directly (the benchmark: a Python proxy
+        would be the bottleneck); the link faults then are unavailable.
         """
+        self.use_proxy = proxy
         self.root = Path(root or os.environ.get("HAZARD_SYSTEM_ROOT") or ROOT)
         self.service_names = tuple(services)
         self._own_dir = base_dir is None
@@ -139,8 +143,8 @@ class System:
 
     @property
     def bootstrap_servers(self) -> str:
-        """The broker address clients use: the proxy."""
-        return self.proxy.address
+        """The broker address clients use: the proxy (or the broker itself without one)."""
+        return self.proxy.address if self.use_proxy else f"127.0.0.1:{self.broker_port}"
 
     @property
     def database_url(self) -> str:
@@ -182,9 +186,12 @@ class System:
         """Start everything and wait until every service is ready."""
         try:
             self.postgres.start()
-            self.proxy.start()
+            if self.use_proxy:
+                self.proxy.start()
             self.kafka = LocalKafka(
-                port=self.broker_port, log_path=self.base / "tansu.log", advertised_port=self.proxy.port
+                port=self.broker_port,
+                log_path=self.base / "tansu.log",
+                advertised_port=self.proxy.port if self.use_proxy else None,
             )
             self.kafka.start()
             topics = topic_partitions(lifecycle_partitions=self.lifecycle_partitions)

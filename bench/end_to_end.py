@@ -1,0 +1,495 @@
+"""End to end: hazards/s through intake → dispatch → tracking → reporting, latency at 500/s, memory.
+
+One run on one machine (``tests.support.system.System``: real PostgreSQL with fsync on, Tansu,
+the four services as processes, broker traffic direct, no proxy):
+
+1. the raw ceiling on the same broker and database (``bench.raw_ceiling``);
+2. throughput: the load generator offers as much as intake accepts for ``--duration`` s
+   (mostly offline batches of 100-500, the peak a campaign's phones produce when they sync);
+   the rate is every accepted hazard divided by the time from the first send until the last
+   one is both decided by dispatch (on the topic) and counted by reporting;
+3. every hazard accounted for, from the topic: accepted == reported events; dispatched +
+   duplicates + fixed on site + referred to operators == accepted; nothing dispatched twice;
+   reporting's ``reported`` == accepted;
+4. latency at a fixed offered load (``--rate``, 500/s): report accepted (the client got its
+   201) → ``hazard.dispatched`` on the topic (record timestamp), and → visible in reporting
+   (count-based: the k-th accepted report counts as visible once reporting counts k; polled);
+5. resident memory (VmRSS) of each service at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench import raw_ceiling
+from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, Principal, items_of, percentile
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THROUGHPUT_MIX = BehaviourMix(batch_share=0.9, batch_min=100, batch_max=500, on_site=0.12)
+LATENCY_MIX = BehaviourMix(batch_share=0.2, batch_min=5, batch_max=40, on_site=0.12)
+
+
+# ---------------------------------------------------------------- reading the topic
+
+
+@dataclass
+class TopicFacts:
+    """What the lifecycle topic says about a set of hazards."""
+
+    records: int = 0
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reported_twice: int = 0
+    dispatched_ts: dict[str, float] = field(default_factory=dict)
+    dispatch_counts: Counter[str] = field(default_factory=Counter)
+    referred: set[str] = field(default_factory=set)
+    escalations: Counter[tuple[str, int]] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)
+    last_ts: float = 0.0
+
+
+class TopicFollower:
+    """Reads the lifecycle topic from the beginning and keeps up with it, noting facts as it goes."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.facts = TopicFacts()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tps: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect and seek to the beginning."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            request_timeout_ms=40_000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
+        while not partitions:
+            await consumer.client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(self.topic)
+        self._tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(self._tps)
+        await consumer.seek_to_beginning(*self._tps)
+        self._consumer = consumer
+
+    async def catch_up(self) -> TopicFacts:
+        """Read everything written so far."""
+        consumer = self._consumer
+        assert consumer is not None
+        ends = await consumer.end_offsets(self._tps)
+        while any([await consumer.position(tp) < ends[tp] for tp in self._tps]):
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for records in batch.values():
+                for record in records:
+                    _note(self.facts, record)
+        return self.facts
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+async def read_lifecycle(bootstrap: str, topic: str) -> TopicFacts:
+    """Read the whole topic once (fast: orjson, no model validation) into ``TopicFacts``."""
+    follower = TopicFollower(bootstrap, topic)
+    await follower.start()
+    try:
+        return await follower.catch_up()
+    finally:
+        await follower.stop()
+
+
+def _note(facts: TopicFacts, record: Any) -> None:
+    facts.records += 1
+    try:
+        event = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        facts.types["<not json>"] += 1
+        return
+    kind = event.get("event_type")
+    facts.types[str(kind)] += 1
+    hazard = str(event.get("hazard_id"))
+    ts = record.timestamp / 1000
+    facts.last_ts = max(facts.last_ts, ts)
+    payload = event.get("payload") or {}
+    if kind == "hazard.reported":
+        if hazard in facts.reported:
+            facts.reported_twice += 1
+        facts.reported[hazard] = payload
+    elif kind == "hazard.dispatched":
+        facts.dispatch_counts[hazard] += 1 if payload.get("reason", "routed") == "routed" else 0
+        facts.dispatched_ts.setdefault(hazard, ts)
+    elif kind == "hazard.referred_to_operators":
+        facts.referred.add(hazard)
+    elif kind == "hazard.escalated":
+        facts.escalations[(str(payload.get("dispatch_id")), int(payload.get("level", 0)))] += 1
+
+
+def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
+    """Every accepted hazard accounted for on the topic; counts of each outcome and the problems."""
+    ids = {a.hazard_id for a in accepted}
+    reported = {h: facts.reported[h] for h in ids if h in facts.reported}
+    duplicates = {h for h, p in reported.items() if p.get("duplicate_of")}
+    on_site = {h for h, p in reported.items() if p.get("rectified_on_site") and h not in duplicates}
+    referred = {h for h in ids if h in facts.referred} - duplicates - on_site
+    dispatched = {h for h in ids if h in facts.dispatched_ts}
+    expected_dispatch = set(reported) - duplicates - on_site - referred
+    twice = [h for h in ids if facts.dispatch_counts.get(h, 0) > 1]
+    problems = []
+    if len(reported) != len(ids):
+        problems.append(f"{len(ids) - len(reported)} accepted hazards have no hazard.reported event")
+    if dispatched - expected_dispatch:
+        problems.append(f"{len(dispatched - expected_dispatch)} dispatched that should not be")
+    if expected_dispatch - dispatched:
+        problems.append(
+            f"{len(expected_dispatch - dispatched)} not dispatched (nor duplicate/on-site/referred)"
+        )
+    if twice:
+        problems.append(f"{len(twice)} hazards dispatched twice")
+    escalated_twice = [k for k, n in facts.escalations.items() if n > 1]
+    if escalated_twice:
+        problems.append(f"{len(escalated_twice)} escalations fired twice")
+    return {
+        "accepted": len(ids),
+        "reported_events": len(reported),
+        "duplicates": len(duplicates),
+        "rectified_on_site": len(on_site),
+        "referred_to_operators": len(referred),
+        "dispatched": len(dispatched & expected_dispatch),
+        "dispatched_twice": len(twice),
+        "escalated_twice": len(escalated_twice),
+        "problems": problems,
+    }
+
+
+# ---------------------------------------------------------------- reporting
+
+
+async def reporting_count(client: httpx.AsyncClient, base: str, supervisor: Principal) -> int | None:
+    """Reports counted by reporting (sum of ``reported`` over categories), or None if it cannot say."""
+    try:
+        response = await client.get(
+            f"{base}/api/v1/reports/summary",
+            params={"group_by": "category", "from": "2000-01-01", "to": "2100-01-01"},
+            headers=supervisor.headers,
+        )
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    rows = items_of(response.json(), "groups", "rows")
+    return sum(int(row.get("reported") or 0) for row in rows)
+
+
+class ReportingPoller:
+    """Polls reporting's count in the background: a time series of (unix time, count)."""
+
+    def __init__(self, client: httpx.AsyncClient, base: str, supervisor: Principal, interval_s: float = 0.2):
+        self.client, self.base, self.supervisor, self.interval_s = client, base, supervisor, interval_s
+        self.series: list[tuple[float, int]] = []
+        self.baseline = 0
+
+    async def begin(self) -> None:
+        """Note reporting's count before the phase, then poll in the background."""
+        self.baseline = await reporting_count(self.client, self.base, self.supervisor) or 0
+        self.start()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            count = await reporting_count(self.client, self.base, self.supervisor)
+            if count is not None:
+                self.series.append((time.time(), count))
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def reached(self, count: int) -> float | None:
+        """The first poll time at which reporting counted at least ``count``."""
+        for at, seen in self.series:
+            if seen - self.baseline >= count:
+                return at
+        return None
+
+    @property
+    def counted(self) -> int | None:
+        """Reports counted since the phase began (latest poll)."""
+        return self.series[-1][1] - self.baseline if self.series else None
+
+
+async def wait_until(predicate: Any, *, timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Poll an async predicate until true or timeout; return whether it became true."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval_s)
+    return False
+
+
+# ---------------------------------------------------------------- the phases
+
+
+def _latencies(values: list[float]) -> dict[str, Any]:
+    values = sorted(values)
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50_ms": round(percentile(values, 50) * 1000, 1),
+        "p99_ms": round(percentile(values, 99) * 1000, 1),
+        "max_ms": round(values[-1] * 1000, 1),
+    }
+
+
+async def _drain(
+    follower: TopicFollower, generator: LoadGenerator, poller: ReportingPoller, *, timeout_s: float
+) -> TopicFacts:
+    """Wait until dispatch decided every accepted hazard and reporting counted them; return the topic facts."""
+    accepted = generator.result.accepted
+
+    async def dispatch_done() -> bool:
+        result = account(accepted, await follower.catch_up())
+        decided = (
+            result["dispatched"]
+            + result["duplicates"]
+            + result["rectified_on_site"]
+            + result["referred_to_operators"]
+        )
+        return decided >= result["accepted"]
+
+    async def reporting_done() -> bool:
+        return (poller.counted or 0) >= len(accepted)
+
+    await wait_until(dispatch_done, timeout_s=timeout_s, interval_s=1.0)
+    await wait_until(reporting_done, timeout_s=timeout_s, interval_s=0.5)
+    # One more poll so the figures include whatever arrived last.
+    return await follower.catch_up()
+
+
+async def throughput_phase(
+    system: Any, follower: TopicFollower, *, duration_s: float, concurrency: int, drain_timeout_s: float
+) -> dict[str, Any]:
+    """Offer as much as intake accepts for ``duration_s``; rate = accepted / (first send → last visible)."""
+    supervisor = system.principal("supervisor")
+    generator = LoadGenerator(
+        intake=system.url("intake"),
+        principals=system.principals,
+        reference=system.reference,
+        seed=11,
+        concurrency=concurrency,
+        behaviour=THROUGHPUT_MIX,
+        timeout_s=120.0,
+    )
+    async with httpx.AsyncClient(timeout=30) as client:
+        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.5)
+        await poller.begin()
+        await generator.run_max(duration_s=duration_s, chunk=5000)
+        sent_done = time.time()
+        facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+        await poller.stop()
+    result = generator.result
+    accepted = result.accepted
+    accounting = account(accepted, facts)
+    visible_at = poller.reached(len(accepted))
+    dispatched_last = max(
+        (facts.dispatched_ts[a.hazard_id] for a in accepted if a.hazard_id in facts.dispatched_ts),
+        default=None,
+    )
+    decided_last = max(filter(None, [dispatched_last, facts.last_ts]), default=None)
+    end = max(filter(None, [visible_at, decided_last])) if visible_at else None
+    reporting_final = poller.counted
+    if reporting_final != len(accepted):
+        accounting["problems"].append(f"reporting counts {reporting_final} reports, {len(accepted)} accepted")
+    return {
+        "duration_s": duration_s,
+        "mix": {
+            "batch_share": THROUGHPUT_MIX.batch_share,
+            "batch_sizes": [THROUGHPUT_MIX.batch_min, THROUGHPUT_MIX.batch_max],
+        },
+        "offered": result.offered,
+        "accepted": len(accepted),
+        "rejected": result.rejected,
+        "send_seconds": round(sent_done - result.started_at, 1),
+        "intake_accepted_per_s": round(len(accepted) / max(1e-9, sent_done - result.started_at), 1),
+        "end_to_end_seconds": round(end - result.started_at, 1) if end else None,
+        "end_to_end_hazards_per_s": round(len(accepted) / (end - result.started_at), 1) if end else None,
+        "reporting_counted": reporting_final,
+        "accounting": accounting,
+        "errors": result.errors[:5],
+    }
+
+
+async def latency_phase(
+    system: Any, follower: TopicFollower, *, rate: float, duration_s: float, drain_timeout_s: float
+) -> dict[str, Any]:
+    """Offer ``rate`` reports/s for ``duration_s``; latency accepted → dispatched and → visible in reporting."""
+    supervisor = system.principal("supervisor")
+    generator = LoadGenerator(
+        intake=system.url("intake"),
+        principals=system.principals,
+        reference=system.reference,
+        seed=23,
+        concurrency=64,
+        behaviour=LATENCY_MIX,
+    )
+    async with httpx.AsyncClient(timeout=30) as client:
+        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.1)
+        await poller.begin()
+        await generator.run_rate(rate=rate, duration_s=duration_s)
+        facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+        await poller.stop()
+    accepted = generator.result.accepted
+    to_dispatch = [
+        facts.dispatched_ts[a.hazard_id] - a.accepted_at
+        for a in accepted
+        if a.hazard_id in facts.dispatched_ts
+    ]
+    to_reporting = []
+    for k, a in enumerate(sorted(accepted, key=lambda a: a.accepted_at), start=1):
+        seen = poller.reached(k)
+        if seen is not None:
+            to_reporting.append(max(0.0, seen - a.accepted_at))
+    http = [a.accepted_at - a.scheduled_at for a in accepted]
+    accounting = account(accepted, facts)
+    return {
+        "offered_rate": rate,
+        "duration_s": duration_s,
+        "accepted": len(accepted),
+        "achieved_rate": round(
+            len(accepted) / max(1e-9, generator.result.finished_at - generator.result.started_at), 1
+        ),
+        "http_accept": _latencies(http),
+        "accepted_to_dispatched": _latencies(to_dispatch),
+        "accepted_to_reporting": _latencies(to_reporting),
+        "reporting_poll_interval_s": poller.interval_s,
+        "accounting": accounting,
+        "errors": generator.result.errors[:5],
+    }
+
+
+async def _phases(
+    system: Any,
+    *,
+    rate: float,
+    latency_duration_s: float,
+    duration_s: float,
+    concurrency: int,
+    drain_timeout_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    follower = TopicFollower(system.bootstrap_servers, system.lifecycle_topic)
+    await follower.start()
+    try:
+        latency = await latency_phase(
+            system, follower, rate=rate, duration_s=latency_duration_s, drain_timeout_s=drain_timeout_s
+        )
+        throughput = await throughput_phase(
+            system, follower, duration_s=duration_s, concurrency=concurrency, drain_timeout_s=drain_timeout_s
+        )
+    finally:
+        await follower.stop()
+    return latency, throughput
+
+
+def run(
+    *,
+    duration_s: float = 60.0,
+    rate: float = 500.0,
+    latency_duration_s: float = 30.0,
+    concurrency: int = 8,
+    ceiling_messages: int = 200_000,
+    ceiling_rows: int = 100_000,
+    drain_timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Start the system, measure everything, stop it; return the figures."""
+    from tests.support.system import SERVICES, System
+
+    system = System(proxy=False)
+    started = time.time()
+    system.start()
+    try:
+        ceiling = asyncio.run(
+            raw_ceiling.measure(
+                system.bootstrap_servers, system.postgres.dsn(), messages=ceiling_messages, rows=ceiling_rows
+            )
+        )
+        latency, throughput = asyncio.run(
+            _phases(
+                system,
+                rate=rate,
+                latency_duration_s=latency_duration_s,
+                duration_s=duration_s,
+                concurrency=concurrency,
+                drain_timeout_s=drain_timeout_s,
+            )
+        )
+        rss = {name: system.rss_kib(name) for name in SERVICES}
+    finally:
+        system.stop()
+    e2e = throughput.get("end_to_end_hazards_per_s")
+    ratio = {}
+    if e2e:
+        ratio = {
+            "vs_kafka_produce_and_consume": round(
+                e2e / ceiling["kafka"]["produce_and_consume_msgs_per_s"], 4
+            ),
+            "vs_postgres_batched_insert": round(e2e / ceiling["postgres"]["batched_insert_rows_per_s"], 4),
+        }
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+        "raw_ceiling": ceiling,
+        "throughput": throughput,
+        "ratio_to_raw_ceiling": ratio,
+        "latency": latency,
+        "rss_kib": rss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.end_to_end``: run and write ``bench/results/end_to_end.json``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.end_to_end", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--latency-duration", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    result = run(
+        duration_s=args.duration,
+        rate=args.rate,
+        latency_duration_s=args.latency_duration,
+        concurrency=args.concurrency,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "end_to_end.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

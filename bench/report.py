@@ -1,0 +1,126 @@
+"""The benchmark report: one Markdown page and one JSON file under ``bench/results/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import raw_ceiling
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+NOISE_NOTE = (
+    "Figures come from one run on one shared 2-core machine; other work on the machine moves them. "
+    "Re-run `make bench` on a quiet machine before quoting them as capacity."
+)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float | int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
+    """Markdown lines for the end-to-end figures."""
+    t, lat, acc = e2e["throughput"], e2e["latency"], e2e["throughput"]["accounting"]
+    lines = [
+        "## Raw ceiling (same broker and database, no services)",
+        "",
+        raw_ceiling.table(e2e["raw_ceiling"]),
+        "",
+        "## End to end: intake → dispatch → tracking → reporting",
+        "",
+        "| what | figure |",
+        "| --- | ---: |",
+        f"| offered for | {_fmt(t['duration_s'], ' s')} (max throughput; {int(t['mix']['batch_share'] * 100)}% of reports in offline batches of {t['mix']['batch_sizes'][0]}-{t['mix']['batch_sizes'][1]}) |",
+        f"| hazards accepted by intake | {_fmt(t['accepted'])} |",
+        f"| intake accept rate | {_fmt(t['intake_accepted_per_s'], ' /s')} |",
+        f"| **end-to-end hazards/s** (first send → last hazard decided by dispatch and counted by reporting) | **{_fmt(t['end_to_end_hazards_per_s'])}** |",
+        f"| end-to-end time | {_fmt(t['end_to_end_seconds'], ' s')} |",
+        f"| ratio to Kafka produce+consume ceiling | {_fmt(e2e['ratio_to_raw_ceiling'].get('vs_kafka_produce_and_consume'))} |",
+        f"| ratio to PostgreSQL batched-insert ceiling | {_fmt(e2e['ratio_to_raw_ceiling'].get('vs_postgres_batched_insert'))} |",
+        "",
+        "Accounting (from the lifecycle topic and reporting's API):",
+        "",
+        "| accepted | reported events | dispatched | duplicates linked | fixed on site | referred to operators | dispatched twice | reporting counted |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {acc['accepted']:,} | {acc['reported_events']:,} | {acc['dispatched']:,} | {acc['duplicates']:,} | {acc['rectified_on_site']:,} | {acc['referred_to_operators']:,} | {acc['dispatched_twice']} | {_fmt(t['reporting_counted'])} |",
+        "",
+        "Problems: "
+        + (
+            "; ".join(acc["problems"])
+            if acc["problems"]
+            else "none — every accepted hazard is accounted for."
+        ),
+        "",
+        f"## Latency at a fixed offered load of {_fmt(lat['offered_rate'])} reports/s for {_fmt(lat['duration_s'], ' s')}",
+        "",
+        f"Achieved {_fmt(lat['achieved_rate'])} reports/s; {lat['accepted']:,} accepted.",
+        "",
+        "| from → to | n | p50 | p99 | max |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, key in (
+        ("scheduled send → accepted (HTTP 201)", "http_accept"),
+        ("accepted → `hazard.dispatched` on the topic", "accepted_to_dispatched"),
+        ("accepted → counted by reporting", "accepted_to_reporting"),
+    ):
+        row = lat[key]
+        lines.append(
+            f"| {label} | {row.get('n', 0):,} | {_fmt(row.get('p50_ms'), ' ms')} | {_fmt(row.get('p99_ms'), ' ms')} | {_fmt(row.get('max_ms'), ' ms')} |"
+        )
+    lat_acc = lat["accounting"]
+    lines += [
+        "",
+        f"Reporting is polled every {lat['reporting_poll_interval_s']} s and read by count (the k-th accepted "
+        "report counts as visible once reporting counts k), so its figures carry up to one poll interval.",
+        "Latency-phase problems: " + ("; ".join(lat_acc["problems"]) if lat_acc["problems"] else "none."),
+        "",
+        "## Resident memory at the end (VmRSS)",
+        "",
+        "| service | RSS |",
+        "| --- | ---: |",
+    ]
+    for name, kib in e2e["rss_kib"].items():
+        lines.append(f"| {name} | {_fmt(round(kib / 1024, 1) if kib else None, ' MiB')} |")
+    return lines
+
+
+def render(results: dict[str, Any], *, command: str) -> str:
+    """The whole report as Markdown."""
+    lines = [
+        "# hazard-dispatch benchmark report",
+        "",
+        f"Command: `{command}`  ",
+        f"Run at: {results.get('started_at', 'n/a')} UTC, {results.get('machine', {}).get('cpus', '?')} CPUs, "
+        f"load average at start {results.get('machine', {}).get('load_avg_at_start', 'n/a')}",
+        "",
+        f"> {NOISE_NOTE}",
+        "",
+    ]
+    if "end_to_end" in results:
+        lines += end_to_end_section(results["end_to_end"])
+    elif "raw_ceiling" in results:
+        lines += ["## Raw ceiling", "", raw_ceiling.table(results["raw_ceiling"])]
+    modules = results.get("modules") or {}
+    if modules:
+        lines += ["", "## Per-service benchmarks", ""]
+        for name, outcome in modules.items():
+            lines += [f"### `python -m bench.{name}` ({outcome['status']}, {outcome['seconds']} s)", ""]
+            if outcome.get("stdout_tail"):
+                lines += ["```", outcome["stdout_tail"].rstrip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], *, command: str, name: str = "report") -> tuple[Path, Path]:
+    """Write ``<name>.md`` and ``<name>.json`` under bench/results/."""
+    RESULTS.mkdir(exist_ok=True)
+    md = RESULTS / f"{name}.md"
+    js = RESULTS / f"{name}.json"
+    md.write_text(render(results, command=command))
+    js.write_text(json.dumps({"command": command, **results}, indent=1, default=str))
+    return md, js
