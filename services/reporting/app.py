@@ -2,29 +2,70 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from services.reporting import handlers, tables
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from services.reporting import api, handlers, metrics, repository, tables
 from services.reporting.settings import ReportingSettings
-from shared.reference import ReferenceData
+from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "reporting"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: ReportingSettings, *, reference: ReferenceData | None = None) -> FastAPI:
-    """The reporting HTTP app; its lifespan runs the broker, the consumer and the outbox relay."""
+    """The reporting HTTP app; its lifespan runs the broker, the consumer and the refresh loops."""
+    reference = reference or load_reference_data(settings.reference_data_dir)
     runtime = ServiceRuntime.build(
         name=NAME,
         settings=settings,
         outbox_table=tables.outbox,
         inbox_table=tables.inbox,
-        handler=handlers.on_lifecycle_events,
+        handler=handlers.make_handler(tz=ZoneInfo(reference.calendar.timezone)),
         interested=handlers.INTERESTED,
         reference=reference,
     )
-    return create_http_app(
+
+    async def refresh_rollup() -> None:
+        """Recompute the rollup of days touched by new events, every few seconds."""
+        while True:
+            await asyncio.sleep(settings.projection.rollup_refresh_s)
+            try:
+                async with runtime.sessions() as session, session.begin():
+                    await repository.refresh_rollup(session)
+            except Exception as exc:  # a deadlock or a database away: the next round retries
+                log.warning("rollup refresh failed: %s", exc)
+
+    async def refresh_gauges() -> None:
+        """Keep the Prometheus domain gauges current."""
+        while True:
+            try:
+                async with runtime.sessions() as session, session.begin():
+                    await repository.refresh_rollup(session)
+                async with runtime.sessions() as session:
+                    await metrics.refresh_domain_gauges(
+                        session,
+                        reference=reference,
+                        now=datetime.now(UTC),
+                        window_days=settings.projection.metrics_window_days,
+                    )
+            except Exception as exc:
+                log.warning("domain gauges refresh failed: %s", exc)
+            await asyncio.sleep(settings.projection.metrics_refresh_s)
+
+    runtime.add_background(refresh_rollup)
+    runtime.add_background(refresh_gauges)
+    app = create_http_app(
         runtime,
         title="hazard-dispatch reporting",
-        description="Builds supervisors' figures from the lifecycle events.",
+        description="Builds supervisors' figures and the dashboard from the lifecycle events.",
     )
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
+    return app

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+
+class ProjectionSettings(BaseModel):
+    """How often the daily rollup and the Prometheus domain gauges are refreshed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rollup_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    metrics_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    metrics_window_days: Annotated[int, Field(ge=1, le=366)] = 30
 
 
 class ReportingSettings(ServiceSettings):
@@ -13,3 +26,5 @@ class ReportingSettings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="REPORTING__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
+
+    projection: ProjectionSettings = Field(default_factory=ProjectionSettings)

@@ -1,8 +1,14 @@
-"""Tables of the reporting schema (owned by this service alone)."""
+"""Tables of the reporting schema (owned by this service alone).
+
+Facts keyed by natural ids (hazards, dispatches, relapses) are the projection; ``rollup``
+is a daily summary of them per (day, department, community, category) kept for fast
+period queries, and ``rollup_dirty`` lists the days whose rollup must be recomputed.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from shared.db import inbox_table, outbox_table
 
@@ -11,3 +17,95 @@ metadata = sa.MetaData(schema=SCHEMA)
 
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
+
+hazards = sa.Table(
+    "hazards",
+    metadata,
+    sa.Column("hazard_id", sa.Uuid, primary_key=True),
+    sa.Column("reported_at", sa.DateTime(timezone=True)),
+    sa.Column("report_day", sa.Date),
+    sa.Column("category", sa.Text),
+    sa.Column("community_id", sa.Text),
+    sa.Column("grid_id", sa.Text),
+    sa.Column("street_id", sa.Text),
+    sa.Column("place_key", sa.Text),
+    sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
+    sa.Column("rectified_on_site", sa.Boolean),
+    sa.Column("duplicate_of", sa.Uuid),
+    sa.Column("department_id", sa.Text),
+    sa.Column("department_at", sa.DateTime(timezone=True)),
+    sa.Column("ordered_at", sa.DateTime(timezone=True)),
+    sa.Column("order_round", sa.Integer),
+    sa.Column("rectified_at", sa.DateTime(timezone=True)),
+    sa.Column("rectification_overdue", sa.Boolean),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("closed_reason", sa.Text),
+    sa.Index("hazards_report_day", "report_day"),
+)
+
+dispatches = sa.Table(
+    "dispatches",
+    metadata,
+    sa.Column("dispatch_id", sa.Uuid, primary_key=True),
+    sa.Column("hazard_id", sa.Uuid, nullable=False),
+    sa.Column("department_id", sa.Text),
+    sa.Column("dispatched_at", sa.DateTime(timezone=True)),
+    sa.Column("dispatch_day", sa.Date),
+    sa.Column("deadline", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
+    sa.Column("previous_dispatch_id", sa.Uuid),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
+    sa.Column("returned_at", sa.DateTime(timezone=True)),
+    sa.Column("superseded_at", sa.DateTime(timezone=True)),
+    sa.Index("dispatches_hazard", "hazard_id"),
+    sa.Index("dispatches_day", "dispatch_day"),
+    sa.Index(
+        "dispatches_open_unacknowledged",
+        "deadline",
+        postgresql_where=sa.text("acknowledged_at IS NULL AND returned_at IS NULL AND superseded_at IS NULL"),
+    ),
+)
+
+relapses = sa.Table(
+    "relapses",
+    metadata,
+    sa.Column("hazard_id", sa.Uuid, primary_key=True),
+    sa.Column("original_hazard_id", sa.Uuid, nullable=False),
+    sa.Column("relapsed_at", sa.DateTime(timezone=True)),
+    sa.Column("relapse_day", sa.Date),
+    sa.Column("place_key", sa.Text),
+    sa.Column("original_department_id", sa.Text),
+    sa.Column("days_since_closure", sa.Float),
+    sa.Index("relapses_original", "original_hazard_id"),
+    sa.Index("relapses_day", "relapse_day"),
+)
+
+_COUNTS = (
+    "reported",
+    "duplicates",
+    "dispatched",
+    "acknowledged",
+    "acknowledged_late",
+    "overdue_ended",
+    "open_unacknowledged",
+    "notices_issued",
+    "rectified",
+    "rectification_overdue",
+    "closed",
+    "relapsed",
+)
+
+rollup = sa.Table(
+    "rollup",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("department_id", sa.Text, primary_key=True),
+    sa.Column("community_id", sa.Text, primary_key=True),
+    sa.Column("category", sa.Text, primary_key=True),
+    *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in _COUNTS),
+)
+
+rollup_dirty = sa.Table("rollup_dirty", metadata, sa.Column("day", sa.Date, primary_key=True))
+
+PROJECTION_TABLES: tuple[sa.Table, ...] = (hazards, dispatches, relapses, rollup, rollup_dirty)
+"""The tables a rebuild recreates and swaps in (never the inbox or outbox)."""

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Make sure Debian's Chromium is installed for the dashboard's browser test (idempotent).
+# Skips when /usr/bin/chromium exists; installs with apt-get when run as root; otherwise says what to do.
+set -eu
+if [ -x /usr/bin/chromium ]; then
+    echo "chromium: present at /usr/bin/chromium"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium: /usr/bin/chromium missing and not root; run: sudo apt-get install -y chromium" >&2
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "chromium: /usr/bin/chromium missing and no apt-get here; the browser test will be skipped" >&2
+    exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium
+echo "chromium: installed $(/usr/bin/chromium --version 2>/dev/null || echo '(version unknown)')"

@@ -1,0 +1,281 @@
+"""HTTP routes of the reporting service: the supervisors' figures (JSON and CSV) and the dashboard page."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from services.reporting import domain, reports, repository
+from services.reporting.repository import Filters, Period
+from shared.auth import Principal, require
+from shared.errors import ApiError
+from shared.reference import ReferenceData
+from shared.service import ServiceRuntime
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+router = APIRouter()
+reader = require("supervisor", "operator")
+
+GroupBy = Literal["department", "community", "grid", "category", "campaign"]
+SeriesGroupBy = Literal["department", "community", "category"]
+SERIES_METRICS = (*reports.COUNT_FIGURES, *reports.RATE_FIGURES)
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _now(request: Request) -> datetime:
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+def _period(reference: ReferenceData, start: date | None, end: date | None, now: datetime) -> Period:
+    today = now.astimezone(ZoneInfo(reference.calendar.timezone)).date()
+    end = end or today
+    start = start or end - timedelta(days=29)
+    problems = domain.period_problems(start, end)
+    if problems:
+        raise ApiError(
+            422,
+            "invalid_period",
+            "The period is not acceptable.",
+            [{"field": "from", "problem": p} for p in problems],
+        )
+    return Period(start, end)
+
+
+def _filters(reference: ReferenceData, community: str | None, category: str | None) -> Filters:
+    details = []
+    if community is not None and community not in {c.id for c in reference.communities}:
+        known = ", ".join(c.id for c in reference.communities)
+        details.append({"field": "community", "problem": f"unknown community {community!r}; known: {known}"})
+    if category is not None and category not in {c.code for c in reference.categories}:
+        details.append({"field": "category", "problem": f"unknown category {category!r}"})
+    if details:
+        raise ApiError(
+            422, "invalid_filter", "A filter names something the reference data does not know.", details
+        )
+    return Filters(community_id=community, category=category)
+
+
+async def _refresh(runtime: ServiceRuntime) -> None:
+    async with runtime.sessions() as session, session.begin():
+        await repository.refresh_rollup(session)
+
+
+FromQ = Annotated[date | None, Query(alias="from", description="First local day (YYYY-MM-DD), included")]
+ToQ = Annotated[date | None, Query(alias="to", description="Last local day (YYYY-MM-DD), included")]
+CommunityQ = Annotated[str | None, Query(description="Only this community")]
+CategoryQ = Annotated[str | None, Query(description="Only this category")]
+
+
+@router.get("/api/v1/reports/summary", tags=["reports"], summary="Figures per group, with comparisons")
+async def get_summary(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    group_by: GroupBy = "department",
+    start: FromQ = None,
+    end: ToQ = None,
+    community: CommunityQ = None,
+    category: CategoryQ = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    """Per group: counts, rates, medians, and the rates of the previous period and a year earlier."""
+    runtime = _runtime(request)
+    now = _now(request)
+    period = _period(runtime.reference, start, end, now)
+    filters = _filters(runtime.reference, community, category)
+    await _refresh(runtime)
+    async with runtime.sessions() as session:
+        report = await reports.summary(
+            session,
+            reference=runtime.reference,
+            start=period.start,
+            end=period.end,
+            group_by=group_by,
+            filters=filters,
+            now=now,
+        )
+    if format == "csv":
+        name = f"summary-{group_by}-{period.start}-{period.end}.csv"
+        return Response(
+            reports.summary_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return JSONResponse(report)
+
+
+@router.get(
+    "/api/v1/reports/overdue", tags=["reports"], summary="Open dispatches past their receipt deadline"
+)
+async def get_overdue(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    community: CommunityQ = None,
+    category: CategoryQ = None,
+    department_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> dict[str, Any]:
+    """Dispatches past their receipt deadline and not acknowledged, oldest deadline first."""
+    runtime = _runtime(request)
+    now = _now(request)
+    base = _filters(runtime.reference, community, category)
+    filters = Filters(community_id=base.community_id, category=base.category, department_id=department_id)
+    async with runtime.sessions() as session:
+        rows = await repository.list_open_overdue(session, now=now, filters=filters, limit=limit)
+    items = [
+        {
+            "dispatch_id": str(r["dispatch_id"]),
+            "hazard_id": str(r["hazard_id"]),
+            "department_id": r["department_id"],
+            "department": reports.label(runtime.reference, "department", r["department_id"] or ""),
+            "category": r["category"],
+            "community_id": r["community_id"],
+            "grid_id": r["grid_id"],
+            "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
+            "receipt_deadline": r["deadline"].isoformat(),
+            "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
+        }
+        for r in rows
+    ]
+    return {"as_of": now.isoformat(), "count": len(items), "items": items}
+
+
+@router.get("/api/v1/reports/relapse-hotspots", tags=["reports"], summary="Places ranked by relapses")
+async def get_relapse_hotspots(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    start: FromQ = None,
+    end: ToQ = None,
+    community: CommunityQ = None,
+    category: CategoryQ = None,
+    min_relapses: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """Places (building or address within a grid) with the most relapses in the period."""
+    runtime = _runtime(request)
+    now = _now(request)
+    period = _period(runtime.reference, start, end, now)
+    filters = _filters(runtime.reference, community, category)
+    threshold = min_relapses or runtime.reference.hotspot_min_relapses
+    async with runtime.sessions() as session:
+        rows = await repository.list_relapse_hotspots(
+            session, period=period, filters=filters, min_relapses=threshold, limit=limit
+        )
+    items = [
+        {
+            "place_key": r["place_key"],
+            "community_id": r["community_id"],
+            "grid_id": r["grid_id"],
+            "relapses": int(r["relapses"]),
+            "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
+            "categories": sorted(r["categories"] or []),
+        }
+        for r in rows
+    ]
+    return {
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        "min_relapses": threshold,
+        "items": items,
+    }
+
+
+@router.get("/api/v1/reports/campaigns", tags=["reports"], summary="Campaign progress against targets")
+async def get_campaigns(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    community: CommunityQ = None,
+) -> dict[str, Any]:
+    """Every campaign: hazards found, notices issued, rectified, closed, and progress to its targets."""
+    runtime = _runtime(request)
+    now = _now(request)
+    filters = _filters(runtime.reference, community, None)
+    campaigns = runtime.reference.campaigns
+    since = min((c.starts_on for c in campaigns), default=date(2000, 1, 1)) - timedelta(days=1)
+    async with runtime.sessions() as session:
+        counts = await repository.campaign_counts(session, since=since, filters=filters)
+    today = now.astimezone(ZoneInfo(runtime.reference.calendar.timezone)).date()
+    return {"campaigns": reports.campaign_progress(runtime.reference, counts, today=today)}
+
+
+@router.get("/api/v1/reports/timeseries", tags=["reports"], summary="A figure per group over time")
+async def get_timeseries(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    metric: str = "overdue_receipts",
+    group_by: SeriesGroupBy = "department",
+    bucket: Literal["day", "week"] = "day",
+    start: FromQ = None,
+    end: ToQ = None,
+    community: CommunityQ = None,
+    category: CategoryQ = None,
+) -> dict[str, Any]:
+    """One series per group: the metric in each day or week (weeks start on Monday)."""
+    if metric not in SERIES_METRICS:
+        raise ApiError(
+            422,
+            "invalid_metric",
+            f"Unknown metric {metric!r}.",
+            [{"field": "metric", "problem": f"use one of: {', '.join(SERIES_METRICS)}"}],
+        )
+    runtime = _runtime(request)
+    now = _now(request)
+    period = _period(runtime.reference, start, end, now)
+    filters = _filters(runtime.reference, community, category)
+    await _refresh(runtime)
+    async with runtime.sessions() as session:
+        series = await repository.daily_series(
+            session, group_by=group_by, period=period, filters=filters, bucket=bucket, now=now
+        )
+    buckets = _buckets(period, bucket)
+    values = reports.series_values(series, metric=metric, buckets=buckets)
+    return {
+        "metric": metric,
+        "group_by": group_by,
+        "bucket": bucket,
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        "buckets": [b.isoformat() for b in buckets],
+        "series": [
+            {"key": key, "label": reports.label(runtime.reference, group_by, key), "values": vals}
+            for key, vals in values.items()
+        ],
+    }
+
+
+def _buckets(period: Period, bucket: str) -> list[date]:
+    first = period.start if bucket == "day" else period.start - timedelta(days=period.start.weekday())
+    step = timedelta(days=1 if bucket == "day" else 7)
+    out, day = [], first
+    while day <= period.end:
+        out.append(day)
+        day += step
+    return out
+
+
+@router.get("/api/v1/reports/reference", tags=["reports"], summary="Names for the dashboard's filters")
+async def get_reference(request: Request, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
+    """Communities, categories, departments and campaigns with English and Chinese names."""
+    ref = _runtime(request).reference
+    return {
+        "timezone": ref.calendar.timezone,
+        "communities": [{"id": c.id, "en": c.name_en, "zh": c.name_zh} for c in ref.communities],
+        "categories": [{"id": c.code, "en": c.name_en, "zh": c.name_zh} for c in ref.categories],
+        "departments": [{"id": d.id, "en": d.name_en, "zh": d.name_zh} for d in ref.departments],
+    }
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    """The dashboard page shell (no data, no token: the page asks for a token and calls the API)."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

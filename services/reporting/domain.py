@@ -1,0 +1,399 @@
+"""The reporting projection, pure: lifecycle events become fact rows, and fact rows merge idempotently.
+
+Nothing here does I/O. Every event maps to partial rows of three fact tables keyed by
+natural ids — ``hazards`` (hazard_id), ``dispatches`` (dispatch_id), ``relapses``
+(the relapsed hazard's id) — and every column has a merge rule that is commutative
+and idempotent (first non-null, min, max, or, latest-by-timestamp). So the same event
+applied twice, or events applied in any order, leave the same rows: that is what makes
+the live projection and a rebuild from the topic agree figure for figure.
+
+The same rules run here (to fold one batch into one row per key) and in SQL (to merge
+a batch row into the stored one), see :data:`HAZARD_RULES` and :func:`merge_rows`.
+
+Figures (computed by the repository from these facts) are defined in
+``services/reporting/README.md`` and in :mod:`services.reporting.figures`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from shared import events as ev
+
+Rule = Literal["first", "min", "max", "or", "latest"]
+Row = dict[str, Any]
+
+HAZARD_RULES: Mapping[str, Rule] = {
+    "reported_at": "first",
+    "report_day": "first",
+    "category": "first",
+    "community_id": "first",
+    "grid_id": "first",
+    "street_id": "first",
+    "place_key": "first",
+    "campaign_ids": "first",
+    "rectified_on_site": "or",
+    "duplicate_of": "first",
+    "department_id": "latest",  # the department that held it last (by department_at)
+    "department_at": "max",
+    "ordered_at": "min",
+    "order_round": "max",
+    "rectified_at": "max",
+    "rectification_overdue": "or",
+    "closed_at": "max",
+    "closed_reason": "first",
+}
+"""Merge rule of every column of a hazard fact row (besides its key ``hazard_id``)."""
+
+DISPATCH_RULES: Mapping[str, Rule] = {
+    "hazard_id": "first",
+    "department_id": "first",
+    "dispatched_at": "first",
+    "dispatch_day": "first",
+    "deadline": "first",
+    "reason": "first",
+    "previous_dispatch_id": "first",
+    "acknowledged_at": "min",
+    "returned_at": "min",
+    "superseded_at": "min",
+}
+"""Merge rule of every column of a dispatch fact row (besides its key ``dispatch_id``)."""
+
+RELAPSE_RULES: Mapping[str, Rule] = {
+    "original_hazard_id": "first",
+    "relapsed_at": "first",
+    "relapse_day": "first",
+    "place_key": "first",
+    "original_department_id": "first",
+    "days_since_closure": "first",
+}
+"""Merge rule of every column of a relapse fact row (besides its key ``hazard_id``, the new hazard)."""
+
+LATEST_BY: Mapping[str, str] = {"department_id": "department_at"}
+"""For ``latest`` columns: the timestamp column that decides which value is the latest."""
+
+
+@dataclass
+class FactBatch:
+    """Fact rows folded from a batch of events: one row per natural key and table."""
+
+    hazards: dict[uuid.UUID, Row] = field(default_factory=dict)
+    dispatches: dict[uuid.UUID, Row] = field(default_factory=dict)
+    relapses: dict[uuid.UUID, Row] = field(default_factory=dict)
+
+    def touched_hazards(self) -> set[uuid.UUID]:
+        """Every hazard whose figures this batch may change (including relapsed originals)."""
+        ids = set(self.hazards)
+        ids.update(row["hazard_id"] for row in self.dispatches.values() if row.get("hazard_id"))
+        ids.update(self.relapses)
+        ids.update(row["original_hazard_id"] for row in self.relapses.values())
+        return ids
+
+    def __len__(self) -> int:
+        return len(self.hazards) + len(self.dispatches) + len(self.relapses)
+
+
+def local_day(moment: datetime, *, tz: ZoneInfo) -> date:
+    """The local calendar date (the street's timezone) of an aware moment."""
+    return moment.astimezone(tz).date()
+
+
+def merge_value(rule: Rule, old: Any, new: Any) -> Any:
+    """Merge two values of one column by its rule (``latest`` is handled by :func:`merge_rows`)."""
+    if old is None:
+        return new
+    if new is None:
+        return old
+    if rule == "min":
+        return min(old, new)
+    if rule == "max":
+        return max(old, new)
+    if rule == "or":
+        return bool(old) or bool(new)
+    return old  # first (and latest, decided by the caller)
+
+
+def merge_rows(old: Row, new: Row, *, rules: Mapping[str, Rule]) -> Row:
+    """One row holding what both partial rows say, by the columns' merge rules."""
+    merged = dict(old)
+    for column, value in new.items():
+        rule = rules.get(column)
+        if rule is None:  # the key
+            merged[column] = value
+        elif rule == "latest":
+            stamp = LATEST_BY[column]
+            old_at, new_at = old.get(stamp), new.get(stamp)
+            if value is not None and (old_at is None or (new_at is not None and new_at >= old_at)):
+                merged[column] = value
+            else:
+                merged.setdefault(column, value)
+        else:
+            merged[column] = merge_value(rule, old.get(column), value)
+    return merged
+
+
+def _add(table: dict[uuid.UUID, Row], key: uuid.UUID, row: Row, rules: Mapping[str, Rule]) -> None:
+    existing = table.get(key)
+    table[key] = row if existing is None else merge_rows(existing, row, rules=rules)
+
+
+def project_events(events: Iterable[ev.AnyEvent], *, tz: ZoneInfo) -> FactBatch:
+    """Fold events into fact rows (pure; any order, duplicates harmless)."""
+    batch = FactBatch()
+    for event in events:
+        apply_event(batch, event, tz=tz)
+    return batch
+
+
+def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
+    """Add the facts one event states to the batch."""
+    h = event.hazard_id
+    at = event.occurred_at
+    if isinstance(event, ev.HazardReported):
+        p = event.payload
+        row: Row = {
+            "hazard_id": h,
+            "reported_at": p.accepted_at,
+            "report_day": local_day(p.accepted_at, tz=tz),
+            "category": p.category,
+            "community_id": p.community_id,
+            "grid_id": p.grid_id,
+            "street_id": p.street_id,
+            "place_key": place_key_of(p),
+            "campaign_ids": list(p.campaign_ids),
+            "rectified_on_site": p.rectified_on_site,
+            "duplicate_of": p.duplicate_of,
+        }
+        if p.rectified_on_site:
+            row["rectified_at"] = p.accepted_at
+        _add(batch.hazards, h, row, HAZARD_RULES)
+    elif isinstance(event, ev.HazardDuplicateLinked):
+        _add(
+            batch.hazards, h, {"hazard_id": h, "duplicate_of": event.payload.original_hazard_id}, HAZARD_RULES
+        )
+    elif isinstance(event, ev.HazardDispatched):
+        d = event.payload
+        _add(
+            batch.dispatches,
+            d.dispatch_id,
+            {
+                "dispatch_id": d.dispatch_id,
+                "hazard_id": h,
+                "department_id": d.department_id,
+                "dispatched_at": at,
+                "dispatch_day": local_day(at, tz=tz),
+                "deadline": d.receipt_deadline,
+                "reason": d.reason,
+                "previous_dispatch_id": d.previous_dispatch_id,
+            },
+            DISPATCH_RULES,
+        )
+        if d.previous_dispatch_id is not None:
+            _supersede(batch, d.previous_dispatch_id, h, at)
+        _add(
+            batch.hazards,
+            h,
+            {"hazard_id": h, "department_id": d.department_id, "department_at": at},
+            HAZARD_RULES,
+        )
+    elif isinstance(event, ev.HazardReferredToOperators):
+        if event.payload.previous_dispatch_id is not None:
+            _supersede(batch, event.payload.previous_dispatch_id, h, at)
+    elif isinstance(event, ev.HazardAcknowledged):
+        a = event.payload
+        _add(
+            batch.dispatches,
+            a.dispatch_id,
+            {
+                "dispatch_id": a.dispatch_id,
+                "hazard_id": h,
+                "department_id": a.department_id,
+                "deadline": a.receipt_deadline,
+                "acknowledged_at": a.acknowledged_at,
+            },
+            DISPATCH_RULES,
+        )
+    elif isinstance(event, ev.HazardReturned):
+        r = event.payload
+        _add(
+            batch.dispatches,
+            r.dispatch_id,
+            {
+                "dispatch_id": r.dispatch_id,
+                "hazard_id": h,
+                "department_id": r.department_id,
+                "returned_at": at,
+            },
+            DISPATCH_RULES,
+        )
+    elif isinstance(event, ev.HazardRectificationOrdered):
+        o = event.payload
+        _add(
+            batch.hazards,
+            h,
+            {
+                "hazard_id": h,
+                "ordered_at": at,
+                "order_round": o.round,
+                "department_id": o.department_id,
+                "department_at": at,
+            },
+            HAZARD_RULES,
+        )
+    elif isinstance(event, ev.HazardRectified):
+        _add(
+            batch.hazards,
+            h,
+            {
+                "hazard_id": h,
+                "rectified_at": at,
+                "department_id": event.payload.department_id,
+                "department_at": at,
+            },
+            HAZARD_RULES,
+        )
+    elif isinstance(event, ev.HazardRectificationOverdue):
+        _add(batch.hazards, h, {"hazard_id": h, "rectification_overdue": True}, HAZARD_RULES)
+    elif isinstance(event, ev.HazardClosed):
+        _add(
+            batch.hazards,
+            h,
+            {"hazard_id": h, "closed_at": at, "closed_reason": event.payload.reason},
+            HAZARD_RULES,
+        )
+    elif isinstance(event, ev.HazardRelapsed):
+        rp = event.payload
+        _add(
+            batch.relapses,
+            h,
+            {
+                "hazard_id": h,
+                "original_hazard_id": rp.original_hazard_id,
+                "relapsed_at": at,
+                "relapse_day": local_day(at, tz=tz),
+                "place_key": rp.place_key,
+                "original_department_id": rp.original_department_id,
+                "days_since_closure": rp.days_since_closure,
+            },
+            RELAPSE_RULES,
+        )
+    # receipt_overdue, escalated and verified state nothing the figures need: overdue is
+    # computed from the frozen deadline, so a late acknowledgement stays late either way.
+
+
+def _supersede(batch: FactBatch, dispatch_id: uuid.UUID, hazard_id: uuid.UUID, at: datetime) -> None:
+    _add(
+        batch.dispatches,
+        dispatch_id,
+        {"dispatch_id": dispatch_id, "hazard_id": hazard_id, "superseded_at": at},
+        DISPATCH_RULES,
+    )
+
+
+def place_key_of(payload: ev.HazardReportedPayload) -> str:
+    """Where a hazard is, for hotspots: the building when known, else the grid and address."""
+    loc = payload.location
+    if loc.building_id:
+        return f"{payload.grid_id}/{loc.building_id}"
+    return f"{payload.grid_id}/{loc.address}" if loc.address else payload.grid_id
+
+
+# ---------------------------------------------------------------- figures from counts
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The additive counts of one group in one period (see the README for each definition)."""
+
+    reported: int = 0
+    duplicates: int = 0
+    dispatched: int = 0
+    acknowledged: int = 0
+    acknowledged_late: int = 0
+    overdue_ended: int = 0
+    receipt_overdue_open: int = 0
+    notices_issued: int = 0
+    rectified: int = 0
+    rectification_overdue: int = 0
+    closed: int = 0
+    relapsed: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNT_FIELDS})
+
+
+COUNT_FIELDS: tuple[str, ...] = tuple(Counts.__dataclass_fields__)
+
+
+def ratio(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator rounded to 4 places, or None when there is nothing to divide."""
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def rates(counts: Counts) -> dict[str, float | None]:
+    """The three rates of a group.
+
+    * overdue_receipt_rate = (acknowledged late + ended unacknowledged after the deadline
+      + open unacknowledged past the deadline) / dispatched
+    * rectification_rate = rectified / reported
+    * relapse_rate = relapsed / closed
+    """
+    overdue = counts.acknowledged_late + counts.overdue_ended + counts.receipt_overdue_open
+    return {
+        "overdue_receipt_rate": ratio(overdue, counts.dispatched),
+        "rectification_rate": ratio(counts.rectified, counts.reported),
+        "relapse_rate": ratio(counts.relapsed, counts.closed),
+    }
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median (mean of the two middle values for an even count), or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# ---------------------------------------------------------------- periods
+
+MAX_SPAN_DAYS = 3 * 366
+"""The longest period a report may cover."""
+
+
+def previous_period(start: date, end: date) -> tuple[date, date]:
+    """The period of the same length that ends the day before ``start``."""
+    length = end - start
+    prev_end = start - timedelta(days=1)
+    return prev_end - length, prev_end
+
+
+def year_earlier(start: date, end: date) -> tuple[date, date]:
+    """The same dates a year before (29 February becomes 28 February)."""
+    return _minus_year(start), _minus_year(end)
+
+
+def _minus_year(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:
+        return day.replace(year=day.year - 1, day=28)
+
+
+def period_problems(start: date, end: date) -> list[str]:
+    """What is wrong with a requested period (empty when it is acceptable)."""
+    problems = []
+    if start > end:
+        problems.append(f"'from' ({start}) must not be after 'to' ({end})")
+    elif (end - start).days + 1 > MAX_SPAN_DAYS:
+        problems.append(
+            f"the period covers {(end - start).days + 1} days; at most {MAX_SPAN_DAYS} are allowed"
+        )
+    return problems

@@ -1,0 +1,244 @@
+"""The reports supervisors read, assembled from repository queries (definitions in README.md).
+
+Summary figures of one group over a period [from, to] (local days, Asia/Shanghai, both ends
+included). Hazard figures count hazards *reported* in the period; dispatch figures count
+dispatches *made* in the period; states (acknowledged, rectified, closed, relapsed) are
+as of now.
+
+* reported — hazards reported, duplicates of an open hazard excluded (those are ``duplicates``)
+* dispatched — dispatches made (routed, rerouted after a return, or reassigned)
+* acknowledged / acknowledged_late — of those, acknowledged at all / after the receipt deadline
+* receipt_overdue_open — of those, still unacknowledged, not returned or replaced, deadline passed
+* overdue_receipts — acknowledged late + ended (returned or replaced) unacknowledged after the
+  deadline + receipt_overdue_open: overdue time belongs to the department that held the dispatch
+* overdue_receipt_rate — overdue_receipts / dispatched
+* notices_issued — reported hazards with at least one rectification order (限期整改通知书)
+* rectified — reported hazards rectified (on site, or a department's rectification)
+* rectification_rate — rectified / reported
+* closed — reported hazards closed; relapsed — closed ones a later hazard relapsed (回潮) into
+* relapse_rate — relapsed / closed
+* median_minutes_to_acknowledge — over acknowledged dispatches: acknowledged_at − dispatched_at
+* median_hours_to_rectify — over rectified hazards not fixed on site: last rectification − report
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from services.reporting import domain, repository
+from services.reporting.domain import Counts
+from services.reporting.repository import Executor, Filters, Period
+from shared.reference import ReferenceData
+
+GROUP_BY = ("department", "community", "grid", "category", "campaign")
+COUNT_FIGURES = (
+    "reported",
+    "duplicates",
+    "dispatched",
+    "acknowledged",
+    "acknowledged_late",
+    "receipt_overdue_open",
+    "overdue_receipts",
+    "notices_issued",
+    "rectified",
+    "rectification_overdue",
+    "closed",
+    "relapsed",
+)
+RATE_FIGURES = ("overdue_receipt_rate", "rectification_rate", "relapse_rate")
+MEDIAN_FIGURES = ("median_minutes_to_acknowledge", "median_hours_to_rectify")
+NONE_LABEL = {"en": "Not dispatched", "zh": "未分拨"}
+
+
+def label(reference: ReferenceData, group_by: str, key: str) -> dict[str, str]:
+    """English and Chinese names of a group key (the key itself when the reference data lacks it)."""
+    try:
+        if group_by == "department":
+            if key == "":
+                return NONE_LABEL
+            d = reference.department(key)
+            return {"en": d.name_en, "zh": d.name_zh}
+        if group_by == "category":
+            c = reference.category(key)
+            return {"en": c.name_en, "zh": c.name_zh}
+        if group_by == "community":
+            for community in reference.communities:
+                if community.id == key:
+                    return {"en": community.name_en, "zh": community.name_zh}
+        if group_by == "grid":
+            for grid in reference.grids:
+                if grid.id == key:
+                    return {"en": grid.name_en, "zh": grid.name_zh}
+        if group_by == "campaign":
+            for campaign in reference.campaigns:
+                if campaign.id == key:
+                    return {"en": campaign.name_en, "zh": campaign.name_zh}
+    except Exception:  # an id the reference data no longer knows keeps its raw name
+        return {"en": key, "zh": key}
+    return {"en": key or "—", "zh": key or "—"}
+
+
+def figures(counts: Counts) -> dict[str, Any]:
+    """The count and rate figures of one group."""
+    out: dict[str, Any] = {
+        name: getattr(counts, name) for name in COUNT_FIGURES if name != "overdue_receipts"
+    }
+    out["overdue_receipts"] = counts.acknowledged_late + counts.overdue_ended + counts.receipt_overdue_open
+    out.update(domain.rates(counts))
+    return out
+
+
+def comparison(counts: Counts, period: Period) -> dict[str, Any]:
+    """The rates of a comparison period, with its dates and the counts behind them."""
+    return {
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        **domain.rates(counts),
+        "dispatched": counts.dispatched,
+        "reported": counts.reported,
+        "closed": counts.closed,
+    }
+
+
+async def summary(
+    db: Executor,
+    *,
+    reference: ReferenceData,
+    start: date,
+    end: date,
+    group_by: str,
+    filters: Filters,
+    now: datetime,
+    use_rollup: bool = True,
+    schema: str = repository.SCHEMA,
+) -> dict[str, Any]:
+    """The summary table: figures per group for the period, with previous-period and year-earlier rates."""
+    current = Period(start, end)
+    previous = Period(*domain.previous_period(start, end))
+    last_year = Period(*domain.year_earlier(start, end))
+    periods = (current, previous, last_year)
+    counts = await repository.period_counts(
+        db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
+    )
+    total_counts = await repository.period_counts(
+        db, group_by="all", periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
+    )
+    group_medians = await repository.medians(
+        db, group_by=group_by, period=current, filters=filters, schema=schema
+    )
+    total_medians = await repository.medians(
+        db, group_by="all", period=current, filters=filters, schema=schema
+    )
+    keys = sorted({key for key, _ in counts} | set(group_medians))
+
+    def row(key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any]) -> dict[str, Any]:
+        ack, rect = meds.get(key, (None, None))
+        return {
+            **figures(by.get((key, 0), Counts())),
+            "median_minutes_to_acknowledge": _round(ack),
+            "median_hours_to_rectify": _round(rect),
+            "previous_period": comparison(by.get((key, 1), Counts()), previous),
+            "year_earlier": comparison(by.get((key, 2), Counts()), last_year),
+        }
+
+    groups = [
+        {"key": key, "label": label(reference, group_by, key), **row(key, counts, group_medians)}
+        for key in keys
+    ]
+    return {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "group_by": group_by,
+        "filters": {"community": filters.community_id, "category": filters.category},
+        "as_of": now.isoformat(),
+        "previous_period": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
+        "year_earlier": {"from": last_year.start.isoformat(), "to": last_year.end.isoformat()},
+        "groups": groups,
+        "totals": row("all", total_counts, total_medians),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def summary_csv(report: dict[str, Any]) -> str:
+    """The summary's groups as CSV, one row per group, comparison rates in prefixed columns."""
+    columns = [
+        "group_by",
+        "key",
+        "label_en",
+        "label_zh",
+        *COUNT_FIGURES,
+        *RATE_FIGURES,
+        *MEDIAN_FIGURES,
+        *(f"previous_{r}" for r in RATE_FIGURES),
+        *(f"year_earlier_{r}" for r in RATE_FIGURES),
+    ]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for group in report["groups"]:
+        writer.writerow(
+            [
+                report["group_by"],
+                group["key"],
+                group["label"]["en"],
+                group["label"]["zh"],
+                *(group[c] for c in COUNT_FIGURES),
+                *(_cell(group[r]) for r in RATE_FIGURES),
+                *(_cell(group[m]) for m in MEDIAN_FIGURES),
+                *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
+                *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
+            ]
+        )
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def campaign_progress(
+    reference: ReferenceData, counts: dict[str, dict[str, int]], *, today: date
+) -> list[dict[str, Any]]:
+    """Every campaign of the reference data with its progress against its targets."""
+    result = []
+    for campaign in reference.campaigns:
+        done = counts.get(campaign.id, {"found": 0, "notices_issued": 0, "rectified": 0, "closed": 0})
+        targets = campaign.targets.model_dump()
+        result.append(
+            {
+                "campaign_id": campaign.id,
+                "label": {"en": campaign.name_en, "zh": campaign.name_zh},
+                "starts_on": campaign.starts_on.isoformat(),
+                "ends_on": campaign.ends_on.isoformat(),
+                "active": campaign.active_on(today),
+                "categories": list(campaign.categories),
+                **done,
+                "targets": targets,
+                "progress": {
+                    name: (domain.ratio(done[name], target) if target else None)
+                    for name, target in targets.items()
+                },
+            }
+        )
+    return result
+
+
+def series_values(
+    series: dict[tuple[str, date], Counts], *, metric: str, buckets: Sequence[date]
+) -> dict[str, list[float | int | None]]:
+    """Per group key, the metric's value in each bucket (counts 0 and rates None where empty)."""
+    keys = sorted({key for key, _ in series})
+    out: dict[str, list[float | int | None]] = {}
+    for key in keys:
+        values: list[float | int | None] = []
+        for bucket in buckets:
+            values.append(figures(series.get((key, bucket), Counts())).get(metric))
+        out[key] = values
+    return out

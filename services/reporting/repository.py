@@ -1,0 +1,507 @@
+"""Queries of the reporting schema: idempotent fact upserts, the daily rollup, and the figures' queries.
+
+Every function takes ``schema`` so the rebuild can fill a fresh copy of the tables
+(``reporting_rebuild``) with exactly the code the live projection uses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.reporting import domain
+from services.reporting.domain import Counts, FactBatch, Rule
+
+SCHEMA = "reporting"
+Executor = AsyncSession | AsyncConnection
+
+_ARRAY_TYPES: Mapping[str, str] = {
+    # hazards
+    "hazard_id": "uuid",
+    "reported_at": "timestamptz",
+    "report_day": "date",
+    "category": "text",
+    "community_id": "text",
+    "grid_id": "text",
+    "street_id": "text",
+    "place_key": "text",
+    "campaign_ids": "text",  # sent joined by commas: unnest cannot carry an array per row
+    "rectified_on_site": "boolean",
+    "duplicate_of": "uuid",
+    "department_id": "text",
+    "department_at": "timestamptz",
+    "ordered_at": "timestamptz",
+    "order_round": "integer",
+    "rectified_at": "timestamptz",
+    "rectification_overdue": "boolean",
+    "closed_at": "timestamptz",
+    "closed_reason": "text",
+    # dispatches
+    "dispatch_id": "uuid",
+    "dispatched_at": "timestamptz",
+    "dispatch_day": "date",
+    "deadline": "timestamptz",
+    "reason": "text",
+    "previous_dispatch_id": "uuid",
+    "acknowledged_at": "timestamptz",
+    "returned_at": "timestamptz",
+    "superseded_at": "timestamptz",
+    # relapses
+    "original_hazard_id": "uuid",
+    "relapsed_at": "timestamptz",
+    "relapse_day": "date",
+    "original_department_id": "text",
+    "days_since_closure": "double precision",
+}
+
+
+def _merge_sql(table: str, column: str, rule: Rule) -> str:
+    old, new = f"{table}.{column}", f"EXCLUDED.{column}"
+    if rule == "first":
+        return f"COALESCE({old}, {new})"
+    if rule == "min":
+        return f"LEAST({old}, {new})"
+    if rule == "max":
+        return f"GREATEST({old}, {new})"
+    if rule == "or":
+        return f"(COALESCE({old}, false) OR COALESCE({new}, false))"
+    stamp = domain.LATEST_BY[column]
+    return (
+        f"CASE WHEN {new} IS NOT NULL AND ({table}.{stamp} IS NULL OR EXCLUDED.{stamp} >= {table}.{stamp})"
+        f" THEN {new} ELSE {old} END"
+    )
+
+
+def _upsert_sql(schema: str, table: str, key: str, rules: Mapping[str, Rule]) -> str:
+    columns = [key, *rules]
+    unnest = ", ".join(f"CAST(:{c} AS {_ARRAY_TYPES[c]}[])" for c in columns)
+    select = ", ".join("string_to_array(campaign_ids, ',')" if c == "campaign_ids" else c for c in columns)
+    sets = ", ".join(f"{c} = {_merge_sql(table, c, rule)}" for c, rule in rules.items())
+    return (
+        f"INSERT INTO {schema}.{table} AS {table} ({', '.join(columns)}) "
+        f"SELECT {select} FROM unnest({unnest}) AS u({', '.join(columns)}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    )
+
+
+def _column_arrays(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
+    arrays: dict[str, list[Any]] = {c: [] for c in columns}
+    for row in rows:
+        for c in columns:
+            value = row.get(c)
+            if c == "campaign_ids" and value is not None:
+                value = ",".join(value)
+            arrays[c].append(value)
+    return arrays
+
+
+async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) -> None:
+    """Merge a batch's fact rows into the stored ones (idempotent, order-independent)."""
+    for table, key, rules, rows in (
+        ("hazards", "hazard_id", domain.HAZARD_RULES, batch.hazards),
+        ("dispatches", "dispatch_id", domain.DISPATCH_RULES, batch.dispatches),
+        ("relapses", "hazard_id", domain.RELAPSE_RULES, batch.relapses),
+    ):
+        if not rows:
+            continue
+        params = _column_arrays(rows.values(), [key, *rules])
+        await db.execute(sa.text(_upsert_sql(schema, table, key, rules)), params)
+
+
+async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: str = SCHEMA) -> None:
+    """Mark the days whose rollup these hazards feed as needing a recompute."""
+    ids = sorted(set(hazard_ids))
+    if not ids:
+        return
+    # DO UPDATE (not NOTHING) locks an existing dirty row, so a refresh deleting it waits for this
+    # transaction and then recomputes with its facts; see refresh_rollup.
+    await db.execute(
+        sa.text(
+            f"INSERT INTO {schema}.rollup_dirty (day) "
+            f"SELECT day FROM ("
+            f" SELECT report_day AS day FROM {schema}.hazards WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
+            f" UNION SELECT dispatch_day FROM {schema}.dispatches WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
+            f") AS days WHERE day IS NOT NULL ORDER BY day "
+            f"ON CONFLICT (day) DO UPDATE SET day = EXCLUDED.day"
+        ),
+        {"ids": ids},
+    )
+
+
+# ---------------------------------------------------------------- aggregation from facts
+
+_H_COUNTS = {
+    "reported": "CASE WHEN h.duplicate_of IS NULL THEN 1 ELSE 0 END",
+    "duplicates": "CASE WHEN h.duplicate_of IS NOT NULL THEN 1 ELSE 0 END",
+    "notices_issued": "CASE WHEN h.duplicate_of IS NULL AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
+    "rectified": "CASE WHEN h.duplicate_of IS NULL AND h.rectified_at IS NOT NULL THEN 1 ELSE 0 END",
+    "rectification_overdue": "CASE WHEN h.duplicate_of IS NULL AND h.rectification_overdue THEN 1 ELSE 0 END",
+    "closed": "CASE WHEN h.duplicate_of IS NULL AND h.closed_at IS NOT NULL THEN 1 ELSE 0 END",
+    "relapsed": (
+        "CASE WHEN h.duplicate_of IS NULL AND h.closed_at IS NOT NULL AND EXISTS "
+        "(SELECT 1 FROM {schema}.relapses r WHERE r.original_hazard_id = h.hazard_id) THEN 1 ELSE 0 END"
+    ),
+}
+_OPEN = "d.acknowledged_at IS NULL AND d.returned_at IS NULL AND d.superseded_at IS NULL"
+_D_COUNTS = {
+    "dispatched": "1",
+    "acknowledged": "CASE WHEN d.acknowledged_at IS NOT NULL THEN 1 ELSE 0 END",
+    "acknowledged_late": "CASE WHEN d.acknowledged_at > d.deadline THEN 1 ELSE 0 END",
+    "overdue_ended": (
+        "CASE WHEN d.acknowledged_at IS NULL AND LEAST(d.returned_at, d.superseded_at) > d.deadline "
+        "THEN 1 ELSE 0 END"
+    ),
+    "open_unacknowledged": f"CASE WHEN {_OPEN} THEN 1 ELSE 0 END",
+}
+ROLLUP_COUNTS: tuple[str, ...] = (*_H_COUNTS, *_D_COUNTS)
+
+
+def _fact_union(schema: str, *, h_key: str, d_key: str, h_where: str, d_where: str, h_from: str = "") -> str:
+    """One row per hazard and per dispatch with 0/1 indicator columns, tagged with a key."""
+    zero_h = ", ".join(f"0 AS {c}" for c in _D_COUNTS)
+    zero_d = ", ".join(f"0 AS {c}" for c in _H_COUNTS)
+    h_cols = ", ".join(f"{expr.format(schema=schema)} AS {c}" for c, expr in _H_COUNTS.items())
+    d_cols = ", ".join(f"{expr} AS {c}" for c, expr in _D_COUNTS.items())
+    return (
+        f"SELECT {h_key}, {h_cols}, {zero_h} "
+        f"FROM {schema}.hazards h {h_from} WHERE h.report_day IS NOT NULL AND {h_where} "
+        f"UNION ALL "
+        f"SELECT {d_key}, {zero_d}, {d_cols} "
+        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
+        f"WHERE h.report_day IS NOT NULL AND d.dispatched_at IS NOT NULL AND {d_where}"
+    )
+
+
+def _rollup_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
+    inner = _fact_union(
+        schema,
+        h_key="h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
+        "COALESCE(h.community_id, '') AS community_id, COALESCE(h.category, '') AS category",
+        d_key="d.dispatch_day AS day, COALESCE(d.department_id, '') AS department_id, "
+        "COALESCE(h.community_id, '') AS community_id, COALESCE(h.category, '') AS category",
+        h_where=day_filter_h,
+        d_where=day_filter_d,
+    )
+    sums = ", ".join(f"sum({c})" for c in ROLLUP_COUNTS)
+    cols = ", ".join(ROLLUP_COUNTS)
+    return (
+        f"INSERT INTO {schema}.rollup (day, department_id, community_id, category, {cols}) "
+        f"SELECT day, department_id, community_id, category, {sums} FROM ({inner}) AS x "
+        f"GROUP BY day, department_id, community_id, category"
+    )
+
+
+async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
+    """Recompute the rollup of every dirty day; returns how many days were recomputed."""
+    await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
+    days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
+    if not days:
+        return 0
+    await db.execute(sa.text(f"DELETE FROM {schema}.rollup WHERE day = ANY(:days)"), {"days": days})
+    await db.execute(
+        sa.text(_rollup_select(schema, "h.report_day = ANY(:days)", "d.dispatch_day = ANY(:days)")),
+        {"days": days},
+    )
+    return len(days)
+
+
+async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
+    """Recompute the whole rollup from the facts (after a bulk load)."""
+    await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty"))
+    await db.execute(sa.text(f"DELETE FROM {schema}.rollup"))
+    await db.execute(sa.text(_rollup_select(schema, "true", "true")))
+
+
+# ---------------------------------------------------------------- summary queries
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A range of local days, both ends included."""
+
+    start: date
+    end: date
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Narrowing of every figure to one community and/or category (None: all)."""
+
+    community_id: str | None = None
+    category: str | None = None
+    department_id: str | None = None
+
+
+GROUP_KEYS: Mapping[str, tuple[str, str]] = {
+    # group_by: (key of a hazard row, key of a dispatch row)
+    "department": ("COALESCE(h.department_id, '')", "COALESCE(d.department_id, '')"),
+    "community": ("h.community_id", "h.community_id"),
+    "grid": ("h.grid_id", "h.grid_id"),
+    "category": ("h.category", "h.category"),
+    "campaign": ("c.campaign_id", "c.campaign_id"),
+    "all": ("'all'", "'all'"),
+}
+ROLLUP_GROUPS = frozenset({"department", "community", "category", "all"})
+_CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(h.campaign_ids) AS c(campaign_id)"
+
+
+def _period_case(column: str, periods: Sequence[Period]) -> tuple[str, str, dict[str, Any]]:
+    params: dict[str, Any] = {}
+    whens, ors = [], []
+    for i, p in enumerate(periods):
+        params[f"p{i}s"], params[f"p{i}e"] = p.start, p.end
+        cond = f"{column} BETWEEN :p{i}s AND :p{i}e"
+        whens.append(f"WHEN {cond} THEN {i}")
+        ors.append(cond)
+    return f"CASE {' '.join(whens)} END", f"({' OR '.join(ors)})", params
+
+
+def _filters_sql(filters: Filters, *, dispatch: bool) -> tuple[str, dict[str, Any]]:
+    parts, params = ["true"], {}
+    if filters.community_id is not None:
+        parts.append("h.community_id = :f_community")
+        params["f_community"] = filters.community_id
+    if filters.category is not None:
+        parts.append("h.category = :f_category")
+        params["f_category"] = filters.category
+    if filters.department_id is not None:
+        parts.append("d.department_id = :f_department" if dispatch else "h.department_id = :f_department")
+        params["f_department"] = filters.department_id
+    return " AND ".join(parts), params
+
+
+async def period_counts(
+    db: Executor,
+    *,
+    group_by: str,
+    periods: Sequence[Period],
+    filters: Filters,
+    now: datetime,
+    schema: str = SCHEMA,
+    use_rollup: bool = True,
+) -> dict[tuple[str, int], Counts]:
+    """Counts per (group key, period index) for several periods in one pass."""
+    if use_rollup and group_by in ROLLUP_GROUPS:
+        result = await _rollup_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
+    else:
+        result = await _fact_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
+    for key, n in (
+        await _open_overdue_counts(
+            db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema
+        )
+    ).items():
+        result[key] = result.get(key, Counts()) + Counts(receipt_overdue_open=n)
+    return result
+
+
+_COUNTED = tuple(c for c in ROLLUP_COUNTS if c != "open_unacknowledged")
+
+
+def _to_counts(row: Any) -> Counts:
+    return Counts(**{c: int(getattr(row, c) or 0) for c in _COUNTED})
+
+
+async def _rollup_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, schema: str
+) -> dict[tuple[str, int], Counts]:
+    key = {"department": "department_id", "community": "community_id", "category": "category"}.get(
+        group_by, "'all'"
+    )
+    case, within, params = _period_case("day", periods)
+    where = [within]
+    if filters.community_id is not None:
+        where.append("community_id = :f_community")
+        params["f_community"] = filters.community_id
+    if filters.category is not None:
+        where.append("category = :f_category")
+        params["f_category"] = filters.category
+    if filters.department_id is not None:
+        where.append("department_id = :f_department")
+        params["f_department"] = filters.department_id
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
+    sql = (
+        f"SELECT {key} AS key, {case} AS period, {sums} FROM {schema}.rollup "
+        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    rows = (await db.execute(sa.text(sql), params)).all()
+    return {(row.key, row.period): _to_counts(row) for row in rows}
+
+
+async def _fact_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, schema: str
+) -> dict[tuple[str, int], Counts]:
+    h_key, d_key = GROUP_KEYS[group_by]
+    h_case, h_within, params = _period_case("h.report_day", periods)
+    d_case, d_within, _ = _period_case("d.dispatch_day", periods)
+    h_filter, fparams = _filters_sql(filters, dispatch=False)
+    d_filter, _ = _filters_sql(filters, dispatch=True)
+    inner = _fact_union(
+        schema,
+        h_key=f"{h_key} AS key, {h_case} AS period",
+        d_key=f"{d_key} AS key, {d_case} AS period",
+        h_where=f"{h_within} AND {h_filter}",
+        d_where=f"{d_within} AND {d_filter}",
+        h_from=_CAMPAIGN_FROM if group_by == "campaign" else "",
+    )
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
+    sql = f"SELECT key, period, {sums} FROM ({inner}) AS x WHERE key IS NOT NULL GROUP BY key, period"
+    rows = (await db.execute(sa.text(sql), {**params, **fparams})).all()
+    return {(row.key, row.period): _to_counts(row) for row in rows}
+
+
+async def _open_overdue_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, now: datetime, schema: str
+) -> dict[tuple[str, int], int]:
+    _, d_key = GROUP_KEYS[group_by]
+    case, within, params = _period_case("d.dispatch_day", periods)
+    d_filter, fparams = _filters_sql(filters, dispatch=True)
+    h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+    sql = (
+        f"SELECT {d_key} AS key, {case} AS period, count(*) AS n "
+        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
+        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL "
+        f"AND h.report_day IS NOT NULL AND {within} AND {d_filter} GROUP BY 1, 2"
+    )
+    rows = (await db.execute(sa.text(sql), {**params, **fparams, "now": now})).all()
+    return {(row.key, row.period): int(row.n) for row in rows if row.key is not None}
+
+
+async def medians(
+    db: Executor, *, group_by: str, period: Period, filters: Filters, schema: str = SCHEMA
+) -> dict[str, tuple[float | None, float | None]]:
+    """Per group: (median minutes to acknowledge, median hours to rectify) over one period."""
+    h_key, d_key = GROUP_KEYS[group_by]
+    h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+    params: dict[str, Any] = {"ps": period.start, "pe": period.end}
+    d_filter, fparams = _filters_sql(filters, dispatch=True)
+    h_filter, _ = _filters_sql(filters, dispatch=False)
+    ack_sql = (
+        f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
+        f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
+        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
+        f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
+        f"AND d.dispatched_at IS NOT NULL AND h.report_day IS NOT NULL AND {d_filter} GROUP BY 1"
+    )
+    rect_sql = (
+        f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
+        f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
+        f"FROM {schema}.hazards h {h_from} "
+        f"WHERE h.report_day BETWEEN :ps AND :pe AND h.rectified_at IS NOT NULL "
+        f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {h_filter} GROUP BY 1"
+    )
+    ack = {r.key: float(r.m) for r in (await db.execute(sa.text(ack_sql), {**params, **fparams})).all()}
+    rect = {r.key: float(r.m) for r in (await db.execute(sa.text(rect_sql), {**params, **fparams})).all()}
+    return {k: (ack.get(k), rect.get(k)) for k in set(ack) | set(rect) if k is not None}
+
+
+# ---------------------------------------------------------------- lists
+
+
+async def list_open_overdue(
+    db: Executor, *, now: datetime, filters: Filters, limit: int, schema: str = SCHEMA
+) -> list[dict[str, Any]]:
+    """Dispatches past their receipt deadline, not acknowledged, returned or replaced; oldest first."""
+    d_filter, params = _filters_sql(filters, dispatch=True)
+    # A LEFT JOIN: an overdue dispatch is listed even before its hazard.reported arrived.
+    sql = (
+        f"SELECT d.dispatch_id, d.hazard_id, d.department_id, d.dispatched_at, d.deadline, "
+        f"h.category, h.community_id, h.grid_id, h.reported_at "
+        f"FROM {schema}.dispatches d LEFT JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
+        f"WHERE {_OPEN} AND d.deadline < :now AND {d_filter} ORDER BY d.deadline, d.dispatch_id LIMIT :limit"
+    )
+    rows = (await db.execute(sa.text(sql), {**params, "now": now, "limit": limit})).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def list_relapse_hotspots(
+    db: Executor, *, period: Period, filters: Filters, min_relapses: int, limit: int, schema: str = SCHEMA
+) -> list[dict[str, Any]]:
+    """Places ranked by relapses (回潮) that happened within the period."""
+    h_filter, params = _filters_sql(filters, dispatch=False)
+    sql = (
+        f"SELECT r.place_key, max(h.community_id) AS community_id, max(h.grid_id) AS grid_id, "
+        f"count(*) AS relapses, max(r.relapsed_at) AS last_relapsed_at, "
+        f"array_agg(DISTINCT h.category) FILTER (WHERE h.category IS NOT NULL) AS categories "
+        f"FROM {schema}.relapses r LEFT JOIN {schema}.hazards h ON h.hazard_id = r.hazard_id "
+        f"WHERE r.relapse_day BETWEEN :ps AND :pe AND {h_filter} "
+        f"GROUP BY r.place_key HAVING count(*) >= :min "
+        f"ORDER BY relapses DESC, last_relapsed_at DESC, r.place_key LIMIT :limit"
+    )
+    rows = (
+        await db.execute(
+            sa.text(sql),
+            {**params, "ps": period.start, "pe": period.end, "min": min_relapses, "limit": limit},
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+async def campaign_counts(
+    db: Executor, *, since: date, filters: Filters, schema: str = SCHEMA
+) -> dict[str, dict[str, int]]:
+    """Per campaign id: hazards found, notices issued, rectified and closed (duplicates excluded)."""
+    h_filter, params = _filters_sql(filters, dispatch=False)
+    sql = (
+        f"SELECT c.campaign_id, count(*) AS found, count(h.ordered_at) AS notices_issued, "
+        f"count(h.rectified_at) AS rectified, count(h.closed_at) AS closed "
+        f"FROM {schema}.hazards h {_CAMPAIGN_FROM} "
+        f"WHERE h.report_day >= :since AND h.duplicate_of IS NULL AND {h_filter} GROUP BY 1"
+    )
+    rows = (await db.execute(sa.text(sql), {**params, "since": since})).all()
+    return {
+        r.campaign_id: {
+            "found": int(r.found),
+            "notices_issued": int(r.notices_issued),
+            "rectified": int(r.rectified),
+            "closed": int(r.closed),
+        }
+        for r in rows
+    }
+
+
+async def daily_series(
+    db: Executor,
+    *,
+    group_by: str,
+    period: Period,
+    filters: Filters,
+    bucket: str,
+    now: datetime,
+    schema: str = SCHEMA,
+) -> dict[tuple[str, date], Counts]:
+    """Counts per (group key, bucket start day) from the rollup, open overdue included."""
+    key = {"department": "department_id", "community": "community_id", "category": "category"}[group_by]
+    day = "day" if bucket == "day" else "date_trunc('week', day)::date"
+    where = ["day BETWEEN :ps AND :pe"]
+    params: dict[str, Any] = {"ps": period.start, "pe": period.end}
+    if filters.community_id is not None:
+        where.append("community_id = :f_community")
+        params["f_community"] = filters.community_id
+    if filters.category is not None:
+        where.append("category = :f_category")
+        params["f_category"] = filters.category
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
+    sql = (
+        f"SELECT {key} AS key, {day} AS bucket, {sums} FROM {schema}.rollup "
+        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    result = {(r.key, r.bucket): _to_counts(r) for r in (await db.execute(sa.text(sql), params)).all()}
+    d_key = GROUP_KEYS[group_by][1]
+    d_day = "d.dispatch_day" if bucket == "day" else "date_trunc('week', d.dispatch_day)::date"
+    d_filter, fparams = _filters_sql(filters, dispatch=True)
+    open_sql = (
+        f"SELECT {d_key} AS key, {d_day} AS bucket, count(*) AS n "
+        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
+        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL AND h.report_day IS NOT NULL "
+        f"AND d.dispatch_day BETWEEN :ps AND :pe AND {d_filter} GROUP BY 1, 2"
+    )
+    for r in (await db.execute(sa.text(open_sql), {**params, **fparams, "now": now})).all():
+        k = (r.key, r.bucket)
+        result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=int(r.n))
+    return result

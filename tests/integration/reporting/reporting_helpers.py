@@ -1,0 +1,75 @@
+"""Helpers of the reporting integration tests: the app in-process, tokens, waiting for the projection."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from services.reporting.app import create_app
+from services.reporting.settings import ReportingSettings
+from shared.auth import hash_token
+from shared.db import create_engine
+from shared.settings import DatabaseSettings
+from tests.support.kafka_tools import wait_for
+
+SUPERVISOR = "tok-supervisor"
+TOKENS: dict[str, dict[str, Any]] = {
+    SUPERVISOR: {"principal": "sup-1", "role": "supervisor"},
+    "tok-operator": {"principal": "op-1", "role": "operator"},
+    "tok-fire": {"principal": "dept-fire", "role": "department", "department_id": "fire"},
+}
+
+
+def auth(token: str = SUPERVISOR) -> dict[str, str]:
+    """The Authorization header of a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def settings_for(db_url: str, bootstrap: str, topics: dict[str, str]) -> ReportingSettings:
+    """Reporting settings pointing at the test's database, broker and topics."""
+    return ReportingSettings(
+        database={"url": db_url},  # type: ignore[arg-type]
+        kafka={  # type: ignore[arg-type]
+            "bootstrap_servers": bootstrap,
+            "lifecycle_topic": topics["lifecycle"],
+            "dead_letter_topic": topics["dead_letter"],
+            "idempotent_producer": False,
+            "group_id": f"reporting-{uuid.uuid4().hex[:8]}",
+            "batch_timeout_ms": 50,
+        },
+        http={"port": 0},  # type: ignore[arg-type]
+        auth={"tokens": [{"token_sha256": hash_token(t), **p} for t, p in TOKENS.items()]},  # type: ignore[arg-type]
+        projection={"rollup_refresh_s": 0.5, "metrics_refresh_s": 1.0},  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: ReportingSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The reporting app with its lifespan (broker, consumer, loops) and an in-process HTTP client."""
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
+            yield app, client
+
+
+async def wait_applied(db_url: str, expected: int, *, timeout_s: float = 120.0) -> None:
+    """Wait until the reporting inbox holds ``expected`` applied event ids."""
+    engine = create_engine(DatabaseSettings(url=db_url))  # type: ignore[arg-type]
+    try:
+
+        async def done() -> bool:
+            async with engine.connect() as conn:
+                n = (await conn.execute(sa.text("SELECT count(*) FROM reporting.inbox"))).scalar_one()
+            return int(n) >= expected
+
+        await wait_for(done, timeout_s=timeout_s, interval_s=0.3)
+    finally:
+        await engine.dispose()
