@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from shared import events as ev
 from shared.reference import ReferenceData, add_deadline, haversine_m
@@ -218,8 +218,14 @@ def _involve(case: Case, department_id: str | None) -> tuple[str, ...]:
 
 def apply_event(case: Case, event: ev.AnyEvent) -> Case:
     """One step of the fold: the case after ``event`` (lenient: never refuses)."""
-    r = dataclasses.replace
-    case = r(case, last_event_id=event.event_id, last_occurred_at=event.occurred_at)
+    return dataclasses.replace(
+        case, last_event_id=event.event_id, last_occurred_at=event.occurred_at, **_changes(case, event)
+    )
+
+
+def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
+    """What ``event`` changes in ``case``, as field values."""
+    base: dict[str, Any]
     match event:
         case ev.HazardReported(payload=p):
             state: State = case.state
@@ -227,127 +233,124 @@ def apply_event(case: Case, event: ev.AnyEvent) -> Case:
                 state = "duplicate"
             elif case.state == "new":
                 state = "reported"
-            return r(
-                case,
-                state=state,
-                category=p.category,
-                grid_id=p.grid_id,
-                community_id=p.community_id,
-                building_id=p.location.building_id,
-                address=p.location.address,
-                lat=p.location.lat,
-                lon=p.location.lon,
-                reporter_id=p.reporter_id,
-                reported_at=p.accepted_at,
-                observed_at=p.observed_at,
-                rectified_on_site=p.rectified_on_site,
-                duplicate_of=p.duplicate_of or case.duplicate_of,
-            )
+            return {
+                "state": state,
+                "category": p.category,
+                "grid_id": p.grid_id,
+                "community_id": p.community_id,
+                "building_id": p.location.building_id,
+                "address": p.location.address,
+                "lat": p.location.lat,
+                "lon": p.location.lon,
+                "reporter_id": p.reporter_id,
+                "reported_at": p.accepted_at,
+                "observed_at": p.observed_at,
+                "rectified_on_site": p.rectified_on_site,
+                "duplicate_of": p.duplicate_of or case.duplicate_of,
+            }
         case ev.HazardDuplicateLinked(payload=p):
-            return r(
-                case,
-                duplicate_of=p.original_hazard_id,
-                state=case.state if case.state in {"closed", "rectified"} else "duplicate",
-            )
+            return {
+                "duplicate_of": p.original_hazard_id,
+                "state": case.state if case.state in {"closed", "rectified"} else "duplicate",
+            }
         case ev.HazardDispatched(payload=p):
-            case = r(case, departments_involved=_involve(case, p.department_id))
+            base = {"departments_involved": _involve(case, p.department_id)}
             if case.state in _SETTLED:
-                return case
-            return r(
-                case,
-                state="dispatched",
-                department_id=p.department_id,
-                dispatch_id=p.dispatch_id,
-                receipt_deadline=p.receipt_deadline,
-                receipt_overdue=False,
-                acknowledged_at=None,
-                acknowledged_on_time=None,
-                order_event_id=None,
-                rectification_deadline=None,
-                rectification_overdue=False,
-            )
+                return base
+            return base | {
+                "state": "dispatched",
+                "department_id": p.department_id,
+                "dispatch_id": p.dispatch_id,
+                "receipt_deadline": p.receipt_deadline,
+                "receipt_overdue": False,
+                "acknowledged_at": None,
+                "acknowledged_on_time": None,
+                "order_event_id": None,
+                "rectification_deadline": None,
+                "rectification_overdue": False,
+            }
         case ev.HazardReferredToOperators():
             if case.state in _SETTLED or case.state in {"acknowledged", "rectification_ordered"}:
-                return case
-            return r(case, state="referred_to_operators", department_id=None, dispatch_id=None)
+                return {}
+            return {"state": "referred_to_operators", "department_id": None, "dispatch_id": None}
         case ev.HazardAcknowledged(payload=p):
-            case = r(case, departments_involved=_involve(case, p.department_id))
+            base = {"departments_involved": _involve(case, p.department_id)}
             stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
             if case.state not in _BEFORE_RECEIPT or stale:
-                return case
-            return r(
-                case,
-                state="acknowledged",
-                department_id=p.department_id,
-                dispatch_id=p.dispatch_id,
-                receipt_deadline=p.receipt_deadline,
-                acknowledged_at=p.acknowledged_at,
-                acknowledged_on_time=p.on_time,
-            )
+                return base
+            return base | {
+                "state": "acknowledged",
+                "department_id": p.department_id,
+                "dispatch_id": p.dispatch_id,
+                "receipt_deadline": p.receipt_deadline,
+                "acknowledged_at": p.acknowledged_at,
+                "acknowledged_on_time": p.on_time,
+            }
         case ev.HazardReturned(payload=p):
-            case = r(case, returns=case.returns + 1, departments_involved=_involve(case, p.department_id))
+            base = {"returns": case.returns + 1, "departments_involved": _involve(case, p.department_id)}
             stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
             if case.state in _SETTLED or stale:
-                return case
-            return r(case, state="reported", department_id=None, dispatch_id=None, receipt_deadline=None)
+                return base
+            return base | {
+                "state": "reported",
+                "department_id": None,
+                "dispatch_id": None,
+                "receipt_deadline": None,
+            }
         case ev.HazardReceiptOverdue(payload=p):
             if case.dispatch_id not in (None, p.dispatch_id):
-                return case
-            return r(case, receipt_overdue=True)
+                return {}
+            return {"receipt_overdue": True}
         case ev.HazardEscalated(payload=p):
-            return r(case, escalation_level=max(case.escalation_level, p.level))
+            return {"escalation_level": max(case.escalation_level, p.level)}
         case ev.HazardRectificationOrdered(payload=p):
-            case = r(case, departments_involved=_involve(case, p.department_id))
+            base = {"departments_involved": _involve(case, p.department_id)}
             if case.state in {"closed", "duplicate"}:
-                return case
-            return r(
-                case,
-                state="rectification_ordered",
-                department_id=p.department_id,
-                round=p.round,
-                order_event_id=event.event_id,
-                rectification_deadline=p.deadline,
-                rectification_overdue=False,
-            )
+                return base
+            return base | {
+                "state": "rectification_ordered",
+                "department_id": p.department_id,
+                "round": p.round,
+                "order_event_id": event.event_id,
+                "rectification_deadline": p.deadline,
+                "rectification_overdue": False,
+            }
         case ev.HazardRectificationOverdue(payload=p):
             if case.state == "rectification_ordered" and case.round == p.round:
-                return r(case, rectification_overdue=True)
-            return case
+                return {"rectification_overdue": True}
+            return {}
         case ev.HazardRectified(payload=p):
             if case.state in {"closed", "duplicate"}:
-                return case
-            return r(
-                case,
-                state="rectified",
-                round=max(case.round, p.round),
-                rectified_at=event.occurred_at,
-                rectified_by=p.rectified_by,
-                order_event_id=None,
-            )
+                return {}
+            return {
+                "state": "rectified",
+                "round": max(case.round, p.round),
+                "rectified_at": event.occurred_at,
+                "rectified_by": p.rectified_by,
+                "order_event_id": None,
+            }
         case ev.HazardVerified(payload=p):
             if case.state in {"closed", "duplicate"}:
-                return case
+                return {}
             if p.passed:
-                return r(case, state="verified", verified_by=p.verified_by)
-            return r(
-                case,
-                state="verification_failed",
-                verified_by=p.verified_by,
-                rework_count=case.rework_count + 1,
-            )
+                return {"state": "verified", "verified_by": p.verified_by}
+            return {
+                "state": "verification_failed",
+                "verified_by": p.verified_by,
+                "rework_count": case.rework_count + 1,
+            }
         case ev.HazardClosed(payload=p):
-            return r(
-                case,
-                state="closed",
-                closed_at=event.occurred_at,
-                closed_by=p.closed_by,
-                closed_department_id=p.department_id,
-                close_reason=p.reason,
-                order_event_id=None,
-            )
+            return {
+                "state": "closed",
+                "closed_at": event.occurred_at,
+                "closed_by": p.closed_by,
+                "closed_department_id": p.department_id,
+                "close_reason": p.reason,
+                "order_event_id": None,
+            }
         case ev.HazardRelapsed(payload=p):
-            return r(case, relapse_of=p.original_hazard_id, relapse_place_key=p.place_key)
-    return case
+            return {"relapse_of": p.original_hazard_id, "relapse_place_key": p.place_key}
+    return {}
 
 
 # ---------------------------------------------------------------------------- checks

@@ -169,52 +169,80 @@ async def list_relapses(session: AsyncSession, hazard_id: uuid.UUID) -> list[uui
     return list(rows.scalars())
 
 
-async def list_closed_near(
-    session: AsyncSession,
-    *,
-    category: str,
-    building_id: str | None,
-    lat: float,
-    lon: float,
-    distance_m: float,
-    closed_since: datetime,
-    exclude: uuid.UUID,
-) -> list[ClosedCase]:
-    """Closed cases of a category in the same building or inside a box around the point (then exact in the domain)."""
-    d_lat = distance_m / _METRES_PER_DEGREE_LAT
-    d_lon = distance_m / (_METRES_PER_DEGREE_LAT * max(math.cos(math.radians(lat)), 0.01))
-    near = sa.and_(_C.c.lat.between(lat - d_lat, lat + d_lat), _C.c.lon.between(lon - d_lon, lon + d_lon))
-    place = sa.or_(_C.c.building_id == building_id, near) if building_id else near
-    rows = await session.execute(
-        sa.select(
-            _C.c.hazard_id,
-            _C.c.category,
-            _C.c.building_id,
-            _C.c.lat,
-            _C.c.lon,
-            _C.c.closed_at,
-            _C.c.closed_department_id,
-        ).where(
-            _C.c.category == category,
-            _C.c.state == "closed",
-            _C.c.closed_at >= closed_since,
-            _C.c.hazard_id != exclude,
-            _C.c.lat.is_not(None),
-            place,
-        )
-    )
-    return [
-        ClosedCase(
-            hazard_id=r.hazard_id,
-            category=r.category,
-            building_id=r.building_id,
-            lat=r.lat,
-            lon=r.lon,
-            closed_at=r.closed_at,
-            department_id=r.closed_department_id,
-        )
-        for r in rows
+@dataclass(frozen=True, slots=True)
+class PlaceQuery:
+    """Where to look for closed cases a new report may relapse: category, building, point, since when."""
+
+    hazard_id: uuid.UUID
+    category: str
+    building_id: str | None
+    lat: float
+    lon: float
+    distance_m: float
+    closed_since: datetime
+
+
+_CLOSED_NEAR = sa.text(
+    """
+    select q.i, c.hazard_id, c.category, c.building_id, c.lat, c.lon, c.closed_at, c.closed_department_id
+    from unnest(
+        cast(:i as int[]), cast(:hazard as uuid[]), cast(:category as text[]), cast(:building as text[]),
+        cast(:lat_lo as float8[]), cast(:lat_hi as float8[]), cast(:lon_lo as float8[]),
+        cast(:lon_hi as float8[]), cast(:since as timestamptz[])
+    ) as q(i, hazard, category, building, lat_lo, lat_hi, lon_lo, lon_hi, since)
+    join tracking.cases c
+      on c.category = q.category
+     and c.state = 'closed'
+     and c.closed_at >= q.since
+     and c.hazard_id <> q.hazard
+     and c.lat is not null
+     and (
+          (q.building is not null and c.building_id = q.building)
+          or (c.lat between q.lat_lo and q.lat_hi and c.lon between q.lon_lo and q.lon_hi)
+     )
+    """
+)
+
+
+async def list_closed_near(session: AsyncSession, queries: Sequence[PlaceQuery]) -> list[list[ClosedCase]]:
+    """For each query, closed cases of its category in the same building or inside a box around its point.
+
+    One round trip for a whole batch; the domain then measures the exact distance.
+    """
+    found: list[list[ClosedCase]] = [[] for _ in queries]
+    if not queries:
+        return found
+    d_lat = [q.distance_m / _METRES_PER_DEGREE_LAT for q in queries]
+    d_lon = [
+        q.distance_m / (_METRES_PER_DEGREE_LAT * max(math.cos(math.radians(q.lat)), 0.01)) for q in queries
     ]
+    rows = await session.execute(
+        _CLOSED_NEAR,
+        {
+            "i": list(range(len(queries))),
+            "hazard": [q.hazard_id for q in queries],
+            "category": [q.category for q in queries],
+            "building": [q.building_id or None for q in queries],
+            "lat_lo": [q.lat - d for q, d in zip(queries, d_lat, strict=True)],
+            "lat_hi": [q.lat + d for q, d in zip(queries, d_lat, strict=True)],
+            "lon_lo": [q.lon - d for q, d in zip(queries, d_lon, strict=True)],
+            "lon_hi": [q.lon + d for q, d in zip(queries, d_lon, strict=True)],
+            "since": [q.closed_since for q in queries],
+        },
+    )
+    for r in rows:
+        found[r.i].append(
+            ClosedCase(
+                hazard_id=r.hazard_id,
+                category=r.category,
+                building_id=r.building_id,
+                lat=r.lat,
+                lon=r.lon,
+                closed_at=r.closed_at,
+                department_id=r.closed_department_id,
+            )
+        )
+    return found
 
 
 async def count_relapse(

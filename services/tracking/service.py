@@ -126,6 +126,7 @@ async def apply_events(
 ) -> None:
     """Apply new lifecycle events from the stream to their cases, and publish what they call for."""
     batch = await _load(session, {e.hazard_id for e in events})
+    reports: list[ev.HazardReported] = []
     for event in events:
         progress = batch.progress[event.hazard_id]
         if event.TYPE in domain.TRACKING_TYPES:
@@ -136,36 +137,50 @@ async def apply_events(
                 continue
         progress.record(event)
         if isinstance(event, ev.HazardReported):
-            relapse = await _detect_relapse(session, event, now=now, work=work)
-            if relapse is not None:
-                progress.emit(relapse)
-                batch.relapses.append(relapse)
+            reports.append(event)
+    for relapse in await _detect_relapses(session, reports, now=now, work=work):
+        batch.progress[relapse.hazard_id].emit(relapse)
+        batch.relapses.append(relapse)
     for progress in batch.progress.values():
         _settle(progress, now=now, work=work)
     await _save(session, batch, work=work, now=now)
 
 
-async def _detect_relapse(
-    session: AsyncSession, report: ev.HazardReported, *, now: datetime, work: Casework
-) -> ev.HazardRelapsed | None:
-    p = report.payload
-    if p.duplicate_of is not None:
-        return None
-    try:
-        window = work.reference.category(p.category).relapse_window_days
-    except UnknownReference:
-        return None
-    candidates = await repository.list_closed_near(
-        session,
-        category=p.category,
-        building_id=p.location.building_id,
-        lat=p.location.lat,
-        lon=p.location.lon,
-        distance_m=work.distance_m,
-        closed_since=repository.relapse_window_start(p.observed_at, window),
-        exclude=report.hazard_id,
-    )
-    return domain.detect_relapse(report, candidates, window_days=window, distance_m=work.distance_m, now=now)
+async def _detect_relapses(
+    session: AsyncSession, reports: Sequence[ev.HazardReported], *, now: datetime, work: Casework
+) -> list[ev.HazardRelapsed]:
+    """The relapses among new reports, with one query for the whole batch."""
+    queries: list[repository.PlaceQuery] = []
+    asked: list[tuple[ev.HazardReported, int]] = []
+    for report in reports:
+        p = report.payload
+        if p.duplicate_of is not None:
+            continue
+        try:
+            window = work.reference.category(p.category).relapse_window_days
+        except UnknownReference:
+            continue
+        asked.append((report, window))
+        queries.append(
+            repository.PlaceQuery(
+                hazard_id=report.hazard_id,
+                category=p.category,
+                building_id=p.location.building_id,
+                lat=p.location.lat,
+                lon=p.location.lon,
+                distance_m=work.distance_m,
+                closed_since=repository.relapse_window_start(p.observed_at, window),
+            )
+        )
+    found = await repository.list_closed_near(session, queries)
+    relapses = []
+    for (report, window), candidates in zip(asked, found, strict=True):
+        relapse = domain.detect_relapse(
+            report, candidates, window_days=window, distance_m=work.distance_m, now=now
+        )
+        if relapse is not None:
+            relapses.append(relapse)
+    return relapses
 
 
 async def load_case(session: AsyncSession, hazard_id: uuid.UUID) -> tuple[Case, list[domain.Entry]]:
