@@ -62,5 +62,6 @@ def create_app(settings: TrackingSettings, *, reference: ReferenceData | None = 
         description="Follows rectification, verification and closure, and detects relapse.",
     )
     app.state.timer_loop = timer_loop
+    app.state.case_gauge = gauge
     app.include_router(api.router)
     return app

@@ -283,11 +283,13 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
         }
 
 
-async def test_overdue_rectification_fires_once_and_a_late_rectification_is_still_recorded(
+async def test_overdue_rectification_fires_once_after_a_restart_and_a_late_rectification_is_recorded(
     tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
 ) -> None:
-    async with tracking_app() as (app, client):
+    async with tracking_app() as (_app, client):
         hazard = await _ordered_case(client, kafka, topics)
+    # The timer is a row: a new process (here with a fresh consumer group, re-reading the topic) fires it.
+    async with tracking_app() as (app, client):
         loop = app.state.timer_loop
         later = datetime.now(UTC) + timedelta(days=30)
         loop.clock = lambda: later
@@ -305,6 +307,11 @@ async def test_overdue_rectification_fires_once_and_a_late_rectification_is_stil
         assert response.status_code == 200
         await loop.sweep()
         own = await wait_for_tracking_events(kafka, topics["lifecycle"], 3)
+        await app.state.case_gauge.refresh()
+        metrics = (await client.get("/metrics")).text
+        assert "hazard_tracking_rectification_overdue_total" in metrics
+        assert 'hazard_tracking_cases{state="rectified"} 1.0' in metrics
+        assert 'hazard_tracking_cases{state="rectification_ordered"} 0.0' in metrics
         assert Counter(e.TYPE for e in own) == {
             "hazard.rectification_ordered": 1,
             "hazard.rectification_overdue": 1,

@@ -8,6 +8,8 @@ from functools import cache
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.tracking import domain
 from services.tracking.domain import ClosedCase, Entry, Progress, build_case
@@ -546,3 +548,39 @@ def test_hotspot_needs_the_reference_number_of_relapses() -> None:
     minimum = reference().hotspot_min_relapses
     assert domain.is_hotspot(relapses=minimum, min_relapses=minimum)
     assert not domain.is_hotspot(relapses=minimum - 1, min_relapses=minimum)
+
+
+# ------------------------------------------------------------------ any arrival order
+
+
+def _full_life() -> Progress:
+    p = progress(
+        reported(),
+        dispatched(),
+        returned(at=T0 + timedelta(minutes=10)),
+        dispatched(at=T0 + timedelta(minutes=12), dispatch_id=uuid.UUID(int=3)),
+        acknowledged(at=T0 + timedelta(minutes=40), dispatch_id=uuid.UUID(int=3)),
+    )
+    do_rectify(p, at=T0 + timedelta(days=1))
+    do_verify(p, at=T0 + timedelta(days=2), passed=False)
+    do_rectify(p, at=T0 + timedelta(days=3))
+    do_verify(p, at=T0 + timedelta(days=4), passed=True)
+    return p
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_arrival_order_of_a_whole_life_folds_to_the_same_case(data: st.DataObject) -> None:
+    life = _full_life()
+    assert life.case.state == "closed"
+    events = [entry.event for entry in life.entries]
+    shuffled = data.draw(st.permutations(events))
+    case = build_case(HAZARD, [Entry(i, e) for i, e in enumerate(shuffled)])
+    assert dataclass_fields(case) == dataclass_fields(life.case)
+    # Arriving one by one in that order, the case settles the same and reacts with nothing new.
+    p = Progress(hazard_id=HAZARD)
+    for event in shuffled:
+        p.record(event)
+    p.settle(now=T0 + timedelta(days=5), reference=reference())
+    assert p.emitted == []
+    assert p.case.state == "closed"
