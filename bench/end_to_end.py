@@ -47,15 +47,23 @@ LATENCY_MIX = BehaviourMix(batch_share=0.2, batch_min=5, batch_max=40, on_site=0
 
 @dataclass
 class TopicFacts:
-    """What the lifecycle topic says about a set of hazards."""
+    """What the lifecycle topic says, counted by distinct ``event_id`` (redeliveries noted apart)."""
 
     records: int = 0
+    redelivered: int = 0
+    event_ids: set[str] = field(default_factory=set)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reported_twice: int = 0
+    reported_twice: set[str] = field(default_factory=set)
     dispatched_ts: dict[str, float] = field(default_factory=dict)
     dispatch_counts: Counter[str] = field(default_factory=Counter)
+    dispatch_ids: set[str] = field(default_factory=set)
+    dispatch_hazard: dict[str, tuple[str, float]] = field(default_factory=dict)
+    acknowledged: Counter[str] = field(default_factory=Counter)
     referred: set[str] = field(default_factory=set)
+    receipt_overdue: Counter[str] = field(default_factory=Counter)
     escalations: Counter[tuple[str, int]] = field(default_factory=Counter)
+    ordered: Counter[tuple[str, int]] = field(default_factory=Counter)
+    closed: Counter[str] = field(default_factory=Counter)
     types: Counter[str] = field(default_factory=Counter)
     last_ts: float = 0.0
 
@@ -124,23 +132,66 @@ def _note(facts: TopicFacts, record: Any) -> None:
     except orjson.JSONDecodeError:
         facts.types["<not json>"] += 1
         return
+    if not isinstance(event, dict):
+        facts.types["<not an object>"] += 1
+        return
+    event_id = str(event.get("event_id"))
+    if event_id in facts.event_ids:
+        # The same event again (a relay resent it after a crash): at-least-once, not a new fact.
+        facts.redelivered += 1
+        return
+    facts.event_ids.add(event_id)
     kind = event.get("event_type")
     facts.types[str(kind)] += 1
     hazard = str(event.get("hazard_id"))
     ts = record.timestamp / 1000
     facts.last_ts = max(facts.last_ts, ts)
     payload = event.get("payload") or {}
+    if not isinstance(payload, dict):
+        return
     if kind == "hazard.reported":
         if hazard in facts.reported:
-            facts.reported_twice += 1
+            facts.reported_twice.add(hazard)
         facts.reported[hazard] = payload
     elif kind == "hazard.dispatched":
-        facts.dispatch_counts[hazard] += 1 if payload.get("reason", "routed") == "routed" else 0
+        facts.dispatch_ids.add(str(payload.get("dispatch_id")))
+        facts.dispatch_hazard[str(payload.get("dispatch_id"))] = (hazard, ts)
+        if payload.get("reason", "routed") == "routed":
+            facts.dispatch_counts[hazard] += 1
         facts.dispatched_ts.setdefault(hazard, ts)
+    elif kind == "hazard.acknowledged":
+        facts.acknowledged[str(payload.get("dispatch_id"))] += 1
     elif kind == "hazard.referred_to_operators":
         facts.referred.add(hazard)
+    elif kind == "hazard.receipt_overdue":
+        facts.receipt_overdue[str(payload.get("dispatch_id"))] += 1
     elif kind == "hazard.escalated":
         facts.escalations[(str(payload.get("dispatch_id")), int(payload.get("level", 0)))] += 1
+    elif kind == "hazard.rectification_ordered":
+        facts.ordered[(hazard, int(payload.get("round", 1)))] += 1
+    elif kind == "hazard.closed":
+        facts.closed[hazard] += 1
+
+
+def invariant_problems(facts: TopicFacts) -> list[str]:
+    """What must never happen, over the whole topic: a second report, dispatch, escalation, order or closure."""
+    problems = []
+    if facts.reported_twice:
+        problems.append(f"{len(facts.reported_twice)} hazards reported by two different events")
+    twice = [h for h, n in facts.dispatch_counts.items() if n > 1]
+    if twice:
+        problems.append(f"{len(twice)} hazards routed (first dispatch) twice")
+    for name, counter in (
+        ("acknowledgements", facts.acknowledged),
+        ("receipt-overdue events", facts.receipt_overdue),
+        ("escalations", facts.escalations),
+        ("rectification orders (same round)", facts.ordered),
+        ("closures", facts.closed),
+    ):
+        repeated = [k for k, n in counter.items() if n > 1]
+        if repeated:
+            problems.append(f"{len(repeated)} {name} fired twice, e.g. {repeated[0]}")
+    return problems
 
 
 def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
@@ -154,6 +205,8 @@ def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
     expected_dispatch = set(reported) - duplicates - on_site - referred
     twice = [h for h in ids if facts.dispatch_counts.get(h, 0) > 1]
     problems = []
+    if not ids:
+        problems.append("no hazard was accepted")
     if len(reported) != len(ids):
         problems.append(f"{len(ids) - len(reported)} accepted hazards have no hazard.reported event")
     if dispatched - expected_dispatch:
@@ -165,8 +218,7 @@ def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
     if twice:
         problems.append(f"{len(twice)} hazards dispatched twice")
     escalated_twice = [k for k, n in facts.escalations.items() if n > 1]
-    if escalated_twice:
-        problems.append(f"{len(escalated_twice)} escalations fired twice")
+    problems += [p for p in invariant_problems(facts) if "routed" not in p]
     return {
         "accepted": len(ids),
         "reported_events": len(reported),
@@ -183,20 +235,32 @@ def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
 # ---------------------------------------------------------------- reporting
 
 
-async def reporting_count(client: httpx.AsyncClient, base: str, supervisor: Principal) -> int | None:
-    """Reports counted by reporting (sum of ``reported`` over categories), or None if it cannot say."""
+async def reporting_totals(
+    client: httpx.AsyncClient, base: str, supervisor: Principal
+) -> dict[str, Any] | None:
+    """Reporting's summary totals over its default period (the last 30 days), or None if it cannot say."""
     try:
         response = await client.get(
-            f"{base}/api/v1/reports/summary",
-            params={"group_by": "category", "from": "2000-01-01", "to": "2100-01-01"},
-            headers=supervisor.headers,
+            f"{base}/api/v1/reports/summary", params={"group_by": "category"}, headers=supervisor.headers
         )
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
         return None
-    rows = items_of(response.json(), "groups", "rows")
-    return sum(int(row.get("reported") or 0) for row in rows)
+    body = response.json()
+    totals = body.get("totals") if isinstance(body, dict) else None
+    if isinstance(totals, dict):
+        return totals
+    rows = items_of(body, "groups", "rows")
+    return {"reported": sum(int(r.get("reported") or 0) for r in rows)}
+
+
+async def reporting_count(client: httpx.AsyncClient, base: str, supervisor: Principal) -> int | None:
+    """Hazards reporting has counted: ``reported`` plus ``duplicates`` (it files duplicates apart)."""
+    totals = await reporting_totals(client, base, supervisor)
+    if totals is None:
+        return None
+    return int(totals.get("reported") or 0) + int(totals.get("duplicates") or 0)
 
 
 class ReportingPoller:
@@ -307,7 +371,7 @@ async def throughput_phase(
         timeout_s=120.0,
     )
     async with httpx.AsyncClient(timeout=30) as client:
-        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.5)
+        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=1.0)
         await poller.begin()
         await generator.run_max(duration_s=duration_s, chunk=5000)
         sent_done = time.time()
@@ -359,7 +423,7 @@ async def latency_phase(
         behaviour=LATENCY_MIX,
     )
     async with httpx.AsyncClient(timeout=30) as client:
-        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.1)
+        poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.2)
         await poller.begin()
         await generator.run_rate(rate=rate, duration_s=duration_s)
         facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)

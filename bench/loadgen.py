@@ -510,8 +510,16 @@ class LoadGenerator:
         concurrency: int = 32,
         behaviour: BehaviourMix = BehaviourMix(),
         timeout_s: float = 30.0,
+        attempts: int = 5,
+        backoff_s: float = 0.5,
     ) -> None:
-        """Bind to the services' base URLs and the principals to act as."""
+        """Bind to the services' base URLs and the principals to act as.
+
+        A report that meets a transport error, a 5xx or a 429 is sent again (same ``report_id``,
+        so at most once in effect) up to ``attempts`` times, ``backoff_s`` x attempt apart.
+        """
+        self.attempts = attempts
+        self.backoff_s = backoff_s
         self.urls = {"intake": intake, "dispatch": dispatch, "tracking": tracking, "reporting": reporting}
         self.reference = reference or load_reference_data()
         self.principals = list(principals)
@@ -585,7 +593,7 @@ class LoadGenerator:
         reporter = self.by_name[sub.reports[0].reporter]
         url = self.urls["intake"]
         sent = time.time()
-        for attempt in range(5):
+        for attempt in range(self.attempts):
             try:
                 if sub.batch:
                     response = await client.post(
@@ -600,11 +608,13 @@ class LoadGenerator:
             except httpx.TransportError as exc:
                 # Resending is safe: report_id is the idempotency key.
                 self.result.errors.append(f"transport: {exc!r}")
-                await asyncio.sleep(0.5 * (attempt + 1))
+                self.result.count("resent")
+                await asyncio.sleep(self.backoff_s * (attempt + 1))
                 continue
             if response.status_code >= 500 or response.status_code == 429:
                 self.result.errors.append(f"{response.status_code}: {response.text[:200]}")
-                await asyncio.sleep(0.5 * (attempt + 1))
+                self.result.count("resent")
+                await asyncio.sleep(self.backoff_s * (attempt + 1))
                 continue
             break
         else:

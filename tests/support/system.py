@@ -97,7 +97,7 @@ class System:
         base_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
-        reference: ReferenceData | None = None,
+        reference_dir: Path | None = None,
         lifecycle_partitions: int | None = None,
         ready_timeout_s: float = 120.0,
         pg_fast: bool = False,
@@ -120,7 +120,8 @@ class System:
         self.base.chmod(0o755)
         self.extra_env = dict(env or {})
         self.per_service_env = {k: dict(v) for k, v in (service_env or {}).items()}
-        self.reference = reference or load_reference_data()
+        self.reference_dir = reference_dir
+        self.reference: ReferenceData = load_reference_data(reference_dir)
         self.lifecycle_partitions = lifecycle_partitions
         self.ready_timeout_s = ready_timeout_s
         self.postgres = LocalPostgres(
@@ -240,6 +241,8 @@ class System:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.reference_dir is not None:
+            env[f"{prefix}REFERENCE_DATA_DIR"] = str(self.reference_dir)
         env.update({prefix + k: v for k, v in self.extra_env.items()})
         env.update({prefix + k: v for k, v in self.per_service_env.get(name, {}).items()})
         return env
