@@ -19,6 +19,12 @@ from shared.service import ServiceRuntime
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+"""The dashboard loads only its own files and talks only to this service (the token never leaves it)."""
+
 router = APIRouter()
 reader = require("supervisor", "operator")
 
@@ -278,4 +284,6 @@ async def get_reference(request: Request, principal: Annotated[Principal, Depend
 @router.get("/", include_in_schema=False)
 async def dashboard() -> FileResponse:
     """The dashboard page shell (no data, no token: the page asks for a token and calls the API)."""
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    )
