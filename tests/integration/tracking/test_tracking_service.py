@@ -255,6 +255,23 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
         closed = await wait_for_state(client, on_site.hazard_id, "closed")
         assert closed["closed"]["reason"] == "rectified_on_site"
 
+        # The same hazard comes back twice at that building: two relapses make it a hotspot.
+        previous = on_site
+        for _ in range(2):
+            again = Hazard(building_id="B-99", lat=22.6250, start=datetime.now(UTC))
+            await publish(
+                kafka.bootstrap_servers, topics["lifecycle"], again.reported(rectified_on_site=True)
+            )
+            relapsed = await wait_for_state(client, again.hazard_id, "closed")
+            assert relapsed["relapse_of"] == str(previous.hazard_id)
+            previous = again
+        assert relapsed["hotspot"] is True
+        hotspots = (await client.get("/api/v1/hotspots", headers=auth("tok-operator"))).json()
+        assert [(h["place_key"], h["relapses"], h["categories"]) for h in hotspots["hotspots"]] == [
+            ("building:B-99", 2, ["locked_rooftop_door"])
+        ]
+        assert hotspots["hotspots"][0]["flagged_at"] is not None
+
         from shared import events as ev
 
         misfit = ev.HazardVerified(
@@ -276,11 +293,13 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
         after = await wait_for_state(client, swapped.hazard_id, "rectification_ordered")
         assert len(after["timeline"]) == 4
 
-        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 2)
-        assert Counter((e.hazard_id, e.TYPE) for e in own) == {
-            (swapped.hazard_id, "hazard.rectification_ordered"): 1,
-            (on_site.hazard_id, "hazard.closed"): 1,
+        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 6)
+        assert Counter(e.TYPE for e in own) == {
+            "hazard.rectification_ordered": 1,
+            "hazard.closed": 3,
+            "hazard.relapsed": 2,
         }
+        assert [e.TYPE for e in own if e.hazard_id == swapped.hazard_id] == ["hazard.rectification_ordered"]
 
 
 async def test_overdue_rectification_fires_once_after_a_restart_and_a_late_rectification_is_recorded(

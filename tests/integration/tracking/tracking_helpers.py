@@ -122,7 +122,13 @@ class Hazard:
             "accepted_at": at,
         }
         data.update(overrides)
-        return self._envelope(ev.HazardReported, ev.HazardReportedPayload(**data), "intake")
+        return ev.HazardReported(
+            event_id=uuid.uuid4(),
+            occurred_at=at,
+            hazard_id=self.hazard_id,
+            producer="intake",
+            payload=ev.HazardReportedPayload(**data),
+        )
 
     def dispatched(self, department: str = "fire") -> ev.HazardDispatched:
         return self._envelope(
