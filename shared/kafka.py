@@ -28,7 +28,9 @@ def create_broker(
 ) -> KafkaBroker:
     """A Kafka broker client for one service; producer idempotence and acks come from settings."""
     return KafkaBroker(
-        settings.bootstrap_servers,
+        # A list, one host:port each: FastStream wraps a plain string in a list, and aiokafka only
+        # splits commas in a string, so "a:9092,b:9092" would otherwise become one unresolvable host.
+        bootstrap_list(settings.bootstrap_servers),
         client_id=settings.client_id or f"hazard-{service}",
         enable_idempotence=settings.idempotent_producer,
         acks="all" if settings.acks == "all" else 1,
@@ -42,6 +44,11 @@ def create_broker(
         log_level=logging.DEBUG,
         description=f"hazard-dispatch {service} service",
     )
+
+
+def bootstrap_list(servers: str) -> list[str]:
+    """``"a:9092, b:9092"`` -> ``["a:9092", "b:9092"]``."""
+    return [server.strip() for server in servers.split(",") if server.strip()]
 
 
 class BrokerSender:

@@ -1,0 +1,114 @@
+"""Every metric an alert rule or a Grafana panel uses is one the running services really export."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.devstack.ports import free_port
+from tests.unit.deploy.deploy_files import (
+    PROMETHEUS_OWN_METRICS,
+    ROOT,
+    SERVICES,
+    env_prefix,
+    exported_series_names,
+    used_metrics,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _service_env(
+    service: str, *, db_url: str, bootstrap: str, topics: dict[str, str], port: int
+) -> dict[str, str]:
+    prefixes = tuple(env_prefix(s) for s in SERVICES)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(prefixes)}
+    prefix = env_prefix(service)
+    env.update(
+        {
+            f"{prefix}DATABASE__URL": db_url,
+            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
+            f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
+            # The local Tansu broker has no idempotent producers (Apache Kafka in production does).
+            f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
+            f"{prefix}HTTP__PORT": str(port),
+            # Nothing is in flight here: stop quickly.
+            f"{prefix}KAFKA__GRACEFUL_TIMEOUT_S": "1",
+        }
+    )
+    return env
+
+
+def _scrape_when_alive(base: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"service exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            # Alive is enough: every metric is registered when the app is built, before HTTP serves;
+            # waiting for the consumer groups to join (/readyz) would only add time.
+            if httpx.get(base + "/healthz", timeout=3).status_code == 200:
+                return httpx.get(base + "/metrics", timeout=10).text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{base} not alive in {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def test_alerts_and_dashboard_use_only_metrics_the_services_export(
+    db_url: str, kafka, topics: dict[str, str], tmp_path: Path
+) -> None:
+    procs: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
+    exported: dict[str, set[str]] = {}
+    try:
+        # All four at once: start-up is the slow part, and they share the database and topics safely.
+        for service in SERVICES:
+            port = free_port()
+            log = tmp_path / f"{service}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{service}"],
+                    cwd=ROOT,
+                    env=_service_env(
+                        service, db_url=db_url, bootstrap=kafka.bootstrap_servers, topics=topics, port=port
+                    ),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            procs[service] = (proc, port, log)
+        for service, (proc, port, log) in procs.items():
+            exported[service] = exported_series_names(
+                _scrape_when_alive(f"http://127.0.0.1:{port}", proc, log)
+            )
+    finally:
+        for proc, _, _ in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _, _ in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    every = set().union(*exported.values())
+    # Sanity: the scrape really read the services' pages (shared and FastStream metrics of each).
+    for service, names in exported.items():
+        assert "hazard_outbox_pending" in names, service
+        assert "faststream_received_messages_total" in names, service
+    used = used_metrics()
+    assert used, "no metric found in the alert rules or the dashboard"
+    missing = {
+        name: places
+        for name, places in sorted(used.items())
+        if name not in every and name not in PROMETHEUS_OWN_METRICS
+    }
+    assert missing == {}, "used but exported by no service: " + "; ".join(
+        f"{name} (in {', '.join(places)})" for name, places in missing.items()
+    )
