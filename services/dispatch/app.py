@@ -50,7 +50,7 @@ def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = 
     )
     gauges = GaugeRefresher(sessions=runtime.sessions, interval_s=settings.timers.gauge_interval_s)
     if settings.timers.enabled:
-        for loop in background_loops(timer_loop, gauges):
+        for loop in background_loops(timer_loop, gauges, concurrency=settings.timers.concurrency):
             runtime.add_background(loop)
     app = create_http_app(
         runtime,

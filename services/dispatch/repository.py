@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -309,36 +310,70 @@ async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) 
     ]
 
 
+_MARK_TIMERS = sa.text(
+    "update dispatch.timers set fired_at = :now, cancelled = (id = any(cast(:cancelled as bigint[]))) "
+    "where id = any(cast(:ids as bigint[]))"
+)
+_MARK_DISPATCHES = sa.text(
+    """
+    update dispatch.dispatches d
+    set overdue_at = case when v.overdue then :now else d.overdue_at end,
+        escalation_level = greatest(d.escalation_level, v.level)
+    from unnest(cast(:ids as uuid[]), cast(:overdue as boolean[]), cast(:levels as integer[]))
+         as v(dispatch_id, overdue, level)
+    where d.dispatch_id = v.dispatch_id
+    """
+)
+_INSERT_OUTBOX = sa.text(
+    """
+    insert into dispatch.outbox (event_id, topic, key, value, headers)
+    select e, t, k, v, cast(h as jsonb)
+    from unnest(cast(:event_ids as uuid[]), cast(:topics as text[]), cast(:keys as text[]),
+                cast(:values as bytea[]), cast(:headers as text[])) as x(e, t, k, v, h)
+    """
+)
+
+
 async def mark_timers(
     session: AsyncSession, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime
 ) -> None:
     """Record claimed timers as fired (an event went out) or cancelled (the dispatch had left pending)."""
-    fired_ids, cancelled_ids = list(fired), list(cancelled)
-    if fired_ids:
-        await session.execute(sa.update(timers).where(t.id.in_(fired_ids)).values(fired_at=now))
-    if cancelled_ids:
-        await session.execute(
-            sa.update(timers).where(t.id.in_(cancelled_ids)).values(fired_at=now, cancelled=True)
-        )
+    cancelled_ids = list(cancelled)
+    ids = [*fired, *cancelled_ids]
+    if ids:
+        await session.execute(_MARK_TIMERS, {"now": now, "ids": ids, "cancelled": cancelled_ids})
 
 
 async def mark_overdue(
     session: AsyncSession, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
 ) -> None:
     """Record dispatches declared overdue, and the highest escalation level each has reached."""
-    overdue_ids = list(overdue)
-    if overdue_ids:
+    overdue_ids = set(overdue)
+    ids = list(overdue_ids | escalated.keys())
+    if ids:
         await session.execute(
-            sa.update(dispatches).where(d.dispatch_id.in_(overdue_ids)).values(overdue_at=now)
+            _MARK_DISPATCHES,
+            {
+                "now": now,
+                "ids": ids,
+                "overdue": [i in overdue_ids for i in ids],
+                "levels": [escalated.get(i, 0) for i in ids],
+            },
         )
-    by_level: dict[int, list[uuid.UUID]] = {}
-    for dispatch_id, level in escalated.items():
-        by_level.setdefault(level, []).append(dispatch_id)
-    for level, ids in by_level.items():
+
+
+async def add_outbox_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many outbox rows in one statement (arrays unnested server-side)."""
+    if rows:
         await session.execute(
-            sa.update(dispatches)
-            .where(d.dispatch_id.in_(ids))
-            .values(escalation_level=sa.func.greatest(d.escalation_level, level))
+            _INSERT_OUTBOX,
+            {
+                "event_ids": [r["event_id"] for r in rows],
+                "topics": [r["topic"] for r in rows],
+                "keys": [r["key"] for r in rows],
+                "values": [r["value"] for r in rows],
+                "headers": [json.dumps(r["headers"]) for r in rows],
+            },
         )
 
 

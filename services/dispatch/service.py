@@ -83,7 +83,7 @@ async def _route_reported(
         timer_rows.extend(repo.timer_row(x) for x in outcome.timers)
         out.extend(outcome.events)
     await repo.add_dispatches(ctx.session, dispatch_rows, timer_rows)
-    await ctx.outbox.add(ctx.session, *out)
+    await repo.add_outbox_rows(ctx.session, ctx.outbox.rows(out))
     # Counted inside the transaction: a batch retried after a failure may count twice.
     for hazard_id in fresh:
         count_outcome(outcomes[hazard_id])

@@ -18,6 +18,9 @@ class TimerSettings(BaseModel):
     enabled: bool = True
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    # Passes running at once in one process: while one waits on the database another builds events.
+    # Safe because claims skip rows another pass (or replica) holds.
+    concurrency: Annotated[int, Field(ge=1, le=16)] = 2
     gauge_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 

@@ -62,7 +62,8 @@ class TimerLoop:
             for c, x in zip(claimed, decisions, strict=True):
                 if x.event is not None and c.timer.kind == "escalation":
                     escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
-            await self.outbox.add(session, *(x.event for x in decisions if x.event is not None))
+            events = [x.event for x in decisions if x.event is not None]
+            await repo.add_outbox_rows(session, self.outbox.rows(events))
             await repo.mark_timers(session, fired=fired, cancelled=cancelled, now=now)
             await repo.mark_overdue(session, overdue=overdue, escalated=escalated, now=now)
         for c, x in zip(claimed, decisions, strict=True):
@@ -133,8 +134,10 @@ class GaugeRefresher:
             await asyncio.sleep(self.interval_s)
 
 
-def background_loops(loop: TimerLoop, gauges: GaugeRefresher) -> list[Callable[[], Awaitable[None]]]:
-    """The coroutine functions the runtime supervises."""
+def background_loops(
+    loop: TimerLoop, gauges: GaugeRefresher, *, concurrency: int = 1
+) -> list[Callable[[], Awaitable[None]]]:
+    """The coroutine functions the runtime supervises: `concurrency` timer passes and the gauges."""
 
     async def dispatch_timers() -> None:
         await loop.run()
@@ -142,4 +145,4 @@ def background_loops(loop: TimerLoop, gauges: GaugeRefresher) -> list[Callable[[
     async def dispatch_gauges() -> None:
         await gauges.run()
 
-    return [dispatch_timers, dispatch_gauges]
+    return [*([dispatch_timers] * concurrency), dispatch_gauges]
