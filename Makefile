@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-all lint fmt bench stop status clean
+.PHONY: install test-tools run test test-all lint fmt bench stop status clean
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml uv.lock
 	@rm -f $(VENV)/.synced-* && touch $@
 
 install: $(STAMP) ## create .venv and install the locked dependencies
+
+test-tools: ## Debian tools some tests drive: Chromium (dashboard), promtool and docker-compose (deploy checks)
+	@sh scripts/ensure-chromium.sh
+	@sh scripts/ensure-promtool.sh
 
 run: install ## start PostgreSQL, the broker and the four services, with demo data (Ctrl-C stops all)
 	$(BIN)/python -m shared.devstack run
@@ -24,10 +28,10 @@ stop: install ## stop a PostgreSQL left running by a crashed run
 status: install
 	$(BIN)/python -m shared.devstack status
 
-test: install ## unit + integration tests against a real PostgreSQL and broker (what CI runs)
+test: install test-tools ## unit + integration tests against a real PostgreSQL and broker (what CI runs)
 	$(BIN)/python -m pytest
 
-test-all: install ## also the long fault and load tests
+test-all: install test-tools ## also the long fault and load tests
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 lint: install ## ruff + mypy
