@@ -360,13 +360,32 @@ async def cancel_timers(
     await session.execute(query.values(cancelled_at=now))
 
 
-async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Any]:
-    """Lock due, open timers no other replica holds (``FOR UPDATE SKIP LOCKED``), oldest first."""
+async def list_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Any]:
+    """Due, open timers, oldest first (not locked: see :func:`claim_timers`)."""
     rows = await session.execute(
-        sa.select(_TIMERS.c.order_event_id, _TIMERS.c.hazard_id, _TIMERS.c.round, _TIMERS.c.due_at)
+        sa.select(_TIMERS.c.order_event_id, _TIMERS.c.hazard_id)
         .where(_TIMERS.c.due_at <= now, _TIMERS.c.fired_at.is_(None), _TIMERS.c.cancelled_at.is_(None))
         .order_by(_TIMERS.c.due_at)
         .limit(limit)
+    )
+    return list(rows)
+
+
+async def claim_timers(
+    session: AsyncSession, order_event_ids: Sequence[uuid.UUID], *, now: datetime
+) -> list[Any]:
+    """Lock those of these timers that are still due and open and no other replica holds (SKIP LOCKED)."""
+    if not order_event_ids:
+        return []
+    rows = await session.execute(
+        sa.select(_TIMERS.c.order_event_id, _TIMERS.c.hazard_id, _TIMERS.c.round, _TIMERS.c.due_at)
+        .where(
+            _TIMERS.c.order_event_id.in_(list(order_event_ids)),
+            _TIMERS.c.due_at <= now,
+            _TIMERS.c.fired_at.is_(None),
+            _TIMERS.c.cancelled_at.is_(None),
+        )
+        .order_by(_TIMERS.c.due_at)
         .with_for_update(skip_locked=True)
     )
     return list(rows)

@@ -257,12 +257,17 @@ async def verify_case(
     )
 
 
-async def fire_due_timers(session: AsyncSession, *, now: datetime, work: Casework, limit: int) -> int:
-    """Fire the rectification timers that are due (once each; stale ones are cancelled); returns how many fired."""
-    due = await repository.claim_due_timers(session, now=now, limit=limit)
-    if not due:
-        return 0
-    batch = await _load(session, {row.hazard_id for row in due})
+async def fire_due_timers(
+    session: AsyncSession, *, now: datetime, work: Casework, limit: int
+) -> tuple[int, int]:
+    """Fire due rectification timers (once each; stale ones are cancelled); returns (claimed, fired)."""
+    # Lock order everywhere: cases first, then timers (the consumer and the API cancel timers
+    # while holding the case), so a sweep never deadlocks with them.
+    candidates = await repository.list_due_timers(session, now=now, limit=limit)
+    if not candidates:
+        return 0, 0
+    batch = await _load(session, {row.hazard_id for row in candidates})
+    due = await repository.claim_timers(session, [row.order_event_id for row in candidates], now=now)
     fired: list[uuid.UUID] = []
     cancelled: list[uuid.UUID] = []
     for row in due:
@@ -275,4 +280,4 @@ async def fire_due_timers(session: AsyncSession, *, now: datetime, work: Casewor
         fired.append(row.order_event_id)
     await _save(session, batch, work=work, now=now)
     await repository.close_timers(session, fired=fired, cancelled=cancelled, now=now)
-    return len(fired)
+    return len(due), len(fired)

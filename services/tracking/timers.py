@@ -43,12 +43,12 @@ class TimerLoop:
         total = 0
         while True:
             async with self.sessions() as session, session.begin():
-                fired = await service.fire_due_timers(
+                claimed, fired = await service.fire_due_timers(
                     session, now=self.clock(), work=self.work, limit=self.batch_size
                 )
-                claimed_full = await _more_due(session, self.clock())
             total += fired
-            if not claimed_full:
+            # A short batch means nothing more is due (or another replica holds the rest).
+            if claimed < self.batch_size:
                 return total
 
     async def run(self) -> None:
@@ -63,10 +63,6 @@ class TimerLoop:
             except Exception as exc:
                 log.warning("rectification timer sweep failed, will retry: %s", exc)
             await asyncio.sleep(self.poll_interval_s)
-
-
-async def _more_due(session: AsyncSession, now: datetime) -> bool:
-    return bool(await repository.claim_due_timers(session, now=now, limit=1))
 
 
 class CaseGauge:

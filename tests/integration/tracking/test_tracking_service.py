@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from services.tracking.timers import TimerLoop
 from shared.events import parse_event
 from tests.integration.tracking.tracking_helpers import (
     AppFactory,
@@ -302,18 +304,31 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
         assert [e.TYPE for e in own if e.hazard_id == swapped.hazard_id] == ["hazard.rectification_ordered"]
 
 
-async def test_overdue_rectification_fires_once_after_a_restart_and_a_late_rectification_is_recorded(
+async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_sweeps(
     tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
 ) -> None:
+    others = [Hazard() for _ in range(5)]
     async with tracking_app() as (_app, client):
         hazard = await _ordered_case(client, kafka, topics)
-    # The timer is a row: a new process (here with a fresh consumer group, re-reading the topic) fires it.
-    async with tracking_app() as (app, client):
+        await publish(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            *[e for h in others for e in (h.reported(), h.dispatched(), h.acknowledged())],
+        )
+        for other in others:
+            await wait_for_state(client, other.hazard_id, "rectification_ordered")
+    # The timers are rows: a new process (here with a fresh consumer group, re-reading the topic) fires them.
+    # Its own loop sweeps once at start (nothing due yet) and then waits a minute: the test's sweeps race.
+    async with tracking_app(timers={"poll_interval_s": 60}) as (app, client):
         loop = app.state.timer_loop
         later = datetime.now(UTC) + timedelta(days=30)
         loop.clock = lambda: later
-        await loop.sweep()
-        await loop.sweep()
+        rival = TimerLoop(
+            sessions=app.state.runtime.sessions, work=loop.work, batch_size=2, poll_interval_s=1
+        )
+        rival.clock = lambda: later
+        fired = await asyncio.gather(loop.sweep(), rival.sweep(), loop.sweep(), rival.sweep())
+        assert sum(fired) == 6, "every due timer fires exactly once, whichever sweep claims it"
         case = (
             await client.get(f"/api/v1/hazards/{hazard.hazard_id}", headers=auth("tok-supervisor"))
         ).json()
@@ -324,29 +339,29 @@ async def test_overdue_rectification_fires_once_after_a_restart_and_a_late_recti
             headers=auth("tok-fire"),
         )
         assert response.status_code == 200
-        await loop.sweep()
-        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 3)
+        assert response.json()["state"] == "rectified"
+        assert await loop.sweep() == 0
+        own = await wait_for_tracking_events(kafka, topics["lifecycle"], 13)
         await app.state.case_gauge.refresh()
         metrics = (await client.get("/metrics")).text
         assert "hazard_tracking_rectification_overdue_total" in metrics
         assert 'hazard_tracking_cases{state="rectified"} 1.0' in metrics
-        assert 'hazard_tracking_cases{state="rectification_ordered"} 0.0' in metrics
+        assert 'hazard_tracking_cases{state="rectification_ordered"} 5.0' in metrics
         assert Counter(e.TYPE for e in own) == {
-            "hazard.rectification_ordered": 1,
-            "hazard.rectification_overdue": 1,
+            "hazard.rectification_ordered": 6,
+            "hazard.rectification_overdue": 6,
             "hazard.rectified": 1,
         }
-        [overdue] = [e for e in own if e.TYPE == "hazard.rectification_overdue"]
-        assert overdue.payload.department_id == "fire"
-        assert overdue.payload.round == 1
+        overdue = [e for e in own if e.TYPE == "hazard.rectification_overdue"]
+        assert {e.hazard_id for e in overdue} == {hazard.hazard_id, *(h.hazard_id for h in others)}
+        assert {(e.payload.department_id, e.payload.round) for e in overdue} == {("fire", 1)}
         async with app.state.runtime.sessions() as session:
             timers = (
                 await session.execute(
                     sa.text(
-                        "select fired_at is not null, cancelled_at is not null "
-                        "from tracking.rectification_timers where hazard_id = :h"
-                    ),
-                    {"h": hazard.hazard_id},
+                        "select fired_at is not null, cancelled_at is not null, count(*) "
+                        "from tracking.rectification_timers group by 1, 2"
+                    )
                 )
             ).all()
-        assert [tuple(t) for t in timers] == [(True, False)]
+        assert [tuple(t) for t in timers] == [(True, False, 6)]
