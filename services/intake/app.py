@@ -2,31 +2,82 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from datetime import timedelta
 
-from services.intake import handlers, tables
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.intake import api, handlers, open311, tables
+from services.intake.domain import Policy
+from services.intake.ratelimit import RateLimiter
+from services.intake.service import Intake
 from services.intake.settings import IntakeSettings
-from shared.reference import ReferenceData
+from shared.events import HazardDuplicateLinked, HazardReported
+from shared.http import BodySizeLimit
+from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "intake"
+BATCH_PATH = "/api/v1/hazards/batch"
+
+
+class RouteBodyLimits:
+    """The batch endpoint reads up to ``batch_bytes``; every other route ``default_bytes``."""
+
+    def __init__(self, app: ASGIApp, *, default_bytes: int, batch_bytes: int) -> None:
+        self.default = BodySizeLimit(app, max_bytes=default_bytes)
+        self.batch = BodySizeLimit(app, max_bytes=batch_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limited = self.batch if scope["type"] == "http" and scope.get("path") == BATCH_PATH else self.default
+        await limited(scope, receive, send)
 
 
 def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = None) -> FastAPI:
     """The intake HTTP app; its lifespan runs the broker, the consumer and the outbox relay."""
+    reference = reference or load_reference_data(settings.reference_data_dir)
+    default_bytes = settings.http.max_body_bytes
+    batch_bytes = max(default_bytes, settings.limits.batch_max_body_bytes)
+    # The shared outer limit lets batch-sized bodies through; RouteBodyLimits holds the rest to http's.
+    wide = settings.model_copy(
+        update={"http": settings.http.model_copy(update={"max_body_bytes": batch_bytes})}
+    )
     runtime = ServiceRuntime.build(
         name=NAME,
-        settings=settings,
+        settings=wide,
         outbox_table=tables.outbox,
         inbox_table=tables.inbox,
-        handler=handlers.on_lifecycle_events,
+        handler=handlers.make_handler(reference),
         interested=handlers.INTERESTED,
         reference=reference,
+        publishes=(HazardReported, HazardDuplicateLinked),
     )
     # Reports are accepted into the outbox while the broker is away, so intake stays ready without it.
     runtime.ready_without_broker = True
-    return create_http_app(
+    app = create_http_app(
         runtime,
         title="hazard-dispatch intake",
         description="Takes hazard reports (single, offline batches, Open311 GeoReport v2) and publishes them, losing nothing.",
     )
+    app.add_middleware(RouteBodyLimits, default_bytes=default_bytes, batch_bytes=batch_bytes)
+    limits = settings.limits
+    app.state.intake = Intake(
+        sessions=runtime.sessions,
+        outbox=runtime.outbox,
+        reference=reference,
+        policy=Policy(
+            future_skew=timedelta(seconds=limits.future_skew_s),
+            max_age=timedelta(days=limits.max_age_days),
+            duplicate_distance_m=limits.duplicate_distance_m or reference.duplicate_distance_m,
+        ),
+    )
+    rate = settings.rate_limit
+    app.state.rate_limiter = RateLimiter(rate=rate.requests_per_s, burst=rate.burst) if rate.enabled else None
+    app.state.batch_max_items = limits.batch_max_items
+    app.state.open311_limits = {
+        "max_results": limits.open311_max_results,
+        "default_days": limits.open311_default_days,
+    }
+    app.include_router(api.router)
+    app.include_router(open311.router)
+    return app

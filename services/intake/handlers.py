@@ -1,11 +1,14 @@
-"""Lifecycle event handlers of the intake service: thin, they call the domain and the repository."""
+"""Lifecycle event handlers of the intake service: thin, they keep the Open311 view current."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.consumer import BatchContext
+from services.intake import domain
+from services.intake import repository as repo
+from shared.consumer import BatchContext, Handler
 from shared.events import LifecycleEvent
+from shared.reference import ReferenceData
 
 INTERESTED: frozenset[str] | None = frozenset(
     {
@@ -22,7 +25,16 @@ INTERESTED: frozenset[str] | None = frozenset(
 )
 
 
-async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
-    """Apply a batch of new (never applied) events inside ctx's transaction."""
-    # The intake issue fills this in; until then events are recorded as applied and otherwise ignored.
-    return
+def make_handler(reference: ReferenceData) -> Handler:
+    """The batch handler, bound to the reference data that names departments."""
+
+    async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
+        """Apply a batch of new (never applied) events inside ctx's transaction."""
+        for event in events:
+            change = domain.status_change(event, reference=reference)
+            if change is not None:
+                await repo.apply_status_change(
+                    ctx.session, hazard_id=event.hazard_id, change=change, at=event.occurred_at
+                )
+
+    return on_lifecycle_events

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReportLimits(_Section):
+    """What intake accepts: clock skew, report age, batch size and body sizes."""
+
+    # A phone's clock may run a little ahead of ours.
+    future_skew_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    # Offline collection syncs later, but not absurdly later.
+    max_age_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    batch_max_items: Annotated[int, Field(ge=1, le=5000)] = 500
+    # The batch endpoint reads larger bodies than the rest of the app (http.max_body_bytes).
+    batch_max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    # None: the reference data's duplicate_distance_m.
+    duplicate_distance_m: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    # Open311 GET requests: at most this many in one answer, within this many days by default.
+    open311_max_results: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    open311_default_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+
+class RateLimitSettings(_Section):
+    """Per-reporter token bucket (each replica keeps its own buckets: the limit is per replica)."""
+
+    enabled: bool = True
+    requests_per_s: Annotated[float, Field(gt=0, le=100_000)] = 20.0
+    burst: Annotated[int, Field(ge=1, le=100_000)] = 60
 
 
 class IntakeSettings(ServiceSettings):
@@ -13,3 +45,6 @@ class IntakeSettings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="INTAKE__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
+
+    limits: ReportLimits = Field(default_factory=ReportLimits)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)

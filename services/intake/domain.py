@@ -1,0 +1,481 @@
+"""Pure decisions of intake: what a valid report is, open duplicates, events, and the Open311 status.
+
+Nothing here does I/O or reads the clock: time and reference data come in as values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
+
+from shared import events as ev
+from shared.reference import OPERATORS_QUEUE, ReferenceData, haversine_m
+
+MAX_DESCRIPTION_CHARS = 2000
+MAX_ADDRESS_CHARS = 300
+MAX_PHOTOS = 10
+MAX_PHOTO_URL_CHARS = 2048
+PHOTO_SCHEMES = ("https", "http")
+Source = Literal["app", "batch", "open311"]
+
+# Ids derived from a report id are stable across retries and replicas.
+_EVENT_NAMESPACE = uuid.UUID("6f1c2d0e-5b8a-4f6e-9c1d-3a7b2e4f8d10")
+
+
+def _photo_url(value: str) -> str:
+    """Photo URLs must be absolute http(s) URLs with a host."""
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in PHOTO_SCHEMES or not parts.netloc:
+        raise ValueError(f"a photo must be an absolute URL with scheme {' or '.join(PHOTO_SCHEMES)}")
+    return value
+
+
+PhotoUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PHOTO_URL_CHARS),
+    AfterValidator(_photo_url),
+]
+ShortId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocationIn(_In):
+    """Where the hazard is: WGS84 degrees, an address and optionally a building id."""
+
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_ADDRESS_CHARS)] = ""
+    building_id: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ReportIn(_In):
+    """One hazard report as a grid member's phone or a building manager sends it."""
+
+    report_id: uuid.UUID
+    category: ShortId
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+    ]
+    location: LocationIn
+    grid_id: ShortId
+    observed_at: AwareDatetime
+    photos: Annotated[tuple[PhotoUrl, ...], Field(max_length=MAX_PHOTOS)] = ()
+    rectified_on_site: StrictBool = False
+    campaign_id: ShortId | None = None
+    urgency: Literal["normal", "urgent"] | None = None
+
+
+# ---------------------------------------------------------------- validation against the reference
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The tunable limits a report is checked against."""
+
+    future_skew: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=30)
+    duplicate_distance_m: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a report is refused, in the API's error shape."""
+
+    status: int
+    code: str
+    message: str
+    details: tuple[dict[str, Any], ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        """The ``{"code", "message", "details"}`` of the error."""
+        return {"code": self.code, "message": self.message, "details": list(self.details)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    name: str
+    code: str
+    problem: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def detail(self) -> dict[str, Any]:
+        return {"field": self.name, "code": self.code, "problem": self.problem, **self.extra}
+
+
+def check_report(
+    report: ReportIn, *, reporter_grid: str | None, reference: ReferenceData, now: datetime, policy: Policy
+) -> Rejection | None:
+    """None when the report may be accepted; else the refusal (403 for another's grid, else 422)."""
+    problems: list[_Problem] = []
+    known_categories = [c.code for c in reference.categories]
+    category_known = report.category in known_categories
+    if not category_known:
+        problems.append(
+            _Problem(
+                "category",
+                "unknown_category",
+                f"unknown category {report.category!r}",
+                {"known": known_categories},
+            )
+        )
+    known_grids = [g.id for g in reference.grids]
+    if report.grid_id not in known_grids:
+        problems.append(
+            _Problem("grid_id", "unknown_grid", f"unknown grid {report.grid_id!r}", {"known": known_grids})
+        )
+    elif report.grid_id != reporter_grid:
+        return Rejection(
+            403,
+            "grid_not_yours",
+            f"You report for grid {reporter_grid!r}; grid {report.grid_id!r} belongs to another reporter.",
+            ({"field": "grid_id", "code": "grid_not_yours", "problem": "not the reporter's grid"},),
+        )
+    if not reference.street_contains(report.location.lat, report.location.lon):
+        problems.append(
+            _Problem(
+                "location",
+                "outside_street",
+                f"({report.location.lat}, {report.location.lon}) is outside {reference.street.name_en}",
+            )
+        )
+    if report.observed_at > now + policy.future_skew:
+        problems.append(
+            _Problem(
+                "observed_at",
+                "observed_in_future",
+                f"observed_at {report.observed_at.isoformat()} is in the future "
+                f"(more than {int(policy.future_skew.total_seconds())} s ahead of the server clock)",
+            )
+        )
+    elif report.observed_at < now - policy.max_age:
+        problems.append(
+            _Problem(
+                "observed_at",
+                "observed_too_long_ago",
+                f"observed_at {report.observed_at.isoformat()} is more than "
+                f"{policy.max_age.days} days ago; older reports are not accepted",
+            )
+        )
+    if report.campaign_id is not None:
+        known_campaigns = {c.id: c for c in reference.campaigns}
+        campaign = known_campaigns.get(report.campaign_id)
+        if campaign is None:
+            problems.append(
+                _Problem(
+                    "campaign_id",
+                    "unknown_campaign",
+                    f"unknown campaign {report.campaign_id!r}",
+                    {"known": list(known_campaigns)},
+                )
+            )
+        elif category_known:
+            on = local_date(report.observed_at, reference)
+            if report.category not in campaign.categories:
+                problems.append(
+                    _Problem(
+                        "campaign_id",
+                        "campaign_not_for_category",
+                        f"campaign {campaign.id!r} does not cover category {report.category!r}",
+                        {"categories": list(campaign.categories)},
+                    )
+                )
+            elif not campaign.active_on(on):
+                problems.append(
+                    _Problem(
+                        "campaign_id",
+                        "campaign_not_active",
+                        f"campaign {campaign.id!r} runs {campaign.starts_on} to {campaign.ends_on}, "
+                        f"not on {on}",
+                    )
+                )
+    if not problems:
+        return None
+    code = problems[0].code if len(problems) == 1 else "invalid"
+    message = "; ".join(p.problem for p in problems)
+    return Rejection(422, code, message[0].upper() + message[1:] + ".", tuple(p.detail() for p in problems))
+
+
+def local_date(moment: datetime, reference: ReferenceData) -> Any:
+    """The calendar date of a moment in the street's timezone."""
+    return moment.astimezone(reference.calendar.zone).date()
+
+
+def campaign_ids(report: ReportIn, reference: ReferenceData) -> tuple[str, ...]:
+    """The campaign named by the report first, then every active campaign counting its category."""
+    ids: list[str] = [report.campaign_id] if report.campaign_id else []
+    for campaign in reference.campaigns_active(local_date(report.observed_at, reference), report.category):
+        if campaign.id not in ids:
+            ids.append(campaign.id)
+    return tuple(ids)
+
+
+def body_hash(report: ReportIn, *, reporter_id: str) -> str:
+    """A fingerprint of what was reported and by whom; the same report sent again hashes the same."""
+    canonical = report.model_dump(mode="json")
+    canonical["observed_at"] = report.observed_at.astimezone(UTC).isoformat()
+    canonical["reporter_id"] = reporter_id
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# ---------------------------------------------------------------- open duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class OpenHazard:
+    """An earlier hazard still open (an original, not itself a duplicate)."""
+
+    hazard_id: uuid.UUID
+    category: str
+    building_id: str | None
+    lat: float
+    lon: float
+    requested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateMatch:
+    """The open hazard a new report duplicates."""
+
+    original_hazard_id: uuid.UUID
+    distance_m: float
+    same_building: bool
+
+
+def bounding_box(lat: float, lon: float, distance_m: float) -> tuple[float, float, float, float]:
+    """A lat/lon box (south, north, west, east) that contains every point within ``distance_m``."""
+    import math
+
+    d_lat = distance_m / 111_000.0 * 1.01
+    d_lon = distance_m / (111_000.0 * max(0.01, math.cos(math.radians(lat)))) * 1.01
+    return lat - d_lat, lat + d_lat, lon - d_lon, lon + d_lon
+
+
+def find_open_duplicate(
+    report: ReportIn, candidates: Iterable[OpenHazard], *, distance_m: float
+) -> DuplicateMatch | None:
+    """The open hazard this report repeats: same category and same building, else the nearest within range.
+
+    An on-site fix is a new, already rectified hazard, never a duplicate.
+    """
+    if report.rectified_on_site:
+        return None
+    best: tuple[int, float, datetime, OpenHazard] | None = None
+    for candidate in candidates:
+        if candidate.category != report.category:
+            continue
+        distance = haversine_m(report.location.lat, report.location.lon, candidate.lat, candidate.lon)
+        same_building = (
+            report.location.building_id is not None and candidate.building_id == report.location.building_id
+        )
+        if not same_building and distance > distance_m:
+            continue
+        key = (0 if same_building else 1, distance, candidate.requested_at, candidate)
+        if best is None or key[:3] < best[:3]:
+            best = key
+    if best is None:
+        return None
+    return DuplicateMatch(best[3].hazard_id, round(best[1], 1), best[0] == 0)
+
+
+# ---------------------------------------------------------------- events
+
+
+def reported_event_id(report_id: uuid.UUID) -> uuid.UUID:
+    """The event id of a report's hazard.reported (stable, so a replay can never mint a second one)."""
+    return uuid.uuid5(_EVENT_NAMESPACE, f"{report_id}/reported")
+
+
+def reported_events(
+    *,
+    hazard_id: uuid.UUID,
+    report: ReportIn,
+    reporter_id: str,
+    reference: ReferenceData,
+    accepted_at: datetime,
+    source: Source,
+    campaigns: Sequence[str],
+    duplicate: DuplicateMatch | None,
+) -> list[ev.AnyEvent]:
+    """hazard.reported, and hazard.duplicate_linked when the report repeats an open hazard."""
+    reported_id = reported_event_id(report.report_id)
+    payload = ev.HazardReportedPayload(
+        report_id=report.report_id,
+        category=report.category,
+        description=report.description,
+        location=ev.Location(
+            lat=report.location.lat,
+            lon=report.location.lon,
+            address=report.location.address,
+            building_id=report.location.building_id,
+        ),
+        grid_id=report.grid_id,
+        community_id=reference.grid(report.grid_id).community_id,
+        street_id=reference.street.id,
+        reporter_id=reporter_id,
+        observed_at=report.observed_at,
+        accepted_at=accepted_at,
+        photos=tuple(report.photos),
+        rectified_on_site=report.rectified_on_site,
+        campaign_ids=tuple(campaigns),
+        urgency=report.urgency,
+        source=source,
+        duplicate_of=duplicate.original_hazard_id if duplicate else None,
+    )
+    events: list[ev.AnyEvent] = [
+        ev.HazardReported(
+            event_id=reported_id,
+            occurred_at=accepted_at,
+            hazard_id=hazard_id,
+            producer="intake",
+            payload=payload,
+        )
+    ]
+    if duplicate is not None:
+        events.append(
+            ev.HazardDuplicateLinked(
+                event_id=uuid.uuid5(_EVENT_NAMESPACE, f"{report.report_id}/duplicate_linked"),
+                occurred_at=accepted_at,
+                hazard_id=hazard_id,
+                producer="intake",
+                causation_id=reported_id,
+                payload=ev.HazardDuplicateLinkedPayload(
+                    original_hazard_id=duplicate.original_hazard_id,
+                    distance_m=duplicate.distance_m,
+                    same_building=duplicate.same_building,
+                ),
+            )
+        )
+    return events
+
+
+def initial_view(
+    report: ReportIn, duplicate: DuplicateMatch | None
+) -> tuple[Literal["open", "closed"], str, str | None]:
+    """The Open311 status, status notes and service notice of a report as it is accepted."""
+    if report.rectified_on_site:
+        return "closed", "Rectified on site after the reporter's persuasion.", None
+    if duplicate is not None:
+        notice = f"Linked to open request {duplicate.original_hazard_id} as a duplicate."
+        return "open", notice, notice
+    return "open", "Reported; awaiting dispatch.", None
+
+
+# ---------------------------------------------------------------- the Open311 view from lifecycle events
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """What one lifecycle event changes in a hazard's Open311 view."""
+
+    notes: str
+    agency: str | None = None
+    """None: leave the agency as it is."""
+    expected: datetime | None = None
+    clear_expected: bool = False
+    closes: bool = False
+
+
+def _department_name(reference: ReferenceData, department_id: str | None) -> str | None:
+    if department_id is None:
+        return None
+    if department_id == OPERATORS_QUEUE:
+        return "Grid management center dispatch desk"
+    try:
+        return reference.department(department_id).name_en
+    except LookupError:
+        return department_id
+
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def status_change(event: ev.AnyEvent, *, reference: ReferenceData) -> StatusChange | None:
+    """The change an event makes to the Open311 view of its hazard (None: no change)."""
+    if isinstance(event, ev.HazardDispatched):
+        p = event.payload
+        name = _department_name(reference, p.department_id)
+        return StatusChange(
+            notes=f"Dispatched to {name}; receipt due by {_at(p.receipt_deadline)}.",
+            agency=name,
+            expected=p.receipt_deadline,
+        )
+    if isinstance(event, ev.HazardReferredToOperators):
+        return StatusChange(
+            notes="Referred to the dispatch desk's operators to choose the department.",
+            agency=_department_name(reference, OPERATORS_QUEUE),
+            clear_expected=True,
+        )
+    if isinstance(event, ev.HazardAcknowledged):
+        a = event.payload
+        name = _department_name(reference, a.department_id)
+        timing = "on time" if a.on_time else "late"
+        return StatusChange(notes=f"Receipt acknowledged by {name} ({timing}).", agency=name)
+    if isinstance(event, ev.HazardReturned):
+        r = event.payload
+        name = _department_name(reference, r.department_id)
+        return StatusChange(notes=f"Returned by {name}; being routed again.", clear_expected=True)
+    if isinstance(event, ev.HazardRectificationOrdered):
+        o = event.payload
+        name = _department_name(reference, o.department_id)
+        rework = "" if o.round == 1 else f" (rework, round {o.round})"
+        return StatusChange(
+            notes=f"Rectification ordered{rework}; due by {_at(o.deadline)}.",
+            agency=name,
+            expected=o.deadline,
+        )
+    if isinstance(event, ev.HazardRectified):
+        name = _department_name(reference, event.payload.department_id)
+        return StatusChange(
+            notes=f"Rectified by {name}; awaiting the reporter's verification.",
+            agency=name,
+            clear_expected=True,
+        )
+    if isinstance(event, ev.HazardVerified):
+        v = event.payload
+        if v.passed:
+            return StatusChange(notes="Rectification verified on a return visit.")
+        return StatusChange(notes="Verification failed; the rectification must be reworked.")
+    if isinstance(event, ev.HazardClosed):
+        c = event.payload
+        why = "verified rectification" if c.reason == "verified" else "rectified on site"
+        return StatusChange(
+            notes=f"Closed ({why}).",
+            agency=_department_name(reference, c.department_id),
+            clear_expected=True,
+            closes=True,
+        )
+    if isinstance(event, ev.HazardRelapsed):
+        rl = event.payload
+        return StatusChange(
+            notes=f"Relapse of request {rl.original_hazard_id}, closed "
+            f"{rl.days_since_closure:.0f} days before this report."
+        )
+    return None

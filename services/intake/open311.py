@@ -1,0 +1,459 @@
+"""Open311 GeoReport v2 under ``/open311/v2/``: services from the categories, requests in and out.
+
+Choices where the standard leaves room (also in the README of the intake service):
+
+* ``api_key`` is a reporter's bearer token; any other role, or an unknown key, is 403.
+* The grid of a posted request is the reporter's own grid (a reporter may report only
+  there). ``attribute[grid_id]`` may name it explicitly; naming another grid is 403. Taking
+  the nearest grid centre instead would put reports in grids their reporter does not own.
+* ``lat`` and ``long`` are required: intake does not geocode ``address_string``.
+* ``attribute[report_id]`` (a UUID) makes a POST idempotent like the JSON API; without it
+  every POST is a new report. ``email``, names, ``phone`` and ``device_id`` are not stored.
+* GETs are public, as the standard intends, and show only the public fields: never who
+  reported. Without dates, GET requests covers the last 90 days, newest first, at most 1,000.
+* Errors are a list of ``{code, description}`` in the format asked for (JSON or XML).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
+
+from services.intake import metrics
+from services.intake import repository as repo
+from services.intake.domain import ReportIn
+from services.intake.ratelimit import RateLimiter
+from services.intake.service import Intake
+from shared.reference import Category, ReferenceData
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+_REPORT = TypeAdapter(ReportIn)
+FORMATS = ("json", "xml")
+REQUEST_FIELDS = (
+    "service_request_id",
+    "status",
+    "status_notes",
+    "service_name",
+    "service_code",
+    "description",
+    "agency_responsible",
+    "service_notice",
+    "requested_datetime",
+    "updated_datetime",
+    "expected_datetime",
+    "address",
+    "address_id",
+    "zipcode",
+    "lat",
+    "long",
+    "media_url",
+)
+_ITEM_NAMES = {
+    "services": "service",
+    "service_requests": "request",
+    "attributes": "attribute",
+    "values": "value",
+    "errors": "error",
+}
+
+
+class Open311Error(Exception):
+    """An error answered as the standard's list of {code, description}."""
+
+    def __init__(self, status: int, description: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.headers = headers
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _append(parent: ET.Element, name: str, value: Any) -> None:
+    element = ET.SubElement(parent, name)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _append(element, key, item)
+    elif isinstance(value, list):
+        child = _ITEM_NAMES.get(name, "item")
+        for item in value:
+            _append(element, child, item)
+    else:
+        element.text = _text(value)
+
+
+def to_xml(root: str, value: Any) -> bytes:
+    """A document in the standard's XML shape: lists become repeated child elements."""
+    element = ET.Element(root)
+    if isinstance(value, list):
+        child = _ITEM_NAMES.get(root, "item")
+        for item in value:
+            _append(element, child, item)
+    else:
+        for key, item in value.items():
+            _append(element, key, item)
+    return b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(element, encoding="unicode").encode()
+
+
+def render(
+    fmt: str, root: str, value: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """JSON as the value itself; XML under ``root``."""
+    if fmt == "xml":
+        return Response(to_xml(root, value), status, headers=headers, media_type="text/xml; charset=utf-8")
+    return JSONResponse(value, status, headers=headers)
+
+
+async def _answer(fmt: str, root: str, produce: Callable[[], Awaitable[tuple[int, Any]]]) -> Response:
+    if fmt not in FORMATS:
+        return render(
+            "json",
+            "errors",
+            [{"code": 404, "description": f"Unknown format {fmt!r}; use json or xml."}],
+            status=404,
+        )
+    try:
+        status, value = await produce()
+    except Open311Error as exc:
+        return render(
+            fmt,
+            "errors",
+            [{"code": exc.status, "description": exc.description}],
+            status=exc.status,
+            headers=exc.headers,
+        )
+    return render(fmt, root, value, status=status)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- services
+
+
+def service_json(category: Category, reference: ReferenceData) -> dict[str, Any]:
+    """One category as an Open311 service."""
+    owner = (
+        "the dispatch desk's operators"
+        if category.department_id is None
+        else reference.department(category.department_id).name_en
+    )
+    return {
+        "service_code": category.code,
+        "service_name": category.name_en,
+        "description": f"{category.name_en} ({category.name_zh}); handled by {owner}.",
+        "metadata": True,
+        "type": "realtime",
+        "keywords": ", ".join([category.group, *category.code.split("_"), category.name_zh]),
+        "group": category.group,
+    }
+
+
+def service_definition(category: Category, reference: ReferenceData) -> dict[str, Any]:
+    """The attributes a request of this service may carry."""
+    return {
+        "service_code": category.code,
+        "attributes": [
+            {
+                "variable": True,
+                "code": "grid_id",
+                "datatype": "singlevaluelist",
+                "required": False,
+                "datatype_description": "The grid of the report; it must be the reporter's own (the default).",
+                "order": 1,
+                "description": "Grid (网格)",
+                "values": [{"key": g.id, "name": g.name_en} for g in reference.grids],
+            },
+            {
+                "variable": True,
+                "code": "building_id",
+                "datatype": "string",
+                "required": False,
+                "datatype_description": "The building's id, used to link reports of the same place.",
+                "order": 2,
+                "description": "Building",
+            },
+            {
+                "variable": True,
+                "code": "report_id",
+                "datatype": "string",
+                "required": False,
+                "datatype_description": "A client-generated UUID; posting again with it returns the same request.",
+                "order": 3,
+                "description": "Idempotency key",
+            },
+            {
+                "variable": True,
+                "code": "rectified_on_site",
+                "datatype": "singlevaluelist",
+                "required": False,
+                "datatype_description": "Whether the hazard was fixed on the spot after persuasion.",
+                "order": 4,
+                "description": "Rectified on site",
+                "values": [{"key": "false", "name": "No"}, {"key": "true", "name": "Yes"}],
+            },
+        ],
+    }
+
+
+def _reference(request: Request) -> ReferenceData:
+    reference: ReferenceData = request.app.state.reference
+    return reference
+
+
+@router.get("/services.{fmt}", summary="Service list: one service per hazard category")
+async def list_services(request: Request, fmt: str) -> Response:
+    """Every category as a service."""
+    reference = _reference(request)
+
+    async def produce() -> tuple[int, Any]:
+        return 200, [service_json(c, reference) for c in reference.categories]
+
+    return await _answer(fmt, "services", produce)
+
+
+@router.get("/services/{service_code}.{fmt}", summary="Service definition: the attributes of a service")
+async def get_service_definition(request: Request, service_code: str, fmt: str) -> Response:
+    """The attributes of one service; 404 for an unknown code."""
+    reference = _reference(request)
+
+    async def produce() -> tuple[int, Any]:
+        return 200, service_definition(_category(reference, service_code, status=404), reference)
+
+    return await _answer(fmt, "service_definition", produce)
+
+
+def _category(reference: ReferenceData, code: str, *, status: int = 400) -> Category:
+    for category in reference.categories:
+        if category.code == code:
+            return category
+    known = ", ".join(c.code for c in reference.categories)
+    raise Open311Error(status, f"Unknown service_code {code!r}; known codes: {known}.")
+
+
+# ---------------------------------------------------------------- requests
+
+
+def request_json(row: Any, reference: ReferenceData) -> dict[str, Any]:
+    """A stored report as an Open311 service request (public fields only)."""
+    try:
+        service_name = reference.category(row.category).name_en
+    except LookupError:
+        service_name = row.category
+    notice = None
+    if row.duplicate_of is not None:
+        notice = f"Linked to open request {row.duplicate_of} as a duplicate."
+    elif row.rectified_on_site:
+        notice = "Rectified on site."
+    return {
+        "service_request_id": str(row.hazard_id),
+        "status": row.status,
+        "status_notes": row.status_notes,
+        "service_name": service_name,
+        "service_code": row.category,
+        "description": row.description,
+        "agency_responsible": row.agency_responsible,
+        "service_notice": notice,
+        "requested_datetime": _iso(row.requested_datetime),
+        "updated_datetime": _iso(row.updated_datetime),
+        "expected_datetime": _iso(row.expected_datetime),
+        "address": row.address or None,
+        "address_id": row.building_id,
+        "zipcode": None,
+        "lat": row.lat,
+        "long": row.lon,
+        "media_url": row.photos[0] if row.photos else None,
+    }
+
+
+def _form_value(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _field_problems(exc: ValidationError) -> str:
+    names = {"location": "lat/long", "photos": "media_url", "observed_at": "observed_at"}
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ())]
+        field = names.get(loc[0], loc[0]) if loc else "(request)"
+        if loc[:2] == ["location", "address"]:
+            field = "address_string"
+        if loc[:2] == ["location", "building_id"]:
+            field = "attribute[building_id]"
+        parts.append(f"{field}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+@router.post(
+    "/requests.{fmt}", summary="Create a service request (form-encoded; api_key = a reporter's token)"
+)
+async def post_request(request: Request, fmt: str) -> Response:
+    """Accept one report the Open311 way."""
+
+    async def produce() -> tuple[int, Any]:
+        form = await request.form()
+        api_key = _form_value(form, "api_key")
+        principal = request.app.state.tokens.authenticate(api_key) if api_key else None
+        if principal is None or principal.role != "reporter":
+            raise Open311Error(403, "api_key is missing, unknown, or not a reporter's key.")
+        limiter: RateLimiter | None = request.app.state.rate_limiter
+        if limiter is not None:
+            wait = limiter.take(principal.id, now=time.monotonic())
+            if wait > 0:
+                metrics.RATE_LIMITED.inc()
+                metrics.REJECTED.labels("rate_limited").inc()
+                retry = limiter.retry_after_header(wait)
+                raise Open311Error(
+                    429, f"Too many requests; retry after {retry} s.", headers={"Retry-After": retry}
+                )
+        reference = _reference(request)
+        code = _form_value(form, "service_code")
+        if code is None:
+            raise Open311Error(400, "service_code is required.")
+        category = _category(reference, code)
+        lat, lon = _form_value(form, "lat"), _form_value(form, "long")
+        if lat is None or lon is None:
+            raise Open311Error(
+                400, "lat and long are required; this server does not geocode address_string or address_id."
+            )
+        report_id = _form_value(form, "attribute[report_id]")
+        raw: dict[str, Any] = {
+            "report_id": report_id or str(uuid.uuid4()),
+            "category": category.code,
+            "description": _form_value(form, "description") or category.name_en,
+            "location": {
+                "lat": lat,
+                "lon": lon,
+                "address": _form_value(form, "address_string") or "",
+                "building_id": _form_value(form, "attribute[building_id]") or _form_value(form, "address_id"),
+            },
+            "grid_id": _form_value(form, "attribute[grid_id]") or principal.grid_id,
+            "observed_at": datetime.now(UTC),
+            "photos": [url for url in [_form_value(form, "media_url")] if url],
+            "rectified_on_site": (_form_value(form, "attribute[rectified_on_site]") or "false").lower()
+            == "true",
+        }
+        try:
+            report = _REPORT.validate_python(raw)
+        except ValidationError as exc:
+            metrics.REJECTED.labels("invalid").inc()
+            raise Open311Error(400, f"Invalid request: {_field_problems(exc)}.") from exc
+        intake: Intake = request.app.state.intake
+        [result] = await intake.submit(principal=principal, items=[report], source="open311")
+        if result.error is not None:
+            status = 400 if result.error.status == 422 else result.error.status
+            raise Open311Error(status, result.error.message)
+        notice = None
+        if result.duplicate_of is not None:
+            notice = f"Linked to open request {result.duplicate_of} as a duplicate."
+        return result.http_status, [
+            {"service_request_id": str(result.hazard_id), "service_notice": notice, "account_id": None}
+        ]
+
+    return await _answer(fmt, "service_requests", produce)
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _date(name: str, value: str | None) -> datetime | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Open311Error(
+            400, f"{name} must be a W3C/ISO 8601 date-time, e.g. 2026-04-01T00:00:00Z."
+        ) from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _uuids(values: Sequence[str]) -> list[uuid.UUID]:
+    try:
+        return [uuid.UUID(v) for v in values]
+    except ValueError as exc:
+        raise Open311Error(
+            400, "service_request_id must be a comma-separated list of request ids (UUIDs)."
+        ) from exc
+
+
+@router.get("/requests.{fmt}", summary="Query service requests (public fields only)")
+async def get_requests(request: Request, fmt: str) -> Response:
+    """Filters: service_request_id (comma-separated; overrides the rest), service_code, start_date,
+    end_date, status."""
+    reference = _reference(request)
+
+    async def produce() -> tuple[int, Any]:
+        params = request.query_params
+        limits = request.app.state.open311_limits
+        ids = _split(params.get("service_request_id"))
+        intake: Intake = request.app.state.intake
+        async with intake.sessions() as session:
+            if ids:
+                rows = await repo.list_requests(session, hazard_ids=_uuids(ids), limit=limits["max_results"])
+            else:
+                statuses = _split(params.get("status"))
+                unknown = [s for s in statuses if s not in ("open", "closed")]
+                if unknown:
+                    raise Open311Error(
+                        400, f"status must be open or closed (comma-separated), not {', '.join(unknown)}."
+                    )
+                codes = _split(params.get("service_code"))
+                for code in codes:
+                    _category(reference, code)
+                start = _date("start_date", params.get("start_date"))
+                end = _date("end_date", params.get("end_date"))
+                if start is None and end is None:
+                    start = datetime.now(UTC) - timedelta(days=limits["default_days"])
+                rows = await repo.list_requests(
+                    session,
+                    service_codes=codes,
+                    start=start,
+                    end=end,
+                    statuses=statuses,
+                    limit=limits["max_results"],
+                )
+        return 200, [request_json(row, reference) for row in rows]
+
+    return await _answer(fmt, "service_requests", produce)
+
+
+@router.get("/requests/{service_request_id}.{fmt}", summary="One service request")
+async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
+    """A list holding the one request, as the standard says; 404 when unknown."""
+    reference = _reference(request)
+
+    async def produce() -> tuple[int, Any]:
+        [hazard_id] = _uuids([service_request_id])
+        intake: Intake = request.app.state.intake
+        async with intake.sessions() as session:
+            rows = await repo.list_requests(session, hazard_ids=[hazard_id], limit=1)
+        if not rows:
+            raise Open311Error(404, f"No service request {service_request_id}.")
+        return 200, [request_json(rows[0], reference)]
+
+    return await _answer(fmt, "service_requests", produce)

@@ -1,0 +1,343 @@
+"""The intake use case: validate reports, link open duplicates, commit reports and events together.
+
+Single reports, batches and Open311 requests all go through :meth:`Intake.submit`, which
+writes every valid item of one request in ONE transaction: the report rows and their outbox
+events commit together before anyone is told "accepted". Idempotency rides on the unique
+``report_id``: an item whose id is already stored is answered from the stored row (same body:
+200 with the same hazard; different body: 409). Two requests racing with the same id both try
+``INSERT … ON CONFLICT DO NOTHING``; the loser's transaction is rolled back and retried, and
+the retry finds the winner's committed row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.intake import domain, metrics
+from services.intake import repository as repo
+from services.intake.domain import DuplicateMatch, OpenHazard, Policy, Rejection, ReportIn, Source
+from shared.auth import Principal
+from shared.outbox import Outbox
+from shared.reference import ReferenceData
+
+Outcome = Literal["created", "replayed", "rejected"]
+_RACE_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What became of one submitted report."""
+
+    index: int
+    report_id: uuid.UUID | None
+    outcome: Outcome
+    hazard_id: uuid.UUID | None = None
+    status: str | None = None
+    duplicate_of: uuid.UUID | None = None
+    error: Rejection | None = None
+
+    @property
+    def http_status(self) -> int:
+        """201 created, 200 replayed, else the refusal's status."""
+        if self.outcome == "created":
+            return 201
+        if self.outcome == "replayed":
+            return 200
+        assert self.error is not None
+        return self.error.status
+
+    def json(self) -> dict[str, Any]:
+        """The item as the API returns it."""
+        body: dict[str, Any] = {
+            "index": self.index,
+            "report_id": None if self.report_id is None else str(self.report_id),
+            "outcome": self.outcome,
+            "http_status": self.http_status,
+        }
+        if self.error is not None:
+            body["error"] = self.error.body()
+        else:
+            body["hazard_id"] = str(self.hazard_id)
+            body["status"] = self.status
+            body["duplicate_of"] = None if self.duplicate_of is None else str(self.duplicate_of)
+        return body
+
+
+class _LostRaceError(Exception):
+    """Another transaction inserted one of our report ids after we looked; start again."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int
+    report: ReportIn
+    body_hash: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Intake:
+    """Accepts reports for one service process."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        reference: ReferenceData,
+        policy: Policy,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.outbox = outbox
+        self.reference = reference
+        self.policy = policy
+        self.clock = clock
+
+    async def submit(
+        self, *, principal: Principal, items: Sequence[ReportIn | Rejection], source: Source
+    ) -> list[ItemResult]:
+        """Accept what is valid and say what became of each item, in order (partial success)."""
+        started = time.perf_counter()
+        now = self.clock()
+        results: dict[int, ItemResult] = {}
+        pending: list[_Pending] = []
+        first_of: dict[uuid.UUID, _Pending] = {}
+        repeats: list[tuple[int, _Pending, str]] = []
+        for index, item in enumerate(items):
+            if isinstance(item, Rejection):
+                results[index] = ItemResult(index, None, "rejected", error=item)
+                continue
+            rejection = domain.check_report(
+                item, reporter_grid=principal.grid_id, reference=self.reference, now=now, policy=self.policy
+            )
+            if rejection is not None:
+                results[index] = ItemResult(index, item.report_id, "rejected", error=rejection)
+                continue
+            fingerprint = domain.body_hash(item, reporter_id=principal.id)
+            earlier = first_of.get(item.report_id)
+            if earlier is not None:
+                repeats.append((index, earlier, fingerprint))
+                continue
+            entry = _Pending(index, item, fingerprint)
+            first_of[item.report_id] = entry
+            pending.append(entry)
+        if pending:
+            for attempt in range(_RACE_RETRIES):
+                try:
+                    results.update(await self._commit(pending, principal=principal, now=now, source=source))
+                    break
+                except _LostRaceError:
+                    if attempt == _RACE_RETRIES - 1:
+                        raise
+        for index, earlier, fingerprint in repeats:
+            results[index] = _repeat_in_request(index, earlier, fingerprint, results[earlier.index])
+        ordered = [results[i] for i in range(len(items))]
+        _count(ordered, pending, source)
+        metrics.COMMIT_SECONDS.labels(source).observe(time.perf_counter() - started)
+        return ordered
+
+    async def _commit(
+        self, pending: list[_Pending], *, principal: Principal, now: datetime, source: Source
+    ) -> dict[int, ItemResult]:
+        results: dict[int, ItemResult] = {}
+        async with self.sessions() as session, session.begin():
+            stored = await repo.existing_reports(session, [p.report.report_id for p in pending])
+            fresh: list[_Pending] = []
+            for p in pending:
+                row = stored.get(p.report.report_id)
+                if row is None:
+                    fresh.append(p)
+                else:
+                    results[p.index] = _from_stored(p, row)
+            if not fresh:
+                return results
+            distance = self.policy.duplicate_distance_m
+            probes = []
+            for p in fresh:
+                if p.report.rectified_on_site:
+                    continue  # an on-site fix is never a duplicate
+                south, north, west, east = domain.bounding_box(
+                    p.report.location.lat, p.report.location.lon, distance
+                )
+                probes.append(
+                    repo.Probe(
+                        p.index, p.report.category, p.report.location.building_id, south, north, west, east
+                    )
+                )
+            candidates = await repo.open_candidates(session, probes)
+            rows: list[dict[str, Any]] = []
+            events: list[Any] = []
+            # Earlier originals in this same request count as open hazards for the later items.
+            in_request: list[OpenHazard] = []
+            created: dict[int, ItemResult] = {}
+            for p in fresh:
+                report = p.report
+                hazard_id = uuid.uuid4()
+                duplicate = domain.find_open_duplicate(
+                    report, [*candidates.get(p.index, ()), *in_request], distance_m=distance
+                )
+                campaigns = domain.campaign_ids(report, self.reference)
+                status, notes, _notice = domain.initial_view(report, duplicate)
+                rows.append(
+                    _row(
+                        hazard_id=hazard_id,
+                        pending=p,
+                        principal=principal,
+                        reference=self.reference,
+                        now=now,
+                        source=source,
+                        campaigns=campaigns,
+                        duplicate=duplicate,
+                        status=status,
+                        notes=notes,
+                    )
+                )
+                events.extend(
+                    domain.reported_events(
+                        hazard_id=hazard_id,
+                        report=report,
+                        reporter_id=principal.id,
+                        reference=self.reference,
+                        accepted_at=now,
+                        source=source,
+                        campaigns=campaigns,
+                        duplicate=duplicate,
+                    )
+                )
+                if duplicate is None and not report.rectified_on_site:
+                    in_request.append(
+                        OpenHazard(
+                            hazard_id,
+                            report.category,
+                            report.location.building_id,
+                            report.location.lat,
+                            report.location.lon,
+                            now,
+                        )
+                    )
+                created[p.index] = ItemResult(
+                    p.index,
+                    report.report_id,
+                    "created",
+                    hazard_id=hazard_id,
+                    status=status,
+                    duplicate_of=None if duplicate is None else duplicate.original_hazard_id,
+                )
+            # A stable order keeps two concurrent batches from deadlocking on each other's keys.
+            rows.sort(key=lambda r: r["report_id"])
+            inserted = await repo.insert_reports(session, rows)
+            if len(inserted) < len(rows):
+                raise _LostRaceError()
+            await self.outbox.add(session, *events)
+            results.update(created)
+        return results
+
+
+def _row(
+    *,
+    hazard_id: uuid.UUID,
+    pending: _Pending,
+    principal: Principal,
+    reference: ReferenceData,
+    now: datetime,
+    source: Source,
+    campaigns: Sequence[str],
+    duplicate: DuplicateMatch | None,
+    status: str,
+    notes: str,
+) -> dict[str, Any]:
+    report = pending.report
+    return {
+        "hazard_id": hazard_id,
+        "report_id": report.report_id,
+        "body_hash": pending.body_hash,
+        "reporter_id": principal.id,
+        "source": source,
+        "category": report.category,
+        "grid_id": report.grid_id,
+        "community_id": reference.grid(report.grid_id).community_id,
+        "description": report.description,
+        "lat": report.location.lat,
+        "lon": report.location.lon,
+        "address": report.location.address,
+        "building_id": report.location.building_id,
+        "photos": list(report.photos),
+        "observed_at": report.observed_at,
+        "rectified_on_site": report.rectified_on_site,
+        "campaign_ids": list(campaigns),
+        "urgency": report.urgency,
+        "duplicate_of": None if duplicate is None else duplicate.original_hazard_id,
+        "status": status,
+        "status_notes": notes,
+        "agency_responsible": None,
+        "expected_datetime": None,
+        "requested_datetime": now,
+        "updated_datetime": now,
+        "last_event_at": None,
+        "closed_at": now if status == "closed" else None,
+    }
+
+
+def _conflict(report_id: uuid.UUID) -> Rejection:
+    return Rejection(
+        409,
+        "report_id_conflict",
+        f"report_id {report_id} was already used for a different report; "
+        "send a new report_id for a new report, or the identical body to retry.",
+        ({"field": "report_id", "code": "report_id_conflict", "problem": "already used for another body"},),
+    )
+
+
+def _from_stored(p: _Pending, row: Any) -> ItemResult:
+    if row.body_hash != p.body_hash:
+        return ItemResult(p.index, p.report.report_id, "rejected", error=_conflict(p.report.report_id))
+    return ItemResult(
+        p.index,
+        p.report.report_id,
+        "replayed",
+        hazard_id=row.hazard_id,
+        status=row.status,
+        duplicate_of=row.duplicate_of,
+    )
+
+
+def _repeat_in_request(index: int, earlier: _Pending, fingerprint: str, first: ItemResult) -> ItemResult:
+    """A report id repeated inside one request: the same body replays the first, another conflicts."""
+    report_id = earlier.report.report_id
+    if fingerprint != earlier.body_hash or first.outcome == "rejected":
+        error = first.error if first.outcome == "rejected" and fingerprint == earlier.body_hash else None
+        return ItemResult(index, report_id, "rejected", error=error or _conflict(report_id))
+    return ItemResult(
+        index,
+        report_id,
+        "replayed",
+        hazard_id=first.hazard_id,
+        status=first.status,
+        duplicate_of=first.duplicate_of,
+    )
+
+
+def _count(results: Sequence[ItemResult], pending: Sequence[_Pending], source: Source) -> None:
+    reports = {p.index: p.report for p in pending}
+    for result in results:
+        if result.outcome == "created":
+            report = reports[result.index]
+            metrics.ACCEPTED.labels(report.category, source).inc()
+            if result.duplicate_of is not None:
+                metrics.DUPLICATES_LINKED.labels(report.category).inc()
+            if report.rectified_on_site:
+                metrics.RECTIFIED_ON_SITE.labels(report.category).inc()
+        elif result.outcome == "replayed":
+            metrics.REPLAYED.labels(source).inc()
+        elif result.error is not None:
+            metrics.REJECTED.labels(result.error.code).inc()
