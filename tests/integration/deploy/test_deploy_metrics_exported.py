@@ -15,10 +15,10 @@ import pytest
 from shared.devstack.ports import free_port
 from tests.unit.deploy.deploy_files import (
     PROMETHEUS_OWN_METRICS,
-    ROOT,
     SERVICES,
     env_prefix,
     exported_series_names,
+    image_tree,
     used_metrics,
 )
 
@@ -68,14 +68,16 @@ def test_alerts_and_dashboard_use_only_metrics_the_services_export(
     procs: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     exported: dict[str, set[str]] = {}
     try:
-        # All four at once: start-up is the slow part, and they share the database and topics safely.
+        # Run from the image's layout (only what the Dockerfile copies), so a file the services need
+        # but the image lacks fails here. All four at once: start-up is the slow part.
+        app = image_tree(tmp_path)
         for service in SERVICES:
             port = free_port()
             log = tmp_path / f"{service}.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", f"services.{service}"],
-                    cwd=ROOT,
+                    cwd=app,
                     env=_service_env(
                         service, db_url=db_url, bootstrap=kafka.bootstrap_servers, topics=topics, port=port
                     ),

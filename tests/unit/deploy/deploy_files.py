@@ -192,6 +192,21 @@ def check_env(owner: str, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+# -- image -------------------------------------------------------------------------------------
+
+
+def image_tree(tmp_path: Path) -> Path:
+    """/app as the Dockerfile's runtime stage lays it out: the source directories it copies, nothing else."""
+    runtime = DOCKERFILE.read_text().split("AS runtime", 1)[1]
+    copied = re.findall(r"^COPY (?:--chown=\S+ )?(\S+) \./(\S+)$", runtime, re.MULTILINE)
+    assert copied, "the runtime stage copies no source directory"
+    app = tmp_path / "app"
+    for source, target in copied:
+        assert source == target, f"COPY {source} ./{target}: the layout should mirror the repository"
+        shutil.copytree(ROOT / source, app / target, ignore=shutil.ignore_patterns("__pycache__"))
+    return app
+
+
 # -- compose -----------------------------------------------------------------------------------
 
 
