@@ -75,6 +75,11 @@ def test_runtime_runs_as_a_non_root_user_with_tzdata_and_a_health_check(dockerfi
         assert needed in copied
 
 
+def test_scripts_the_image_and_jobs_run_are_executable() -> None:
+    for script in (ENTRYPOINT, ROOT / "deploy" / "kafka" / "create-topics.sh"):
+        assert os.access(script, os.X_OK), f"{script.relative_to(ROOT)} is not executable (chmod +x)"
+
+
 def test_dockerignore_keeps_local_state_and_tests_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".run", "tests"} <= ignored
