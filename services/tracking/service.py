@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -51,6 +51,7 @@ class _Batch:
     progress: dict[uuid.UUID, Progress]
     stored: dict[uuid.UUID, int]
     relapses: list[ev.HazardRelapsed]
+    orders: list[ev.HazardRectificationOrdered] = field(default_factory=list)  # from the stream
 
 
 async def _load(session: AsyncSession, hazard_ids: set[uuid.UUID]) -> _Batch:
@@ -70,7 +71,7 @@ async def _save(session: AsyncSession, batch: _Batch, *, work: Casework, now: da
     await repository.mark_applied(session, work.inbox, [e.event_id for e in own])
     await work.outbox.add(session, *own)
     orders = [e for e in own if isinstance(e, ev.HazardRectificationOrdered)]
-    await repository.add_timers(session, orders)
+    await repository.add_timers(session, [*batch.orders, *orders])
     keep = [
         p.case.order_event_id
         for p in batch.progress.values()
@@ -138,6 +139,8 @@ async def apply_events(
         progress.record(event)
         if isinstance(event, ev.HazardReported):
             reports.append(event)
+        elif isinstance(event, ev.HazardRectificationOrdered):
+            batch.orders.append(event)
     for relapse in await _detect_relapses(session, reports, now=now, work=work):
         batch.progress[relapse.hazard_id].emit(relapse)
         batch.relapses.append(relapse)
