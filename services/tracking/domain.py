@@ -24,6 +24,24 @@ close an on-site rectification at once) is computed by :func:`react` from the
 derived case, not from the arriving event, so a late or repeated event never
 issues a second order. Own events are stamped ``now``, or a microsecond after
 the latest entry when that is not earlier, so a reply always sorts after its cause.
+
+Decisions worth knowing
+-----------------------
+* A report rectified on site is closed at once with ``hazard.closed`` (reason
+  ``rectified_on_site``, no department) and no ``hazard.rectified``: that event
+  needs the department that did the work, and there is none. Counters of on-site
+  fixes count closures by reason (or ``reported.rectified_on_site``).
+* A duplicate (``duplicate_of`` on the report, or ``hazard.duplicate_linked``) is
+  recorded and linked to its original, never a case of its own: no relapse, no order.
+* Rectification rounds count failed verifications: round 1 after receipt, round
+  n+1 after the n-th failed verification (the rework count). A reassignment after
+  an order issues a new order for the new department in the same round.
+* Relapse: a new report of the same category, in the same building or within the
+  relapse distance (default: the reference ``duplicate_distance_m``), seen within
+  the category's ``relapse_window_days`` after a case there was closed, relapses the
+  most recently closed one. "Seen" is the report's ``observed_at``: an offline report
+  observed before the closure is no relapse. A place (building, else a ~11 m cell of
+  the original case) with ``hotspot_min_relapses`` relapses is a hotspot.
 """
 
 from __future__ import annotations
