@@ -236,10 +236,14 @@ def campaign_ids(report: ReportIn, reference: ReferenceData) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def body_hash(report: ReportIn, *, reporter_id: str) -> str:
-    """A fingerprint of what was reported and by whom; the same report sent again hashes the same."""
+def body_hash(report: ReportIn, *, reporter_id: str, server_stamped_time: bool = False) -> str:
+    """A fingerprint of what was reported and by whom; the same report sent again hashes the same.
+
+    ``server_stamped_time``: observed_at was set by the server (Open311 has no such field), so a
+    retry carries another one and it is left out.
+    """
     canonical = report.model_dump(mode="json")
-    canonical["observed_at"] = report.observed_at.astimezone(UTC).isoformat()
+    canonical["observed_at"] = None if server_stamped_time else report.observed_at.astimezone(UTC).isoformat()
     canonical["reporter_id"] = reporter_id
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -123,7 +123,9 @@ class Intake:
             if rejection is not None:
                 results[index] = ItemResult(index, item.report_id, "rejected", error=rejection)
                 continue
-            fingerprint = domain.body_hash(item, reporter_id=principal.id)
+            fingerprint = domain.body_hash(
+                item, reporter_id=principal.id, server_stamped_time=source == "open311"
+            )
             earlier = first_of.get(item.report_id)
             if earlier is not None:
                 repeats.append((index, earlier, fingerprint))
