@@ -109,7 +109,7 @@ async def test_services_list_every_category_in_json_and_xml(intake_app: AppFacto
 
 
 async def test_a_request_posted_the_open311_way_is_a_report(intake_app: AppFactory) -> None:
-    async with intake_app(**OFF) as (app, client):
+    async with intake_app(**OFF) as (_app, client):
         created = await client.post("/open311/v2/requests.json", data=form())
         assert created.status_code == 201, created.text
         [answer] = created.json()
@@ -193,7 +193,7 @@ async def test_open311_post_errors_are_lists_of_code_and_description(intake_app:
 
 
 async def test_get_requests_filters(intake_app: AppFactory) -> None:
-    async with intake_app(**OFF) as (app, client):
+    async with intake_app(**OFF) as (_app, client):
         ids = {}
         for name, category, building in [
             ("rooftop", "locked_rooftop_door", "b1"),
