@@ -584,3 +584,21 @@ def test_any_arrival_order_of_a_whole_life_folds_to_the_same_case(data: st.DataO
     p.settle(now=T0 + timedelta(days=5), reference=reference())
     assert p.emitted == []
     assert p.case.state == "closed"
+
+
+def test_reassignment_after_the_order_orders_again_for_the_new_department_in_the_same_round() -> None:
+    p = acknowledged_case()
+    first_order = p.case.order_event_id
+    p.record(dispatched(at=T0 + timedelta(hours=2), department="police", dispatch_id=uuid.UUID(int=5)))
+    assert (p.case.state, p.case.department_id, p.case.order_event_id) == ("dispatched", "police", None)
+    with pytest.raises(domain.NotPermitted):
+        domain.rectify(
+            p.case, department_id="fire", actor="o", note="", photos=(), now=T0 + timedelta(hours=3)
+        )
+    p.record(acknowledged(at=T0 + timedelta(hours=3), department="police", dispatch_id=uuid.UUID(int=5)))
+    p.settle(now=T0 + timedelta(hours=4), reference=reference())
+    order = p.emitted[-1]
+    assert isinstance(order, ev.HazardRectificationOrdered)
+    assert (order.payload.department_id, order.payload.round) == ("police", 1)
+    assert p.case.order_event_id not in (None, first_order)
+    assert p.case.departments_involved == ("fire", "police")
