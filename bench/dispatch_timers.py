@@ -3,8 +3,8 @@
 100,000 pending dispatches are written with their timers (receipt deadline, and the
 escalation chain: the level-1 reminder is due with the deadline, levels 2 and 3 hours
 later), their deadlines spread evenly over one minute starting a little after the
-service starts. The dispatch service runs in-process with its real wiring (timer loop,
-outbox relay to the broker, consumer). We report lateness = fired_at - due_at (p50, p99,
+service starts. The dispatch service runs as `--replicas` processes (``python -m services.dispatch``,
+the real wiring: timer loop, outbox relay to the broker, consumer). We report lateness = fired_at - due_at (p50, p99,
 max; target p99 under 2 s), check that every due timer fired, and read the topic back
 to check that no ``hazard.receipt_overdue`` or ``hazard.escalated`` was published twice.
 
@@ -20,6 +20,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -28,14 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from asgi_lifespan import LifespanManager
 
 from services.dispatch import domain, tables
 from services.dispatch import repository as repo
-from services.dispatch.app import create_app
-from services.dispatch.settings import DispatchSettings
 from shared import events as ev
 from shared.db import create_engine
 from shared.devstack import LocalKafka, LocalPostgres, free_port
@@ -44,6 +44,7 @@ from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -176,33 +177,52 @@ async def run(
     await kafka.create_topics({lifecycle: PARTITIONS, dead: 1})
     seed_s = await _seed(url, count)
     group = f"bench-dispatch-{uuid.uuid4().hex[:6]}"
-
-    def settings() -> DispatchSettings:
-        return DispatchSettings(
-            database={"url": url, "pool_size": 10},
-            kafka={
-                "bootstrap_servers": kafka.bootstrap_servers,
-                "lifecycle_topic": lifecycle,
-                "dead_letter_topic": dead,
-                "idempotent_producer": False,
-                "group_id": group,
-            },
-            http={"port": 0},
-            log_json=False,
-        )
-
-    apps = [create_app(settings()) for _ in range(replicas)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH__")}
+    env.update(
+        {
+            "DISPATCH__DATABASE__URL": url,
+            "DISPATCH__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DISPATCH__KAFKA__LIFECYCLE_TOPIC": lifecycle,
+            "DISPATCH__KAFKA__DEAD_LETTER_TOPIC": dead,
+            "DISPATCH__KAFKA__IDEMPOTENT_PRODUCER": "false",
+            "DISPATCH__KAFKA__GROUP_ID": group,
+            "DISPATCH__LOG_LEVEL": "WARNING",
+        }
+    )
     due_timers = count * 2  # the deadline and the level-1 reminder due with it
-    async with contextlib.AsyncExitStack() as stack:
-        for app in apps:
-            await stack.enter_async_context(LifespanManager(app, startup_timeout=120, shutdown_timeout=60))
+    engine = create_engine(DatabaseSettings(url=url))
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        ports = [free_port() for _ in range(replicas)]
+        for port in ports:
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "services.dispatch",
+                    cwd=ROOT,
+                    env={**env, "DISPATCH__HTTP__PORT": str(port)},
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )
+        async with httpx.AsyncClient() as client:
+            for port in ports:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (
+                            await client.get(f"http://127.0.0.1:{port}/readyz", timeout=3)
+                        ).status_code == 200:
+                            break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError(f"dispatch on port {port} never became ready")
         begin = await _arm(url, count=count, window_s=window_s, lead_s=10)
-        sessions = apps[0].state.runtime.sessions
         end = begin + timedelta(seconds=window_s)
         while True:
-            async with sessions() as session:
+            async with engine.connect() as conn:
                 fired, unpublished = (
-                    await session.execute(
+                    await conn.execute(
                         sa.text(
                             "select (select count(*) from dispatch.timers where fired_at is not null), "
                             "(select count(*) from dispatch.outbox)"
@@ -214,9 +234,9 @@ async def run(
             if datetime.now(UTC) > end + timedelta(seconds=600):
                 raise RuntimeError(f"only {fired} of {due_timers} timers fired in time")
             await asyncio.sleep(0.5)
-        async with sessions() as session:
+        async with engine.connect() as conn:
             stats = (
-                await session.execute(
+                await conn.execute(
                     sa.text(
                         "select count(*) as fired, "
                         "percentile_cont(0.5) within group (order by extract(epoch from fired_at - due_at)) as p50, "
@@ -229,13 +249,22 @@ async def run(
                 )
             ).one()
             early = (
-                await session.execute(sa.text("select count(*) from dispatch.timers where fired_at < due_at"))
+                await conn.execute(sa.text("select count(*) from dispatch.timers where fired_at < due_at"))
             ).scalar_one()
             premature = (
-                await session.execute(
+                await conn.execute(
                     sa.text("select count(*) from dispatch.timers where level >= 2 and fired_at is not null")
                 )
             ).scalar_one()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=60)
+            except TimeoutError:
+                proc.kill()
+        await engine.dispose()
     seen = await _count_published(kafka.bootstrap_servers, lifecycle, due_timers, timeout_s=300)
     duplicates = sum(1 for n in seen.values() if n > 1)
     return {

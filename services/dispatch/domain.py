@@ -541,12 +541,10 @@ class TimerDecision:
 
 def fire(timer: DueTimer, *, now: datetime, new_id: IdFactory = uuid.uuid4) -> TimerDecision:
     """Fire a due timer: nothing once the dispatch left `pending`, else overdue or its escalation step."""
-    if timer.status != "pending":
+    if timer.status != "pending" or (timer.kind == "receipt_overdue" and timer.overdue_at is not None):
         return TimerDecision(timer_id=timer.timer_id, event=None, marks_overdue=False)
     meta = _event_meta(hazard_id=timer.hazard_id, now=now, causation_id=None, new_id=new_id)
     if timer.kind == "receipt_overdue":
-        if timer.overdue_at is not None:
-            return TimerDecision(timer_id=timer.timer_id, event=None, marks_overdue=False)
         overdue = HazardReceiptOverdue(
             **meta,
             payload=HazardReceiptOverduePayload(

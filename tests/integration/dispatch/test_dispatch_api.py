@@ -67,6 +67,13 @@ async def test_reported_hazards_are_routed_and_the_inbox_is_per_department(
             (str(unroutable.hazard_id), "no_rule")
         ]
 
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'hazard_dispatch_dispatches_total{category="locked_rooftop_door",department="fire",reason="routed"}'
+            in metrics
+        )
+        assert 'hazard_dispatch_referred_to_operators_total{reason="no_rule"}' in metrics
+
         events = await read_topic(kafka.bootstrap_servers, topics["lifecycle"], expect=9)
         produced = [ev.parse_event(r.value) for r in events if ev.parse_event(r.value).producer == "dispatch"]
         assert sorted(e.TYPE for e in produced) == [
