@@ -61,8 +61,16 @@ DISPATCH_RULES: Mapping[str, Rule] = {
     "acknowledged_at": "min",
     "returned_at": "min",
     "superseded_at": "min",
+    # The hazard's place and category, copied from its report so dispatch figures need no join.
+    "community_id": "first",
+    "grid_id": "first",
+    "category": "first",
+    "campaign_ids": "first",
 }
 """Merge rule of every column of a dispatch fact row (besides its key ``dispatch_id``)."""
+
+PLACE_COLUMNS = ("community_id", "grid_id", "category", "campaign_ids")
+"""Columns of a hazard's report that its dispatch rows carry too."""
 
 RELAPSE_RULES: Mapping[str, Rule] = {
     "original_hazard_id": "first",
@@ -93,6 +101,12 @@ class FactBatch:
         ids.update(self.relapses)
         ids.update(row["original_hazard_id"] for row in self.relapses.values())
         return ids
+
+    def dispatch_hazards_without_place(self) -> set[uuid.UUID]:
+        """Hazards with a dispatch row in this batch but no report in it (the place comes from storage)."""
+        return {row["hazard_id"] for row in self.dispatches.values() if row.get("community_id") is None} | {
+            h for h, row in self.hazards.items() if row.get("community_id") is not None
+        }
 
     def __len__(self) -> int:
         return len(self.hazards) + len(self.dispatches) + len(self.relapses)
@@ -147,6 +161,11 @@ def project_events(events: Iterable[ev.AnyEvent], *, tz: ZoneInfo) -> FactBatch:
     batch = FactBatch()
     for event in events:
         apply_event(batch, event, tz=tz)
+    for row in batch.dispatches.values():
+        hazard = batch.hazards.get(row["hazard_id"])
+        if hazard is not None and hazard.get("community_id") is not None:
+            for column in PLACE_COLUMNS:
+                row[column] = hazard[column]
     return batch
 
 

@@ -41,11 +41,7 @@ async def refresh_domain_gauges(
     by_community = await repository.period_counts(
         db, group_by="community", periods=(period,), filters=Filters(), now=now
     )
-    overdue_list = await repository.list_open_overdue(db, now=now, filters=Filters(), limit=1_000_000)
-    open_by_department: dict[str, int] = {}
-    for row in overdue_list:
-        key = row["department_id"] or ""
-        open_by_department[key] = open_by_department.get(key, 0) + 1
+    open_by_department = await repository.count_open_overdue_by_department(db, now=now)
     for department in reference.departments:
         counts = by_department.get((department.id, 0), Counts())
         rate = rates(counts)["overdue_receipt_rate"]

@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,10 @@ class RebuildResult:
     invalid: int = 0
     caught_up: int = 0
     seconds: float = 0.0
+    replay_s: float = 0.0
+    rollup_s: float = 0.0
+    swap_s: float = 0.0
+    parse_s: float = 0.0
 
     @property
     def events_per_second(self) -> float:
@@ -76,8 +83,10 @@ class TopicReader:
         )
         self.partitions: list[TopicPartition] = []
 
-    async def start(self) -> None:
-        """Connect, assign every partition and seek to the beginning."""
+    async def start(
+        self, *, only: Sequence[int] | None = None, positions: dict[int, int] | None = None
+    ) -> None:
+        """Connect, assign the partitions (``only`` those, if given) and seek to the beginning or ``positions``."""
         await self.consumer.start()
         parts = self.consumer.partitions_for_topic(self.topic)
         for _ in range(50):
@@ -88,9 +97,19 @@ class TopicReader:
             await asyncio.sleep(0.1)
         if not parts:
             raise SystemExit(f"topic {self.topic!r} does not exist on the broker")
-        self.partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(parts) if only is None or p in only]
         self.consumer.assign(self.partitions)
         await self.consumer.seek_to_beginning(*self.partitions)
+        for partition, offset in (positions or {}).items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    async def topic_partitions(self) -> list[int]:
+        """The partition numbers of the topic."""
+        return [tp.partition for tp in self.partitions]
+
+    async def positions(self) -> dict[int, int]:
+        """Where reading stands in every assigned partition."""
+        return {tp.partition: await self.consumer.position(tp) for tp in self.partitions}
 
     async def stop(self) -> None:
         """Disconnect."""
@@ -120,6 +139,14 @@ class TopicReader:
 
 
 def _parse(values: Sequence[bytes], tz: ZoneInfo, result: RebuildResult) -> domain.FactBatch:
+    started = time.perf_counter()
+    try:
+        return _parse_timed(values, tz, result)
+    finally:
+        result.parse_s += time.perf_counter() - started
+
+
+def _parse_timed(values: Sequence[bytes], tz: ZoneInfo, result: RebuildResult) -> domain.FactBatch:
     events = []
     for value in values:
         try:
@@ -164,6 +191,87 @@ async def _replay(
         await inflight
 
 
+@dataclass
+class WorkerResult:
+    """What one replay worker did: events, invalid messages, seconds parsing, and where it stopped."""
+
+    events: int
+    invalid: int
+    parse_s: float
+    positions: dict[int, int]
+
+
+async def _replay_partitions(
+    database_url: str,
+    bootstrap_servers: str,
+    topic: str,
+    timezone: str,
+    batch_size: int,
+    partitions: list[int],
+) -> WorkerResult:
+    result = RebuildResult()
+    engine = create_engine(DatabaseSettings(url=database_url), application_name="hazard-reporting-rebuild")
+    reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
+    try:
+        await reader.start(only=partitions)
+        await _replay(engine, reader, ZoneInfo(timezone), result)
+        return WorkerResult(result.events, result.invalid, result.parse_s, await reader.positions())
+    finally:
+        await reader.stop()
+        await engine.dispose()
+
+
+def replay_worker(
+    database_url: str,
+    bootstrap_servers: str,
+    topic: str,
+    timezone: str,
+    batch_size: int,
+    partitions: list[int],
+) -> WorkerResult:
+    """One process replaying some partitions into the staging tables.
+
+    Facts are keyed by hazard (dispatches and relapses ride with their hazard, and the topic
+    is keyed by hazard id), so workers on different partitions never write the same row.
+    """
+    return asyncio.run(
+        _replay_partitions(database_url, bootstrap_servers, topic, timezone, batch_size, partitions)
+    )
+
+
+async def _replay_parallel(
+    *,
+    database_url: str,
+    bootstrap_servers: str,
+    topic: str,
+    timezone: str,
+    batch_size: int,
+    partitions: list[int],
+    workers: int,
+    result: RebuildResult,
+) -> dict[int, int]:
+    groups = [partitions[i::workers] for i in range(workers) if partitions[i::workers]]
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(
+        max_workers=len(groups), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        done = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool, replay_worker, database_url, bootstrap_servers, topic, timezone, batch_size, group
+                )
+                for group in groups
+            )
+        )
+    positions: dict[int, int] = {}
+    for worker in done:
+        result.events += worker.events
+        result.invalid += worker.invalid
+        result.parse_s += worker.parse_s
+        positions.update(worker.positions)
+    return positions
+
+
 async def _swap(engine: AsyncEngine, reader: TopicReader, tz: ZoneInfo, result: RebuildResult) -> None:
     live = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.PROJECTION_TABLES)
     async with engine.begin() as conn:
@@ -193,8 +301,12 @@ async def rebuild(
     topic: str,
     timezone: str,
     batch_size: int = 5000,
+    workers: int = 1,
 ) -> RebuildResult:
-    """Replay the topic into fresh projection tables and swap them in; returns the counts and time."""
+    """Replay the topic into fresh projection tables and swap them in; returns the counts and time.
+
+    With ``workers`` > 1 the bulk replay runs in that many processes, each on its own partitions.
+    """
     started = time.perf_counter()
     result = RebuildResult()
     tz = ZoneInfo(timezone)
@@ -203,12 +315,34 @@ async def rebuild(
     try:
         async with engine.begin() as conn:
             await _create_staging(conn)
-        await reader.start()
-        await _replay(engine, reader, tz, result)
+        phase = time.perf_counter()
+        if workers > 1:
+            probe = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
+            await probe.start()
+            partitions = await probe.topic_partitions()
+            await probe.stop()
+            positions = await _replay_parallel(
+                database_url=database_url,
+                bootstrap_servers=bootstrap_servers,
+                topic=topic,
+                timezone=timezone,
+                batch_size=batch_size,
+                partitions=partitions,
+                workers=workers,
+                result=result,
+            )
+            await reader.start(positions=positions)
+        else:
+            await reader.start()
+            await _replay(engine, reader, tz, result)
+        result.replay_s = time.perf_counter() - phase
+        phase = time.perf_counter()
         async with engine.begin() as conn:
             await repository.rebuild_rollup(conn, schema=STAGING_SCHEMA)
             await conn.execute(sa.text(f"ANALYZE {STAGING_SCHEMA}.hazards"))
             await conn.execute(sa.text(f"ANALYZE {STAGING_SCHEMA}.dispatches"))
+        result.rollup_s = time.perf_counter() - phase
+        phase = time.perf_counter()
         for attempt in range(1, 6):
             positions = {tp: await reader.consumer.position(tp) for tp in reader.partitions}
             events_before = result.events
@@ -223,6 +357,7 @@ async def rebuild(
                     reader.consumer.seek(tp, offset)
                 result.events = events_before
                 await asyncio.sleep(attempt)
+        result.swap_s = time.perf_counter() - phase
     finally:
         await reader.stop()
         await engine.dispose()
@@ -247,6 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference-data-dir", type=Path, default=None, help="reference data replacing the default"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="processes replaying partitions in parallel (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     reference = load_reference_data(args.reference_data_dir)
@@ -257,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             topic=args.topic,
             timezone=reference.calendar.timezone,
             batch_size=args.batch_size,
+            workers=max(1, args.workers),
         )
     )
     print(

@@ -112,6 +112,18 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
             continue
         params = _column_arrays(rows.values(), [key, *rules])
         await db.execute(sa.text(_upsert_sql(schema, table, key, rules)), params)
+    late = sorted(batch.dispatch_hazards_without_place())
+    if late:
+        # Dispatches whose hazard's report came in another batch (before or after): copy its place.
+        await db.execute(
+            sa.text(
+                f"UPDATE {schema}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
+                f"category = h.category, campaign_ids = h.campaign_ids FROM {schema}.hazards h "
+                f"WHERE h.hazard_id = d.hazard_id AND d.hazard_id = ANY(CAST(:ids AS uuid[])) "
+                f"AND d.community_id IS NULL AND h.community_id IS NOT NULL"
+            ),
+            {"ids": late},
+        )
 
 
 async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: str = SCHEMA) -> None:
@@ -162,7 +174,9 @@ _D_COUNTS = {
 ROLLUP_COUNTS: tuple[str, ...] = (*_H_COUNTS, *_D_COUNTS)
 
 
-def _fact_union(schema: str, *, h_key: str, d_key: str, h_where: str, d_where: str, h_from: str = "") -> str:
+def _fact_union(
+    schema: str, *, h_key: str, d_key: str, h_where: str, d_where: str, h_from: str = "", d_from: str = ""
+) -> str:
     """One row per hazard and per dispatch with 0/1 indicator columns, tagged with a key."""
     zero_h = ", ".join(f"0 AS {c}" for c in _D_COUNTS)
     zero_d = ", ".join(f"0 AS {c}" for c in _H_COUNTS)
@@ -173,8 +187,8 @@ def _fact_union(schema: str, *, h_key: str, d_key: str, h_where: str, d_where: s
         f"FROM {schema}.hazards h {h_from} WHERE h.report_day IS NOT NULL AND {h_where} "
         f"UNION ALL "
         f"SELECT {d_key}, {zero_d}, {d_cols} "
-        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
-        f"WHERE h.report_day IS NOT NULL AND d.dispatched_at IS NOT NULL AND {d_where}"
+        f"FROM {schema}.dispatches d {d_from} "
+        f"WHERE d.community_id IS NOT NULL AND d.dispatched_at IS NOT NULL AND {d_where}"
     )
 
 
@@ -184,7 +198,7 @@ def _rollup_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
         h_key="h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
         "COALESCE(h.community_id, '') AS community_id, COALESCE(h.category, '') AS category",
         d_key="d.dispatch_day AS day, COALESCE(d.department_id, '') AS department_id, "
-        "COALESCE(h.community_id, '') AS community_id, COALESCE(h.category, '') AS category",
+        "COALESCE(d.community_id, '') AS community_id, COALESCE(d.category, '') AS category",
         h_where=day_filter_h,
         d_where=day_filter_d,
     )
@@ -241,14 +255,15 @@ class Filters:
 GROUP_KEYS: Mapping[str, tuple[str, str]] = {
     # group_by: (key of a hazard row, key of a dispatch row)
     "department": ("COALESCE(h.department_id, '')", "COALESCE(d.department_id, '')"),
-    "community": ("h.community_id", "h.community_id"),
-    "grid": ("h.grid_id", "h.grid_id"),
-    "category": ("h.category", "h.category"),
+    "community": ("h.community_id", "d.community_id"),
+    "grid": ("h.grid_id", "d.grid_id"),
+    "category": ("h.category", "d.category"),
     "campaign": ("c.campaign_id", "c.campaign_id"),
     "all": ("'all'", "'all'"),
 }
 ROLLUP_GROUPS = frozenset({"department", "community", "category", "all"})
 _CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(h.campaign_ids) AS c(campaign_id)"
+_D_CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(d.campaign_ids) AS c(campaign_id)"
 
 
 def _period_case(column: str, periods: Sequence[Period]) -> tuple[str, str, dict[str, Any]]:
@@ -264,11 +279,12 @@ def _period_case(column: str, periods: Sequence[Period]) -> tuple[str, str, dict
 
 def _filters_sql(filters: Filters, *, dispatch: bool) -> tuple[str, dict[str, Any]]:
     parts, params = ["true"], {}
+    t = "d" if dispatch else "h"
     if filters.community_id is not None:
-        parts.append("h.community_id = :f_community")
+        parts.append(f"{t}.community_id = :f_community")
         params["f_community"] = filters.community_id
     if filters.category is not None:
-        parts.append("h.category = :f_category")
+        parts.append(f"{t}.category = :f_category")
         params["f_category"] = filters.category
     if filters.department_id is not None:
         parts.append("d.department_id = :f_department" if dispatch else "h.department_id = :f_department")
@@ -348,6 +364,7 @@ async def _fact_counts(
         h_where=f"{h_within} AND {h_filter}",
         d_where=f"{d_within} AND {d_filter}",
         h_from=_CAMPAIGN_FROM if group_by == "campaign" else "",
+        d_from=_D_CAMPAIGN_FROM if group_by == "campaign" else "",
     )
     sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
     sql = f"SELECT key, period, {sums} FROM ({inner}) AS x WHERE key IS NOT NULL GROUP BY key, period"
@@ -361,12 +378,12 @@ async def _open_overdue_counts(
     _, d_key = GROUP_KEYS[group_by]
     case, within, params = _period_case("d.dispatch_day", periods)
     d_filter, fparams = _filters_sql(filters, dispatch=True)
-    h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
     sql = (
         f"SELECT {d_key} AS key, {case} AS period, count(*) AS n "
-        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
+        f"FROM {schema}.dispatches d {d_from} "
         f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL "
-        f"AND h.report_day IS NOT NULL AND {within} AND {d_filter} GROUP BY 1, 2"
+        f"AND d.community_id IS NOT NULL AND {within} AND {d_filter} GROUP BY 1, 2"
     )
     rows = (await db.execute(sa.text(sql), {**params, **fparams, "now": now})).all()
     return {(row.key, row.period): int(row.n) for row in rows if row.key is not None}
@@ -378,15 +395,16 @@ async def medians(
     """Per group: (median minutes to acknowledge, median hours to rectify) over one period."""
     h_key, d_key = GROUP_KEYS[group_by]
     h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     d_filter, fparams = _filters_sql(filters, dispatch=True)
     h_filter, _ = _filters_sql(filters, dispatch=False)
     ack_sql = (
         f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
         f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
-        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id {h_from} "
+        f"FROM {schema}.dispatches d {d_from} "
         f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
-        f"AND d.dispatched_at IS NOT NULL AND h.report_day IS NOT NULL AND {d_filter} GROUP BY 1"
+        f"AND d.dispatched_at IS NOT NULL AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1"
     )
     rect_sql = (
         f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
@@ -417,6 +435,17 @@ async def list_open_overdue(
     )
     rows = (await db.execute(sa.text(sql), {**params, "now": now, "limit": limit})).mappings().all()
     return [dict(r) for r in rows]
+
+
+async def count_open_overdue_by_department(
+    db: Executor, *, now: datetime, schema: str = SCHEMA
+) -> dict[str, int]:
+    """Open overdue dispatches per department, whatever their day."""
+    sql = (
+        f"SELECT COALESCE(d.department_id, '') AS key, count(*) AS n FROM {schema}.dispatches d "
+        f"WHERE {_OPEN} AND d.deadline < :now GROUP BY 1"
+    )
+    return {r.key: int(r.n) for r in (await db.execute(sa.text(sql), {"now": now})).all()}
 
 
 async def list_relapse_hotspots(
@@ -497,8 +526,8 @@ async def daily_series(
     d_filter, fparams = _filters_sql(filters, dispatch=True)
     open_sql = (
         f"SELECT {d_key} AS key, {d_day} AS bucket, count(*) AS n "
-        f"FROM {schema}.dispatches d JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
-        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL AND h.report_day IS NOT NULL "
+        f"FROM {schema}.dispatches d "
+        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL AND d.community_id IS NOT NULL "
         f"AND d.dispatch_day BETWEEN :ps AND :pe AND {d_filter} GROUP BY 1, 2"
     )
     for r in (await db.execute(sa.text(open_sql), {**params, **fparams, "now": now})).all():

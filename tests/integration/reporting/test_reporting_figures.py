@@ -207,6 +207,7 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
             topic=topics["lifecycle"],
             timezone="Asia/Shanghai",
             batch_size=7,
+            workers=2,
         )
         assert result.events == len(values) + len(redelivered)
         rebuilt = await _everything(client)

@@ -30,6 +30,12 @@ def _merged_in_chunks(events: list, size: int) -> domain.FactBatch:  # type: ign
             table = getattr(total, attr)
             for key, row in getattr(part, attr).items():
                 table[key] = domain.merge_rows(table[key], row, rules=rules) if key in table else row
+    # What the repository's UPDATE does for dispatches whose report came in another batch.
+    for row in total.dispatches.values():
+        hazard = total.hazards.get(row["hazard_id"])
+        if hazard is not None and hazard.get("community_id") is not None and row.get("community_id") is None:
+            for column in domain.PLACE_COLUMNS:
+                row[column] = hazard[column]
     return total
 
 
@@ -71,6 +77,16 @@ def test_rework_keeps_the_first_order_and_the_last_rectification() -> None:
     assert h1["order_round"] == 2
     assert (h1["rectified_at"] - h1["reported_at"]).total_seconds() == 72 * 3600
     assert (h1["ordered_at"] - h1["reported_at"]).total_seconds() == 3 * 3600 + 20 * 60
+
+
+def test_dispatches_carry_their_hazards_place() -> None:
+    facts = _fold(build_log())
+    assert facts.dispatches[D[1]]["community_id"] == "liuyue"  # dispatched arrived before reported
+    assert facts.dispatches[D[5]]["category"] == "ebike_indoor_charging"
+    assert facts.dispatches[D[1]]["campaign_ids"] == ["spring-fire-2026", "rooftop-escape-routes-2026"]
+    alone = _fold([e for e in build_log() if e.TYPE == "hazard.dispatched"])
+    assert alone.dispatches[D[1]].get("community_id") is None
+    assert H[1] in alone.dispatch_hazards_without_place()
 
 
 def test_relapse_and_duplicate_facts() -> None:

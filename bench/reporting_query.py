@@ -1,0 +1,291 @@
+"""Summary query latency of the reporting service over a year of a city's data.
+
+A city of ~70 streets reports ~10,000 hazards a day: a year is 3.65 million hazards. The
+projection tables (hazards, dispatches, relapses) are filled directly in PostgreSQL with
+``INSERT … SELECT generate_series`` (much faster than replaying 25 million events; the rebuild
+benchmark measures replay), the daily rollup is computed from them exactly as a rebuild does,
+and then the report functions behind ``GET /api/v1/reports/summary`` and ``/timeseries`` are
+timed: the summary with its previous-period and year-earlier comparisons, totals and medians.
+
+``python -m bench.reporting_query [--days N] [--per-day N] [--repeat N]``; figures are printed
+and written to ``bench/results/reporting_query.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from services.reporting import reports, repository
+from services.reporting.repository import Filters, Period
+from shared.db import create_engine, create_session_factory
+from shared.devstack import LocalPostgres, free_port
+from shared.migrate import migrate
+from shared.reference import load_reference_data
+from shared.settings import DatabaseSettings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COMMUNITIES = 700  # ~70 streets x ~10 communities
+DEPARTMENTS = ("fire", "safety_supervision", "police", "urban_management", "housing_rental", "gas", "roads")
+
+LOAD_HAZARDS = """
+INSERT INTO reporting.hazards
+SELECT md5('h' || i)::uuid, ts, (ts AT TIME ZONE 'Asia/Shanghai')::date,
+       (CAST(:categories AS text[]))[1 + i % :ncat], 'c' || lpad((c)::text, 3, '0'), 'c' || lpad((c)::text, 3, '0') || '-' || lpad((1 + i % 12)::text, 2, '0'),
+       's' || (c / 10), 'c' || c || '/B-' || (i % 400),
+       CASE WHEN i % :ncat < 6 THEN ARRAY['spring-fire-2026'] ELSE '{}'::text[] END,
+       onsite, CASE WHEN dup THEN md5('h' || (i - 1))::uuid END,
+       CASE WHEN NOT onsite AND NOT dup THEN (CAST(:departments AS text[]))[1 + (i % :ncat) % 7] END,
+       ts + interval '5 minutes',
+       CASE WHEN NOT onsite AND NOT dup AND r < 0.95 THEN ts + interval '3 hours' END,
+       CASE WHEN NOT onsite AND NOT dup AND r < 0.95 THEN 1 + (r < 0.1)::int END,
+       CASE WHEN onsite THEN ts WHEN NOT dup AND r < 0.85 THEN ts + (r * 100) * interval '1 hour' END,
+       NOT onsite AND NOT dup AND r > 0.9,
+       CASE WHEN onsite THEN ts WHEN NOT dup AND r < 0.8 THEN ts + (r * 100 + 5) * interval '1 hour' END,
+       CASE WHEN onsite THEN 'rectified_on_site' WHEN NOT dup AND r < 0.8 THEN 'verified' END
+FROM (
+  SELECT i, CAST(:start AS timestamptz) + i * (interval '1 day' / CAST(:per_day AS float8)) AS ts, (i * 7919) % :ncomm AS c,
+         random() AS r, (i % 7 = 0) AS onsite, (i % 33 = 1) AS dup
+  FROM generate_series(0, :n - 1) AS i
+) AS s
+"""
+
+LOAD_DISPATCHES = """
+INSERT INTO reporting.dispatches
+SELECT md5('d' || h.hazard_id)::uuid, h.hazard_id, h.department_id, h.reported_at + interval '5 minutes',
+       ((h.reported_at + interval '5 minutes') AT TIME ZONE 'Asia/Shanghai')::date,
+       h.reported_at + interval '125 minutes', 'routed', NULL,
+       CASE WHEN r < 0.99 THEN h.reported_at + (5 + r * 200) * interval '1 minute' END, NULL, NULL
+FROM (SELECT *, random() AS r FROM reporting.hazards WHERE department_id IS NOT NULL) AS h
+"""
+
+LOAD_REROUTED = """
+WITH returned AS (
+  UPDATE reporting.dispatches SET returned_at = dispatched_at + interval '150 minutes',
+         superseded_at = dispatched_at + interval '151 minutes', acknowledged_at = NULL
+  WHERE hashtext(dispatch_id::text) % 12 = 0 RETURNING *
+)
+INSERT INTO reporting.dispatches
+SELECT md5('r' || dispatch_id)::uuid, hazard_id, 'urban_management', superseded_at,
+       (superseded_at AT TIME ZONE 'Asia/Shanghai')::date, superseded_at + interval '2 hours', 'rerouted',
+       dispatch_id, superseded_at + interval '30 minutes', NULL, NULL
+FROM returned
+"""
+
+LOAD_RELAPSES = """
+INSERT INTO reporting.relapses
+SELECT h.hazard_id, o.hazard_id, h.reported_at, h.report_day, o.place_key, o.department_id,
+       extract(epoch FROM h.reported_at - o.closed_at) / 86400
+FROM reporting.hazards h
+JOIN reporting.hazards o ON o.hazard_id = md5('h' || (hashtext(h.hazard_id::text) & 1048575))::uuid
+WHERE hashtext(h.hazard_id::text) % 25 = 0 AND o.closed_at IS NOT NULL AND o.closed_at < h.reported_at
+ON CONFLICT DO NOTHING
+"""
+
+
+async def load(url: str, *, days: int, per_day: int, end: date) -> dict[str, float]:
+    """Fill the projection tables with a year of a city's facts and compute the rollup."""
+    reference = load_reference_data()
+    categories = [c.code for c in reference.categories][:20]
+    engine = create_engine(DatabaseSettings(url=url))
+    timings: dict[str, float] = {}
+    start = datetime.combine(end - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC) - timedelta(
+        hours=8
+    )
+    try:
+        for name, sql, params in (
+            (
+                "hazards",
+                LOAD_HAZARDS,
+                {
+                    "categories": categories,
+                    "ncat": len(categories),
+                    "departments": list(DEPARTMENTS),
+                    "ncomm": COMMUNITIES,
+                    "start": start,
+                    "per_day": float(per_day),
+                    "n": days * per_day,
+                },
+            ),
+            ("dispatches", LOAD_DISPATCHES, {}),
+            ("rerouted", LOAD_REROUTED, {}),
+            ("relapses", LOAD_RELAPSES, {}),
+        ):
+            began = time.perf_counter()
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+                await conn.execute(sa.text(sql), params)
+            timings[name] = round(time.perf_counter() - began, 1)
+        began = time.perf_counter()
+        async with engine.begin() as conn:
+            await repository.rebuild_rollup(conn)
+        timings["rollup"] = round(time.perf_counter() - began, 1)
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(sa.text("VACUUM ANALYZE"))
+    finally:
+        await engine.dispose()
+    return timings
+
+
+async def time_queries(url: str, *, end: date, repeat: int) -> dict[str, Any]:
+    """Latency of each report query, repeated; p50/p95/p99 in milliseconds."""
+    reference = load_reference_data()
+    engine = create_engine(DatabaseSettings(url=url, pool_size=4))
+    sessions = create_session_factory(engine)
+    now = datetime.combine(end, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    month = (end - timedelta(days=29), end)
+    cases: dict[str, Any] = {
+        "summary department, 30 days": {"group_by": "department", "period": month, "filters": Filters()},
+        "summary community, 30 days": {"group_by": "community", "period": month, "filters": Filters()},
+        "summary category, 30 days, one community": {
+            "group_by": "category",
+            "period": month,
+            "filters": Filters(community_id="c042"),
+        },
+        "summary department, 365 days": {
+            "group_by": "department",
+            "period": (end - timedelta(days=364), end),
+            "filters": Filters(),
+        },
+        "summary campaign, 30 days (from facts)": {
+            "group_by": "campaign",
+            "period": month,
+            "filters": Filters(),
+        },
+    }
+    out: dict[str, Any] = {}
+    try:
+        for name, case in cases.items():
+            samples = []
+            rows = 0
+            for _ in range(repeat):
+                began = time.perf_counter()
+                async with sessions() as session:
+                    report = await reports.summary(
+                        session,
+                        reference=reference,
+                        start=case["period"][0],
+                        end=case["period"][1],
+                        group_by=case["group_by"],
+                        filters=case["filters"],
+                        now=now,
+                    )
+                samples.append((time.perf_counter() - began) * 1000)
+                rows = len(report["groups"])
+            out[name] = _stats(samples) | {"groups": rows, "reported": report["totals"]["reported"]}
+        samples = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            async with sessions() as session:
+                await repository.daily_series(
+                    session,
+                    group_by="department",
+                    period=Period(end - timedelta(days=89), end),
+                    filters=Filters(),
+                    bucket="week",
+                    now=now,
+                )
+            samples.append((time.perf_counter() - began) * 1000)
+        out["timeseries department by week, 90 days"] = _stats(samples)
+    finally:
+        await engine.dispose()
+    return out
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def q(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": q(0.95),
+        "p99_ms": q(0.99),
+        "n": len(ordered),
+    }
+
+
+async def run(postgres: LocalPostgres, *, days: int, per_day: int, repeat: int) -> dict[str, Any]:
+    """Load, then time."""
+    await postgres.acreate_database("bench")
+    url = postgres.url("bench")
+    await migrate(url)
+    end = date(2026, 11, 21)
+    load_s = await load(url, days=days, per_day=per_day, end=end)
+    engine = create_engine(DatabaseSettings(url=url))
+    async with engine.connect() as conn:
+        counts = {
+            t: int((await conn.execute(sa.text(f"SELECT count(*) FROM reporting.{t}"))).scalar_one())
+            for t in ("hazards", "dispatches", "relapses", "rollup")
+        }
+    await engine.dispose()
+    queries = await time_queries(url, end=end, repeat=repeat)
+    return {
+        "days": days,
+        "per_day": float(per_day),
+        "rows": counts,
+        "load_s": load_s,
+        "queries": queries,
+        "target_p99_ms": 300,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a small Markdown table."""
+    rows = [
+        f"| {name} | {q['p50_ms']} | {q['p95_ms']} | **{q['p99_ms']}** | {q['n']} |"
+        for name, q in result["queries"].items()
+    ]
+    r = result["rows"]
+    return "\n".join(
+        [
+            f"Data: {r['hazards']:,} hazards, {r['dispatches']:,} dispatches, {r['relapses']:,} relapses, "
+            f"{r['rollup']:,} rollup rows ({result['days']} days x {result['per_day']:,}/day, {COMMUNITIES} communities)",
+            "",
+            "| query | p50 ms | p95 ms | p99 ms | runs |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a private PostgreSQL, run the benchmark, print and write the results."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reporting_query", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--per-day", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=40)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    base = Path(tempfile.mkdtemp(prefix="hazard-bench-reporting-query-"))
+    base.chmod(0o755)
+    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
+    try:
+        postgres.start()
+        result = asyncio.run(run(postgres, days=args.days, per_day=args.per_day, repeat=args.repeat))
+    finally:
+        postgres.stop(mode="immediate")
+    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
+    print(table(result))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "reporting_query.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
