@@ -86,10 +86,16 @@ async def _save(session: AsyncSession, batch: _Batch, *, work: Casework, now: da
         if domain.is_hotspot(relapses=count, min_relapses=minimum):
             hotspots.add(relapse.hazard_id)
             if count == minimum:
-                metrics.HOTSPOTS_FLAGGED.inc()
+                sa.event.listen(session.sync_session, "after_commit", _hotspot_flagged, once=True)
     cases = [p.case for p in batch.progress.values() if p.entries]
     await repository.save_cases(session, cases, hotspots=hotspots, now=now)
-    _count(own)
+    if own:
+        # Count only what is committed (a batch that fails is retried and must not count twice).
+        sa.event.listen(session.sync_session, "after_commit", lambda _s: _count(own), once=True)
+
+
+def _hotspot_flagged(_session: object) -> None:
+    metrics.HOTSPOTS_FLAGGED.inc()
 
 
 def _count(own: Sequence[ev.AnyEvent]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from services.tracking.timers import TimerLoop
 from shared.events import parse_event
@@ -327,6 +328,7 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
             sessions=app.state.runtime.sessions, work=loop.work, batch_size=2, poll_interval_s=1
         )
         rival.clock = lambda: later
+        overdue_before = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
         fired = await asyncio.gather(loop.sweep(), rival.sweep(), loop.sweep(), rival.sweep())
         assert sum(fired) == 6, "every due timer fires exactly once, whichever sweep claims it"
         case = (
@@ -345,6 +347,8 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
         await app.state.case_gauge.refresh()
         metrics = (await client.get("/metrics")).text
         assert "hazard_tracking_rectification_overdue_total" in metrics
+        overdue_after = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
+        assert overdue_after - overdue_before == 6
         assert 'hazard_tracking_cases{state="rectified"} 1.0' in metrics
         assert 'hazard_tracking_cases{state="rectification_ordered"} 5.0' in metrics
         assert Counter(e.TYPE for e in own) == {
