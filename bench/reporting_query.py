@@ -66,7 +66,8 @@ INSERT INTO reporting.dispatches
 SELECT md5('d' || h.hazard_id)::uuid, h.hazard_id, h.department_id, h.reported_at + interval '5 minutes',
        ((h.reported_at + interval '5 minutes') AT TIME ZONE 'Asia/Shanghai')::date,
        h.reported_at + interval '125 minutes', 'routed', NULL,
-       CASE WHEN r < 0.99 THEN h.reported_at + (5 + r * 200) * interval '1 minute' END, NULL, NULL
+       CASE WHEN r < 0.99 THEN h.reported_at + (5 + r * 200) * interval '1 minute' END, NULL, NULL,
+       h.community_id, h.grid_id, h.category, h.campaign_ids
 FROM (SELECT *, random() AS r FROM reporting.hazards WHERE department_id IS NOT NULL) AS h
 """
 
@@ -79,7 +80,8 @@ WITH returned AS (
 INSERT INTO reporting.dispatches
 SELECT md5('r' || dispatch_id)::uuid, hazard_id, 'urban_management', superseded_at,
        (superseded_at AT TIME ZONE 'Asia/Shanghai')::date, superseded_at + interval '2 hours', 'rerouted',
-       dispatch_id, superseded_at + interval '30 minutes', NULL, NULL
+       dispatch_id, superseded_at + interval '30 minutes', NULL, NULL,
+       community_id, grid_id, category, campaign_ids
 FROM returned
 """
 
