@@ -682,10 +682,13 @@ class LoadGenerator:
                 await self.send_reports(self.plan(chunk, None), rate=None, client=client)
         return self.result
 
-    async def run_demo(self, *, count: int, rounds: int = 4, settle_s: float = 2.0) -> RunResult:
+    async def run_demo(
+        self, *, count: int, rounds: int = 3, settle_s: float = 2.0, rate: float = 15.0
+    ) -> RunResult:
         """A few hundred hazards, then departments and reporters act on them over a few rounds."""
         async with self._client() as client:
-            await self.send_reports(self.plan(count, rate=50.0), rate=50.0, client=client)
+            # Gently: the demo has few reporters and intake limits each reporter's request rate.
+            await self.send_reports(self.plan(count, rate=rate), rate=rate, client=client)
             await asyncio.sleep(settle_s)
             for round_no in range(1, rounds + 1):
                 await self.play_departments(client, late_round=round_no >= 2)
@@ -728,16 +731,30 @@ class LoadGenerator:
             offset = payload.get("next_offset") if isinstance(payload, dict) else None
         return items
 
+    async def _each(self, items: Sequence[Any], act: Any) -> None:
+        """Run ``act(item)`` for every item, ``concurrency`` at a time."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: Any) -> None:
+            async with gate:
+                try:
+                    await act(item)
+                except httpx.HTTPError as exc:
+                    self.result.errors.append(f"behaviour step: {exc!r}")
+
+        await asyncio.gather(*(one(item) for item in items))
+
     async def play_departments(self, client: httpx.AsyncClient, *, late_round: bool) -> None:
         """Each department with a token reads its pending dispatches and acknowledges, returns or ignores."""
         base = self.urls["dispatch"]
         if not base:
             return
         for department in self.departments.values():
-            for item in await self.list_dispatches(client, department, "pending"):
+
+            async def act(item: dict[str, Any], department: Principal = department) -> None:
                 dispatch_id = item.get("dispatch_id") or item.get("id")
                 if not dispatch_id:
-                    continue
+                    return
                 action = self._decide(str(dispatch_id))
                 if action.returns:
                     r = await client.post(
@@ -752,19 +769,22 @@ class LoadGenerator:
                     )
                     self.result.count(f"acknowledge_{action.acknowledge}_{r.status_code}")
 
+            await self._each(await self.list_dispatches(client, department, "pending"), act)
+
     async def play_rectification(self, client: httpx.AsyncClient) -> None:
         """Departments post rectification evidence for the acknowledged hazards they hold."""
         base_d, base_t = self.urls["dispatch"], self.urls["tracking"]
         if not base_d or not base_t:
             return
         for department in self.departments.values():
-            for item in await self.list_dispatches(client, department, "acknowledged"):
+
+            async def act(item: dict[str, Any], department: Principal = department) -> None:
                 hazard_id = item.get("hazard_id")
                 if not hazard_id:
-                    continue
+                    return
                 case = await client.get(f"{base_t}/api/v1/hazards/{hazard_id}", headers=department.headers)
                 if case.status_code != 200 or not _awaits_rectification(case.json()):
-                    continue
+                    return
                 r = await client.post(
                     f"{base_t}/api/v1/hazards/{hazard_id}/rectification",
                     json={"note": "Fixed and photographed", "photos": ["https://img.example.org/fixed.jpg"]},
@@ -772,20 +792,24 @@ class LoadGenerator:
                 )
                 self.result.count(f"rectified_{r.status_code}")
 
+            await self._each(await self.list_dispatches(client, department, "acknowledged"), act)
+
+    def _reporter_of(self, grid_id: str) -> Principal | None:
+        return next(iter(self.planner.by_grid.get(grid_id, ())), None)
+
     async def play_verification(self, client: httpx.AsyncClient) -> None:
         """Reporters verify rectified hazards in their grid; some verifications fail (rework)."""
         base = self.urls["tracking"]
         if not base:
             return
-        for accepted in self.result.accepted:
-            if accepted.on_site or accepted.duplicate_of:
-                continue
-            reporter = next((p for p in self.planner.by_grid.get(accepted.grid_id, ())), None)
+
+        async def act(accepted: Accepted) -> None:
+            reporter = self._reporter_of(accepted.grid_id)
             if reporter is None:
-                continue
+                return
             case = await client.get(f"{base}/api/v1/hazards/{accepted.hazard_id}", headers=reporter.headers)
             if case.status_code != 200 or not _awaits_verification(case.json()):
-                continue
+                return
             fails = random.Random(f"verify/{accepted.hazard_id}/{_round(case.json())}").random() < (
                 self.behaviour.verification_fails
             )
@@ -800,18 +824,24 @@ class LoadGenerator:
             )
             self.result.count(f"verification_{'failed' if fails else 'passed'}_{r.status_code}")
 
+        await self._each([a for a in self.result.accepted if not (a.on_site or a.duplicate_of)], act)
+
     async def play_relapses(self, client: httpx.AsyncClient) -> None:
         """Some closed hazards come back: a new report of the same category at the same building."""
         base = self.urls["tracking"]
         if not base:
             return
-        relapses = []
-        for accepted in self.result.accepted:
-            if accepted.duplicate_of or self.rng.random() >= self.behaviour.relapse:
-                continue
-            reporter = next(iter(self.planner.by_grid.get(accepted.grid_id, ())), None)
+        relapses: list[PlannedReport] = []
+        candidates = [
+            a
+            for a in self.result.accepted
+            if not a.duplicate_of and self.rng.random() < self.behaviour.relapse
+        ]
+
+        async def act(accepted: Accepted) -> None:
+            reporter = self._reporter_of(accepted.grid_id)
             if reporter is None:
-                continue
+                return
             case = await client.get(f"{base}/api/v1/hazards/{accepted.hazard_id}", headers=reporter.headers)
             if case.status_code == 200 and _state(case.json()) == "closed":
                 number = int(accepted.building_id.rsplit("-b", 1)[1])
@@ -823,6 +853,8 @@ class LoadGenerator:
                         on_site=False,
                     )
                 )
+
+        await self._each(candidates, act)
         submissions = [Submission(at=0.0, reports=(r,), batch=False) for r in relapses]
         self.result.count("relapse_reports", len(submissions))
         await self.send_reports(submissions, rate=None, client=client)

@@ -170,34 +170,62 @@ def load_topic_partitions() -> tuple[dict[str, int], bool]:
 def seed_demo(
     *, urls: Mapping[str, str], tokens: Sequence[DemoToken], log_path: Path, repo_root: Path
 ) -> bool:
-    """HOOK (for the lead to fill in): load demo data through the public APIs; return True if it ran.
+    """Load demo data through the public APIs with ``bench.loadgen --demo``; return True if it ran.
 
-    Runs once per state dir (the runner keeps a marker). Skipped while ``bench.loadgen`` is missing.
+    A few hundred realistic hazards from the demo reporters' grids, then the demo departments
+    acknowledge (most on time, some in a later round, some never), return a few, rectify, the
+    reporters verify (some verifications fail and go back to rectification), and a few closed
+    hazards relapse at the same building. Runs once per state dir (the runner keeps a marker).
     """
     if not module_exists("bench.loadgen"):
         say("demo data: skipped (bench.loadgen not found)")
         return False
-    reporter = next(t for t in tokens if t.who.role == "reporter")
-    # LEAD: adjust these arguments to bench.loadgen's real command line.
+    # The generator reads plain tokens from a private file, removed once it is done.
+    tokens_path = log_path.parent / "seed-tokens.json"
+    entries = [
+        {
+            "principal": t.who.principal,
+            "role": t.who.role,
+            "token": t.token,
+            "grid_id": t.who.grid_id,
+            "department_id": t.who.department_id,
+        }
+        for t in tokens
+    ]
+    fd = os.open(tokens_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(entries, handle)
     command = [
         sys.executable,
         "-m",
         "bench.loadgen",
         "--demo",
-        "--intake-url",
+        "--count",
+        "200",
+        "--intake",
         urls["intake"],
-        "--token",
-        reporter.token,
+        "--dispatch",
+        urls["dispatch"],
+        "--tracking",
+        urls["tracking"],
+        "--reporting",
+        urls["reporting"],
+        "--tokens",
+        str(tokens_path),
     ]
-    with log_path.open("ab") as log:
-        result = subprocess.run(
-            command,
-            cwd=repo_root,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
+    say(f"demo data: loading ~200 hazards with department behaviour (a minute or two; log {log_path}) ...")
+    try:
+        with log_path.open("ab") as log:
+            result = subprocess.run(
+                command,
+                cwd=repo_root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+    finally:
+        tokens_path.unlink(missing_ok=True)
     if result.returncode != 0:
         say(f"demo data: bench.loadgen failed with code {result.returncode}; see {log_path}")
         return False

@@ -199,7 +199,7 @@ class System:
             kafka = self.kafka
             run_sync(lambda: kafka.create_topics(topics))
             self._migrate()
-            self.principals = make_principals(self.reference)
+            self.principals = make_principals(self.reference, reporters_per_grid=3)
             write_token_files(self.principals, self.base)
             for name in self.service_names:
                 self.start_service(name, wait=False)
