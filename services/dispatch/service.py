@@ -72,6 +72,8 @@ async def _route_reported(
             }
         )
     # A hazard already known (the same report published twice under new event ids) is not routed again.
+    # Rows go in id order so two replicas inserting overlapping batches never deadlock on each other.
+    hazard_rows.sort(key=lambda row: row["hazard_id"])
     fresh = await repo.add_hazards(ctx.session, hazard_rows)
     dispatch_rows: list[dict[str, Any]] = []
     timer_rows: list[dict[str, Any]] = []
