@@ -6,6 +6,7 @@ report (intake) → dispatch → acknowledge (dispatch) → rectify → verify(f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -230,9 +231,7 @@ def test_hazard_lives_through_intake_dispatch_and_tracking_and_relapses(
         assert relapse["relapse_place_key"] == f"building:{BUILDING}"
         assert _case(client, tracking, first)["relapsed_as"] == [second]
 
-    records = read_and_parse(kafka.bootstrap_servers, topics["lifecycle"])
-    life = [e.TYPE for e in records if str(e.hazard_id) == first]
-    assert life == [
+    expected_life = [
         "hazard.reported",
         "hazard.dispatched",
         "hazard.acknowledged",
@@ -244,6 +243,15 @@ def test_hazard_lives_through_intake_dispatch_and_tracking_and_relapses(
         "hazard.verified",
         "hazard.closed",
     ]
+
+    def published() -> list[Any] | None:
+        records = read_and_parse(kafka.bootstrap_servers, topics["lifecycle"])
+        life = [e.TYPE for e in records if str(e.hazard_id) == first]
+        relapses = [e for e in records if e.TYPE == "hazard.relapsed"]
+        return records if len(life) >= len(expected_life) and relapses else None
+
+    records = _poll(published, "every event of the story on the lifecycle topic")
+    assert [e.TYPE for e in records if str(e.hazard_id) == first] == expected_life
     [relapsed] = [e for e in records if e.TYPE == "hazard.relapsed"]
     assert str(relapsed.hazard_id) == second
     assert str(relapsed.payload.original_hazard_id) == first
@@ -253,8 +261,6 @@ def test_hazard_lives_through_intake_dispatch_and_tracking_and_relapses(
 
 def read_and_parse(bootstrap: str, topic: str) -> list[Any]:
     """Every event on the topic, in per-partition order (one hazard is one partition)."""
-    import asyncio
-
     with contextlib.closing(asyncio.new_event_loop()) as loop:
         records = loop.run_until_complete(read_topic(bootstrap, topic, timeout_s=5))
     return [parse_event(r.value) for r in records]
