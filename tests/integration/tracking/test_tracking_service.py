@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from services.tracking.timers import TimerLoop
+from shared import events as ev
 from shared.events import parse_event
 from tests.integration.tracking.tracking_helpers import (
     AppFactory,
@@ -253,6 +254,29 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
             "hazard.rectification_ordered",
         ]
 
+        duplicate = Hazard()
+        linked = ev.HazardDuplicateLinked(
+            event_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            hazard_id=duplicate.hazard_id,
+            producer="intake",
+            payload=ev.HazardDuplicateLinkedPayload(
+                original_hazard_id=swapped.hazard_id, distance_m=0.0, same_building=True
+            ),
+        )
+        await publish(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            duplicate.reported(duplicate_of=swapped.hazard_id),
+            linked,
+        )
+        dup = await wait_for_state(client, duplicate.hazard_id, "duplicate")
+        assert dup["duplicate_of"] == str(swapped.hazard_id)
+        original = (
+            await client.get(f"/api/v1/hazards/{swapped.hazard_id}", headers=auth("tok-supervisor"))
+        ).json()
+        assert original["duplicates"] == [str(duplicate.hazard_id)]
+
         on_site = Hazard(building_id="B-99")
         await publish(kafka.bootstrap_servers, topics["lifecycle"], on_site.reported(rectified_on_site=True))
         closed = await wait_for_state(client, on_site.hazard_id, "closed")
@@ -274,8 +298,6 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
             ("building:B-99", 2, ["locked_rooftop_door"])
         ]
         assert hotspots["hotspots"][0]["flagged_at"] is not None
-
-        from shared import events as ev
 
         misfit = ev.HazardVerified(
             event_id=uuid.uuid4(),
