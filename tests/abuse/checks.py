@@ -11,10 +11,32 @@ EXAMPLES = int(os.environ.get("HAZARD_ABUSE_EXAMPLES", "20"))
 """Hypothesis examples per operation in the default run (the slow variant multiplies it)."""
 
 
-def error_shape_problem(status: int, content_type: str, body: bytes) -> str | None:
-    """Why a 4xx/5xx body is not ``{"error": {"code", "message", "details"}}`` (None when it is)."""
+def open311_error_problem(status: int, content_type: str, body: bytes) -> str | None:
+    """Why a 4xx under /open311/ is not GeoReport v2's error list ``[{"code", "description"}]`` (JSON or XML)."""
+    if "xml" in content_type:
+        return None if b"<errors>" in body and b"<description>" in body else f"{status} XML without <errors>"
+    try:
+        data: Any = httpx.Response(status, content=body).json()
+    except ValueError:
+        return f"{status} with a body that is neither JSON nor XML: {body[:200]!r}"
+    if isinstance(data, dict) and "error" in data:
+        return error_shape_problem(status, content_type, body)
+    if not (
+        isinstance(data, list) and data and all(isinstance(e, dict) and e.get("description") for e in data)
+    ):
+        return f"{status} without GeoReport v2 errors: {body[:200]!r}"
+    return None
+
+
+def error_shape_problem(status: int, content_type: str, body: bytes, *, open311: bool = False) -> str | None:
+    """Why a 4xx/5xx body is not ``{"error": {"code", "message", "details"}}`` (None when it is).
+
+    Under ``/open311/`` the GeoReport v2 standard's own error list is the contract instead.
+    """
     if status < 400:
         return None
+    if open311:
+        return open311_error_problem(status, content_type, body)
     if "json" not in content_type:
         return f"{status} with content type {content_type!r}, not JSON"
     try:
@@ -33,7 +55,7 @@ def error_shape_problem(status: int, content_type: str, body: bytes) -> str | No
     return None
 
 
-def response_problem(response: httpx.Response | Any) -> str | None:
+def response_problem(response: httpx.Response | Any, *, path: str = "") -> str | None:
     """A 5xx, or a 4xx without the error shape (works with httpx and requests responses)."""
     status = int(response.status_code)
     content_type = response.headers.get("content-type") or response.headers.get("Content-Type") or ""
@@ -41,4 +63,4 @@ def response_problem(response: httpx.Response | Any) -> str | None:
         content_type = ",".join(content_type)
     if status >= 500:
         return f"server error {status}: {response.content[:300]!r}"
-    return error_shape_problem(status, content_type, response.content)
+    return error_shape_problem(status, content_type, response.content, open311=path.startswith("/open311"))

@@ -68,7 +68,7 @@ def _fuzz_operation(
             found.append(f"{case.method} {case.formatted_path} as {who}: {type(exc).__name__}: {exc}")
             return
         calls += 1
-        problem = response_problem(response)
+        problem = response_problem(response, path=operation.path)
         if problem and len(found) < 3:
             found.append(f"{case.method} {case.formatted_path} as {who} ({mode.value}): {problem}")
 
