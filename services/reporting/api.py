@@ -100,16 +100,15 @@ async def get_summary(
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     await _refresh(runtime)
-    async with runtime.sessions() as session:
-        report = await reports.summary(
-            session,
-            reference=runtime.reference,
-            start=period.start,
-            end=period.end,
-            group_by=group_by,
-            filters=filters,
-            now=now,
-        )
+    report = await reports.summary(
+        runtime.sessions,
+        reference=runtime.reference,
+        start=period.start,
+        end=period.end,
+        group_by=group_by,
+        filters=filters,
+        now=now,
+    )
     if format == "csv":
         name = f"summary-{group_by}-{period.start}-{period.end}.csv"
         return Response(

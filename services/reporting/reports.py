@@ -23,15 +23,18 @@ as of now.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from services.reporting import domain, repository
 from services.reporting.domain import Counts
-from services.reporting.repository import Executor, Filters, Period
+from services.reporting.repository import Filters, Period
 from shared.reference import ReferenceData
 
 GROUP_BY = ("department", "community", "grid", "category", "campaign")
@@ -105,7 +108,7 @@ def comparison(counts: Counts, period: Period) -> dict[str, Any]:
 
 
 async def summary(
-    db: Executor,
+    sessions: async_sessionmaker[AsyncSession],
     *,
     reference: ReferenceData,
     start: date,
@@ -121,18 +124,38 @@ async def summary(
     previous = Period(*domain.previous_period(start, end))
     last_year = Period(*domain.year_earlier(start, end))
     periods = (current, previous, last_year)
-    counts = await repository.period_counts(
-        db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
+
+    async def run(query: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        async with sessions() as session:
+            return await query(session)
+
+    def counts_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
+        return lambda db: repository.period_counts(
+            db, group_by=by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
+        )
+
+    def medians_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
+        return lambda db: repository.medians(db, group_by=by, period=current, filters=filters, schema=schema)
+
+    # Every hazard and dispatch is in exactly one department, community or category group, so the
+    # totals are the groups' sums there; a hazard may be in several campaigns, and grids skip nulls.
+    summed = group_by in {"department", "community", "category"}
+    # The queries are independent: run them on separate connections at once.
+    results = await asyncio.gather(
+        run(counts_of(group_by)),
+        run(medians_of(group_by)),
+        run(medians_of("all")),
+        *(() if summed else (run(counts_of("all")),)),
     )
-    total_counts = await repository.period_counts(
-        db, group_by="all", periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
-    )
-    group_medians = await repository.medians(
-        db, group_by=group_by, period=current, filters=filters, schema=schema
-    )
-    total_medians = await repository.medians(
-        db, group_by="all", period=current, filters=filters, schema=schema
-    )
+    counts: dict[tuple[str, int], Counts] = results[0]
+    group_medians, total_medians = results[1], results[2]
+    if summed:
+        total_counts: dict[tuple[str, int], Counts] = {}
+        for (_, period_index), value in counts.items():
+            key = ("all", period_index)
+            total_counts[key] = total_counts.get(key, Counts()) + value
+    else:
+        total_counts = results[3]
     keys = sorted({key for key, _ in counts} | set(group_medians))
 
     def row(key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any]) -> dict[str, Any]:
