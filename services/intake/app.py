@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.intake import api, handlers, open311, tables
 from services.intake.domain import Policy
 from services.intake.ratelimit import RateLimiter
-from services.intake.service import Intake
+from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings
 from shared.events import HazardDuplicateLinked, HazardReported
 from shared.http import BodySizeLimit
@@ -61,7 +61,12 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     )
     app.add_middleware(RouteBodyLimits, default_bytes=default_bytes, batch_bytes=batch_bytes)
     limits = settings.limits
-    app.state.intake = Intake(
+    committer = (
+        GroupCommitter(workers=settings.group_commit.workers, max_items=settings.group_commit.max_items)
+        if settings.group_commit.enabled
+        else None
+    )
+    intake = Intake(
         sessions=runtime.sessions,
         outbox=runtime.outbox,
         reference=reference,
@@ -70,7 +75,12 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
             max_age=timedelta(days=limits.max_age_days),
             duplicate_distance_m=limits.duplicate_distance_m or reference.duplicate_distance_m,
         ),
+        group_commit=committer,
     )
+    if committer is not None:
+        committer.bind(intake.write)
+        runtime.add_background(committer.run)
+    app.state.intake = intake
     rate = settings.rate_limit
     app.state.rate_limiter = RateLimiter(rate=rate.requests_per_s, burst=rate.burst) if rate.enabled else None
     app.state.batch_max_items = limits.batch_max_items

@@ -92,17 +92,20 @@ async def open_candidates(session: AsyncSession, probes: Sequence[Probe]) -> dic
     return found
 
 
+_INSERT_REPORTS = (
+    pg_insert(reports)
+    .on_conflict_do_nothing(index_elements=[reports.c.report_id])
+    .returning(reports.c.report_id)
+)
+
+
 async def insert_reports(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
     """Insert reports whose report id is new; returns the report ids actually inserted."""
     if not rows:
         return set()
-    statement = (
-        pg_insert(reports)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=[reports.c.report_id])
-        .returning(reports.c.report_id)
-    )
-    return set((await session.execute(statement)).scalars())
+    # executemany with RETURNING: one compiled statement, sent as multi-row INSERTs in few round trips.
+    result = await session.execute(_INSERT_REPORTS, list(rows))
+    return set(result.scalars())
 
 
 async def apply_status_change(

@@ -11,10 +11,13 @@ the retry finds the winner's committed row.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -74,11 +77,18 @@ class _LostRaceError(Exception):
     """Another transaction inserted one of our report ids after we looked; start again."""
 
 
+_keys = itertools.count()
+
+
 @dataclass(slots=True)
 class _Pending:
     index: int
     report: ReportIn
     body_hash: str
+    principal: Principal
+    source: Source
+    # Unique across requests, since one transaction may carry several requests' reports.
+    key: int = field(default_factory=lambda: next(_keys))
 
 
 def _utcnow() -> datetime:
@@ -96,8 +106,10 @@ class Intake:
         reference: ReferenceData,
         policy: Policy,
         clock: Callable[[], datetime] = _utcnow,
+        group_commit: GroupCommitter | None = None,
     ) -> None:
         self.sessions = sessions
+        self.group_commit = group_commit
         self.outbox = outbox
         self.reference = reference
         self.policy = policy
@@ -130,17 +142,16 @@ class Intake:
             if earlier is not None:
                 repeats.append((index, earlier, fingerprint))
                 continue
-            entry = _Pending(index, item, fingerprint)
+            entry = _Pending(index, item, fingerprint, principal, source)
             first_of[item.report_id] = entry
             pending.append(entry)
         if pending:
-            for attempt in range(_RACE_RETRIES):
-                try:
-                    results.update(await self._commit(pending, principal=principal, now=now, source=source))
-                    break
-                except _LostRaceError:
-                    if attempt == _RACE_RETRIES - 1:
-                        raise
+            if self.group_commit is not None and self.group_commit.running and len(pending) == 1:
+                committed = await self.group_commit.write(pending, now)
+            else:
+                committed = await self.write(pending, now)
+            for p in pending:
+                results[p.index] = committed[p.key]
         for index, earlier, fingerprint in repeats:
             results[index] = _repeat_in_request(index, earlier, fingerprint, results[earlier.index])
         ordered = [results[i] for i in range(len(items))]
@@ -148,9 +159,17 @@ class Intake:
         metrics.COMMIT_SECONDS.labels(source).observe(time.perf_counter() - started)
         return ordered
 
-    async def _commit(
-        self, pending: list[_Pending], *, principal: Principal, now: datetime, source: Source
-    ) -> dict[int, ItemResult]:
+    async def write(self, pending: list[_Pending], now: datetime) -> dict[int, ItemResult]:
+        """Commit these reports in one transaction; results by pending key."""
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return await self._commit(pending, now=now)
+            except _LostRaceError:
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _commit(self, pending: list[_Pending], *, now: datetime) -> dict[int, ItemResult]:
         results: dict[int, ItemResult] = {}
         async with self.sessions() as session, session.begin():
             stored = await repo.existing_reports(session, [p.report.report_id for p in pending])
@@ -160,7 +179,7 @@ class Intake:
                 if row is None:
                     fresh.append(p)
                 else:
-                    results[p.index] = _from_stored(p, row)
+                    results[p.key] = _from_stored(p, row)
             if not fresh:
                 return results
             distance = self.policy.duplicate_distance_m
@@ -173,7 +192,7 @@ class Intake:
                 )
                 probes.append(
                     repo.Probe(
-                        p.index, p.report.category, p.report.location.building_id, south, north, west, east
+                        p.key, p.report.category, p.report.location.building_id, south, north, west, east
                     )
                 )
             candidates = await repo.open_candidates(session, probes)
@@ -186,7 +205,7 @@ class Intake:
                 report = p.report
                 hazard_id = uuid.uuid4()
                 duplicate = domain.find_open_duplicate(
-                    report, [*candidates.get(p.index, ()), *in_request], distance_m=distance
+                    report, [*candidates.get(p.key, ()), *in_request], distance_m=distance
                 )
                 campaigns = domain.campaign_ids(report, self.reference)
                 status, notes, _notice = domain.initial_view(report, duplicate)
@@ -194,10 +213,8 @@ class Intake:
                     _row(
                         hazard_id=hazard_id,
                         pending=p,
-                        principal=principal,
                         reference=self.reference,
                         now=now,
-                        source=source,
                         campaigns=campaigns,
                         duplicate=duplicate,
                         status=status,
@@ -208,10 +225,10 @@ class Intake:
                     domain.reported_events(
                         hazard_id=hazard_id,
                         report=report,
-                        reporter_id=principal.id,
+                        reporter_id=p.principal.id,
                         reference=self.reference,
                         accepted_at=now,
-                        source=source,
+                        source=p.source,
                         campaigns=campaigns,
                         duplicate=duplicate,
                     )
@@ -227,7 +244,7 @@ class Intake:
                             now,
                         )
                     )
-                created[p.index] = ItemResult(
+                created[p.key] = ItemResult(
                     p.index,
                     report.report_id,
                     "created",
@@ -249,10 +266,8 @@ def _row(
     *,
     hazard_id: uuid.UUID,
     pending: _Pending,
-    principal: Principal,
     reference: ReferenceData,
     now: datetime,
-    source: Source,
     campaigns: Sequence[str],
     duplicate: DuplicateMatch | None,
     status: str,
@@ -263,8 +278,8 @@ def _row(
         "hazard_id": hazard_id,
         "report_id": report.report_id,
         "body_hash": pending.body_hash,
-        "reporter_id": principal.id,
-        "source": source,
+        "reporter_id": pending.principal.id,
+        "source": pending.source,
         "category": report.category,
         "grid_id": report.grid_id,
         "community_id": reference.grid(report.grid_id).community_id,
@@ -343,3 +358,75 @@ def _count(results: Sequence[ItemResult], pending: Sequence[_Pending], source: S
             metrics.REPLAYED.labels(source).inc()
         elif result.error is not None:
             metrics.REJECTED.labels(result.error.code).inc()
+
+
+log = logging.getLogger(__name__)
+_Job = tuple[list[_Pending], datetime, "asyncio.Future[dict[int, ItemResult]]"]
+
+
+class GroupCommitter:
+    """Commits the reports of concurrent single requests together: one transaction, one fsync.
+
+    Each request still gets its answer only after the transaction holding its report has
+    committed. ``workers`` transactions may be in flight at once; each takes whatever has
+    queued up (up to ``max_items`` reports) while the previous one was committing, so under
+    light load a request commits alone and waits for nobody.
+    """
+
+    def __init__(self, *, workers: int = 4, max_items: int = 500) -> None:
+        self.workers = workers
+        self.max_items = max_items
+        self.running = False
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._write: Callable[[list[_Pending], datetime], Awaitable[dict[int, ItemResult]]] | None = None
+
+    def bind(self, write: Callable[[list[_Pending], datetime], Awaitable[dict[int, ItemResult]]]) -> None:
+        """The function that commits a list of reports in one transaction."""
+        self._write = write
+
+    async def write(self, pending: list[_Pending], now: datetime) -> dict[int, ItemResult]:
+        """Queue reports for the next group transaction and wait until it committed."""
+        future: asyncio.Future[dict[int, ItemResult]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((pending, now, future))
+        return await future
+
+    async def run(self) -> None:
+        """Serve the queue until cancelled (a background loop of the service runtime)."""
+        self.running = True
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+        finally:
+            self.running = False
+            while not self._queue.empty():
+                *_job, future = self._queue.get_nowait()
+                if not future.done():
+                    future.set_exception(RuntimeError("intake is shutting down"))
+
+    async def _worker(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            items = len(group[0][0])
+            while not self._queue.empty() and items < self.max_items:
+                job = self._queue.get_nowait()
+                group.append(job)
+                items += len(job[0])
+            await self._commit_group(group)
+
+    async def _commit_group(self, group: list[_Job]) -> None:
+        assert self._write is not None
+        live = [job for job in group if not job[2].done()]
+        if not live:
+            return
+        try:
+            merged = await self._write([p for job in live for p in job[0]], max(job[1] for job in live))
+        except Exception as exc:
+            if len(live) == 1:
+                live[0][2].set_exception(exc)
+                return
+            log.warning("group commit of %d requests failed (%r); committing them one by one", len(live), exc)
+            for job in live:
+                await self._commit_group([job])
+            return
+        for pending, _now, future in live:
+            if not future.done():
+                future.set_result({p.key: merged[p.key] for p in pending})

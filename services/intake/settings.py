@@ -39,6 +39,15 @@ class RateLimitSettings(_Section):
     burst: Annotated[int, Field(ge=1, le=100_000)] = 60
 
 
+class GroupCommitSettings(_Section):
+    """Commit concurrent single reports together (one transaction and fsync for many requests)."""
+
+    enabled: bool = True
+    # Transactions in flight at once; keep below the database pool size.
+    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    max_items: Annotated[int, Field(ge=1, le=5000)] = 500
+
+
 class IntakeSettings(ServiceSettings):
     """Everything the intake service reads from its environment."""
 
@@ -48,3 +57,4 @@ class IntakeSettings(ServiceSettings):
 
     limits: ReportLimits = Field(default_factory=ReportLimits)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    group_commit: GroupCommitSettings = Field(default_factory=GroupCommitSettings)

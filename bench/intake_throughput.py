@@ -1,0 +1,333 @@
+"""Accepted reports per second and latency through intake, single and batch, every one durably committed.
+
+Starts its own PostgreSQL (fsync on) and Tansu on free ports, migrates, and runs intake as a
+real process (``python -m services.intake``: uvicorn, the outbox relay publishing to Tansu as
+it goes). Load comes from separate client processes (httpx, async, a bounded number of
+connections each) so the client does not share intake's event loop:
+
+1. single: ``POST /api/v1/hazards`` for ``--seconds`` s from ``--clients`` processes with
+   ``--connections`` connections each; reports/s, p50/p99/max latency;
+2. batch: ``POST /api/v1/hazards/batch`` with 500 reports per call, ``--batch-connections``
+   in flight per client process; reports/s and per-call latency.
+
+At the end the database must hold exactly the accepted reports (count per phase), and the
+outbox is timed until the relay has published them all.
+
+``python -m bench.intake_throughput [--seconds 20] [--clients 2] [--connections 16]``; figures are
+printed and written to ``bench/results/intake_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import yaml
+
+from shared.devstack import LocalKafka, LocalPostgres, free_port
+from shared.migrate import migrate
+from shared.reference import load_reference_data
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CATEGORIES = (
+    "direct_vent_water_heater",
+    "locked_rooftop_door",
+    "electrical_fire_hazard",
+    "ebike_indoor_charging",
+    "road_hazard",
+    "gas_leak",
+    "illegal_structure",
+    "public_security_hazard",
+)
+
+
+# ---------------------------------------------------------------- the load client (a subprocess)
+
+
+def _reports(rng: random.Random, grid: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    out = []
+    for _ in range(count):
+        building = rng.randrange(1, 5000)
+        digest = hashlib.blake2b(f"{grid['id']}/{building}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest[:4], "big") / 2**32
+        v = int.from_bytes(digest[4:], "big") / 2**32
+        out.append(
+            {
+                "report_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "category": rng.choice(CATEGORIES),
+                "description": "Hazard found on patrol; owner urged to rectify",
+                "location": {
+                    "lat": round(grid["lat"] + (2 * u - 1) * 0.0034, 6),
+                    "lon": round(grid["lon"] + (2 * v - 1) * 0.0026, 6),
+                    "address": f"building {building}",
+                    "building_id": f"{grid['id']}-b{building:04d}",
+                },
+                "grid_id": grid["id"],
+                "observed_at": (now - timedelta(minutes=rng.randint(1, 600))).isoformat(),
+                "photos": [f"https://img.example.org/{uuid.UUID(int=rng.getrandbits(128)).hex}.jpg"],
+                "rectified_on_site": rng.random() < 0.12,
+            }
+        )
+    return out
+
+
+async def _client(spec: dict[str, Any]) -> dict[str, Any]:
+    """Send for ``seconds``; returns accepted count, latencies and error counts."""
+    rng = random.Random(spec["seed"])
+    reporters = spec["reporters"]
+    url = spec["url"]
+    batch = spec["mode"] == "batch"
+    size = spec["batch_size"] if batch else 1
+    latencies: list[float] = []
+    accepted = 0
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=spec["connections"], max_keepalive_connections=spec["connections"])
+    deadline = time.perf_counter() + spec["seconds"]
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker(n: int) -> None:
+            nonlocal accepted
+            while time.perf_counter() < deadline:
+                reporter = reporters[rng.randrange(len(reporters))]
+                body = _reports(rng, reporter, size)
+                headers = {"Authorization": f"Bearer {reporter['token']}"}
+                started = time.perf_counter()
+                try:
+                    if batch:
+                        response = await client.post("/api/v1/hazards/batch", json={"reports": body}, headers=headers)
+                    else:
+                        response = await client.post("/api/v1/hazards", json=body[0], headers=headers)
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+                if batch and response.status_code == 200:
+                    got = response.json()["accepted"]
+                    accepted += got
+                    if got != size:
+                        errors["batch_items_rejected"] = errors.get("batch_items_rejected", 0) + size - got
+                elif not batch and response.status_code == 201:
+                    accepted += 1
+                else:
+                    key = str(response.status_code)
+                    errors[key] = errors.get(key, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(spec["connections"])))
+        elapsed = time.perf_counter() - started
+    return {"accepted": accepted, "latencies": latencies, "errors": errors, "elapsed": elapsed}
+
+
+def client_main() -> None:
+    """Entry of a load-client process: the spec as JSON on stdin, the result as JSON on stdout."""
+    spec = json.loads(sys.stdin.read())
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(_client(spec))))
+
+
+# ---------------------------------------------------------------- the stack
+
+
+def _principals(tmp: Path) -> tuple[Path, list[dict[str, Any]]]:
+    reference = load_reference_data()
+    entries, reporters = [], []
+    for grid in reference.grids:
+        token = uuid.uuid4().hex
+        entries.append(
+            {
+                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                "principal": f"gm-{grid.id}",
+                "role": "reporter",
+                "grid_id": grid.id,
+            }
+        )
+        reporters.append({"id": grid.id, "token": token, "lat": grid.center.lat, "lon": grid.center.lon})
+    path = tmp / "tokens.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    return path, reporters
+
+
+def _phase(spec: dict[str, Any], clients: int) -> dict[str, Any]:
+    procs = []
+    for n in range(clients):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.intake_throughput", "--client"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({**spec, "seed": spec["seed"] + n}))
+        proc.stdin.close()
+        procs.append(proc)
+    parts = []
+    for proc in procs:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait(timeout=600)
+        parts.append(json.loads(out))
+    latencies = sorted(x for p in parts for x in p["latencies"])
+    accepted = sum(p["accepted"] for p in parts)
+    elapsed = max(p["elapsed"] for p in parts)
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else 0.0
+
+    return {
+        "accepted": accepted,
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "reports_per_s": round(accepted / elapsed, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else 0.0,
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
+        "errors": errors,
+    }
+
+
+async def _count(dsn: str, query: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    """Run both phases and write the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--clients", type=int, default=2, help="load-client processes")
+    parser.add_argument("--connections", type=int, default=16, help="connections per client (single)")
+    parser.add_argument("--batch-connections", type=int, default=2, help="connections per client (batch)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+    if args.client:
+        client_main()
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-intake-"))
+    tmp.chmod(0o755)
+    postgres = LocalPostgres(data_dir=tmp / "pg", port=free_port(), log_path=tmp / "pg.log")
+    kafka = LocalKafka(port=free_port(), log_path=tmp / "tansu.log")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        postgres.start()
+        kafka.start()
+        url = postgres.url()
+        asyncio.run(migrate(url))
+        topics = {"lifecycle": "bench-intake-lifecycle", "dead_letter": "bench-intake-dlt"}
+        asyncio.run(kafka.create_topics({topics["lifecycle"]: 6, topics["dead_letter"]: 1}))
+        tokens, reporters = _principals(tmp)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE__")}
+        env.update(
+            {
+                "INTAKE__DATABASE__URL": url,
+                "INTAKE__DATABASE__POOL_SIZE": "20",
+                "INTAKE__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "INTAKE__KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
+                "INTAKE__KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
+                "INTAKE__KAFKA__IDEMPOTENT_PRODUCER": "false",
+                "INTAKE__HTTP__PORT": str(port),
+                "INTAKE__AUTH__TOKENS_FILE": str(tokens),
+                "INTAKE__LOG_LEVEL": "WARNING",
+                # The load is many reporters at full speed; the limit is not what is measured.
+                "INTAKE__RATE_LIMIT__ENABLED": "false",
+            }
+        )
+        log = (tmp / "intake.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.intake"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"intake did not become ready; see {tmp / 'intake.log'}")
+            time.sleep(0.3)
+        common = {"url": base, "reporters": reporters, "seconds": args.seconds, "batch_size": args.batch_size}
+        dsn = postgres.dsn()
+        single = _phase({**common, "mode": "single", "connections": args.connections, "seed": 1}, args.clients)
+        after_single = asyncio.run(_count(dsn, "select count(*) from intake.reports"))
+        batch = _phase(
+            {**common, "mode": "batch", "connections": args.batch_connections, "seed": 1000}, args.clients
+        )
+        stored = asyncio.run(_count(dsn, "select count(*) from intake.reports"))
+        drain_started = time.perf_counter()
+        while asyncio.run(_count(dsn, "select count(*) from intake.outbox")) > 0:
+            if time.perf_counter() - drain_started > 300:
+                break
+            time.sleep(0.2)
+        drain_s = time.perf_counter() - drain_started
+        left = asyncio.run(_count(dsn, "select count(*) from intake.outbox"))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        kafka.stop()
+        postgres.stop()
+    committed_ok = after_single == single["accepted"] and stored - after_single == batch["accepted"]
+    result = {
+        "machine": {"cpus": os.cpu_count()},
+        "settings": vars(args),
+        "single": single,
+        "batch": batch,
+        "stored_reports": stored,
+        "every_accepted_report_committed": committed_ok,
+        "outbox_drain_after_load_s": round(drain_s, 2),
+        "outbox_left": left,
+        "targets": {
+            "single_reports_per_s_ge_1000": single["reports_per_s"] >= 1000,
+            "single_p99_lt_100ms": single["p99_ms"] < 100,
+            "batch_reports_per_s_ge_5000": batch["reports_per_s"] >= 5000,
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "intake_throughput.json").write_text(json.dumps(result, indent=2))
+    print("| phase | accepted | reports/s | p50 ms | p99 ms | max ms | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, phase in (("single", single), (f"batch ({args.batch_size}/call)", batch)):
+        print(
+            f"| {name} | {phase['accepted']:,} | {phase['reports_per_s']:,} | {phase['p50_ms']} | "
+            f"{phase['p99_ms']} | {phase['max_ms']} | {phase['errors'] or '-'} |"
+        )
+    print(f"stored reports: {stored:,}; every accepted report committed: {committed_ok}")
+    print(f"outbox drained {drain_s:.1f} s after the load ({left} left)")
+
+
+if __name__ == "__main__":
+    main()
