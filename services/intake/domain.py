@@ -134,21 +134,24 @@ def check_report(
 ) -> Rejection | None:
     """None when the report may be accepted; else the refusal (403 for another's grid, else 422)."""
     problems: list[_Problem] = []
-    known_categories = [c.code for c in reference.categories]
-    category_known = report.category in known_categories
+    category_known = _known(reference.category, report.category)
     if not category_known:
         problems.append(
             _Problem(
                 "category",
                 "unknown_category",
                 f"unknown category {report.category!r}",
-                {"known": known_categories},
+                {"known": [c.code for c in reference.categories]},
             )
         )
-    known_grids = [g.id for g in reference.grids]
-    if report.grid_id not in known_grids:
+    if not _known(reference.grid, report.grid_id):
         problems.append(
-            _Problem("grid_id", "unknown_grid", f"unknown grid {report.grid_id!r}", {"known": known_grids})
+            _Problem(
+                "grid_id",
+                "unknown_grid",
+                f"unknown grid {report.grid_id!r}",
+                {"known": [g.id for g in reference.grids]},
+            )
         )
     elif report.grid_id != reporter_grid:
         return Rejection(
@@ -222,6 +225,14 @@ def check_report(
     return Rejection(422, code, message[0].upper() + message[1:] + ".", tuple(p.detail() for p in problems))
 
 
+def _known(lookup: Any, key: str) -> bool:
+    try:
+        lookup(key)
+    except LookupError:
+        return False
+    return True
+
+
 def local_date(moment: datetime, reference: ReferenceData) -> Any:
     """The calendar date of a moment in the street's timezone."""
     return moment.astimezone(reference.calendar.zone).date()
@@ -291,13 +302,16 @@ def find_open_duplicate(
     if report.rectified_on_site:
         return None
     best: tuple[int, float, datetime, OpenHazard] | None = None
+    lat, lon, building = report.location.lat, report.location.lon, report.location.building_id
+    south, north, west, east = bounding_box(lat, lon, distance_m)
     for candidate in candidates:
         if candidate.category != report.category:
             continue
-        distance = haversine_m(report.location.lat, report.location.lon, candidate.lat, candidate.lon)
-        same_building = (
-            report.location.building_id is not None and candidate.building_id == report.location.building_id
-        )
+        same_building = building is not None and candidate.building_id == building
+        # The box test is cheap and rules out nearly everything before the great-circle distance.
+        if not same_building and not (south <= candidate.lat <= north and west <= candidate.lon <= east):
+            continue
+        distance = haversine_m(lat, lon, candidate.lat, candidate.lon)
         if not same_building and distance > distance_m:
             continue
         key = (0 if same_building else 1, distance, candidate.requested_at, candidate)

@@ -199,13 +199,15 @@ class Intake:
             rows: list[dict[str, Any]] = []
             events: list[Any] = []
             # Earlier originals in this same request count as open hazards for the later items.
-            in_request: list[OpenHazard] = []
+            in_request: dict[str, list[OpenHazard]] = {}
             created: dict[int, ItemResult] = {}
             for p in fresh:
                 report = p.report
                 hazard_id = uuid.uuid4()
                 duplicate = domain.find_open_duplicate(
-                    report, [*candidates.get(p.key, ()), *in_request], distance_m=distance
+                    report,
+                    [*candidates.get(p.key, ()), *in_request.get(report.category, ())],
+                    distance_m=distance,
                 )
                 campaigns = domain.campaign_ids(report, self.reference)
                 status, notes, _notice = domain.initial_view(report, duplicate)
@@ -234,7 +236,7 @@ class Intake:
                     )
                 )
                 if duplicate is None and not report.rectified_on_site:
-                    in_request.append(
+                    in_request.setdefault(report.category, []).append(
                         OpenHazard(
                             hazard_id,
                             report.category,
