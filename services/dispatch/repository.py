@@ -37,13 +37,30 @@ class HazardRow:
     reported_at: datetime
 
 
+_HAZARD_COLUMNS = (
+    ("hazard_id", "uuid"),
+    ("category", "text"),
+    ("community_id", "text"),
+    ("grid_id", "text"),
+    ("urgency", "text"),
+    ("queue", "text"),
+    ("referral_reason", "text"),
+    ("reported_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+# One statement for a whole batch, its columns as arrays: compiling a multi-row VALUES costs far more.
+_INSERT_HAZARDS = sa.text(
+    f"insert into dispatch.hazards ({', '.join(c for c, _ in _HAZARD_COLUMNS)}) "
+    f"select * from unnest({', '.join(f'cast(:{c} as {t}[])' for c, t in _HAZARD_COLUMNS)}) "
+    "on conflict do nothing returning hazard_id"
+)
+
+
 async def add_hazards(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
     """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
     if not rows:
         return set()
-    inserted = await session.execute(
-        pg_insert(hazards).values(list(rows)).on_conflict_do_nothing().returning(h.hazard_id)
-    )
+    inserted = await session.execute(_INSERT_HAZARDS, _columns(rows, _HAZARD_COLUMNS))
     return set(inserted.scalars())
 
 
@@ -155,14 +172,55 @@ def timer_row(timer: domain.Timer) -> dict[str, Any]:
     }
 
 
+def _unnest_insert(table: str, columns: Sequence[tuple[str, str]]) -> sa.TextClause:
+    """`insert into <table> (...) select * from unnest(<one array per column>)`: one statement per batch."""
+    return sa.text(
+        f"insert into dispatch.{table} ({', '.join(c for c, _ in columns)}) "
+        f"select * from unnest({', '.join(f'cast(:{c} as {t}[])' for c, t in columns)})"
+    )
+
+
+_DISPATCH_COLUMNS = (
+    ("dispatch_id", "uuid"),
+    ("hazard_id", "uuid"),
+    ("department_id", "text"),
+    ("rule_id", "text"),
+    ("category", "text"),
+    ("community_id", "text"),
+    ("grid_id", "text"),
+    ("status", "text"),
+    ("receipt_deadline", "timestamptz"),
+    ("deadline_minutes", "integer"),
+    ("deadline_working_time", "boolean"),
+    ("reason", "text"),
+    ("previous_dispatch_id", "uuid"),
+    ("dispatched_by", "text"),
+    ("created_at", "timestamptz"),
+    ("note", "text"),
+)
+_TIMER_COLUMNS = (
+    ("dispatch_id", "uuid"),
+    ("kind", "text"),
+    ("level", "integer"),
+    ("target", "text"),
+    ("due_at", "timestamptz"),
+)
+_INSERT_DISPATCHES = _unnest_insert("dispatches", _DISPATCH_COLUMNS)
+_INSERT_TIMERS = _unnest_insert("timers", _TIMER_COLUMNS)
+
+
+def _columns(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> dict[str, list[Any]]:
+    return {column: [row[column] for row in rows] for column, _ in columns}
+
+
 async def add_dispatches(
     session: AsyncSession, rows: Sequence[dict[str, Any]], timer_rows: Sequence[dict[str, Any]]
 ) -> None:
     """Insert new dispatches and their timers."""
     if rows:
-        await session.execute(sa.insert(dispatches), list(rows))
+        await session.execute(_INSERT_DISPATCHES, _columns(rows, _DISPATCH_COLUMNS))
     if timer_rows:
-        await session.execute(sa.insert(timers), list(timer_rows))
+        await session.execute(_INSERT_TIMERS, _columns(timer_rows, _TIMER_COLUMNS))
 
 
 def to_domain(row: Any) -> domain.Dispatch:
