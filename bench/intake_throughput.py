@@ -111,7 +111,9 @@ async def _client(spec: dict[str, Any]) -> dict[str, Any]:
                 started = time.perf_counter()
                 try:
                     if batch:
-                        response = await client.post("/api/v1/hazards/batch", json={"reports": body}, headers=headers)
+                        response = await client.post(
+                            "/api/v1/hazards/batch", json={"reports": body}, headers=headers
+                        )
                     else:
                         response = await client.post("/api/v1/hazards", json=body[0], headers=headers)
                 except httpx.HTTPError as exc:
@@ -198,7 +200,9 @@ def _phase(spec: dict[str, Any], clients: int) -> dict[str, Any]:
             errors[k] = errors.get(k, 0) + v
 
     def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else 0.0
+        return (
+            round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else 0.0
+        )
 
     return {
         "accepted": accepted,
@@ -281,7 +285,9 @@ def main() -> None:
             time.sleep(0.3)
         common = {"url": base, "reporters": reporters, "seconds": args.seconds, "batch_size": args.batch_size}
         dsn = postgres.dsn()
-        single = _phase({**common, "mode": "single", "connections": args.connections, "seed": 1}, args.clients)
+        single = _phase(
+            {**common, "mode": "single", "connections": args.connections, "seed": 1}, args.clients
+        )
         after_single = asyncio.run(_count(dsn, "select count(*) from intake.reports"))
         batch = _phase(
             {**common, "mode": "batch", "connections": args.batch_connections, "seed": 1000}, args.clients
