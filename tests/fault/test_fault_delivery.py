@@ -88,8 +88,8 @@ async def test_dispatch_killed_mid_batch_and_restarted(system: System) -> None:
     gen = await _load_with_fault(
         system,
         seed=303,
-        rate=250,
-        duration_s=6,
+        rate=150,
+        duration_s=5,
         fault_at_s=3,
         fault=fault,
         behaviour=BehaviourMix(batch_share=0.8, batch_min=20, batch_max=100),
@@ -106,8 +106,8 @@ async def test_intake_killed_mid_batch_and_restarted_keeps_every_report_once(sys
     gen = await _load_with_fault(
         system,
         seed=404,
-        rate=200,
-        duration_s=6,
+        rate=150,
+        duration_s=5,
         fault_at_s=2,
         fault=fault,
         behaviour=BehaviourMix(batch_share=0.8, batch_min=20, batch_max=100),
