@@ -375,10 +375,12 @@ async def throughput_phase(
     async with httpx.AsyncClient(timeout=30) as client:
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=1.0)
         await poller.begin()
-        await generator.run_max(duration_s=duration_s, chunk=5000)
-        sent_done = time.time()
-        facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
-        await poller.stop()
+        try:
+            await generator.run_max(duration_s=duration_s, chunk=1000)
+            sent_done = time.time()
+            facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+        finally:
+            await poller.stop()
     result = generator.result
     accepted = result.accepted
     accounting = account(accepted, facts)
@@ -427,9 +429,11 @@ async def latency_phase(
     async with httpx.AsyncClient(timeout=30) as client:
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.2)
         await poller.begin()
-        await generator.run_rate(rate=rate, duration_s=duration_s)
-        facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
-        await poller.stop()
+        try:
+            await generator.run_rate(rate=rate, duration_s=duration_s)
+            facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+        finally:
+            await poller.stop()
     accepted = generator.result.accepted
     to_dispatch = [
         facts.dispatched_ts[a.hazard_id] - a.accepted_at
