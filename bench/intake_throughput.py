@@ -5,6 +5,9 @@ real process (``python -m services.intake``: uvicorn, the outbox relay publishin
 it goes). Load comes from separate client processes (httpx, async, a bounded number of
 connections each) so the client does not share intake's event loop:
 
+``--replicas`` intake processes (default 2, one per core) share the database and broker, as
+replicas behind a load balancer would; each client process talks to one of them.
+
 1. single: ``POST /api/v1/hazards`` for ``--seconds`` s from ``--clients`` processes with
    ``--connections`` connections each; reports/s, p50/p99/max latency;
 2. batch: ``POST /api/v1/hazards/batch`` with 500 reports per call, ``--batch-connections``
@@ -92,7 +95,8 @@ async def _client(spec: dict[str, Any]) -> dict[str, Any]:
     """Send for ``seconds``; returns accepted count, latencies and error counts."""
     rng = random.Random(spec["seed"])
     reporters = spec["reporters"]
-    url = spec["url"]
+    # Each client process talks to one replica, as behind a load balancer.
+    url = spec["urls"][spec["seed"] % len(spec["urls"])]
     batch = spec["mode"] == "batch"
     size = spec["batch_size"] if batch else 1
     latencies: list[float] = []
@@ -174,17 +178,17 @@ def _principals(tmp: Path) -> tuple[Path, list[dict[str, Any]]]:
 def _phase(spec: dict[str, Any], clients: int) -> dict[str, Any]:
     procs = []
     for n in range(clients):
-        proc = subprocess.Popen(
+        client = subprocess.Popen(
             [sys.executable, "-m", "bench.intake_throughput", "--client"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({**spec, "seed": spec["seed"] + n}))
-        proc.stdin.close()
-        procs.append(proc)
+        assert client.stdin is not None
+        client.stdin.write(json.dumps({**spec, "seed": spec["seed"] + n}))
+        client.stdin.close()
+        procs.append(client)
     parts = []
     for proc in procs:
         assert proc.stdout is not None
@@ -234,6 +238,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="connections per client (single)")
     parser.add_argument("--batch-connections", type=int, default=2, help="connections per client (batch)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--replicas", type=int, default=2, help="intake processes (one database, one broker)")
     args = parser.parse_args()
     if args.client:
         client_main()
@@ -242,7 +247,7 @@ def main() -> None:
     tmp.chmod(0o755)
     postgres = LocalPostgres(data_dir=tmp / "pg", port=free_port(), log_path=tmp / "pg.log")
     kafka = LocalKafka(port=free_port(), log_path=tmp / "tansu.log")
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         postgres.start()
         kafka.start()
@@ -251,39 +256,53 @@ def main() -> None:
         topics = {"lifecycle": "bench-intake-lifecycle", "dead_letter": "bench-intake-dlt"}
         asyncio.run(kafka.create_topics({topics["lifecycle"]: 6, topics["dead_letter"]: 1}))
         tokens, reporters = _principals(tmp)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE__")}
-        env.update(
-            {
-                "INTAKE__DATABASE__URL": url,
-                "INTAKE__DATABASE__POOL_SIZE": "20",
-                "INTAKE__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-                "INTAKE__KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
-                "INTAKE__KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
-                "INTAKE__KAFKA__IDEMPOTENT_PRODUCER": "false",
-                "INTAKE__HTTP__PORT": str(port),
-                "INTAKE__AUTH__TOKENS_FILE": str(tokens),
-                "INTAKE__LOG_LEVEL": "WARNING",
-                # The load is many reporters at full speed; the limit is not what is measured.
-                "INTAKE__RATE_LIMIT__ENABLED": "false",
-            }
-        )
-        log = (tmp / "intake.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.intake"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"intake did not become ready; see {tmp / 'intake.log'}")
-            time.sleep(0.3)
-        common = {"url": base, "reporters": reporters, "seconds": args.seconds, "batch_size": args.batch_size}
+        bases: list[str] = []
+        for n in range(args.replicas):
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE__")}
+            env.update(
+                {
+                    "INTAKE__DATABASE__URL": url,
+                    "INTAKE__DATABASE__POOL_SIZE": "20",
+                    "INTAKE__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                    "INTAKE__KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
+                    "INTAKE__KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
+                    "INTAKE__KAFKA__IDEMPOTENT_PRODUCER": "false",
+                    "INTAKE__HTTP__PORT": str(port),
+                    "INTAKE__AUTH__TOKENS_FILE": str(tokens),
+                    "INTAKE__LOG_LEVEL": "WARNING",
+                    # The load is many reporters at full speed; the limit is not what is measured.
+                    "INTAKE__RATE_LIMIT__ENABLED": "false",
+                }
+            )
+            log = (tmp / f"intake-{n}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.intake"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        for base, proc in zip(bases, procs, strict=True):
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"intake did not become ready; see the logs in {tmp}")
+                time.sleep(0.3)
+        common = {
+            "urls": bases,
+            "reporters": reporters,
+            "seconds": args.seconds,
+            "batch_size": args.batch_size,
+        }
         dsn = postgres.dsn()
         single = _phase(
             {**common, "mode": "single", "connections": args.connections, "seed": 1}, args.clients
@@ -301,8 +320,9 @@ def main() -> None:
         drain_s = time.perf_counter() - drain_started
         left = asyncio.run(_count(dsn, "select count(*) from intake.outbox"))
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
             proc.wait(timeout=60)
         kafka.stop()
         postgres.stop()

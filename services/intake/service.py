@@ -149,7 +149,8 @@ class Intake:
             if self.group_commit is not None and self.group_commit.running and len(pending) == 1:
                 committed = await self.group_commit.write(pending, now)
             else:
-                committed = await self.write(pending, now)
+                # Batches are often re-synced after a lost answer: look for known ids first.
+                committed = await self.write(pending, now, look_first=source == "batch")
             for p in pending:
                 results[p.index] = committed[p.key]
         for index, earlier, fingerprint in repeats:
@@ -159,20 +160,33 @@ class Intake:
         metrics.COMMIT_SECONDS.labels(source).observe(time.perf_counter() - started)
         return ordered
 
-    async def write(self, pending: list[_Pending], now: datetime) -> dict[int, ItemResult]:
-        """Commit these reports in one transaction; results by pending key."""
+    async def write(
+        self, pending: list[_Pending], now: datetime, *, look_first: bool = False
+    ) -> dict[int, ItemResult]:
+        """Commit these reports in one transaction; results by pending key.
+
+        Without ``look_first`` the first attempt skips looking up known report ids (one round
+        trip less for the common, new report); if the insert then meets a known id, the
+        transaction is rolled back and retried looking first.
+        """
         for attempt in range(_RACE_RETRIES):
             try:
-                return await self._commit(pending, now=now)
+                return await self._commit(pending, now=now, look_first=look_first or attempt > 0)
             except _LostRaceError:
                 if attempt == _RACE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _commit(self, pending: list[_Pending], *, now: datetime) -> dict[int, ItemResult]:
+    async def _commit(
+        self, pending: list[_Pending], *, now: datetime, look_first: bool
+    ) -> dict[int, ItemResult]:
         results: dict[int, ItemResult] = {}
         async with self.sessions() as session, session.begin():
-            stored = await repo.existing_reports(session, [p.report.report_id for p in pending])
+            stored = (
+                await repo.existing_reports(session, [p.report.report_id for p in pending])
+                if look_first
+                else {}
+            )
             fresh: list[_Pending] = []
             for p in pending:
                 row = stored.get(p.report.report_id)
