@@ -272,12 +272,12 @@ class ReportingPoller:
         self.client, self.base, self.supervisor, self.interval_s = client, base, supervisor, interval_s
         self.series: list[tuple[float, int]] = []
         self.baseline = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def begin(self) -> None:
         """Note reporting's count before the phase, then poll in the background."""
         self.baseline = await reporting_count(self.client, self.base, self.supervisor) or 0
         self.start()
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
