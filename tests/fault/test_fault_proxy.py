@@ -62,6 +62,11 @@ async def test_pause_holds_bytes_until_resume_and_loses_none(echo_port: int) -> 
 async def test_cut_closes_connections_and_refuses_new_ones_until_restore(echo_port: int) -> None:
     with TcpProxy(upstream_port=echo_port) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        # The kernel completes the handshake before the proxy's accept handler has run.
+        for _ in range(100):
+            if await asyncio.to_thread(proxy.connection_count) == 1:
+                break
+            await asyncio.sleep(0.05)
         assert await asyncio.to_thread(proxy.connection_count) == 1
         await asyncio.to_thread(proxy.cut)
         assert await asyncio.wait_for(reader.read(10), 5) == b""
