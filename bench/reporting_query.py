@@ -160,9 +160,9 @@ async def time_queries(url: str, *, end: date, repeat: int) -> dict[str, Any]:
             "group_by": "department",
             "period": (end - timedelta(days=364), end),
             "filters": Filters(),
-            "repeat": 3,  # exact medians sort a year of rows: seconds, not milliseconds
         },
-        "summary campaign, 30 days (from facts)": {
+        "summary grid, 30 days": {"group_by": "grid", "period": month, "filters": Filters()},
+        "summary campaign, 30 days": {
             "group_by": "campaign",
             "period": month,
             "filters": Filters(),
@@ -201,9 +201,30 @@ async def time_queries(url: str, *, end: date, repeat: int) -> dict[str, Any]:
                 )
             samples.append((time.perf_counter() - began) * 1000)
         out["timeseries department by week, 90 days"] = _stats(samples)
+        out["median_precision"] = await _median_precision(sessions, period=Period(*month))
     finally:
         await engine.dispose()
     return out
+
+
+async def _median_precision(sessions: Any, *, period: Period) -> dict[str, Any]:
+    """Histogram medians (what the summary serves) against exact ones from the facts, per community."""
+    async with sessions() as session:
+        approx = await repository.medians(session, group_by="community", period=period, filters=Filters())
+        exact = await repository.medians(
+            session, group_by="community", period=period, filters=Filters(), use_rollup=False
+        )
+    errors: dict[str, list[float]] = {"ack": [], "rect": []}
+    for key, values in exact.items():
+        for i, measure in enumerate(("ack", "rect")):
+            want, got = values[i], approx.get(key, (None, None))[i]
+            if want is not None and got is not None and want != 0:
+                errors[measure].append(abs(got - want) / abs(want) * 100)
+    return {
+        f"{measure}_{stat}": round(fn(errs), 3) if errs else None
+        for measure, errs in errors.items()
+        for stat, fn in (("max_rel_error_pct", max), ("mean_rel_error_pct", statistics.fmean))
+    } | {"groups_compared": len(exact)}
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -231,16 +252,18 @@ async def run(postgres: LocalPostgres, *, days: int, per_day: int, repeat: int) 
     async with engine.connect() as conn:
         counts = {
             t: int((await conn.execute(sa.text(f"SELECT count(*) FROM reporting.{t}"))).scalar_one())
-            for t in ("hazards", "dispatches", "relapses", "rollup")
+            for t in ("hazards", "dispatches", "relapses", "rollup", "rollup_groups", "rollup_hist")
         }
     await engine.dispose()
     queries = await time_queries(url, end=end, repeat=repeat)
+    precision = queries.pop("median_precision")
     return {
         "days": days,
         "per_day": float(per_day),
         "rows": counts,
         "load_s": load_s,
         "queries": queries,
+        "median_precision_30_days_by_community": precision,
         "target_p99_ms": 300,
     }
 
@@ -255,7 +278,11 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"Data: {r['hazards']:,} hazards, {r['dispatches']:,} dispatches, {r['relapses']:,} relapses, "
-            f"{r['rollup']:,} rollup rows ({result['days']} days x {result['per_day']:,}/day, {COMMUNITIES} communities)",
+            f"{r['rollup']:,} rollup rows, {r['rollup_groups']:,} per-group rollup rows, "
+            f"{r['rollup_hist']:,} histogram rows "
+            f"({result['days']} days x {result['per_day']:,}/day, {COMMUNITIES} communities)",
+            "",
+            f"Histogram medians vs exact (30 days, per community): {result['median_precision_30_days_by_community']}",
             "",
             "| query | p50 ms | p95 ms | p99 ms | runs |",
             "| --- | ---: | ---: | ---: | ---: |",

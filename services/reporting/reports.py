@@ -135,7 +135,9 @@ async def summary(
         )
 
     def medians_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.medians(db, group_by=by, period=current, filters=filters, schema=schema)
+        return lambda db: repository.medians(
+            db, group_by=by, period=current, filters=filters, schema=schema, use_rollup=use_rollup
+        )
 
     # Every hazard and dispatch is in exactly one department, community or category group, so the
     # totals are the groups' sums there; a hazard may be in several campaigns, and grids skip nulls.

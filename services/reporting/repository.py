@@ -211,25 +211,99 @@ def _rollup_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
     )
 
 
+# Each fact row feeds one group per grouping (and one per campaign it is tagged with).
+_GROUPINGS_LATERAL = (
+    "CROSS JOIN LATERAL (VALUES ('department', x.department_id), ('community', x.community_id), "
+    "('grid', x.grid_id), ('category', x.category), ('all', 'all') "
+    "UNION ALL SELECT 'campaign', c FROM unnest(x.campaign_ids) AS c) AS g(grouping, key)"
+)
+_DIMENSIONS = "{t}.community_id, {t}.grid_id, {t}.category, {t}.campaign_ids"
+
+
+def bucket_sql(measure: str, *, column: str) -> str:
+    """SQL of a duration's histogram bucket, as domain.histogram_bucket."""
+    floor = f"CAST({domain.HIST_FLOOR[measure]!r} AS float8)"
+    return (
+        f"CASE WHEN {column} < {floor} THEN 0 "
+        f"ELSE 1 + floor(ln({column} / {floor}) / ln(2.0) * {domain.HIST_PER_OCTAVE})::int END"
+    )
+
+
+def _rollup_groups_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
+    inner = _fact_union(
+        schema,
+        h_key="h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
+        + _DIMENSIONS.format(t="h"),
+        d_key="d.dispatch_day AS day, COALESCE(d.department_id, '') AS department_id, "
+        + _DIMENSIONS.format(t="d"),
+        h_where=day_filter_h,
+        d_where=day_filter_d,
+    )
+    sums = ", ".join(f"sum({c})" for c in ROLLUP_COUNTS)
+    cols = ", ".join(ROLLUP_COUNTS)
+    return (
+        f"INSERT INTO {schema}.rollup_groups (grouping, day, key, {cols}) "
+        f"SELECT g.grouping, x.day, g.key, {sums} FROM ({inner}) AS x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3"
+    )
+
+
+def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
+    ack = (
+        f"SELECT d.dispatch_day AS day, COALESCE(d.department_id, '') AS department_id, "
+        f"{_DIMENSIONS.format(t='d')}, 'ack' AS measure, "
+        f"CAST(extract(epoch FROM d.acknowledged_at - d.dispatched_at) AS float8) / 60.0 AS v "
+        f"FROM {schema}.dispatches d WHERE d.acknowledged_at IS NOT NULL AND d.dispatched_at IS NOT NULL "
+        f"AND d.community_id IS NOT NULL AND d.dispatch_day IS NOT NULL AND {day_filter_d}"
+    )
+    rect = (
+        f"SELECT h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
+        f"{_DIMENSIONS.format(t='h')}, 'rect' AS measure, "
+        f"CAST(extract(epoch FROM h.rectified_at - h.reported_at) AS float8) / 3600.0 AS v "
+        f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
+        f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
+    )
+    bucket = (
+        f"CASE y.measure WHEN 'ack' THEN {bucket_sql('ack', column='y.v')} "
+        f"ELSE {bucket_sql('rect', column='y.v')} END"
+    )
+    return (
+        f"INSERT INTO {schema}.rollup_hist (grouping, day, key, measure, bucket, n, total) "
+        f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.v) "
+        f"FROM (SELECT y.*, {bucket} AS bucket "
+        f"FROM ({ack} UNION ALL {rect}) AS y) AS x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
+    )
+
+
+def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tuple[str, ...]:
+    return (
+        _rollup_select(schema, day_filter_h, day_filter_d),
+        _rollup_groups_select(schema, day_filter_h, day_filter_d),
+        _rollup_hist_select(schema, day_filter_h, day_filter_d),
+    )
+
+
 async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     """Recompute the rollup of every dirty day; returns how many days were recomputed."""
     await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
     days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
     if not days:
         return 0
-    await db.execute(sa.text(f"DELETE FROM {schema}.rollup WHERE day = ANY(:days)"), {"days": days})
-    await db.execute(
-        sa.text(_rollup_select(schema, "h.report_day = ANY(:days)", "d.dispatch_day = ANY(:days)")),
-        {"days": days},
-    )
+    for table in ("rollup", "rollup_groups", "rollup_hist"):
+        await db.execute(sa.text(f"DELETE FROM {schema}.{table} WHERE day = ANY(:days)"), {"days": days})
+    for sql in _rollup_statements(schema, "h.report_day = ANY(:days)", "d.dispatch_day = ANY(:days)"):
+        await db.execute(sa.text(sql), {"days": days})
     return len(days)
 
 
 async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
     """Recompute the whole rollup from the facts (after a bulk load)."""
     await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty"))
-    await db.execute(sa.text(f"DELETE FROM {schema}.rollup"))
-    await db.execute(sa.text(_rollup_select(schema, "true", "true")))
+    for table in ("rollup", "rollup_groups", "rollup_hist"):
+        await db.execute(sa.text(f"DELETE FROM {schema}.{table}"))
+    for sql in _rollup_statements(schema, "true", "true"):
+        await db.execute(sa.text(sql))
 
 
 # ---------------------------------------------------------------- summary queries
@@ -303,7 +377,9 @@ async def period_counts(
     use_rollup: bool = True,
 ) -> dict[tuple[str, int], Counts]:
     """Counts per (group key, period index) for several periods in one pass."""
-    if use_rollup and group_by in ROLLUP_GROUPS:
+    if use_rollup and _unfiltered(filters):
+        result = await _group_rollup_counts(db, group_by=group_by, periods=periods, schema=schema)
+    elif use_rollup and group_by in ROLLUP_GROUPS:
         result = await _rollup_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
     else:
         result = await _fact_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
@@ -321,6 +397,24 @@ _COUNTED = tuple(c for c in ROLLUP_COUNTS if c != "open_unacknowledged")
 
 def _to_counts(row: Any) -> Counts:
     return Counts(**{c: int(getattr(row, c) or 0) for c in _COUNTED})
+
+
+def _unfiltered(filters: Filters) -> bool:
+    return filters.community_id is None and filters.category is None and filters.department_id is None
+
+
+async def _group_rollup_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], schema: str
+) -> dict[tuple[str, int], Counts]:
+    """Counts from the per-group rollup: an index range (grouping, day) per period, no facts read."""
+    case, within, params = _period_case("day", periods)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
+    sql = (
+        f"SELECT key, {case} AS period, {sums} FROM {schema}.rollup_groups "
+        f"WHERE grouping = :grouping AND {within} GROUP BY 1, 2"
+    )
+    rows = (await db.execute(sa.text(sql), {**params, "grouping": group_by})).all()
+    return {(row.key, row.period): _to_counts(row) for row in rows}
 
 
 async def _rollup_counts(
@@ -390,9 +484,22 @@ async def _open_overdue_counts(
 
 
 async def medians(
-    db: Executor, *, group_by: str, period: Period, filters: Filters, schema: str = SCHEMA
+    db: Executor,
+    *,
+    group_by: str,
+    period: Period,
+    filters: Filters,
+    schema: str = SCHEMA,
+    use_rollup: bool = True,
 ) -> dict[str, tuple[float | None, float | None]]:
-    """Per group: (median minutes to acknowledge, median hours to rectify) over one period."""
+    """Per group: (median minutes to acknowledge, median hours to rectify) over one period.
+
+    Unfiltered: from the rollup's merged histograms (see domain.histogram_median for the
+    precision); filtered by community/category/department, or ``use_rollup=False``: exact, from the
+    facts (a filtered period's facts are a small index range).
+    """
+    if use_rollup and _unfiltered(filters):
+        return await _histogram_medians(db, group_by=group_by, period=period, schema=schema)
     h_key, d_key = GROUP_KEYS[group_by]
     h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
     d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
@@ -416,6 +523,27 @@ async def medians(
     ack = {r.key: float(r.m) for r in (await db.execute(sa.text(ack_sql), {**params, **fparams})).all()}
     rect = {r.key: float(r.m) for r in (await db.execute(sa.text(rect_sql), {**params, **fparams})).all()}
     return {k: (ack.get(k), rect.get(k)) for k in set(ack) | set(rect) if k is not None}
+
+
+async def _histogram_medians(
+    db: Executor, *, group_by: str, period: Period, schema: str
+) -> dict[str, tuple[float | None, float | None]]:
+    sql = (
+        f"SELECT key, measure, bucket, sum(n) AS n, sum(total) AS total FROM {schema}.rollup_hist "
+        f"WHERE grouping = :grouping AND day BETWEEN :ps AND :pe GROUP BY 1, 2, 3"
+    )
+    params = {"grouping": group_by, "ps": period.start, "pe": period.end}
+    merged: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+    for r in (await db.execute(sa.text(sql), params)).all():
+        merged.setdefault((r.key, r.measure), []).append((int(r.bucket), int(r.n), float(r.total)))
+    keys = {key for key, _ in merged}
+    return {
+        key: (
+            domain.histogram_median(merged.get((key, "ack"), ())),
+            domain.histogram_median(merged.get((key, "rect"), ())),
+        )
+        for key in keys
+    }
 
 
 # ---------------------------------------------------------------- lists

@@ -41,6 +41,7 @@ hazards = sa.Table(
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("closed_reason", sa.Text),
     sa.Index("hazards_report_day", "report_day"),
+    sa.Index("hazards_community_day", "community_id", "report_day"),
 )
 
 dispatches = sa.Table(
@@ -64,6 +65,7 @@ dispatches = sa.Table(
     sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
     sa.Index("dispatches_hazard", "hazard_id"),
     sa.Index("dispatches_day", "dispatch_day"),
+    sa.Index("dispatches_community_day", "community_id", "dispatch_day"),
     sa.Index(
         "dispatches_open_unacknowledged",
         "deadline",
@@ -108,9 +110,44 @@ rollup = sa.Table(
     sa.Column("community_id", sa.Text, primary_key=True),
     sa.Column("category", sa.Text, primary_key=True),
     *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in _COUNTS),
+    sa.Index("rollup_community_day", "community_id", "day"),
+    sa.Index("rollup_category_day", "category", "day"),
+)
+
+rollup_groups = sa.Table(
+    "rollup_groups",
+    metadata,
+    # grouping: department | community | grid | category | campaign | all; key: the group's id.
+    sa.Column("grouping", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in _COUNTS),
+)
+
+rollup_hist = sa.Table(
+    "rollup_hist",
+    metadata,
+    # Mergeable duration histograms per (grouping, day, key): measure ack (minutes dispatched ->
+    # acknowledged) or rect (hours reported -> rectified); bucket from repository.bucket_sql; n values
+    # in the bucket and their sum (the bucket's mean stands for its values when reading a median).
+    sa.Column("grouping", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("measure", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.SmallInteger, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("total", sa.Float, nullable=False),
 )
 
 rollup_dirty = sa.Table("rollup_dirty", metadata, sa.Column("day", sa.Date, primary_key=True))
 
-PROJECTION_TABLES: tuple[sa.Table, ...] = (hazards, dispatches, relapses, rollup, rollup_dirty)
+PROJECTION_TABLES: tuple[sa.Table, ...] = (
+    hazards,
+    dispatches,
+    relapses,
+    rollup,
+    rollup_groups,
+    rollup_hist,
+    rollup_dirty,
+)
 """The tables a rebuild recreates and swaps in (never the inbox or outbox)."""

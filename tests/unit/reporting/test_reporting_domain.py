@@ -127,3 +127,39 @@ def test_periods() -> None:
     assert domain.period_problems(date(2026, 4, 2), date(2026, 4, 1))
     assert domain.period_problems(date(2020, 1, 1), date(2026, 1, 1))
     assert domain.period_problems(date(2026, 1, 1), date(2026, 1, 1)) == []
+
+
+def _histogram(values: list[float], *, floor: float) -> list[tuple[int, int, float]]:
+    """Per-value histogram rows, the way the rollup stores them before merging."""
+    return [(domain.histogram_bucket(v, floor=floor), 1, v) for v in values]
+
+
+def test_histogram_median_is_exact_for_small_logs() -> None:
+    assert domain.histogram_median(_histogram([180, 30, 10], floor=1.0)) == 30
+    assert domain.histogram_median(_histogram([72, 24], floor=0.1)) == 48
+    assert domain.histogram_median(_histogram([30, 30, 30, 180], floor=1.0)) == 30
+    assert domain.histogram_median([]) is None
+    # Rows of several days merge: the same buckets add up.
+    assert domain.histogram_median([(5, 1, 3.0), (5, 2, 6.0), (9, 1, 20.0)]) == 3.0
+
+
+def test_histogram_buckets_are_monotonic_and_about_nine_percent_wide() -> None:
+    assert domain.histogram_bucket(0.5, floor=1.0) == 0
+    assert domain.histogram_bucket(1.0, floor=1.0) == 1
+    assert domain.histogram_bucket(2.0, floor=1.0) == 1 + domain.HIST_PER_OCTAVE
+    values = [1.0 * 1.01**i for i in range(1000)]
+    buckets = [domain.histogram_bucket(v, floor=1.0) for v in values]
+    assert buckets == sorted(buckets)
+
+
+def test_histogram_median_is_within_the_documented_precision() -> None:
+    rng = random.Random(6)
+    for _ in range(200):
+        n = rng.randint(1, 400)
+        values = [rng.lognormvariate(3.5, 1.2) for _ in range(n)]
+        exact = domain.median(values)
+        approx = domain.histogram_median(_histogram(values, floor=1.0))
+        assert exact is not None
+        assert approx is not None
+        if exact >= 1.0:
+            assert abs(approx - exact) / exact < 2 ** (1 / domain.HIST_PER_OCTAVE) - 1

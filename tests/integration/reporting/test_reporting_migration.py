@@ -1,0 +1,67 @@
+"""Migration 0004 on a database that was at 0003: the per-group rollup appears and gets refilled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from services.reporting import repository
+from shared.db import create_engine
+from shared.migrate import migrate
+from shared.settings import DatabaseSettings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_upgrade_from_0003_creates_the_group_rollup_and_refills_it(database_factory: Any) -> None:
+    url = await database_factory(template=None, prefix="reporting_mig")
+    await migrate(url, services=("reporting",), revision="reporting_0003")
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.begin() as conn:
+            # 0002 creates today's tables; make the database look like one made by the old 0002.
+            for name in ("rollup_hist", "rollup_groups"):
+                await conn.execute(sa.text(f"DROP TABLE reporting.{name}"))
+            for name in ("hazards_community_day", "dispatches_community_day", "rollup_category_day"):
+                await conn.execute(sa.text(f"DROP INDEX reporting.{name}"))
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO reporting.hazards (hazard_id, reported_at, report_day, category, "
+                    "community_id, grid_id, department_id, rectified_at, rectified_on_site) VALUES "
+                    "(gen_random_uuid(), '2026-04-02T02:00:00Z', '2026-04-02', 'locked_rooftop_door', "
+                    "'liuyue', 'liuyue-01', 'fire', '2026-04-04T02:00:00Z', false)"
+                )
+            )
+        await migrate(url, services=("reporting",))
+        async with engine.begin() as conn:
+            indexes = set(
+                (
+                    await conn.execute(
+                        sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = 'reporting'")
+                    )
+                ).scalars()
+            )
+            assert {"hazards_community_day", "dispatches_community_day", "rollup_category_day"} <= indexes
+            assert await repository.refresh_rollup(conn) == 1
+            reported = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT key, reported FROM reporting.rollup_groups "
+                        "WHERE grouping = 'community' AND day = '2026-04-02'"
+                    )
+                )
+            ).all()
+            assert [tuple(r) for r in reported] == [("liuyue", 1)]
+            hist = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT measure, n, total FROM reporting.rollup_hist "
+                        "WHERE grouping = 'all' AND key = 'all'"
+                    )
+                )
+            ).all()
+            assert [tuple(r) for r in hist] == [("rect", 1, 48.0)]
+    finally:
+        await engine.dispose()
