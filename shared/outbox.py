@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -80,8 +81,6 @@ class Outbox:
 
     async def add_raw(self, session: AsyncSession, messages: Sequence[OutgoingMessage]) -> None:
         """Stage raw messages (e.g. dead letters) whose event id may be absent or unusable."""
-        import uuid
-
         if messages:
             await session.execute(
                 sa.insert(self.table),
