@@ -15,29 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
 from asgi_lifespan import LifespanManager
 
+from bench._stack import private_stack, produce_events, publish_results
 from services.dispatch.app import create_app
 from services.dispatch.settings import DispatchSettings
 from shared import events as ev
-from shared.devstack import LocalKafka, LocalPostgres, free_port
+from shared.devstack import LocalKafka, LocalPostgres
 from shared.migrate import migrate
 from shared.reference import load_reference_data
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 6
 
 
@@ -82,31 +77,6 @@ def workload(hazards: int, *, seed: int = 11) -> tuple[list[ev.HazardReported], 
     return out, routed
 
 
-async def _produce(bootstrap: str, topic: str, events: list[ev.HazardReported]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        request_timeout_ms=40_000,
-    )
-    await producer.start()
-    try:
-        started = time.perf_counter()
-        pending = []
-        for event in events:
-            pending.append(
-                await producer.send(topic, value=ev.dump_event(event), key=str(event.hazard_id).encode())
-            )
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-        return time.perf_counter() - started
-    finally:
-        await producer.stop()
-
-
 _PROGRESS = sa.text(
     "select (select count(*) from dispatch.hazards) as decided, "
     "(select count(*) from dispatch.dispatches) as dispatched, "
@@ -121,7 +91,7 @@ async def run(kafka: LocalKafka, postgres: LocalPostgres, *, hazards: int, max_b
     lifecycle, dead = f"bench-lifecycle-{uuid.uuid4().hex[:6]}", f"bench-dlt-{uuid.uuid4().hex[:6]}"
     await kafka.create_topics({lifecycle: PARTITIONS, dead: 1})
     load, routed = workload(hazards)
-    produce_s = await _produce(kafka.bootstrap_servers, lifecycle, load)
+    produce_s = await produce_events(kafka.bootstrap_servers, lifecycle, load)
     settings = DispatchSettings(
         database={"url": url, "pool_size": 10},
         kafka={
@@ -207,21 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=500)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="hazard-bench-dispatch-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    kafka = LocalKafka(port=free_port(), log_path=base / "tansu.log")
-    try:
-        postgres.start()
-        kafka.start()
+    with private_stack("dispatch_throughput") as (postgres, kafka):
         result = asyncio.run(run(kafka, postgres, hazards=args.hazards, max_batch=args.max_batch))
-    finally:
-        kafka.stop()
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dispatch_throughput.json").write_text(json.dumps(result, indent=1))
+    publish_results("dispatch_throughput", result, table(result), note="shared machine; figures are noisy")
     return 0
 
 

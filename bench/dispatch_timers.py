@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -34,6 +32,7 @@ import httpx
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench._stack import private_stack, publish_results
 from services.dispatch import domain, tables
 from services.dispatch import repository as repo
 from shared import events as ev
@@ -43,7 +42,6 @@ from shared.migrate import migrate
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
@@ -316,23 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="hazard-bench-dispatch-timers-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    kafka = LocalKafka(port=free_port(), log_path=base / "tansu.log")
-    try:
-        postgres.start()
-        kafka.start()
+    with private_stack("dispatch_timers") as (postgres, kafka):
         result = asyncio.run(
             run(kafka, postgres, count=args.dispatches, window_s=args.window_s, replicas=args.replicas)
         )
-    finally:
-        kafka.stop()
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dispatch_timers.json").write_text(json.dumps(result, indent=1))
+    publish_results("dispatch_timers", result, table(result), note="shared machine; figures are noisy")
     return 0
 
 

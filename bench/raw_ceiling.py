@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.devstack import LocalKafka, LocalPostgres, free_port
+from bench._stack import private_stack, publish_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGE_BYTES = 300
 
 
@@ -223,23 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="hazard-raw-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    kafka = LocalKafka(port=free_port(), log_path=base / "tansu.log")
-    try:
-        postgres.start()
-        kafka.start()
+    with private_stack("raw_ceiling") as (postgres, kafka):
         result = asyncio.run(
             measure(kafka.bootstrap_servers, postgres.dsn(), messages=args.messages, rows=args.rows)
         )
-    finally:
-        kafka.stop()
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count()}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "raw_ceiling.json").write_text(json.dumps(result, indent=1))
+    publish_results("raw_ceiling", result, table(result))
     return 0
 
 

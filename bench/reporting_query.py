@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from bench._stack import private_postgres, publish_results
 from services.reporting import reports, repository
 from services.reporting.repository import Filters, Period
 from shared.db import create_engine, create_session_factory
-from shared.devstack import LocalPostgres, free_port
+from shared.devstack import LocalPostgres
 from shared.migrate import migrate
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COMMUNITIES = 700  # ~70 streets x ~10 communities
 DEPARTMENTS = ("fire", "safety_supervision", "police", "urban_management", "housing_rental", "gas", "roads")
 
@@ -301,18 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=40)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="hazard-bench-reporting-query-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    try:
-        postgres.start()
+    with private_postgres("reporting_query") as postgres:
         result = asyncio.run(run(postgres, days=args.days, per_day=args.per_day, repeat=args.repeat))
-    finally:
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "reporting_query.json").write_text(json.dumps(result, indent=1))
+    publish_results("reporting_query", result, table(result), note="shared machine; figures are noisy")
     return 0
 
 

@@ -15,28 +15,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
+from bench._stack import private_stack, publish_results
 from services.reporting.rebuild import rebuild
 from shared.db import create_engine
-from shared.devstack import LocalKafka, LocalPostgres, free_port
+from shared.devstack import LocalKafka, LocalPostgres
 from shared.migrate import migrate
 from shared.settings import DatabaseSettings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 6
 CATEGORIES = {
     "locked_rooftop_door": "fire",
@@ -363,23 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="hazard-bench-reporting-rebuild-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    kafka = LocalKafka(port=free_port(), log_path=base / "tansu.log")
-    try:
-        postgres.start()
-        kafka.start()
+    with private_stack("reporting_rebuild") as (postgres, kafka):
         result = asyncio.run(
             run(kafka, postgres, events=args.events, batch_size=args.batch_size, workers=args.workers)
         )
-    finally:
-        kafka.stop()
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "reporting_rebuild.json").write_text(json.dumps(result, indent=1))
+    publish_results("reporting_rebuild", result, table(result), note="shared machine; figures are noisy")
     return 0
 
 

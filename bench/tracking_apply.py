@@ -16,28 +16,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
 from asgi_lifespan import LifespanManager
 
+from bench._stack import private_stack, produce_events, publish_results
 from services.tracking.app import create_app
 from services.tracking.settings import TrackingSettings
 from shared import events as ev
-from shared.devstack import LocalKafka, LocalPostgres, free_port
+from shared.devstack import LocalKafka, LocalPostgres
 from shared.migrate import migrate
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 6
 CATEGORIES = (
     "locked_rooftop_door",
@@ -235,31 +230,6 @@ def workload(events: int, *, seed: int = 7) -> list[ev.AnyEvent]:
     return out
 
 
-async def _produce(bootstrap: str, topic: str, events: list[ev.AnyEvent]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        request_timeout_ms=40_000,
-    )
-    await producer.start()
-    try:
-        started = time.perf_counter()
-        pending = []
-        for event in events:
-            pending.append(
-                await producer.send(topic, value=ev.dump_event(event), key=str(event.hazard_id).encode())
-            )
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-        return time.perf_counter() - started
-    finally:
-        await producer.stop()
-
-
 _PROGRESS = sa.text(
     "select (select count(*) from tracking.inbox) - (select count(*) from tracking.timeline "
     "where producer = 'tracking') as foreign_applied, "
@@ -274,7 +244,7 @@ async def run(kafka: LocalKafka, postgres: LocalPostgres, *, events: int, max_ba
     lifecycle, dead = f"bench-lifecycle-{uuid.uuid4().hex[:6]}", f"bench-dlt-{uuid.uuid4().hex[:6]}"
     await kafka.create_topics({lifecycle: PARTITIONS, dead: 1})
     load = workload(events)
-    produce_s = await _produce(kafka.bootstrap_servers, lifecycle, load)
+    produce_s = await produce_events(kafka.bootstrap_servers, lifecycle, load)
     settings = TrackingSettings(
         database={"url": url, "pool_size": 10},
         kafka={
@@ -372,21 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=500)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="hazard-bench-tracking-"))
-    base.chmod(0o755)
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
-    kafka = LocalKafka(port=free_port(), log_path=base / "tansu.log")
-    try:
-        postgres.start()
-        kafka.start()
+    with private_stack("tracking_apply") as (postgres, kafka):
         result = asyncio.run(run(kafka, postgres, events=args.events, max_batch=args.max_batch))
-    finally:
-        kafka.stop()
-        postgres.stop(mode="immediate")
-    result["machine"] = {"cpus": os.cpu_count(), "note": "shared machine; figures are noisy"}
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tracking_apply.json").write_text(json.dumps(result, indent=1))
+    publish_results("tracking_apply", result, table(result), note="shared machine; figures are noisy")
     return 0
 
 
