@@ -219,6 +219,18 @@ class ServiceRuntime:
         return result
 
 
+async def repeat_every(interval_s: float, step: Callable[[], Awaitable[object]], *, what: str) -> None:
+    """Run ``step`` every ``interval_s`` until cancelled; a failure is logged and the next round retries."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s failed, the next round retries: %s", what, exc)
+        await asyncio.sleep(interval_s)
+
+
 async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
     while True:
         try:

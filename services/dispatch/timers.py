@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
 from shared.outbox import Outbox
+from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,7 @@ class GaugeRefresher:
 
     async def run(self) -> None:
         """Refresh every `interval_s` until cancelled."""
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("gauge refresh failed: %s", exc)
-            await asyncio.sleep(self.interval_s)
+        await repeat_every(self.interval_s, self.refresh, what="gauge refresh")
 
 
 def background_loops(

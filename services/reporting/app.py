@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -13,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from services.reporting import api, handlers, metrics, repository, tables
 from services.reporting.settings import ReportingSettings
 from shared.reference import ReferenceData, load_reference_data
-from shared.service import ServiceRuntime, create_http_app
+from shared.service import ServiceRuntime, create_http_app, repeat_every
 
 NAME = "reporting"
 log = logging.getLogger(__name__)
@@ -32,32 +31,31 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
         reference=reference,
     )
 
+    async def refresh_rollup_once() -> None:
+        async with runtime.sessions() as session, session.begin():
+            await repository.refresh_rollup(session)
+
+    async def refresh_gauges_once() -> None:
+        # The gauges read the rollup, so bring it up to date first.
+        await refresh_rollup_once()
+        async with runtime.sessions() as session:
+            await metrics.refresh_domain_gauges(
+                session,
+                reference=reference,
+                now=datetime.now(UTC),
+                window_days=settings.projection.metrics_window_days,
+            )
+
     async def refresh_rollup() -> None:
         """Recompute the rollup of days touched by new events, every few seconds."""
-        while True:
-            await asyncio.sleep(settings.projection.rollup_refresh_s)
-            try:
-                async with runtime.sessions() as session, session.begin():
-                    await repository.refresh_rollup(session)
-            except Exception as exc:  # a deadlock or a database away: the next round retries
-                log.warning("rollup refresh failed: %s", exc)
+        # A deadlock or a database away: the next round retries.
+        await repeat_every(settings.projection.rollup_refresh_s, refresh_rollup_once, what="rollup refresh")
 
     async def refresh_gauges() -> None:
         """Keep the Prometheus domain gauges current."""
-        while True:
-            try:
-                async with runtime.sessions() as session, session.begin():
-                    await repository.refresh_rollup(session)
-                async with runtime.sessions() as session:
-                    await metrics.refresh_domain_gauges(
-                        session,
-                        reference=reference,
-                        now=datetime.now(UTC),
-                        window_days=settings.projection.metrics_window_days,
-                    )
-            except Exception as exc:
-                log.warning("domain gauges refresh failed: %s", exc)
-            await asyncio.sleep(settings.projection.metrics_refresh_s)
+        await repeat_every(
+            settings.projection.metrics_refresh_s, refresh_gauges_once, what="domain gauges refresh"
+        )
 
     runtime.add_background(refresh_rollup)
     runtime.add_background(refresh_gauges)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracking import domain, metrics, repository, service
+from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,12 @@ class TimerLoop:
 
     async def run(self) -> None:
         """Sweep forever, pausing between sweeps."""
-        while True:
-            try:
-                fired = await self.sweep()
-                if fired:
-                    log.info("fired %d overdue rectification timers", fired)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("rectification timer sweep failed, will retry: %s", exc)
-            await asyncio.sleep(self.poll_interval_s)
+        await repeat_every(self.poll_interval_s, self._sweep_and_log, what="rectification timer sweep")
+
+    async def _sweep_and_log(self) -> None:
+        fired = await self.sweep()
+        if fired:
+            log.info("fired %d overdue rectification timers", fired)
 
 
 class CaseGauge:
@@ -81,11 +77,4 @@ class CaseGauge:
 
     async def run(self) -> None:
         """Refresh forever."""
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("case gauge refresh failed: %s", exc)
-            await asyncio.sleep(self.interval_s)
+        await repeat_every(self.interval_s, self.refresh, what="case gauge refresh")
