@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from bench import raw_ceiling
+from bench.cpu import CpuMeter, system_parts
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, Principal, items_of, percentile
 from shared.events import parse_event
 
@@ -372,13 +373,16 @@ async def throughput_phase(
         behaviour=THROUGHPUT_MIX,
         timeout_s=120.0,
     )
+    meter = CpuMeter(system_parts(system))
     async with httpx.AsyncClient(timeout=30) as client:
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=1.0)
         await poller.begin()
         try:
+            cpu_before = meter.snapshot()
             await generator.run_max(duration_s=duration_s, chunk=1000)
             sent_done = time.time()
             facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+            cpu_after = meter.snapshot()
         finally:
             await poller.stop()
     result = generator.result
@@ -392,6 +396,8 @@ async def throughput_phase(
     decided_last = max(filter(None, [dispatched_last, facts.last_ts]), default=None)
     end = max(filter(None, [visible_at, decided_last])) if visible_at else None
     reporting_final = poller.counted
+    cpu_ms = CpuMeter.per_item_ms(cpu_before, cpu_after, len(accepted))
+    system_ms = cpu_ms["total"] - cpu_ms.get("load generator", 0.0)
     if reporting_final != len(accepted):
         accounting["problems"].append(f"reporting counts {reporting_final} reports, {len(accepted)} accepted")
     return {
@@ -409,6 +415,9 @@ async def throughput_phase(
         "end_to_end_hazards_per_s": round(len(accepted) / (end - result.started_at), 1) if end else None,
         "reporting_counted": reporting_final,
         "accounting": accounting,
+        "cpu_ms_per_hazard": cpu_ms,
+        # What the CPU alone allows: every core busy with this code and nothing else.
+        "cpu_bound_hazards_per_s": round((os.cpu_count() or 1) * 1000 / system_ms, 1) if system_ms else None,
         "errors": result.errors[:5],
     }
 

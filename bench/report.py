@@ -57,6 +57,26 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             else "none — every accepted hazard is accounted for."
         ),
         "",
+    ]
+    cpu = t.get("cpu_ms_per_hazard") or {}
+    if cpu:
+        lines += [
+            "Where the CPU went during the throughput phase (user + system CPU ms per accepted hazard, by "
+            "process; PostgreSQL and the broker include their children). Their sum bounds the rate on "
+            "this machine whatever the scheduling: cores × 1000 / ms per hazard.",
+            "",
+            "| part | CPU ms per hazard |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {name} | {ms:.3f} |" for name, ms in cpu.items() if name != "total"]
+        lines += [
+            f"| **total** | **{cpu['total']:.3f}** |",
+            "",
+            f"CPU-bound ceiling of the system without the load generator: "
+            f"**{_fmt(t.get('cpu_bound_hazards_per_s'))} hazards/s**.",
+        ]
+    lines += [
+        "",
         f"## Latency at a fixed offered load of {_fmt(lat['offered_rate'])} reports/s for {_fmt(lat['duration_s'], ' s')}",
         "",
         f"Achieved {_fmt(lat['achieved_rate'])} reports/s; {lat['accepted']:,} accepted.",

@@ -97,6 +97,7 @@ def subscribe_lifecycle(
         batch=True,
         max_records=settings.max_batch,
         batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         title=f"{consumer.service}:lifecycle",

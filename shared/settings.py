@@ -47,6 +47,11 @@ class KafkaSettings(_Section):
     acks: Literal["all", "1"] = "all"
     max_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
     batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # How long the broker may hold a fetch that finds no new record. Tansu holds it for the whole
+    # wait even when a record arrives meanwhile (measured: 500 ms gave p50 137 ms produce-to-consume
+    # at 10 msgs/s, 50 ms gave 16 ms), so every hop of a hazard would wait for it. Apache Kafka
+    # answers as soon as data arrives; there 500 (its default) saves idle fetches.
+    fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
     retry_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
     graceful_timeout_s: Annotated[float, Field(ge=0, le=300)] = 15.0

@@ -42,3 +42,17 @@ async def test_subscriber_hands_raw_records_to_the_consumer_undecoded() -> None:
         await test_broker.publish(b'{"event_type": "x"}', "life")
     assert consumer.batches == [[b"not json at all"], [b'{"event_type": "x"}']]
     assert subscriber.calls, "the handler is registered on the subscriber"
+
+
+def test_subscriber_uses_the_configured_fetch_wait_and_batching() -> None:
+    """Tansu holds an empty fetch for the whole wait, so the wait is a setting with a short default."""
+    settings = KafkaSettings(
+        bootstrap_servers="in-memory:9092", lifecycle_topic="life", idempotent_producer=False
+    )
+    assert settings.fetch_max_wait_ms == 50
+    tuned = settings.model_copy(update={"fetch_max_wait_ms": 250, "max_batch": 123})
+    broker = create_broker(tuned, service="fake")
+    subscriber = subscribe_lifecycle(broker, FakeConsumer(), tuned, group_id="g", description="d")  # type: ignore[arg-type]
+    # FastStream keeps the aiokafka consumer's arguments here until it starts the consumer.
+    assert subscriber._connection_args["fetch_max_wait_ms"] == 250
+    assert subscriber.max_records == 123

@@ -1,0 +1,99 @@
+"""CPU seconds used by each part of a running system, to say where a hazard's cost goes.
+
+A throughput figure on a shared 2-core machine says little on its own: every part (the four
+services, PostgreSQL, the broker, the load generator) competes for the same cores. CPU seconds
+per hazard, by part, do not depend on how the cores were shared, and their sum bounds the rate:
+``cores / total CPU seconds per hazard`` hazards/s is the most this machine can do with this code.
+
+PostgreSQL is the postmaster plus its live backends plus the backends it has already reaped
+(the postmaster's ``cutime``/``cstime``); the broker likewise includes its children.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def process_cpu_s(pid: int, *, tree: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (with ``tree``: plus live and reaped descendants)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    # After the ")": [0] state, [1] ppid, ..., [11] utime, [12] stime, [13] cutime, [14] cstime.
+    ticks = int(fields[11]) + int(fields[12])
+    if tree:
+        ticks += int(fields[13]) + int(fields[14])
+        seconds = ticks / _TICKS
+        for child in _children(pid):
+            seconds += process_cpu_s(child, tree=True)
+        return seconds
+    return ticks / _TICKS
+
+
+@dataclass(frozen=True)
+class Part:
+    """One measured part: a name and a pid (``tree``: count its descendants too)."""
+
+    name: str
+    pid: int
+    tree: bool = False
+
+
+class CpuMeter:
+    """Snapshots of CPU seconds by part; the difference between two is what a phase cost."""
+
+    def __init__(self, parts: list[Part], *, include_self: bool = True) -> None:
+        self.parts = parts
+        self.include_self = include_self
+
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds so far, by part name."""
+        out = {part.name: process_cpu_s(part.pid, tree=part.tree) for part in self.parts}
+        if self.include_self:
+            times = os.times()
+            out["load generator"] = times.user + times.system
+        return out
+
+    @staticmethod
+    def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+        """CPU milliseconds per item, by part, plus ``total``."""
+        per = {name: round((after[name] - before.get(name, 0.0)) * 1000 / max(1, items), 3) for name in after}
+        per["total"] = round(sum(per.values()), 3)
+        return per
+
+
+def system_parts(system: object) -> list[Part]:
+    """The parts of a ``tests.support.system.System``: its services, PostgreSQL and the broker."""
+    parts: list[Part] = []
+    for name, service in getattr(system, "services", {}).items():
+        if service.pid is not None:
+            parts.append(Part(name, service.pid))
+    postgres = getattr(system, "postgres", None)
+    pg = postgres.pid() if postgres is not None else None
+    if pg is not None:
+        parts.append(Part("postgresql", pg, tree=True))
+    kafka = getattr(system, "kafka", None)
+    if kafka is not None and kafka.pid is not None:
+        parts.append(Part("broker", kafka.pid, tree=True))
+    return parts
