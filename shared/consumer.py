@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -194,6 +195,15 @@ class EventConsumer:
         self.service = service
         self.sessions = sessions
         self.inbox = inbox
+        # One statement text whatever the batch size (a VALUES list would be compiled per size and
+        # never reuse a prepared statement).
+        ids = sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))
+        self._inbox_insert = (
+            pg_insert(inbox)
+            .from_select(["event_id"], sa.select(sa.func.unnest(ids)))
+            .on_conflict_do_nothing()
+            .returning(inbox.c.event_id)
+        )
         self.outbox = outbox
         self.handler = handler
         self.sender = sender
@@ -315,14 +325,7 @@ class EventConsumer:
     ) -> None:
         async with self.sessions() as session, session.begin():
             fresh_ids = set(
-                (
-                    await session.execute(
-                        pg_insert(self.inbox)
-                        .values([{"event_id": e.event_id} for e in events])
-                        .on_conflict_do_nothing()
-                        .returning(self.inbox.c.event_id)
-                    )
-                ).scalars()
+                (await session.execute(self._inbox_insert, {"ids": [e.event_id for e in events]})).scalars()
             )
             fresh = [e for e in events if e.event_id in fresh_ids]
             if len(fresh) < len(events):

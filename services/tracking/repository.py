@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,33 +67,56 @@ async def load_entries(
     return found
 
 
+_ADD_ENTRIES = sa.text(
+    """
+    insert into tracking.timeline
+        (hazard_id, event_id, event_type, occurred_at, producer, actor, causation_id, payload)
+    select u.hazard_id, u.event_id, u.event_type, u.occurred_at, u.producer, u.actor, u.causation_id,
+           cast(u.payload as jsonb)
+      from unnest(
+        cast(:hazard_id as uuid[]), cast(:event_id as uuid[]), cast(:event_type as text[]),
+        cast(:occurred_at as timestamptz[]), cast(:producer as text[]), cast(:actor as text[]),
+        cast(:causation_id as uuid[]), cast(:payload as text[])
+      ) with ordinality as u(hazard_id, event_id, event_type, occurred_at, producer, actor, causation_id,
+                             payload, n)
+     order by u.n  -- seq follows the batch's order
+    on conflict (event_id) do nothing
+    """
+)
+
+
 async def add_entries(session: AsyncSession, events: Sequence[ev.AnyEvent]) -> None:
-    """Append events to their cases' timelines, in this order (an event already there is kept as it was)."""
+    """Append events to their cases' timelines, in this order (an event already there is kept as it was).
+
+    One statement over arrays, whatever the number of events (an executemany would be one
+    execution per row in the database and a parameter set per row in SQLAlchemy).
+    """
     if not events:
         return
     await session.execute(
-        pg_insert(_T).on_conflict_do_nothing(index_elements=[_T.c.event_id]),
-        [
-            {
-                "hazard_id": e.hazard_id,
-                "event_id": e.event_id,
-                "event_type": e.TYPE,
-                "occurred_at": e.occurred_at,
-                "producer": e.producer,
-                "actor": actor_of(e),
-                "causation_id": e.causation_id,
-                "payload": e.payload.model_dump(mode="json"),  # type: ignore[attr-defined]
-            }
-            for e in events
-        ],
+        _ADD_ENTRIES,
+        {
+            "hazard_id": [e.hazard_id for e in events],
+            "event_id": [e.event_id for e in events],
+            "event_type": [e.TYPE for e in events],
+            "occurred_at": [e.occurred_at for e in events],
+            "producer": [e.producer for e in events],
+            "actor": [actor_of(e) for e in events],
+            "causation_id": [e.causation_id for e in events],
+            "payload": [e.payload.model_dump_json() for e in events],  # type: ignore[attr-defined]
+        },
     )
 
 
 async def mark_applied(session: AsyncSession, inbox: sa.Table, event_ids: Sequence[uuid.UUID]) -> None:
     """Record this service's own events in its inbox, so they are skipped when they come back from the topic."""
     if event_ids:
+        ids = sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))
         await session.execute(
-            pg_insert(inbox).on_conflict_do_nothing(), [{"event_id": event_id} for event_id in event_ids]
+            pg_insert(inbox)
+            .from_select(["event_id"], sa.select(sa.func.unnest(ids)))
+            .on_conflict_do_nothing(),
+            {"ids": list(event_ids)},
         )
 
 
@@ -129,6 +154,63 @@ def _case_row(case: Case, *, hotspot: bool, now: datetime) -> dict[str, Any]:
     }
 
 
+# (column, SQL array type) of the case rows, in _case_row's order; departments_involved travels
+# as JSON text because unnest cannot take an array of arrays.
+_CASE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("hazard_id", "uuid"),
+    ("state", "text"),
+    ("category", "text"),
+    ("grid_id", "text"),
+    ("community_id", "text"),
+    ("building_id", "text"),
+    ("lat", "float8"),
+    ("lon", "float8"),
+    ("place_key", "text"),
+    ("reporter_id", "text"),
+    ("reported_at", "timestamptz"),
+    ("rectified_on_site", "boolean"),
+    ("department_id", "text"),
+    ("departments_involved", "text"),
+    ("dispatch_id", "uuid"),
+    ("receipt_deadline", "timestamptz"),
+    ("round", "integer"),
+    ("order_event_id", "uuid"),
+    ("rectification_deadline", "timestamptz"),
+    ("rectification_overdue", "boolean"),
+    ("rework_count", "integer"),
+    ("closed_at", "timestamptz"),
+    ("closed_by", "text"),
+    ("closed_department_id", "text"),
+    ("close_reason", "text"),
+    ("relapse_of", "uuid"),
+    ("duplicate_of", "uuid"),
+    ("hotspot", "boolean"),
+    ("updated_at", "timestamptz"),
+)
+_CASE_NAMES = [name for name, _ in _CASE_COLUMNS]
+_SAVE_CASES = sa.text(
+    "insert into tracking.cases ({cols}) select {select} from unnest({arrays}) as u({cols}) "
+    "on conflict (hazard_id) do update set {updates}".format(
+        cols=", ".join(_CASE_NAMES),
+        select=", ".join(
+            "array(select jsonb_array_elements_text(cast(u.departments_involved as jsonb)))"
+            if name == "departments_involved"
+            else f"u.{name}"
+            for name in _CASE_NAMES
+        ),
+        arrays=", ".join(f"cast(:{name} as {kind}[])" for name, kind in _CASE_COLUMNS),
+        updates=", ".join(
+            # Once at a hotspot, a case stays marked.
+            "hotspot = tracking.cases.hotspot or excluded.hotspot"
+            if name == "hotspot"
+            else f"{name} = excluded.{name}"
+            for name in _CASE_NAMES
+            if name != "hazard_id"
+        ),
+    )
+)
+
+
 async def save_cases(
     session: AsyncSession, cases: Sequence[Case], *, hotspots: set[uuid.UUID], now: datetime
 ) -> None:
@@ -136,13 +218,9 @@ async def save_cases(
     if not cases:
         return
     rows = [_case_row(case, hotspot=case.hazard_id in hotspots, now=now) for case in cases]
-    stmt = pg_insert(_C)
-    updates: dict[str, Any] = {
-        name: stmt.excluded[name] for name in rows[0] if name not in ("hazard_id", "hotspot")
-    }
-    # Once at a hotspot, a case stays marked.
-    updates["hotspot"] = _C.c.hotspot | stmt.excluded.hotspot
-    await session.execute(stmt.on_conflict_do_update(index_elements=[_C.c.hazard_id], set_=updates), rows)
+    params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in _CASE_NAMES}
+    params["departments_involved"] = [json.dumps(d) for d in params["departments_involved"]]
+    await session.execute(_SAVE_CASES, params)
 
 
 async def get_case_row(session: AsyncSession, hazard_id: uuid.UUID, *, lock: bool = False) -> Any | None:
