@@ -2,12 +2,17 @@
 
 ``python -m services.reporting.rebuild --database-url URL --bootstrap-servers HOST:PORT --topic T``
 
-1. Create the projection tables afresh in a staging schema (``reporting_rebuild``).
-2. Replay the topic from the beginning up to its current end into them, in large batches
-   (one multi-row upsert per table per batch; parsing of the next batch overlaps the
-   database write of the previous one).
-3. Compute the whole daily rollup from the facts.
-4. In one transaction: lock the live projection tables (the live consumer waits), replay
+1. Create the projection tables afresh in a staging schema (``reporting_rebuild``), with their
+   primary keys only: the other indexes are built once after the bulk load.
+2. Replay the topic from the beginning up to its current end into them, in worker processes
+   each on its own partitions, in large batches (one multi-row upsert per fact table per batch,
+   with the live projection's merge rules; parsing of the next batch overlaps the database write
+   of the previous one). The staging tables are not visible to anyone, so these writes commit
+   without waiting for the WAL flush (a rebuild that crashes is simply run again).
+3. Copy the hazards' places onto the dispatches whose report came in another batch (one
+   set-based update), build the fact tables' indexes, compute the whole rollup from the facts
+   with the repository's ``rebuild_rollup``, build the rollup tables' indexes, analyze.
+4. In one durable transaction: lock the live projection tables (the live consumer waits), replay
    whatever reached the topic meanwhile, drop the live tables and move the staging ones
    into the ``reporting`` schema. Readers and the live consumer then see the new tables.
 
@@ -20,12 +25,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import gc
+import json
 import logging
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +44,29 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.reporting import domain, repository, tables
-from shared.db import create_engine
 from shared.events import parse_event
 from shared.reference import load_reference_data
-from shared.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "reporting_rebuild"
+FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses)
+_FACTS: tuple[tuple[str, str, Mapping[str, domain.Rule]], ...] = (
+    ("hazards", "hazard_id", domain.HAZARD_RULES),
+    ("dispatches", "dispatch_id", domain.DISPATCH_RULES),
+    ("relapses", "hazard_id", domain.RELAPSE_RULES),
+)
+# The rebuild's own sessions: nothing it writes before the swap is visible or needs to survive a
+# crash (a failed rebuild is run again), so commits do not wait for the WAL flush; the swap itself
+# sets synchronous_commit back on. Sorting and hashing room for the rollup passes and index builds.
+_SESSION_SETTINGS = {
+    "synchronous_commit": "off",
+    "work_mem": "128MB",
+    "maintenance_work_mem": "256MB",
+}
 
 
 @dataclass
@@ -60,11 +81,19 @@ class RebuildResult:
     rollup_s: float = 0.0
     swap_s: float = 0.0
     parse_s: float = 0.0
+    setup_s: float = 0.0
+    places_s: float = 0.0
+    index_s: float = 0.0
 
     @property
     def events_per_second(self) -> float:
-        """Replay throughput, swap included."""
+        """Events per second over the whole rebuild: staging tables, replay, indexes, rollup and swap."""
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def replay_events_per_second(self) -> float:
+        """Events per second of the replay phase alone (reading, parsing, folding, writing the facts)."""
+        return self.events / self.replay_s if self.replay_s else 0.0
 
 
 class TopicReader:
@@ -138,6 +167,39 @@ class TopicReader:
         return high is not None and await self.consumer.position(tp) >= high
 
 
+def _engine(database_url: str) -> AsyncEngine:
+    """An engine for the rebuild's own sessions (see ``_SESSION_SETTINGS``)."""
+    return create_async_engine(
+        database_url,
+        pool_size=2,
+        max_overflow=2,
+        connect_args={
+            "server_settings": {"application_name": "hazard-reporting-rebuild", **_SESSION_SETTINGS}
+        },
+    )
+
+
+@contextlib.contextmanager
+def _bulk_gc() -> Iterator[None]:
+    """Fewer garbage collector passes while replaying.
+
+    Parsing allocates ~10 tracked objects per event (models, tuples, dicts) and the default
+    thresholds start a collection every 700 of them, each one also walking every long-lived
+    object again from time to time: that cost more than parsing itself. Everything alive
+    before the replay is frozen out of the collector, and young collections run every 100,000
+    allocations. Restored afterwards (the single-process path runs in the caller's process).
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _parse(values: Sequence[bytes], tz: ZoneInfo, result: RebuildResult) -> domain.FactBatch:
     started = time.perf_counter()
     try:
@@ -157,16 +219,62 @@ def _parse_timed(values: Sequence[bytes], tz: ZoneInfo, result: RebuildResult) -
     return domain.project_events(events, tz=tz)
 
 
+def _staged(table: sa.Table | sa.Index) -> str:
+    return f"{STAGING_SCHEMA}.{table.name}"
+
+
 async def _create_staging(conn: AsyncConnection) -> None:
+    """The projection tables afresh in the staging schema, primary keys only (see _create_indexes)."""
     await conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {STAGING_SCHEMA} CASCADE"))
     await conn.execute(sa.text(f"CREATE SCHEMA {STAGING_SCHEMA}"))
     staged = await conn.execution_options(schema_translate_map={tables.SCHEMA: STAGING_SCHEMA})
+    for table in tables.PROJECTION_TABLES:
+        await staged.execute(sa.schema.CreateTable(table))
 
-    def create(sync_conn: sa.Connection) -> None:
-        for table in tables.PROJECTION_TABLES:
-            table.create(sync_conn)
 
-    await staged.run_sync(create)
+async def _create_indexes(conn: AsyncConnection, of: Sequence[sa.Table]) -> None:
+    """Build the secondary indexes of staging tables once they are filled (cheaper than maintaining them)."""
+    staged = await conn.execution_options(schema_translate_map={tables.SCHEMA: STAGING_SCHEMA})
+    for table in of:
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            await staged.execute(sa.schema.CreateIndex(index))
+        await conn.execute(sa.text(f"ANALYZE {_staged(table)}"))
+
+
+_UPSERTS = {table: repository._upsert_sql(STAGING_SCHEMA, table, key, rules) for table, key, rules in _FACTS}
+
+
+def _column_arrays(rows: Sequence[domain.Row], columns: Sequence[str]) -> dict[str, list[Any]]:
+    """Column arrays of fact rows, as repository._column_arrays (campaign ids joined by commas)."""
+    arrays = {c: [row.get(c) for row in rows] for c in columns}
+    if "campaign_ids" in arrays:
+        arrays["campaign_ids"] = [None if v is None else ",".join(v) for v in arrays["campaign_ids"]]
+    return arrays
+
+
+async def _merge_facts(conn: AsyncConnection, batch: domain.FactBatch) -> None:
+    """Merge a batch's fact rows into the staging tables with the live projection's merge rules.
+
+    Unlike repository.upsert_facts, the dispatches whose hazard's report is in another batch do
+    not get its place here: _fill_places copies it once for all of them after the replay (the
+    hazards' places never change once known, so the result is the same).
+    """
+    for (table, key, rules), rows in zip(
+        _FACTS, (batch.hazards, batch.dispatches, batch.relapses), strict=True
+    ):
+        if rows:
+            await conn.execute(sa.text(_UPSERTS[table]), _column_arrays(list(rows.values()), [key, *rules]))
+
+
+async def _fill_places(conn: AsyncConnection) -> None:
+    """Copy the hazards' places onto the dispatches that lack them (as repository.upsert_facts does per batch)."""
+    await conn.execute(
+        sa.text(
+            f"UPDATE {STAGING_SCHEMA}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
+            f"category = h.category, campaign_ids = h.campaign_ids FROM {STAGING_SCHEMA}.hazards h "
+            f"WHERE h.hazard_id = d.hazard_id AND d.community_id IS NULL AND h.community_id IS NOT NULL"
+        )
+    )
 
 
 async def _replay(
@@ -179,16 +287,17 @@ async def _replay(
 
     async def write(batch: domain.FactBatch) -> None:
         async with engine.begin() as conn:
-            await repository.upsert_facts(conn, batch, schema=STAGING_SCHEMA)
+            await _merge_facts(conn, batch)
 
     inflight: asyncio.Task[None] | None = None
-    async for values in reader.batches():
-        batch = _parse(values, tz, result)
+    with _bulk_gc():
+        async for values in reader.batches():
+            batch = _parse(values, tz, result)
+            if inflight is not None:
+                await inflight
+            inflight = asyncio.create_task(write(batch))
         if inflight is not None:
             await inflight
-        inflight = asyncio.create_task(write(batch))
-    if inflight is not None:
-        await inflight
 
 
 @dataclass
@@ -210,7 +319,7 @@ async def _replay_partitions(
     partitions: list[int],
 ) -> WorkerResult:
     result = RebuildResult()
-    engine = create_engine(DatabaseSettings(url=database_url), application_name="hazard-reporting-rebuild")
+    engine = _engine(database_url)
     reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
     try:
         await reader.start(only=partitions)
@@ -239,6 +348,14 @@ def replay_worker(
     )
 
 
+def _process_context() -> multiprocessing.context.BaseContext:
+    # fork: a worker starts in milliseconds with the modules already imported (spawn re-imports
+    # SQLAlchemy, pydantic and aiokafka in every worker, ~1.3 s of CPU each). The parent holds no
+    # threads when the pool starts, and the worker uses nothing of the parent's but the code.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 async def _replay_parallel(
     *,
     database_url: str,
@@ -252,9 +369,7 @@ async def _replay_parallel(
 ) -> dict[int, int]:
     groups = [partitions[i::workers] for i in range(workers) if partitions[i::workers]]
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(
-        max_workers=len(groups), mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
+    with ProcessPoolExecutor(max_workers=len(groups), mp_context=_process_context()) as pool:
         done = await asyncio.gather(
             *(
                 loop.run_in_executor(
@@ -275,6 +390,7 @@ async def _replay_parallel(
 async def _swap(engine: AsyncEngine, reader: TopicReader, tz: ZoneInfo, result: RebuildResult) -> None:
     live = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.PROJECTION_TABLES)
     async with engine.begin() as conn:
+        await conn.execute(sa.text("SET LOCAL synchronous_commit = on"))  # the swap is durable
         await conn.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
         await conn.execute(sa.text(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE"))
         # Catch up with what reached the topic while the bulk replay ran (live consumer now waits).
@@ -310,17 +426,18 @@ async def rebuild(
     started = time.perf_counter()
     result = RebuildResult()
     tz = ZoneInfo(timezone)
-    engine = create_engine(DatabaseSettings(url=database_url), application_name="hazard-reporting-rebuild")
+    engine = _engine(database_url)
     reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
     try:
         async with engine.begin() as conn:
             await _create_staging(conn)
-        phase = time.perf_counter()
         if workers > 1:
             probe = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
             await probe.start()
             partitions = await probe.topic_partitions()
             await probe.stop()
+            result.setup_s = time.perf_counter() - started
+            phase = time.perf_counter()
             positions = await _replay_parallel(
                 database_url=database_url,
                 bootstrap_servers=bootstrap_servers,
@@ -334,13 +451,23 @@ async def rebuild(
             await reader.start(positions=positions)
         else:
             await reader.start()
+            result.setup_s = time.perf_counter() - started
+            phase = time.perf_counter()
             await _replay(engine, reader, tz, result)
         result.replay_s = time.perf_counter() - phase
         phase = time.perf_counter()
         async with engine.begin() as conn:
+            await _fill_places(conn)
+        result.places_s = time.perf_counter() - phase
+        phase = time.perf_counter()
+        async with engine.begin() as conn:
+            await _create_indexes(conn, FACT_TABLES)
+        result.index_s = time.perf_counter() - phase
+        phase = time.perf_counter()
+        async with engine.begin() as conn:
             await repository.rebuild_rollup(conn, schema=STAGING_SCHEMA)
-            await conn.execute(sa.text(f"ANALYZE {STAGING_SCHEMA}.hazards"))
-            await conn.execute(sa.text(f"ANALYZE {STAGING_SCHEMA}.dispatches"))
+        async with engine.begin() as conn:
+            await _create_indexes(conn, [t for t in tables.PROJECTION_TABLES if t not in FACT_TABLES])
         result.rollup_s = time.perf_counter() - phase
         phase = time.perf_counter()
         for attempt in range(1, 6):
@@ -383,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reference-data-dir", type=Path, default=None, help="reference data replacing the default"
     )
     parser.add_argument(
+        "--result-json", type=Path, default=None, help="also write the counts and phase times here"
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=min(os.cpu_count() or 1, 4),
@@ -404,9 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"rebuilt the reporting projection from {result.events} events "
         f"({result.invalid} invalid skipped, {result.caught_up} caught up during the swap) "
-        f"in {result.seconds:.1f} s: {result.events_per_second:,.0f} events/s",
+        f"in {result.seconds:.1f} s: {result.events_per_second:,.0f} events/s "
+        f"(replay {result.replay_s:.1f} s, {result.replay_events_per_second:,.0f} events/s; "
+        f"places {result.places_s:.1f} s, fact indexes {result.index_s:.1f} s, "
+        f"rollup {result.rollup_s:.1f} s, swap {result.swap_s:.1f} s)",
         file=sys.stderr,
     )
+    if args.result_json is not None:
+        args.result_json.write_text(json.dumps(dataclasses.asdict(result), indent=1))
     return 0
 
 

@@ -96,7 +96,14 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
     values = [(str(e.hazard_id).encode(), dump_event(e)) for e in log]
     # Redelivered events (same event ids) later in the topic, one of them twice.
     redelivered = [values[2], values[5], values[13], values[2]]
-    await produce(kafka.bootstrap_servers, topics["lifecycle"], values + redelivered)
+    # Records that are no valid event: the live consumer dead-letters them, the rebuild skips them.
+    invalid = [
+        (b"x", b"not json"),
+        (values[0][0], dump_event(log[0])[:-1] + b', "extra": 1}'),  # a field the contract forbids
+    ]
+    await produce(
+        kafka.bootstrap_servers, topics["lifecycle"], values[:9] + invalid + values[9:] + redelivered
+    )
     settings = settings_for(db_url, kafka.bootstrap_servers, topics)
 
     async with running_app(settings) as (_app, client):
@@ -210,9 +217,23 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
             workers=2,
         )
         assert result.events == len(values) + len(redelivered)
+        assert result.invalid == len(invalid)
         rebuilt = await _everything(client)
         assert await _table_oids(db_url) != oids_before  # new tables were swapped in
         assert rebuilt == live
+
+        # In one process, one event per batch: every dispatch gets its hazard's place from the
+        # set-based fill after the replay, none from its own batch.
+        again = await rebuild(
+            database_url=db_url,
+            bootstrap_servers=kafka.bootstrap_servers,
+            topic=topics["lifecycle"],
+            timezone="Asia/Shanghai",
+            batch_size=1,
+            workers=1,
+        )
+        assert (again.events, again.invalid) == (result.events, result.invalid)
+        assert await _everything(client) == live
 
         # The live consumer keeps projecting into the swapped-in tables.
         extra = build_log()[-1]  # H11's report again under a new event id: idempotent by hazard id
