@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import shutil
 import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +30,7 @@ from bench._stack import private_postgres, publish_results
 from services.reporting import reports, repository
 from services.reporting.repository import Filters, Period
 from shared.db import create_engine, create_session_factory
-from shared.devstack import LocalPostgres
+from shared.devstack import LocalPostgres, free_port
 from shared.migrate import migrate
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
@@ -137,6 +140,22 @@ async def load(url: str, *, days: int, per_day: int, end: date) -> dict[str, flo
     return timings
 
 
+async def reroll(url: str) -> dict[str, float]:
+    """Recompute the whole rollup from the facts already loaded (development runs with --keep-dir)."""
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        began = time.perf_counter()
+        async with engine.begin() as conn:
+            await repository.rebuild_rollup(conn)
+        timings = {"rollup": round(time.perf_counter() - began, 1)}
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(sa.text("VACUUM ANALYZE"))
+    finally:
+        await engine.dispose()
+    return timings
+
+
 async def time_queries(url: str, *, end: date, repeat: int) -> dict[str, Any]:
     """Latency of each report query, repeated; p50/p95/p99 in milliseconds."""
     reference = load_reference_data()
@@ -237,13 +256,27 @@ def _stats(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def run(postgres: LocalPostgres, *, days: int, per_day: int, repeat: int) -> dict[str, Any]:
-    """Load, then time."""
-    await postgres.acreate_database("bench")
+async def run(
+    postgres: LocalPostgres,
+    *,
+    days: int,
+    per_day: int,
+    repeat: int,
+    reuse: bool = False,
+    loaded: Path | None = None,
+) -> dict[str, Any]:
+    """Load (or, with ``reuse``, keep the facts already loaded and recompute only the rollup), then time."""
     url = postgres.url("bench")
-    await migrate(url)
     end = date(2026, 11, 21)
-    load_s = await load(url, days=days, per_day=per_day, end=end)
+    if reuse:
+        await migrate(url)
+        load_s = await reroll(url)
+    else:
+        await postgres.acreate_database("bench")
+        await migrate(url)
+        load_s = await load(url, days=days, per_day=per_day, end=end)
+        if loaded is not None:
+            await asyncio.to_thread(loaded.write_text, json.dumps({"days": days, "per_day": per_day}))
     engine = create_engine(DatabaseSettings(url=url))
     async with engine.connect() as conn:
         counts = {
@@ -287,6 +320,29 @@ def table(result: dict[str, Any]) -> str:
     )
 
 
+def _run_kept(keep_dir: Path, *, days: int, per_day: int, repeat: int) -> dict[str, Any]:
+    """Run on a database kept in ``keep_dir`` between runs (its facts reused when the size matches)."""
+    keep_dir = keep_dir.absolute()
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    keep_dir.chmod(0o755)  # the server runs as another OS user when we are root
+    marker = keep_dir / "loaded.json"
+    wanted = {"days": days, "per_day": per_day}
+    reuse = marker.is_file() and json.loads(marker.read_text()) == wanted
+    if not reuse:
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(keep_dir / "pg", ignore_errors=True)
+    postgres = LocalPostgres(data_dir=keep_dir / "pg", port=free_port(), log_path=keep_dir / "pg.log")
+    postgres.start()
+    try:
+        result = asyncio.run(
+            run(postgres, days=days, per_day=per_day, repeat=repeat, reuse=reuse, loaded=marker)
+        )
+    finally:
+        postgres.stop(mode="fast")
+    result["reused_facts"] = reuse
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start a private PostgreSQL, run the benchmark, print and write the results."""
     parser = argparse.ArgumentParser(
@@ -295,11 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--per-day", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument(
+        "--keep-dir",
+        type=Path,
+        default=None,
+        help="development: keep the database in this directory and, when it already holds a load of "
+        "the same --days/--per-day, reuse its facts (only the rollup is recomputed); final figures "
+        "come from a run without it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with private_postgres("reporting_query") as postgres:
-        result = asyncio.run(run(postgres, days=args.days, per_day=args.per_day, repeat=args.repeat))
-    publish_results("reporting_query", result, table(result), note="shared machine; figures are noisy")
+    if args.keep_dir is None:
+        with private_postgres("reporting_query") as postgres:
+            result = asyncio.run(run(postgres, days=args.days, per_day=args.per_day, repeat=args.repeat))
+    else:
+        result = _run_kept(args.keep_dir, days=args.days, per_day=args.per_day, repeat=args.repeat)
+    if args.keep_dir is None:
+        publish_results("reporting_query", result, table(result), note="shared machine; figures are noisy")
+    else:  # development runs print their figures but leave bench/results alone
+        print(table(result))
     return 0
 
 

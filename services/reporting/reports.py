@@ -134,23 +134,32 @@ async def summary(
             db, group_by=by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
         )
 
-    def medians_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.medians(
-            db, group_by=by, period=current, filters=filters, schema=schema, use_rollup=use_rollup
+    def medians_of(measure: str) -> Callable[[AsyncSession], Awaitable[Any]]:
+        return lambda db: repository.measure_medians(
+            db,
+            group_by=group_by,
+            period=current,
+            filters=filters,
+            measure=measure,
+            schema=schema,
+            use_rollup=use_rollup,
         )
 
     # Every hazard and dispatch is in exactly one department, community or category group, so the
     # totals are the groups' sums there; a hazard may be in several campaigns, and grids skip nulls.
     summed = group_by in {"department", "community", "category"}
     # The queries are independent: run them on separate connections at once.
+    # (Each measure's medians, per group and in total, are one query: the two run side by side.)
     results = await asyncio.gather(
         run(counts_of(group_by)),
-        run(medians_of(group_by)),
-        run(medians_of("all")),
+        run(medians_of("ack")),
+        run(medians_of("rect")),
         *(() if summed else (run(counts_of("all")),)),
     )
     counts: dict[tuple[str, int], Counts] = results[0]
-    group_medians, total_medians = results[1], results[2]
+    (ack, ack_total), (rect, rect_total) = results[1], results[2]
+    group_medians = {key: (ack.get(key), rect.get(key)) for key in set(ack) | set(rect)}
+    total_medians = {"all": (ack_total, rect_total)}
     if summed:
         total_counts: dict[tuple[str, int], Counts] = {}
         for (_, period_index), value in counts.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -229,7 +229,7 @@ def bucket_sql(measure: str, *, column: str) -> str:
     )
 
 
-def _rollup_groups_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
+def _rollup_groups_select(schema: str, day_filter_h: str, day_filter_d: str, *, into: str = "") -> str:
     inner = _fact_union(
         schema,
         h_key="h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
@@ -242,38 +242,186 @@ def _rollup_groups_select(schema: str, day_filter_h: str, day_filter_d: str) -> 
     sums = ", ".join(f"sum({c})" for c in ROLLUP_COUNTS)
     cols = ", ".join(ROLLUP_COUNTS)
     return (
-        f"INSERT INTO {schema}.rollup_groups (grouping, day, key, {cols}) "
+        f"INSERT INTO {into or f'{schema}.rollup_groups'} (grouping, day, key, {cols}) "
         f"SELECT g.grouping, x.day, g.key, {sums} FROM ({inner}) AS x {_GROUPINGS_LATERAL} "
         f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3"
     )
 
 
-def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
+def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, into: str = "") -> str:
+    # Durations in exact microseconds (extract(epoch …) is numeric); the bucket from their value.
     ack = (
         f"SELECT d.dispatch_day AS day, COALESCE(d.department_id, '') AS department_id, "
         f"{_DIMENSIONS.format(t='d')}, 'ack' AS measure, "
-        f"CAST(extract(epoch FROM d.acknowledged_at - d.dispatched_at) AS float8) / 60.0 AS v "
+        f"CAST(extract(epoch FROM d.acknowledged_at - d.dispatched_at) * 1000000 AS bigint) AS us "
         f"FROM {schema}.dispatches d WHERE d.acknowledged_at IS NOT NULL AND d.dispatched_at IS NOT NULL "
         f"AND d.community_id IS NOT NULL AND d.dispatch_day IS NOT NULL AND {day_filter_d}"
     )
     rect = (
         f"SELECT h.report_day AS day, COALESCE(h.department_id, '') AS department_id, "
         f"{_DIMENSIONS.format(t='h')}, 'rect' AS measure, "
-        f"CAST(extract(epoch FROM h.rectified_at - h.reported_at) AS float8) / 3600.0 AS v "
+        f"CAST(extract(epoch FROM h.rectified_at - h.reported_at) * 1000000 AS bigint) AS us "
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
         f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
+    ack_v, rect_v = (f"(CAST(y.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect"))
     bucket = (
-        f"CASE y.measure WHEN 'ack' THEN {bucket_sql('ack', column='y.v')} "
-        f"ELSE {bucket_sql('rect', column='y.v')} END"
+        f"CASE y.measure WHEN 'ack' THEN {bucket_sql('ack', column=ack_v)} "
+        f"ELSE {bucket_sql('rect', column=rect_v)} END"
     )
     return (
-        f"INSERT INTO {schema}.rollup_hist (grouping, day, key, measure, bucket, n, total) "
-        f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.v) "
+        f"INSERT INTO {into or f'{schema}.rollup_hist'} (grouping, day, key, measure, bucket, n, total_us) "
+        f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.us) "
         f"FROM (SELECT y.*, {bucket} AS bucket "
         f"FROM ({ack} UNION ALL {rect}) AS y) AS x {_GROUPINGS_LATERAL} "
         f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
     )
+
+
+US_PER_UNIT: Mapping[str, float] = {"ack": 60e6, "rect": 3600e6}
+"""Microseconds per unit of a measure's median (ack: minutes, rect: hours)."""
+GROUPINGS: tuple[str, ...] = ("department", "community", "grid", "category", "campaign", "all")
+_IN_GROUPINGS = "grouping IN (" + ", ".join(f"'{g}'" for g in GROUPINGS) + ")"
+_SPANS = (
+    "CROSS JOIN LATERAL (VALUES ('week', CAST(date_trunc('week', CAST(x.day AS timestamp)) AS date)), "
+    "('month', CAST(date_trunc('month', CAST(x.day AS timestamp)) AS date))) AS sp(span, start)"
+)
+_GROUP_COLS = ", ".join(ROLLUP_COUNTS)
+# Each fact row counts once in reported, duplicates or dispatched: a row without any has no facts.
+_GROUPS_EMPTY = "{t}.reported = 0 AND {t}.duplicates = 0 AND {t}.dispatched = 0"
+
+
+def _groups_spans_from_days(
+    schema: str, *, days: str, minus: str = "", into: str = "", order: bool = False
+) -> str:
+    """Sum day rows of rollup_groups (those of ``days``; ``minus``: less those of another table) per span."""
+    source = f"SELECT grouping, day, key, {_GROUP_COLS} FROM {days}"
+    if minus:
+        negated = ", ".join(f"-{c}" for c in ROLLUP_COUNTS)
+        source += f" UNION ALL SELECT grouping, day, key, {negated} FROM {minus}"
+    sums = ", ".join(f"sum(x.{c})" for c in ROLLUP_COUNTS)
+    having = " OR ".join(f"sum(x.{c}) <> 0" for c in ROLLUP_COUNTS)
+    return (
+        f"INSERT INTO {into or f'{schema}.rollup_groups_span'} (grouping, span, start, key, {_GROUP_COLS}) "
+        f"SELECT x.grouping, sp.span, sp.start, x.key, {sums} FROM ({source}) AS x {_SPANS} "
+        f"GROUP BY 1, 2, 3, 4 HAVING {having}{' ORDER BY 1, 2, 3, 4' if order else ''}"
+    )
+
+
+def _hist_spans_from_days(schema: str, *, days: str, minus: str = "", into: str = "") -> str:
+    """Sum day rows of rollup_hist (``minus``: less those of another table) per span."""
+    source = f"SELECT grouping, day, key, measure, bucket, n, total_us FROM {days}"
+    if minus:
+        source += f" UNION ALL SELECT grouping, day, key, measure, bucket, -n, -total_us FROM {minus}"
+    return (
+        f"INSERT INTO {into or f'{schema}.rollup_hist_span'} "
+        f"(grouping, span, start, key, measure, bucket, n, total_us) "
+        f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
+        f"FROM ({source}) AS x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 "
+        f"HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0"
+    )
+
+
+_WORK_TABLES = {
+    # Per-connection scratch tables of a refresh (emptied at commit).
+    "rollup_groups_work": "rollup_groups",
+    "rollup_hist_work": "rollup_hist",
+    "rollup_groups_delta": "rollup_groups_span",
+    "rollup_hist_delta": "rollup_hist_span",
+}
+
+
+async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
+    """Recompute the rollup of every dirty day; returns how many days were recomputed.
+
+    The dirty days' rows are recomputed from the facts; the week and month rows covering them
+    change by the difference between the days' new and old rows (exact: integer sums), so the
+    cost follows the days refreshed, not the spans.
+    """
+    await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
+    days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
+    if not days:
+        return 0
+    params = {"days": sorted(days)}
+    on_days = f"{_IN_GROUPINGS} AND day = ANY(CAST(:days AS date[]))"
+    for work, like in _WORK_TABLES.items():
+        await db.execute(
+            sa.text(
+                f"CREATE TEMP TABLE IF NOT EXISTS {work} (LIKE {schema}.{like} INCLUDING DEFAULTS) "
+                f"ON COMMIT DELETE ROWS"
+            )
+        )
+        await db.execute(sa.text(f"DELETE FROM pg_temp.{work}"))
+    h_days, d_days = (
+        "h.report_day = ANY(CAST(:days AS date[]))",
+        "d.dispatch_day = ANY(CAST(:days AS date[]))",
+    )
+    await db.execute(sa.text(f"DELETE FROM {schema}.rollup WHERE day = ANY(CAST(:days AS date[]))"), params)
+    await db.execute(sa.text(_rollup_select(schema, h_days, d_days)), params)
+    await db.execute(
+        sa.text(_rollup_groups_select(schema, h_days, d_days, into="pg_temp.rollup_groups_work")), params
+    )
+    await db.execute(
+        sa.text(_rollup_hist_select(schema, h_days, d_days, into="pg_temp.rollup_hist_work")), params
+    )
+    # The spans' deltas: new day rows less the old ones (only the rows that changed).
+    await db.execute(
+        sa.text(
+            _groups_spans_from_days(
+                schema,
+                days="pg_temp.rollup_groups_work",
+                minus=f"{schema}.rollup_groups WHERE {on_days}",
+                into="pg_temp.rollup_groups_delta",
+            )
+        ),
+        params,
+    )
+    await db.execute(
+        sa.text(
+            _hist_spans_from_days(
+                schema,
+                days="pg_temp.rollup_hist_work",
+                minus=f"{schema}.rollup_hist WHERE {on_days}",
+                into="pg_temp.rollup_hist_delta",
+            )
+        ),
+        params,
+    )
+    adds = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
+    await db.execute(
+        sa.text(
+            f"INSERT INTO {schema}.rollup_groups_span AS t SELECT * FROM pg_temp.rollup_groups_delta "
+            f"ON CONFLICT (grouping, span, start, key) DO UPDATE SET {adds}"
+        )
+    )
+    await db.execute(
+        sa.text(
+            f"INSERT INTO {schema}.rollup_hist_span AS t SELECT * FROM pg_temp.rollup_hist_delta "
+            f"ON CONFLICT (grouping, span, start, key, measure, bucket) "
+            f"DO UPDATE SET n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us"
+        )
+    )
+    # Span rows left without facts go (a rebuild would not have them).
+    await db.execute(
+        sa.text(
+            f"DELETE FROM {schema}.rollup_groups_span t USING pg_temp.rollup_groups_delta d "
+            f"WHERE t.grouping = d.grouping AND t.span = d.span AND t.start = d.start AND t.key = d.key "
+            f"AND {_GROUPS_EMPTY.format(t='t')}"
+        )
+    )
+    await db.execute(
+        sa.text(
+            f"DELETE FROM {schema}.rollup_hist_span t USING pg_temp.rollup_hist_delta d "
+            f"WHERE t.grouping = d.grouping AND t.span = d.span AND t.start = d.start AND t.key = d.key "
+            f"AND t.measure = d.measure AND t.bucket = d.bucket AND d.n < 0 AND t.n = 0"
+        )
+    )
+    for table in ("rollup_groups", "rollup_hist"):
+        await db.execute(sa.text(f"DELETE FROM {schema}.{table} WHERE {on_days}"), params)
+        await db.execute(
+            sa.text(f"INSERT INTO {schema}.{table} SELECT * FROM pg_temp.{table}_work ORDER BY 1, 2, 3")
+        )
+    return len(days)
 
 
 def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tuple[str, ...]:
@@ -284,26 +432,16 @@ def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tup
     )
 
 
-async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
-    """Recompute the rollup of every dirty day; returns how many days were recomputed."""
-    await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
-    days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
-    if not days:
-        return 0
-    for table in ("rollup", "rollup_groups", "rollup_hist"):
-        await db.execute(sa.text(f"DELETE FROM {schema}.{table} WHERE day = ANY(:days)"), {"days": days})
-    for sql in _rollup_statements(schema, "h.report_day = ANY(:days)", "d.dispatch_day = ANY(:days)"):
-        await db.execute(sa.text(sql), {"days": days})
-    return len(days)
-
-
 async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
-    """Recompute the whole rollup from the facts (after a bulk load)."""
+    """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months."""
     await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty"))
-    for table in ("rollup", "rollup_groups", "rollup_hist"):
+    for table in ("rollup", "rollup_groups", "rollup_hist", "rollup_groups_span", "rollup_hist_span"):
         await db.execute(sa.text(f"DELETE FROM {schema}.{table}"))
     for sql in _rollup_statements(schema, "true", "true"):
         await db.execute(sa.text(sql))
+    # In key order, so that a period's rows of a grouping lie together.
+    await db.execute(sa.text(_groups_spans_from_days(schema, days=f"{schema}.rollup_groups", order=True)))
+    await db.execute(sa.text(_hist_spans_from_days(schema, days=f"{schema}.rollup_hist")))
 
 
 # ---------------------------------------------------------------- summary queries
@@ -340,15 +478,16 @@ _CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(h.campaign_ids) AS c(campaign_id)"
 _D_CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(d.campaign_ids) AS c(campaign_id)"
 
 
-def _period_case(column: str, periods: Sequence[Period]) -> tuple[str, str, dict[str, Any]]:
+def _periods_join(column: str, periods: Sequence[Period]) -> tuple[str, dict[str, Any]]:
+    """A join tagging each row with every period its ``column`` day falls in (periods may overlap:
+    a year-long period's previous period is its year-earlier one)."""
     params: dict[str, Any] = {}
-    whens, ors = [], []
+    values = []
     for i, p in enumerate(periods):
         params[f"p{i}s"], params[f"p{i}e"] = p.start, p.end
-        cond = f"{column} BETWEEN :p{i}s AND :p{i}e"
-        whens.append(f"WHEN {cond} THEN {i}")
-        ors.append(cond)
-    return f"CASE {' '.join(whens)} END", f"({' OR '.join(ors)})", params
+        values.append(f"({i}, CAST(:p{i}s AS date), CAST(:p{i}e AS date))")
+    join = f"JOIN (VALUES {', '.join(values)}) AS p(period, ps, pe) ON {column} BETWEEN p.ps AND p.pe"
+    return join, params
 
 
 def _filters_sql(filters: Filters, *, dispatch: bool) -> tuple[str, dict[str, Any]]:
@@ -376,16 +515,30 @@ async def period_counts(
     schema: str = SCHEMA,
     use_rollup: bool = True,
 ) -> dict[tuple[str, int], Counts]:
-    """Counts per (group key, period index) for several periods in one pass."""
-    if use_rollup and _unfiltered(filters):
-        result = await _group_rollup_counts(db, group_by=group_by, periods=periods, schema=schema)
-    elif use_rollup and group_by in ROLLUP_GROUPS:
-        result = await _rollup_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
-    else:
-        result = await _fact_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
+    """Counts per (group key, period index) for several periods in one pass.
+
+    From the rollup, ``receipt_overdue_open`` is the rollup's open (unacknowledged, not returned or
+    replaced) dispatches less those whose deadline has not passed yet — a short index range of
+    the open dispatches by deadline — rather than a scan of every open dispatch of the periods.
+    """
+    if use_rollup and (_unfiltered(filters) or group_by in ROLLUP_GROUPS):
+        if _unfiltered(filters):
+            result = await _group_rollup_counts(db, group_by=group_by, periods=periods, schema=schema)
+        else:
+            result = await _rollup_counts(
+                db, group_by=group_by, periods=periods, filters=filters, schema=schema
+            )
+        for key, n in (
+            await _open_dispatch_counts(
+                db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, overdue=False
+            )
+        ).items():
+            result[key] = result.get(key, Counts()) + Counts(receipt_overdue_open=-n)
+        return result
+    result = await _fact_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
     for key, n in (
-        await _open_overdue_counts(
-            db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema
+        await _open_dispatch_counts(
+            db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, overdue=True
         )
     ).items():
         result[key] = result.get(key, Counts()) + Counts(receipt_overdue_open=n)
@@ -399,22 +552,116 @@ def _to_counts(row: Any) -> Counts:
     return Counts(**{c: int(getattr(row, c) or 0) for c in _COUNTED})
 
 
+def _to_counts_with_open(row: Any) -> Counts:
+    """Counts of a rollup row; receipt_overdue_open holds the open dispatches (overdue or not yet)."""
+    return Counts(
+        **{c: int(getattr(row, c) or 0) for c in _COUNTED},
+        receipt_overdue_open=int(row.open_unacknowledged or 0),
+    )
+
+
+_WITH_OPEN = (*_COUNTED, "open_unacknowledged")
+
+
 def _unfiltered(filters: Filters) -> bool:
     return filters.community_id is None and filters.category is None and filters.department_id is None
+
+
+async def _tune_reads(db: Executor) -> None:
+    """For this transaction: no JIT (its compile time exceeds these queries' run time) and enough
+    memory to merge a period's rows without spilling to disk."""
+    await db.execute(sa.text("SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"))
+
+
+def split_period(period: Period) -> tuple[list[date], list[date], list[date]]:
+    """A period as (edge days, ISO weeks by Monday, months by first day), together exactly its days.
+
+    Whole months are read from the month rows, whole ISO weeks of what is left from the week rows,
+    and only the remaining days (at most 6 at each end of each remainder) from the day rows.
+    """
+    months: list[date] = []
+    first = period.start if period.start.day == 1 else _next_month(period.start)
+    while first <= period.end and _next_month(first) - timedelta(days=1) <= period.end:
+        months.append(first)
+        first = _next_month(first)
+    if months:
+        rests = [(period.start, months[0] - timedelta(days=1)), (_next_month(months[-1]), period.end)]
+    else:
+        rests = [(period.start, period.end)]
+    days: list[date] = []
+    weeks: list[date] = []
+    for a, b in rests:
+        monday = a + timedelta(days=(7 - a.weekday()) % 7)
+        if monday + timedelta(days=6) > b:
+            days.extend(_days(a, b))
+            continue
+        days.extend(_days(a, monday - timedelta(days=1)))
+        while monday + timedelta(days=6) <= b:
+            weeks.append(monday)
+            monday += timedelta(days=7)
+        days.extend(_days(monday, b))
+    return days, weeks, months
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _days(a: date, b: date) -> list[date]:
+    return [a + timedelta(days=i) for i in range((b - a).days + 1)]
+
+
+def _levels_sql(
+    schema: str, table: str, columns: str, where: str, period: Period, tag: str
+) -> tuple[list[str], dict[str, Any]]:
+    """SELECTs reading a period from a day table and its span table (only the non-empty levels)."""
+    days, weeks, months = split_period(period)
+    parts, params = [], {}
+    if days:
+        parts.append(
+            f"SELECT {columns} FROM {schema}.{table} WHERE {where} AND day = ANY(CAST(:{tag}d AS date[]))"
+        )
+        params[f"{tag}d"] = days
+    for span, starts in (("week", weeks), ("month", months)):
+        if starts:
+            parts.append(
+                f"SELECT {columns} FROM {schema}.{table}_span WHERE {where} AND span = '{span}' "
+                f"AND start = ANY(CAST(:{tag}{span[0]} AS date[]))"
+            )
+            params[f"{tag}{span[0]}"] = starts
+    return parts, params
 
 
 async def _group_rollup_counts(
     db: Executor, *, group_by: str, periods: Sequence[Period], schema: str
 ) -> dict[tuple[str, int], Counts]:
-    """Counts from the per-group rollup: an index range (grouping, day) per period, no facts read."""
-    case, within, params = _period_case("day", periods)
-    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
-    sql = (
-        f"SELECT key, {case} AS period, {sums} FROM {schema}.rollup_groups "
-        f"WHERE grouping = :grouping AND {within} GROUP BY 1, 2"
-    )
-    rows = (await db.execute(sa.text(sql), {**params, "grouping": group_by})).all()
-    return {(row.key, row.period): _to_counts(row) for row in rows}
+    """Counts from the per-group rollup: a period's months, weeks and edge days, no facts read.
+
+    Each period is read on its own (they may overlap: a year-long period's previous period is
+    its year-earlier one).
+    """
+    parts: list[str] = []
+    params: dict[str, Any] = {"grouping": group_by}
+    for i, period in enumerate(periods):
+        selects, more = _levels_sql(
+            schema,
+            "rollup_groups",
+            f"key, {i} AS period, {', '.join(_WITH_OPEN)}",
+            "grouping = :grouping",
+            period,
+            f"p{i}",
+        )
+        parts.extend(selects)
+        params.update(more)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
+    sql = f"SELECT key, period, {sums} FROM ({' UNION ALL '.join(parts)}) AS x GROUP BY 1, 2"
+    await _tune_reads(db)
+    rows = (await db.execute(sa.text(sql), params)).all()
+    return {(row.key, row.period): _to_counts_with_open(row) for row in rows}
 
 
 async def _rollup_counts(
@@ -423,42 +670,42 @@ async def _rollup_counts(
     key = {"department": "department_id", "community": "community_id", "category": "category"}.get(
         group_by, "'all'"
     )
-    case, within, params = _period_case("day", periods)
-    where = [within]
+    join, params = _periods_join("r.day", periods)
+    where = ["true"]
     if filters.community_id is not None:
-        where.append("community_id = :f_community")
+        where.append("r.community_id = :f_community")
         params["f_community"] = filters.community_id
     if filters.category is not None:
-        where.append("category = :f_category")
+        where.append("r.category = :f_category")
         params["f_category"] = filters.category
     if filters.department_id is not None:
-        where.append("department_id = :f_department")
+        where.append("r.department_id = :f_department")
         params["f_department"] = filters.department_id
-    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
+    sums = ", ".join(f"sum(r.{c}) AS {c}" for c in _WITH_OPEN)
     sql = (
-        f"SELECT {key} AS key, {case} AS period, {sums} FROM {schema}.rollup "
+        f"SELECT r.{key} AS key, p.period, {sums} FROM {schema}.rollup r {join} "
         f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
     rows = (await db.execute(sa.text(sql), params)).all()
-    return {(row.key, row.period): _to_counts(row) for row in rows}
+    return {(row.key, row.period): _to_counts_with_open(row) for row in rows}
 
 
 async def _fact_counts(
     db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, schema: str
 ) -> dict[tuple[str, int], Counts]:
     h_key, d_key = GROUP_KEYS[group_by]
-    h_case, h_within, params = _period_case("h.report_day", periods)
-    d_case, d_within, _ = _period_case("d.dispatch_day", periods)
+    h_join, params = _periods_join("h.report_day", periods)
+    d_join, _ = _periods_join("d.dispatch_day", periods)
     h_filter, fparams = _filters_sql(filters, dispatch=False)
     d_filter, _ = _filters_sql(filters, dispatch=True)
     inner = _fact_union(
         schema,
-        h_key=f"{h_key} AS key, {h_case} AS period",
-        d_key=f"{d_key} AS key, {d_case} AS period",
-        h_where=f"{h_within} AND {h_filter}",
-        d_where=f"{d_within} AND {d_filter}",
-        h_from=_CAMPAIGN_FROM if group_by == "campaign" else "",
-        d_from=_D_CAMPAIGN_FROM if group_by == "campaign" else "",
+        h_key=f"{h_key} AS key, p.period",
+        d_key=f"{d_key} AS key, p.period",
+        h_where=h_filter,
+        d_where=d_filter,
+        h_from=f"{_CAMPAIGN_FROM if group_by == 'campaign' else ''} {h_join}",
+        d_from=f"{_D_CAMPAIGN_FROM if group_by == 'campaign' else ''} {d_join}",
     )
     sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
     sql = f"SELECT key, period, {sums} FROM ({inner}) AS x WHERE key IS NOT NULL GROUP BY key, period"
@@ -466,21 +713,33 @@ async def _fact_counts(
     return {(row.key, row.period): _to_counts(row) for row in rows}
 
 
-async def _open_overdue_counts(
-    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, now: datetime, schema: str
+async def _open_dispatch_counts(
+    db: Executor,
+    *,
+    group_by: str,
+    periods: Sequence[Period],
+    filters: Filters,
+    now: datetime,
+    schema: str,
+    overdue: bool,
 ) -> dict[tuple[str, int], int]:
+    """Open dispatches of the periods whose deadline has passed (``overdue``) or not (yet)."""
     _, d_key = GROUP_KEYS[group_by]
-    case, within, params = _period_case("d.dispatch_day", periods)
+    join, params = _periods_join("d.dispatch_day", periods)
     d_filter, fparams = _filters_sql(filters, dispatch=True)
     d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    deadline = "d.deadline < :now" if overdue else "(d.deadline >= :now OR d.deadline IS NULL)"
     sql = (
-        f"SELECT {d_key} AS key, {case} AS period, count(*) AS n "
-        f"FROM {schema}.dispatches d {d_from} "
-        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL "
-        f"AND d.community_id IS NOT NULL AND {within} AND {d_filter} GROUP BY 1, 2"
+        f"SELECT {d_key} AS key, p.period, count(*) AS n "
+        f"FROM {schema}.dispatches d {d_from} {join} "
+        f"WHERE {_OPEN} AND {deadline} AND d.dispatched_at IS NOT NULL "
+        f"AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1, 2"
     )
     rows = (await db.execute(sa.text(sql), {**params, **fparams, "now": now})).all()
     return {(row.key, row.period): int(row.n) for row in rows if row.key is not None}
+
+
+MEASURES: tuple[str, ...] = ("ack", "rect")
 
 
 async def medians(
@@ -498,52 +757,131 @@ async def medians(
     precision); filtered by community/category/department, or ``use_rollup=False``: exact, from the
     facts (a filtered period's facts are a small index range).
     """
+    found = [
+        (
+            await measure_medians(
+                db,
+                group_by=group_by,
+                period=period,
+                filters=filters,
+                measure=measure,
+                schema=schema,
+                use_rollup=use_rollup,
+                with_total=False,
+            )
+        )[0]
+        for measure in MEASURES
+    ]
+    ack, rect = found
+    return {k: (ack.get(k), rect.get(k)) for k in set(ack) | set(rect)}
+
+
+async def measure_medians(
+    db: Executor,
+    *,
+    group_by: str,
+    period: Period,
+    filters: Filters,
+    measure: str,
+    schema: str = SCHEMA,
+    use_rollup: bool = True,
+    with_total: bool = True,
+) -> tuple[dict[str, float], float | None]:
+    """One measure's median per group (ack: minutes to acknowledge, rect: hours to rectify) and,
+    with ``with_total``, over all groups together.
+
+    The measures are independent queries, so a summary runs them on two connections at once.
+    Unfiltered: from the merged histograms, groups and total in one statement; filtered or
+    ``use_rollup=False``: exact, from the facts.
+    """
     if use_rollup and _unfiltered(filters):
-        return await _histogram_medians(db, group_by=group_by, period=period, schema=schema)
+        groupings = (group_by, "all") if with_total else (group_by,)
+        found = await _histogram_medians(
+            db, groupings=groupings, period=period, measure=measure, schema=schema
+        )
+        total = found.get("all", {}).get("all") if with_total else None
+        return found.get(group_by, {}), total
+    groups = await _exact_medians(
+        db, group_by=group_by, period=period, filters=filters, measure=measure, schema=schema
+    )
+    if not with_total:
+        return groups, None
+    totals = await _exact_medians(
+        db, group_by="all", period=period, filters=filters, measure=measure, schema=schema
+    )
+    return groups, totals.get("all")
+
+
+async def _exact_medians(
+    db: Executor, *, group_by: str, period: Period, filters: Filters, measure: str, schema: str
+) -> dict[str, float]:
     h_key, d_key = GROUP_KEYS[group_by]
-    h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
-    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
-    d_filter, fparams = _filters_sql(filters, dispatch=True)
-    h_filter, _ = _filters_sql(filters, dispatch=False)
-    ack_sql = (
-        f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
-        f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
-        f"FROM {schema}.dispatches d {d_from} "
-        f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
-        f"AND d.dispatched_at IS NOT NULL AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1"
-    )
-    rect_sql = (
-        f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
-        f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
-        f"FROM {schema}.hazards h {h_from} "
-        f"WHERE h.report_day BETWEEN :ps AND :pe AND h.rectified_at IS NOT NULL "
-        f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {h_filter} GROUP BY 1"
-    )
-    ack = {r.key: float(r.m) for r in (await db.execute(sa.text(ack_sql), {**params, **fparams})).all()}
-    rect = {r.key: float(r.m) for r in (await db.execute(sa.text(rect_sql), {**params, **fparams})).all()}
-    return {k: (ack.get(k), rect.get(k)) for k in set(ack) | set(rect) if k is not None}
+    if measure == "ack":
+        d_filter, fparams = _filters_sql(filters, dispatch=True)
+        d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+        sql = (
+            f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
+            f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
+            f"FROM {schema}.dispatches d {d_from} "
+            f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
+            f"AND d.dispatched_at IS NOT NULL AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1"
+        )
+    else:
+        h_filter, fparams = _filters_sql(filters, dispatch=False)
+        h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+        sql = (
+            f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
+            f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
+            f"FROM {schema}.hazards h {h_from} "
+            f"WHERE h.report_day BETWEEN :ps AND :pe AND h.rectified_at IS NOT NULL "
+            f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {h_filter} "
+            f"GROUP BY 1"
+        )
+    rows = (await db.execute(sa.text(sql), {**params, **fparams})).all()
+    return {r.key: float(r.m) for r in rows if r.key is not None}
+
+
+_MEDIAN_SQL = """
+WITH merged AS (
+  SELECT grouping, key, bucket, sum(n) AS n, CAST(sum(total_us) AS float8) AS total
+  FROM ({rows}) AS x GROUP BY 1, 2, 3
+), ranked AS (
+  SELECT grouping, key, n, total / n AS mean,
+         CAST(sum(n) OVER (PARTITION BY grouping, key ORDER BY bucket) AS bigint) AS upto,
+         CAST(sum(n) OVER (PARTITION BY grouping, key) AS bigint) AS count
+  FROM merged
+)
+SELECT grouping, key,
+       (min(mean) FILTER (WHERE upto - n <= (count - 1) / 2 AND (count - 1) / 2 < upto)
+        + min(mean) FILTER (WHERE upto - n <= count / 2 AND count / 2 < upto)) / 2 AS median
+FROM ranked GROUP BY 1, 2
+"""
 
 
 async def _histogram_medians(
-    db: Executor, *, group_by: str, period: Period, schema: str
-) -> dict[str, tuple[float | None, float | None]]:
-    sql = (
-        f"SELECT key, measure, bucket, sum(n) AS n, sum(total) AS total FROM {schema}.rollup_hist "
-        f"WHERE grouping = :grouping AND day BETWEEN :ps AND :pe GROUP BY 1, 2, 3"
+    db: Executor, *, groupings: Sequence[str], period: Period, measure: str, schema: str
+) -> dict[str, dict[str, float]]:
+    """Per grouping and group: one measure's median of the period's merged histograms.
+
+    As domain.histogram_median: the middle value(s) located by cumulative count, each read as the
+    mean of its bucket; merged in the database, so only one row per group leaves it.
+    """
+    selects, params = _levels_sql(
+        schema,
+        "rollup_hist",
+        "grouping, key, bucket, n, total_us",
+        "grouping = ANY(CAST(:groupings AS text[])) AND measure = :measure",
+        period,
+        "p",
     )
-    params = {"grouping": group_by, "ps": period.start, "pe": period.end}
-    merged: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
-    for r in (await db.execute(sa.text(sql), params)).all():
-        merged.setdefault((r.key, r.measure), []).append((int(r.bucket), int(r.n), float(r.total)))
-    keys = {key for key, _ in merged}
-    return {
-        key: (
-            domain.histogram_median(merged.get((key, "ack"), ())),
-            domain.histogram_median(merged.get((key, "rect"), ())),
-        )
-        for key in keys
-    }
+    params.update({"groupings": list(groupings), "measure": measure})
+    await _tune_reads(db)
+    rows = (await db.execute(sa.text(_MEDIAN_SQL.format(rows=" UNION ALL ".join(selects))), params)).all()
+    found: dict[str, dict[str, float]] = {}
+    for r in rows:
+        found.setdefault(r.grouping, {})[r.key] = float(r.median) / US_PER_UNIT[measure]
+    return found
 
 
 # ---------------------------------------------------------------- lists
@@ -632,33 +970,62 @@ async def daily_series(
     now: datetime,
     schema: str = SCHEMA,
 ) -> dict[tuple[str, date], Counts]:
-    """Counts per (group key, bucket start day) from the rollup, open overdue included."""
-    key = {"department": "department_id", "community": "community_id", "category": "category"}[group_by]
-    day = "day" if bucket == "day" else "date_trunc('week', day)::date"
-    where = ["day BETWEEN :ps AND :pe"]
+    """Counts per (group key, bucket start day) from the rollup, open overdue included.
+
+    Unfiltered: from the per-group rollup (whole weeks from its week rows); filtered by community
+    or category: from ``rollup``. Open overdue: the rollup's open dispatches less those whose
+    deadline has not passed yet (as period_counts).
+    """
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
-    if filters.community_id is not None:
-        where.append("community_id = :f_community")
-        params["f_community"] = filters.community_id
-    if filters.category is not None:
-        where.append("category = :f_category")
-        params["f_category"] = filters.category
-    sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
-    sql = (
-        f"SELECT {key} AS key, {day} AS bucket, {sums} FROM {schema}.rollup "
-        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
-    )
-    result = {(r.key, r.bucket): _to_counts(r) for r in (await db.execute(sa.text(sql), params)).all()}
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
+    if filters.community_id is None and filters.category is None:
+        params["grouping"] = group_by
+        cols = ", ".join(_WITH_OPEN)
+        if bucket == "day":
+            inner = (
+                f"SELECT key, day AS bucket, {cols} FROM {schema}.rollup_groups "
+                f"WHERE grouping = :grouping AND day BETWEEN :ps AND :pe"
+            )
+        else:
+            whole = {_monday(d) for d in _days(period.start, period.end)}
+            weeks = sorted(w for w in whole if period.start <= w and w + timedelta(days=6) <= period.end)
+            days = [d for d in _days(period.start, period.end) if _monday(d) not in set(weeks)]
+            params.update({"days": days, "weeks": weeks})
+            inner = (
+                f"SELECT key, CAST(date_trunc('week', CAST(day AS timestamp)) AS date) AS bucket, {cols} "
+                f"FROM {schema}.rollup_groups WHERE grouping = :grouping AND day = ANY(CAST(:days AS date[])) "
+                f"UNION ALL SELECT key, start AS bucket, {cols} FROM {schema}.rollup_groups_span "
+                f"WHERE grouping = :grouping AND span = 'week' AND start = ANY(CAST(:weeks AS date[]))"
+            )
+        sql = f"SELECT key, bucket, {sums} FROM ({inner}) AS x GROUP BY 1, 2"
+    else:
+        key = {"department": "department_id", "community": "community_id", "category": "category"}[group_by]
+        day = "day" if bucket == "day" else "CAST(date_trunc('week', CAST(day AS timestamp)) AS date)"
+        where = ["day BETWEEN :ps AND :pe"]
+        if filters.community_id is not None:
+            where.append("community_id = :f_community")
+            params["f_community"] = filters.community_id
+        if filters.category is not None:
+            where.append("category = :f_category")
+            params["f_category"] = filters.category
+        sql = (
+            f"SELECT {key} AS key, {day} AS bucket, {sums} FROM {schema}.rollup "
+            f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
+        )
+    await _tune_reads(db)
+    rows = (await db.execute(sa.text(sql), params)).all()
+    result = {(r.key, r.bucket): _to_counts_with_open(r) for r in rows}
     d_key = GROUP_KEYS[group_by][1]
     d_day = "d.dispatch_day" if bucket == "day" else "date_trunc('week', d.dispatch_day)::date"
     d_filter, fparams = _filters_sql(filters, dispatch=True)
     open_sql = (
         f"SELECT {d_key} AS key, {d_day} AS bucket, count(*) AS n "
         f"FROM {schema}.dispatches d "
-        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL AND d.community_id IS NOT NULL "
-        f"AND d.dispatch_day BETWEEN :ps AND :pe AND {d_filter} GROUP BY 1, 2"
+        f"WHERE {_OPEN} AND (d.deadline >= :now OR d.deadline IS NULL) AND d.dispatched_at IS NOT NULL "
+        f"AND d.community_id IS NOT NULL AND d.dispatch_day BETWEEN :ps AND :pe AND {d_filter} GROUP BY 1, 2"
     )
-    for r in (await db.execute(sa.text(open_sql), {**params, **fparams, "now": now})).all():
+    open_params = {"ps": period.start, "pe": period.end, **fparams, "now": now}
+    for r in (await db.execute(sa.text(open_sql), open_params)).all():
         k = (r.key, r.bucket)
-        result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=int(r.n))
+        result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-int(r.n))
     return result

@@ -129,14 +129,50 @@ rollup_hist = sa.Table(
     metadata,
     # Mergeable duration histograms per (grouping, day, key): measure ack (minutes dispatched ->
     # acknowledged) or rect (hours reported -> rectified); bucket from repository.bucket_sql; n values
-    # in the bucket and their sum (the bucket's mean stands for its values when reading a median).
-    sa.Column("grouping", sa.Text, primary_key=True),
-    sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("measure", sa.Text, primary_key=True),
-    sa.Column("bucket", sa.SmallInteger, primary_key=True),
+    # in the bucket and their exact sum in microseconds (the bucket's mean stands for its values when
+    # reading a median; integers, so coarser levels kept by deltas stay exactly the sum of the days).
+    sa.Column("grouping", sa.Text),
+    sa.Column("day", sa.Date),
+    sa.Column("key", sa.Text),
+    sa.Column("measure", sa.Text),
+    sa.Column("bucket", sa.SmallInteger),
     sa.Column("n", sa.Integer, nullable=False),
-    sa.Column("total", sa.Float, nullable=False),
+    sa.Column("total_us", sa.BigInteger, nullable=False),
+    # Covering: a period's histogram rows are read by an index-only scan.
+    sa.PrimaryKeyConstraint(
+        "grouping", "day", "key", "measure", "bucket", postgresql_include=["n", "total_us"]
+    ),
+)
+
+# Coarser levels of rollup_groups and rollup_hist: span 'week' (ISO week, start = its Monday) or
+# 'month' (start = its first day); each row is exactly the sum of the day rows of its span (kept by
+# deltas when days are recomputed). A period reads its whole months and weeks here and only its
+# edge days from the day tables.
+rollup_groups_span = sa.Table(
+    "rollup_groups_span",
+    metadata,
+    sa.Column("grouping", sa.Text, primary_key=True),
+    sa.Column("span", sa.Text, primary_key=True),
+    sa.Column("start", sa.Date, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in _COUNTS),
+)
+
+rollup_hist_span = sa.Table(
+    "rollup_hist_span",
+    metadata,
+    sa.Column("grouping", sa.Text),
+    sa.Column("span", sa.Text),
+    sa.Column("start", sa.Date),
+    sa.Column("key", sa.Text),
+    sa.Column("measure", sa.Text),
+    sa.Column("bucket", sa.SmallInteger),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("total_us", sa.BigInteger, nullable=False),
+    # Covering: a period's histogram rows are read by an index-only scan.
+    sa.PrimaryKeyConstraint(
+        "grouping", "span", "start", "key", "measure", "bucket", postgresql_include=["n", "total_us"]
+    ),
 )
 
 rollup_dirty = sa.Table("rollup_dirty", metadata, sa.Column("day", sa.Date, primary_key=True))
@@ -148,6 +184,8 @@ PROJECTION_TABLES: tuple[sa.Table, ...] = (
     rollup,
     rollup_groups,
     rollup_hist,
+    rollup_groups_span,
+    rollup_hist_span,
     rollup_dirty,
 )
 """The tables a rebuild recreates and swaps in (never the inbox or outbox)."""

@@ -1,7 +1,9 @@
-"""Migration 0004 on a database that was at 0003: the per-group rollup appears and gets refilled."""
+"""Migrations 0004 and 0005 on a database that was at 0003: the per-group rollup, its histograms
+and their week and month rows appear and get refilled."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -57,11 +59,24 @@ async def test_upgrade_from_0003_creates_the_group_rollup_and_refills_it(databas
             hist = (
                 await conn.execute(
                     sa.text(
-                        "SELECT measure, n, total FROM reporting.rollup_hist "
+                        "SELECT measure, n, total_us FROM reporting.rollup_hist "
                         "WHERE grouping = 'all' AND key = 'all'"
                     )
                 )
             ).all()
-            assert [tuple(r) for r in hist] == [("rect", 1, 48.0)]
+            assert [tuple(r) for r in hist] == [("rect", 1, 48 * 3600 * 10**6)]  # 48 hours, in µs
+            spans = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT span, start, n, total_us FROM reporting.rollup_hist_span "
+                        "WHERE grouping = 'all' AND key = 'all' ORDER BY span"
+                    )
+                )
+            ).all()
+            # 0005: the week (Monday 30 March) and month rows are refilled from the day's.
+            assert [tuple(r) for r in spans] == [
+                ("month", date(2026, 4, 1), 1, 48 * 3600 * 10**6),
+                ("week", date(2026, 3, 30), 1, 48 * 3600 * 10**6),
+            ]
     finally:
         await engine.dispose()
