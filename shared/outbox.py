@@ -12,19 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.events import AnyEvent, dump_event
 
 log = logging.getLogger(__name__)
+
+# Relays of this process waiting for rows, by outbox table: a commit that added rows wakes them at
+# once, so an event leaves as soon as it is committed and the poll is only the fallback for rows
+# another process committed and did not relay (it crashed).
+_WAITING: dict[str, set[asyncio.Event]] = {}
+_WAKE_ON_COMMIT = "outbox_wake_on_commit"
+
+
+def _wake_after_commit(session: Session) -> None:
+    for table in session.info.pop(_WAKE_ON_COMMIT, ()):
+        for event in _WAITING.get(table, ()):
+            event.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,7 @@ class Outbox:
     def __init__(self, table: sa.Table, *, default_topic: str) -> None:
         self.table = table
         self.default_topic = default_topic
+        self._insert_stmt: Any = None
 
     def rows(self, events: Sequence[AnyEvent], *, topic: str | None = None) -> list[dict[str, object]]:
         """The outbox rows for these events."""
@@ -77,7 +92,31 @@ class Outbox:
     async def add(self, session: AsyncSession, *events: AnyEvent, topic: str | None = None) -> None:
         """Stage events for publication; they are sent only if the caller's transaction commits."""
         if events:
-            await session.execute(sa.insert(self.table), self.rows(events, topic=topic))
+            rows = self.rows(events, topic=topic)
+            await session.execute(
+                self._insert,
+                {
+                    "event_id": [r["event_id"] for r in rows],
+                    "topic": [r["topic"] for r in rows],
+                    "key": [r["key"] for r in rows],
+                    "value": [r["value"] for r in rows],
+                    "headers": [json.dumps(r["headers"]) for r in rows],
+                },
+            )
+            _wake_relays_on_commit(session, self.table)
+
+    @property
+    def _insert(self) -> Any:
+        # One statement over arrays whatever the number of events (an executemany is one
+        # execution per row in the database); ids follow the events' order.
+        if self._insert_stmt is None:
+            self._insert_stmt = sa.text(
+                f"insert into {self.table.fullname} (event_id, topic, key, value, headers) "
+                "select u.e, u.t, u.k, u.v, cast(u.h as jsonb) from unnest(cast(:event_id as uuid[]), "
+                "cast(:topic as text[]), cast(:key as text[]), cast(:value as bytea[]), "
+                "cast(:headers as text[])) with ordinality as u(e, t, k, v, h, n) order by u.n"
+            )
+        return self._insert_stmt
 
     async def add_raw(self, session: AsyncSession, messages: Sequence[OutgoingMessage]) -> None:
         """Stage raw messages (e.g. dead letters) whose event id may be absent or unusable."""
@@ -95,10 +134,28 @@ class Outbox:
                     for m in messages
                 ],
             )
+            _wake_relays_on_commit(session, self.table)
 
     async def pending(self, session: AsyncSession) -> int:
         """How many rows wait to be published."""
         return int((await session.execute(sa.select(sa.func.count()).select_from(self.table))).scalar_one())
+
+
+def wake_relays(table: sa.Table) -> None:
+    """Wake this process's relays of ``table`` now (for rows committed without :class:`Outbox`)."""
+    for event in _WAITING.get(table.fullname, ()):
+        event.set()
+
+
+def _wake_relays_on_commit(session: AsyncSession, table: sa.Table) -> None:
+    """Have this session's next commit wake the relays of ``table`` in this process."""
+    sync = session.sync_session
+    pending = sync.info.get(_WAKE_ON_COMMIT)
+    if pending is None:
+        sync.info[_WAKE_ON_COMMIT] = {table.fullname}
+        sa.event.listen(sync, "after_commit", _wake_after_commit, once=True)
+    else:
+        pending.add(table.fullname)
 
 
 class OutboxRelay:
@@ -112,7 +169,7 @@ class OutboxRelay:
         sender: MessageSender,
         service: str,
         batch_size: int = 1000,
-        poll_interval_s: float = 0.05,
+        poll_interval_s: float = 0.25,
         error_backoff_s: float = 1.0,
     ) -> None:
         self.table = table
@@ -129,6 +186,7 @@ class OutboxRelay:
             .with_for_update(skip_locked=True)
         )
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self.last_error: BaseException | None = None
 
     async def relay_once(self) -> int:
@@ -148,21 +206,32 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        """Relay until stopped; a failure (broker or database away) is logged and retried."""
-        while not self._stopping.is_set():
-            try:
-                sent = await self.relay_once()
-                self.last_error = None
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = exc
-                metrics.OUTBOX_ERRORS.labels(self.service).inc()
-                log.warning("outbox relay failed, will retry: %s", exc, extra={"service": self.service})
-                await self._sleep(self.error_backoff_s)
-                continue
-            if sent < self.batch_size:
-                await self._sleep(self.poll_interval_s)
+        """Relay until stopped; a failure (broker or database away) is logged and retried.
+
+        Between batches it waits for a commit of this process that added rows, or at most
+        ``poll_interval_s`` (rows of other processes).
+        """
+        waiting = _WAITING.setdefault(self.table.fullname, set())
+        waiting.add(self._wake)
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    sent = await self.relay_once()
+                    self.last_error = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.last_error = exc
+                    metrics.OUTBOX_ERRORS.labels(self.service).inc()
+                    log.warning("outbox relay failed, will retry: %s", exc, extra={"service": self.service})
+                    await self._sleep(self.error_backoff_s)
+                    continue
+                if sent < self.batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+        finally:
+            waiting.discard(self._wake)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -171,6 +240,7 @@ class OutboxRelay:
     def stop(self) -> None:
         """Ask the loop to finish after the current batch."""
         self._stopping.set()
+        self._wake.set()
 
     async def drain(self, *, timeout_s: float = 30.0) -> None:
         """Publish until the outbox is empty (tests and shutdown)."""

@@ -171,3 +171,44 @@ async def test_messages_are_keyed_by_hazard_id(sessions, kafka, topics: dict[str
     [record] = await read_topic(kafka.bootstrap_servers, topics["lifecycle"], expect=1)
     assert record.key == str(event.hazard_id).encode()
     assert header(record, "event_type") == "hazard.reported"
+
+
+class _RecordingSender:
+    """Confirms every message at once and notes when each batch arrived."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[str]]] = []
+        self.sent = asyncio.Event()
+
+    async def send_many(self, messages) -> None:  # type: ignore[no-untyped-def]
+        self.batches.append((asyncio.get_running_loop().time(), [m.headers["event_id"] for m in messages]))
+        self.sent.set()
+
+
+async def test_a_commit_wakes_the_relay_long_before_its_poll_and_a_rollback_does_not(sessions) -> None:
+    sender = _RecordingSender()
+    outbox = Outbox(tables.outbox, default_topic="life")
+    relay = OutboxRelay(
+        table=tables.outbox, sessions=sessions, sender=sender, service="test", poll_interval_s=60
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)  # the first (empty) poll is done: the relay now waits up to 60 s
+        async with sessions() as session, session.begin():
+            await outbox.add(session, make_event("hazard.reported"))
+            await session.rollback()
+        await asyncio.sleep(0.3)
+        assert sender.batches == [], "nothing was committed, so nothing is sent"
+
+        loop = asyncio.get_running_loop()
+        committed_at = loop.time()
+        staged = await _stage(sessions, outbox, 3)
+        await asyncio.wait_for(sender.sent.wait(), 5)
+        sent_at, ids = sender.batches[0]
+        assert ids == [str(i) for i in staged], "one batch, in commit order"
+        assert sent_at - committed_at < 2.0, "woken by the commit, not by the 60 s poll"
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 5)
+    async with sessions() as session:
+        assert await outbox.pending(session) == 0
