@@ -192,15 +192,15 @@ def _bulk_gc() -> Iterator[None]:
     before the replay is frozen out of the collector, and young collections run every 100,000
     allocations. Restored afterwards (the single-process path runs in the caller's process).
     """
-    thresholds = gc.get_threshold()
-    gc.collect()
+    thresholds, frozen_before = gc.get_threshold(), gc.get_freeze_count()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        if not frozen_before:  # leave a caller's own frozen objects as they were
+            gc.unfreeze()
 
 
 def _parse(values: Sequence[bytes], tz: ZoneInfo, result: RebuildResult) -> domain.FactBatch:
