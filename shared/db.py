@@ -19,7 +19,9 @@ def create_engine(settings: DatabaseSettings, *, application_name: str = "hazard
         max_overflow=settings.max_overflow,
         pool_pre_ping=True,
         echo=settings.echo,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={
+            "server_settings": {"application_name": application_name, "jit": "on" if settings.jit else "off"}
+        },
     )
 
 
