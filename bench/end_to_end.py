@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -334,6 +335,39 @@ def _latencies(values: list[float]) -> dict[str, Any]:
     }
 
 
+async def _rows_written(dsn: str) -> int:
+    """Rows inserted, updated and deleted so far in the whole PostgreSQL cluster."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval("select sum(tup_inserted + tup_updated + tup_deleted) from pg_stat_database")
+        )
+    finally:
+        await conn.close()
+
+
+def infrastructure_floor(work: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """What the broker and the database alone would allow, priced at this machine's raw ceiling.
+
+    Each raw-ceiling figure is what the whole machine does when it does nothing else, so one
+    produced record costs ``1 / produce_msgs_per_s`` machine-seconds, and so on. Summing the
+    system's measured work per hazard (records produced, each fetched by every consumer group,
+    rows written) gives the machine-seconds per hazard that no application code could avoid.
+    """
+    kafka, postgres = ceiling["kafka"], ceiling["postgres"]
+    produced = work["records_produced"]
+    consumed = produced * work["consumer_groups"]
+    seconds = (
+        produced / kafka["produce_msgs_per_s"]
+        + consumed / kafka["consume_msgs_per_s"]
+        + work["rows_written"] / postgres["batched_insert_rows_per_s"]
+    )
+    return {
+        "machine_ms_per_hazard": round(seconds * 1000, 4),
+        "hazards_per_s": round(1 / seconds, 1) if seconds else None,
+    }
+
+
 async def _drain(
     follower: TopicFollower, generator: LoadGenerator, poller: ReportingPoller, *, timeout_s: float
 ) -> TopicFacts:
@@ -378,11 +412,15 @@ async def throughput_phase(
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=1.0)
         await poller.begin()
         try:
+            records_before = (await follower.catch_up()).records
+            rows_before = await _rows_written(system.postgres.dsn())
             cpu_before = meter.snapshot()
             await generator.run_max(duration_s=duration_s, chunk=1000)
             sent_done = time.time()
             facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
             cpu_after = meter.snapshot()
+            await asyncio.sleep(1.5)  # PostgreSQL publishes its table counters about once a second
+            rows_after = await _rows_written(system.postgres.dsn())
         finally:
             await poller.stop()
     result = generator.result
@@ -416,6 +454,11 @@ async def throughput_phase(
         "reporting_counted": reporting_final,
         "accounting": accounting,
         "cpu_ms_per_hazard": cpu_ms,
+        "work_per_hazard": {
+            "records_produced": round((facts.records - records_before) / max(1, len(accepted)), 2),
+            "consumer_groups": len(system.service_names),
+            "rows_written": round((rows_after - rows_before) / max(1, len(accepted)), 2),
+        },
         # What the CPU alone allows: every core busy with this code and nothing else.
         "cpu_bound_hazards_per_s": round((os.cpu_count() or 1) * 1000 / system_ms, 1) if system_ms else None,
         "errors": result.errors[:5],
@@ -531,6 +574,8 @@ def run(
     finally:
         system.stop()
     e2e = throughput.get("end_to_end_hazards_per_s")
+    if throughput.get("work_per_hazard"):
+        throughput["infrastructure_floor"] = infrastructure_floor(throughput["work_per_hazard"], ceiling)
     ratio = {}
     if e2e:
         ratio = {

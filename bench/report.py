@@ -75,6 +75,17 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             f"CPU-bound ceiling of the system without the load generator: "
             f"**{_fmt(t.get('cpu_bound_hazards_per_s'))} hazards/s**.",
         ]
+    work, floor = t.get("work_per_hazard"), t.get("infrastructure_floor")
+    if work and floor:
+        lines += [
+            "",
+            f"Work per hazard: {work['records_produced']} records produced on the lifecycle topic, each "
+            f"fetched by {work['consumer_groups']} consumer groups, and {work['rows_written']} rows written "
+            "(inserted, updated or deleted) in PostgreSQL. Priced at the raw ceiling above (each ceiling is "
+            "the whole machine doing only that), the broker and database work alone takes "
+            f"{floor['machine_ms_per_hazard']} machine-ms per hazard: at most "
+            f"**{_fmt(floor['hazards_per_s'])} hazards/s** even if the services' own code cost nothing.",
+        ]
     lines += [
         "",
         f"## Latency at a fixed offered load of {_fmt(lat['offered_rate'])} reports/s for {_fmt(lat['duration_s'], ' s')}",
