@@ -101,9 +101,8 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
         (b"x", b"not json"),
         (values[0][0], dump_event(log[0])[:-1] + b', "extra": 1}'),  # a field the contract forbids
     ]
-    await produce(
-        kafka.bootstrap_servers, topics["lifecycle"], values[:9] + invalid + values[9:] + redelivered
-    )
+    records: list[tuple[bytes | None, bytes]] = [*values[:9], *invalid, *values[9:], *redelivered]
+    await produce(kafka.bootstrap_servers, topics["lifecycle"], records)
     settings = settings_for(db_url, kafka.bootstrap_servers, topics)
 
     async with running_app(settings) as (_app, client):
