@@ -323,25 +323,39 @@ def _hist_spans_from_days(schema: str, *, days: str, minus: str = "", into: str 
 
 
 _WORK_TABLES = {
-    # Per-connection scratch tables of a refresh (emptied at commit).
+    # Per-connection scratch tables of a refresh (emptied at commit): the days' recomputed rows
+    # (work), the stored rows they replace (gone), and the differences per week and month (delta).
     "rollup_groups_work": "rollup_groups",
+    "rollup_groups_gone": "rollup_groups",
     "rollup_hist_work": "rollup_hist",
+    "rollup_hist_gone": "rollup_hist",
     "rollup_groups_delta": "rollup_groups_span",
     "rollup_hist_delta": "rollup_hist_span",
 }
+_DAY_COLUMNS = {
+    "rollup_groups": (("grouping", "day", "key"), ROLLUP_COUNTS),
+    "rollup_hist": (("grouping", "day", "key", "measure", "bucket"), ("n", "total_us")),
+}
+
+
+def _same_row(a: str, b: str, columns: Sequence[str]) -> str:
+    return " AND ".join(f"{a}.{c} = {b}.{c}" for c in columns)
 
 
 async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     """Recompute the rollup of every dirty day; returns how many days were recomputed.
 
-    The dirty days' rows are recomputed from the facts; the week and month rows covering them
-    change by the difference between the days' new and old rows (exact: integer sums), so the
-    cost follows the days refreshed, not the spans.
+    The dirty days' rows are recomputed from the facts into scratch tables; only the rows that
+    differ from the stored ones are written, and the week and month rows covering them change by
+    that difference (exact: integer sums). A day refreshed because one hazard changed rewrites a
+    handful of rows, not the day.
     """
     await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
     days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
     if not days:
         return 0
+    # Big one-off statements: JIT compilation costs more than it saves; hash rather than spill.
+    await db.execute(sa.text("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"))
     params = {"days": sorted(days)}
     on_days = f"{_IN_GROUPINGS} AND day = ANY(CAST(:days AS date[]))"
     for work, like in _WORK_TABLES.items():
@@ -352,10 +366,8 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
             )
         )
         await db.execute(sa.text(f"DELETE FROM pg_temp.{work}"))
-    h_days, d_days = (
-        "h.report_day = ANY(CAST(:days AS date[]))",
-        "d.dispatch_day = ANY(CAST(:days AS date[]))",
-    )
+    h_days = "h.report_day = ANY(CAST(:days AS date[]))"
+    d_days = "d.dispatch_day = ANY(CAST(:days AS date[]))"
     await db.execute(sa.text(f"DELETE FROM {schema}.rollup WHERE day = ANY(CAST(:days AS date[]))"), params)
     await db.execute(sa.text(_rollup_select(schema, h_days, d_days)), params)
     await db.execute(
@@ -364,28 +376,46 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     await db.execute(
         sa.text(_rollup_hist_select(schema, h_days, d_days, into="pg_temp.rollup_hist_work")), params
     )
-    # The spans' deltas: new day rows less the old ones (only the rows that changed).
+    for table, (key, values) in _DAY_COLUMNS.items():
+        every = (*key, *values)
+        await db.execute(sa.text(f"ANALYZE pg_temp.{table}_work"))
+        # Stored rows without an identical recomputed row go; recomputed rows already stored stay.
+        await db.execute(
+            sa.text(
+                f"INSERT INTO pg_temp.{table}_gone SELECT t.* FROM {schema}.{table} t WHERE {on_days} "
+                f"AND NOT EXISTS (SELECT 1 FROM pg_temp.{table}_work w WHERE {_same_row('w', 't', every)})"
+            ),
+            params,
+        )
+        await db.execute(
+            sa.text(
+                f"DELETE FROM pg_temp.{table}_work w WHERE EXISTS (SELECT 1 FROM {schema}.{table} t "
+                f"WHERE t.{on_days} AND {_same_row('w', 't', every)})"
+            ),
+            params,
+        )
+        await db.execute(sa.text(f"ANALYZE pg_temp.{table}_gone"))
+        await db.execute(sa.text(f"ANALYZE pg_temp.{table}_work"))
+    # The spans' deltas: the new rows less the rows they replace.
     await db.execute(
         sa.text(
             _groups_spans_from_days(
                 schema,
                 days="pg_temp.rollup_groups_work",
-                minus=f"{schema}.rollup_groups WHERE {on_days}",
+                minus="pg_temp.rollup_groups_gone",
                 into="pg_temp.rollup_groups_delta",
             )
-        ),
-        params,
+        )
     )
     await db.execute(
         sa.text(
             _hist_spans_from_days(
                 schema,
                 days="pg_temp.rollup_hist_work",
-                minus=f"{schema}.rollup_hist WHERE {on_days}",
+                minus="pg_temp.rollup_hist_gone",
                 into="pg_temp.rollup_hist_delta",
             )
-        ),
-        params,
+        )
     )
     adds = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
     await db.execute(
@@ -405,19 +435,23 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     await db.execute(
         sa.text(
             f"DELETE FROM {schema}.rollup_groups_span t USING pg_temp.rollup_groups_delta d "
-            f"WHERE t.grouping = d.grouping AND t.span = d.span AND t.start = d.start AND t.key = d.key "
-            f"AND {_GROUPS_EMPTY.format(t='t')}"
+            f"WHERE {_same_row('t', 'd', ('grouping', 'span', 'start', 'key'))} "
+            f"AND d.reported + d.duplicates + d.dispatched < 0 AND {_GROUPS_EMPTY.format(t='t')}"
         )
     )
     await db.execute(
         sa.text(
             f"DELETE FROM {schema}.rollup_hist_span t USING pg_temp.rollup_hist_delta d "
-            f"WHERE t.grouping = d.grouping AND t.span = d.span AND t.start = d.start AND t.key = d.key "
-            f"AND t.measure = d.measure AND t.bucket = d.bucket AND d.n < 0 AND t.n = 0"
+            f"WHERE {_same_row('t', 'd', ('grouping', 'span', 'start', 'key', 'measure', 'bucket'))} "
+            f"AND d.n < 0 AND t.n = 0"
         )
     )
-    for table in ("rollup_groups", "rollup_hist"):
-        await db.execute(sa.text(f"DELETE FROM {schema}.{table} WHERE {on_days}"), params)
+    for table, (key, _) in _DAY_COLUMNS.items():
+        await db.execute(
+            sa.text(
+                f"DELETE FROM {schema}.{table} t USING pg_temp.{table}_gone g WHERE {_same_row('t', 'g', key)}"
+            )
+        )
         await db.execute(
             sa.text(f"INSERT INTO {schema}.{table} SELECT * FROM pg_temp.{table}_work ORDER BY 1, 2, 3")
         )
