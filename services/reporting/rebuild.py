@@ -366,16 +366,24 @@ def replay_worker(
     )
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
-    # fork: a worker starts in milliseconds with the modules already imported (spawn re-imports
-    # SQLAlchemy, pydantic and aiokafka in every worker, ~1.3 s of CPU each). The parent holds no
-    # threads when the pool starts, and the worker uses nothing of the parent's but the code.
+async def _start_workers(workers: int) -> ProcessPoolExecutor:
+    """The replay worker processes, started now: before the rebuild opens any connection.
+
+    They are forked where the platform can: a worker then starts in milliseconds with the modules
+    already imported (spawned, each imports SQLAlchemy, pydantic and aiokafka again, ~1.3 s of CPU
+    when no bytecode cache is written). Forking before the first connection or resolver thread
+    means a worker inherits no socket or lock of this process's; it opens its own connections.
+    """
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    await asyncio.get_running_loop().run_in_executor(pool, os.getpid)  # starts every worker
+    return pool
 
 
 async def _replay_parallel(
     *,
+    pool: ProcessPoolExecutor,
     database_url: str,
     bootstrap_servers: str,
     topic: str,
@@ -387,7 +395,7 @@ async def _replay_parallel(
 ) -> dict[int, int]:
     groups = [partitions[i::workers] for i in range(workers) if partitions[i::workers]]
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=len(groups), mp_context=_process_context()) as pool:
+    with pool:  # shut down once the replay is done
         done = await asyncio.gather(
             *(
                 loop.run_in_executor(
@@ -444,12 +452,13 @@ async def rebuild(
     started = time.perf_counter()
     result = RebuildResult()
     tz = ZoneInfo(timezone)
+    pool = await _start_workers(workers) if workers > 1 else None
     engine = _engine(database_url)
     reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
     try:
         async with engine.begin() as conn:
             await _create_staging(conn)
-        if workers > 1:
+        if pool is not None:
             probe = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
             await probe.start()
             partitions = await probe.topic_partitions()
@@ -457,6 +466,7 @@ async def rebuild(
             result.setup_s = time.perf_counter() - started
             phase = time.perf_counter()
             positions = await _replay_parallel(
+                pool=pool,
                 database_url=database_url,
                 bootstrap_servers=bootstrap_servers,
                 topic=topic,
@@ -504,6 +514,8 @@ async def rebuild(
                 await asyncio.sleep(attempt)
         result.swap_s = time.perf_counter() - phase
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         await reader.stop()
         await engine.dispose()
     result.seconds = time.perf_counter() - started
