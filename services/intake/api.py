@@ -16,34 +16,42 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from services.intake import metrics
 from services.intake.domain import Rejection, ReportIn
 from services.intake.ratelimit import RateLimiter
-from services.intake.service import Intake
+from services.intake.service import Intake, ItemResult
 from shared.auth import Principal, require
-from shared.errors import ApiError, validation_details
+from shared.errors import ApiError, error_body, validation_details
 
 router = APIRouter(prefix="/api/v1", tags=["intake"])
 
-_REPORT = TypeAdapter(ReportIn)
+REPORT = TypeAdapter(ReportIn)
 _reporter = require("reporter")
+
+
+def over_limit(limiter: RateLimiter | None, principal: Principal) -> ApiError | None:
+    """Take one request from the reporter's bucket: None, or the 429 (with Retry-After) to answer."""
+    if limiter is None:
+        return None
+    wait = limiter.take(principal.id, now=time.monotonic())
+    if wait <= 0:
+        return None
+    metrics.RATE_LIMITED.inc()
+    metrics.REJECTED.labels("rate_limited").inc()
+    retry = limiter.retry_after_header(wait)
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many requests from {principal.id}; retry after {retry} s "
+        "(batch offline reports with POST /api/v1/hazards/batch).",
+        headers={"Retry-After": retry},
+    )
 
 
 async def reporter_within_limit(
     request: Request, principal: Annotated[Principal, Depends(_reporter)]
 ) -> Principal:
     """The calling reporter, or 429 with Retry-After when they send faster than the limit."""
-    limiter: RateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None:
-        wait = limiter.take(principal.id, now=time.monotonic())
-        if wait > 0:
-            metrics.RATE_LIMITED.inc()
-            metrics.REJECTED.labels("rate_limited").inc()
-            retry = limiter.retry_after_header(wait)
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"Too many requests from {principal.id}; retry after {retry} s "
-                "(batch offline reports with POST /api/v1/hazards/batch).",
-                headers={"Retry-After": retry},
-            )
+    error = over_limit(request.app.state.rate_limiter, principal)
+    if error is not None:
+        raise error
     return principal
 
 
@@ -82,19 +90,21 @@ def item_rejection(exc: ValidationError) -> Rejection:
 async def report_hazard(request: Request, report: ReportIn, principal: Reporter) -> JSONResponse:
     """Accept one report; a different body under a used report_id is 409."""
     [result] = await _intake(request).submit(principal=principal, items=[report], source="app")
+    status, body = single_answer(result)
+    return JSONResponse(body, status_code=status)
+
+
+def single_answer(result: ItemResult) -> tuple[int, dict[str, Any]]:
+    """Status and body of the single-report answer (a refusal in the API's error shape)."""
     if result.error is not None:
-        raise ApiError(
-            result.error.status, result.error.code, result.error.message, list(result.error.details)
-        )
-    return JSONResponse(
-        {
-            "hazard_id": str(result.hazard_id),
-            "report_id": str(result.report_id),
-            "status": result.status,
-            "duplicate_of": None if result.duplicate_of is None else str(result.duplicate_of),
-        },
-        status_code=result.http_status,
-    )
+        error = result.error
+        return error.status, error_body(error.code, error.message, list(error.details))
+    return result.http_status, {
+        "hazard_id": str(result.hazard_id),
+        "report_id": str(result.report_id),
+        "status": result.status,
+        "duplicate_of": None if result.duplicate_of is None else str(result.duplicate_of),
+    }
 
 
 @router.post("/hazards/batch", summary="Sync up to 500 offline reports; one result per item, in order")
@@ -108,13 +118,18 @@ async def report_batch(request: Request, batch: BatchIn, principal: Reporter) ->
             f"A batch holds at most {limit} reports; this one has {len(batch.reports)}. Split it.",
             [{"field": "reports", "problem": f"at most {limit} items", "type": "too_long"}],
         )
+    return await batch_answer(_intake(request), principal, batch.reports)
+
+
+async def batch_answer(intake: Intake, principal: Principal, reports: list[Any]) -> dict[str, Any]:
+    """Check each item, submit the valid ones, and say what became of each."""
     items: list[ReportIn | Rejection] = []
-    for raw in batch.reports:
+    for raw in reports:
         try:
-            items.append(_REPORT.validate_python(raw))
+            items.append(REPORT.validate_python(raw))
         except ValidationError as exc:
             items.append(item_rejection(exc))
-    results = await _intake(request).submit(principal=principal, items=items, source="batch")
+    results = await intake.submit(principal=principal, items=items, source="batch")
     return {
         "results": [r.json() for r in results],
         "accepted": sum(r.outcome == "created" for r in results),

@@ -9,7 +9,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.intake import api, handlers, open311, tables
 from services.intake.domain import Policy
+from services.intake.fastpath import HotRoutes
 from services.intake.ratelimit import RateLimiter
+from services.intake.repository import WritePool
 from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings
 from shared.events import HazardDuplicateLinked, HazardReported
@@ -59,6 +61,8 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         title="hazard-dispatch intake",
         description="Takes hazard reports (single, offline batches, Open311 GeoReport v2) and publishes them, losing nothing.",
     )
+    # The hot routes' ordinary requests skip FastAPI's machinery (inside the body limits).
+    app.add_middleware(HotRoutes, fastapi_app=app)
     app.add_middleware(RouteBodyLimits, default_bytes=default_bytes, batch_bytes=batch_bytes)
     limits = settings.limits
     committer = (
@@ -66,8 +70,15 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         if settings.group_commit.enabled
         else None
     )
+    pool = WritePool(
+        settings.database.url.get_secret_value(),
+        max_size=settings.database.pool_size,
+        application_name=f"hazard-{NAME}-write",
+    )
+    runtime.add_background(pool.run)
     intake = Intake(
         sessions=runtime.sessions,
+        pool=pool,
         outbox=runtime.outbox,
         reference=reference,
         policy=Policy(

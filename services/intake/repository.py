@@ -1,40 +1,37 @@
-"""Queries of the intake schema; callers own the transaction."""
+"""Queries of the intake schema; callers own the transaction.
+
+The hot write path (look up known report ids, probe for open duplicates, insert reports with
+their outbox rows) runs on a plain asyncpg connection from :class:`WritePool`: no ORM
+compilation, no per-row parameter dicts, one statement over arrays whatever the number of
+reports. The Open311 view's updates and reads use SQLAlchemy sessions.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.domain import OpenHazard, StatusChange
 from services.intake.tables import reports
 
-_EXISTING = sa.select(
-    reports.c.hazard_id,
-    reports.c.report_id,
-    reports.c.body_hash,
-    reports.c.status,
-    reports.c.duplicate_of,
-).where(reports.c.report_id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))))
-
 # Open originals of each probe's category at the same building or inside its box, in one round trip.
-# LATERAL makes it one small index lookup per probe (the partial indexes of migration 0002), instead
-# of a join whose cost grows with probes times open hazards.
+# LATERAL makes it one small index lookup per probe (the partial indexes of migration 0003, each
+# usable only by its own half), instead of a join whose cost grows with probes times open hazards.
 _OPEN = "o.category = q.category and o.status = 'open' and o.duplicate_of is null"
-_OPEN_CANDIDATES = sa.text(
-    f"""
+_OPEN_CANDIDATES = f"""
     with q as materialized (
         select * from unnest(
-            cast(:idx as int[]), cast(:category as text[]), cast(:building as text[]),
-            cast(:south as float8[]), cast(:north as float8[]),
-            cast(:west as float8[]), cast(:east as float8[])
+            $1::int[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]
         ) as q(idx, category, building_id, south, north, west, east)
     )
     select q.idx, r.* from q cross join lateral (
@@ -51,7 +48,6 @@ _OPEN_CANDIDATES = sa.text(
         offset 0
     ) as r
     """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,54 +61,6 @@ class Probe:
     north: float
     west: float
     east: float
-
-
-async def existing_reports(session: AsyncSession, report_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    """Stored reports by report id (hazard_id, body_hash, status, duplicate_of)."""
-    if not report_ids:
-        return {}
-    rows = (await session.execute(_EXISTING, {"ids": list(report_ids)})).all()
-    return {row.report_id: row for row in rows}
-
-
-async def open_candidates(session: AsyncSession, probes: Sequence[Probe]) -> dict[int, list[OpenHazard]]:
-    """Open original hazards near each probe, by probe index."""
-    if not probes:
-        return {}
-    rows = await session.execute(
-        _OPEN_CANDIDATES,
-        {
-            "idx": [p.index for p in probes],
-            "category": [p.category for p in probes],
-            "building": [p.building_id for p in probes],
-            "south": [p.south for p in probes],
-            "north": [p.north for p in probes],
-            "west": [p.west for p in probes],
-            "east": [p.east for p in probes],
-        },
-    )
-    found: dict[int, list[OpenHazard]] = {}
-    for row in rows:
-        found.setdefault(row.idx, []).append(
-            OpenHazard(row.hazard_id, row.category, row.building_id, row.lat, row.lon, row.requested_datetime)
-        )
-    return found
-
-
-_INSERT_REPORTS = (
-    pg_insert(reports)
-    .on_conflict_do_nothing(index_elements=[reports.c.report_id])
-    .returning(reports.c.report_id)
-)
-
-
-async def insert_reports(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert reports whose report id is new; returns the report ids actually inserted."""
-    if not rows:
-        return set()
-    # executemany with RETURNING: one compiled statement, sent as multi-row INSERTs in few round trips.
-    result = await session.execute(_INSERT_REPORTS, list(rows))
-    return set(result.scalars())
 
 
 async def apply_status_change(
@@ -210,3 +158,201 @@ async def list_requests(
         query = query.where(reports.c.status.in_(list(statuses)))
     query = query.order_by(reports.c.requested_datetime.desc(), reports.c.hazard_id).limit(limit)
     return list((await session.execute(query)).all())
+
+
+# ---------------------------------------------------------------- the hot write path, on asyncpg directly
+#
+# Single reports and batches are written by these three statements on a plain asyncpg connection
+# (no ORM compilation, no per-row parameter dicts): a batch of N reports costs the same few round
+# trips as one report. Their meaning is the SQLAlchemy queries' above.
+
+_RAW_EXISTING = (
+    "select hazard_id, report_id, body_hash, status, duplicate_of from intake.reports "
+    "where report_id = any($1::uuid[])"
+)
+# Columns of intake.reports written at intake, with the array type each is sent as. Array
+# columns (photos, campaign ids) travel as JSON text, since unnest would flatten a text[][].
+_RAW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("hazard_id", "uuid"),
+    ("report_id", "uuid"),
+    ("body_hash", "text"),
+    ("reporter_id", "text"),
+    ("source", "text"),
+    ("category", "text"),
+    ("grid_id", "text"),
+    ("community_id", "text"),
+    ("description", "text"),
+    ("lat", "float8"),
+    ("lon", "float8"),
+    ("address", "text"),
+    ("building_id", "text"),
+    ("photos", "text"),
+    ("observed_at", "timestamptz"),
+    ("rectified_on_site", "bool"),
+    ("campaign_ids", "text"),
+    ("urgency", "text"),
+    ("duplicate_of", "uuid"),
+    ("status", "text"),
+    ("status_notes", "text"),
+    ("requested_datetime", "timestamptz"),
+    ("updated_datetime", "timestamptz"),
+    ("closed_at", "timestamptz"),
+)
+_JSON_ARRAYS = frozenset({"photos", "campaign_ids"})
+_OUTBOX_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "uuid"),
+    ("topic", "text"),
+    ("key", "text"),
+    ("value", "bytea"),
+    ("headers", "text"),
+)
+
+
+def _select_list(columns: Sequence[tuple[str, str]], first: int) -> tuple[str, str]:
+    names = [name for name, _ in columns]
+    unnest = ", ".join(f"${first + n}::{kind}[]" for n, (_, kind) in enumerate(columns))
+    picked = ", ".join(
+        f"array(select jsonb_array_elements_text(u.{name}::jsonb))"
+        if name in _JSON_ARRAYS
+        else "u.headers::jsonb"
+        if name == "headers"
+        else f"u.{name}"
+        for name in names
+    )
+    return f"unnest({unnest}) with ordinality as u({', '.join(names)}, n)", picked
+
+
+_REPORTS_FROM, _REPORTS_PICK = _select_list(_RAW_COLUMNS, 1)
+_OUTBOX_FROM, _OUTBOX_PICK = _select_list(_OUTBOX_COLUMNS, len(_RAW_COLUMNS) + 1)
+# Reports whose id is new, and the outbox rows of the request, in one statement; rows keep the
+# order given (the callers sort reports by report id so that concurrent writers take the unique
+# index's locks in one order). The caller compares the count with the rows sent: fewer means
+# another transaction holds one of the ids, and the caller rolls back.
+_RAW_INSERT = f"""
+with inserted as (
+    insert into intake.reports ({", ".join(name for name, _ in _RAW_COLUMNS)})
+    select {_REPORTS_PICK} from {_REPORTS_FROM} order by u.n
+    on conflict (report_id) do nothing
+    returning report_id
+), staged as (
+    insert into intake.outbox (event_id, topic, key, value, headers)
+    select {_OUTBOX_PICK} from {_OUTBOX_FROM} order by u.n
+)
+select count(*) from inserted
+"""
+
+
+async def raw_existing_reports(conn: Any, report_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """``existing_reports`` on an asyncpg connection."""
+    if not report_ids:
+        return {}
+    rows = await conn.fetch(_RAW_EXISTING, list(report_ids))
+    return {row["report_id"]: _Stored(*row.values()) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    hazard_id: uuid.UUID
+    report_id: uuid.UUID
+    body_hash: str
+    status: str
+    duplicate_of: uuid.UUID | None
+
+
+async def raw_open_candidates(conn: Any, probes: Sequence[Probe]) -> dict[int, list[OpenHazard]]:
+    """``open_candidates`` on an asyncpg connection."""
+    if not probes:
+        return {}
+    rows = await conn.fetch(
+        _OPEN_CANDIDATES,
+        [p.index for p in probes],
+        [p.category for p in probes],
+        [p.building_id for p in probes],
+        [p.south for p in probes],
+        [p.north for p in probes],
+        [p.west for p in probes],
+        [p.east for p in probes],
+    )
+    found: dict[int, list[OpenHazard]] = {}
+    for row in rows:
+        found.setdefault(row["idx"], []).append(
+            OpenHazard(
+                row["hazard_id"],
+                row["category"],
+                row["building_id"],
+                row["lat"],
+                row["lon"],
+                row["requested_datetime"],
+            )
+        )
+    return found
+
+
+async def raw_insert(conn: Any, rows: Sequence[dict[str, Any]], outbox_rows: Sequence[dict[str, Any]]) -> int:
+    """Insert the reports whose id is new and every outbox row; returns how many reports were inserted."""
+    args: list[list[Any]] = []
+    for name, _ in _RAW_COLUMNS:
+        if name in _JSON_ARRAYS:
+            args.append([orjson.dumps(list(r[name])).decode() for r in rows])
+        else:
+            args.append([r[name] for r in rows])
+    for name, _ in _OUTBOX_COLUMNS:
+        if name == "headers":
+            args.append([orjson.dumps(r[name]).decode() for r in outbox_rows])
+        else:
+            args.append([r[name] for r in outbox_rows])
+    return int(await conn.fetchval(_RAW_INSERT, *args))
+
+
+async def _keep_session(conn: Any) -> None:
+    # Instead of asyncpg's full reset query (a round trip per release): the hot path sets no
+    # session state, and asyncpg still rolls back a transaction left open before calling this.
+    return None
+
+
+class WritePool:
+    """A small asyncpg pool of the hot write path, opened at first use, closed by :meth:`run`'s end.
+
+    No ping before each use (SQLAlchemy's ``pool_pre_ping`` costs a round trip per checkout);
+    a connection the server dropped fails once and the caller retries (see ``Intake.write``).
+    """
+
+    def __init__(self, url: str, *, max_size: int, application_name: str = "hazard-intake") -> None:
+        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.max_size = max_size
+        self.application_name = application_name
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> Any:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn,
+                        min_size=1,
+                        max_size=self.max_size,
+                        reset=_keep_session,
+                        server_settings={"application_name": self.application_name},
+                    )
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A connection inside a transaction, committed when the block ends without an error."""
+        pool = await self._get()
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def close(self) -> None:
+        """Close the connections (the next use opens a new pool)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def run(self) -> None:
+        """A background loop of the service runtime whose only job is closing the pool at shutdown."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()

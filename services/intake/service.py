@@ -21,17 +21,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.intake import domain, metrics
 from services.intake import repository as repo
 from services.intake.domain import DuplicateMatch, OpenHazard, Policy, Rejection, ReportIn, Source
+from shared import outbox as shared_outbox
 from shared.auth import Principal
 from shared.outbox import Outbox
 from shared.reference import ReferenceData
 
 Outcome = Literal["created", "replayed", "rejected"]
 _RACE_RETRIES = 5
+_CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError)
+# Wakes this process's outbox relay after a commit, where the shared outbox offers it.
+_WAKE: Callable[[Any], None] | None = getattr(shared_outbox, "wake_relays", None)
+
+
+def _wake_relays(table: Any) -> None:
+    if _WAKE is not None:
+        _WAKE(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,7 @@ class Intake:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        pool: repo.WritePool,
         outbox: Outbox,
         reference: ReferenceData,
         policy: Policy,
@@ -109,6 +120,7 @@ class Intake:
         group_commit: GroupCommitter | None = None,
     ) -> None:
         self.sessions = sessions
+        self.pool = pool
         self.group_commit = group_commit
         self.outbox = outbox
         self.reference = reference
@@ -169,21 +181,30 @@ class Intake:
         trip less for the common, new report); if the insert then meets a known id, the
         transaction is rolled back and retried looking first.
         """
+        reconnected = False
         for attempt in range(_RACE_RETRIES):
             try:
                 return await self._commit(pending, now=now, look_first=look_first or attempt > 0)
             except _LostRaceError:
                 if attempt == _RACE_RETRIES - 1:
                     raise
+            except _CONNECTION_LOST as exc:
+                # No ping before each use: a connection the database dropped (restart, failover)
+                # fails here once, and the retry runs on a fresh one. The lost transaction may
+                # have committed: the retry looks the ids up first and answers from the row.
+                if reconnected:
+                    raise
+                reconnected = True
+                log.warning("intake write lost its database connection (%r); retrying once", exc)
         raise AssertionError("unreachable")
 
     async def _commit(
         self, pending: list[_Pending], *, now: datetime, look_first: bool
     ) -> dict[int, ItemResult]:
         results: dict[int, ItemResult] = {}
-        async with self.sessions() as session, session.begin():
+        async with self.pool.transaction() as conn:
             stored = (
-                await repo.existing_reports(session, [p.report.report_id for p in pending])
+                await repo.raw_existing_reports(conn, [p.report.report_id for p in pending])
                 if look_first
                 else {}
             )
@@ -209,7 +230,7 @@ class Intake:
                         p.key, p.report.category, p.report.location.building_id, south, north, west, east
                     )
                 )
-            candidates = await repo.open_candidates(session, probes)
+            candidates = await repo.raw_open_candidates(conn, probes)
             rows: list[dict[str, Any]] = []
             events: list[Any] = []
             # Earlier originals in this same request count as open hazards for the later items.
@@ -270,11 +291,15 @@ class Intake:
                 )
             # A stable order keeps two concurrent batches from deadlocking on each other's keys.
             rows.sort(key=lambda r: r["report_id"])
-            inserted = await repo.insert_reports(session, rows)
-            if len(inserted) < len(rows):
+            try:
+                inserted = await repo.raw_insert(conn, rows, self.outbox.rows(events))
+            except asyncpg.UniqueViolationError as exc:
+                # An event id is derived from its report id: a stored report's event is still staged.
+                raise _LostRaceError() from exc
+            if inserted < len(rows):
                 raise _LostRaceError()
-            await self.outbox.add(session, *events)
             results.update(created)
+        _wake_relays(self.outbox.table)
         return results
 
 
