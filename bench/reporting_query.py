@@ -7,8 +7,12 @@ benchmark measures replay), the daily rollup is computed from them exactly as a 
 and then the report functions behind ``GET /api/v1/reports/summary`` and ``/timeseries`` are
 timed: the summary with its previous-period and year-earlier comparisons, totals and medians.
 
-``python -m bench.reporting_query [--days N] [--per-day N] [--repeat N]``; figures are printed
-and written to ``bench/results/reporting_query.json``.
+It also times the rollup refresh the API runs before every summary, after changing some facts
+of the dirty days.
+
+``python -m bench.reporting_query [--days N] [--per-day N] [--repeat N] [--keep-dir DIR]``; figures
+are printed and written to ``bench/results/reporting_query.json`` (not with ``--keep-dir``, which
+keeps the database between development runs and only recomputes the rollup when it is reused).
 """
 
 from __future__ import annotations
