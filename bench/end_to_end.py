@@ -58,6 +58,7 @@ class TopicFacts:
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     reported_twice: set[str] = field(default_factory=set)
     dispatched_ts: dict[str, float] = field(default_factory=dict)
+    reported_ts: dict[str, float] = field(default_factory=dict)
     dispatch_counts: Counter[str] = field(default_factory=Counter)
     dispatch_ids: set[str] = field(default_factory=set)
     dispatch_hazard: dict[str, tuple[str, float]] = field(default_factory=dict)
@@ -154,6 +155,7 @@ def _note(facts: TopicFacts, record: Any) -> None:
         if hazard in facts.reported:
             facts.reported_twice.add(hazard)
         facts.reported[hazard] = payload
+        facts.reported_ts.setdefault(hazard, ts)
     elif kind == "hazard.dispatched":
         facts.dispatch_ids.add(str(payload.get("dispatch_id")))
         facts.dispatch_hazard[str(payload.get("dispatch_id"))] = (hazard, ts)
@@ -492,6 +494,16 @@ async def latency_phase(
         for a in accepted
         if a.hazard_id in facts.dispatched_ts
     ]
+    # The two hops of that path: intake's relay (accepted → reported on the topic) and dispatch
+    # (reported on the topic → dispatched on the topic), by the records' timestamps.
+    to_topic = [
+        facts.reported_ts[a.hazard_id] - a.accepted_at for a in accepted if a.hazard_id in facts.reported_ts
+    ]
+    topic_to_dispatched = [
+        facts.dispatched_ts[a.hazard_id] - facts.reported_ts[a.hazard_id]
+        for a in accepted
+        if a.hazard_id in facts.dispatched_ts and a.hazard_id in facts.reported_ts
+    ]
     to_reporting = []
     for k, a in enumerate(sorted(accepted, key=lambda a: a.accepted_at), start=1):
         seen = poller.reached(k)
@@ -508,6 +520,8 @@ async def latency_phase(
         ),
         "http_accept": _latencies(http),
         "accepted_to_dispatched": _latencies(to_dispatch),
+        "accepted_to_reported_on_topic": _latencies(to_topic),
+        "reported_on_topic_to_dispatched": _latencies(topic_to_dispatched),
         "accepted_to_reporting": _latencies(to_reporting),
         "reporting_poll_interval_s": poller.interval_s,
         "accounting": accounting,

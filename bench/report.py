@@ -98,9 +98,19 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
     for label, key in (
         ("scheduled send → accepted (HTTP 201)", "http_accept"),
         ("accepted → `hazard.dispatched` on the topic", "accepted_to_dispatched"),
+        (
+            "… of which accepted → `hazard.reported` on the topic (intake's relay)",
+            "accepted_to_reported_on_topic",
+        ),
+        (
+            "… and `hazard.reported` → `hazard.dispatched` on the topic (dispatch)",
+            "reported_on_topic_to_dispatched",
+        ),
         ("accepted → counted by reporting", "accepted_to_reporting"),
     ):
-        row = lat[key]
+        row = lat.get(key)
+        if row is None:
+            continue
         lines.append(
             f"| {label} | {row.get('n', 0):,} | {_fmt(row.get('p50_ms'), ' ms')} | {_fmt(row.get('p99_ms'), ' ms')} | {_fmt(row.get('max_ms'), ' ms')} |"
         )
