@@ -140,7 +140,9 @@ async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: s
             f" SELECT report_day AS day FROM {schema}.hazards WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
             f" UNION SELECT dispatch_day FROM {schema}.dispatches WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
             f") AS days WHERE day IS NOT NULL ORDER BY day "
-            f"ON CONFLICT (day) DO UPDATE SET day = EXCLUDED.day"
+            # The oldest mark stays: a summary's staleness is measured from it.
+            f"ON CONFLICT (day) DO UPDATE SET marked_at = "
+            f"least({schema}.rollup_dirty.marked_at, EXCLUDED.marked_at)"
         ),
         {"ids": ids},
     )
@@ -336,6 +338,18 @@ _DAY_COLUMNS = {
     "rollup_groups": (("grouping", "day", "key"), ROLLUP_COUNTS),
     "rollup_hist": (("grouping", "day", "key", "measure", "bucket"), ("n", "total_us")),
 }
+
+
+async def unrefreshed_for_s(db: Executor, *, schema: str = SCHEMA) -> float | None:
+    """Seconds since the oldest change not yet in the rollup was marked; None when all are in."""
+    age = (
+        await db.execute(
+            sa.text(
+                f"SELECT extract(epoch FROM clock_timestamp() - min(marked_at)) FROM {schema}.rollup_dirty"
+            )
+        )
+    ).scalar()
+    return None if age is None else float(age)
 
 
 def _same_row(a: str, b: str, columns: Sequence[str]) -> str:

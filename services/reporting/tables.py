@@ -175,7 +175,13 @@ rollup_hist_span = sa.Table(
     ),
 )
 
-rollup_dirty = sa.Table("rollup_dirty", metadata, sa.Column("day", sa.Date, primary_key=True))
+rollup_dirty = sa.Table(
+    "rollup_dirty",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    # When the oldest change not yet in the day's rollup was marked (a summary's staleness bound).
+    sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
 
 PROJECTION_TABLES: tuple[sa.Table, ...] = (
     hazards,
