@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
-from shared.events import AnyEvent, LifecycleEvent, parse_event
+from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,8 @@ class EventConsumer:
         self.handler = handler
         self.sender = sender
         self.dead_letter_topic = dead_letter_topic
-        self.interested = interested
+        # Interested in every type is interested in all: no header to look at.
+        self.interested = None if interested is not None and interested >= EVENT_TYPES.keys() else interested
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
         self.clock = clock
@@ -237,21 +238,25 @@ class EventConsumer:
         raw: dict[uuid.UUID, bytes] = {}
         origins: dict[uuid.UUID, Origin] = {}
         dead: list[OutgoingMessage] = []
+        interested = self.interested
+        ignored = 0
         for record in records:
+            if interested is not None:
+                kind = _header_type(record)
+                if kind is not None and kind not in interested:
+                    # Our producers name the type in a header: skip what we don't apply without parsing
+                    # it. A record without the header is parsed (and dead-lettered if it is no event).
+                    ignored += 1
+                    continue
             origin = Origin(record.topic, record.partition, record.offset)
             value = record.value or b""
-            if self.interested is not None and _header_type(record) not in (None, *self.interested):
-                # Our producers name the type in a header: skip what we don't apply without parsing it.
-                # A record without the header is parsed (and dead-lettered if it is no event).
-                metrics.EVENTS_CONSUMED.labels(self.service, "ignored").inc()
-                continue
             try:
                 event = parse_event(value)
             except ValidationError as exc:
                 dead.append(self._dead_letter(record, origin, "invalid", _validation_summary(exc)))
                 continue
-            if self.interested is not None and event.TYPE not in self.interested:
-                metrics.EVENTS_CONSUMED.labels(self.service, "ignored").inc()
+            if interested is not None and event.TYPE not in interested:
+                ignored += 1
                 continue
             if event.event_id in raw:  # the same event twice in one batch
                 metrics.EVENTS_CONSUMED.labels(self.service, "duplicate").inc()
@@ -259,6 +264,8 @@ class EventConsumer:
             events.append(event)
             raw[event.event_id] = value
             origins[event.event_id] = origin
+        if ignored:
+            metrics.EVENTS_CONSUMED.labels(self.service, "ignored").inc(ignored)
         if dead:
             try:
                 await self.sender.send_many(dead)
