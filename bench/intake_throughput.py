@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -406,6 +407,8 @@ def main() -> None:
             proc.wait(timeout=60)
         kafka.stop()
         postgres.stop()
+    # Kept (with the servers' logs) only when the run failed.
+    shutil.rmtree(tmp, ignore_errors=True)
     committed_ok = after_single == single["accepted"] and stored - after_single == batch["accepted"]
     result = {
         "machine": {"cpus": os.cpu_count()},
