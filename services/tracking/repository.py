@@ -260,24 +260,35 @@ class PlaceQuery:
     closed_since: datetime
 
 
+# Closed cases of each query's category in the same building, or inside its box, for a whole batch
+# in one round trip. Two LATERAL branches, each one small lookup per query on its own partial index
+# (a single join with an OR let the planner scan every case once per batch: 33 ms a batch at 45 k
+# cases); UNION drops a case found by both.
+_CLOSED = (
+    "c.category = q.category and c.closed_at is not null and c.closed_at >= q.since "
+    "and c.state = 'closed' and c.hazard_id <> q.hazard and c.lat is not null"
+)
+_CLOSED_COLUMNS = "c.hazard_id, c.category, c.building_id, c.lat, c.lon, c.closed_at, c.closed_department_id"
 _CLOSED_NEAR = sa.text(
-    """
-    select q.i, c.hazard_id, c.category, c.building_id, c.lat, c.lon, c.closed_at, c.closed_department_id
-    from unnest(
-        cast(:i as int[]), cast(:hazard as uuid[]), cast(:category as text[]), cast(:building as text[]),
-        cast(:lat_lo as float8[]), cast(:lat_hi as float8[]), cast(:lon_lo as float8[]),
-        cast(:lon_hi as float8[]), cast(:since as timestamptz[])
-    ) as q(i, hazard, category, building, lat_lo, lat_hi, lon_lo, lon_hi, since)
-    join tracking.cases c
-      on c.category = q.category
-     and c.state = 'closed'
-     and c.closed_at >= q.since
-     and c.hazard_id <> q.hazard
-     and c.lat is not null
-     and (
-          (q.building is not null and c.building_id = q.building)
-          or (c.lat between q.lat_lo and q.lat_hi and c.lon between q.lon_lo and q.lon_hi)
-     )
+    f"""
+    with q as materialized (
+        select * from unnest(
+            cast(:i as int[]), cast(:hazard as uuid[]), cast(:category as text[]), cast(:building as text[]),
+            cast(:lat_lo as float8[]), cast(:lat_hi as float8[]), cast(:lon_lo as float8[]),
+            cast(:lon_hi as float8[]), cast(:since as timestamptz[])
+        ) as q(i, hazard, category, building, lat_lo, lat_hi, lon_lo, lon_hi, since)
+    )
+    select q.i, c.* from q cross join lateral (
+        select {_CLOSED_COLUMNS} from tracking.cases c
+         where {_CLOSED} and q.building is not null and c.building_id = q.building
+        offset 0
+    ) as c
+    union
+    select q.i, c.* from q cross join lateral (
+        select {_CLOSED_COLUMNS} from tracking.cases c
+         where {_CLOSED} and c.lat between q.lat_lo and q.lat_hi and c.lon between q.lon_lo and q.lon_hi
+        offset 0
+    ) as c
     """
 )
 
