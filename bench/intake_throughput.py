@@ -47,6 +47,7 @@ import asyncpg
 import httpx
 import yaml
 
+from bench.leanhttp import LeanConnection
 from shared.devstack import LocalKafka, LocalPostgres, free_port
 from shared.migrate import migrate
 from shared.reference import load_reference_data
@@ -96,52 +97,6 @@ def _reports(rng: random.Random, grid: dict[str, Any], count: int) -> list[dict[
     return out
 
 
-class _Connection:
-    """One HTTP/1.1 keep-alive connection on raw asyncio streams (the lean load client)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        """Send one POST and read its answer (Content-Length framed, as uvicorn answers)."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        try:
-            self.writer.write(head + body)
-            raw = await self.reader.readuntil(b"\r\n\r\n")
-            status = int(raw[9:12])
-            length = 0
-            close = False
-            for line in raw.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    close = True
-            payload = await self.reader.readexactly(length) if length else b""
-        except (OSError, asyncio.IncompleteReadError):
-            self.close()
-            raise
-        if close:
-            self.close()
-        return status, payload
-
-    def close(self) -> None:
-        """Drop the connection; the next request opens a new one."""
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 async def _client(spec: dict[str, Any]) -> dict[str, Any]:
     """Send for ``seconds``; returns accepted count, latencies and error counts."""
     rng = random.Random(spec["seed"])
@@ -159,7 +114,7 @@ async def _client(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def worker(n: int) -> None:
         nonlocal accepted
-        connection = _Connection(host, int(port))
+        connection = LeanConnection(host, int(port))
         try:
             while time.perf_counter() < deadline:
                 reporter = reporters[rng.randrange(len(reporters))]
