@@ -131,8 +131,9 @@ async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: s
     ids = sorted(set(hazard_ids))
     if not ids:
         return
-    # DO UPDATE (not NOTHING) locks an existing dirty row, so a refresh deleting it waits for this
-    # transaction and then recomputes with its facts; see refresh_rollup.
+    # DO UPDATE (not NOTHING) bumps the row's version: a refresh that read the day before this
+    # transaction's facts were visible then finds the version changed and leaves the day dirty
+    # (see refresh_rollup). The oldest mark stays: a summary's staleness is measured from it.
     await db.execute(
         sa.text(
             f"INSERT INTO {schema}.rollup_dirty (day) "
@@ -140,9 +141,8 @@ async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: s
             f" SELECT report_day AS day FROM {schema}.hazards WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
             f" UNION SELECT dispatch_day FROM {schema}.dispatches WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
             f") AS days WHERE day IS NOT NULL ORDER BY day "
-            # The oldest mark stays: a summary's staleness is measured from it.
-            f"ON CONFLICT (day) DO UPDATE SET marked_at = "
-            f"least({schema}.rollup_dirty.marked_at, EXCLUDED.marked_at)"
+            f"ON CONFLICT (day) DO UPDATE SET version = {schema}.rollup_dirty.version + 1, "
+            f"marked_at = least({schema}.rollup_dirty.marked_at, EXCLUDED.marked_at)"
         ),
         {"ids": ids},
     )
@@ -365,9 +365,12 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     handful of rows, not the day.
     """
     await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
-    days = list((await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty RETURNING day"))).scalars())
-    if not days:
+    # Read the marks without locking them, so consumers marking days never wait for a refresh;
+    # they are cleared at the end only if nobody marked them again meanwhile.
+    marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
+    if not marks:
         return 0
+    days = [mark.day for mark in marks]
     # Big one-off statements: JIT compilation costs more than it saves; hash rather than spill.
     await db.execute(sa.text("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"))
     params = {"days": sorted(days)}
@@ -469,7 +472,31 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
         await db.execute(
             sa.text(f"INSERT INTO {schema}.{table} SELECT * FROM pg_temp.{table}_work ORDER BY 1, 2, 3")
         )
+    await _clear_marks(db, marks, schema=schema)
     return len(days)
+
+
+async def _clear_marks(db: Executor, marks: Sequence[Any], *, schema: str) -> None:
+    """Delete the dirty marks this refresh covered, unless a consumer marked the day again since.
+
+    A consumer whose facts the refresh could not see has bumped the version (and holds that row
+    until it commits: the lock, taken in day order as consumers do, waits for it), so its day
+    stays dirty for the next refresh.
+    """
+    params = {"days": [m.day for m in marks], "versions": [m.version for m in marks]}
+    await db.execute(
+        sa.text(
+            f"SELECT 1 FROM {schema}.rollup_dirty WHERE day = ANY(CAST(:days AS date[])) ORDER BY day FOR UPDATE"
+        ),
+        {"days": params["days"]},
+    )
+    await db.execute(
+        sa.text(
+            f"DELETE FROM {schema}.rollup_dirty d USING unnest(CAST(:days AS date[]), CAST(:versions AS bigint[])) "
+            "AS m(day, version) WHERE d.day = m.day AND d.version = m.version"
+        ),
+        params,
+    )
 
 
 def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tuple[str, ...]:

@@ -181,6 +181,8 @@ rollup_dirty = sa.Table(
     sa.Column("day", sa.Date, primary_key=True),
     # When the oldest change not yet in the day's rollup was marked (a summary's staleness bound).
     sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Bumped by every mark: a refresh clears only the marks it saw, at the version it saw.
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 PROJECTION_TABLES: tuple[sa.Table, ...] = (
