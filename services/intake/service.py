@@ -27,21 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.intake import domain, metrics
 from services.intake import repository as repo
 from services.intake.domain import DuplicateMatch, OpenHazard, Policy, Rejection, ReportIn, Source
-from shared import outbox as shared_outbox
 from shared.auth import Principal
-from shared.outbox import Outbox
+from shared.outbox import Outbox, wake_relays
 from shared.reference import ReferenceData
 
 Outcome = Literal["created", "replayed", "rejected"]
 _RACE_RETRIES = 5
 _CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError)
-# Wakes this process's outbox relay after a commit, where the shared outbox offers it.
-_WAKE: Callable[[Any], None] | None = getattr(shared_outbox, "wake_relays", None)
-
-
-def _wake_relays(table: Any) -> None:
-    if _WAKE is not None:
-        _WAKE(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +291,8 @@ class Intake:
             if inserted < len(rows):
                 raise _LostRaceError()
             results.update(created)
-        _wake_relays(self.outbox.table)
+        # Committed outside Outbox.add: wake this process's relay ourselves.
+        wake_relays(self.outbox.table)
         return results
 
 
