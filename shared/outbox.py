@@ -35,10 +35,14 @@ _WAITING: dict[str, set[asyncio.Event]] = {}
 _WAKE_ON_COMMIT = "outbox_wake_on_commit"
 
 
+def _wake(table_name: str) -> None:
+    for event in _WAITING.get(table_name, ()):
+        event.set()
+
+
 def _wake_after_commit(session: Session) -> None:
-    for table in session.info.pop(_WAKE_ON_COMMIT, ()):
-        for event in _WAITING.get(table, ()):
-            event.set()
+    for table_name in session.info.pop(_WAKE_ON_COMMIT, ()):
+        _wake(table_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +147,7 @@ class Outbox:
 
 def wake_relays(table: sa.Table) -> None:
     """Wake this process's relays of ``table`` now (for rows committed without :class:`Outbox`)."""
-    for event in _WAITING.get(table.fullname, ()):
-        event.set()
+    _wake(table.fullname)
 
 
 def _wake_relays_on_commit(session: AsyncSession, table: sa.Table) -> None:
