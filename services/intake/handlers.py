@@ -30,11 +30,11 @@ def make_handler(reference: ReferenceData) -> Handler:
 
     async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
         """Apply a batch of new (never applied) events inside ctx's transaction."""
+        changes = []
         for event in events:
             change = domain.status_change(event, reference=reference)
             if change is not None:
-                await repo.apply_status_change(
-                    ctx.session, hazard_id=event.hazard_id, change=change, at=event.occurred_at
-                )
+                changes.append((event.hazard_id, change, event.occurred_at))
+        await repo.apply_status_changes(ctx.session, changes)
 
     return on_lifecycle_events

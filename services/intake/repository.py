@@ -63,6 +63,78 @@ class Probe:
     east: float
 
 
+# One statement for many hazards' non-closing changes: the same rule as the one-hazard update
+# below (only an open hazard's newest event changes notes, agency and expected time), over arrays.
+# Every SET expression reads the row as it was, so ``current`` means the same in each.
+_CURRENT = "r.status = 'open' and (r.last_event_at is null or r.last_event_at <= u.at)"
+_APPLY_CHANGES = f"""
+    update intake.reports r set
+        status_notes = case when {_CURRENT} then u.notes else r.status_notes end,
+        agency_responsible = case when {_CURRENT} and u.agency is not null then u.agency
+                                  else r.agency_responsible end,
+        expected_datetime = case when {_CURRENT} and u.set_expected then u.expected
+                                 else r.expected_datetime end,
+        last_event_at = greatest(r.last_event_at, u.at),
+        updated_datetime = greatest(r.updated_datetime, u.at)
+    from unnest(
+             cast(:ids as uuid[]), cast(:ats as timestamptz[]), cast(:notes as text[]),
+             cast(:agencies as text[]), cast(:set_expected as boolean[]), cast(:expected as timestamptz[])
+         ) as u(hazard_id, at, notes, agency, set_expected, expected)
+    where r.hazard_id = u.hazard_id
+"""
+
+
+async def apply_status_changes(
+    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, StatusChange, datetime]]
+) -> None:
+    """Apply a batch's changes in order, as ``apply_status_change`` one by one would, in few statements.
+
+    A closing change also settles other hazards (its duplicates), so it is a barrier: the changes
+    before it are applied first, then it, then the rest. Between barriers, round k holds each
+    hazard's k-th change, so no hazard appears twice in one statement and each hazard's changes
+    still apply in the order given; a round is one statement over arrays.
+    """
+    pending: list[tuple[uuid.UUID, StatusChange, datetime]] = []
+    for item in changes:
+        hazard_id, change, at = item
+        if change.closes:
+            await _apply_open_changes(session, pending)
+            pending = []
+            await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
+        else:
+            pending.append(item)
+    await _apply_open_changes(session, pending)
+
+
+async def _apply_open_changes(
+    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, StatusChange, datetime]]
+) -> None:
+    rounds: list[list[tuple[uuid.UUID, StatusChange, datetime]]] = []
+    seen: dict[uuid.UUID, int] = {}
+    for item in changes:
+        k = seen.get(item[0], 0)
+        seen[item[0]] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(item)
+    for round_ in rounds:
+        if len(round_) == 1:
+            hazard_id, change, at = round_[0]
+            await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
+            continue
+        await session.execute(
+            sa.text(_APPLY_CHANGES),
+            {
+                "ids": [h for h, _, _ in round_],
+                "ats": [at for _, _, at in round_],
+                "notes": [c.notes for _, c, _ in round_],
+                "agencies": [c.agency for _, c, _ in round_],
+                "set_expected": [c.expected is not None or c.clear_expected for _, c, _ in round_],
+                "expected": [c.expected for _, c, _ in round_],
+            },
+        )
+
+
 async def apply_status_change(
     session: AsyncSession, *, hazard_id: uuid.UUID, change: StatusChange, at: datetime
 ) -> None:

@@ -1,0 +1,107 @@
+"""A batch of lifecycle changes applied at once leaves the Open311 view as applying them one by one does."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from services.intake import repository as repo
+from services.intake.domain import StatusChange
+from tests.integration.intake.intake_helpers import LAT, AppFactory, auth, report
+
+COLUMNS = (
+    "hazard_id, status, status_notes, agency_responsible, expected_datetime, closed_at, "
+    "last_event_at, updated_datetime"
+)
+
+
+async def view_after(
+    app: FastAPI, hazard_ids: list[uuid.UUID], apply: Any
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows after ``apply(session)``, and the statements it ran; rolled back afterwards."""
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    async with app.state.runtime.sessions() as session:
+        engine = session.bind.sync_engine if hasattr(session.bind, "sync_engine") else session.bind
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            await session.begin()
+            await apply(session)
+            applied = statements
+            rows = (
+                await session.execute(
+                    sa.text(
+                        f"select {COLUMNS} from intake.reports where hazard_id = any(:ids) order by hazard_id"
+                    ),
+                    {"ids": hazard_ids},
+                )
+            ).all()
+            await session.rollback()
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+    return [tuple(row) for row in rows], applied
+
+
+async def test_a_batch_of_changes_equals_applying_them_one_by_one(intake_app: AppFactory) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    async with intake_app(outbox={"enabled": False}, broker=False) as (app, client):
+        posted = []
+        # The first three at one building (the 2nd and 3rd are linked to the 1st), the others apart.
+        places = [("ly01-b0011", 0.0), ("ly01-b0011", 0.0), ("ly01-b0011", 0.0), ("ly01-b0012", 0.002)]
+        places.append(("ly01-b0013", -0.002))
+        for building, shift in places:
+            body = report(location={"building_id": building, "lat": LAT + shift})
+            response = await client.post("/api/v1/hazards", json=body, headers=auth("tok-gm1"))
+            assert response.status_code == 201, response.text
+            posted.append(response.json())
+        closing, duplicate, plain, reordered, single = (uuid.UUID(p["hazard_id"]) for p in posted)
+        assert [p["duplicate_of"] for p in posted] == [None, str(closing), str(closing), None, None]
+
+        def at(minutes: int) -> datetime:
+            return t0 + timedelta(minutes=minutes)
+
+        changes = [
+            # Dispatched, closed, then a late event that must neither reopen nor rewrite the notes.
+            (closing, StatusChange(notes="dispatched", agency="Fire", expected=at(120)), at(1)),
+            (reordered, StatusChange(notes="ordered", agency="Police", expected=at(300)), at(5)),
+            (plain, StatusChange(notes="dispatched", agency="Fire", expected=at(60)), at(2)),
+            (closing, StatusChange(notes="closed", closes=True), at(10)),
+            # Older than the order already applied: bumps nothing, changes nothing.
+            (reordered, StatusChange(notes="acknowledged", agency="Fire"), at(3)),
+            (closing, StatusChange(notes="late dispatch", agency="Police", expected=at(500)), at(4)),
+            (reordered, StatusChange(notes="rectified", clear_expected=True), at(8)),
+            (single, StatusChange(notes="referred", agency=None), at(6)),
+            (plain, StatusChange(notes="acknowledged"), at(7)),
+        ]
+        ids = [closing, duplicate, reordered, single, plain]
+
+        async def one_by_one(session: Any) -> None:
+            for hazard_id, change, moment in changes:
+                await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
+
+        async def batched(session: Any) -> None:
+            await repo.apply_status_changes(session, changes)
+
+        expected, sequential_statements = await view_after(app, ids, one_by_one)
+        got, batched_statements = await view_after(app, ids, batched)
+
+    assert got == expected
+    by_id = {row[0]: row for row in got}
+    assert by_id[closing][1:3] == ("closed", "closed")
+    assert by_id[duplicate][1] == "closed"
+    assert by_id[reordered][2:5] == ("rectified", "Police", None)
+    # A linked report with an event of its own before the close: that event first, then the close.
+    assert by_id[plain][1] == "closed"
+    assert by_id[plain][3] == "Fire"
+    assert by_id[single][2] == "referred"
+    # Before the close: one round of 3; the close and its duplicates: 2; after it: rounds of 4 and 1.
+    assert sequential_statements == len(changes) + 1  # the close also settles its duplicates
+    assert batched_statements == 1 + 2 + 2
