@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -10,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.reporting import api, handlers, metrics, repository, tables
-from services.reporting.settings import ReportingSettings
+from services.reporting.settings import ReportingSettings, refresh_pause_s
 from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app, repeat_every
 
@@ -47,9 +49,17 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
             )
 
     async def refresh_rollup() -> None:
-        """Recompute the rollup of days touched by new events, every few seconds."""
-        # A deadlock or a database away: the next round retries.
-        await repeat_every(settings.projection.rollup_refresh_s, refresh_rollup_once, what="rollup refresh")
+        """Recompute the rollup of days touched by new events, every few seconds, paced by its cost."""
+        while True:
+            started = time.monotonic()
+            try:
+                await refresh_rollup_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A deadlock or a database away: the next round retries.
+                log.warning("rollup refresh failed, the next round retries: %s", exc)
+            await asyncio.sleep(refresh_pause_s(settings.projection, time.monotonic() - started))
 
     async def refresh_gauges() -> None:
         """Keep the Prometheus domain gauges current."""

@@ -370,6 +370,9 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
     if not marks:
         return 0
+    # Every change committed by now is in what follows; one still uncommitted began no earlier
+    # than the oldest open transaction: the age of what a day has left after this refresh.
+    seen_at = (await db.execute(sa.text(_OLDEST_OPEN_CHANGE))).scalar_one()
     days = [mark.day for mark in marks]
     # Big one-off statements: JIT compilation costs more than it saves; hash rather than spill.
     await db.execute(sa.text("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"))
@@ -472,16 +475,26 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
         await db.execute(
             sa.text(f"INSERT INTO {schema}.{table} SELECT * FROM pg_temp.{table}_work ORDER BY 1, 2, 3")
         )
-    await _clear_marks(db, marks, schema=schema)
+    await _clear_marks(db, marks, seen_at, schema=schema)
     return len(days)
 
 
-async def _clear_marks(db: Executor, marks: Sequence[Any], *, schema: str) -> None:
+# The time before which every change is committed: now, or the start of the oldest transaction
+# still open in this database under this role (the consumers mark days with their start time).
+_OLDEST_OPEN_CHANGE = (
+    "SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()"
+)
+
+
+async def _clear_marks(db: Executor, marks: Sequence[Any], seen_at: Any, *, schema: str) -> None:
     """Delete the dirty marks this refresh covered, unless a consumer marked the day again since.
 
     A consumer whose facts the refresh could not see has bumped the version (and holds that row
     until it commits: the lock, taken in day order as consumers do, waits for it), so its day
-    stays dirty for the next refresh.
+    stays dirty for the next refresh. What such a day has left unrefreshed began no earlier than
+    ``seen_at``: its staleness is measured from there, not from its first mark, or a day that
+    never stops changing would look ever staler and every summary would refresh it itself.
     """
     params = {"days": [m.day for m in marks], "versions": [m.version for m in marks]}
     await db.execute(
@@ -496,6 +509,13 @@ async def _clear_marks(db: Executor, marks: Sequence[Any], *, schema: str) -> No
             "AS m(day, version) WHERE d.day = m.day AND d.version = m.version"
         ),
         params,
+    )
+    await db.execute(
+        sa.text(
+            f"UPDATE {schema}.rollup_dirty SET marked_at = greatest(marked_at, :seen_at) "
+            "WHERE day = ANY(CAST(:days AS date[]))"
+        ),
+        {"days": params["days"], "seen_at": seen_at},
     )
 
 

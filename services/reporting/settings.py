@@ -16,12 +16,27 @@ class ProjectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rollup_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # The background refresher's share of the time at most: after a refresh that took d seconds it
+    # waits d * (1 - share) / share before the next (a refresh of a big, busy day waits longer),
+    # but never so long that a summary would have to refresh itself (see max_staleness_s). 1: every
+    # rollup_refresh_s whatever a refresh costs.
+    rollup_max_busy: Annotated[float, Field(gt=0, le=1)] = 0.1
     # A summary or time series includes every event applied more than this many seconds ago: when
     # the oldest change not yet in the rollup is older, the request refreshes first (0: always).
     # Above rollup_refresh_s plus a refresh's duration, no request waits for a refresh.
     max_staleness_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     metrics_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     metrics_window_days: Annotated[int, Field(ge=1, le=366)] = 30
+
+
+def refresh_pause_s(projection: ProjectionSettings, took_s: float) -> float:
+    """Seconds the background refresher waits after a refresh that took ``took_s``."""
+    paced = took_s * (1 - projection.rollup_max_busy) / projection.rollup_max_busy
+    pause = max(projection.rollup_refresh_s, paced)
+    if projection.max_staleness_s > 0:
+        # The next refresh should still end before its oldest change outgrows the bound.
+        pause = min(pause, max(projection.rollup_refresh_s, projection.max_staleness_s - 2 * took_s))
+    return pause
 
 
 class ReportingSettings(ServiceSettings):

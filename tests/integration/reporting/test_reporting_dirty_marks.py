@@ -88,3 +88,54 @@ async def test_a_mark_made_during_a_refresh_keeps_its_day_dirty_and_never_waits_
             assert left == 0
     finally:
         await engine.dispose()
+
+
+async def test_a_day_that_keeps_changing_is_only_as_stale_as_its_changes_since_the_last_refresh(
+    database_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await database_factory(template=None, prefix="reporting_marks_age")
+    await migrate(url, services=("reporting",))
+    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
+    recomputed, release = asyncio.Event(), asyncio.Event()
+    clear_marks = repository._clear_marks
+
+    async def held_clear(*args: Any, **kwargs: Any) -> None:
+        recomputed.set()
+        await release.wait()
+        await clear_marks(*args, **kwargs)
+
+    async def marked_at(conn: Any) -> Any:
+        return (await conn.execute(sa.text("SELECT marked_at FROM reporting.rollup_dirty"))).scalar_one()
+
+    monkeypatch.setattr(repository, "_clear_marks", held_clear)
+    try:
+        async with engine.begin() as conn:
+            await _add_hazard(conn)
+            first = await marked_at(conn)
+        await asyncio.sleep(0.5)
+
+        async def refresh() -> int:
+            async with engine.begin() as conn:
+                return await repository.refresh_rollup(conn)
+
+        task = asyncio.create_task(refresh())
+        await asyncio.wait_for(recomputed.wait(), timeout=30)
+        # Under steady load the day is marked again during every refresh, so it is never clean.
+        async with engine.begin() as consumer:
+            await _add_hazard(consumer)
+            changed_at = (await consumer.execute(sa.text("SELECT now()"))).scalar_one()
+            assert await marked_at(consumer) == first, "a mark keeps the oldest unrefreshed change"
+        release.set()
+        assert await asyncio.wait_for(task, timeout=30) == 1
+
+        async with engine.begin() as conn:
+            left = await marked_at(conn)
+            # What is left is the change made during the refresh: its age counts from the refresh's
+            # reading of the marks at the earliest, never from the first mark the refresh covered.
+            assert (left - first).total_seconds() >= 0.5
+            assert left <= changed_at
+            age = await repository.unrefreshed_for_s(conn)
+            assert age is not None
+            assert age < (changed_at - first).total_seconds()
+    finally:
+        await engine.dispose()
