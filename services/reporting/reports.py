@@ -85,6 +85,30 @@ def label(reference: ReferenceData, group_by: str, key: str) -> dict[str, str]:
     return {"en": key or "—", "zh": key or "—"}
 
 
+def labeller(reference: ReferenceData, group_by: str) -> Callable[[str], dict[str, str]]:
+    """``label`` for many keys of one grouping: communities, grids and campaigns are looked up in an
+    index built once (a grid summary has thousands of groups; ``label`` scans the list for each),
+    with the same result as ``label``: the first entry of an id, the key itself when unknown."""
+    entries: Sequence[Any]
+    if group_by == "community":
+        entries = reference.communities
+    elif group_by == "grid":
+        entries = reference.grids
+    elif group_by == "campaign":
+        entries = reference.campaigns
+    else:
+        return lambda key: label(reference, group_by, key)
+    index: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        index.setdefault(entry.id, {"en": entry.name_en, "zh": entry.name_zh})
+
+    def find(key: str) -> dict[str, str]:
+        found = index.get(key)
+        return dict(found) if found is not None else {"en": key or "—", "zh": key or "—"}
+
+    return find
+
+
 def figures(counts: Counts) -> dict[str, Any]:
     """The count and rate figures of one group."""
     out: dict[str, Any] = {
@@ -179,10 +203,8 @@ async def summary(
             "year_earlier": comparison(by.get((key, 2), Counts()), last_year),
         }
 
-    groups = [
-        {"key": key, "label": label(reference, group_by, key), **row(key, counts, group_medians)}
-        for key in keys
-    ]
+    name = labeller(reference, group_by)
+    groups = [{"key": key, "label": name(key), **row(key, counts, group_medians)} for key in keys]
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),

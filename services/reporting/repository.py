@@ -284,6 +284,8 @@ US_PER_UNIT: Mapping[str, float] = {"ack": 60e6, "rect": 3600e6}
 """Microseconds per unit of a measure's median (ack: minutes, rect: hours)."""
 GROUPINGS: tuple[str, ...] = ("department", "community", "grid", "category", "campaign", "all")
 _IN_GROUPINGS = "grouping IN (" + ", ".join(f"'{g}'" for g in GROUPINGS) + ")"
+MEASURES: tuple[str, ...] = ("ack", "rect")
+_IN_MEASURES = "measure IN (" + ", ".join(f"'{m}'" for m in MEASURES) + ")"
 _SPANS = (
     "CROSS JOIN LATERAL (VALUES ('week', CAST(date_trunc('week', CAST(x.day AS timestamp)) AS date)), "
     "('month', CAST(date_trunc('month', CAST(x.day AS timestamp)) AS date))) AS sp(span, start)"
@@ -378,6 +380,8 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     await db.execute(sa.text("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"))
     params = {"days": sorted(days)}
     on_days = f"{_IN_GROUPINGS} AND day = ANY(CAST(:days AS date[]))"
+    # rollup_hist's key has the measure before the day: name them, so the days are index ranges.
+    on_days_of = {"rollup_groups": on_days, "rollup_hist": f"{_IN_MEASURES} AND {on_days}"}
     for work, like in _WORK_TABLES.items():
         await db.execute(
             sa.text(
@@ -398,6 +402,7 @@ async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
     )
     for table, (key, values) in _DAY_COLUMNS.items():
         every = (*key, *values)
+        on_days = on_days_of[table]
         await db.execute(sa.text(f"ANALYZE pg_temp.{table}_work"))
         # Stored rows without an identical recomputed row go; recomputed rows already stored stay.
         await db.execute(
@@ -656,6 +661,16 @@ def _to_counts_with_open(row: Any) -> Counts:
 
 
 _WITH_OPEN = (*_COUNTED, "open_unacknowledged")
+# Where each of Counts' fields is among the _WITH_OPEN columns (receipt_overdue_open: the open ones).
+_WITH_OPEN_AT = tuple(
+    _WITH_OPEN.index("open_unacknowledged" if f == "receipt_overdue_open" else f) for f in domain.COUNT_FIELDS
+)
+
+
+def _counts_with_open_at(values: Sequence[Any]) -> Counts:
+    """As _to_counts_with_open, from the _WITH_OPEN columns by position (a few thousand groups a
+    summary: attribute lookups by name on each row cost more than the query's merge)."""
+    return Counts(*[int(values[i] or 0) for i in _WITH_OPEN_AT])
 
 
 def _unfiltered(filters: Filters) -> bool:
@@ -756,7 +771,7 @@ async def _group_rollup_counts(
     sql = f"SELECT key, period, {sums} FROM ({' UNION ALL '.join(parts)}) AS x GROUP BY 1, 2"
     await _tune_reads(db)
     rows = (await db.execute(sa.text(sql), params)).all()
-    return {(row.key, row.period): _to_counts_with_open(row) for row in rows}
+    return {(row[0], row[1]): _counts_with_open_at(row[2:]) for row in rows}
 
 
 async def _rollup_counts(
@@ -832,9 +847,6 @@ async def _open_dispatch_counts(
     )
     rows = (await db.execute(sa.text(sql), {**params, **fparams, "now": now})).all()
     return {(row.key, row.period): int(row.n) for row in rows if row.key is not None}
-
-
-MEASURES: tuple[str, ...] = ("ack", "rect")
 
 
 async def medians(
@@ -937,21 +949,34 @@ async def _exact_medians(
     return {r.key: float(r.m) for r in rows if r.key is not None}
 
 
-_MEDIAN_SQL = """
-WITH merged AS (
-  SELECT grouping, key, bucket, sum(n) AS n, CAST(sum(total_us) AS float8) AS total
-  FROM ({rows}) AS x GROUP BY 1, 2, 3
-), ranked AS (
-  SELECT grouping, key, n, total / n AS mean,
-         CAST(sum(n) OVER (PARTITION BY grouping, key ORDER BY bucket) AS bigint) AS upto,
-         CAST(sum(n) OVER (PARTITION BY grouping, key) AS bigint) AS count
-  FROM merged
-)
-SELECT grouping, key,
-       (min(mean) FILTER (WHERE upto - n <= (count - 1) / 2 AND (count - 1) / 2 < upto)
-        + min(mean) FILTER (WHERE upto - n <= count / 2 AND count / 2 < upto)) / 2 AS median
-FROM ranked GROUP BY 1, 2
+# A period's histogram rows merged per (grouping, key, bucket); each group's buckets leave the
+# database as one row of arrays and its median is located here (merged_median): sorting the merged
+# rows by group and bucket and two running sums over them cost the database more than the merge.
+_MERGED_SQL = """
+SELECT grouping, key, array_agg(bucket) AS buckets, array_agg(n) AS ns, array_agg(total) AS totals
+FROM (SELECT grouping, key, bucket, sum(n) AS n, CAST(sum(total_us) AS float8) AS total
+      FROM ({rows}) AS x GROUP BY 1, 2, 3) AS merged
+GROUP BY 1, 2
 """
+
+
+def merged_median(buckets: Sequence[int], ns: Sequence[int], totals: Sequence[float]) -> float | None:
+    """domain.histogram_median of a merged histogram (each bucket once, in any order): the middle
+    value(s) located by cumulative count in bucket order, each read as its bucket's mean; the same
+    float operations, so the same result."""
+    count = sum(ns)
+    if count == 0:
+        return None
+    low, high = (count - 1) // 2, count // 2
+    seen = 0
+    lower = 0.0
+    for _, n, total in sorted(zip(buckets, ns, totals, strict=True)):
+        if seen <= low < seen + n:
+            lower = total / n
+        if high < seen + n:  # low <= high: the lower one is found by now
+            return (lower + total / n) / 2
+        seen += n
+    raise AssertionError("rank beyond the histogram")  # pragma: no cover
 
 
 async def _histogram_medians(
@@ -960,7 +985,8 @@ async def _histogram_medians(
     """Per grouping and group: one measure's median of the period's merged histograms.
 
     As domain.histogram_median: the middle value(s) located by cumulative count, each read as the
-    mean of its bucket; merged in the database, so only one row per group leaves it.
+    mean of its bucket. Merged in the database (one row per group leaves it, its buckets as
+    arrays), located by merged_median.
     """
     selects, params = _levels_sql(
         schema,
@@ -972,10 +998,13 @@ async def _histogram_medians(
     )
     params.update({"groupings": list(groupings), "measure": measure})
     await _tune_reads(db)
-    rows = (await db.execute(sa.text(_MEDIAN_SQL.format(rows=" UNION ALL ".join(selects))), params)).all()
+    rows = (await db.execute(sa.text(_MERGED_SQL.format(rows=" UNION ALL ".join(selects))), params)).all()
     found: dict[str, dict[str, float]] = {}
-    for r in rows:
-        found.setdefault(r.grouping, {})[r.key] = float(r.median) / US_PER_UNIT[measure]
+    unit = US_PER_UNIT[measure]
+    for grouping, key, buckets, ns, totals in rows:
+        median = merged_median(buckets, ns, totals)
+        if median is not None:
+            found.setdefault(grouping, {})[key] = median / unit
     return found
 
 

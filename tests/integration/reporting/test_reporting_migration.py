@@ -1,5 +1,6 @@
 """Migrations 0004 and 0005 on a database that was at 0003: the per-group rollup, its histograms
-and their week and month rows appear and get refilled."""
+and their week and month rows appear and get refilled; 0007 on one at 0006: the histogram tables'
+keys put the measure first, rows kept."""
 
 from __future__ import annotations
 
@@ -78,5 +79,65 @@ async def test_upgrade_from_0003_creates_the_group_rollup_and_refills_it(databas
                 ("month", date(2026, 4, 1), 1, 48 * 3600 * 10**6),
                 ("week", date(2026, 3, 30), 1, 48 * 3600 * 10**6),
             ]
+    finally:
+        await engine.dispose()
+
+
+_KEY_COLUMNS = (
+    "SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x "
+    "JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, i) ON true "
+    "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+    "WHERE x.indexrelid = CAST(:index AS regclass)"
+)
+
+
+async def test_upgrade_from_0006_puts_the_measure_first_in_the_histogram_keys(database_factory: Any) -> None:
+    url = await database_factory(template=None, prefix="reporting_mig7")
+    await migrate(url, services=("reporting",), revision="reporting_0006")
+    engine = create_engine(DatabaseSettings(url=url))
+    old = {
+        "rollup_hist": "grouping, day, key, measure, bucket",
+        "rollup_hist_span": "grouping, span, start, key, measure, bucket",
+    }
+    try:
+        async with engine.begin() as conn:
+            # 0002 creates today's tables; give them the keys 0005 made.
+            for table, keys in old.items():
+                await conn.execute(
+                    sa.text(
+                        f"ALTER TABLE reporting.{table} DROP CONSTRAINT {table}_pkey, "
+                        f"ADD CONSTRAINT {table}_pkey PRIMARY KEY ({keys}) INCLUDE (n, total_us)"
+                    )
+                )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO reporting.rollup_hist VALUES ('grid', '2026-04-02', 'liuyue-01', 'rect', 42, 1, 7)"
+                )
+            )
+            key = await conn.execute(sa.text(_KEY_COLUMNS), {"index": "reporting.rollup_hist_pkey"})
+            assert key.scalar_one() == ["grouping", "day", "key", "measure", "bucket", "n", "total_us"]
+        await migrate(url, services=("reporting",))
+        async with engine.begin() as conn:
+            found = {
+                table: (
+                    await conn.execute(sa.text(_KEY_COLUMNS), {"index": f"reporting.{table}_pkey"})
+                ).scalar_one()
+                for table in old
+            }
+            assert found == {
+                "rollup_hist": ["grouping", "measure", "day", "key", "bucket", "n", "total_us"],
+                "rollup_hist_span": [
+                    "grouping",
+                    "measure",
+                    "span",
+                    "start",
+                    "key",
+                    "bucket",
+                    "n",
+                    "total_us",
+                ],
+            }
+            rows = (await conn.execute(sa.text("SELECT * FROM reporting.rollup_hist"))).all()
+            assert [tuple(r) for r in rows] == [("grid", date(2026, 4, 2), "liuyue-01", "rect", 42, 1, 7)]
     finally:
         await engine.dispose()
