@@ -124,6 +124,18 @@ async def test_week_and_month_rows_stay_the_sum_of_their_days(database_factory: 
                 )
                 assert from_rollup == from_facts, by
                 assert {period for _, period in from_rollup} == {0, 1, 2, 3}
+            # Filtered by a community: the totals of a grid or campaign summary ("all") from the
+            # daily rollup, as from the facts.
+            for by in ("all", "department", "community", "category"):
+                filtered = Filters(community_id="c1")
+                from_rollup = await repository.period_counts(
+                    conn, group_by=by, periods=periods, filters=filtered, now=now
+                )
+                from_facts = await repository.period_counts(
+                    conn, group_by=by, periods=periods, filters=filtered, now=now, use_rollup=False
+                )
+                assert from_rollup == from_facts, by
+                assert from_rollup
 
             # The medians merged in the database match domain.histogram_median over the day rows.
             for period in periods:
