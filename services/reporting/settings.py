@@ -20,7 +20,7 @@ class ProjectionSettings(BaseModel):
     # waits d * (1 - share) / share before the next (a refresh of a big, busy day waits longer),
     # but never so long that a summary would have to refresh itself (see max_staleness_s). 1: every
     # rollup_refresh_s whatever a refresh costs.
-    rollup_max_busy: Annotated[float, Field(gt=0, le=1)] = 0.1
+    rollup_max_busy: Annotated[float, Field(gt=0, le=1)] = 0.25
     # A summary or time series includes every event applied more than this many seconds ago: when
     # the oldest change not yet in the rollup is older, the request refreshes first (0: always).
     # Above rollup_refresh_s plus a refresh's duration, no request waits for a refresh.
