@@ -954,14 +954,16 @@ async def _exact_medians(
     return {r.key: float(r.m) for r in rows if r.key is not None}
 
 
-# A period's histogram rows merged per (grouping, key, bucket); each group's buckets leave the
-# database as one row of arrays and its median is located here (merged_median): sorting the merged
-# rows by group and bucket and two running sums over them cost the database more than the merge.
+# A period's histogram rows of one grouping merged per (key, bucket); each group's buckets leave
+# the database as one row of arrays and its median is located here (merged_median): sorting the
+# merged rows by group and bucket and two running sums over them cost the database more than the
+# merge. One such SELECT per grouping (a summary's groups and its total), joined by UNION ALL.
 _MERGED_SQL = """
-SELECT grouping, key, array_agg(bucket) AS buckets, array_agg(n) AS ns, array_agg(total) AS totals
-FROM (SELECT grouping, key, bucket, sum(n) AS n, CAST(sum(total_us) AS float8) AS total
-      FROM ({rows}) AS x GROUP BY 1, 2, 3) AS merged
-GROUP BY 1, 2
+SELECT CAST(:{tag}g AS text) AS grouping, key,
+       array_agg(bucket) AS buckets, array_agg(n) AS ns, array_agg(total) AS totals
+FROM (SELECT key, bucket, sum(n) AS n, CAST(sum(total_us) AS float8) AS total
+      FROM ({rows}) AS x GROUP BY 1, 2) AS merged
+GROUP BY key
 """
 
 
@@ -993,17 +995,23 @@ async def _histogram_medians(
     mean of its bucket. Merged in the database (one row per group leaves it, its buckets as
     arrays), located by merged_median.
     """
-    selects, params = _levels_sql(
-        schema,
-        "rollup_hist",
-        "grouping, key, bucket, n, total_us",
-        "grouping = ANY(CAST(:groupings AS text[])) AND measure = :measure",
-        period,
-        "p",
-    )
-    params.update({"groupings": list(groupings), "measure": measure})
+    merges: list[str] = []
+    params: dict[str, Any] = {"measure": measure}
+    for i, grouping in enumerate(groupings):
+        tag = f"p{i}"
+        selects, more = _levels_sql(
+            schema,
+            "rollup_hist",
+            "key, bucket, n, total_us",
+            f"grouping = :{tag}g AND measure = :measure",
+            period,
+            tag,
+        )
+        merges.append(_MERGED_SQL.format(tag=tag, rows=" UNION ALL ".join(selects)))
+        params.update(more)
+        params[f"{tag}g"] = grouping
     await _tune_reads(db)
-    rows = (await db.execute(sa.text(_MERGED_SQL.format(rows=" UNION ALL ".join(selects))), params)).all()
+    rows = (await db.execute(sa.text(" UNION ALL ".join(merges)), params)).all()
     found: dict[str, dict[str, float]] = {}
     unit = US_PER_UNIT[measure]
     for grouping, key, buckets, ns, totals in rows:
