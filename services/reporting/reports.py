@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -109,11 +110,13 @@ def labeller(reference: ReferenceData, group_by: str) -> Callable[[str], dict[st
     return find
 
 
+_STORED_FIGURES = tuple(name for name in COUNT_FIGURES if name != "overdue_receipts")
+_stored_figures = operator.attrgetter(*_STORED_FIGURES)
+
+
 def figures(counts: Counts) -> dict[str, Any]:
     """The count and rate figures of one group."""
-    out: dict[str, Any] = {
-        name: getattr(counts, name) for name in COUNT_FIGURES if name != "overdue_receipts"
-    }
+    out: dict[str, Any] = dict(zip(_STORED_FIGURES, _stored_figures(counts), strict=True))
     out["overdue_receipts"] = counts.acknowledged_late + counts.overdue_ended + counts.receipt_overdue_open
     out.update(domain.rates(counts))
     return out
