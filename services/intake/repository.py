@@ -84,32 +84,78 @@ _APPLY_CHANGES = f"""
 """
 
 
-async def apply_status_changes(
-    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, StatusChange, datetime]]
-) -> None:
+# The closing rule of apply_status_change over arrays: the hazards themselves, then the open
+# reports linked to them as duplicates (each names one hazard, so at most one row of u matches).
+_APPLY_CLOSES = """
+    update intake.reports r set
+        status = 'closed',
+        closed_at = coalesce(r.closed_at, u.at),
+        status_notes = u.notes,
+        expected_datetime = null,
+        agency_responsible = coalesce(u.agency, r.agency_responsible),
+        last_event_at = greatest(r.last_event_at, u.at),
+        updated_datetime = greatest(r.updated_datetime, u.at)
+    from unnest(
+             cast(:ids as uuid[]), cast(:ats as timestamptz[]), cast(:notes as text[]),
+             cast(:agencies as text[])
+         ) as u(hazard_id, at, notes, agency)
+    where r.hazard_id = u.hazard_id
+"""
+_CLOSE_DUPLICATES = """
+    update intake.reports r set
+        status = 'closed',
+        closed_at = u.at,
+        status_notes = 'Closed with request ' || u.hazard_id::text || ', which this report duplicated.',
+        expected_datetime = null,
+        last_event_at = greatest(r.last_event_at, u.at),
+        updated_datetime = greatest(r.updated_datetime, u.at)
+    from unnest(cast(:ids as uuid[]), cast(:ats as timestamptz[])) as u(hazard_id, at)
+    where r.duplicate_of = u.hazard_id and r.status = 'open'
+"""
+_LINKED_WITHIN = """
+    select exists (
+        select 1 from intake.reports
+         where duplicate_of = any(cast(:closing as uuid[])) and hazard_id = any(cast(:changed as uuid[]))
+    )
+"""
+
+Change = tuple[uuid.UUID, StatusChange, datetime]
+
+
+async def apply_status_changes(session: AsyncSession, changes: Sequence[Change]) -> None:
     """Apply a batch's changes in order, as ``apply_status_change`` one by one would, in few statements.
 
-    A closing change also settles other hazards (its duplicates), so it is a barrier: the changes
-    before it are applied first, then it, then the rest. Between barriers, round k holds each
-    hazard's k-th change, so no hazard appears twice in one statement and each hazard's changes
-    still apply in the order given; a round is one statement over arrays.
+    Round k holds each hazard's k-th change, so no hazard appears twice in one statement and each
+    hazard's changes still apply in the order given; a round is a statement over arrays for its
+    closing changes and one for the others. A closing change also settles the reports linked to
+    its hazard as duplicates: when one of those has a change of its own in the batch (rare: linked
+    reports are not dispatched), each close is a barrier instead, the changes before it applied
+    first, then it, then the rest.
     """
-    pending: list[tuple[uuid.UUID, StatusChange, datetime]] = []
-    for item in changes:
-        hazard_id, change, at = item
-        if change.closes:
-            await _apply_open_changes(session, pending)
-            pending = []
-            await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
-        else:
-            pending.append(item)
-    await _apply_open_changes(session, pending)
+    closing = [h for h, change, _ in changes if change.closes]
+    if (
+        closing
+        and (
+            await session.execute(
+                sa.text(_LINKED_WITHIN), {"closing": closing, "changed": list({h for h, _, _ in changes})}
+            )
+        ).scalar_one()
+    ):
+        pending: list[Change] = []
+        for item in changes:
+            if item[1].closes:
+                await _apply_rounds(session, pending)
+                pending = []
+                await _apply_rounds(session, [item])
+            else:
+                pending.append(item)
+        await _apply_rounds(session, pending)
+        return
+    await _apply_rounds(session, changes)
 
 
-async def _apply_open_changes(
-    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, StatusChange, datetime]]
-) -> None:
-    rounds: list[list[tuple[uuid.UUID, StatusChange, datetime]]] = []
+async def _apply_rounds(session: AsyncSession, changes: Sequence[Change]) -> None:
+    rounds: list[list[Change]] = []
     seen: dict[uuid.UUID, int] = {}
     for item in changes:
         k = seen.get(item[0], 0)
@@ -118,21 +164,42 @@ async def _apply_open_changes(
             rounds.append([])
         rounds[k].append(item)
     for round_ in rounds:
-        if len(round_) == 1:
-            hazard_id, change, at = round_[0]
-            await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
-            continue
-        await session.execute(
-            sa.text(_APPLY_CHANGES),
-            {
-                "ids": [h for h, _, _ in round_],
-                "ats": [at for _, _, at in round_],
-                "notes": [c.notes for _, c, _ in round_],
-                "agencies": [c.agency for _, c, _ in round_],
-                "set_expected": [c.expected is not None or c.clear_expected for _, c, _ in round_],
-                "expected": [c.expected for _, c, _ in round_],
-            },
-        )
+        closes = [item for item in round_ if item[1].closes]
+        plain = [item for item in round_ if not item[1].closes]
+        for group, vectorised in ((closes, _apply_closes), (plain, _apply_plain)):
+            if len(group) == 1:
+                hazard_id, change, at = group[0]
+                await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
+            elif group:
+                await vectorised(session, group)
+
+
+async def _apply_closes(session: AsyncSession, changes: Sequence[Change]) -> None:
+    ids, ats = [h for h, _, _ in changes], [at for _, _, at in changes]
+    await session.execute(
+        sa.text(_APPLY_CLOSES),
+        {
+            "ids": ids,
+            "ats": ats,
+            "notes": [c.notes for _, c, _ in changes],
+            "agencies": [c.agency for _, c, _ in changes],
+        },
+    )
+    await session.execute(sa.text(_CLOSE_DUPLICATES), {"ids": ids, "ats": ats})
+
+
+async def _apply_plain(session: AsyncSession, changes: Sequence[Change]) -> None:
+    await session.execute(
+        sa.text(_APPLY_CHANGES),
+        {
+            "ids": [h for h, _, _ in changes],
+            "ats": [at for _, _, at in changes],
+            "notes": [c.notes for _, c, _ in changes],
+            "agencies": [c.agency for _, c, _ in changes],
+            "set_expected": [c.expected is not None or c.clear_expected for _, c, _ in changes],
+            "expected": [c.expected for _, c, _ in changes],
+        },
+    )
 
 
 async def apply_status_change(

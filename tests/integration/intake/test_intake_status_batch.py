@@ -102,6 +102,56 @@ async def test_a_batch_of_changes_equals_applying_them_one_by_one(intake_app: Ap
     assert by_id[plain][1] == "closed"
     assert by_id[plain][3] == "Fire"
     assert by_id[single][2] == "referred"
-    # Before the close: one round of 3; the close and its duplicates: 2; after it: rounds of 4 and 1.
+    # A linked report changes in the batch, so each close is a barrier (found by one query): before
+    # the close one round of 3; the close and its duplicates: 2; after it: rounds of 4 and 1.
     assert sequential_statements == len(changes) + 1  # the close also settles its duplicates
-    assert batched_statements == 1 + 2 + 2
+    assert batched_statements == 1 + 1 + 2 + 2
+
+
+async def test_closes_in_a_batch_go_together_when_no_linked_report_changes_in_it(
+    intake_app: AppFactory,
+) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    async with intake_app(outbox={"enabled": False}, broker=False) as (app, client):
+        ids: list[uuid.UUID] = []
+        # Four originals far apart, each with a report linked to it as a duplicate.
+        for i in range(4):
+            for _ in range(2):
+                body = report(location={"building_id": f"ly01-b002{i}", "lat": LAT + 0.002 * i})
+                response = await client.post("/api/v1/hazards", json=body, headers=auth("tok-gm1"))
+                assert response.status_code == 201, response.text
+                ids.append(uuid.UUID(response.json()["hazard_id"]))
+        a, b, c, d = ids[0::2]
+
+        def at(minutes: int) -> datetime:
+            return t0 + timedelta(minutes=minutes)
+
+        changes = [
+            (a, StatusChange(notes="dispatched", agency="Fire", expected=at(60)), at(1)),
+            (b, StatusChange(notes="fixed on site", closes=True), at(1)),
+            (a, StatusChange(notes="closed", closes=True), at(9)),
+            (c, StatusChange(notes="dispatched", agency="Police", expected=at(90)), at(2)),
+            (d, StatusChange(notes="closed", agency="Fire", closes=True), at(3)),
+            (c, StatusChange(notes="closed", closes=True), at(8)),
+            (b, StatusChange(notes="late dispatch", agency="Police", expected=at(500)), at(0)),
+            (d, StatusChange(notes="closed again", closes=True), at(4)),
+        ]
+
+        async def one_by_one(session: Any) -> None:
+            for hazard_id, change, moment in changes:
+                await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
+
+        async def batched(session: Any) -> None:
+            await repo.apply_status_changes(session, changes)
+
+        expected, _ = await view_after(app, ids, one_by_one)
+        got, statements = await view_after(app, ids, batched)
+
+    assert got == expected
+    assert all(row[1] == "closed" for row in got)
+    by_id = {row[0]: row for row in got}
+    assert by_id[d][5] == at(3), "closed once: a second close keeps the first closing time"
+    assert by_id[ids[1]][2] == f"Closed with request {a}, which this report duplicated."
+    # The check for linked reports; round 1: 2 closes (one statement, one for their duplicates) and 2
+    # others (one); round 2: 3 closes (two) and b's late change alone (one).
+    assert statements == 1 + (2 + 1) + (2 + 1)
