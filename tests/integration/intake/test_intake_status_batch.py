@@ -50,6 +50,21 @@ async def view_after(
     return [tuple(row) for row in rows], applied
 
 
+async def both_ways(
+    app: FastAPI, hazard_ids: list[uuid.UUID], changes: list[repo.Change]
+) -> tuple[tuple[list[tuple[Any, ...]], int], tuple[list[tuple[Any, ...]], int]]:
+    """The rows and statements after applying ``changes`` one by one, then (from the same start) as a batch."""
+
+    async def one_by_one(session: Any) -> None:
+        for hazard_id, change, moment in changes:
+            await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
+
+    async def batched(session: Any) -> None:
+        await repo.apply_status_changes(session, changes)
+
+    return await view_after(app, hazard_ids, one_by_one), await view_after(app, hazard_ids, batched)
+
+
 async def test_a_batch_of_changes_equals_applying_them_one_by_one(intake_app: AppFactory) -> None:
     t0 = datetime.now(UTC).replace(microsecond=0)
     async with intake_app(outbox={"enabled": False}, broker=False) as (app, client):
@@ -82,16 +97,7 @@ async def test_a_batch_of_changes_equals_applying_them_one_by_one(intake_app: Ap
             (plain, StatusChange(notes="acknowledged"), at(7)),
         ]
         ids = [closing, duplicate, reordered, single, plain]
-
-        async def one_by_one(session: Any) -> None:
-            for hazard_id, change, moment in changes:
-                await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
-
-        async def batched(session: Any) -> None:
-            await repo.apply_status_changes(session, changes)
-
-        expected, sequential_statements = await view_after(app, ids, one_by_one)
-        got, batched_statements = await view_after(app, ids, batched)
+        (expected, sequential_statements), (got, batched_statements) = await both_ways(app, ids, changes)
 
     assert got == expected
     by_id = {row[0]: row for row in got}
@@ -136,16 +142,7 @@ async def test_closes_in_a_batch_go_together_when_no_linked_report_changes_in_it
             (b, StatusChange(notes="late dispatch", agency="Police", expected=at(500)), at(0)),
             (d, StatusChange(notes="closed again", closes=True), at(4)),
         ]
-
-        async def one_by_one(session: Any) -> None:
-            for hazard_id, change, moment in changes:
-                await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
-
-        async def batched(session: Any) -> None:
-            await repo.apply_status_changes(session, changes)
-
-        expected, _ = await view_after(app, ids, one_by_one)
-        got, statements = await view_after(app, ids, batched)
+        (expected, _), (got, statements) = await both_ways(app, ids, changes)
 
     assert got == expected
     assert all(row[1] == "closed" for row in got)

@@ -44,37 +44,54 @@ async def _reported(conn: Any) -> int:
     return int(value or 0)
 
 
-async def test_a_mark_made_during_a_refresh_keeps_its_day_dirty_and_never_waits_for_the_refresh(
-    database_factory: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = await database_factory(template=None, prefix="reporting_marks")
-    await migrate(url, services=("reporting",))
-    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
-    recomputed, release = asyncio.Event(), asyncio.Event()
-    clear_marks = repository._clear_marks
+class HeldRefresh:
+    """A refresh that stops after recomputing, before clearing the marks, until released."""
 
-    async def held_clear(*args: Any, **kwargs: Any) -> None:
-        # The refresh has read the marks and recomputed the day from the facts it could see.
-        recomputed.set()
-        await release.wait()
-        await clear_marks(*args, **kwargs)
+    def __init__(self, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.engine = engine
+        self.recomputed, self.release = asyncio.Event(), asyncio.Event()
+        clear_marks = repository._clear_marks
 
-    monkeypatch.setattr(repository, "_clear_marks", held_clear)
-    try:
-        async with engine.begin() as conn:
-            await _add_hazard(conn)
+        async def held_clear(*args: Any, **kwargs: Any) -> None:
+            # The refresh has read the marks and recomputed the day from the facts it could see.
+            self.recomputed.set()
+            await self.release.wait()
+            await clear_marks(*args, **kwargs)
+
+        monkeypatch.setattr(repository, "_clear_marks", held_clear)
+
+    async def start(self) -> asyncio.Task[int]:
+        """Start the refresh; returns once it has recomputed and waits to clear the marks."""
 
         async def refresh() -> int:
-            async with engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 return await repository.refresh_rollup(conn)
 
         task = asyncio.create_task(refresh())
-        await asyncio.wait_for(recomputed.wait(), timeout=30)
+        await asyncio.wait_for(self.recomputed.wait(), timeout=30)
+        return task
+
+
+async def _migrated_engine(database_factory: Any, prefix: str) -> Any:
+    url = await database_factory(template=None, prefix=prefix)
+    await migrate(url, services=("reporting",))
+    return create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
+
+
+async def test_a_mark_made_during_a_refresh_keeps_its_day_dirty_and_never_waits_for_the_refresh(
+    database_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await _migrated_engine(database_factory, "reporting_marks")
+    held = HeldRefresh(engine, monkeypatch)
+    try:
+        async with engine.begin() as conn:
+            await _add_hazard(conn)
+        task = await held.start()
         # A consumer commits a new fact of that day meanwhile; marking does not wait for the
         # refresh (it used to: the refresh deleted the mark first and held it until its commit).
         async with engine.begin() as consumer:
             await asyncio.wait_for(_add_hazard(consumer), timeout=5)
-        release.set()
+        held.release.set()
         assert await asyncio.wait_for(task, timeout=30) == 1
 
         async with engine.begin() as conn:
@@ -93,39 +110,24 @@ async def test_a_mark_made_during_a_refresh_keeps_its_day_dirty_and_never_waits_
 async def test_a_day_that_keeps_changing_is_only_as_stale_as_its_changes_since_the_last_refresh(
     database_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = await database_factory(template=None, prefix="reporting_marks_age")
-    await migrate(url, services=("reporting",))
-    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
-    recomputed, release = asyncio.Event(), asyncio.Event()
-    clear_marks = repository._clear_marks
-
-    async def held_clear(*args: Any, **kwargs: Any) -> None:
-        recomputed.set()
-        await release.wait()
-        await clear_marks(*args, **kwargs)
+    engine = await _migrated_engine(database_factory, "reporting_marks_age")
+    held = HeldRefresh(engine, monkeypatch)
 
     async def marked_at(conn: Any) -> Any:
         return (await conn.execute(sa.text("SELECT marked_at FROM reporting.rollup_dirty"))).scalar_one()
 
-    monkeypatch.setattr(repository, "_clear_marks", held_clear)
     try:
         async with engine.begin() as conn:
             await _add_hazard(conn)
             first = await marked_at(conn)
         await asyncio.sleep(0.5)
-
-        async def refresh() -> int:
-            async with engine.begin() as conn:
-                return await repository.refresh_rollup(conn)
-
-        task = asyncio.create_task(refresh())
-        await asyncio.wait_for(recomputed.wait(), timeout=30)
+        task = await held.start()
         # Under steady load the day is marked again during every refresh, so it is never clean.
         async with engine.begin() as consumer:
             await _add_hazard(consumer)
             changed_at = (await consumer.execute(sa.text("SELECT now()"))).scalar_one()
             assert await marked_at(consumer) == first, "a mark keeps the oldest unrefreshed change"
-        release.set()
+        held.release.set()
         assert await asyncio.wait_for(task, timeout=30) == 1
 
         async with engine.begin() as conn:
