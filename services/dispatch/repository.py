@@ -323,16 +323,39 @@ async def list_dispatches(
 
 # ---------------------------------------------------------------- timers
 
+# Claiming locks the dispatches first (skipping those another transaction holds: an
+# acknowledgement, a return, another replica's pass), then every due timer of the dispatches it
+# holds. Locking timer and dispatch rows together (``FOR UPDATE OF t, d SKIP LOCKED`` over the
+# join) let two passes split one dispatch: one locked the receipt timer and then failed to lock
+# the dispatch, the other got the dispatch with only the escalation timer, fired the escalation
+# without declaring the dispatch overdue, and an acknowledgement a moment later counted as on time
+# (seen once in a thousand races). Everyone who writes timers holds their dispatch first, so the
+# second statement never waits.
+_CLAIM_DISPATCHES = sa.text(
+    """
+    with due as (
+        select t.dispatch_id, min(t.due_at) as first_due
+        from dispatch.timers t
+        where t.fired_at is null and t.due_at <= :now
+        group by t.dispatch_id
+        order by first_due
+        limit :limit
+    )
+    select d.dispatch_id
+    from dispatch.dispatches d join due on due.dispatch_id = d.dispatch_id
+    order by due.first_due
+    for update of d skip locked
+    """
+)
 _CLAIM = sa.text(
     """
     select t.id, t.kind, t.level, t.target, t.due_at, t.dispatch_id,
            d.hazard_id, d.department_id, d.status, d.receipt_deadline, d.overdue_at
     from dispatch.timers t
     join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
-    where t.fired_at is null and t.due_at <= :now
+    where t.dispatch_id = any(cast(:ids as uuid[])) and t.fired_at is null and t.due_at <= :now
     order by t.due_at, t.level
-    limit :limit
-    for update of t, d skip locked
+    for update of t
     """
 )
 
@@ -346,8 +369,14 @@ class Claimed:
 
 
 async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
-    """Lock up to `limit` due, unfired timers and their dispatches; rows another replica holds are skipped."""
-    rows = await session.execute(_CLAIM, {"now": now, "limit": limit})
+    """Lock up to `limit` dispatches with due, unfired timers, and all those timers.
+
+    Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
+    """
+    ids = (await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars().all()
+    if not ids:
+        return []
+    rows = await session.execute(_CLAIM, {"now": now, "ids": list(ids)})
     return [
         Claimed(
             timer=domain.DueTimer(
