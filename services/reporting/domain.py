@@ -407,20 +407,28 @@ def histogram_median(buckets: Iterable[tuple[int, int, float]]) -> float | None:
         slot = merged.setdefault(bucket, [0, 0.0])
         slot[0] += n
         slot[1] += total
-    count = int(sum(n for n, _ in merged.values()))
+    keys = list(merged)
+    return merged_median(keys, [int(merged[b][0]) for b in keys], [merged[b][1] for b in keys])
+
+
+def merged_median(buckets: Sequence[int], ns: Sequence[int], totals: Sequence[float]) -> float | None:
+    """histogram_median of a histogram whose buckets are each given once, in any order, as columns
+    (a summary locates thousands of them: no tuples, no merging)."""
+    count = sum(ns)
     if count == 0:
         return None
-
-    def at(rank: int) -> float:
-        seen = 0
-        for bucket in sorted(merged):
-            n, total = merged[bucket]
-            if rank < seen + n:
-                return total / n
-            seen += int(n)
-        raise AssertionError("rank beyond the histogram")  # pragma: no cover
-
-    return (at((count - 1) // 2) + at(count // 2)) / 2
+    low, high = (count - 1) // 2, count // 2
+    seen = 0
+    lower = 0.0
+    # Positions in bucket order (sorting ints, not (bucket, n, total) tuples).
+    for i in sorted(range(len(buckets)), key=buckets.__getitem__):
+        n = ns[i]
+        if seen <= low < seen + n:
+            lower = totals[i] / n
+        if high < seen + n:  # low <= high: the lower one is found by now
+            return (lower + totals[i] / n) / 2
+        seen += n
+    raise AssertionError("rank beyond the histogram")  # pragma: no cover
 
 
 # ---------------------------------------------------------------- periods

@@ -122,11 +122,15 @@ def figures(counts: Counts) -> dict[str, Any]:
     return out
 
 
-def comparison(counts: Counts, period: Period) -> dict[str, Any]:
-    """The rates of a comparison period, with its dates and the counts behind them."""
+def period_dates(period: Period) -> dict[str, str]:
+    """A period's first and last day, as the summary shows them."""
+    return {"from": period.start.isoformat(), "to": period.end.isoformat()}
+
+
+def comparison(counts: Counts, dates: dict[str, str]) -> dict[str, Any]:
+    """The rates of a comparison period, with its dates (``period_dates``) and the counts behind them."""
     return {
-        "from": period.start.isoformat(),
-        "to": period.end.isoformat(),
+        **dates,
         **domain.rates(counts),
         "dispatched": counts.dispatched,
         "reported": counts.reported,
@@ -196,19 +200,9 @@ async def summary(
         total_counts = results[3]
     keys = sorted({key for key, _ in counts} | set(group_medians))
 
-    # comparison()'s dates, formatted once rather than for each of thousands of groups.
-    dates = {p: {"from": p.start.isoformat(), "to": p.end.isoformat()} for p in (previous, last_year)}
+    # The comparison periods' dates, formatted once rather than for each of thousands of groups.
+    previous_dates, last_year_dates = period_dates(previous), period_dates(last_year)
     none = Counts()
-
-    def compared(counts: Counts, period: Period) -> dict[str, Any]:
-        """comparison(counts, period), the same keys in the same order."""
-        return {
-            **dates[period],
-            **domain.rates(counts),
-            "dispatched": counts.dispatched,
-            "reported": counts.reported,
-            "closed": counts.closed,
-        }
 
     def row(key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any]) -> dict[str, Any]:
         ack, rect = meds.get(key, (None, None))
@@ -216,8 +210,8 @@ async def summary(
             **figures(by.get((key, 0), none)),
             "median_minutes_to_acknowledge": _round(ack),
             "median_hours_to_rectify": _round(rect),
-            "previous_period": compared(by.get((key, 1), none), previous),
-            "year_earlier": compared(by.get((key, 2), none), last_year),
+            "previous_period": comparison(by.get((key, 1), none), previous_dates),
+            "year_earlier": comparison(by.get((key, 2), none), last_year_dates),
         }
 
     name = labeller(reference, group_by)
@@ -228,8 +222,8 @@ async def summary(
         "group_by": group_by,
         "filters": {"community": filters.community_id, "category": filters.category},
         "as_of": now.isoformat(),
-        "previous_period": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
-        "year_earlier": {"from": last_year.start.isoformat(), "to": last_year.end.isoformat()},
+        "previous_period": dict(previous_dates),
+        "year_earlier": dict(last_year_dates),
         "groups": groups,
         "totals": row("all", total_counts, total_medians),
     }

@@ -958,7 +958,7 @@ async def _exact_medians(
 
 # A period's histogram rows of one grouping merged per (key, bucket); each group's buckets leave
 # the database as one row, packed in one bytea (bucket, n, total: the types' binary send forms),
-# and its median is located here (merged_median): sorting the merged rows by group and bucket and
+# and its median is located here (domain.merged_median): sorting the merged rows by group and bucket and
 # two running sums over them cost the database more than the merge, and one bytes value per group
 # costs the client less to decode than three arrays. One such SELECT per grouping (a summary's
 # groups and its total), joined by UNION ALL.
@@ -981,28 +981,6 @@ def _unpacker(buckets: int) -> struct.Struct:
     return struct.Struct(">" + "hqd" * buckets)
 
 
-def merged_median(buckets: Sequence[int], ns: Sequence[int], totals: Sequence[float]) -> float | None:
-    """domain.histogram_median of a merged histogram (each bucket once, in any order): the middle
-    value(s) located by cumulative count in bucket order, each read as its bucket's mean; the same
-    float operations, so the same result."""
-    count = sum(ns)
-    if count == 0:
-        return None
-    low, high = (count - 1) // 2, count // 2
-    seen = 0
-    lower = 0.0
-    # Positions in bucket order (sorting ints, not (bucket, n, total) tuples: thousands of groups
-    # a summary, and every tuple is work for the garbage collector).
-    for i in sorted(range(len(buckets)), key=buckets.__getitem__):
-        n = ns[i]
-        if seen <= low < seen + n:
-            lower = totals[i] / n
-        if high < seen + n:  # low <= high: the lower one is found by now
-            return (lower + totals[i] / n) / 2
-        seen += n
-    raise AssertionError("rank beyond the histogram")  # pragma: no cover
-
-
 async def _histogram_medians(
     db: Executor, *, groupings: Sequence[str], period: Period, measure: str, schema: str
 ) -> dict[str, dict[str, float]]:
@@ -1010,7 +988,7 @@ async def _histogram_medians(
 
     As domain.histogram_median: the middle value(s) located by cumulative count, each read as the
     mean of its bucket. Merged in the database (one row per group leaves it, its buckets packed),
-    located by merged_median.
+    located by domain.merged_median.
     """
     merges: list[str] = []
     params: dict[str, Any] = {"measure": measure}
@@ -1033,7 +1011,7 @@ async def _histogram_medians(
     unit = US_PER_UNIT[measure]
     for grouping, key, packed in rows:
         flat = _unpacker(len(packed) // _BUCKET.size).unpack(packed)
-        median = merged_median(flat[0::3], flat[1::3], flat[2::3])
+        median = domain.merged_median(flat[0::3], flat[1::3], flat[2::3])
         if median is not None:
             found.setdefault(grouping, {})[key] = median / unit
     return found

@@ -1,12 +1,12 @@
 """What the summary computes outside the database gives exactly what it did before: medians located
-from merged buckets (repository.merged_median) and group labels looked up in an index
+from merged buckets (domain.merged_median, which domain.histogram_median also uses) and group labels looked up in an index
 (reports.labeller)."""
 
 from __future__ import annotations
 
 import random
 
-from services.reporting import domain, reports, repository
+from services.reporting import domain, reports
 from shared.reference import load_reference_data
 
 
@@ -31,16 +31,18 @@ def test_merged_median_is_histogram_median() -> None:
                 (domain.histogram_bucket(value, floor=1.0), rng.randint(1, 4), value * rng.randint(1, 4))
             )
         buckets, ns, totals = _merged(rows)
-        expected = domain.histogram_median(zip(buckets, ns, totals, strict=True))
-        assert expected is not None
-        assert repository.merged_median(buckets, ns, totals) == expected  # the same floats, exactly
+        # Every value stands in as its bucket's mean, in bucket order; the middle one(s) of that list.
+        means = [t / n for _, n, t in sorted(zip(buckets, ns, totals, strict=True)) for _ in range(n)]
+        expected = (means[(len(means) - 1) // 2] + means[len(means) // 2]) / 2
+        assert domain.histogram_median(rows) == expected
+        assert domain.merged_median(buckets, ns, totals) == expected  # the same floats, exactly
 
 
 def test_merged_median_of_small_histograms() -> None:
-    assert repository.merged_median([9, 5], [1, 3], [20.0, 9.0]) == 3.0  # (3 + 3) / 2, bucket 5 first
-    assert repository.merged_median([9, 5], [2, 2], [40.0, 6.0]) == (3.0 + 20.0) / 2
-    assert repository.merged_median([7], [1], [4.5]) == 4.5
-    assert repository.merged_median([], [], []) is None
+    assert domain.merged_median([9, 5], [1, 3], [20.0, 9.0]) == 3.0  # (3 + 3) / 2, bucket 5 first
+    assert domain.merged_median([9, 5], [2, 2], [40.0, 6.0]) == (3.0 + 20.0) / 2
+    assert domain.merged_median([7], [1], [4.5]) == 4.5
+    assert domain.merged_median([], [], []) is None
 
 
 def test_labeller_gives_label() -> None:
