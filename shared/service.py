@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,16 +220,23 @@ class ServiceRuntime:
         return result
 
 
-async def repeat_every(interval_s: float, step: Callable[[], Awaitable[object]], *, what: str) -> None:
-    """Run ``step`` every ``interval_s`` until cancelled; a failure is logged and the next round retries."""
+async def repeat_every(
+    interval_s: float | Callable[[float], float], step: Callable[[], Awaitable[object]], *, what: str
+) -> None:
+    """Run ``step`` every ``interval_s`` until cancelled; a failure is logged and the next round retries.
+
+    ``interval_s`` may be a function of how long the step took (seconds), for steps paced by their cost.
+    """
     while True:
+        started = time.monotonic()
         try:
             await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("%s failed, the next round retries: %s", what, exc)
-        await asyncio.sleep(interval_s)
+        took = time.monotonic() - started
+        await asyncio.sleep(interval_s(took) if callable(interval_s) else interval_s)
 
 
 async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -50,16 +48,12 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
 
     async def refresh_rollup() -> None:
         """Recompute the rollup of days touched by new events, every few seconds, paced by its cost."""
-        while True:
-            started = time.monotonic()
-            try:
-                await refresh_rollup_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A deadlock or a database away: the next round retries.
-                log.warning("rollup refresh failed, the next round retries: %s", exc)
-            await asyncio.sleep(refresh_pause_s(settings.projection, time.monotonic() - started))
+        # A deadlock or a database away: the next round retries.
+        await repeat_every(
+            lambda took: refresh_pause_s(settings.projection, took),
+            refresh_rollup_once,
+            what="rollup refresh",
+        )
 
     async def refresh_gauges() -> None:
         """Keep the Prometheus domain gauges current."""
