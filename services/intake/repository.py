@@ -63,8 +63,8 @@ class Probe:
     east: float
 
 
-# One statement for many hazards' non-closing changes: the same rule as the one-hazard update
-# below (only an open hazard's newest event changes notes, agency and expected time), over arrays.
+# One statement for many hazards' non-closing changes (only an open hazard's newest event changes
+# notes, agency and expected time), over arrays.
 # Every SET expression reads the row as it was, so ``current`` means the same in each. The
 # ``= any(ids)`` lets the rows be found by primary key: joined to the array alone, the planner
 # scanned the whole table (~7 ms a batch at 30 k reports, growing with the table).
@@ -86,7 +86,7 @@ _APPLY_CHANGES = f"""
 """
 
 
-# The closing rule of apply_status_change over arrays: the hazards themselves, then the open
+# Closing, over arrays: the hazards themselves (final: the first closing time stays), then the open
 # reports linked to them as duplicates (each names one hazard, so at most one row of u matches).
 _APPLY_CLOSES = """
     update intake.reports r set
@@ -135,7 +135,11 @@ Change = tuple[uuid.UUID, StatusChange, datetime]
 
 
 async def apply_status_changes(session: AsyncSession, changes: Sequence[Change]) -> None:
-    """Apply a batch's changes in order, as ``apply_status_change`` one by one would, in few statements.
+    """Apply a batch's changes to the Open311 view, in order, tolerating events out of order.
+
+    Closing is final: a late event of the hazard's earlier life never reopens it or overwrites its
+    closing notes; among the others only an event newer than the last one applied changes the
+    notes, the agency and the expected time.
 
     Round k holds each hazard's k-th change, so no hazard appears twice in one statement and each
     hazard's changes still apply in the order given; a round is a statement over arrays for its
@@ -178,12 +182,10 @@ async def _apply_rounds(session: AsyncSession, changes: Sequence[Change]) -> Non
     for round_ in rounds:
         closes = [item for item in round_ if item[1].closes]
         plain = [item for item in round_ if not item[1].closes]
-        for group, vectorised in ((closes, _apply_closes), (plain, _apply_plain)):
-            if len(group) == 1:
-                hazard_id, change, at = group[0]
-                await apply_status_change(session, hazard_id=hazard_id, change=change, at=at)
-            elif group:
-                await vectorised(session, group)
+        if closes:
+            await _apply_closes(session, closes)
+        if plain:
+            await _apply_plain(session, plain)
 
 
 async def _apply_closes(session: AsyncSession, changes: Sequence[Change]) -> None:
@@ -212,57 +214,6 @@ async def _apply_plain(session: AsyncSession, changes: Sequence[Change]) -> None
             "expected": [c.expected for _, c, _ in changes],
         },
     )
-
-
-async def apply_status_change(
-    session: AsyncSession, *, hazard_id: uuid.UUID, change: StatusChange, at: datetime
-) -> None:
-    """Apply one event's change to the Open311 view of its hazard, tolerating events out of order.
-
-    Closing is final: a late event of the hazard's earlier life never reopens it or overwrites
-    its closing notes; among the others only an event newer than the last one applied changes
-    the notes, the agency and the expected time.
-    """
-    bump = {
-        "last_event_at": sa.func.greatest(reports.c.last_event_at, at),
-        "updated_datetime": sa.func.greatest(reports.c.updated_datetime, at),
-    }
-    if change.closes:
-        values: dict[str, Any] = {
-            "status": "closed",
-            "closed_at": sa.func.coalesce(reports.c.closed_at, at),
-            "status_notes": change.notes,
-            "expected_datetime": None,
-            "agency_responsible": sa.func.coalesce(change.agency, reports.c.agency_responsible),
-            **bump,
-        }
-        await session.execute(sa.update(reports).where(reports.c.hazard_id == hazard_id).values(**values))
-        # Reports linked to it as duplicates are settled with it.
-        await session.execute(
-            sa.update(reports)
-            .where(reports.c.duplicate_of == hazard_id, reports.c.status == "open")
-            .values(
-                status="closed",
-                closed_at=at,
-                status_notes=f"Closed with request {hazard_id}, which this report duplicated.",
-                expected_datetime=None,
-                **bump,
-            )
-        )
-        return
-    current = sa.and_(
-        reports.c.status == "open",
-        sa.or_(reports.c.last_event_at.is_(None), reports.c.last_event_at <= at),
-    )
-    values = {"status_notes": sa.case((current, change.notes), else_=reports.c.status_notes), **bump}
-    if change.agency is not None:
-        values["agency_responsible"] = sa.case((current, change.agency), else_=reports.c.agency_responsible)
-    if change.expected is not None or change.clear_expected:
-        values["expected_datetime"] = sa.case(
-            (current, sa.literal(change.expected, sa.DateTime(timezone=True))),
-            else_=reports.c.expected_datetime,
-        )
-    await session.execute(sa.update(reports).where(reports.c.hazard_id == hazard_id).values(**values))
 
 
 _REQUEST_COLUMNS = (

@@ -8,15 +8,64 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import repository as repo
 from services.intake.domain import StatusChange
+from services.intake.tables import reports
 from tests.integration.intake.intake_helpers import LAT, AppFactory, auth, report
 
 COLUMNS = (
     "hazard_id, status, status_notes, agency_responsible, expected_datetime, closed_at, "
     "last_event_at, updated_datetime"
 )
+
+
+async def one_change(
+    session: AsyncSession, *, hazard_id: uuid.UUID, change: StatusChange, at: datetime
+) -> None:
+    """The reference: one event's change, one hazard at a time, as intake applied them until the
+    batch statements replaced it (the same rule written as single-row SQLAlchemy updates)."""
+    bump = {
+        "last_event_at": sa.func.greatest(reports.c.last_event_at, at),
+        "updated_datetime": sa.func.greatest(reports.c.updated_datetime, at),
+    }
+    if change.closes:
+        values: dict[str, Any] = {
+            "status": "closed",
+            "closed_at": sa.func.coalesce(reports.c.closed_at, at),
+            "status_notes": change.notes,
+            "expected_datetime": None,
+            "agency_responsible": sa.func.coalesce(change.agency, reports.c.agency_responsible),
+            **bump,
+        }
+        await session.execute(sa.update(reports).where(reports.c.hazard_id == hazard_id).values(**values))
+        # Reports linked to it as duplicates are settled with it.
+        await session.execute(
+            sa.update(reports)
+            .where(reports.c.duplicate_of == hazard_id, reports.c.status == "open")
+            .values(
+                status="closed",
+                closed_at=at,
+                status_notes=f"Closed with request {hazard_id}, which this report duplicated.",
+                expected_datetime=None,
+                **bump,
+            )
+        )
+        return
+    current = sa.and_(
+        reports.c.status == "open",
+        sa.or_(reports.c.last_event_at.is_(None), reports.c.last_event_at <= at),
+    )
+    values = {"status_notes": sa.case((current, change.notes), else_=reports.c.status_notes), **bump}
+    if change.agency is not None:
+        values["agency_responsible"] = sa.case((current, change.agency), else_=reports.c.agency_responsible)
+    if change.expected is not None or change.clear_expected:
+        values["expected_datetime"] = sa.case(
+            (current, sa.literal(change.expected, sa.DateTime(timezone=True))),
+            else_=reports.c.expected_datetime,
+        )
+    await session.execute(sa.update(reports).where(reports.c.hazard_id == hazard_id).values(**values))
 
 
 async def view_after(
@@ -57,7 +106,7 @@ async def both_ways(
 
     async def one_by_one(session: Any) -> None:
         for hazard_id, change, moment in changes:
-            await repo.apply_status_change(session, hazard_id=hazard_id, change=change, at=moment)
+            await one_change(session, hazard_id=hazard_id, change=change, at=moment)
 
     async def batched(session: Any) -> None:
         await repo.apply_status_changes(session, changes)
