@@ -90,7 +90,10 @@ def subscribe_lifecycle(
 
     Offsets are committed (``ack``) only after the batch's transaction committed;
     on a transient failure the batch is rewound (``nack``) and fetched again after a pause.
+    After a batch that was not full the subscriber waits ``batch_linger_ms`` before taking the
+    next, so a consumer that keeps up still works in batches of many records.
     """
+    linger_s = settings.batch_linger_ms / 1000
     subscriber = broker.subscriber(
         settings.lifecycle_topic,
         group_id=group_id,
@@ -123,6 +126,8 @@ def subscribe_lifecycle(
             return
         await msg.ack()
         _record_lag(msg, records, consumer.service)
+        if linger_s and len(records) < settings.max_batch:
+            await asyncio.sleep(linger_s)
 
     return subscriber
 

@@ -6,6 +6,7 @@ the real broker in tests/integration/shared/test_consumer.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,3 +57,35 @@ def test_subscriber_uses_the_configured_fetch_wait_and_batching() -> None:
     # FastStream keeps the aiokafka consumer's arguments here until it starts the consumer.
     assert subscriber._connection_args["fetch_max_wait_ms"] == 250
     assert subscriber.max_records == 123
+
+
+async def test_subscriber_lingers_after_a_batch_that_was_not_full() -> None:
+    """A consumer that keeps up waits a little before its next fetch, so records gather into larger batches."""
+    settings = _settings().model_copy(update={"batch_linger_ms": 300, "max_batch": 2})
+    broker = create_broker(settings, service="fake")
+    consumer = FakeConsumer()
+    subscribe_lifecycle(broker, consumer, settings, group_id="g", description="d")  # type: ignore[arg-type]
+    async with TestKafkaBroker(broker) as test_broker:
+        # The in-memory broker runs the handler inside publish: its time includes the linger.
+        started = time.monotonic()
+        await test_broker.publish(b"one record: less than max_batch", "life")
+        small = time.monotonic() - started
+        started = time.monotonic()
+        await test_broker.publish_batch(b"first", b"second", topic="life")
+        full = time.monotonic() - started
+    assert consumer.batches == [[b"one record: less than max_batch"], [b"first", b"second"]]
+    assert small >= 0.3
+    assert full < 0.3
+
+
+async def test_no_linger_when_it_is_turned_off() -> None:
+    settings = _settings().model_copy(update={"batch_linger_ms": 0})
+    broker = create_broker(settings, service="fake")
+    consumer = FakeConsumer()
+    subscribe_lifecycle(broker, consumer, settings, group_id="g", description="d")  # type: ignore[arg-type]
+    async with TestKafkaBroker(broker) as test_broker:
+        started = time.monotonic()
+        await test_broker.publish(b"alone", "life")
+        took = time.monotonic() - started
+    assert consumer.batches == [[b"alone"]]
+    assert took < 0.1
