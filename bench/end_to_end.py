@@ -3,7 +3,8 @@
 One run on one machine (``tests.support.system.System``: real PostgreSQL with fsync on, Tansu,
 the four services as processes, broker traffic direct, no proxy):
 
-1. the raw ceiling on the same broker and database (``bench.raw_ceiling``);
+1. the raw ceiling on the same broker and database (``bench.raw_ceiling``), and what the
+   reliability patterns alone cost per event there (``bench.pattern_floor``);
 2. throughput: the load generator offers as much as intake accepts for ``--duration`` s
    (mostly offline batches of 100-500, the peak a campaign's phones produce when they sync);
    the rate is every accepted hazard divided by the time from the first send until the last
@@ -33,9 +34,10 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from bench import raw_ceiling
+from bench import pattern_floor, raw_ceiling
 from bench.cpu import CpuMeter, system_parts
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, Principal, items_of, percentile
 from shared.events import parse_event
@@ -348,6 +350,41 @@ async def _rows_written(dsn: str) -> int:
         await conn.close()
 
 
+async def _event_counters(client: httpx.AsyncClient, system: Any) -> dict[str, float]:
+    """Events applied and published so far, summed over the services (their own Prometheus counters)."""
+    totals = {"applied": 0.0, "published": 0.0}
+    for name in system.service_names:
+        text = (await client.get(system.url(name) + "/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "hazard_events_consumed_total"
+                    and sample.labels.get("outcome") == "applied"
+                ):
+                    totals["applied"] += sample.value
+                elif sample.name == "hazard_outbox_published_total":
+                    totals["published"] += sample.value
+    return totals
+
+
+def patterns_share(work: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """CPU ms per hazard the reliability patterns alone take, at this run's work per hazard.
+
+    ``floor`` is ``bench.pattern_floor``'s measurement on the same broker and database: the CPU
+    (consumer, PostgreSQL, broker) of applying one event with a handler that does nothing, and of
+    publishing one through the outbox. Events a consumer skips by their type header, and intake's
+    HTTP handling, are left out, so this is a lower bound.
+    """
+    applied, published = work["events_applied"], work["events_published"]
+    consume = floor["consume"]["cpu_ms_per_event"]["total"]
+    publish = sum(v for k, v in floor["cpu_ms_per_published_event"].items() if k != "total")
+    return {
+        "cpu_ms_per_applied_event": consume,
+        "cpu_ms_per_published_event": round(publish, 4),
+        "cpu_ms_per_hazard": round(applied * consume + published * publish, 3),
+    }
+
+
 def infrastructure_floor(work: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
     """What the broker and the database alone would allow, priced at this machine's raw ceiling.
 
@@ -416,6 +453,7 @@ async def throughput_phase(
         try:
             records_before = (await follower.catch_up()).records
             rows_before = await _rows_written(system.postgres.dsn())
+            events_before = await _event_counters(client, system)
             cpu_before = meter.snapshot()
             await generator.run_max(duration_s=duration_s, chunk=1000)
             sent_done = time.time()
@@ -423,6 +461,7 @@ async def throughput_phase(
             cpu_after = meter.snapshot()
             await asyncio.sleep(1.5)  # PostgreSQL publishes its table counters about once a second
             rows_after = await _rows_written(system.postgres.dsn())
+            events_after = await _event_counters(client, system)
         finally:
             await poller.stop()
     result = generator.result
@@ -460,6 +499,13 @@ async def throughput_phase(
             "records_produced": round((facts.records - records_before) / max(1, len(accepted)), 2),
             "consumer_groups": len(system.service_names),
             "rows_written": round((rows_after - rows_before) / max(1, len(accepted)), 2),
+            # Summed over the services: each applies the event types it is interested in.
+            "events_applied": round(
+                (events_after["applied"] - events_before["applied"]) / max(1, len(accepted)), 2
+            ),
+            "events_published": round(
+                (events_after["published"] - events_before["published"]) / max(1, len(accepted)), 2
+            ),
         },
         # What the CPU alone allows: every core busy with this code and nothing else.
         "cpu_bound_hazards_per_s": round((os.cpu_count() or 1) * 1000 / system_ms, 1) if system_ms else None,
@@ -560,6 +606,7 @@ def run(
     concurrency: int = 8,
     ceiling_messages: int = 200_000,
     ceiling_rows: int = 100_000,
+    floor_events: int = 50_000,
     drain_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """Start the system, measure everything, stop it; return the figures."""
@@ -574,6 +621,9 @@ def run(
                 system.bootstrap_servers, system.postgres.dsn(), messages=ceiling_messages, rows=ceiling_rows
             )
         )
+        kafka, postgres = system.kafka, system.postgres
+        assert kafka is not None
+        floor = asyncio.run(pattern_floor.run(kafka, postgres, events=floor_events))
         latency, throughput = asyncio.run(
             _phases(
                 system,
@@ -590,6 +640,7 @@ def run(
     e2e = throughput.get("end_to_end_hazards_per_s")
     if throughput.get("work_per_hazard"):
         throughput["infrastructure_floor"] = infrastructure_floor(throughput["work_per_hazard"], ceiling)
+        throughput["patterns_share"] = patterns_share(throughput["work_per_hazard"], floor)
     ratio = {}
     if e2e:
         ratio = {
@@ -602,6 +653,7 @@ def run(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
         "raw_ceiling": ceiling,
+        "pattern_floor": floor,
         "throughput": throughput,
         "ratio_to_raw_ceiling": ratio,
         "latency": latency,

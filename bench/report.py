@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import raw_ceiling
+from bench import pattern_floor, raw_ceiling
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -24,6 +24,22 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _pattern_floor_lines(floor: dict[str, Any] | None) -> list[str]:
+    if not floor:
+        return []
+    return [
+        "## The reliability patterns alone (same broker and database, handlers that do nothing)",
+        "",
+        f"`bench.pattern_floor`: {floor['consume']['events']:,} events on the topic, applied with the services' "
+        "own consumer (batch subscriber, parse, inbox insert, one transaction and offset commit per batch) "
+        "and a handler that does nothing; then again with a handler that publishes one event for each "
+        "(outbox insert, relay, publish, delete). CPU per event, from the first batch committed to the last.",
+        "",
+        pattern_floor.table(floor),
+        "",
+    ]
+
+
 def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
     """Markdown lines for the end-to-end figures."""
     t, lat, acc = e2e["throughput"], e2e["latency"], e2e["throughput"]["accounting"]
@@ -32,6 +48,7 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
         "",
         raw_ceiling.table(e2e["raw_ceiling"]),
         "",
+        *_pattern_floor_lines(e2e.get("pattern_floor")),
         "## End to end: intake → dispatch → tracking → reporting",
         "",
         "| what | figure |",
@@ -85,6 +102,17 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             "the whole machine doing only that), the broker and database work alone takes "
             f"{floor['machine_ms_per_hazard']} machine-ms per hazard: at most "
             f"**{_fmt(floor['hazards_per_s'])} hazards/s** even if the services' own code cost nothing.",
+        ]
+    share = t.get("patterns_share")
+    if work and share:
+        lines += [
+            "",
+            f"The reliability patterns alone (section above) take {share['cpu_ms_per_applied_event']} CPU-ms "
+            f"per event applied and {share['cpu_ms_per_published_event']} per event published. This run "
+            f"applied {work['events_applied']} events per hazard (summed over the services) and published "
+            f"{work['events_published']}: **{share['cpu_ms_per_hazard']} CPU-ms per hazard** before any "
+            "service does its own work (intake's HTTP handling and the events a consumer skips by type "
+            "left out).",
         ]
     lines += [
         "",

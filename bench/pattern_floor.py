@@ -1,0 +1,263 @@
+"""The cost of the reliability patterns alone: lifecycle events consumed and published by handlers that do nothing else.
+
+Every service pays, for each event it applies: the fetch from the broker, FastStream's batch
+handling, parsing and validating the event, the inbox insert, the transaction's commit and the
+offset commit. For each event it publishes it pays the outbox insert, the relay's read, the
+publish and the delete. This benchmark measures those costs with the services' own shared code
+(``EventConsumer``, ``subscribe_lifecycle``, ``Outbox``, ``OutboxRelay``, default settings) and a
+handler that writes nothing of its own, on a private PostgreSQL and Tansu:
+
+* **consume**: N events already on the topic, applied by a handler that does nothing;
+* **consume + publish**: the same, with a handler that publishes one event for each it applies
+  (through the outbox and the relay, to another topic).
+
+CPU is counted per event, by part (the consumer's process, PostgreSQL, the broker), from the
+first batch committed to the last, so the consumer group's join is left out. The end-to-end
+benchmark's work per hazard times these costs is what the patterns alone take of a hazard's
+budget, before any service does its own work.
+
+``python -m bench.pattern_floor [--events N]``; figures are printed and written to
+``bench/results/pattern_floor.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
+
+from bench._stack import private_stack, produce_events, publish_results
+from bench.cpu import CpuMeter, Part
+from shared import events as ev
+from shared.consumer import BatchContext, EventConsumer
+from shared.db import create_engine, create_session_factory, inbox_table, outbox_table
+from shared.devstack import LocalKafka, LocalPostgres
+from shared.kafka import BrokerSender, create_broker, subscribe_lifecycle
+from shared.outbox import Outbox, OutboxRelay
+from shared.settings import DatabaseSettings, KafkaSettings, OutboxSettings
+
+PARTITIONS = 6
+
+
+def workload(n: int) -> list[ev.HazardReported]:
+    """N reported hazards shaped like intake's (the largest event type on the topic)."""
+    now = datetime.now(UTC)
+    return [
+        ev.HazardReported(
+            event_id=uuid.uuid4(),
+            occurred_at=now,
+            hazard_id=uuid.uuid4(),
+            producer="intake",
+            payload=ev.HazardReportedPayload(
+                report_id=uuid.uuid4(),
+                category="fire.corridor_blocked",
+                description="E-bikes charging in the stairwell, third floor, exit half blocked",
+                location=ev.Location(
+                    lat=22.65, lon=114.2, address="Henggang, building 12", building_id="B-12"
+                ),
+                grid_id="HG-01-01",
+                community_id="HG-01",
+                street_id="henggang",
+                reporter_id="gm-HG-01-01-1",
+                observed_at=now,
+                accepted_at=now,
+                campaign_ids=("winter-fire-2026",),
+            ),
+        )
+        for _ in range(n)
+    ]
+
+
+def _echo(event: ev.AnyEvent) -> ev.HazardDuplicateLinked:
+    """A small event caused by ``event`` (what a handler publishes, at the least)."""
+    return ev.HazardDuplicateLinked(
+        event_id=uuid.uuid4(),
+        occurred_at=event.occurred_at,
+        hazard_id=event.hazard_id,
+        producer="test",
+        causation_id=event.event_id,
+        payload=ev.HazardDuplicateLinkedPayload(
+            original_hazard_id=event.hazard_id, distance_m=0.0, same_building=True
+        ),
+    )
+
+
+async def _phase(
+    kafka: LocalKafka, postgres: LocalPostgres, *, n: int, publish: bool, meter_parts: list[Part]
+) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    service = f"floor-{tag}"
+    schema = f"floor_{tag}"
+    topic, out_topic, dead = f"floor-{tag}", f"floor-out-{tag}", f"floor-dlt-{tag}"
+    await kafka.create_topics({topic: PARTITIONS, out_topic: PARTITIONS, dead: 1})
+    metadata = sa.MetaData(schema=schema)
+    inbox, outbox_rows = inbox_table(metadata), outbox_table(metadata)
+    engine = create_engine(DatabaseSettings(url=postgres.url()), application_name="bench-floor")
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"create schema {schema}"))
+        await conn.run_sync(metadata.create_all)
+    produce_s = await produce_events(kafka.bootstrap_servers, topic, workload(n))
+
+    sessions = create_session_factory(engine)
+    settings = KafkaSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        lifecycle_topic=topic,
+        dead_letter_topic=dead,
+        idempotent_producer=False,
+        group_id=service,
+    )
+    broker: KafkaBroker = create_broker(settings, service=service)
+    sender = BrokerSender(broker)
+    outbox = Outbox(outbox_rows, default_topic=out_topic)
+    relay = OutboxRelay(
+        table=outbox_rows,
+        sessions=sessions,
+        sender=sender,
+        service=service,
+        batch_size=OutboxSettings().batch_size,
+        poll_interval_s=OutboxSettings().poll_interval_s,
+        error_backoff_s=OutboxSettings().error_backoff_s,
+    )
+
+    async def handler(ctx: BatchContext, events: Sequence[ev.AnyEvent]) -> None:
+        if publish:
+            await ctx.outbox.add(ctx.session, *[_echo(e) for e in events])
+
+    consumer = EventConsumer(
+        service=service,
+        sessions=sessions,
+        inbox=inbox,
+        outbox=outbox,
+        handler=handler,
+        sender=sender,
+        dead_letter_topic=dead,
+    )
+    subscribe_lifecycle(broker, consumer, settings, group_id=settings.group_id or "", description="floor")
+    meter = CpuMeter(meter_parts, include_self=False)
+
+    def counted() -> tuple[int, int]:
+        # The services' own counters, read in-process: polling the tables would cost the database.
+        applied = REGISTRY.get_sample_value(
+            "hazard_events_consumed_total", {"service": service, "outcome": "applied"}
+        )
+        published = REGISTRY.get_sample_value("hazard_outbox_published_total", {"service": service})
+        return int(applied or 0), int(published or 0)
+
+    first: tuple[float, dict[str, float]] | None = None
+    applied_at_first = applied = published = 0
+    await broker.start()
+    relay_task = asyncio.create_task(relay.run()) if publish else None
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            applied, published = counted()
+            if first is None and applied:
+                first = (time.perf_counter(), meter.snapshot())
+                applied_at_first = applied
+            if applied >= n and (not publish or published >= n):
+                break
+            await asyncio.sleep(0.01)
+        done = (time.perf_counter(), meter.snapshot())
+    finally:
+        await broker.stop()
+        relay.stop()
+        if relay_task is not None:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+        await engine.dispose()
+    if first is None or applied < n or (publish and published < n):
+        raise RuntimeError(f"only {applied} of {n} events applied and {published} published in time")
+    measured = n - applied_at_first
+    span = done[0] - first[0]
+    cpu = CpuMeter.per_item_ms(first[1], done[1], measured)
+    return {
+        "events": n,
+        "publishes_one_per_event": publish,
+        "produce_s": round(produce_s, 2),
+        "events_counted": measured,
+        "seconds": round(span, 2),
+        "events_per_s": round(measured / span) if span > 0 else None,
+        "cpu_ms_per_event": cpu,
+    }
+
+
+async def run(kafka: LocalKafka, postgres: LocalPostgres, *, events: int) -> dict[str, Any]:
+    """Both phases, each on its own topic, tables and consumer group."""
+    parts = [Part("consumer", os.getpid())]
+    pg_pid = postgres.pid()
+    if pg_pid is not None:
+        parts.append(Part("postgresql", pg_pid, tree=True))
+    if kafka.pid is not None:
+        parts.append(Part("broker", kafka.pid, tree=True))
+    consume = await _phase(kafka, postgres, n=events, publish=False, meter_parts=parts)
+    both = await _phase(kafka, postgres, n=events, publish=True, meter_parts=parts)
+    per_publish = {
+        part: round(both["cpu_ms_per_event"][part] - consume["cpu_ms_per_event"][part], 4)
+        for part in consume["cpu_ms_per_event"]
+    }
+    return {
+        "settings": {
+            "max_batch": KafkaSettings(bootstrap_servers="x").max_batch,
+            "batch_linger_ms": KafkaSettings(bootstrap_servers="x").batch_linger_ms,
+            "outbox_batch_size": OutboxSettings().batch_size,
+            "partitions": PARTITIONS,
+        },
+        "consume": consume,
+        "consume_and_publish": both,
+        "cpu_ms_per_published_event": per_publish,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a small Markdown table."""
+    c, b, p = result["consume"], result["consume_and_publish"], result["cpu_ms_per_published_event"]
+    parts = [k for k in c["cpu_ms_per_event"] if k not in ("load generator", "total")]
+    lines = [
+        "| CPU ms per event | " + " | ".join(parts) + " | total |",
+        "| --- |" + " ---: |" * (len(parts) + 1),
+    ]
+    for label, figures in (
+        ("applied (fetch, parse, inbox, commit)", c["cpu_ms_per_event"]),
+        ("applied and one event published", b["cpu_ms_per_event"]),
+        ("one event published (difference)", p),
+    ):
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{figures[k]:.4f}" for k in parts)
+            + f" | {sum(figures[k] for k in parts):.4f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Applied {c['events_per_s']:,} events/s alone, {b['events_per_s']:,} events/s with publishing."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a private PostgreSQL and Tansu, run both phases, print and write the results."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pattern_floor", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with private_stack("pattern_floor") as (postgres, kafka):
+        result = asyncio.run(run(kafka, postgres, events=args.events))
+    publish_results("pattern_floor", result, table(result), note="shared machine; figures are noisy")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
