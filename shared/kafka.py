@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faststream import AckPolicy
+from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -52,24 +54,58 @@ def bootstrap_list(servers: str) -> list[str]:
 
 
 class BrokerSender:
-    """Sends many messages at once and waits until the broker has confirmed all of them."""
+    """Sends many messages at once and waits until the broker has confirmed all of them.
+
+    The messages go out on the connected broker's own aiokafka producer. ``broker.publish`` would
+    wrap each one in a publish command, the middlewares and a fresh correlation id, which cost
+    more than the send itself (see ``bench/results/report.md``); every message this sender
+    carries already has its key, headers and bytes. Before the broker has connected, the sender
+    goes through ``broker.publish``, which fails the way FastStream fails then.
+    """
 
     def __init__(self, broker: KafkaBroker) -> None:
         self.broker = broker
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish without waiting message by message; then wait for every confirmation."""
-        futures = [
-            await self.broker.publish(
-                m.value,
-                m.topic,
-                key=m.key.encode() if m.key is not None else None,
-                headers=m.headers,
-                no_confirm=True,
-            )
-            for m in messages
-        ]
+        producer = connected_producer(self.broker)
+        if producer is None:
+            futures = [
+                await self.broker.publish(
+                    m.value,
+                    m.topic,
+                    key=m.key.encode() if m.key is not None else None,
+                    headers=m.headers,
+                    no_confirm=True,
+                )
+                for m in messages
+            ]
+        else:
+            futures = [
+                await producer.send(
+                    m.topic,
+                    value=m.value,
+                    key=m.key.encode() if m.key is not None else None,
+                    headers=[(name, value.encode()) for name, value in m.headers.items()],
+                )
+                for m in messages
+            ]
         await asyncio.gather(*futures)
+
+
+def connected_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    """The aiokafka producer of a connected FastStream broker, or None before it connects.
+
+    FastStream 0.7 keeps it at ``broker.config.producer._producer.producer``; an upgrade that moves
+    it makes this None (``BrokerSender`` then publishes through FastStream, slower but correct),
+    and ``tests/integration/shared/test_outbox.py`` fails so that somebody looks.
+    """
+    try:
+        # Until the broker connects, FastStream's producer state raises IncorrectState when asked.
+        producer = getattr(getattr(broker.config.producer, "_producer", None), "producer", None)
+    except IncorrectState:
+        return None
+    return producer if isinstance(producer, AIOKafkaProducer) else None
 
 
 async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
@@ -90,8 +126,10 @@ def subscribe_lifecycle(
 
     Offsets are committed (``ack``) only after the batch's transaction committed;
     on a transient failure the batch is rewound (``nack``) and fetched again after a pause.
-    After a batch that was not full the subscriber waits ``batch_linger_ms`` before taking the
-    next, so a consumer that keeps up still works in batches of many records.
+    After a batch that was not full the subscriber waits before taking the next, so that a
+    consumer that keeps up still works in batches of many records: as long as the batch took, at
+    most ``batch_linger_ms``. A cheap batch (light load) is followed by a short wait and adds
+    little latency; an expensive one (a busy machine) gathers the next batch for longer.
     """
     linger_s = settings.batch_linger_ms / 1000
     subscriber = broker.subscriber(
@@ -111,6 +149,7 @@ def subscribe_lifecycle(
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+        started = time.monotonic()
         try:
             await consumer.process(records)
         except TransientError as exc:
@@ -127,7 +166,7 @@ def subscribe_lifecycle(
         await msg.ack()
         _record_lag(msg, records, consumer.service)
         if linger_s and len(records) < settings.max_batch:
-            await asyncio.sleep(linger_s)
+            await asyncio.sleep(min(linger_s, time.monotonic() - started))
 
     return subscriber
 

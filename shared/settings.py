@@ -57,10 +57,10 @@ class KafkaSettings(_Section):
     # at 10 msgs/s, 50 ms gave 16 ms), so every hop of a hazard would wait for it. Apache Kafka
     # answers as soon as data arrives; there 500 (its default) saves idle fetches.
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
-    # After a batch smaller than max_batch, wait this long before taking the next one, so that records
-    # gather into fewer, larger batches (fewer fetches, transactions and commits for the same events).
-    # A consumer that keeps up otherwise takes whatever one fetch returned, a few dozen records, and
-    # pays every per-batch cost again: see bench/results/report.md for the measured effect.
+    # After a batch smaller than max_batch, wait as long as that batch took, at most this long, before
+    # taking the next, so that records gather into fewer, larger batches (fewer fetches, transactions
+    # and commits for the same events). A consumer that keeps up otherwise takes whatever one fetch
+    # returned, a few dozen records, and pays every per-batch cost again: see bench/results/report.md.
     batch_linger_ms: Annotated[int, Field(ge=0, le=1_000)] = 100
     retry_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2

@@ -12,7 +12,7 @@ from services.intake import tables
 from shared.db import create_engine, create_session_factory
 from shared.devstack.broker import LocalKafka
 from shared.devstack.ports import free_port
-from shared.kafka import BrokerSender, create_broker
+from shared.kafka import BrokerSender, connected_producer, create_broker
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import DatabaseSettings, KafkaSettings
 from tests.support.factories import make_event
@@ -56,6 +56,7 @@ async def test_row_committed_while_broker_is_down_is_published_when_it_returns(
     broker = create_broker(settings, service="test")
     with pytest.raises(Exception, match="Unable to bootstrap"):
         await broker.start()
+    assert connected_producer(broker) is None  # the sender goes through broker.publish, which fails
     relay = OutboxRelay(
         table=tables.outbox,
         sessions=sessions,
@@ -72,6 +73,9 @@ async def test_row_committed_while_broker_is_down_is_published_when_it_returns(
     try:
         await late_broker.create_topics({topics["lifecycle"]: 3, topics["dead_letter"]: 1})
         await broker.start()
+        # Connected, the sender publishes on aiokafka itself (a FastStream upgrade that moves the
+        # producer would silently slow every relay down: this is where it shows).
+        assert connected_producer(broker) is not None
         await relay.drain()
         records = await read_topic(late_broker.bootstrap_servers, topics["lifecycle"], expect=3)
         assert sorted(header(r, "event_id") for r in records) == sorted(str(i) for i in staged)

@@ -6,6 +6,7 @@ the real broker in tests/integration/shared/test_consumer.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -59,33 +60,50 @@ def test_subscriber_uses_the_configured_fetch_wait_and_batching() -> None:
     assert subscriber.max_records == 123
 
 
-async def test_subscriber_lingers_after_a_batch_that_was_not_full() -> None:
-    """A consumer that keeps up waits a little before its next fetch, so records gather into larger batches."""
-    settings = _settings().model_copy(update={"batch_linger_ms": 300, "max_batch": 2})
+class SlowConsumer(FakeConsumer):
+    """Takes ``seconds`` over every batch, as a real one takes its transaction's time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def process(self, records: Sequence[Any]) -> None:
+        await asyncio.sleep(self.seconds)
+        await super().process(records)
+
+
+async def _publish_timed(
+    settings: KafkaSettings, consumer: FakeConsumer, *batches: tuple[bytes, ...]
+) -> list[float]:
+    """Seconds each publish took; the in-memory broker runs the handler, linger included, inside it."""
     broker = create_broker(settings, service="fake")
-    consumer = FakeConsumer()
     subscribe_lifecycle(broker, consumer, settings, group_id="g", description="d")  # type: ignore[arg-type]
+    took = []
     async with TestKafkaBroker(broker) as test_broker:
-        # The in-memory broker runs the handler inside publish: its time includes the linger.
-        started = time.monotonic()
-        await test_broker.publish(b"one record: less than max_batch", "life")
-        small = time.monotonic() - started
-        started = time.monotonic()
-        await test_broker.publish_batch(b"first", b"second", topic="life")
-        full = time.monotonic() - started
-    assert consumer.batches == [[b"one record: less than max_batch"], [b"first", b"second"]]
-    assert small >= 0.3
-    assert full < 0.3
+        for batch in batches:
+            started = time.monotonic()
+            await test_broker.publish_batch(*batch, topic="life")
+            took.append(time.monotonic() - started)
+    return took
+
+
+async def test_after_a_batch_that_was_not_full_the_subscriber_waits_as_long_as_the_batch_took() -> None:
+    """So that a consumer that keeps up still gathers records into larger batches."""
+    settings = _settings().model_copy(update={"batch_linger_ms": 1000, "max_batch": 2})
+    consumer = SlowConsumer(0.2)
+    small, full = await _publish_timed(settings, consumer, (b"less than max_batch",), (b"first", b"second"))
+    assert consumer.batches == [[b"less than max_batch"], [b"first", b"second"]]
+    assert 0.4 <= small < 0.9  # 0.2 s of work, then as long again
+    assert full < 0.35  # a full batch: more may be waiting, no pause
+
+
+async def test_the_wait_after_a_batch_is_capped_by_the_linger_setting() -> None:
+    settings = _settings().model_copy(update={"batch_linger_ms": 50, "max_batch": 100})
+    (took,) = await _publish_timed(settings, SlowConsumer(0.3), (b"alone",))
+    assert 0.35 <= took < 0.55
 
 
 async def test_no_linger_when_it_is_turned_off() -> None:
-    settings = _settings().model_copy(update={"batch_linger_ms": 0})
-    broker = create_broker(settings, service="fake")
-    consumer = FakeConsumer()
-    subscribe_lifecycle(broker, consumer, settings, group_id="g", description="d")  # type: ignore[arg-type]
-    async with TestKafkaBroker(broker) as test_broker:
-        started = time.monotonic()
-        await test_broker.publish(b"alone", "life")
-        took = time.monotonic() - started
-    assert consumer.batches == [[b"alone"]]
-    assert took < 0.1
+    settings = _settings().model_copy(update={"batch_linger_ms": 0, "max_batch": 100})
+    (took,) = await _publish_timed(settings, SlowConsumer(0.2), (b"alone",))
+    assert took < 0.35
