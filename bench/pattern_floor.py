@@ -45,6 +45,7 @@ from shared.db import create_engine, create_session_factory, inbox_table, outbox
 from shared.devstack import LocalKafka, LocalPostgres
 from shared.kafka import BrokerSender, create_broker, subscribe_lifecycle
 from shared.outbox import Outbox, OutboxRelay
+from shared.runner import tune_gc
 from shared.settings import DatabaseSettings, KafkaSettings, OutboxSettings
 
 PARTITIONS = 6
@@ -195,6 +196,7 @@ async def _phase(
 
 async def run(kafka: LocalKafka, postgres: LocalPostgres, *, events: int) -> dict[str, Any]:
     """Both phases, each on its own topic, tables and consumer group."""
+    tune_gc()  # as every service process does (shared.runner)
     parts = [Part("consumer", os.getpid())]
     pg_pid = postgres.pid()
     if pg_pid is not None:
