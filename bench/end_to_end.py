@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from bench import pattern_floor, raw_ceiling
 from bench.cpu import CpuMeter, system_parts
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, Principal, items_of, percentile
-from shared.events import parse_event
+from shared.events import dump_event, parse_event
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THROUGHPUT_MIX = BehaviourMix(batch_share=0.9, batch_min=100, batch_max=500, on_site=0.12)
@@ -385,6 +385,23 @@ def patterns_share(work: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any
     }
 
 
+def machine_speed_probe(rounds: int = 5, per_round: int = 5000) -> float:
+    """Microseconds to parse one reported-hazard event (best of ``rounds``): this machine's speed now.
+
+    The CPU per hazard moves with the host (the same code measured 20-25 % apart on one
+    machine within an hour, every process alike); this fixed piece of pure-Python work,
+    timed at the start, says how fast the machine was when the figures were taken.
+    """
+    raw = dump_event(pattern_floor.workload(1)[0])
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(per_round):
+            parse_event(raw)
+        best = min(best, (time.perf_counter() - started) / per_round)
+    return round(best * 1e6, 2)
+
+
 def infrastructure_floor(work: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
     """What the broker and the database alone would allow, priced at this machine's raw ceiling.
 
@@ -612,6 +629,7 @@ def run(
     """Start the system, measure everything, stop it; return the figures."""
     from tests.support.system import SERVICES, System
 
+    probe_us = machine_speed_probe()
     system = System(proxy=False)
     started = time.time()
     system.start()
@@ -651,7 +669,11 @@ def run(
         }
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": os.getloadavg(),
+            "speed_probe_us_per_event_parse": probe_us,
+        },
         "raw_ceiling": ceiling,
         "pattern_floor": floor,
         "throughput": throughput,

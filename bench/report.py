@@ -172,6 +172,13 @@ def render(results: dict[str, Any], *, command: str) -> str:
         "",
     ]
     if "end_to_end" in results:
+        probe = results["end_to_end"].get("machine", {}).get("speed_probe_us_per_event_parse")
+        if probe is not None:
+            lines += [
+                f"Machine speed at the start: parsing one event took {probe} µs (best of 5 × 5,000; "
+                "lower is faster). The same code's CPU per hazard moves with it.",
+                "",
+            ]
         lines += end_to_end_section(results["end_to_end"])
     elif "raw_ceiling" in results:
         lines += ["## Raw ceiling", "", raw_ceiling.table(results["raw_ceiling"])]
