@@ -3,8 +3,8 @@
 Every service pays, for each event it applies: the fetch from the broker, FastStream's batch
 handling, parsing and validating the event, the inbox insert, the transaction's commit and the
 offset commit. For each event it publishes it pays the outbox insert, the relay's read, the
-publish and the delete. This benchmark measures those costs with the services' own shared code
-(``EventConsumer``, ``subscribe_lifecycle``, ``Outbox``, ``OutboxRelay``, default settings) and a
+publish and the delete. This benchmark measures those costs with a service built as every
+service is (``ServiceRuntime.build``: its consumer, outbox and relay, default settings) around a
 handler that writes nothing of its own, on a private PostgreSQL and Tansu:
 
 * **consume**: N events already on the topic, applied by a handler that does nothing;
@@ -24,60 +24,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 
 from bench._stack import private_stack, produce_events, publish_results
 from bench.cpu import CpuMeter, Part
+from bench.dispatch_throughput import workload as reported_hazards
 from shared import events as ev
-from shared.consumer import BatchContext, EventConsumer
-from shared.db import create_engine, create_session_factory, inbox_table, outbox_table
+from shared.consumer import BatchContext
+from shared.db import inbox_table, outbox_table
 from shared.devstack import LocalKafka, LocalPostgres
-from shared.kafka import BrokerSender, create_broker, subscribe_lifecycle
-from shared.outbox import Outbox, OutboxRelay
 from shared.runner import tune_gc
-from shared.settings import DatabaseSettings, KafkaSettings, OutboxSettings
+from shared.service import ServiceRuntime
+from shared.settings import DatabaseSettings, HttpSettings, KafkaSettings, OutboxSettings, ServiceSettings
 
 PARTITIONS = 6
 
 
 def workload(n: int) -> list[ev.HazardReported]:
-    """N reported hazards shaped like intake's (the largest event type on the topic)."""
-    now = datetime.now(UTC)
-    return [
-        ev.HazardReported(
-            event_id=uuid.uuid4(),
-            occurred_at=now,
-            hazard_id=uuid.uuid4(),
-            producer="intake",
-            payload=ev.HazardReportedPayload(
-                report_id=uuid.uuid4(),
-                category="fire.corridor_blocked",
-                description="E-bikes charging in the stairwell, third floor, exit half blocked",
-                location=ev.Location(
-                    lat=22.65, lon=114.2, address="Henggang, building 12", building_id="B-12"
-                ),
-                grid_id="HG-01-01",
-                community_id="HG-01",
-                street_id="henggang",
-                reporter_id="gm-HG-01-01-1",
-                observed_at=now,
-                accepted_at=now,
-                campaign_ids=("winter-fire-2026",),
-            ),
-        )
-        for _ in range(n)
-    ]
+    """N reported hazards over the street's grids and categories (dispatch's benchmark load)."""
+    return reported_hazards(n)[0]
 
 
 def _echo(event: ev.AnyEvent) -> ev.HazardDuplicateLinked:
@@ -104,47 +77,30 @@ async def _phase(
     await kafka.create_topics({topic: PARTITIONS, out_topic: PARTITIONS, dead: 1})
     metadata = sa.MetaData(schema=schema)
     inbox, outbox_rows = inbox_table(metadata), outbox_table(metadata)
-    engine = create_engine(DatabaseSettings(url=postgres.url()), application_name="bench-floor")
-    async with engine.begin() as conn:
-        await conn.execute(sa.text(f"create schema {schema}"))
-        await conn.run_sync(metadata.create_all)
-    produce_s = await produce_events(kafka.bootstrap_servers, topic, workload(n))
-
-    sessions = create_session_factory(engine)
-    settings = KafkaSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        lifecycle_topic=topic,
-        dead_letter_topic=dead,
-        idempotent_producer=False,
-        group_id=service,
-    )
-    broker: KafkaBroker = create_broker(settings, service=service)
-    sender = BrokerSender(broker)
-    outbox = Outbox(outbox_rows, default_topic=out_topic)
-    relay = OutboxRelay(
-        table=outbox_rows,
-        sessions=sessions,
-        sender=sender,
-        service=service,
-        batch_size=OutboxSettings().batch_size,
-        poll_interval_s=OutboxSettings().poll_interval_s,
-        error_backoff_s=OutboxSettings().error_backoff_s,
-    )
 
     async def handler(ctx: BatchContext, events: Sequence[ev.AnyEvent]) -> None:
         if publish:
-            await ctx.outbox.add(ctx.session, *[_echo(e) for e in events])
+            await ctx.outbox.add(ctx.session, *[_echo(e) for e in events], topic=out_topic)
 
-    consumer = EventConsumer(
-        service=service,
-        sessions=sessions,
-        inbox=inbox,
-        outbox=outbox,
-        handler=handler,
-        sender=sender,
-        dead_letter_topic=dead,
+    # A service as every service is built: engine, broker, sender, outbox, relay, consumer.
+    settings = ServiceSettings(
+        database=DatabaseSettings(url=postgres.url()),
+        kafka=KafkaSettings(
+            bootstrap_servers=kafka.bootstrap_servers,
+            lifecycle_topic=topic,
+            dead_letter_topic=dead,
+            idempotent_producer=False,
+            group_id=service,
+        ),
+        http=HttpSettings(port=0),
     )
-    subscribe_lifecycle(broker, consumer, settings, group_id=settings.group_id or "", description="floor")
+    runtime = ServiceRuntime.build(
+        name=service, settings=settings, outbox_table=outbox_rows, inbox_table=inbox, handler=handler
+    )
+    async with runtime.engine.begin() as conn:
+        await conn.execute(sa.text(f"create schema {schema}"))
+        await conn.run_sync(metadata.create_all)
+    produce_s = await produce_events(kafka.bootstrap_servers, topic, workload(n))
     meter = CpuMeter(meter_parts, include_self=False)
 
     def counted() -> tuple[int, int]:
@@ -157,8 +113,7 @@ async def _phase(
 
     first: tuple[float, dict[str, float]] | None = None
     applied_at_first = applied = published = 0
-    await broker.start()
-    relay_task = asyncio.create_task(relay.run()) if publish else None
+    await runtime.start()
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -171,13 +126,7 @@ async def _phase(
             await asyncio.sleep(0.01)
         done = (time.perf_counter(), meter.snapshot())
     finally:
-        await broker.stop()
-        relay.stop()
-        if relay_task is not None:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
-        await engine.dispose()
+        await runtime.stop()
     if first is None or applied < n or (publish and published < n):
         raise RuntimeError(f"only {applied} of {n} events applied and {published} published in time")
     measured = n - applied_at_first
