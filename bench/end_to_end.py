@@ -3,19 +3,20 @@
 One run on one machine (``tests.support.system.System``: real PostgreSQL with fsync on, Tansu,
 the four services as processes, broker traffic direct, no proxy):
 
-1. the raw ceiling on the same broker and database (``bench.raw_ceiling``), and what the
-   reliability patterns alone cost per event there (``bench.pattern_floor``);
+1. latency at a fixed offered load (``--rate``, 500/s): report accepted (the client got its
+   201) → ``hazard.dispatched`` on the topic (record timestamp), and → visible in reporting
+   (count-based: the k-th accepted report counts as visible once reporting counts k; polled);
 2. throughput: the load generator offers as much as intake accepts for ``--duration`` s
    (mostly offline batches of 100-500, the peak a campaign's phones produce when they sync);
    the rate is every accepted hazard divided by the time from the first send until the last
    one is both decided by dispatch (on the topic) and counted by reporting;
-3. every hazard accounted for, from the topic: accepted == reported events; dispatched +
-   duplicates + fixed on site + referred to operators == accepted; nothing dispatched twice;
-   reporting's ``reported`` == accepted;
-4. latency at a fixed offered load (``--rate``, 500/s): report accepted (the client got its
-   201) → ``hazard.dispatched`` on the topic (record timestamp), and → visible in reporting
-   (count-based: the k-th accepted report counts as visible once reporting counts k; polled);
-5. resident memory (VmRSS) of each service at the end.
+3. after each phase, every hazard accounted for, from the topic: accepted == reported events;
+   dispatched + duplicates + fixed on site + referred to operators == accepted; nothing
+   dispatched twice; reporting's ``reported`` == accepted;
+4. resident memory (VmRSS) of each service at the end;
+5. with the services stopped, the raw ceiling on the same broker and database
+   (``bench.raw_ceiling``), and what the reliability patterns alone cost per event there
+   (``bench.pattern_floor``).
 """
 
 from __future__ import annotations
@@ -634,14 +635,6 @@ def run(
     started = time.time()
     system.start()
     try:
-        ceiling = asyncio.run(
-            raw_ceiling.measure(
-                system.bootstrap_servers, system.postgres.dsn(), messages=ceiling_messages, rows=ceiling_rows
-            )
-        )
-        kafka, postgres = system.kafka, system.postgres
-        assert kafka is not None
-        floor = asyncio.run(pattern_floor.run(kafka, postgres, events=floor_events))
         latency, throughput = asyncio.run(
             _phases(
                 system,
@@ -653,6 +646,18 @@ def run(
             )
         )
         rss = {name: system.rss_kib(name) for name in SERVICES}
+        # The ceilings last, on the same broker and database with the services stopped, so that
+        # neither their scratch data nor the idle services stand in the other's measurement.
+        for name in SERVICES:
+            system.terminate(name)
+        ceiling = asyncio.run(
+            raw_ceiling.measure(
+                system.bootstrap_servers, system.postgres.dsn(), messages=ceiling_messages, rows=ceiling_rows
+            )
+        )
+        kafka, postgres = system.kafka, system.postgres
+        assert kafka is not None
+        floor = asyncio.run(pattern_floor.run(kafka, postgres, events=floor_events))
     finally:
         system.stop()
     e2e = throughput.get("end_to_end_hazards_per_s")
