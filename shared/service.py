@@ -30,7 +30,7 @@ from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
-from shared.http import BodySizeLimit
+from shared.http import BodySizeLimit, RefuseNulInUrl
 from shared.kafka import (
     BrokerSender,
     create_broker,
@@ -268,6 +268,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     app.state.reference = runtime.reference
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
+    app.add_middleware(RefuseNulInUrl)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

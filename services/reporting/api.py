@@ -175,7 +175,7 @@ async def get_relapse_hotspots(
     end: ToQ = None,
     community: CommunityQ = None,
     category: CategoryQ = None,
-    min_relapses: Annotated[int | None, Query(ge=1)] = None,
+    min_relapses: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Places (building or address within a grid) with the most relapses in the period."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.auth import Principal, TokenRegistry, hash_token, load_token_file, require
 from shared.errors import install_error_handlers
-from shared.http import BodySizeLimit
+from shared.http import BodySizeLimit, RefuseNulInUrl
 from shared.settings import AuthSettings, TokenEntry
 
 
@@ -32,6 +32,7 @@ def make_app(max_bytes: int = 2048) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
+    app.add_middleware(RefuseNulInUrl)
 
     @app.post("/ops")
     async def ops(body: Body, who: Principal = Depends(require("operator"))) -> dict[str, str]:
@@ -119,6 +120,19 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
         headers={"Authorization": "Bearer op-token", "content-type": "application/json"},
     )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("url", ["/boom?department_id=a%00b", "/bo%00om"])
+async def test_a_nul_character_in_the_url_is_422_before_the_route_runs(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    # PostgreSQL text cannot hold NUL: such a filter used to reach the database and answer 500.
+    response = await client.get(url, headers={"Authorization": "Bearer op-token"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid"
+    assert response.json()["error"]["details"] == [
+        {"field": "(url)", "problem": "must not contain NUL characters"}
+    ]
 
 
 async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClient) -> None:
