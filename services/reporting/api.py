@@ -45,6 +45,15 @@ def _now(request: Request) -> datetime:
 
 
 def _period(reference: ReferenceData, start: date | None, end: date | None, now: datetime) -> Period:
+    # Days far out (year 1, year 9999) would overflow the default period and the comparisons: 500.
+    outside = domain.day_problems(**{"from": start, "to": end})
+    if outside:
+        raise ApiError(
+            422,
+            "invalid_period",
+            "The period is not acceptable.",
+            [{"field": field, "problem": problem} for field, problem in outside],
+        )
     today = now.astimezone(ZoneInfo(reference.calendar.timezone)).date()
     end = end or today
     start = start or end - timedelta(days=29)

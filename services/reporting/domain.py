@@ -456,6 +456,20 @@ def _minus_year(day: date) -> date:
         return day.replace(year=day.year - 1, day=28)
 
 
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2999, 12, 31)
+"""The days a report's period may name: comparisons reach three years back, well inside Python's dates."""
+
+
+def day_problems(**days: date | None) -> list[tuple[str, str]]:
+    """(field, problem) for each given day outside EARLIEST_DAY..LATEST_DAY."""
+    return [
+        (field, f"{day} is outside {EARLIEST_DAY}..{LATEST_DAY}")
+        for field, day in days.items()
+        if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY
+    ]
+
+
 def period_problems(start: date, end: date) -> list[str]:
     """What is wrong with a requested period (empty when it is acceptable)."""
     problems = []

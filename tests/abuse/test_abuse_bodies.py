@@ -169,11 +169,13 @@ def test_a_streamed_body_that_grows_too_large_is_cut_off_with_413(
     assert response.status_code == 413, (response.status_code, response.text[:200])
 
 
-# Query values the long fuzzing run found answered with 500: PostgreSQL text cannot hold NUL, and
-# an integer beyond 64 bits cannot be a statement's parameter.
+# Query values the long fuzzing run found answered with 500: PostgreSQL text cannot hold NUL, an
+# integer beyond 64 bits cannot be a statement's parameter, and days at the ends of the calendar
+# overflowed the default period and the comparison periods.
 HOSTILE_QUERY: dict[str, list[str]] = {
     "string": ["a\x00b", "\x00"],
     "integer": [str(2**70), str(-(2**70))],
+    "date": ["0001-01-01", "0001-01-05", "9999-12-31"],
 }
 
 
@@ -186,7 +188,8 @@ def _get_query_parameters(system: System, service: str) -> list[tuple[str, str, 
             if parameter.get("in") != "query":
                 continue
             schema = parameter.get("schema", {})
-            kinds = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", [])}
+            variants = [schema, *schema.get("anyOf", [])]
+            kinds = {"date" if v.get("format") == "date" else v.get("type") for v in variants}
             for kind in HOSTILE_QUERY.keys() & kinds:
                 found.append((concrete(path), parameter["name"], kind))
     return found

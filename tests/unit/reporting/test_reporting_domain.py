@@ -129,6 +129,17 @@ def test_periods() -> None:
     assert domain.period_problems(date(2026, 1, 1), date(2026, 1, 1)) == []
 
 
+def test_days_at_the_ends_of_the_calendar_are_refused_by_name() -> None:
+    # They overflowed the default period and the comparison periods (a 500 before).
+    assert domain.day_problems(**{"from": date(1, 1, 1), "to": None}) == [
+        ("from", "0001-01-01 is outside 1900-01-01..2999-12-31")
+    ]
+    assert [f for f, _ in domain.day_problems(**{"from": date(2026, 1, 1), "to": date(9999, 12, 31)})] == [
+        "to"
+    ]
+    assert domain.day_problems(**{"from": domain.EARLIEST_DAY, "to": domain.LATEST_DAY}) == []
+
+
 def _histogram(values: list[float], *, floor: float) -> list[tuple[int, int, float]]:
     """Per-value histogram rows, the way the rollup stores them before merging."""
     return [(domain.histogram_bucket(v, floor=floor), 1, v) for v in values]
