@@ -78,7 +78,8 @@ class RefuseNulInUrl:
     """Refuse a path or query string holding a NUL character (``%00``) with 422.
 
     PostgreSQL text cannot hold NUL, so such a value reached the database as a failed statement
-    and the client got a 500 (found by the long fuzzing run: a department id with ``%00`` in it). No identifier or filter of this API contains one.
+    and the client got a 500 (found by the long fuzzing run: a department id with ``%00`` in it).
+    No identifier or filter of this API contains one.
     """
 
     def __init__(self, app: ASGIApp) -> None:
