@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -89,11 +90,15 @@ def system_parts(system: object) -> list[Part]:
     for name, service in getattr(system, "services", {}).items():
         if service.pid is not None:
             parts.append(Part(name, service.pid))
-    postgres = getattr(system, "postgres", None)
+    return parts + infrastructure_parts(getattr(system, "postgres", None), getattr(system, "kafka", None))
+
+
+def infrastructure_parts(postgres: Any, kafka: Any) -> list[Part]:
+    """PostgreSQL and the broker (``LocalPostgres``, ``LocalKafka``; either may be None), with their children."""
+    parts: list[Part] = []
     pg = postgres.pid() if postgres is not None else None
     if pg is not None:
         parts.append(Part("postgresql", pg, tree=True))
-    kafka = getattr(system, "kafka", None)
     if kafka is not None and kafka.pid is not None:
         parts.append(Part("broker", kafka.pid, tree=True))
     return parts

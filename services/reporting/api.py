@@ -46,26 +46,19 @@ def _now(request: Request) -> datetime:
 
 def _period(reference: ReferenceData, start: date | None, end: date | None, now: datetime) -> Period:
     # Days far out (year 1, year 9999) would overflow the default period and the comparisons: 500.
-    outside = domain.day_problems(**{"from": start, "to": end})
-    if outside:
-        raise ApiError(
-            422,
-            "invalid_period",
-            "The period is not acceptable.",
-            [{"field": field, "problem": problem} for field, problem in outside],
-        )
-    today = now.astimezone(ZoneInfo(reference.calendar.timezone)).date()
-    end = end or today
-    start = start or end - timedelta(days=29)
-    problems = domain.period_problems(start, end)
-    if problems:
-        raise ApiError(
-            422,
-            "invalid_period",
-            "The period is not acceptable.",
-            [{"field": "from", "problem": p} for p in problems],
-        )
-    return Period(start, end)
+    problems = domain.day_problems(**{"from": start, "to": end})
+    if not problems:
+        end = end or now.astimezone(ZoneInfo(reference.calendar.timezone)).date()
+        start = start or end - timedelta(days=29)
+        problems = [("from", p) for p in domain.period_problems(start, end)]
+        if not problems:
+            return Period(start, end)
+    raise ApiError(
+        422,
+        "invalid_period",
+        "The period is not acceptable.",
+        [{"field": field, "problem": problem} for field, problem in problems],
+    )
 
 
 def _filters(reference: ReferenceData, community: str | None, category: str | None) -> Filters:
