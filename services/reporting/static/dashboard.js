@@ -88,10 +88,6 @@
     return value === null || value === undefined ? "—" : (value * 100).toFixed(1) + "%";
   }
 
-  function iso(d) {
-    return d.toISOString().slice(0, 10);
-  }
-
   // ------------------------------------------------------------------ API
 
   async function api(path, params) {
@@ -319,8 +315,11 @@
     setStatus(t("loading"));
     try {
       if (!state.reference) await loadReference();
+      // Without dates, the API answers for its default period, the last 30 days of the city's own
+      // calendar; the fields then show that period. (The browser's clock would name another day for
+      // hours on end: toISOString is UTC, eight hours behind the city's date every morning.)
       const f = filters();
-      const days = (new Date(f.to) - new Date(f.from)) / 86400000 + 1;
+      const days = f.from && f.to ? (new Date(f.to) - new Date(f.from)) / 86400000 + 1 : 30;
       const bucket = days > 62 ? "week" : "day";
       const json = async (path, params) => (await api(path, params)).json();
       const [summaryDept, summaryCommunity, series, overdue, hotspots, campaignsData] = await Promise.all([
@@ -331,6 +330,10 @@
         json("/api/v1/reports/relapse-hotspots", { ...f, min_relapses: "1" }),
         json("/api/v1/reports/campaigns", { community: f.community }),
       ]);
+      if (!f.from && !f.to) {
+        $("f-from").value = summaryDept.from;
+        $("f-to").value = summaryDept.to;
+      }
       state.data = { summaryDept, summaryCommunity, series, overdue, hotspots, campaigns: campaignsData };
       render();
       setStatus(`${t("ready")} ${new Date().toLocaleTimeString()}`);
@@ -373,9 +376,6 @@
   }
 
   function init() {
-    const today = new Date();
-    $("f-to").value = iso(today);
-    $("f-from").value = iso(new Date(today.getTime() - 29 * 86400000));
     $("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
       localStorage.setItem(TOKEN_KEY, $("token-input").value.trim());

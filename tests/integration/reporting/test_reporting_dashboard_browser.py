@@ -178,6 +178,11 @@ async def test_dashboard_in_chromium(db_url: str, kafka: Any, topics: dict[str, 
                 await page.click("#token-form button[type=submit]")
                 await page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
                 assert await page.evaluate("localStorage.getItem('hazard-reporting-token')") == SUPERVISOR
+                # The first view is the API's default period (the city's calendar, not the browser's
+                # UTC date, which named yesterday for eight hours every morning in Shenzhen).
+                default = (await api.get("/api/v1/reports/summary", params={"group_by": "department"})).json()
+                shown = (await page.input_value("#f-from"), await page.input_value("#f-to"))
+                assert shown == (default["from"], default["to"])
 
                 await _apply(page, **{"f-from": APRIL["from"], "f-to": APRIL["to"]})
                 whole = await _check_charts_match_api(page, api, APRIL)
