@@ -9,8 +9,13 @@ Failures are sorted by whose fault they are:
 
 * a message that is not a valid event (bad JSON, unknown type or version,
   failed validation) goes straight to the dead-letter topic;
-* an infrastructure failure (database or broker away) is nobody's message's
-  fault: the batch is rewound and retried, without limit, after a pause;
+* a failure of the environment (:func:`environment_fault`: database or broker
+  away, a table or column missing, a grant revoked, a database missing) is
+  nobody's message's fault: the consumer stops progressing, the batch is
+  rewound and retried without limit (with capped backoff), and the consumer
+  says it is blocked, and why (:attr:`EventConsumer.blocked`: readiness, the
+  ``hazard_consumer_blocked`` gauge). Nothing is dead-lettered; once the
+  environment is fixed, progress resumes by itself;
 * any other failure is retried ``retry_attempts`` times; then each event is
   applied on its own, and the ones that still fail go to the dead-letter topic
   with the error, so one poison message never blocks its partition.
@@ -18,6 +23,12 @@ Failures are sorted by whose fault they are:
 A handler refuses a single event that does not fit (say, a verification of a
 case never rectified) with :meth:`BatchContext.reject`; the dead letter rides
 in the same transaction through the outbox.
+
+A dead-lettered event is not recorded in the inbox: replayed later
+(``python -m shared.replay_dead_letters``), it is applied. A replayed record
+carries a ``replay_for`` header naming the one service that applies it; every
+other service skips it unread. Dead letters are bounded in size
+(:mod:`shared.deadletter`) so that one can always be sent.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
+from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
 
@@ -47,7 +59,51 @@ log = logging.getLogger(__name__)
 current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
 current_hazard_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hazard_id", default=None)
 
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01", "55P03")
+# SQLSTATE prefixes that are the environment's fault, by kind (the first match wins).
+_ENVIRONMENT_SQLSTATES: tuple[tuple[str, str], ...] = (
+    ("40001", "contention"),  # serialization failure
+    ("40P01", "contention"),  # deadlock
+    ("55P03", "contention"),  # lock not available
+    ("08", "unavailable"),  # connection exceptions
+    ("57P", "unavailable"),  # operator intervention: shutdown, cannot connect now
+    ("53", "resources"),  # insufficient resources: disk full, out of memory, too many connections
+    ("42501", "permission"),  # insufficient privilege
+    ("28", "permission"),  # invalid authorization specification (bad password, no such role)
+    ("3D", "database_missing"),  # invalid catalog name
+    ("42", "schema"),  # undefined table or column...: code ahead of its migration
+    ("3F", "schema"),  # invalid schema name
+    ("0A", "schema"),  # feature not supported (a cached plan invalidated by a schema change)
+)
+ENVIRONMENT_KINDS = (
+    "contention",
+    "unavailable",
+    "resources",
+    "permission",
+    "database_missing",
+    "schema",
+    "broker",
+)
+"""What ``hazard_consumer_blocked{reason}`` can say."""
+_UNAVAILABLE_NAMES = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "ConnectionFailureError",
+        "InterfaceError",
+    }
+)
+_BROKER_NAMES = frozenset(
+    {
+        "KafkaConnectionError",
+        "KafkaTimeoutError",
+        "RequestTimedOutError",
+        "NodeNotReadyError",
+        "NotLeaderForPartitionError",
+        "LeaderNotAvailableError",
+    }
+)
+# Errors of the code or the data: "permission denied" in their text is not the environment speaking.
+_NOT_ENVIRONMENT_TEXT = (ValueError, LookupError, TypeError, AssertionError)
 
 
 class Record(Protocol):
@@ -77,43 +133,96 @@ class Origin:
         }
 
 
+# Under aiokafka's default max_request_size (1 MiB) and Kafka's default message.max.bytes.
+DEAD_LETTER_MAX_BYTES = 1_000_000
+
+
 class TransientError(Exception):
-    """The batch could not be applied because something it depends on is away; retry it later."""
+    """The batch could not be applied because of the environment; retry it later, without limit."""
+
+    def __init__(self, message: str, fault: EnvironmentFault | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is the infrastructure's (retry without limit) rather than the message's."""
+@dataclass(frozen=True, slots=True)
+class EnvironmentFault:
+    """A failure that is the environment's, not the message's: its kind and what it said."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why a consumer is not progressing, since when (UTC) and how many attempts failed in a row."""
+
+    kind: str
+    detail: str
+    since: datetime
+    attempts: int
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
+def _detail(exc: BaseException, sqlstate: str | None) -> str:
+    """What the deepest exception with this SQLSTATE says (the driver's own words, no SQL or parameters)."""
+    deepest = exc
+    while sqlstate is not None and deepest.__cause__ is not None and _sqlstate(deepest.__cause__) == sqlstate:
+        deepest = deepest.__cause__
+    text = str(deepest).splitlines()[0] if str(deepest) else ""
+    if sqlstate is not None:
+        return f"{text} (SQLSTATE {sqlstate})"[:500]
+    return f"{type(deepest).__name__}: {text}"[:500]
+
+
+def environment_fault(exc: BaseException) -> EnvironmentFault | None:
+    """The environment's failure behind ``exc`` (database or broker), or None when it is the message's.
+
+    The environment's: connection and server availability (SQLSTATE 08, 57P), resources (53),
+    contention (40001, 40P01, 55P03), missing or changed objects (42 undefined table or column,
+    3F, 0A), privileges and authentication (42501, 28, any "permission denied"), a missing
+    database (3D), and the broker or network away. Such a failure never dead-letters a message.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, TransientError | ConnectionError | TimeoutError | OSError):
-            return True
-        if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
-            return True
-        if isinstance(current, sa.exc.TimeoutError | sa.exc.InterfaceError):
-            return True
-        sqlstate = getattr(current, "sqlstate", None) or getattr(
-            getattr(current, "orig", None), "sqlstate", None
-        )
-        if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
-            return True
+        sqlstate = _sqlstate(current)
+        if sqlstate is not None:
+            for prefix, kind in _ENVIRONMENT_SQLSTATES:
+                if sqlstate.startswith(prefix):
+                    return EnvironmentFault(kind, _detail(current, sqlstate))
+        if isinstance(current, TransientError) and current.fault is not None:
+            return current.fault
+        if isinstance(current, PermissionError) or (
+            not isinstance(current, _NOT_ENVIRONMENT_TEXT) and "permission denied" in str(current).lower()
+        ):
+            return EnvironmentFault("permission", _detail(current, sqlstate))
         name = type(current).__name__
-        if name in {
-            "ConnectionDoesNotExistError",
-            "CannotConnectNowError",
-            "ConnectionFailureError",
-            "InterfaceError",
-            "KafkaConnectionError",
-            "KafkaTimeoutError",
-            "RequestTimedOutError",
-            "NodeNotReadyError",
-            "NotLeaderForPartitionError",
-            "LeaderNotAvailableError",
-        }:
-            return True
+        if name in _BROKER_NAMES:
+            return EnvironmentFault("broker", _detail(current, None))
+        if (
+            isinstance(
+                current,
+                ConnectionError | TimeoutError | OSError | sa.exc.TimeoutError | sa.exc.InterfaceError,
+            )
+            or (isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated)
+            or name in _UNAVAILABLE_NAMES
+        ):
+            return EnvironmentFault("unavailable", _detail(current, None))
         current = current.__cause__ or current.__context__
-    return False
+    if isinstance(exc, TransientError):
+        return EnvironmentFault("unavailable", str(exc)[:500])
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is the environment's (retry without limit) rather than the message's."""
+    return environment_fault(exc) is not None
 
 
 @dataclass
@@ -128,9 +237,13 @@ class BatchContext:
     origins: dict[uuid.UUID, Origin] = field(default_factory=dict)
     raw: dict[uuid.UUID, bytes] = field(default_factory=dict)
     rejected: list[tuple[AnyEvent, str]] = field(default_factory=list)
+    dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
 
     async def reject(self, event: AnyEvent, reason: str) -> None:
-        """Refuse one event: it goes to the dead-letter topic with the reason, in this transaction."""
+        """Refuse one event: it goes to the dead-letter topic with the reason, in this transaction.
+
+        The event is not recorded as applied: replayed later, it is applied then.
+        """
         self.rejected.append((event, reason))
         origin = self.origins.get(event.event_id)
         headers = {
@@ -146,11 +259,14 @@ class BatchContext:
         await self.outbox.add_raw(
             self.session,
             [
-                OutgoingMessage(
-                    topic=self.dead_letter_topic,
-                    key=str(event.hazard_id),
-                    value=self.raw.get(event.event_id) or event.model_dump_json().encode(),
-                    headers=headers,
+                bound_dead_letter(
+                    OutgoingMessage(
+                        topic=self.dead_letter_topic,
+                        key=str(event.hazard_id),
+                        value=self.raw.get(event.event_id) or event.model_dump_json().encode(),
+                        headers=headers,
+                    ),
+                    max_bytes=self.dead_letter_max_bytes,
                 )
             ],
         )
@@ -190,6 +306,7 @@ class EventConsumer:
         interested: frozenset[str] | None = None,
         retry_attempts: int = 3,
         retry_backoff_s: float = 0.2,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         clock: Clock = _utcnow,
     ) -> None:
         self.service = service
@@ -212,7 +329,12 @@ class EventConsumer:
         self.interested = None if interested is not None and interested >= EVENT_TYPES.keys() else interested
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.clock = clock
+        self.blocked: Blocked | None = None
+        """Set while the environment keeps batches from being applied; cleared by the next success."""
+        for kind in ENVIRONMENT_KINDS:  # every series exists from the start, at 0
+            metrics.CONSUMER_BLOCKED.labels(service, kind).set(0)
 
     # ------------------------------------------------------------------ entry points
 
@@ -220,14 +342,57 @@ class EventConsumer:
         """Apply one batch; returns when every record is applied, skipped or dead-lettered.
 
         Raises :class:`TransientError` when the batch must be retried later (nothing was lost
-        or half-applied: the transaction rolled back and offsets must not be committed).
+        or half-applied: the transaction rolled back and offsets must not be committed); the
+        consumer is then :attr:`blocked` until a batch goes through.
         """
         started = time.perf_counter()
         metrics.BATCH_SIZE.labels(self.service).observe(len(records))
-        events, raw, origins = await self._decode(records)
-        if events:
-            await self._apply_with_retry(events, raw, origins)
+        try:
+            events, raw, origins = await self._decode(records)
+            if events:
+                await self._apply_with_retry(events, raw, origins)
+        except TransientError as exc:
+            self._hold(exc.fault or environment_fault(exc) or EnvironmentFault("unavailable", str(exc)[:500]))
+            raise
+        self._release()
         metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    def _hold(self, fault: EnvironmentFault) -> None:
+        previous = self.blocked
+        if previous is not None and previous.kind != fault.kind:
+            metrics.CONSUMER_BLOCKED.labels(self.service, previous.kind).set(0)
+        self.blocked = Blocked(
+            kind=fault.kind,
+            detail=fault.detail,
+            since=previous.since if previous is not None else self.clock(),
+            attempts=previous.attempts + 1 if previous is not None else 1,
+        )
+        metrics.CONSUMER_BLOCKED.labels(self.service, fault.kind).set(1)
+        metrics.CONSUMER_ENVIRONMENT_ERRORS.labels(self.service, fault.kind).inc()
+        log.error(
+            "consumer blocked by the environment (%s), the batch waits: %s",
+            fault.kind,
+            fault.detail,
+            extra={"blocked_reason": fault.kind, "attempts": self.blocked.attempts},
+        )
+
+    def _release(self) -> None:
+        previous = self.blocked
+        if previous is None:
+            return
+        self.blocked = None
+        metrics.CONSUMER_BLOCKED.labels(self.service, previous.kind).set(0)
+        log.warning(
+            "consumer progressing again after %d failed attempts (%s)",
+            previous.attempts,
+            previous.kind,
+            extra={"blocked_reason": previous.kind},
+        )
+
+    def retry_pause_s(self, base_s: float, max_s: float) -> float:
+        """How long to wait before the next attempt of a held-back batch: doubling, capped."""
+        attempts = self.blocked.attempts if self.blocked is not None else 1
+        return float(min(max_s, base_s * 2 ** min(attempts - 1, 16)))
 
     # ------------------------------------------------------------------ decoding
 
@@ -241,13 +406,15 @@ class EventConsumer:
         interested = self.interested
         ignored = 0
         for record in records:
-            if interested is not None:
-                kind = _header_type(record)
-                if kind is not None and kind not in interested:
-                    # Our producers name the type in a header: skip what we don't apply without parsing
-                    # it. A record without the header is parsed (and dead-lettered if it is no event).
-                    ignored += 1
-                    continue
+            kind, replay_for = _routing_headers(record)
+            if replay_for is not None and replay_for != self.service:
+                ignored += 1  # a dead letter replayed for another service: not ours to apply
+                continue
+            if interested is not None and kind is not None and kind not in interested:
+                # Our producers name the type in a header: skip what we don't apply without parsing
+                # it. A record without the header is parsed (and dead-lettered if it is no event).
+                ignored += 1
+                continue
             origin = Origin(record.topic, record.partition, record.offset)
             value = record.value or b""
             try:
@@ -270,7 +437,8 @@ class EventConsumer:
             try:
                 await self.sender.send_many(dead)
             except Exception as exc:
-                raise TransientError(f"dead-letter publish failed: {exc}") from exc
+                fault = environment_fault(exc) or EnvironmentFault("broker", _detail(exc, None))
+                raise TransientError(f"dead-letter publish failed: {exc}", fault) from exc
             metrics.DEAD_LETTERED.labels(self.service, "invalid").inc(len(dead))
             metrics.EVENTS_CONSUMED.labels(self.service, "dead_lettered").inc(len(dead))
         return events, raw, origins
@@ -297,7 +465,10 @@ class EventConsumer:
             },
         )
         key = record.key.decode(errors="replace") if record.key else None
-        return OutgoingMessage(self.dead_letter_topic, key, record.value or b"", headers)
+        return bound_dead_letter(
+            OutgoingMessage(self.dead_letter_topic, key, record.value or b"", headers),
+            max_bytes=self.dead_letter_max_bytes,
+        )
 
     # ------------------------------------------------------------------ applying
 
@@ -310,9 +481,10 @@ class EventConsumer:
                 await self._apply(events, raw, origins)
                 return
             except Exception as exc:
-                if is_transient(exc):
+                fault = environment_fault(exc)
+                if fault is not None:
                     metrics.CONSUMER_RETRIES.labels(self.service, "transient").inc()
-                    raise TransientError(str(exc)) from exc
+                    raise TransientError(str(exc), fault) from exc
                 last = exc
                 metrics.CONSUMER_RETRIES.labels(self.service, "failure").inc()
                 log.warning(
@@ -321,7 +493,7 @@ class EventConsumer:
                 if attempt < self.retry_attempts:
                     await asyncio.sleep(self.retry_backoff_s * attempt)
         if len(events) == 1:
-            await self._dead_letter_applied(events[0], raw, origins, last)
+            await self._dead_letter_failed(events[0], raw, origins, last)
             return
         # Isolate the poison: apply each event on its own.
         for event in events:
@@ -347,19 +519,28 @@ class EventConsumer:
                 dead_letter_topic=self.dead_letter_topic,
                 origins=origins,
                 raw=raw,
+                dead_letter_max_bytes=self.dead_letter_max_bytes,
             )
             await self.handler(ctx, fresh)
+            if ctx.rejected:
+                # Refused, not applied: a replay of the dead letter must find it new.
+                refused = [event.event_id for event, _ in ctx.rejected]
+                await session.execute(sa.delete(self.inbox).where(self.inbox.c.event_id.in_(refused)))
         metrics.EVENTS_CONSUMED.labels(self.service, "applied").inc(len(fresh) - len(ctx.rejected))
         metrics.EVENTS_CONSUMED.labels(self.service, "dead_lettered").inc(len(ctx.rejected))
 
-    async def _dead_letter_applied(
+    async def _dead_letter_failed(
         self,
         event: LifecycleEvent,
         raw: dict[uuid.UUID, bytes],
         origins: dict[uuid.UUID, Origin],
         error: BaseException | None,
     ) -> None:
-        """Give up on one event: dead-letter it and record it as applied, in one transaction."""
+        """Give up on one event: stage its dead letter through the outbox.
+
+        The event is not recorded as applied: a replay of the dead letter (once the cause is
+        fixed) applies it, and a redelivery before the offset is committed tries it again.
+        """
         now = self.clock()
         origin = origins.get(event.event_id)
         message = OutgoingMessage(
@@ -377,14 +558,12 @@ class EventConsumer:
                 **(origin.headers() if origin else {}),
             },
         )
+        message = bound_dead_letter(message, max_bytes=self.dead_letter_max_bytes)
         try:
             async with self.sessions() as session, session.begin():
-                await session.execute(
-                    pg_insert(self.inbox).values(event_id=event.event_id).on_conflict_do_nothing()
-                )
                 await self.outbox.add_raw(session, [message])
         except Exception as exc:
-            raise TransientError(f"could not record dead letter: {exc}") from exc
+            raise TransientError(f"could not record dead letter: {exc}", environment_fault(exc)) from exc
         metrics.DEAD_LETTERED.labels(self.service, "failed").inc()
         metrics.EVENTS_CONSUMED.labels(self.service, "dead_lettered").inc()
         log.error(
@@ -399,11 +578,16 @@ class EventConsumer:
         )
 
 
-def _header_type(record: Record) -> str | None:
+def _routing_headers(record: Record) -> tuple[str | None, str | None]:
+    """The ``event_type`` and ``replay_for`` headers of a record, when present."""
+    kind: str | None = None
+    replay_for: str | None = None
     for key, value in record.headers or ():
         if key == "event_type":
-            return value.decode(errors="replace")
-    return None
+            kind = value.decode(errors="replace")
+        elif key == REPLAY_FOR:
+            replay_for = value.decode(errors="replace")
+    return kind, replay_for
 
 
 def _validation_summary(exc: ValidationError) -> str:

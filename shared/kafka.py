@@ -125,7 +125,8 @@ def subscribe_lifecycle(
     """Register the batch subscriber that feeds lifecycle records to the consumer.
 
     Offsets are committed (``ack``) only after the batch's transaction committed;
-    on a transient failure the batch is rewound (``nack``) and fetched again after a pause.
+    on a failure of the environment the batch is rewound (``nack``) and fetched again after a
+    pause that doubles from ``retry_pause_s`` up to ``settings.blocked_backoff_max_s``.
     After a batch that was not full the subscriber waits before taking the next, so that a
     consumer that keeps up still works in batches of many records: as long as the batch took, at
     most ``batch_linger_ms``. A cheap batch (light load) is followed by a short wait and adds
@@ -153,8 +154,9 @@ def subscribe_lifecycle(
         try:
             await consumer.process(records)
         except TransientError as exc:
-            log.warning("batch of %d will be retried: %s", len(records), exc)
-            await asyncio.sleep(retry_pause_s)
+            pause = consumer.retry_pause_s(retry_pause_s, max(retry_pause_s, settings.blocked_backoff_max_s))
+            log.warning("batch of %d will be retried in %.1f s: %s", len(records), pause, exc)
+            await asyncio.sleep(pause)
             await msg.nack()
             return
         except Exception:

@@ -25,6 +25,16 @@ CONSUMER_LAG = Gauge(
     "Messages behind the partition's high-water mark, as of the last batch.",
     ["service", "topic", "partition"],
 )
+CONSUMER_BLOCKED = Gauge(
+    "hazard_consumer_blocked",
+    "1 while the environment (database or broker) keeps the consumer from progressing, by kind of fault.",
+    ["service", "reason"],
+)
+CONSUMER_ENVIRONMENT_ERRORS = Counter(
+    "hazard_consumer_environment_errors_total",
+    "Batches held back by a fault of the environment (never dead-lettered), by kind of fault.",
+    ["service", "reason"],
+)
 CONSUMER_RETRIES = Counter(
     "hazard_consumer_retries_total", "Batches retried after a failure, by kind.", ["service", "kind"]
 )

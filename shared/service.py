@@ -127,6 +127,7 @@ class ServiceRuntime:
                 interested=interested,
                 retry_attempts=settings.kafka.retry_attempts,
                 retry_backoff_s=settings.kafka.retry_backoff_s,
+                dead_letter_max_bytes=settings.kafka.dead_letter_max_bytes,
             )
             subscribe_lifecycle(
                 broker,
@@ -206,6 +207,13 @@ class ServiceRuntime:
             checks["broker"] = f"unavailable: {type(exc).__name__}"
         consuming = self.started and self.broker_connected and subscriber_assigned(self.broker)
         checks["consumers"] = "ok" if consuming else "not running"
+        blocked = self.consumer.blocked if self.consumer is not None else None
+        if blocked is not None and (blocked.kind != "contention" or blocked.attempts >= 5):
+            # The environment keeps events from being applied (a lock conflict only when it lasts).
+            checks["consumers"] = (
+                f"blocked ({blocked.kind}) since {blocked.since.isoformat(timespec='seconds')}, "
+                f"{blocked.attempts} attempts: {blocked.detail}"
+            )
         return checks
 
     def is_ready(self, checks: dict[str, Any]) -> bool:

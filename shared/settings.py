@@ -64,6 +64,14 @@ class KafkaSettings(_Section):
     batch_linger_ms: Annotated[int, Field(ge=0, le=1_000)] = 100
     retry_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     retry_backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+    # A batch held back by the environment (database or broker fault, missing table, revoked grant)
+    # is retried without limit, the pause doubling from 1 s up to this; keep it under the graceful
+    # timeout, since a pause in progress delays shutdown.
+    blocked_backoff_max_s: Annotated[float, Field(ge=1, le=60)] = 10.0
+    # Largest dead letter sent: a bigger one is sent bounded (value cut, headers saying the original's
+    # size, SHA-256 and origin). Keep it under the producer's max_request_size (aiokafka: 1 MiB) and
+    # the dead-letter topic's max.message.bytes.
+    dead_letter_max_bytes: Annotated[int, Field(ge=16_384, le=100_000_000)] = 1_000_000
     graceful_timeout_s: Annotated[float, Field(ge=0, le=300)] = 15.0
     # Tansu answers JoinGroup slowly; below ~30 s aiokafka times the join out and never joins.
     request_timeout_ms: Annotated[int, Field(ge=30_000)] = 40_000
