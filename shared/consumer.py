@@ -390,9 +390,8 @@ class EventConsumer:
         )
 
     def retry_pause_s(self, base_s: float, max_s: float) -> float:
-        """How long to wait before the next attempt of a held-back batch: doubling, capped."""
-        attempts = self.blocked.attempts if self.blocked is not None else 1
-        return float(min(max_s, base_s * 2 ** min(attempts - 1, 16)))
+        """How long to wait before the next attempt of a held-back batch (:func:`blocked_pause_s`)."""
+        return blocked_pause_s(self.blocked.attempts if self.blocked is not None else 1, base_s, max_s)
 
     # ------------------------------------------------------------------ decoding
 
@@ -576,6 +575,11 @@ class EventConsumer:
                 "event_type": event.TYPE,
             },
         )
+
+
+def blocked_pause_s(attempts: int, base_s: float, max_s: float) -> float:
+    """The pause after ``attempts`` failed attempts in a row: ``base_s`` doubling each time, at most ``max_s``."""
+    return float(min(max_s, base_s * 2 ** min(max(attempts, 1) - 1, 16)))
 
 
 def _routing_headers(record: Record) -> tuple[str | None, str | None]:

@@ -56,13 +56,28 @@ def dead_letter_size(message: OutgoingMessage) -> int:
     return _RECORD_OVERHEAD + key + len(message.value) + headers
 
 
+def _storable(text: str) -> str:
+    """Text PostgreSQL's jsonb (the outbox's headers) can hold: no NUL, no unpaired surrogate."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode(errors="replace").decode()
+    return text
+
+
 def bound_dead_letter(message: OutgoingMessage, *, max_bytes: int) -> OutgoingMessage:
     """The dead letter itself when it fits in ``max_bytes``, else a bounded form of it that does.
 
     The bounded form keeps the routing and dead-letter headers (cut to 1,000 characters each),
     as much of the value's beginning as fits, and says what was cut: ``dlt_value_truncated``,
     ``dlt_original_size`` and ``dlt_original_sha256`` of the value, ``dlt_headers_dropped``.
+    Header text that the outbox could not store (NUL, unpaired surrogates) is replaced either way.
     """
+    clean = {name: _storable(value) for name, value in message.headers.items()}
+    if clean != message.headers:
+        message = replace(message, headers=clean)
     if dead_letter_size(message) <= max_bytes:
         return message
     value = message.value

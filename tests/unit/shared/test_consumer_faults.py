@@ -9,7 +9,7 @@ import asyncpg.exceptions as pg_errors
 import pytest
 import sqlalchemy as sa
 
-from shared.consumer import environment_fault, is_transient
+from shared.consumer import blocked_pause_s, environment_fault, is_transient
 from shared.deadletter import bound_dead_letter, dead_letter_size
 from shared.outbox import OutgoingMessage
 
@@ -111,3 +111,15 @@ def test_a_limit_too_small_for_any_value_drops_the_value_and_still_fits() -> Non
     assert dead_letter_size(bounded) <= 1_200
     assert bounded.value == b""
     assert bounded.headers["dlt_original_size"] == "5000"
+
+
+def test_dead_letter_headers_are_text_the_outbox_can_store() -> None:
+    message = _message(b"{}", dlt_error="bad \x00 byte and a lone \ud800 surrogate")
+    cleaned = bound_dead_letter(message, max_bytes=10_000)
+    assert cleaned.headers["dlt_error"] == "bad \\u0000 byte and a lone ? surrogate"
+    assert cleaned.value == message.value
+
+
+def test_a_blocked_consumer_waits_longer_each_time_up_to_the_cap() -> None:
+    assert [blocked_pause_s(n, 1.0, 10.0) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert blocked_pause_s(10_000, 0.1, 30.0) == 30.0
