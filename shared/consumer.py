@@ -369,7 +369,8 @@ class EventConsumer:
         )
         metrics.CONSUMER_BLOCKED.labels(self.service, fault.kind).set(1)
         metrics.CONSUMER_ENVIRONMENT_ERRORS.labels(self.service, fault.kind).inc()
-        log.error(
+        log.log(
+            logging.WARNING if fault.kind == "contention" else logging.ERROR,
             "consumer blocked by the environment (%s), the batch waits: %s",
             fault.kind,
             fault.detail,
