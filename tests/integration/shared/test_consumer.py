@@ -541,3 +541,14 @@ async def test_a_failing_event_too_large_to_dead_letter_whole_is_staged_bounded_
     assert header(dead, "dlt_original_size") == str(len(padded))
     assert header(dead, "dlt_original_sha256") == hashlib.sha256(padded).hexdigest()
     assert header(dead, "dlt_origin_offset") == "0"
+    assert await harness.in_inbox() == set()
+
+    # Replay finds the whole original at its origin (the dead letter holds only its beginning).
+    harness.fail_on.clear()
+    out = await _replay(kafka, topics, "--event-id", str(poison.event_id))
+    assert "1 dead letters replayed" in out
+
+    async def applied() -> bool:
+        return await harness.applied() == [poison.event_id]
+
+    await wait_for(applied, timeout_s=30)
