@@ -7,7 +7,9 @@ makes sure the service's role exists and grants it exactly:
 - ``USAGE`` on its own schema, and nothing on any other service's schema;
 - ``SELECT, INSERT, UPDATE, DELETE`` on the schema's tables and ``USAGE, SELECT`` on its sequences,
   now and, by default privileges, on the tables the owner creates there later;
-- no ``CREATE`` anywhere: the service cannot change its schema (migrations do that, as the owner).
+- no ``CREATE`` anywhere: the service cannot change its schema (migrations do that, as the owner);
+- ``CONNECT`` on the database, and ``TEMPORARY`` for reporting (its rollup's work tables), when the
+  owner may grant them: for a database where ``PUBLIC`` lost them (deploy/postgres/create-owner.sh).
 
 Roles are ``hazard_<service>``. A role that does not exist is created (the owner needs ``CREATEROLE``;
 or a DBA creates the roles first and the owner only grants). A password given in
@@ -27,6 +29,8 @@ from sqlalchemy.engine import make_url
 
 SERVICES: Final = ("intake", "dispatch", "tracking", "reporting")
 ROLE_PREFIX: Final = "hazard_"
+TEMP_TABLE_SERVICES: Final = frozenset({"reporting"})
+"""Services that create temporary tables (reporting's rollup refresh)."""
 
 
 def service_role(service: str) -> str:
@@ -107,4 +111,20 @@ def grant_schema(connection: Connection, service: str) -> bool:
         return False
     for statement in grant_statements(service):
         connection.execute(text(statement))
+    database = ["CONNECT", *(["TEMPORARY"] if service in TEMP_TABLE_SERVICES else [])]
+    connection.execute(
+        text(_GRANT_DATABASE.format(role=service_role(service), privileges=", ".join(database)))
+    )
     return True
+
+
+# Only where the owner may grant them (the database's owner may; a mere schema owner may not).
+_GRANT_DATABASE = """
+DO $$
+BEGIN
+    IF has_database_privilege(current_database(), 'CONNECT WITH GRANT OPTION') THEN
+        EXECUTE format('GRANT {privileges} ON DATABASE %I TO "{role}"', current_database());
+    END IF;
+END
+$$
+"""

@@ -104,3 +104,30 @@ async def test_migrating_again_keeps_the_grants_and_sets_a_given_password(
         )
     finally:
         await owner.close()
+
+
+async def test_where_public_may_not_connect_each_role_still_can_and_only_reporting_makes_temp_tables(
+    migrated: str,
+) -> None:
+    name = make_url(migrated).database
+    owner = await asyncpg.connect(_dsn(migrated))
+    try:
+        # What deploy/postgres/create-owner.sh does to a new compose database.
+        await owner.execute(f'revoke all on database "{name}" from public')
+        for service in SERVICES:
+            await owner.execute(f'revoke all on database "{name}" from {service_role(service)}')
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(_dsn(role_url(migrated, "intake")))
+        await migrate(migrated)
+    finally:
+        await owner.close()
+    for service in SERVICES:
+        conn = await asyncpg.connect(_dsn(role_url(migrated, service)))
+        try:
+            if service == "reporting":
+                await conn.execute("create temp table work (i int)")
+            else:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute("create temp table work (i int)")
+        finally:
+            await conn.close()
