@@ -6,7 +6,8 @@ makes sure the service's role exists and grants it exactly:
 
 - ``USAGE`` on its own schema, and nothing on any other service's schema;
 - ``SELECT, INSERT, UPDATE, DELETE`` on the schema's tables and ``USAGE, SELECT`` on its sequences,
-  now and, by default privileges, on the tables the owner creates there later;
+  now and, by default privileges, on the tables the owner creates there later (Alembic's version
+  table: ``SELECT`` only);
 - no ``CREATE`` anywhere: the service cannot change its schema (migrations do that, as the owner);
 - ``CONNECT`` on the database, and ``TEMPORARY`` for reporting (its rollup's work tables), when the
   owner may grant them: for a database where ``PUBLIC`` lost them (deploy/postgres/create-owner.sh).
@@ -111,6 +112,14 @@ def grant_schema(connection: Connection, service: str) -> bool:
         return False
     for statement in grant_statements(service):
         connection.execute(text(statement))
+    # Alembic's version row is the migrations' business: the service may read it, not change it.
+    versions = connection.execute(text("SELECT to_regclass(:t)"), {"t": f'"{service}".alembic_version'})
+    if versions.scalar_one() is not None:
+        connection.execute(
+            text(
+                f'REVOKE INSERT, UPDATE, DELETE ON "{service}".alembic_version FROM "{service_role(service)}"'
+            )
+        )
     database = ["CONNECT", *(["TEMPORARY"] if service in TEMP_TABLE_SERVICES else [])]
     connection.execute(
         text(_GRANT_DATABASE.format(role=service_role(service), privileges=", ".join(database)))

@@ -60,12 +60,20 @@ async def test_a_service_role_cannot_touch_another_schema_and_can_use_its_own_ro
         # Every table of its own schema: read, and every row privilege the service's code uses.
         own = await _tables(owner, service)
         assert {"outbox", "inbox", "alembic_version"} <= set(own)
-        for table in own:
+        assert await conn.fetchval(f"select count(*) from {service}.alembic_version") == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f"delete from {service}.alembic_version")
+        for table in (t for t in own if t != "alembic_version"):
             await conn.fetchval(f"select count(*) from {service}.{table}")
             privileges = await conn.fetchval(
-                "select has_table_privilege(current_user, $1, 'SELECT, INSERT, UPDATE, DELETE')"
+                # One privilege per call: a list would be true when any one of them is held.
+                "select has_table_privilege(current_user, $1, 'SELECT')"
+                " and has_table_privilege(current_user, $1, 'INSERT')"
+                " and has_table_privilege(current_user, $1, 'UPDATE')"
+                " and has_table_privilege(current_user, $1, 'DELETE')"
                 " and not has_table_privilege(current_user, $1, 'TRUNCATE')"
-                " and not has_table_privilege(current_user, $1, 'REFERENCES')",
+                " and not has_table_privilege(current_user, $1, 'REFERENCES')"
+                " and not has_table_privilege(current_user, $1, 'TRIGGER')",
                 f"{service}.{table}",
             )
             assert privileges, f"{service}.{table}"
