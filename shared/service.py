@@ -151,6 +151,10 @@ class ServiceRuntime:
         A broker that is away at start-up does not stop the service: the HTTP app serves,
         accepted work waits in the outbox, and consuming begins once the broker answers.
         """
+        # Loads the holiday package's tables now, not inside the first batch that needs them.
+        calendar = self.calendar_check()
+        if calendar != "ok":
+            log.warning("working calendar: %s", calendar)
         try:
             await self.broker.start()
             self.broker_connected = True
