@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
-import holidays
-
 COUNTRIES: Final = ("CN",)
 """Countries whose yearly arrangements this module reads (those with make-up working days)."""
 
@@ -38,6 +36,8 @@ def year_schedule(country: str, year: int) -> YearSchedule:
     """The package's schedule of `year` for `country` (cached: the package is immutable at run time)."""
     if country not in COUNTRIES:
         raise ValueError(f"unsupported country {country!r}; supported: {', '.join(COUNTRIES)}")
+    import holidays  # about a second to import (every country): only when a year is first needed
+
     # Neighbouring years too: a notice can swap a day across the turn of the year.
     found = holidays.country_holidays(country, years=(year - 1, year, year + 1))
     return YearSchedule(
@@ -51,6 +51,8 @@ def year_schedule(country: str, year: int) -> YearSchedule:
 @functools.lru_cache(maxsize=8)
 def published_years(country: str) -> frozenset[int]:
     """Years whose official arrangement (not only statutory days) the installed package carries."""
+    import holidays
+
     found = holidays.country_holidays(country)
     arranged: dict[int, object] = getattr(found, "special_public_holidays", {})
     return frozenset(arranged)
