@@ -11,6 +11,11 @@ OUTBOX_ERRORS = Counter(
     "hazard_outbox_relay_errors_total", "Relay attempts that failed (broker or database away).", ["service"]
 )
 OUTBOX_PENDING = Gauge("hazard_outbox_pending", "Outbox rows waiting to be published.", ["service"])
+CALENDAR_COVERAGE_DAYS = Gauge(
+    "hazard_calendar_coverage_days",
+    "Days from today (included) through the last day whose public holidays and make-up days are known.",
+    ["service"],
+)
 
 EVENTS_CONSUMED = Counter(
     "hazard_events_consumed_total",

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,10 +40,13 @@ from shared.kafka import (
     subscriber_assigned,
 )
 from shared.outbox import Outbox, OutboxRelay
-from shared.reference import ReferenceData, load_reference_data
+from shared.reference import ReferenceData, coverage_warning, load_reference_data
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+ADVISORY_CHECKS = frozenset({"calendar"})
+"""Readiness checks shown in /readyz that warn without making the service unready."""
 
 
 @dataclass
@@ -148,6 +152,10 @@ class ServiceRuntime:
         A broker that is away at start-up does not stop the service: the HTTP app serves,
         accepted work waits in the outbox, and consuming begins once the broker answers.
         """
+        # Loads the holiday package's tables now, not inside the first batch that needs them.
+        calendar = self.calendar_check()
+        if calendar != "ok":
+            log.warning("working calendar: %s", calendar)
         try:
             await self.broker.start()
             self.broker_connected = True
@@ -214,12 +222,28 @@ class ServiceRuntime:
                 f"blocked ({blocked.kind}) since {blocked.since.isoformat(timespec='seconds')}, "
                 f"{blocked.attempts} attempts: {blocked.detail}"
             )
+        checks["calendar"] = self.calendar_check()
         return checks
 
+    def calendar_check(self, today: date | None = None) -> str:
+        """Return "ok", or a warning when the calendar's official schedule ends within 60 days of today.
+
+        Sets the coverage metric. Advisory: the service stays ready, since today's deadlines are right
+        and an unready fleet would stop taking reports; the alert and this text tell the operator.
+        """
+        calendar = self.reference.calendar
+        today = today or datetime.now(UTC).astimezone(calendar.zone).date()
+        metrics.CALENDAR_COVERAGE_DAYS.labels(self.name).set(calendar.coverage_days(today))
+        warning = coverage_warning(calendar, today)
+        return "ok" if warning is None else f"warning: {warning}"
+
     def is_ready(self, checks: dict[str, Any]) -> bool:
-        """Ready when every check passes (intake: the broker may be away; its outbox holds the reports)."""
+        """Ready when every check passes (intake: the broker may be away; its outbox holds the reports).
+
+        Advisory checks (the calendar's coverage) are reported but never make the service unready.
+        """
         optional = {"broker", "consumers"} if self.ready_without_broker else set()
-        return all(v == "ok" for k, v in checks.items() if k not in optional)
+        return all(v == "ok" for k, v in checks.items() if k not in optional | ADVISORY_CHECKS)
 
     def asyncapi(self) -> dict[str, Any]:
         """The AsyncAPI document of what this service consumes and publishes."""
@@ -295,6 +319,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
         with contextlib.suppress(Exception):
             async with runtime.sessions() as session:
                 metrics.OUTBOX_PENDING.labels(runtime.name).set(await runtime.outbox.pending(session))
+        runtime.calendar_check()
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.reporting import domain, repository, tables
+from shared import roles
 from shared.events import parse_event
 from shared.reference import load_reference_data
 
@@ -434,6 +435,8 @@ async def _swap(engine: AsyncEngine, reader: TopicReader, tz: ZoneInfo, result: 
                 sa.text(f"ALTER TABLE {STAGING_SCHEMA}.{table.name} SET SCHEMA {tables.SCHEMA}")
             )
         await conn.execute(sa.text(f"DROP SCHEMA {STAGING_SCHEMA}"))
+        # The swapped-in tables are new objects: give the service's role its rows again (shared.roles).
+        await conn.run_sync(roles.grant_schema, tables.SCHEMA)
 
 
 async def rebuild(

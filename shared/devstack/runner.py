@@ -33,6 +33,7 @@ from shared.devstack.broker import BrokerError, LocalKafka
 from shared.devstack.ports import port_is_free
 from shared.devstack.postgres import LocalPostgres, PostgresError
 from shared.devstack.tokens import TOKENS_FILE, DemoToken, ensure_demo_tokens
+from shared.roles import role_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "dispatch", "tracking", "reporting")
@@ -399,7 +400,8 @@ class Stack:
             env.update(
                 service_env(
                     name,
-                    database_url=self.postgres.url(),
+                    # Its own role, granted only its schema by the migrations (shared.roles).
+                    database_url=role_url(self.postgres.url(), name),
                     bootstrap_servers=self.kafka.bootstrap_servers,
                     port=self.ports.services[name],
                     tokens_file=self.paths.tokens.absolute(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.reference.calendar import add_deadline, is_working_day
+from shared.reference.calendar import MIN_COVERAGE_DAYS, add_deadline, coverage_warning, is_working_day
 from shared.reference.errors import ReferenceDataError, UnknownReference
 from shared.reference.geo import haversine_m, point_in_polygon
 from shared.reference.loader import PACKAGED_DATA_DIR, load_reference_data
@@ -34,6 +34,7 @@ from shared.reference.models import (
 )
 
 __all__ = [
+    "MIN_COVERAGE_DAYS",
     "OPERATORS_QUEUE",
     "PACKAGED_DATA_DIR",
     "URGENCY_LEVELS",
@@ -62,6 +63,7 @@ __all__ = [
     "UrgencyRule",
     "WorkingInterval",
     "add_deadline",
+    "coverage_warning",
     "haversine_m",
     "is_working_day",
     "load_reference_data",

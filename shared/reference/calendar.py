@@ -1,8 +1,12 @@
 """Working-time deadline arithmetic over the reference calendar.
 
 Rules:
-- A day is a working day if it is a listed make-up day (调休上班), or a Monday-Friday that is not
-  inside a listed public-holiday period. Outside the calendar's `years` only weekends are days off.
+- A day is a working day if it is a make-up day (调休上班), or a Monday-Friday that is not a public
+  holiday. A year in the calendar file's `years` is taken from the file alone; any other year from
+  the `holidays` package (China: the State Council's notices it carries, else statutory days only).
+- The calendar *covers* a day when its year's official schedule is known (file or published notice).
+  Less than `MIN_COVERAGE_DAYS` ahead is a readiness warning and the `hazard_calendar_coverage_days`
+  metric's alert: deadlines past the covered range may miss the notice's holidays and make-up days.
 - Working time runs only inside the calendar's working-hour intervals, in the calendar's timezone.
 - A working-time rule of N minutes ends when N minutes of working time have passed since `start`;
   a start outside working hours begins counting at the next working interval. A rule that ends
@@ -20,6 +24,23 @@ from shared.reference.models import Calendar, DeadlineRule
 
 MAX_SEARCH_DAYS = 3660
 """Give up after this many calendar days without finding enough working time."""
+
+MIN_COVERAGE_DAYS = 60
+"""Warn when the official schedule is known for fewer days ahead than this (today included)."""
+
+
+def coverage_warning(calendar: Calendar, today: date) -> str | None:
+    """A sentence for operators when fewer than `MIN_COVERAGE_DAYS` days ahead are covered, else None."""
+    days = calendar.coverage_days(today)
+    if days >= MIN_COVERAGE_DAYS:
+        return None
+    until = calendar.covered_until(today)
+    known = f"known only until {until} ({days} days)" if until is not None else f"not known for {today.year}"
+    return (
+        f"public holidays and make-up days are {known}; deadlines later than that count only statutory "
+        f"holidays: add the next year to calendar.yaml or update the holidays package "
+        f"(need {MIN_COVERAGE_DAYS} days)"
+    )
 
 
 def is_working_day(day: date, calendar: Calendar) -> bool:

@@ -21,8 +21,12 @@ from pydantic import (
     model_validator,
 )
 
+from shared.reference import national
 from shared.reference.errors import UnknownReference
 from shared.reference.geo import point_in_polygon
+
+_COVERAGE_LOOKAHEAD_YEARS: Final = 10
+"""`Calendar.covered_until` looks no further ahead than this."""
 
 WORKING_DAY_MINUTES_CONTEXT: Final = "working_day_minutes"
 """Validation-context key: minutes in one working day, used to read `{days: N, working_time: true}`."""
@@ -368,11 +372,17 @@ class MakeUpDay(_Frozen):
 
 
 class Calendar(_Frozen):
-    """Working hours, public holidays and make-up working days for deadline arithmetic."""
+    """Working hours, public holidays and make-up working days for deadline arithmetic.
+
+    A year listed in `years` is taken from this file alone (local overrides win). Any other year
+    comes from the `holidays` package for `country` (None: weekends only), see
+    :mod:`shared.reference.national`.
+    """
 
     timezone: Text
     working_hours: Annotated[tuple[WorkingInterval, ...], Field(min_length=1)]
-    years: Annotated[tuple[StrictInt, ...], Field(min_length=1)]
+    years: tuple[StrictInt, ...] = ()
+    country: Literal["CN"] | None = "CN"
     holidays: tuple[Holiday, ...] = ()
     make_up_days: tuple[MakeUpDay, ...] = ()
 
@@ -451,16 +461,40 @@ class Calendar(_Frozen):
         return sum(interval.minutes for interval in self.working_hours)
 
     def is_holiday(self, day: date) -> bool:
-        """Whether `day` falls in a listed public-holiday period."""
-        return day in self._holiday_dates
+        """Whether `day` is a public holiday: listed here for its year, else from the package."""
+        if day.year in self.years:
+            return day in self._holiday_dates
+        if self.country is None:
+            return False
+        return day in national.year_schedule(self.country, day.year).days_off
 
     def is_make_up_day(self, day: date) -> bool:
-        """Whether `day` is a listed make-up working day."""
-        return day in self._make_up_dates
+        """Whether `day` is a make-up working day: listed here for its year, else from the package."""
+        if day.year in self.years:
+            return day in self._make_up_dates
+        if self.country is None:
+            return False
+        return day in national.year_schedule(self.country, day.year).make_up_days
 
     def covers(self, day: date) -> bool:
-        """Whether holidays are listed for `day`'s year (outside them only weekends are days off)."""
-        return day.year in self.years
+        """Whether `day`'s year has its official schedule: listed here, or published in the package."""
+        if day.year in self.years:
+            return True
+        return self.country is not None and national.year_schedule(self.country, day.year).published
+
+    def covered_until(self, today: date) -> date | None:
+        """The last day of the unbroken run of covered years from `today`; None when `today` is not covered."""
+        if not self.covers(today):
+            return None
+        year = today.year
+        while year < today.year + _COVERAGE_LOOKAHEAD_YEARS and self.covers(date(year + 1, 1, 1)):
+            year += 1
+        return date(year, 12, 31)
+
+    def coverage_days(self, today: date) -> int:
+        """Days from `today` (included) through the last covered day: 0 when `today` is not covered."""
+        until = self.covered_until(today)
+        return 0 if until is None else (until - today).days + 1
 
 
 class Thresholds(_Frozen):

@@ -26,6 +26,7 @@ import yaml
 from shared.auth import hash_token
 from shared.devstack.ports import free_port
 from shared.events import parse_event
+from shared.roles import role_url
 from tests.support.kafka_tools import read_topic
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
 
 @pytest.fixture
 def system(db_url: str, kafka: Any, topics: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Intake, dispatch and tracking as processes sharing one database (each in its own schema)."""
+    """Intake, dispatch and tracking as processes sharing one database (each in its own schema, as its role)."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump([{"token_sha256": hash_token(t), **p} for t, p in TOKENS.items()]))
     procs: dict[str, tuple[subprocess.Popen[bytes], Path, Any]] = {}
@@ -100,7 +101,8 @@ def system(db_url: str, kafka: Any, topics: dict[str, str], tmp_path: Path) -> I
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"],
                 cwd=ROOT,
-                env=_env(service, db_url, kafka.bootstrap_servers, topics, port, tokens),
+                # Each service as its own least-privileged database role (shared.roles).
+                env=_env(service, role_url(db_url, service), kafka.bootstrap_servers, topics, port, tokens),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

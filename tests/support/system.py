@@ -38,6 +38,7 @@ from shared.devstack.broker import LocalKafka
 from shared.devstack.ports import free_port
 from shared.devstack.postgres import LocalPostgres
 from shared.reference import ReferenceData, load_reference_data
+from shared.roles import role_url
 from shared.topics import DEAD_LETTER, LIFECYCLE, topic_partitions
 from tests.support.tcp_proxy import ALL, OTHER, TcpProxy
 
@@ -230,7 +231,8 @@ class System:
         }
         env.update(
             {
-                f"{prefix}DATABASE__URL": self.database_url,
+                # Its own least-privileged role, as in production (shared.roles, made by the migrations).
+                f"{prefix}DATABASE__URL": role_url(self.database_url, name),
                 f"{prefix}KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
                 f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
                 f"{prefix}KAFKA__LIFECYCLE_TOPIC": self.lifecycle_topic,

@@ -211,7 +211,8 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
         prefix = name.upper()
         assert status == 200
         assert json.loads(body) == {
-            f"{prefix}__DATABASE__URL": f"postgresql+asyncpg://hazard@127.0.0.1:{run.port('pg')}/hazard",
+            # Each service as its own role (shared.roles), made by the migrations.
+            f"{prefix}__DATABASE__URL": f"postgresql+asyncpg://hazard_{name}@127.0.0.1:{run.port('pg')}/hazard",
             f"{prefix}__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{run.port('kafka')}",
             f"{prefix}__HTTP__PORT": str(run.port(name)),
             f"{prefix}__AUTH__TOKENS_FILE": str(run.state_dir / "tokens.yaml"),

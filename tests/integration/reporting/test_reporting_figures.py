@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from services.reporting.rebuild import rebuild
 from shared.db import create_engine
 from shared.events import dump_event
+from shared.roles import role_url
 from shared.settings import DatabaseSettings
 from tests.integration.reporting.reporting_helpers import auth, running_app, settings_for, wait_applied
 from tests.support.kafka_tools import produce
@@ -103,7 +104,9 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
     ]
     records: list[tuple[bytes | None, bytes]] = [*values[:9], *invalid, *values[9:], *redelivered]
     await produce(kafka.bootstrap_servers, topics["lifecycle"], records)
-    settings = settings_for(db_url, kafka.bootstrap_servers, topics)
+    # The service runs as its own least-privileged role (shared.roles); the rebuild, which swaps tables,
+    # runs as the schemas' owner and gives that role the new tables.
+    settings = settings_for(role_url(db_url, "reporting"), kafka.bootstrap_servers, topics)
 
     async with running_app(settings) as (_app, client):
         await wait_applied(db_url, len(log))

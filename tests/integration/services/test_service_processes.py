@@ -72,7 +72,10 @@ def test_service_process_becomes_ready_and_serves_operational_endpoints(
     base = f"http://127.0.0.1:{port}"
     try:
         ready = _wait_ready(base, proc)
-        assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "consumers": "ok"}
+        checks = ready.json()["checks"]
+        # The calendar's coverage is advisory: "ok", or a warning that leaves the service ready.
+        assert checks.pop("calendar") == "ok" or ready.json()["checks"]["calendar"].startswith("warning: ")
+        assert checks == {"database": "ok", "broker": "ok", "consumers": "ok"}
         assert httpx.get(base + "/healthz").json() == {"status": "ok", "service": service}
         metrics = httpx.get(base + "/metrics").text
         assert "hazard_outbox_pending" in metrics

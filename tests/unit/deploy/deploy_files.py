@@ -40,6 +40,10 @@ OPERATIONS_DOC = ROOT / "docs" / "OPERATIONS.md"
 NON_SETTINGS_ENV = {
     "SERVICE": "deploy/docker/entrypoint.sh and healthcheck.py: which service the image runs",
     "HAZARD_DATABASE_URL": "python -m shared.migrate: the database to migrate",
+    **{
+        f"HAZARD_{service.upper()}_DB_PASSWORD": f"python -m shared.migrate: the password of role hazard_{service}"
+        for service in ("intake", "dispatch", "tracking", "reporting")
+    },
 }
 # Series Prometheus makes itself, not exported by any service.
 PROMETHEUS_OWN_METRICS = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"})

@@ -29,7 +29,12 @@ from tests.unit.deploy.deploy_files import (
 # Values for the ${VARS} compose asks of the operator, so the environment can be validated.
 # Third-party containers configured with their own variables, not ours.
 INFRASTRUCTURE = frozenset({"kafka", "postgres", "init-topics", "prometheus", "grafana"})
-OPERATOR_VARIABLES = {"POSTGRES_PASSWORD": "s3cret", "GRAFANA_ADMIN_PASSWORD": "s3cret"}
+OPERATOR_VARIABLES = {
+    "POSTGRES_PASSWORD": "s3cret",
+    "HAZARD_OWNER_PASSWORD": "s3cret",
+    "GRAFANA_ADMIN_PASSWORD": "s3cret",
+    **{f"{service.upper()}_DB_PASSWORD": "s3cret" for service in SERVICES},
+}
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +135,9 @@ def test_compose_environment_is_accepted_by_the_settings_class(
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.kafka.idempotent_producer is True
     assert settings.kafka.acks == "all"
+    # Its own role (shared.roles), never the owner the migrations run as.
     assert settings.database.url.get_secret_value().startswith(
-        "postgresql+asyncpg://hazard:s3cret@postgres:5432/"
+        f"postgresql+asyncpg://hazard_{service}:s3cret@postgres:5432/"
     )
     assert settings.auth.tokens_file is not None
     assert str(settings.auth.tokens_file).startswith("/run/secrets/")
@@ -161,9 +167,11 @@ def test_dispatch_and_tracking_run_two_replicas_without_fixed_host_ports(
     svc = compose["services"][service]
     assert svc["deploy"]["replicas"] == 2
     assert "container_name" not in svc, "a fixed container name prevents replicas"
-    assert all(isinstance(p, dict) and "published" not in p for p in svc.get("ports", [])), (
-        "two replicas cannot publish the same host port"
-    )
+    # "ADDRESS::PORT": an ephemeral host port on that address (long syntax: no "published").
+    assert all(
+        (isinstance(p, dict) and "published" not in p) or (isinstance(p, str) and "::" in p)
+        for p in svc.get("ports", [])
+    ), "two replicas cannot publish the same host port"
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -42,7 +42,9 @@ def test_datasource_points_at_the_compose_prometheus() -> None:
     datasource = _datasource()
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
-    assert "9090:9090" in load_compose()["services"]["prometheus"]["ports"]
+    assert (
+        "${MONITORING_BIND_ADDRESS:-127.0.0.1}:9090:9090" in load_compose()["services"]["prometheus"]["ports"]
+    )
 
 
 def test_provisioning_and_dashboards_are_mounted_where_grafana_and_the_provider_look() -> None:

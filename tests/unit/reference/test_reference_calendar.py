@@ -122,7 +122,7 @@ def test_is_working_day(calendar: Calendar) -> None:
     assert is_working_day(date(2026, 10, 10), calendar)  # make-up Saturday
     assert is_working_day(date(2025, 1, 26), calendar)  # make-up Sunday
     assert not is_working_day(date(2025, 10, 8), calendar)  # 2025 National Day + Mid-Autumn, Wednesday
-    assert is_working_day(date(2027, 10, 1), calendar)  # not covered: only weekends are days off
+    assert not is_working_day(date(2027, 10, 1), calendar)  # not in the file: statutory, from the package
 
 
 def test_listed_2026_schedule_matches_the_state_council_notice(calendar: Calendar) -> None:
