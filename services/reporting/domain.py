@@ -371,6 +371,33 @@ def rates(counts: Counts) -> dict[str, float | None]:
     }
 
 
+PARTS_OF: Mapping[str, tuple[tuple[str, ...], str]] = {
+    # name of the check: (counts that are disjoint parts, the count they are part of)
+    "acknowledged": (("acknowledged",), "dispatched"),
+    "acknowledged_late": (("acknowledged_late",), "acknowledged"),
+    "overdue_receipt": (("acknowledged_late", "overdue_ended", "receipt_overdue_open"), "dispatched"),
+    "notices_issued": (("notices_issued",), "reported"),
+    "rectified": (("rectified",), "reported"),
+    "rectification_overdue": (("rectification_overdue",), "reported"),
+    "closed": (("closed",), "reported"),
+    "relapsed": (("relapsed",), "closed"),
+}
+"""Every count that is a part of another in the same group and period (so each rate is in 0..1)."""
+
+
+def bound_problems(counts: Counts) -> list[str]:
+    """What is wrong with a group's counts: a negative count, or parts above their whole (empty: fine)."""
+    problems = [f"{name} = {getattr(counts, name)} < 0" for name in COUNT_FIELDS if getattr(counts, name) < 0]
+    for parts, whole in PARTS_OF.values():
+        total = sum(getattr(counts, p) for p in parts)
+        if total > getattr(counts, whole):
+            problems.append(f"{' + '.join(parts)} = {total} > {whole} = {getattr(counts, whole)}")
+    for name, value in rates(counts).items():
+        if value is not None and not 0 <= value <= 1:
+            problems.append(f"{name} = {value} outside 0..1")
+    return problems
+
+
 def median(values: Sequence[float]) -> float | None:
     """The median (mean of the two middle values for an even count), or None for no values."""
     if not values:
