@@ -340,6 +340,11 @@ class ReportPlanner:
             raise ValueError("no reporter bound to a grid among the principals")
         self.grids = sorted(self.by_grid)
 
+    def now(self) -> datetime:
+        """The planner's clock (aware)."""
+        moment: datetime = self._clock()
+        return moment
+
     def report(
         self,
         *,
@@ -347,8 +352,13 @@ class ReportPlanner:
         category: str | None = None,
         building_number: int | None = None,
         on_site: bool | None = None,
+        observed_at: datetime | None = None,
     ) -> PlannedReport:
-        """One realistic report (fields may be pinned, e.g. for a relapse at the same building)."""
+        """One realistic report (fields may be pinned, e.g. for a relapse at the same building).
+
+        Seen 1 to 240 minutes before it is sent, unless ``observed_at`` says when (a relapse is
+        seen after the closure it relapses from, or it is no relapse).
+        """
         rng = self.rng
         grid_id = grid_id or rng.choice(self.grids)
         category = category or self.mix.pick(rng)
@@ -368,7 +378,7 @@ class ReportPlanner:
                 "building_id": place.building_id,
             },
             "grid_id": grid_id,
-            "observed_at": (now - timedelta(minutes=rng.randint(1, 240))).isoformat(),
+            "observed_at": (observed_at or now - timedelta(minutes=rng.randint(1, 240))).isoformat(),
             "photos": [f"https://img.example.org/{grid_id}/{uuid.UUID(int=rng.getrandbits(128)).hex}.jpg"],
             "rectified_on_site": fixed,
         }
@@ -867,6 +877,7 @@ class LoadGenerator:
                         category=accepted.category,
                         building_number=number,
                         on_site=False,
+                        observed_at=relapse_seen_at(case.json(), now=self.planner.now(), rng=self.rng),
                     )
                 )
 
@@ -874,6 +885,20 @@ class LoadGenerator:
         submissions = [Submission(at=0.0, reports=(r,), batch=False) for r in relapses]
         self.result.count("relapse_reports", len(submissions))
         await self.send_reports(submissions, rate=None, client=client)
+
+
+def relapse_seen_at(case: dict[str, Any], *, now: datetime, rng: random.Random) -> datetime:
+    """When a relapse of a closed case is seen: after its closure, at most now.
+
+    Tracking counts a report as a relapse only when it was observed after the closure; an
+    offline report observed before it is no relapse. So the moment is drawn between the closure
+    (tracking's ``closed.at``; now if it is missing or ahead of this clock) and now.
+    """
+    closed = (case.get("closed") or {}).get("at")
+    closed_at = datetime.fromisoformat(closed) if isinstance(closed, str) else now
+    if closed_at >= now:
+        return now
+    return closed_at + (now - closed_at) * rng.uniform(0.05, 1.0)
 
 
 def _state(case: dict[str, Any]) -> str:

@@ -152,3 +152,52 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
+
+
+async def test_relapse_reports_are_seen_after_the_closure_at_the_claimed_rate() -> None:
+    """Issue 21 item 4: a relapse observed before the closure is no relapse (tracking's rule), and
+    the demo's relapses were observed up to 4 hours before a closure seconds old: ~1 % counted."""
+    from datetime import timedelta
+
+    import httpx
+
+    from bench.loadgen import Accepted, LoadGenerator, Submission
+
+    principals = make_principals(REFERENCE)
+    gen = LoadGenerator(intake="http://intake", tracking="http://tracking", principals=principals, seed=5)
+    closed_at = datetime.now(UTC) - timedelta(seconds=30)  # closed just before, as in the demo
+    grids = gen.planner.grids
+    for n in range(400):
+        gen.result.accepted.append(
+            Accepted(
+                report_id=f"r{n}",
+                hazard_id=f"00000000-0000-4000-8000-{n:012d}",
+                grid_id=grids[n % len(grids)],
+                category="locked_rooftop_door",
+                on_site=False,
+                building_id=f"{grids[n % len(grids)]}-b{n + 1}",
+                duplicate_of=None,
+                scheduled_at=0.0,
+                sent_at=0.0,
+                accepted_at=0.0,
+                batch=False,
+            )
+        )
+
+    def case(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"state": "closed", "closed": {"at": closed_at.isoformat()}})
+
+    sent: list[Submission] = []
+
+    async def capture(submissions: list[Submission], **_: object) -> None:
+        sent.extend(submissions)
+
+    gen.send_reports = capture  # type: ignore[method-assign,assignment]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(case)) as client:
+        await gen.play_relapses(client)
+    relapses = [r for s in sent for r in s.reports]
+    # The claimed share of closed hazards (0.10 of 400 = 40; binomial sd ~6) ...
+    assert 40 - 18 <= len(relapses) <= 40 + 18, len(relapses)
+    # ... every one of them seen after the closure it relapses from, and not in the future.
+    seen = [datetime.fromisoformat(r.body["observed_at"]) for r in relapses]
+    assert all(closed_at < s <= datetime.now(UTC) for s in seen), [s.isoformat() for s in seen[:5]]
