@@ -11,7 +11,9 @@ What it sends, and why (figures from ``shared/DOMAIN.md``):
   (``POST /api/v1/hazards/batch``) the way a phone syncs after a patrol;
 * department behaviour: most acknowledge promptly, some late, some never; a few return the
   hazard; rectification with evidence, reporter verification that sometimes fails (rework),
-  and relapses: a closed hazard reported again at the same building.
+  and relapses: a closed hazard reported again at the same building, seen after its closure
+  (tracking counts no relapse observed before the closure), ``BehaviourMix.relapse`` of the
+  closed hazards.
 
 Modes: ``--demo`` (a few hundred hazards with the full behaviour, for ``make run``), a fixed
 offered rate (``--rate``) and maximum throughput (``--max``). Pure planning functions (mix,

@@ -39,6 +39,7 @@ HAZARD_RULES: Mapping[str, Rule] = {
     "place_key": "first",
     "campaign_ids": "first",
     "rectified_on_site": "or",
+    "address": "first",
     "duplicate_of": "first",
     "department_id": "latest",  # the department that held it last (by department_at)
     "department_at": "max",
@@ -187,6 +188,7 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             "place_key": place_key_of(p),
             "campaign_ids": list(p.campaign_ids),
             "rectified_on_site": p.rectified_on_site,
+            "address": p.location.address or None,
             "duplicate_of": p.duplicate_of,
         }
         if p.rectified_on_site:

@@ -36,6 +36,7 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "place_key": "text",
     "campaign_ids": "text",  # sent joined by commas: unnest cannot carry an array per row
     "rectified_on_site": "boolean",
+    "address": "text",
     "duplicate_of": "uuid",
     "department_id": "text",
     "department_at": "timestamptz",
@@ -1105,7 +1106,7 @@ async def list_open_overdue(
     # A LEFT JOIN: an overdue dispatch is listed even before its hazard.reported arrived.
     sql = (
         f"SELECT d.dispatch_id, d.hazard_id, d.department_id, d.dispatched_at, d.deadline, "
-        f"h.category, h.community_id, h.grid_id, h.reported_at "
+        f"h.category, h.community_id, h.grid_id, h.reported_at, h.address "
         f"FROM {schema}.dispatches d LEFT JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
         f"WHERE {_OPEN} AND d.deadline < :now AND {d_filter} ORDER BY d.deadline, d.dispatch_id LIMIT :limit"
     )
@@ -1132,8 +1133,10 @@ async def list_relapse_hotspots(
     sql = (
         f"SELECT r.place_key, max(h.community_id) AS community_id, max(h.grid_id) AS grid_id, "
         f"count(*) AS relapses, max(r.relapsed_at) AS last_relapsed_at, "
+        f"COALESCE(max(h.address), max(o.address)) AS address, "
         f"array_agg(DISTINCT h.category) FILTER (WHERE h.category IS NOT NULL) AS categories "
         f"FROM {schema}.relapses r LEFT JOIN {schema}.hazards h ON h.hazard_id = r.hazard_id "
+        f"LEFT JOIN {schema}.hazards o ON o.hazard_id = r.original_hazard_id "
         f"WHERE r.relapse_day BETWEEN :ps AND :pe AND {h_filter} "
         f"GROUP BY r.place_key HAVING count(*) >= :min "
         f"ORDER BY relapses DESC, last_relapsed_at DESC, r.place_key LIMIT :limit"
