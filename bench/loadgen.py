@@ -267,6 +267,9 @@ class BehaviourMix:
     verification_fails: float = 0.15
     relapse: float = 0.10
     """Closed hazards reported again at the same building."""
+    relapse_again: float = 0.5
+    """Closed relapses reported again at the same building (a chronic place: a relapse hotspot);
+    only the demo plays this second wave."""
     urgent: float = 0.05
 
 
@@ -548,6 +551,7 @@ class LoadGenerator:
         self.result = RunResult()
         self._pool: LeanPool | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._relapse_reports: set[str] = set()  # report ids of relapse reports sent
 
     # -- plans -----------------------------------------------------------------------------
 
@@ -718,6 +722,16 @@ class LoadGenerator:
                 await self.play_verification(client)
                 await asyncio.sleep(settle_s)
             await self.play_relapses(client)
+            if self.behaviour.relapse_again > 0:
+                # The relapses are handled like any hazard; at chronic places they come back again.
+                await asyncio.sleep(settle_s)
+                await self.play_departments(client, late_round=True)
+                await asyncio.sleep(settle_s)
+                await self.play_rectification(client)
+                await asyncio.sleep(settle_s)
+                await self.play_verification(client)
+                await asyncio.sleep(settle_s)
+                await self.play_relapses(client, again=True)
         return self.result
 
     @contextlib.asynccontextmanager
@@ -854,16 +868,23 @@ class LoadGenerator:
 
         await self._each([a for a in self.result.accepted if not (a.on_site or a.duplicate_of)], act)
 
-    async def play_relapses(self, client: httpx.AsyncClient) -> None:
-        """Some closed hazards come back: a new report of the same category at the same building."""
+    async def play_relapses(self, client: httpx.AsyncClient, *, again: bool = False) -> None:
+        """Some closed hazards come back: a new report of the same category at the same building.
+
+        First wave: ``behaviour.relapse`` of the hazards, those closed relapsing. ``again``: only the
+        relapses of earlier waves, ``behaviour.relapse_again`` of them (chronic places).
+        """
         base = self.urls["tracking"]
         if not base:
             return
         relapses: list[PlannedReport] = []
+        share = self.behaviour.relapse_again if again else self.behaviour.relapse
         candidates = [
             a
             for a in self.result.accepted
-            if not a.duplicate_of and self.rng.random() < self.behaviour.relapse
+            if not a.duplicate_of
+            and (a.report_id in self._relapse_reports) == again
+            and self.rng.random() < share
         ]
 
         async def act(accepted: Accepted) -> None:
@@ -885,7 +906,8 @@ class LoadGenerator:
 
         await self._each(candidates, act)
         submissions = [Submission(at=0.0, reports=(r,), batch=False) for r in relapses]
-        self.result.count("relapse_reports", len(submissions))
+        self._relapse_reports.update(r.body["report_id"] for r in relapses)
+        self.result.count("relapse_reports_again" if again else "relapse_reports", len(submissions))
         await self.send_reports(submissions, rate=None, client=client)
 
 
