@@ -871,40 +871,45 @@ class LoadGenerator:
     async def play_relapses(self, client: httpx.AsyncClient, *, again: bool = False) -> None:
         """Some closed hazards come back: a new report of the same category at the same building.
 
-        First wave: ``behaviour.relapse`` of the hazards, those closed relapsing. ``again``: only the
-        relapses of earlier waves, ``behaviour.relapse_again`` of them (chronic places).
+        First wave: ``behaviour.relapse`` of the closed hazards (that many, drawn at random, so a
+        demo of a few hundred shows the claimed rate rather than a sampling accident). ``again``:
+        only the relapses of earlier waves, ``behaviour.relapse_again`` of those closed (chronic
+        places). Each relapse is seen after the closure it relapses from.
         """
         base = self.urls["tracking"]
         if not base:
             return
-        relapses: list[PlannedReport] = []
         share = self.behaviour.relapse_again if again else self.behaviour.relapse
-        candidates = [
-            a
-            for a in self.result.accepted
-            if not a.duplicate_of
-            and (a.report_id in self._relapse_reports) == again
-            and self.rng.random() < share
-        ]
+        closed: list[tuple[Accepted, dict[str, Any]]] = []
 
-        async def act(accepted: Accepted) -> None:
+        async def look(accepted: Accepted) -> None:
             reporter = self._reporter_of(accepted.grid_id)
             if reporter is None:
                 return
             case = await client.get(f"{base}/api/v1/hazards/{accepted.hazard_id}", headers=reporter.headers)
             if case.status_code == 200 and _state(case.json()) == "closed":
-                number = int(accepted.building_id.rsplit("-b", 1)[1])
-                relapses.append(
-                    self.planner.report(
-                        grid_id=accepted.grid_id,
-                        category=accepted.category,
-                        building_number=number,
-                        on_site=False,
-                        observed_at=relapse_seen_at(case.json(), now=self.planner.now(), rng=self.rng),
-                    )
-                )
+                closed.append((accepted, case.json()))
 
-        await self._each(candidates, act)
+        await self._each(
+            [
+                a
+                for a in self.result.accepted
+                if not a.duplicate_of and (a.report_id in self._relapse_reports) == again
+            ],
+            look,
+        )
+        closed.sort(key=lambda pair: pair[0].report_id)  # the draw must not depend on answer order
+        candidates = self.rng.sample(closed, round(share * len(closed)))
+        relapses = [
+            self.planner.report(
+                grid_id=accepted.grid_id,
+                category=accepted.category,
+                building_number=int(accepted.building_id.rsplit("-b", 1)[1]),
+                on_site=False,
+                observed_at=relapse_seen_at(case, now=self.planner.now(), rng=self.rng),
+            )
+            for accepted, case in candidates
+        ]
         submissions = [Submission(at=0.0, reports=(r,), batch=False) for r in relapses]
         self._relapse_reports.update(r.body["report_id"] for r in relapses)
         self.result.count("relapse_reports_again" if again else "relapse_reports", len(submissions))
