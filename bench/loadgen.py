@@ -11,7 +11,9 @@ What it sends, and why (figures from ``shared/DOMAIN.md``):
   (``POST /api/v1/hazards/batch``) the way a phone syncs after a patrol;
 * department behaviour: most acknowledge promptly, some late, some never; a few return the
   hazard; rectification with evidence, reporter verification that sometimes fails (rework),
-  and relapses: a closed hazard reported again at the same building.
+  and relapses: a closed hazard reported again at the same building, seen after its closure
+  (tracking counts no relapse observed before the closure), ``BehaviourMix.relapse`` of the
+  closed hazards.
 
 Modes: ``--demo`` (a few hundred hazards with the full behaviour, for ``make run``), a fixed
 offered rate (``--rate``) and maximum throughput (``--max``). Pure planning functions (mix,
@@ -265,6 +267,9 @@ class BehaviourMix:
     verification_fails: float = 0.15
     relapse: float = 0.10
     """Closed hazards reported again at the same building."""
+    relapse_again: float = 0.5
+    """Closed relapses reported again at the same building (a chronic place: a relapse hotspot);
+    only the demo plays this second wave."""
     urgent: float = 0.05
 
 
@@ -340,6 +345,11 @@ class ReportPlanner:
             raise ValueError("no reporter bound to a grid among the principals")
         self.grids = sorted(self.by_grid)
 
+    def now(self) -> datetime:
+        """The planner's clock (aware)."""
+        moment: datetime = self._clock()
+        return moment
+
     def report(
         self,
         *,
@@ -347,8 +357,13 @@ class ReportPlanner:
         category: str | None = None,
         building_number: int | None = None,
         on_site: bool | None = None,
+        observed_at: datetime | None = None,
     ) -> PlannedReport:
-        """One realistic report (fields may be pinned, e.g. for a relapse at the same building)."""
+        """One realistic report (fields may be pinned, e.g. for a relapse at the same building).
+
+        Seen 1 to 240 minutes before it is sent, unless ``observed_at`` says when (a relapse is
+        seen after the closure it relapses from, or it is no relapse).
+        """
         rng = self.rng
         grid_id = grid_id or rng.choice(self.grids)
         category = category or self.mix.pick(rng)
@@ -368,7 +383,7 @@ class ReportPlanner:
                 "building_id": place.building_id,
             },
             "grid_id": grid_id,
-            "observed_at": (now - timedelta(minutes=rng.randint(1, 240))).isoformat(),
+            "observed_at": (observed_at or now - timedelta(minutes=rng.randint(1, 240))).isoformat(),
             "photos": [f"https://img.example.org/{grid_id}/{uuid.UUID(int=rng.getrandbits(128)).hex}.jpg"],
             "rectified_on_site": fixed,
         }
@@ -536,6 +551,7 @@ class LoadGenerator:
         self.result = RunResult()
         self._pool: LeanPool | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._relapse_reports: set[str] = set()  # report ids of relapse reports sent
 
     # -- plans -----------------------------------------------------------------------------
 
@@ -706,6 +722,16 @@ class LoadGenerator:
                 await self.play_verification(client)
                 await asyncio.sleep(settle_s)
             await self.play_relapses(client)
+            if self.behaviour.relapse_again > 0:
+                # The relapses are handled like any hazard; at chronic places they come back again.
+                await asyncio.sleep(settle_s)
+                await self.play_departments(client, late_round=True)
+                await asyncio.sleep(settle_s)
+                await self.play_rectification(client)
+                await asyncio.sleep(settle_s)
+                await self.play_verification(client)
+                await asyncio.sleep(settle_s)
+                await self.play_relapses(client, again=True)
         return self.result
 
     @contextlib.asynccontextmanager
@@ -842,38 +868,66 @@ class LoadGenerator:
 
         await self._each([a for a in self.result.accepted if not (a.on_site or a.duplicate_of)], act)
 
-    async def play_relapses(self, client: httpx.AsyncClient) -> None:
-        """Some closed hazards come back: a new report of the same category at the same building."""
+    async def play_relapses(self, client: httpx.AsyncClient, *, again: bool = False) -> None:
+        """Some closed hazards come back: a new report of the same category at the same building.
+
+        First wave: ``behaviour.relapse`` of the closed hazards (that many, drawn at random, so a
+        demo of a few hundred shows the claimed rate rather than a sampling accident). ``again``:
+        only the relapses of earlier waves, ``behaviour.relapse_again`` of those closed (chronic
+        places). Each relapse is seen after the closure it relapses from.
+        """
         base = self.urls["tracking"]
         if not base:
             return
-        relapses: list[PlannedReport] = []
-        candidates = [
-            a
-            for a in self.result.accepted
-            if not a.duplicate_of and self.rng.random() < self.behaviour.relapse
-        ]
+        share = self.behaviour.relapse_again if again else self.behaviour.relapse
+        closed: list[tuple[Accepted, dict[str, Any]]] = []
 
-        async def act(accepted: Accepted) -> None:
+        async def look(accepted: Accepted) -> None:
             reporter = self._reporter_of(accepted.grid_id)
             if reporter is None:
                 return
             case = await client.get(f"{base}/api/v1/hazards/{accepted.hazard_id}", headers=reporter.headers)
             if case.status_code == 200 and _state(case.json()) == "closed":
-                number = int(accepted.building_id.rsplit("-b", 1)[1])
-                relapses.append(
-                    self.planner.report(
-                        grid_id=accepted.grid_id,
-                        category=accepted.category,
-                        building_number=number,
-                        on_site=False,
-                    )
-                )
+                closed.append((accepted, case.json()))
 
-        await self._each(candidates, act)
+        await self._each(
+            [
+                a
+                for a in self.result.accepted
+                if not a.duplicate_of and (a.report_id in self._relapse_reports) == again
+            ],
+            look,
+        )
+        closed.sort(key=lambda pair: pair[0].report_id)  # the draw must not depend on answer order
+        candidates = self.rng.sample(closed, round(share * len(closed)))
+        relapses = [
+            self.planner.report(
+                grid_id=accepted.grid_id,
+                category=accepted.category,
+                building_number=int(accepted.building_id.rsplit("-b", 1)[1]),
+                on_site=False,
+                observed_at=relapse_seen_at(case, now=self.planner.now(), rng=self.rng),
+            )
+            for accepted, case in candidates
+        ]
         submissions = [Submission(at=0.0, reports=(r,), batch=False) for r in relapses]
-        self.result.count("relapse_reports", len(submissions))
+        self._relapse_reports.update(r.body["report_id"] for r in relapses)
+        self.result.count("relapse_reports_again" if again else "relapse_reports", len(submissions))
         await self.send_reports(submissions, rate=None, client=client)
+
+
+def relapse_seen_at(case: dict[str, Any], *, now: datetime, rng: random.Random) -> datetime:
+    """When a relapse of a closed case is seen: after its closure, at most now.
+
+    Tracking counts a report as a relapse only when it was observed after the closure; an
+    offline report observed before it is no relapse. So the moment is drawn between the closure
+    (tracking's ``closed.at``; now if it is missing or ahead of this clock) and now.
+    """
+    closed = (case.get("closed") or {}).get("at")
+    closed_at = datetime.fromisoformat(closed) if isinstance(closed, str) else now
+    if closed_at >= now:
+        return now
+    return closed_at + (now - closed_at) * rng.uniform(0.05, 1.0)
 
 
 def _state(case: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from services.reporting import domain, reports, repository
 from services.reporting.repository import Filters, Period
-from services.reporting.settings import ReportingSettings
+from services.reporting.settings import DashboardSettings, ReportingSettings
 from shared.auth import Principal, require
 from shared.errors import ApiError
 from shared.reference import ReferenceData
@@ -149,6 +149,10 @@ async def get_overdue(
     now = _now(request)
     base = _filters(runtime.reference, community, category)
     filters = Filters(community_id=base.community_id, category=base.category, department_id=department_id)
+    settings = runtime.settings
+    case_url = (
+        settings.dashboard if isinstance(settings, ReportingSettings) else DashboardSettings()
+    ).case_url
     async with runtime.sessions() as session:
         rows = await repository.list_open_overdue(session, now=now, filters=filters, limit=limit)
     items = [
@@ -160,6 +164,8 @@ async def get_overdue(
             "category": r["category"],
             "community_id": r["community_id"],
             "grid_id": r["grid_id"],
+            "address": r["address"],
+            "case_url": case_url.format(hazard_id=r["hazard_id"]),
             "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
             "receipt_deadline": r["deadline"].isoformat(),
             "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
@@ -193,8 +199,11 @@ async def get_relapse_hotspots(
     items = [
         {
             "place_key": r["place_key"],
+            "address": r["address"],
             "community_id": r["community_id"],
+            "community": reports.label(runtime.reference, "community", r["community_id"] or ""),
             "grid_id": r["grid_id"],
+            "grid": reports.label(runtime.reference, "grid", r["grid_id"] or ""),
             "relapses": int(r["relapses"]),
             "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
             "categories": sorted(r["categories"] or []),

@@ -39,6 +39,7 @@ HAZARD_RULES: Mapping[str, Rule] = {
     "place_key": "first",
     "campaign_ids": "first",
     "rectified_on_site": "or",
+    "address": "first",
     "duplicate_of": "first",
     "department_id": "latest",  # the department that held it last (by department_at)
     "department_at": "max",
@@ -187,6 +188,7 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             "place_key": place_key_of(p),
             "campaign_ids": list(p.campaign_ids),
             "rectified_on_site": p.rectified_on_site,
+            "address": p.location.address or None,
             "duplicate_of": p.duplicate_of,
         }
         if p.rectified_on_site:
@@ -369,6 +371,33 @@ def rates(counts: Counts) -> dict[str, float | None]:
         "rectification_rate": ratio(counts.rectified, counts.reported),
         "relapse_rate": ratio(counts.relapsed, counts.closed),
     }
+
+
+PARTS_OF: Mapping[str, tuple[tuple[str, ...], str]] = {
+    # name of the check: (counts that are disjoint parts, the count they are part of)
+    "acknowledged": (("acknowledged",), "dispatched"),
+    "acknowledged_late": (("acknowledged_late",), "acknowledged"),
+    "overdue_receipt": (("acknowledged_late", "overdue_ended", "receipt_overdue_open"), "dispatched"),
+    "notices_issued": (("notices_issued",), "reported"),
+    "rectified": (("rectified",), "reported"),
+    "rectification_overdue": (("rectification_overdue",), "reported"),
+    "closed": (("closed",), "reported"),
+    "relapsed": (("relapsed",), "closed"),
+}
+"""Every count that is a part of another in the same group and period (so each rate is in 0..1)."""
+
+
+def bound_problems(counts: Counts) -> list[str]:
+    """What is wrong with a group's counts: a negative count, or parts above their whole (empty: fine)."""
+    problems = [f"{name} = {getattr(counts, name)} < 0" for name in COUNT_FIELDS if getattr(counts, name) < 0]
+    for parts, whole in PARTS_OF.values():
+        total = sum(getattr(counts, p) for p in parts)
+        if total > getattr(counts, whole):
+            problems.append(f"{' + '.join(parts)} = {total} > {whole} = {getattr(counts, whole)}")
+    for name, value in rates(counts).items():
+        if value is not None and not 0 <= value <= 1:
+            problems.append(f"{name} = {value} outside 0..1")
+    return problems
 
 
 def median(values: Sequence[float]) -> float | None:

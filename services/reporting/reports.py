@@ -285,6 +285,10 @@ def campaign_progress(
                 "starts_on": campaign.starts_on.isoformat(),
                 "ends_on": campaign.ends_on.isoformat(),
                 "active": campaign.active_on(today),
+                # ended: the figures are final (what the campaign found in its window), not progress.
+                "state": "active"
+                if campaign.active_on(today)
+                else ("ended" if campaign.ends_on < today else "upcoming"),
                 "categories": list(campaign.categories),
                 **done,
                 "targets": targets,

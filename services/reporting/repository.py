@@ -36,6 +36,7 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "place_key": "text",
     "campaign_ids": "text",  # sent joined by commas: unnest cannot carry an array per row
     "rectified_on_site": "boolean",
+    "address": "text",
     "duplicate_of": "uuid",
     "department_id": "text",
     "department_at": "timestamptz",
@@ -627,8 +628,14 @@ async def period_counts(
     From the rollup, ``receipt_overdue_open`` is the rollup's open (unacknowledged, not returned or
     replaced) dispatches less those whose deadline has not passed yet — a short index range of
     the open dispatches by deadline — rather than a scan of every open dispatch of the periods.
+    The rollup may lag the facts (up to ``max_staleness_s``, and always by what was applied since
+    its last refresh): a dispatch applied since is among the facts' not-yet-due ones but not among
+    the rollup's open ones. So each group's not-yet-due dispatches are subtracted day by day, at
+    most the rollup's open ones of that day (see :func:`_not_yet_due_counts`), and both reads see
+    one snapshot: the figure stays between 0 and the rollup's open dispatches.
     """
     if use_rollup and (_unfiltered(filters) or group_by in ROLLUP_GROUPS):
+        await _one_snapshot(db)
         if _unfiltered(filters):
             result = await _group_rollup_counts(db, group_by=group_by, periods=periods, schema=schema)
         else:
@@ -636,16 +643,16 @@ async def period_counts(
                 db, group_by=group_by, periods=periods, filters=filters, schema=schema
             )
         for key, n in (
-            await _open_dispatch_counts(
-                db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, overdue=False
+            await _not_yet_due_counts(
+                db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema
             )
         ).items():
             result[key] = result.get(key, Counts()) + Counts(receipt_overdue_open=-n)
         return result
     result = await _fact_counts(db, group_by=group_by, periods=periods, filters=filters, schema=schema)
     for key, n in (
-        await _open_dispatch_counts(
-            db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema, overdue=True
+        await _open_overdue_counts(
+            db, group_by=group_by, periods=periods, filters=filters, now=now, schema=schema
         )
     ).items():
         result[key] = result.get(key, Counts()) + Counts(receipt_overdue_open=n)
@@ -781,14 +788,14 @@ async def _group_rollup_counts(
     return {(row[0], row[1]): Counts(*_COUNTS_OF_ROW(row)) for row in rows}
 
 
-async def _rollup_counts(
-    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, schema: str
-) -> dict[tuple[str, int], Counts]:
-    key = {"department": "r.department_id", "community": "r.community_id", "category": "r.category"}.get(
-        group_by, "'all'"
-    )
-    join, params = _periods_join("r.day", periods)
-    where = ["true"]
+_ROLLUP_KEYS = {"department": "r.department_id", "community": "r.community_id", "category": "r.category"}
+"""The group key of a ``rollup`` row (``r``) per grouping; any other grouping is ``_ALL``."""
+_ALL = "'all'"
+
+
+def _rollup_filters_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
+    """The conditions of a filter on ``rollup`` rows (``r``)."""
+    where, params = ["true"], {}
     if filters.community_id is not None:
         where.append("r.community_id = :f_community")
         params["f_community"] = filters.community_id
@@ -798,11 +805,90 @@ async def _rollup_counts(
     if filters.department_id is not None:
         where.append("r.department_id = :f_department")
         params["f_department"] = filters.department_id
-    sums = ", ".join(f"sum(r.{c}) AS {c}" for c in _WITH_OPEN)
-    sql = (
-        f"SELECT {key} AS key, p.period, {sums} FROM {schema}.rollup r {join} "
-        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
+    return " AND ".join(where), params
+
+
+async def _one_snapshot(db: Executor) -> None:
+    """Make the statements that follow see one snapshot, if no transaction has begun yet.
+
+    The rollup and the facts are then read as of the same moment: a refresh committing between
+    two reads cannot make them disagree. A caller already in a transaction keeps its own.
+    """
+    if not db.in_transaction():
+        await db.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+
+def _rollup_open_sql(schema: str, group_by: str, filters: Filters) -> tuple[str, dict[str, Any]]:
+    """A lateral subquery: the rollup's open dispatches of group ``x.key`` on day ``x.day``.
+
+    Unfiltered from ``rollup_groups`` (one primary-key row), filtered from ``rollup``.
+    """
+    if _unfiltered(filters):
+        return (
+            f"SELECT COALESCE(sum(r.open_unacknowledged), 0) AS open FROM {schema}.rollup_groups r "
+            f"WHERE r.grouping = :o_grouping AND r.day = x.day AND r.key = x.key",
+            {"o_grouping": group_by},
+        )
+    where, params = _rollup_filters_sql(filters)
+    return (
+        f"SELECT COALESCE(sum(r.open_unacknowledged), 0) AS open FROM {schema}.rollup r "
+        f"WHERE r.day = x.day AND {_ROLLUP_KEYS.get(group_by, _ALL)} = x.key AND {where}",
+        params,
     )
+
+
+def _not_yet_due_sql(
+    schema: str, *, group_by: str, filters: Filters, days: str, tag: str, bucket: str
+) -> tuple[str, dict[str, Any]]:
+    """Open dispatches whose deadline has not passed, per (key, bucket): each day's at most the
+    rollup's open ones of that day and group (the facts may hold dispatches the rollup does not yet).
+
+    ``days`` joins the dispatches (``d``) to the periods or buckets; ``tag`` is what each row
+    carries from it (``p.period``, or a constant) and ``bucket`` the answer's bucket, an expression
+    of ``x.tag`` or of the day ``x.day``.
+    """
+    _, d_key = GROUP_KEYS[group_by]
+    d_filter, params = _filters_sql(filters, dispatch=True)
+    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    open_sql, open_params = _rollup_open_sql(schema, group_by, filters)
+    sql = (
+        f"SELECT x.key, {bucket} AS bucket, sum(least(x.n, o.open)) AS n FROM ("
+        f"SELECT {d_key} AS key, d.dispatch_day AS day, {tag} AS tag, "
+        f"count(*) AS n FROM {schema}.dispatches d {d_from} {days} "
+        f"WHERE {_OPEN} AND (d.deadline >= :now OR d.deadline IS NULL) AND d.dispatched_at IS NOT NULL "
+        f"AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1, 2, 3) AS x "
+        f"CROSS JOIN LATERAL ({open_sql}) AS o WHERE x.key IS NOT NULL GROUP BY 1, 2"
+    )
+    return sql, {**params, **open_params}
+
+
+async def _not_yet_due_counts(
+    db: Executor,
+    *,
+    group_by: str,
+    periods: Sequence[Period],
+    filters: Filters,
+    now: datetime,
+    schema: str,
+) -> dict[tuple[str, int], int]:
+    """Per (key, period): the open dispatches not yet due that the rollup's open count holds."""
+    join, params = _periods_join("d.dispatch_day", periods)
+    sql, more = _not_yet_due_sql(
+        schema, group_by=group_by, filters=filters, days=join, tag="p.period", bucket="x.tag"
+    )
+    rows = (await db.execute(sa.text(sql), {**params, **more, "now": now})).all()
+    return {(row.key, row.bucket): int(row.n) for row in rows}
+
+
+async def _rollup_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, schema: str
+) -> dict[tuple[str, int], Counts]:
+    key = _ROLLUP_KEYS.get(group_by, _ALL)
+    join, params = _periods_join("r.day", periods)
+    where, fparams = _rollup_filters_sql(filters)
+    sums = ", ".join(f"sum(r.{c}) AS {c}" for c in _WITH_OPEN)
+    sql = f"SELECT {key} AS key, p.period, {sums} FROM {schema}.rollup r {join} WHERE {where} GROUP BY 1, 2"
+    params.update(fparams)
     rows = (await db.execute(sa.text(sql), params)).all()
     return {(row.key, row.period): _to_counts_with_open(row) for row in rows}
 
@@ -830,26 +916,18 @@ async def _fact_counts(
     return {(row.key, row.period): _to_counts(row) for row in rows}
 
 
-async def _open_dispatch_counts(
-    db: Executor,
-    *,
-    group_by: str,
-    periods: Sequence[Period],
-    filters: Filters,
-    now: datetime,
-    schema: str,
-    overdue: bool,
+async def _open_overdue_counts(
+    db: Executor, *, group_by: str, periods: Sequence[Period], filters: Filters, now: datetime, schema: str
 ) -> dict[tuple[str, int], int]:
-    """Open dispatches of the periods whose deadline has passed (``overdue``) or not (yet)."""
+    """Open dispatches of the periods whose deadline has passed, from the facts."""
     _, d_key = GROUP_KEYS[group_by]
     join, params = _periods_join("d.dispatch_day", periods)
     d_filter, fparams = _filters_sql(filters, dispatch=True)
     d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
-    deadline = "d.deadline < :now" if overdue else "(d.deadline >= :now OR d.deadline IS NULL)"
     sql = (
         f"SELECT {d_key} AS key, p.period, count(*) AS n "
         f"FROM {schema}.dispatches d {d_from} {join} "
-        f"WHERE {_OPEN} AND {deadline} AND d.dispatched_at IS NOT NULL "
+        f"WHERE {_OPEN} AND d.deadline < :now AND d.dispatched_at IS NOT NULL "
         f"AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1, 2"
     )
     rows = (await db.execute(sa.text(sql), {**params, **fparams, "now": now})).all()
@@ -1028,7 +1106,7 @@ async def list_open_overdue(
     # A LEFT JOIN: an overdue dispatch is listed even before its hazard.reported arrived.
     sql = (
         f"SELECT d.dispatch_id, d.hazard_id, d.department_id, d.dispatched_at, d.deadline, "
-        f"h.category, h.community_id, h.grid_id, h.reported_at "
+        f"h.category, h.community_id, h.grid_id, h.reported_at, h.address "
         f"FROM {schema}.dispatches d LEFT JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
         f"WHERE {_OPEN} AND d.deadline < :now AND {d_filter} ORDER BY d.deadline, d.dispatch_id LIMIT :limit"
     )
@@ -1055,8 +1133,10 @@ async def list_relapse_hotspots(
     sql = (
         f"SELECT r.place_key, max(h.community_id) AS community_id, max(h.grid_id) AS grid_id, "
         f"count(*) AS relapses, max(r.relapsed_at) AS last_relapsed_at, "
+        f"COALESCE(max(h.address), max(o.address)) AS address, "
         f"array_agg(DISTINCT h.category) FILTER (WHERE h.category IS NOT NULL) AS categories "
         f"FROM {schema}.relapses r LEFT JOIN {schema}.hazards h ON h.hazard_id = r.hazard_id "
+        f"LEFT JOIN {schema}.hazards o ON o.hazard_id = r.original_hazard_id "
         f"WHERE r.relapse_day BETWEEN :ps AND :pe AND {h_filter} "
         f"GROUP BY r.place_key HAVING count(*) >= :min "
         f"ORDER BY relapses DESC, last_relapsed_at DESC, r.place_key LIMIT :limit"
@@ -1107,8 +1187,9 @@ async def daily_series(
 
     Unfiltered: from the per-group rollup (whole weeks from its week rows); filtered by community
     or category: from ``rollup``. Open overdue: the rollup's open dispatches less those whose
-    deadline has not passed yet (as period_counts).
+    deadline has not passed yet, each day at most the rollup's open ones (as period_counts).
     """
+    await _one_snapshot(db)
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
     if filters.community_id is None and filters.category is None:
@@ -1148,16 +1229,17 @@ async def daily_series(
     await _tune_reads(db)
     rows = (await db.execute(sa.text(sql), params)).all()
     result = {(r.key, r.bucket): _to_counts_with_open(r) for r in rows}
-    d_key = GROUP_KEYS[group_by][1]
-    d_day = "d.dispatch_day" if bucket == "day" else "date_trunc('week', d.dispatch_day)::date"
-    d_filter, fparams = _filters_sql(filters, dispatch=True)
-    open_sql = (
-        f"SELECT {d_key} AS key, {d_day} AS bucket, count(*) AS n "
-        f"FROM {schema}.dispatches d "
-        f"WHERE {_OPEN} AND (d.deadline >= :now OR d.deadline IS NULL) AND d.dispatched_at IS NOT NULL "
-        f"AND d.community_id IS NOT NULL AND d.dispatch_day BETWEEN :ps AND :pe AND {d_filter} GROUP BY 1, 2"
+    # Not yet due: at most the rollup's open dispatches of each day (see period_counts).
+    open_sql, open_params = _not_yet_due_sql(
+        schema,
+        group_by=group_by,
+        filters=filters,
+        days="JOIN (SELECT CAST(:ps AS date) AS ps, CAST(:pe AS date) AS pe) AS p "
+        "ON d.dispatch_day BETWEEN p.ps AND p.pe",
+        tag="0",
+        bucket="x.day" if bucket == "day" else "CAST(date_trunc('week', CAST(x.day AS timestamp)) AS date)",
     )
-    open_params = {"ps": period.start, "pe": period.end, **fparams, "now": now}
+    open_params.update({"ps": period.start, "pe": period.end, "now": now})
     for r in (await db.execute(sa.text(open_sql), open_params)).all():
         k = (r.key, r.bucket)
         result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-int(r.n))

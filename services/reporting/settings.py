@@ -29,6 +29,18 @@ class ProjectionSettings(BaseModel):
     metrics_window_days: Annotated[int, Field(ge=1, le=366)] = 30
 
 
+class DashboardSettings(BaseModel):
+    """What the dashboard links to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Where an overdue dispatch's hazard opens: its case and timeline (tracking's case API, which
+    # asks for the same bearer token). ``{hazard_id}`` is replaced; the local stack's default.
+    case_url: Annotated[str, Field(min_length=1, max_length=500, pattern=r"\{hazard_id\}")] = (
+        "http://127.0.0.1:8103/api/v1/hazards/{hazard_id}"
+    )
+
+
 def refresh_pause_s(projection: ProjectionSettings, took_s: float) -> float:
     """Seconds the background refresher waits after a refresh that took ``took_s``."""
     paced = took_s * (1 - projection.rollup_max_busy) / projection.rollup_max_busy
@@ -47,3 +59,4 @@ class ReportingSettings(ServiceSettings):
     )
 
     projection: ProjectionSettings = Field(default_factory=ProjectionSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)

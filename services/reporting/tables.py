@@ -40,6 +40,7 @@ hazards = sa.Table(
     sa.Column("rectification_overdue", sa.Boolean),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("closed_reason", sa.Text),
+    sa.Column("address", sa.Text),  # migration 0010: last, as ALTER TABLE adds it
     sa.Index("hazards_report_day", "report_day"),
     sa.Index("hazards_community_day", "community_id", "report_day"),
 )

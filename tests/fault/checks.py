@@ -6,7 +6,10 @@
   no hazard reported by two events, routed twice, acknowledged twice, overdue twice,
   escalated twice at one level, ordered twice in one round, or closed twice;
 * reporting's totals equal a recount from the topic: hazards (reported + duplicates),
-  dispatches, acknowledged dispatches and closed hazards.
+  dispatches, acknowledged dispatches and closed hazards;
+* at every look while the system settles, not only at the end: no figure of reporting's summary
+  (per department, community and category, and the totals) is negative or above its whole, no
+  rate outside 0..1 (``services.reporting.domain.bound_problems``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 
 from bench.end_to_end import TopicFacts, account, invariant_problems, read_lifecycle, reporting_totals
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator
+from services.reporting.domain import COUNT_FIELDS, Counts, bound_problems
 from shared.reference import PACKAGED_DATA_DIR
 from tests.support.system import System
 
@@ -81,6 +85,45 @@ def reporting_view(totals: dict[str, Any] | None) -> dict[str, int] | None:
     }
 
 
+BOUNDED_GROUPINGS = ("department", "community", "category")
+RATES = ("overdue_receipt_rate", "rectification_rate", "relapse_rate")
+
+
+def figure_problems(group_by: str, summary: dict[str, Any]) -> list[str]:
+    """Figures of a summary answer that are negative or above their whole (empty: none)."""
+    problems: list[str] = []
+    for group in [*summary.get("groups", []), {"key": "totals", **summary.get("totals", {})}]:
+        values = {name: int(group.get(name) or 0) for name in COUNT_FIELDS if name != "overdue_ended"}
+        ended = (
+            int(group.get("overdue_receipts") or 0)
+            - values["acknowledged_late"]
+            - values["receipt_overdue_open"]
+        )
+        counts = Counts(**values, overdue_ended=ended)
+        problems += [f"{group_by} {group['key']}: {p}" for p in bound_problems(counts)]
+        for where in (group, group.get("previous_period") or {}, group.get("year_earlier") or {}):
+            for rate in RATES:
+                value = where.get(rate)
+                if value is not None and not 0 <= value <= 1:
+                    problems.append(f"{group_by} {group['key']}: {rate} = {value} outside 0..1")
+    return problems
+
+
+async def reporting_bounds(client: httpx.AsyncClient, base: str, supervisor: Any) -> list[str]:
+    """Figures out of bounds in reporting's summaries (last 30 days) by department, community, category."""
+    problems: list[str] = []
+    for group_by in BOUNDED_GROUPINGS:
+        try:
+            response = await client.get(
+                f"{base}/api/v1/reports/summary", params={"group_by": group_by}, headers=supervisor.headers
+            )
+        except httpx.HTTPError:
+            continue
+        if response.status_code == 200:
+            problems += figure_problems(group_by, response.json())
+    return problems
+
+
 @dataclass
 class Outcome:
     """The settled state after a fault."""
@@ -107,6 +150,9 @@ async def settled(
             expected = recount(facts)
             seen = reporting_view(await reporting_totals(client, system.url("reporting"), supervisor))
             outcome = Outcome(facts, accounting, seen, expected)
+            if check_reporting:  # never, not even while settling (issue 14 item 10)
+                out_of_bounds = await reporting_bounds(client, system.url("reporting"), supervisor)
+                assert out_of_bounds == [], f"reporting shows figures out of bounds: {out_of_bounds[:10]}"
             problems = list(accounting["problems"])
             if check_reporting and seen != expected:
                 problems.append(f"reporting shows {seen}, the topic recounts {expected}")

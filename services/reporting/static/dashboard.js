@@ -24,7 +24,8 @@
       prev: "上期", yoy: "去年同期", current: "本期", none: "暂无数据", department: "部门", deadline: "接收期限",
       overdueFor: "已超时", hours: "小时", grid: "网格", place: "点位", relapses: "回潮次数", last: "最近一次",
       found: "发现", notices: "整改通知书", rectified: "已整改", closed: "已销号", target: "目标", lang: "English",
-      notDispatched: "未分拨",
+      notDispatched: "未分拨", address: "地址", openCase: "查看案件", ended: "已结束 · 最终数字",
+      upcoming: "未开始", finalOf: "目标",
     },
     en: {
       title: "Hazard supervision dashboard", tokenLabel: "Supervisor token (kept in this browser only)",
@@ -44,10 +45,14 @@
       department: "Department", deadline: "Receipt deadline", overdueFor: "Overdue by", hours: "h", grid: "Grid",
       place: "Place", relapses: "Relapses", last: "Last", found: "Found", notices: "Notices issued",
       rectified: "Rectified", closed: "Closed", target: "target", lang: "中文", notDispatched: "Not dispatched",
+      address: "Address", openCase: "Open case", ended: "Ended · final figures", upcoming: "Not started",
+      finalOf: "target",
     },
   };
 
-  const state = { lang: localStorage.getItem(LANG_KEY) || "zh", reference: null, data: null };
+  const state = { lang: localStorage.getItem(LANG_KEY) || "zh", reference: null, data: null, updatedAt: null };
+  // Times are shown in the city's zone (the reference data's calendar), never the browser's.
+  const DEFAULT_ZONE = "Asia/Shanghai";
   const $ = (id) => document.getElementById(id);
   const t = (key) => TEXT[state.lang][key] || key;
 
@@ -82,6 +87,24 @@
       if (width > px) return text.slice(0, Math.max(1, i - 1)) + "…";
     }
     return text;
+  }
+
+  function zone() {
+    return (state.reference && state.reference.timezone) || DEFAULT_ZONE;
+  }
+
+  function cityTime(value, parts) {
+    // "YYYY-MM-DD HH:MM" (parts "datetime"), "YYYY-MM-DD" ("date") or "HH:MM:SS" ("time") in the city's zone.
+    if (!value) return "—";
+    const moment = value instanceof Date ? value : new Date(value);
+    const fields = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+      timeZone: zone(), year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    }).formatToParts(moment).map((p) => [p.type, p.value]));
+    const day = `${fields.year}-${fields.month}-${fields.day}`;
+    if (parts === "date") return day;
+    if (parts === "time") return `${fields.hour}:${fields.minute}:${fields.second}`;
+    return `${day} ${fields.hour}:${fields.minute}`;
   }
 
   function pct(value) {
@@ -254,17 +277,22 @@
     barChart($("chart-community"), "community",
       d.summaryCommunity.groups.map((g) => ({ key: g.key, label: g.label, values: { rectification_rate: g.rectification_rate, relapse_rate: g.relapse_rate } })),
       [{ id: "rectification_rate", name: t("rectRate"), color: COLORS[2] }, { id: "relapse_rate", name: t("relapseRate"), color: COLORS[1] }]);
-    table("overdue-table", [t("department"), t("category"), t("community"), t("grid"), t("deadline"), t("overdueFor")],
-      d.overdue.items.map((i) => el("tr", { "data-dispatch-id": i.dispatch_id },
+    table("overdue-table",
+      [t("address"), t("department"), t("category"), t("community"), t("deadline"), t("overdueFor")],
+      d.overdue.items.map((i) => el("tr", { "data-dispatch-id": i.dispatch_id, "data-hazard-id": i.hazard_id },
+        el("td", { "data-cell": "address" },
+          el("a", { href: i.case_url, target: "_blank", rel: "noopener", title: t("openCase") + " " + i.hazard_id },
+            i.address || t("openCase"))),
         el("td", {}, name(i.department, i.department_id)), el("td", {}, categoryName(i.category)),
-        el("td", {}, communityName(i.community_id)), el("td", {}, i.grid_id || "—"),
-        el("td", {}, i.receipt_deadline.replace("T", " ").slice(0, 16)),
+        el("td", {}, communityName(i.community_id)),
+        el("td", { "data-cell": "deadline" }, cityTime(i.receipt_deadline, "datetime")),
         el("td", { class: "num" }, (i.minutes_overdue / 60).toFixed(1) + " " + t("hours")))));
     table("hotspot-table", [t("place"), t("community"), t("relapses"), t("last")],
       d.hotspots.items.map((h) => el("tr", { "data-place": h.place_key },
-        el("td", {}, h.place_key), el("td", {}, communityName(h.community_id)),
+        el("td", { "data-cell": "place", title: h.place_key }, h.address || name(h.grid, h.grid_id || h.place_key)),
+        el("td", { "data-cell": "community" }, name(h.community, communityName(h.community_id))),
         el("td", { class: "num", "data-value": h.relapses }, h.relapses),
-        el("td", {}, (h.last_relapsed_at || "").slice(0, 10)))));
+        el("td", { "data-cell": "last" }, cityTime(h.last_relapsed_at, "date")))));
     campaigns(d.campaigns.campaigns);
   }
 
@@ -272,19 +300,30 @@
     const box = $("campaigns");
     box.replaceChildren();
     for (const c of list) {
-      const block = el("div", { class: "campaign", "data-campaign": c.campaign_id },
+      // An ended campaign shows its final figures (what it found in its window), not progress to a target.
+      const ended = c.state === "ended";
+      const when = `${c.starts_on} – ${c.ends_on}` + (ended ? ` · ${t("ended")}` : c.state === "upcoming" ? ` · ${t("upcoming")}` : "");
+      const block = el("div", { class: "campaign", "data-campaign": c.campaign_id, "data-state": c.state },
         el("div", { class: "head" }, el("strong", {}, name(c.label, c.campaign_id)),
-          el("span", { class: "meta" }, `${c.starts_on} – ${c.ends_on}`)));
-      for (const [key, label] of [["found", t("found")], ["notices_issued", t("notices")], ["rectified", t("rectified")]]) {
+          el("span", { class: "meta" }, when)));
+      const metrics = [["found", t("found")], ["notices_issued", t("notices")], ["rectified", t("rectified")]];
+      if (ended) metrics.push(["closed", t("closed")]);
+      for (const [key, label] of metrics) {
         const target = c.targets[key];
         const done = c[key];
+        const text = ended
+          ? (target ? `${done} (${t("finalOf")} ${target})` : String(done))
+          : (target ? `${done} / ${target} ${t("target")}` : String(done));
+        const row = el("div", { class: "bar-label" }, el("span", {}, label),
+          el("span", { "data-metric": key, "data-value": done }, text));
+        if (ended) {
+          block.append(row);
+          continue;
+        }
         const share = target ? Math.min(1, done / target) : null;
         const fill = el("span");
         fill.style.width = ((share || 0) * 100).toFixed(1) + "%";
-        block.append(
-          el("div", { class: "bar-label" }, el("span", {}, label),
-            el("span", { "data-metric": key, "data-value": done }, target ? `${done} / ${target} ${t("target")}` : String(done))),
-          el("div", { class: "bar" }, fill));
+        block.append(row, el("div", { class: "bar" }, fill));
       }
       box.append(block);
     }
@@ -295,6 +334,11 @@
   function setStatus(text, error) {
     $("status").textContent = text;
     $("status").classList.toggle("error", Boolean(error));
+  }
+
+  function readyStatus() {
+    // In the page's language and the city's time, re-made when the language changes.
+    return `${t("ready")} ${cityTime(state.updatedAt, "time")}`;
   }
 
   async function loadReference() {
@@ -335,8 +379,9 @@
         $("f-to").value = summaryDept.to;
       }
       state.data = { summaryDept, summaryCommunity, series, overdue, hotspots, campaigns: campaignsData };
+      state.updatedAt = new Date();
       render();
-      setStatus(`${t("ready")} ${new Date().toLocaleTimeString()}`);
+      setStatus(readyStatus());
       document.body.dataset.state = "ready";
     } catch (err) {
       if (err.status === 401 || err.status === 403) {
@@ -360,6 +405,7 @@
       fillSelect($("f-category"), state.reference.categories);
     }
     render();
+    if (document.body.dataset.state === "ready" && state.updatedAt) setStatus(readyStatus());
   }
 
   async function downloadCsv() {

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -38,6 +41,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 APRIL = {"from": "2026-04-01", "to": "2026-04-30"}
+CITY = ZoneInfo("Asia/Shanghai")  # the reference data's calendar zone
+BROWSER_ZONE = "America/New_York"  # the browser's own zone differs: the page must not use it
+
+
+def city(iso: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """An API timestamp as the page must show it: in the city's zone."""
+    return datetime.fromisoformat(iso).astimezone(CITY).strftime(fmt)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +173,9 @@ async def test_dashboard_in_chromium(db_url: str, kafka: Any, topics: dict[str, 
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
             )
             try:
-                context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN")
+                context = await browser.new_context(
+                    viewport={"width": 1366, "height": 900}, locale="zh-CN", timezone_id=BROWSER_ZONE
+                )
                 page = await context.new_page()
                 page.on(
                     "console",
@@ -191,13 +203,67 @@ async def test_dashboard_in_chromium(db_url: str, kafka: Any, topics: dict[str, 
                 overdue = (await api.get("/api/v1/reports/overdue")).json()
                 rows = await _values(page, "#overdue-table tr[data-dispatch-id]", ("data-dispatch-id",))
                 assert [r[0] for r in rows] == [i["dispatch_id"] for i in overdue["items"]]
+                assert overdue["items"], "the scenario leaves overdue dispatches open"
+                # Each overdue row names the address and leads to the hazard's case (and timeline);
+                # its deadline is in the city's time, not the browser's (New York here).
+                for item in overdue["items"]:
+                    row = f"#overdue-table tr[data-dispatch-id='{item['dispatch_id']}']"
+                    assert item["address"] == "Road 1"
+                    assert await page.text_content(f"{row} [data-cell=address]") == "Road 1"
+                    href = await page.get_attribute(f"{row} [data-cell=address] a", "href")
+                    assert href == item["case_url"]
+                    assert href.endswith(f"/api/v1/hazards/{item['hazard_id']}")
+                    shown = await page.text_content(f"{row} [data-cell=deadline]")
+                    assert shown == city(item["receipt_deadline"]), (shown, item["receipt_deadline"])
+                # Hotspots: the address and the community, not the place key.
+                hotspots = (
+                    await api.get("/api/v1/reports/relapse-hotspots", params={**APRIL, "min_relapses": "1"})
+                ).json()
                 hot = await _values(page, "#hotspot-table tr[data-place]", ("data-place",))
                 assert hot == [("liuyue-01/B-1",)]
+                spot = hotspots["items"][0]
+                assert spot["address"] == "Road 1"
+                assert await page.text_content("#hotspot-table [data-cell=place]") == "Road 1"
+                assert (
+                    await page.text_content("#hotspot-table [data-cell=community]") == spot["community"]["zh"]
+                )
+                assert spot["community"]["zh"] != "liuyue"
+                last = await page.text_content("#hotspot-table [data-cell=last]")
+                assert last == city(spot["last_relapsed_at"], "%Y-%m-%d")
+                # An ended campaign shows its final figures, not "n / target".
+                campaigns = {
+                    c["campaign_id"]: c
+                    for c in (await api.get("/api/v1/reports/campaigns")).json()["campaigns"]
+                }
+                spring = campaigns["spring-fire-2026"]
                 found = await _values(
                     page, "[data-campaign=spring-fire-2026] [data-metric=found]", ("data-value",)
                 )
                 assert found == [("5",)]
+                block = "[data-campaign=spring-fire-2026]"
+                assert await page.get_attribute(block, "data-state") == spring["state"]
+                text = await page.text_content(f"{block} [data-metric=found]")
+                if spring["state"] == "ended":  # 2026-05-25 is past for any run after the campaign
+                    assert text == "5 (目标 4687)"
+                    assert "已结束" in (await page.text_content(f"{block} .meta") or "")
+                    assert await page.text_content(f"{block} [data-metric=closed]") == str(spring["closed"])
+                else:
+                    assert text == "5 / 4687 目标"
+                # The status line: Chinese, the city's time of day.
+                status = await page.text_content("#status") or ""
+                match = re.fullmatch(r"已更新 (\d\d):(\d\d):\d\d", status)
+                assert match, status
+                now_city = datetime.now(CITY)
+                assert f"{match[1]}:{match[2]}" in {
+                    (now_city - timedelta(minutes=m)).strftime("%H:%M") for m in range(3)
+                }, (status, now_city)
                 await page.screenshot(path=str(RESULTS / "dashboard.png"), full_page=True)
+                await page.locator("article:has(#hotspot-table)").screenshot(
+                    path=str(RESULTS / "dashboard-hotspots.png")
+                )
+                await page.locator("article:has(#overdue-table)").screenshot(
+                    path=str(RESULTS / "dashboard-overdue.png")
+                )
 
                 # A filter changes every figure: only liuyue.
                 await _apply(page, **{"f-community": "liuyue"})
@@ -215,6 +281,9 @@ async def test_dashboard_in_chromium(db_url: str, kafka: Any, topics: dict[str, 
                 assert await page.text_content("h1") == "隐患督办看板"
                 await page.click("#lang-toggle")
                 assert await page.text_content("h1") == "Hazard supervision dashboard"
+                # The status line follows the language at once (it read 已更新 until the next load).
+                status = await page.text_content("#status") or ""
+                assert re.fullmatch(r"Updated \d\d:\d\d:\d\d", status), status
                 await _apply(page, **{"f-category": ""})
 
                 # A phone.

@@ -152,3 +152,110 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
+
+
+async def test_relapse_reports_are_seen_after_the_closure_at_the_claimed_rate() -> None:
+    """Issue 21 item 4: a relapse observed before the closure is no relapse (tracking's rule), and
+    the demo's relapses were observed up to 4 hours before a closure seconds old: ~1 % counted."""
+    from datetime import timedelta
+
+    import httpx
+
+    from bench.loadgen import Accepted, LoadGenerator, Submission
+
+    principals = make_principals(REFERENCE)
+    gen = LoadGenerator(intake="http://intake", tracking="http://tracking", principals=principals, seed=5)
+    closed_at = datetime.now(UTC) - timedelta(seconds=30)  # closed just before, as in the demo
+    grids = gen.planner.grids
+    for n in range(400):
+        gen.result.accepted.append(
+            Accepted(
+                report_id=f"r{n}",
+                hazard_id=f"00000000-0000-4000-8000-{n:012d}",
+                grid_id=grids[n % len(grids)],
+                category="locked_rooftop_door",
+                on_site=False,
+                building_id=f"{grids[n % len(grids)]}-b{n + 1}",
+                duplicate_of=None,
+                scheduled_at=0.0,
+                sent_at=0.0,
+                accepted_at=0.0,
+                batch=False,
+            )
+        )
+
+    def case(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"state": "closed", "closed": {"at": closed_at.isoformat()}})
+
+    sent: list[Submission] = []
+
+    async def capture(submissions: list[Submission], **_: object) -> None:
+        sent.extend(submissions)
+
+    gen.send_reports = capture  # type: ignore[method-assign,assignment]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(case)) as client:
+        await gen.play_relapses(client)
+    relapses = [r for s in sent for r in s.reports]
+    # The claimed share of the closed hazards (0.10 of 400), different buildings ...
+    assert len(relapses) == 40
+    assert len({r.building_id for r in relapses}) == 40
+    # ... every one of them seen after the closure it relapses from, and not in the future.
+    seen = [datetime.fromisoformat(r.body["observed_at"]) for r in relapses]
+    assert all(closed_at < s <= datetime.now(UTC) for s in seen), [s.isoformat() for s in seen[:5]]
+
+
+async def test_a_second_wave_relapses_only_relapses_again_at_their_place() -> None:
+    """Chronic places (the demo's hotspots): closed relapses come back, ``relapse_again`` of them."""
+    from datetime import timedelta
+
+    import httpx
+
+    from bench.loadgen import Accepted, LoadGenerator, Submission
+
+    gen = LoadGenerator(
+        intake="http://intake", tracking="http://tracking", principals=make_principals(REFERENCE), seed=11
+    )
+    closed_at = datetime.now(UTC) - timedelta(seconds=20)
+    grid = gen.planner.grids[0]
+
+    def accepted(report_id: str, n: int, building_id: str = "") -> Accepted:
+        return Accepted(
+            report_id=report_id,
+            hazard_id=f"00000000-0000-4000-8000-{n:012d}",
+            grid_id=grid,
+            category="locked_rooftop_door",
+            on_site=False,
+            building_id=building_id or f"{grid}-b{n + 1}",
+            duplicate_of=None,
+            scheduled_at=0.0,
+            sent_at=0.0,
+            accepted_at=0.0,
+            batch=False,
+        )
+
+    gen.result.accepted.extend(accepted(f"r{n}", n) for n in range(300))
+    sent: list[Submission] = []
+
+    async def capture(submissions: list[Submission], **_: object) -> None:
+        sent.extend(submissions)
+        for s in submissions:  # intake accepts each relapse report as a new hazard at that building
+            for r in s.reports:
+                n = len(gen.result.accepted)
+                gen.result.accepted.append(accepted(r.body["report_id"], n, r.building_id))
+
+    def case(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"state": "closed", "closed": {"at": closed_at.isoformat()}})
+
+    gen.send_reports = capture  # type: ignore[method-assign,assignment]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(case)) as client:
+        await gen.play_relapses(client)
+        first = [r for s in sent for r in s.reports]
+        sent.clear()
+        await gen.play_relapses(client, again=True)
+    again = [r for s in sent for r in s.reports]
+    assert first, "the first wave relapsed nothing"
+    # Only relapses come back (each at its own building): relapse_again (0.5) of the 30 closed ones.
+    assert len(first) == 30
+    assert {r.building_id for r in again} <= {r.building_id for r in first}
+    assert len(again) == 15
+    assert all(datetime.fromisoformat(r.body["observed_at"]) > closed_at for r in again)
