@@ -121,3 +121,18 @@ async def test_open311_refuses_nul_in_a_form_field_with_400(intake_app: AppFacto
         assert error["code"] == 400
         assert "NUL" in error["description"]
         assert await scalar(app, "select count(*) from intake.reports") == 0
+
+
+async def test_nul_or_an_unpaired_surrogate_in_a_field_name_is_422_per_item(intake_app: AppFactory) -> None:
+    """Names as well as values: refused in the error shape (a guard: pydantic already did so)."""
+    async with intake_app(**OFF) as (app, client):
+        for bad, problem in ((SURROGATE, "string_unicode"), (NUL, "extra_forbidden")):
+            single = await client.post("/api/v1/hazards", **post_json({**report(), f"x{bad}": 1}))
+            assert single.status_code == 422, single.text
+            assert [d["type"] for d in single.json()["error"]["details"]] == [problem]
+            batch = await client.post(
+                "/api/v1/hazards/batch", **post_json({"reports": [{**report(), f"x{bad}": 1}, report()]})
+            )
+            assert batch.status_code == 200, batch.text
+            assert [r["outcome"] for r in batch.json()["results"]] == ["rejected", "created"]
+        assert await scalar(app, "select count(*) from intake.reports") == 2
