@@ -1,8 +1,9 @@
 """HTTP routes of the dispatch service: the department inbox and actions, operator reassignment, rules.
 
-Object-level rules: a department reads only its own dispatches (another department's is
-404, the same as an unknown id, so ids leak nothing); acting on another department's
-dispatch is 403 (API.md: someone else's object, action); operators and supervisors read all.
+Object-level rules: a department sees only its own dispatches; another department's is 404,
+the same answer as an unknown id, for reads and actions alike (API.md), so ids leak nothing.
+403 is for a wrong role only (a department reassigning, an operator acknowledging).
+Operators and supervisors read all.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 
 from services.dispatch import domain
 from services.dispatch import repository as repo
 from services.dispatch.service import Commands
 from shared.auth import Principal, require
 from shared.errors import ApiError
+from shared.text import Text
 
 router = APIRouter(prefix="/api/v1", tags=["dispatch"])
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=1000)]
-DepartmentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Reason = Annotated[str, Text(strip=True, min_length=3, max_length=1000)]
+DepartmentId = Annotated[str, Text(strip=True, min_length=1, max_length=64)]
 MAX_PAGE = 500
 
 

@@ -114,7 +114,7 @@ class Commands:
     async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal, now: datetime) -> Any:
         """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""
         async with self.sessions() as session, session.begin():
-            dispatch = await self._own(session, dispatch_id, principal, action="acknowledge")
+            dispatch = await self._own(session, dispatch_id, principal)
             outcome = _decide(domain.acknowledge, dispatch, now=now, by=principal.id)
             (acknowledged,) = outcome.dispatches
             await repo.update_dispatch(session, acknowledged, acknowledged_by=principal.id, now=now)
@@ -134,7 +134,7 @@ class Commands:
     ) -> Any:
         """Return a dispatch; the hazard is routed again without every department that returned it."""
         async with self.sessions() as session, session.begin():
-            dispatch = await self._own(session, dispatch_id, principal, action="return")
+            dispatch = await self._own(session, dispatch_id, principal)
             hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
             before = await repo.returned_departments(session, dispatch.hazard_id)
             outcome = _decide(
@@ -230,18 +230,16 @@ class Commands:
             ) from None
 
     async def _own(
-        self, session: AsyncSession, dispatch_id: uuid.UUID, principal: Principal, *, action: str
+        self, session: AsyncSession, dispatch_id: uuid.UUID, principal: Principal
     ) -> domain.Dispatch:
-        """Lock a dispatch the calling department holds; 404 unknown, 403 another department's."""
+        """Lock a dispatch the calling department holds; 404 when unknown or another department's.
+
+        Another department's dispatch is invisible to the caller (GET answers 404), so acting on it is
+        404 as well, in the same words as an unknown id: the answer never says who holds it.
+        """
         row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
-        if row is None:
+        if row is None or row.department_id != principal.department_id:
             raise _not_found(dispatch_id)
-        if row.department_id != principal.department_id:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"Only the department the hazard is dispatched to may {action} it.",
-            )
         return repo.to_domain(row)
 
     async def _add_new(

@@ -95,6 +95,18 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     rate = settings.rate_limit
     app.state.rate_limiter = RateLimiter(rate=rate.requests_per_s, burst=rate.burst) if rate.enabled else None
     app.state.batch_max_items = limits.batch_max_items
+    public = settings.open311
+    app.state.open311_view = open311.PublicView(
+        listing=public.public_listing,
+        coordinate_decimals=public.coordinate_decimals,
+        show_photos=public.show_photos,
+        show_address=public.show_address,
+    )
+    app.state.open311_limiter = (
+        RateLimiter(rate=public.rate_limit.requests_per_s, burst=public.rate_limit.burst)
+        if public.rate_limit.enabled
+        else None
+    )
     app.state.open311_limits = {
         "max_results": limits.open311_max_results,
         "default_days": limits.open311_default_days,

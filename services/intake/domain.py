@@ -21,11 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StringConstraints,
 )
 
 from shared import events as ev
 from shared.reference import OPERATORS_QUEUE, ReferenceData, haversine_m
+from shared.text import Text
 
 MAX_DESCRIPTION_CHARS = 2000
 MAX_ADDRESS_CHARS = 300
@@ -47,11 +47,9 @@ def _photo_url(value: str) -> str:
 
 
 PhotoUrl = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PHOTO_URL_CHARS),
-    AfterValidator(_photo_url),
+    str, Text(strip=True, min_length=1, max_length=MAX_PHOTO_URL_CHARS), AfterValidator(_photo_url)
 ]
-ShortId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ShortId = Annotated[str, Text(strip=True, min_length=1, max_length=64)]
 
 
 class _In(BaseModel):
@@ -63,13 +61,10 @@ class LocationIn(_In):
 
     lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
     lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-    address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_ADDRESS_CHARS)] = ""
+    address: Annotated[str, Text(strip=True, max_length=MAX_ADDRESS_CHARS)] = ""
     building_id: (
         Annotated[
-            str,
-            StringConstraints(
-                strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"
-            ),
+            str, Text(strip=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
         ]
         | None
     ) = None
@@ -80,9 +75,7 @@ class ReportIn(_In):
 
     report_id: uuid.UUID
     category: ShortId
-    description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS)
-    ]
+    description: Annotated[str, Text(strip=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS)]
     location: LocationIn
     grid_id: ShortId
     observed_at: AwareDatetime

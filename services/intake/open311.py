@@ -10,7 +10,10 @@ Choices where the standard leaves room (also in the README of the intake service
 * ``attribute[report_id]`` (a UUID) makes a POST idempotent like the JSON API; without it
   every POST is a new report. ``email``, names, ``phone`` and ``device_id`` are not stored.
 * GETs are public, as the standard intends, and show only the public fields: never who
-  reported. Without dates, GET requests covers the last 90 days, newest first, at most 1,000.
+  reported. What they show is intake's ``open311`` settings (:class:`PublicView`): the listing
+  on or off, coordinates rounded (3 decimals, about 100 m, by default), photos and the address
+  hidden by default; each client address is rate limited. Without dates, GET requests covers
+  the last 90 days, newest first, at most 1,000; dates are refused outside 1900..2999 (UTC).
 * Errors are a list of ``{code, description}`` in the format asked for (JSON or XML).
 """
 
@@ -20,10 +23,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
@@ -64,6 +68,20 @@ _ITEM_NAMES = {
     "values": "value",
     "errors": "error",
 }
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicView:
+    """What the public GETs show (intake's ``open311`` settings)."""
+
+    listing: bool = True
+    coordinate_decimals: int = 3
+    show_photos: bool = False
+    show_address: bool = False
 
 
 class Open311Error(Exception):
@@ -253,8 +271,8 @@ def _category(reference: ReferenceData, code: str, *, status: int = 400) -> Cate
 # ---------------------------------------------------------------- requests
 
 
-def request_json(row: Any, reference: ReferenceData) -> dict[str, Any]:
-    """A stored report as an Open311 service request (public fields only)."""
+def request_json(row: Any, reference: ReferenceData, view: PublicView) -> dict[str, Any]:
+    """A stored report as an Open311 service request: public fields only, as ``view`` allows."""
     try:
         service_name = reference.category(row.category).name_en
     except LookupError:
@@ -276,12 +294,12 @@ def request_json(row: Any, reference: ReferenceData) -> dict[str, Any]:
         "requested_datetime": _iso(row.requested_datetime),
         "updated_datetime": _iso(row.updated_datetime),
         "expected_datetime": _iso(row.expected_datetime),
-        "address": row.address or None,
-        "address_id": row.building_id,
+        "address": (row.address or None) if view.show_address else None,
+        "address_id": row.building_id if view.show_address else None,
         "zipcode": None,
-        "lat": row.lat,
-        "long": row.lon,
-        "media_url": row.photos[0] if row.photos else None,
+        "lat": round(row.lat, view.coordinate_decimals),
+        "long": round(row.lon, view.coordinate_decimals),
+        "media_url": row.photos[0] if row.photos and view.show_photos else None,
     }
 
 
@@ -381,6 +399,8 @@ def _split(value: str | None) -> list[str]:
 
 
 def _date(name: str, value: str | None) -> datetime | None:
+    """A W3C date-time as UTC; 400 when malformed or outside 1900..2999 (the database's ends are
+    nearer than Python's: year 1 at +08:00 or 9999-12-31 at -08:00 used to answer 500)."""
     if value is None or not value.strip():
         return None
     try:
@@ -389,7 +409,13 @@ def _date(name: str, value: str | None) -> datetime | None:
         raise Open311Error(
             400, f"{name} must be a W3C/ISO 8601 date-time, e.g. 2026-04-01T00:00:00Z."
         ) from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        moment = moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        moment = EARLIEST - timedelta(days=1)  # beyond Python's calendar: out of range below
+    if not EARLIEST <= moment <= LATEST:
+        raise Open311Error(400, f"{name} must be between 1900-01-01 and 2999-12-31 (UTC).")
+    return moment
 
 
 def _uuids(values: Sequence[str]) -> list[uuid.UUID]:
@@ -401,32 +427,77 @@ def _uuids(values: Sequence[str]) -> list[uuid.UUID]:
         ) from exc
 
 
+def _public(request: Request) -> PublicView:
+    """The public view, after the listing switch and the caller's address bucket (403, 429)."""
+    view: PublicView = request.app.state.open311_view
+    if not view.listing:
+        raise Open311Error(
+            403, "Service requests are not published by this server (its public listing is off)."
+        )
+    limiter: RateLimiter | None = request.app.state.open311_limiter
+    if limiter is not None:
+        address = request.client.host if request.client is not None else "unknown"
+        wait = limiter.take(address, now=time.monotonic())
+        if wait > 0:
+            metrics.RATE_LIMITED.inc()
+            retry = limiter.retry_after_header(wait)
+            raise Open311Error(
+                429,
+                f"Too many requests from {address}; retry after {retry} s.",
+                headers={"Retry-After": retry},
+            )
+    return view
+
+
 @router.get("/requests.{fmt}", summary="Query service requests (public fields only)")
-async def get_requests(request: Request, fmt: str) -> Response:
+async def get_requests(
+    request: Request,
+    fmt: str,
+    service_request_id: Annotated[
+        str | None,
+        Query(description="Comma-separated request ids; when given, the other filters are ignored"),
+    ] = None,
+    service_code: Annotated[str | None, Query(description="Comma-separated service codes")] = None,
+    start_date: Annotated[
+        str | None,
+        Query(
+            description="Requested at or after this W3C date-time (1900..2999); default 90 days ago",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+    end_date: Annotated[
+        str | None,
+        Query(
+            description="Requested at or before this W3C date-time (1900..2999)",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+    status: Annotated[str | None, Query(description="open, closed, or both comma-separated")] = None,
+) -> Response:
     """Filters: service_request_id (comma-separated; overrides the rest), service_code, start_date,
     end_date, status."""
     reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
-        params = request.query_params
+        view = _public(request)
         limits = request.app.state.open311_limits
-        ids = _split(params.get("service_request_id"))
+        ids = _split(service_request_id)
         intake: Intake = request.app.state.intake
         async with intake.sessions() as session:
             if ids:
                 rows = await repo.list_requests(session, hazard_ids=_uuids(ids), limit=limits["max_results"])
             else:
-                statuses = _split(params.get("status"))
+                statuses = _split(status)
                 unknown = [s for s in statuses if s not in ("open", "closed")]
                 if unknown:
                     raise Open311Error(
                         400, f"status must be open or closed (comma-separated), not {', '.join(unknown)}."
                     )
-                codes = _split(params.get("service_code"))
+                codes = _split(service_code)
                 for code in codes:
                     _category(reference, code)
-                start = _date("start_date", params.get("start_date"))
-                end = _date("end_date", params.get("end_date"))
+                start = _date("start_date", start_date)
+                end = _date("end_date", end_date)
                 if start is None and end is None:
                     start = datetime.now(UTC) - timedelta(days=limits["default_days"])
                 rows = await repo.list_requests(
@@ -437,7 +508,7 @@ async def get_requests(request: Request, fmt: str) -> Response:
                     statuses=statuses,
                     limit=limits["max_results"],
                 )
-        return 200, [request_json(row, reference) for row in rows]
+        return 200, [request_json(row, reference, view) for row in rows]
 
     return await _answer(fmt, "service_requests", produce)
 
@@ -448,12 +519,13 @@ async def get_request(request: Request, service_request_id: str, fmt: str) -> Re
     reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
+        view = _public(request)
         [hazard_id] = _uuids([service_request_id])
         intake: Intake = request.app.state.intake
         async with intake.sessions() as session:
             rows = await repo.list_requests(session, hazard_ids=[hazard_id], limit=1)
         if not rows:
             raise Open311Error(404, f"No service request {service_request_id}.")
-        return 200, [request_json(rows[0], reference)]
+        return 200, [request_json(rows[0], reference, view)]
 
     return await _answer(fmt, "service_requests", produce)

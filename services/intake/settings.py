@@ -39,6 +39,28 @@ class RateLimitSettings(_Section):
     burst: Annotated[int, Field(ge=1, le=100_000)] = 60
 
 
+class PublicRateLimit(_Section):
+    """Per client address token bucket of the public Open311 GETs (kept in each replica)."""
+
+    enabled: bool = True
+    requests_per_s: Annotated[float, Field(gt=0, le=100_000)] = 2.0
+    burst: Annotated[int, Field(ge=1, le=100_000)] = 30
+
+
+class Open311Settings(_Section):
+    """What Open311's public GETs (no authentication) show, and how often one address may ask."""
+
+    # Off: GET requests.json and requests/{id}.json answer 403; services and POST still work.
+    public_listing: bool = True
+    # lat/long decimals shown: 3 is about 100 m here (0.001 degree: 111 m north-south, 103 m east-west).
+    coordinate_decimals: Annotated[int, Field(ge=0, le=7)] = 3
+    # Photo URLs may show faces and doors; hidden (media_url null) unless turned on.
+    show_photos: bool = False
+    # The address and building id would undo the rounding; hidden unless turned on.
+    show_address: bool = False
+    rate_limit: PublicRateLimit = Field(default_factory=PublicRateLimit)
+
+
 class GroupCommitSettings(_Section):
     """Commit concurrent single reports together (one transaction and fsync for many requests)."""
 
@@ -58,3 +80,4 @@ class IntakeSettings(ServiceSettings):
     limits: ReportLimits = Field(default_factory=ReportLimits)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     group_commit: GroupCommitSettings = Field(default_factory=GroupCommitSettings)
+    open311: Open311Settings = Field(default_factory=Open311Settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from services.tracking.settings import TrackingSettings
 from shared.auth import Principal, authenticate, require
 from shared.errors import ApiError
 from shared.service import ServiceRuntime
+from shared.text import Text
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
@@ -27,7 +29,7 @@ def _photo_url(value: str) -> str:
     return value
 
 
-PhotoUrl = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(_photo_url)]
+PhotoUrl = Annotated[str, Text(min_length=8, max_length=2000), AfterValidator(_photo_url)]
 
 
 class RectificationBody(BaseModel):
@@ -35,7 +37,7 @@ class RectificationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    note: Annotated[str, Field(min_length=1, max_length=2000)]
+    note: Annotated[str, Text(min_length=1, max_length=2000)]
     photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
 
 
@@ -45,7 +47,7 @@ class VerificationBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     passed: bool
-    note: Annotated[str, Field(max_length=2000)] = ""
+    note: Annotated[str, Text(max_length=2000)] = ""
     photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
 
 
@@ -62,14 +64,13 @@ def _work(runtime: ServiceRuntime) -> service.Casework:
     )
 
 
-def _may_see(principal: Principal, case: Case) -> bool:
-    if principal.role in ("operator", "supervisor"):
-        return True
-    if principal.role == "reporter":
-        return principal.grid_id is not None and principal.grid_id == case.grid_id
-    return principal.department_id is not None and (
-        principal.department_id == case.department_id or principal.department_id in case.departments_involved
-    )
+def _may_see(principal: Principal) -> Callable[[Case], bool]:
+    def may_see(case: Case) -> bool:
+        return domain.visible_to(
+            case, role=principal.role, grid_id=principal.grid_id, department_id=principal.department_id
+        )
+
+    return may_see
 
 
 def _not_found(hazard_id: uuid.UUID) -> ApiError:
@@ -156,7 +157,7 @@ async def _view(runtime: ServiceRuntime, hazard_id: uuid.UUID, principal: Princi
             case, entries = await service.load_case(session, hazard_id)
         except service.CaseNotFound:
             raise _not_found(hazard_id) from None
-        if not _may_see(principal, case):
+        if not _may_see(principal)(case):
             raise _not_found(hazard_id)
         row = await repository.get_case_row(session, hazard_id)
         return case_view(
@@ -217,6 +218,7 @@ async def post_rectification(
             actor=principal.id,
             note=body.note,
             photos=body.photos,
+            visible=_may_see(principal),
             now=datetime.now(UTC),
             work=_work(runtime),
         )
@@ -246,6 +248,7 @@ async def post_verification(
             passed=body.passed,
             note=body.note,
             photos=body.photos,
+            visible=_may_see(principal),
             now=datetime.now(UTC),
             work=_work(runtime),
         )

@@ -406,6 +406,18 @@ def state_before(entries: Sequence[Entry], event: ev.AnyEvent, *, hazard_id: uui
 # ---------------------------------------------------------------------------- commands
 
 
+def visible_to(case: Case, *, role: str, grid_id: str | None, department_id: str | None) -> bool:
+    """Whether a caller may see the case: its grid's reporters, the departments that held it, all others
+    with a read-all role. A case the caller may not see is unknown to them, for reads and actions alike."""
+    if role in ("operator", "supervisor"):
+        return True
+    if role == "reporter":
+        return grid_id is not None and grid_id == case.grid_id
+    return department_id is not None and (
+        department_id == case.department_id or department_id in case.departments_involved
+    )
+
+
 def _own_time(case: Case, now: datetime) -> datetime:
     """When an event tracking emits occurred: now, but always after the latest entry it follows."""
     if case.last_occurred_at is not None and case.last_occurred_at >= now:
@@ -425,9 +437,9 @@ def rectify(
 ) -> ev.HazardRectified:
     """The department holding the case marks it rectified, with evidence."""
     if case.state == "new" or case.department_id is None or department_id != case.department_id:
-        holder = case.department_id or "no department"
+        # Never name the holder: the caller may see the case, not whom it is with now (API.md).
         raise NotPermitted(
-            f"hazard {case.hazard_id} is held by {holder}; only the holding department may mark it rectified"
+            f"only the department holding hazard {case.hazard_id} may mark it rectified; yours does not"
         )
     if case.state != "rectification_ordered":
         raise TransitionRefused(
@@ -463,10 +475,7 @@ def verify(
 ) -> ev.HazardVerified:
     """A grid member of the case's grid records the return visit: passed or failed."""
     if case.grid_id is None or grid_id != case.grid_id:
-        raise NotPermitted(
-            f"hazard {case.hazard_id} is in grid {case.grid_id or 'unknown'}; "
-            f"only a reporter of that grid may verify it"
-        )
+        raise NotPermitted(f"only a reporter of the grid of hazard {case.hazard_id} may verify it")
     if case.state != "rectified":
         raise TransitionRefused(
             f"cannot verify hazard {case.hazard_id}: it is {STATE_DESCRIPTIONS[case.state]} ({case.state}); "

@@ -206,12 +206,14 @@ async def _command(
     hazard_id: uuid.UUID,
     decide: Callable[[Case], ev.AnyEvent],
     *,
+    visible: Callable[[Case], bool],
     now: datetime,
     work: Casework,
 ) -> tuple[Case, list[ev.AnyEvent]]:
     batch = await _load(session, {hazard_id})
     progress = batch.progress[hazard_id]
-    if not progress.entries:
+    # A case the caller may not see is not found, exactly as an unknown one (never 403 naming its holder).
+    if not progress.entries or not visible(progress.case):
         raise CaseNotFound(hazard_id)
     progress.emit(decide(progress.case))  # raises TransitionRefused / NotPermitted
     _settle(progress, now=now, work=work)
@@ -227,6 +229,7 @@ async def rectify_case(
     actor: str,
     note: str,
     photos: Sequence[str],
+    visible: Callable[[Case], bool],
     now: datetime,
     work: Casework,
 ) -> tuple[Case, list[ev.AnyEvent]]:
@@ -237,6 +240,7 @@ async def rectify_case(
         lambda case: domain.rectify(
             case, department_id=department_id, actor=actor, note=note, photos=photos, now=now
         ),
+        visible=visible,
         now=now,
         work=work,
     )
@@ -251,6 +255,7 @@ async def verify_case(
     passed: bool,
     note: str,
     photos: Sequence[str],
+    visible: Callable[[Case], bool],
     now: datetime,
     work: Casework,
 ) -> tuple[Case, list[ev.AnyEvent]]:
@@ -261,6 +266,7 @@ async def verify_case(
         lambda case: domain.verify(
             case, grid_id=grid_id, actor=actor, passed=passed, note=note, photos=photos, now=now
         ),
+        visible=visible,
         now=now,
         work=work,
     )

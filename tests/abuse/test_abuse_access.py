@@ -4,8 +4,8 @@ Two real hazards go through the system (a locked rooftop door in liuyue-01, rout
 a public security hazard in silian-03, routed to police). Then callers try what they must
 not: no or bad tokens everywhere, the police reading or acting on fire's dispatch and case,
 a reporter of another grid reading or verifying, reporters and departments reading the
-supervisors' reports. Contract (API.md): 401 without a valid token; wrong role or someone
-else's object: 403 for actions, 404 for reads.
+supervisors' reports. Contract (API.md): 401 without a valid token; an object the caller may
+not see is 404 for reads and actions alike, naming nobody; 403 for a wrong role.
 """
 
 from __future__ import annotations
@@ -171,18 +171,18 @@ def test_a_department_sees_and_touches_only_its_own_dispatches(
         403,
     )
     _assert_error(httpx.get(f"{base}/api/v1/dispatches/{fire_dispatch}", headers=police, timeout=10), 404)
-    _assert_error(
-        httpx.post(f"{base}/api/v1/dispatches/{fire_dispatch}/acknowledge", headers=police, timeout=10), 403
+    acknowledged = httpx.post(
+        f"{base}/api/v1/dispatches/{fire_dispatch}/acknowledge", headers=police, timeout=10
     )
-    _assert_error(
-        httpx.post(
-            f"{base}/api/v1/dispatches/{fire_dispatch}/return",
-            json={"reason": "not ours"},
-            headers=police,
-            timeout=10,
-        ),
-        403,
+    _assert_error(acknowledged, 404)
+    returned = httpx.post(
+        f"{base}/api/v1/dispatches/{fire_dispatch}/return",
+        json={"reason": "not ours"},
+        headers=police,
+        timeout=10,
     )
+    _assert_error(returned, 404)
+    assert "fire" not in acknowledged.text + returned.text
     _assert_error(
         httpx.post(
             f"{base}/api/v1/dispatches/{fire_dispatch}/reassign",
@@ -215,19 +215,20 @@ def test_cases_are_hidden_from_other_departments_and_grids(system: System, hazar
     _assert_error(httpx.get(f"{base}/api/v1/hazards/{hazard}", headers=other_grid, timeout=10), 404)
     assert httpx.get(f"{base}/api/v1/hazards/{hazard}", headers=own_grid, timeout=10).status_code == 200
     body = {"note": "done", "photos": []}
-    _assert_error(
-        httpx.post(f"{base}/api/v1/hazards/{hazard}/rectification", json=body, headers=police, timeout=10),
-        403,
+    rectified = httpx.post(
+        f"{base}/api/v1/hazards/{hazard}/rectification", json=body, headers=police, timeout=10
     )
-    _assert_error(
-        httpx.post(
-            f"{base}/api/v1/hazards/{hazard}/verification",
-            json={"passed": True, "note": "", "photos": []},
-            headers=other_grid,
-            timeout=10,
-        ),
-        403,
+    _assert_error(rectified, 404)
+    verified = httpx.post(
+        f"{base}/api/v1/hazards/{hazard}/verification",
+        json={"passed": True, "note": "", "photos": []},
+        headers=other_grid,
+        timeout=10,
     )
+    _assert_error(verified, 404)
+    for hidden in (rectified, verified):
+        assert "fire" not in hidden.text, hidden.text
+        assert "liuyue-01" not in hidden.text, hidden.text
     case = httpx.get(
         f"{base}/api/v1/hazards/{hazard}", headers=system.headers("supervisor"), timeout=10
     ).json()

@@ -176,6 +176,8 @@ HOSTILE_QUERY: dict[str, list[str]] = {
     "string": ["a\x00b", "\x00"],
     "integer": [str(2**70), str(-(2**70))],
     "date": ["0001-01-01", "0001-01-05", "9999-12-31"],
+    # Open311's start_date/end_date: an offset past the calendar's ends answered 500 (#14).
+    "date-time": ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00", "0001-01-01", "9999-12-31"],
 }
 
 
@@ -189,7 +191,7 @@ def _get_query_parameters(system: System, service: str) -> list[tuple[str, str, 
                 continue
             schema = parameter.get("schema", {})
             variants = [schema, *schema.get("anyOf", [])]
-            kinds = {"date" if v.get("format") == "date" else v.get("type") for v in variants}
+            kinds = {v.get("format") if v.get("format") in HOSTILE_QUERY else v.get("type") for v in variants}
             for kind in HOSTILE_QUERY.keys() & kinds:
                 found.append((concrete(path), parameter["name"], kind))
     return found

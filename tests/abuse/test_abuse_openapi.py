@@ -2,12 +2,15 @@
 
 Valid and invalid requests (positive and negative generation) go to the real service
 processes, each with a caller drawn from: no token, a wrong token, a reporter, a department,
-an operator and a supervisor. Every answer must be below 500, and every 4xx must carry the
-API's error shape. All failures are collected and reported together.
+an operator and a supervisor. Every write route also gets valid bodies with ``\u0000`` or
+``\ud800`` (JSON escapes) put into every string: text PostgreSQL cannot hold (#14). Every
+answer must be below 500, and every 4xx must carry the API's error shape. All failures are
+collected and reported together.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -39,6 +42,23 @@ def _callers(system: System) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
+# Characters a JSON body may carry as escapes but PostgreSQL text cannot store.
+UNSTORABLE = {"NUL": "\x00", "surrogate": "\ud800"}
+
+
+def with_unstorable(value: Any, bad: str) -> tuple[Any, int]:
+    """``value`` with ``bad`` inside every string of it (keys stay), and how many strings it spoiled."""
+    if isinstance(value, str):
+        return value[:1] + bad + value[1:], 1
+    if isinstance(value, list):
+        items = [with_unstorable(item, bad) for item in value]
+        return [item for item, _ in items], sum(n for _, n in items)
+    if isinstance(value, dict):
+        pairs = {key: with_unstorable(item, bad) for key, item in value.items()}
+        return {key: item for key, (item, _) in pairs.items()}, sum(n for _, n in pairs.values())
+    return value, 0
+
+
 def _fuzz_operation(
     operation: Any,
     mode: GenerationMode,
@@ -46,8 +66,12 @@ def _fuzz_operation(
     base: str,
     callers: list[tuple[str, dict[str, str]]],
     examples: int,
+    spoil: str | None = None,
 ) -> tuple[int, list[str]]:
-    """Run hypothesis over one operation in one generation mode; return (requests made, problems)."""
+    """Run hypothesis over one operation in one generation mode; return (requests made, problems).
+
+    ``spoil``: a name in :data:`UNSTORABLE`; each request made has it in at least one body string.
+    """
     found: list[str] = []
     calls = 0
 
@@ -62,6 +86,11 @@ def _fuzz_operation(
     def run(case: Any, caller: tuple[str, dict[str, str]]) -> None:
         nonlocal calls
         who, headers = caller
+        if spoil is not None:
+            body, spoiled = with_unstorable(case.body, UNSTORABLE[spoil])
+            if not spoiled:
+                return
+            case.body = json.dumps(body).encode()  # as \u0000 / \ud800 escapes, as clients send them
         try:
             response = case.call(base_url=base, headers=headers, timeout=30)
         except Exception as exc:  # a dropped connection is as bad as a 500
@@ -70,7 +99,8 @@ def _fuzz_operation(
         calls += 1
         problem = response_problem(response, path=operation.path)
         if problem and len(found) < 3:
-            found.append(f"{case.method} {case.formatted_path} as {who} ({mode.value}): {problem}")
+            label = mode.value if spoil is None else f"{mode.value}, {spoil} in the body"
+            found.append(f"{case.method} {case.formatted_path} as {who} ({label}): {problem}")
 
     try:
         run()
@@ -94,6 +124,16 @@ def fuzz_service(system: System, service: str, *, examples: int) -> tuple[int, l
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             made, found = _fuzz_operation(operation, mode, base=base, callers=callers, examples=examples)
+            calls += made
+            problems.extend(found)
+        if operation.method.upper() != "POST" or operation.path.startswith("/open311/"):
+            continue  # Open311's POST is a form (its NUL: tests/abuse/test_abuse_text.py)
+        for spoil in UNSTORABLE:
+            made, found = _fuzz_operation(
+                operation, GenerationMode.POSITIVE, base=base, callers=callers, examples=examples, spoil=spoil
+            )
+            # Every write route with a JSON body (all hold text) must have been sent the escapes.
+            assert made > 0 or "requestBody" not in operation.definition.raw, (operation.label, spoil)
             calls += made
             problems.extend(found)
     return calls, problems

@@ -110,7 +110,9 @@ async def test_one_department_never_sees_or_acts_on_anothers_dispatch(
         other_filter = await client.get("/api/v1/dispatches?department_id=fire", headers=auth("tok-police"))
         assert other_filter.status_code == 403
 
-        assert (await client.post(url + "/acknowledge", headers=auth("tok-police"))).status_code == 403
+        # Acting on a dispatch the caller may not see is 404 as well (API.md), in the same words.
+        acted = await client.post(url + "/acknowledge", headers=auth("tok-police"))
+        assert (acted.status_code, acted.json()) == (404, hidden.json())
         assert (await client.post(url + "/acknowledge", headers=auth("tok-operator"))).status_code == 403
         assert (await client.post(url + "/acknowledge")).status_code == 401
         assert (await client.get("/api/v1/dispatches", headers=auth("tok-reporter"))).status_code == 403

@@ -11,7 +11,7 @@ import pytest
 
 from services.intake.open311 import REQUEST_FIELDS
 from shared.reference import load_reference_data
-from tests.integration.intake.intake_helpers import LAT, LON, AppFactory, auth, report
+from tests.integration.intake.intake_helpers import LAT, LON, AppFactory, auth, report, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ async def test_services_list_every_category_in_json_and_xml(intake_app: AppFacto
 
 
 async def test_a_request_posted_the_open311_way_is_a_report(intake_app: AppFactory) -> None:
-    async with intake_app(**OFF) as (_app, client):
+    async with intake_app(**OFF) as (app, client):
         created = await client.post("/open311/v2/requests.json", data=form())
         assert created.status_code == 201, created.text
         [answer] = created.json()
@@ -123,9 +123,10 @@ async def test_a_request_posted_the_open311_way_is_a_report(intake_app: AppFacto
         assert item["service_code"] == "blocked_fire_passage"
         assert item["service_name"] == "Blocked fire passage or escape route"
         assert item["description"] == "Stairwell blocked with boxes"
-        assert item["address"] == "Liuyue, building 9"
-        assert (item["lat"], item["long"]) == (LAT, LON)
-        assert item["media_url"] == "https://img.example.org/b.jpg"
+        # The public defaults: address and photo hidden, coordinates to 3 decimals (about 100 m).
+        assert item["address"] is None
+        assert (item["lat"], item["long"]) == (round(LAT, 3), round(LON, 3))
+        assert item["media_url"] is None
         assert item["agency_responsible"] is None
         requested = datetime.fromisoformat(item["requested_datetime"])
         assert abs(requested - datetime.now(UTC)) < timedelta(minutes=5)
@@ -140,7 +141,7 @@ async def test_a_request_posted_the_open311_way_is_a_report(intake_app: AppFacto
         assert [child.tag for child in request] == GEOREPORT_REQUEST_FIELDS
         assert request.findtext("service_request_id") == request_id
         assert request.findtext("status") == "open"
-        assert request.findtext("long") == str(LON)
+        assert request.findtext("long") == str(round(LON, 3))
 
         # XML POST, with the grid named and an idempotency key: a retry gives the same request.
         key = str(uuid.uuid4())
@@ -158,7 +159,12 @@ async def test_a_request_posted_the_open311_way_is_a_report(intake_app: AppFacto
         first_id = ET.fromstring(first.content).findtext("request/service_request_id")
         assert ET.fromstring(again.content).findtext("request/service_request_id") == first_id
         [by_xml] = (await client.get(f"/open311/v2/requests/{first_id}.json")).json()
-        assert by_xml["address_id"] == "ly01-b9"
+        assert by_xml["service_request_id"] == first_id
+        assert by_xml["address_id"] is None  # the building id would undo the rounding
+        stored = await scalar(
+            app, "select building_id from intake.reports where hazard_id = :h", h=uuid.UUID(first_id)
+        )
+        assert stored == "ly01-b9"
 
 
 async def test_open311_post_errors_are_lists_of_code_and_description(intake_app: AppFactory) -> None:

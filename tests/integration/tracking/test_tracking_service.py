@@ -20,6 +20,7 @@ from tests.integration.tracking.tracking_helpers import (
     Hazard,
     app_factory,
     auth,
+    ordered_case,
     publish,
     wait_for_state,
 )
@@ -161,24 +162,11 @@ async def test_case_lives_from_report_to_closure_with_rework_and_then_relapses(
         assert dead == []
 
 
-async def _ordered_case(client: Any, kafka: Any, topics: dict[str, str]) -> Hazard:
-    hazard = Hazard()
-    await publish(
-        kafka.bootstrap_servers,
-        topics["lifecycle"],
-        hazard.reported(),
-        hazard.dispatched(),
-        hazard.acknowledged(),
-    )
-    await wait_for_state(client, hazard.hazard_id, "rectification_ordered")
-    return hazard
-
-
 async def test_only_the_holding_department_rectifies_and_only_the_grid_verifies(
     tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
 ) -> None:
     async with tracking_app() as (_app, client):
-        hazard = await _ordered_case(client, kafka, topics)
+        hazard = await ordered_case(client, kafka, topics)
         url = f"/api/v1/hazards/{hazard.hazard_id}"
         evidence = {"note": "done", "photos": []}
 
@@ -191,9 +179,10 @@ async def test_only_the_holding_department_rectifies_and_only_the_grid_verifies(
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
 
+        # Police may not see fire's case: acting on it is 404 like reading it (API.md).
         response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-police"))
-        assert response.status_code == 403
-        assert "only the holding department" in response.json()["error"]["message"]
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
         response = await client.post(f"{url}/rectification", json=evidence, headers=auth("tok-gm-01"))
         assert response.status_code == 403
 
@@ -224,8 +213,8 @@ async def test_only_the_holding_department_rectifies_and_only_the_grid_verifies(
         assert "it is rectified, awaiting verification" in response.json()["error"]["message"]
 
         response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-02"))
-        assert response.status_code == 403
-        assert "only a reporter of that grid" in response.json()["error"]["message"]
+        assert response.status_code == 404
+        assert "liuyue-01" not in response.text
         response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-fire"))
         assert response.status_code == 403
         response = await client.post(f"{url}/verification", json={"passed": True}, headers=auth("tok-gm-01"))
@@ -332,7 +321,7 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
 ) -> None:
     others = [Hazard() for _ in range(5)]
     async with tracking_app() as (_app, client):
-        hazard = await _ordered_case(client, kafka, topics)
+        hazard = await ordered_case(client, kafka, topics)
         await publish(
             kafka.bootstrap_servers,
             topics["lifecycle"],

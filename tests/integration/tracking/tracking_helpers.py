@@ -182,3 +182,17 @@ async def wait_for_state(
             return dict(last)
         await asyncio.sleep(0.2)
     raise AssertionError(f"hazard {hazard_id} did not reach {state} within {timeout_s} s; last: {last}")
+
+
+async def ordered_case(client: httpx.AsyncClient, kafka: Any, topics: dict[str, str]) -> Hazard:
+    """A fire hazard in liuyue-01, dispatched and acknowledged: awaiting rectification."""
+    hazard = Hazard()
+    await publish(
+        kafka.bootstrap_servers,
+        topics["lifecycle"],
+        hazard.reported(),
+        hazard.dispatched(),
+        hazard.acknowledged(),
+    )
+    await wait_for_state(client, hazard.hazard_id, "rectification_ordered")
+    return hazard

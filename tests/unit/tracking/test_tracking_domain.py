@@ -335,17 +335,32 @@ def test_second_verification_is_refused() -> None:
         domain.verify(p.case, grid_id="liuyue-01", actor="gm", passed=True, note="", photos=(), now=T0)
 
 
-def test_only_the_holding_department_may_rectify() -> None:
+def test_only_the_holding_department_may_rectify_and_the_refusal_names_no_holder() -> None:
     p = acknowledged_case()
-    with pytest.raises(domain.NotPermitted, match="held by fire"):
+    with pytest.raises(domain.NotPermitted, match="only the department holding hazard") as refused:
         domain.rectify(p.case, department_id="police", actor="o", note="", photos=(), now=T0)
+    assert "fire" not in str(refused.value)
 
 
-def test_only_a_reporter_of_the_grid_may_verify() -> None:
+def test_only_a_reporter_of_the_grid_may_verify_and_the_refusal_names_no_grid() -> None:
     p = acknowledged_case()
     do_rectify(p, at=T0 + timedelta(days=1))
-    with pytest.raises(domain.NotPermitted, match="grid liuyue-01"):
+    with pytest.raises(domain.NotPermitted, match="only a reporter of the grid") as refused:
         domain.verify(p.case, grid_id="liuyue-02", actor="gm", passed=True, note="", photos=(), now=T0)
+    assert "liuyue-01" not in str(refused.value)
+
+
+def test_a_case_is_visible_to_its_grid_the_departments_that_held_it_and_read_all_roles() -> None:
+    p = acknowledged_case()
+    p.record(dispatched(at=T0 + timedelta(hours=2), department="police", dispatch_id=uuid.UUID(int=5)))
+
+    def sees(role: str, grid: str | None = None, department: str | None = None) -> bool:
+        return domain.visible_to(p.case, role=role, grid_id=grid, department_id=department)
+
+    assert [sees("operator"), sees("supervisor")] == [True, True]
+    assert [sees("reporter", grid="liuyue-01"), sees("reporter", grid="liuyue-02")] == [True, False]
+    assert [sees("department", department=d) for d in ("police", "fire", "gas")] == [True, True, False]
+    assert sees("department") is False
 
 
 def test_stream_events_that_do_not_fit_are_refused() -> None:
