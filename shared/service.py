@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -94,6 +95,9 @@ class ServiceRuntime:
             batch_size=settings.outbox.batch_size,
             poll_interval_s=settings.outbox.poll_interval_s,
             error_backoff_s=settings.outbox.error_backoff_s,
+            retention=timedelta(days=settings.outbox.retention_days),
+            prune_batch_size=settings.outbox.prune_batch_size,
+            prune_interval_s=settings.outbox.prune_interval_s,
         )
         runtime = cls(
             name=name,

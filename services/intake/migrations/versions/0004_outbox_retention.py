@@ -1,0 +1,26 @@
+"""intake: published outbox rows are retained (published_at) for replay; unpublished ones are indexed apart.
+
+Revision ID: intake_0004
+Revises: intake_0003
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.db import keep_no_published_outbox_rows, retain_published_outbox_rows
+
+revision = "intake_0004"
+down_revision = "intake_0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Add published_at and the two indexes."""
+    retain_published_outbox_rows(op, "intake")
+
+
+def downgrade() -> None:
+    """Drop them, and the published rows with them."""
+    keep_no_published_outbox_rows(op, "intake")
