@@ -278,36 +278,11 @@ class OutboxRelay:
         return total
 
     async def replay(self, since: datetime, *, until: datetime | None = None) -> int:
-        """Publish again, in publish order, every retained row published at or after ``since``.
-
-        Holds the relay lock for the whole replay, so the ordinary relay publishes newer rows only
-        after it: each hazard's events reach the topic again in the order they were first sent.
-        Rows are not stamped again. Returns how many rows were sent.
-        """
-        t = self.table
-        page = (
-            sa.select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers, t.c.published_at)
-            .where(t.c.published_at >= since)
-            .order_by(t.c.published_at, t.c.id)
-            .limit(self.batch_size)
+        """Publish again every retained row of this outbox published since ``since`` (see :func:`replay_published`)."""
+        sent = await replay_published(
+            self.sessions, self.sender, [self.table], since, until=until, batch_size=self.batch_size
         )
-        if until is not None:
-            page = page.where(t.c.published_at < until)
-        sent = 0
-        async with self.sessions() as holder, holder.begin():
-            await holder.execute(relay_lock_sql(t, wait=True))
-            after: tuple[datetime, int] | None = None
-            while True:
-                query = page if after is None else page.where(sa.tuple_(t.c.published_at, t.c.id) > after)
-                async with self.sessions() as session:
-                    rows = (await session.execute(query)).all()
-                if not rows:
-                    break
-                await self.sender.send_many([_message(r) for r in rows])
-                sent += len(rows)
-                after = (rows[-1].published_at, rows[-1].id)
         metrics.OUTBOX_REPLAYED.labels(self.service).inc(sent)
-        log.info("outbox replayed %d rows published since %s", sent, since, extra={"service": self.service})
         return sent
 
     async def run(self) -> None:
@@ -364,6 +339,73 @@ class OutboxRelay:
                     return
                 if not turn:
                     await asyncio.sleep(0.02)
+
+
+async def replay_published(
+    sessions: async_sessionmaker[AsyncSession],
+    sender: MessageSender,
+    tables: Sequence[sa.Table],
+    since: datetime,
+    *,
+    until: datetime | None = None,
+    batch_size: int = 1000,
+) -> int:
+    """Publish again, in publish order, every retained row of ``tables`` published at or after ``since``.
+
+    The outboxes of several services are merged by ``(published_at, id)``, so one hazard's events
+    from intake, dispatch and tracking go out again in the order they first did. The relay lock of
+    every table is held for the whole replay: the ordinary relays publish newer rows only after it.
+    Rows are not stamped again. Returns how many rows were sent.
+    """
+    ordered = sorted(tables, key=lambda t: t.fullname)
+    pages = {t.fullname: _replay_page(t, since, until, batch_size) for t in ordered}
+    buffered: dict[str, list[Any]] = {t.fullname: [] for t in ordered}
+    after: dict[str, tuple[datetime, int] | None] = {t.fullname: None for t in ordered}
+    open_tables = {t.fullname: t for t in ordered}
+    sent = 0
+    async with sessions() as holder, holder.begin():
+        for table in ordered:
+            await holder.execute(relay_lock_sql(table, wait=True))
+        while True:
+            async with sessions() as session:
+                for name, table in list(open_tables.items()):
+                    if buffered[name]:
+                        continue
+                    query = pages[name]
+                    cursor = after[name]
+                    if cursor is not None:
+                        query = query.where(sa.tuple_(table.c.published_at, table.c.id) > cursor)
+                    rows = list((await session.execute(query)).all())
+                    if rows:
+                        buffered[name] = rows
+                        after[name] = (rows[-1].published_at, rows[-1].id)
+                    else:
+                        del open_tables[name]
+            batch: list[OutgoingMessage] = []
+            # Merge while every outbox that may still have rows has some in hand.
+            while len(batch) < batch_size and all(buffered[n] for n in open_tables):
+                candidates = [n for n in buffered if buffered[n]]
+                if not candidates:
+                    break
+                first = min(candidates, key=lambda n: (buffered[n][0].published_at, n, buffered[n][0].id))
+                batch.append(_message(buffered[first].pop(0)))
+            if not batch:
+                break
+            await sender.send_many(batch)
+            sent += len(batch)
+    log.info("outbox replay: %d rows published since %s sent again", sent, since)
+    return sent
+
+
+def _replay_page(table: sa.Table, since: datetime, until: datetime | None, limit: int) -> Any:
+    t = table
+    page = (
+        sa.select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers, t.c.published_at)
+        .where(t.c.published_at >= since)
+        .order_by(t.c.published_at, t.c.id)
+        .limit(limit)
+    )
+    return page if until is None else page.where(t.c.published_at < until)
 
 
 def _message(row: Any) -> OutgoingMessage:
