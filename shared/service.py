@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,13 +26,14 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
 from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
-from shared.http import BodySizeLimit, RefuseNulInUrl
+from shared.http import BodySizeLimit, RefuseNulInUrl, send_error
 from shared.kafka import (
     BrokerSender,
     create_broker,
@@ -66,6 +68,9 @@ class ServiceRuntime:
     broker_connected: bool = False
     # Intake keeps accepting reports while the broker is away, so it stays ready without it.
     ready_without_broker: bool = False
+    # Set by SIGUSR1 (the local runner draining before it stops): requests are refused with 503
+    # while the consumer and relay go on, so the stack can empty before anything stops.
+    draining: bool = False
 
     @classmethod
     def build(
@@ -166,6 +171,12 @@ class ServiceRuntime:
         self.started = True
         log.info("%s started", self.name)
 
+    def stop_accepting(self) -> None:
+        """Refuse new requests (503) from now on; consuming and relaying go on."""
+        if not self.draining:
+            self.draining = True
+            log.info("%s draining: new requests are refused, consumer and relay go on", self.name)
+
     async def _connect_broker(self) -> None:
         while not self.broker_connected:
             await asyncio.sleep(self.settings.kafka.reconnect_backoff_s)
@@ -224,6 +235,23 @@ class ServiceRuntime:
         return result
 
 
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RefuseWhileDraining:
+    """Answer 503 ``draining`` to every request but the operational ones once the runtime drains."""
+
+    def __init__(self, app: ASGIApp, *, runtime: ServiceRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.runtime.draining and scope.get("path") not in OPERATIONS_PATHS:
+            await send_error(send, 503, "draining", "The service is stopping; retry against another replica.")
+            return
+        await self.app(scope, receive, send)
+
+
 async def repeat_every(
     interval_s: float | Callable[[float], float], step: Callable[[], Awaitable[object]], *, what: str
 ) -> None:
@@ -261,9 +289,14 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGUSR1, runtime.stop_accepting)
         try:
             yield
         finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGUSR1)
             await runtime.stop()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
@@ -273,6 +306,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(RefuseWhileDraining, runtime=runtime)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
