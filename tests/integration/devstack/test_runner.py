@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -12,8 +14,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +271,94 @@ def test_stop_cleans_up_after_a_crashed_runner(run: Run) -> None:
     stopped = run.tool("stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     _assert_nothing_left(run, pids, with_services=False)
+
+
+def _demo_token(run: Run, principal: str) -> str:
+    for line in (run.state_dir / "demo-tokens.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if fields[0] == principal:
+            return fields[-1]
+    raise AssertionError(f"no demo token for {principal}")
+
+
+def _post_report(run: Run, token: str) -> str:
+    body = {
+        "report_id": str(uuid.uuid4()),
+        "category": "locked_rooftop_door",
+        "description": "Rooftop escape door padlocked",
+        "location": {"lat": 22.622, "lon": 114.16813, "address": "Liuyue, building 7", "building_id": None},
+        "grid_id": "liuyue-01",
+        "observed_at": (datetime.now(UTC) - timedelta(minutes=10)).isoformat(),
+        "photos": [],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{run.port('intake')}/api/v1/hazards",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+        hazard_id: str = json.loads(response.read())["hazard_id"]
+        return hazard_id
+
+
+def _wait_gone(run: Run) -> None:
+    deadline = time.monotonic() + 20
+    while _pids_mentioning(str(run.state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+async def _wait_until(conn: Any, query: str, args: list[Any], wanted: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await conn.fetchval(query, *args)) != wanted:
+        assert time.monotonic() < deadline, f"{query}: {got}, wanted {wanted}"
+        await asyncio.sleep(0.2)
+
+
+async def test_reports_accepted_before_everything_is_killed_are_dispatched_after_the_empty_broker_restart(
+    run: Run,
+) -> None:
+    """The local case of issue 14: dispatch frozen, 5 reports, kill -9 of everything, run again."""
+    run.start()
+    run.wait_for_ready()
+    registry = run.registry()
+    os.kill(registry["processes"]["dispatch"]["pid"], signal.SIGSTOP)
+    token = _demo_token(run, "gm-liuyue-01")
+    hazards = [_post_report(run, token) for _ in range(5)]
+    dsn = f"postgresql://hazard@127.0.0.1:{run.port('pg')}/hazard"
+    conn = await asyncpg.connect(dsn)
+    try:  # on the broker, not taken by dispatch
+        await _wait_until(
+            conn,
+            "select count(*) from intake.outbox where published_at is not null and key = any($1::text[])",
+            [hazards],
+            5,
+            20,
+        )
+    finally:
+        await conn.close()
+
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert run.proc is not None
+    run.proc.wait(timeout=10)
+    _wait_gone(run)
+
+    run.start(extra_env={"HAZARD_DRAIN_TIMEOUT_S": "20"})
+    run.wait_for_ready()
+    assert "the broker is empty: relaying everything retained again" in run.output
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _wait_until(
+            conn, "select count(*) from dispatch.hazards where hazard_id = any($1::uuid[])", [hazards], 5, 30
+        )
+    finally:
+        await conn.close()
+
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 0, run.output
+    assert "outboxes empty, every consumer group at lag 0" in run.output, run.output
+    assert (run.state_dir / "broker-drained-at").read_text()
