@@ -281,10 +281,20 @@ def _demo_token(run: Run, principal: str) -> str:
     raise AssertionError(f"no demo token for {principal}")
 
 
-def _post_report(run: Run, token: str) -> str:
+# Five categories, so that no report is linked to another as its open duplicate.
+CATEGORIES = (
+    "locked_rooftop_door",
+    "blocked_fire_passage",
+    "ebike_indoor_charging",
+    "fire_equipment_missing",
+    "electrical_fire_hazard",
+)
+
+
+def _post_report(run: Run, token: str, category: str) -> str:
     body = {
         "report_id": str(uuid.uuid4()),
-        "category": "locked_rooftop_door",
+        "category": category,
         "description": "Rooftop escape door padlocked",
         "location": {"lat": 22.622, "lon": 114.16813, "address": "Liuyue, building 7", "building_id": None},
         "grid_id": "liuyue-01",
@@ -299,7 +309,9 @@ def _post_report(run: Run, token: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
-        hazard_id: str = json.loads(response.read())["hazard_id"]
+        answer = json.loads(response.read())
+        assert answer.get("duplicate_of") is None, answer
+        hazard_id: str = answer["hazard_id"]
         return hazard_id
 
 
@@ -325,7 +337,7 @@ async def test_reports_accepted_before_everything_is_killed_are_dispatched_after
     registry = run.registry()
     os.kill(registry["processes"]["dispatch"]["pid"], signal.SIGSTOP)
     token = _demo_token(run, "gm-liuyue-01")
-    hazards = [_post_report(run, token) for _ in range(5)]
+    hazards = [_post_report(run, token, category) for category in CATEGORIES]
     dsn = f"postgresql://hazard@127.0.0.1:{run.port('pg')}/hazard"
     conn = await asyncpg.connect(dsn)
     try:  # on the broker, not taken by dispatch
@@ -349,15 +361,21 @@ async def test_reports_accepted_before_everything_is_killed_are_dispatched_after
 
     run.start(extra_env={"HAZARD_DRAIN_TIMEOUT_S": "20"})
     run.wait_for_ready()
-    assert "the broker is empty: relaying everything retained again" in run.output
     conn = await asyncpg.connect(dsn)
     try:
         await _wait_until(
             conn, "select count(*) from dispatch.hazards where hazard_id = any($1::uuid[])", [hazards], 5, 30
         )
+    except AssertionError:
+        logs = run.state_dir / "logs"
+        print(
+            run.output, (logs / "dispatch.log").read_text()[-6000:], (logs / "intake.log").read_text()[-3000:]
+        )
+        raise
     finally:
         await conn.close()
 
+    assert "the broker is empty: relaying everything retained again" in run.output
     run.proc.send_signal(signal.SIGINT)
     assert run.wait_exit() == 0, run.output
     assert "outboxes empty, every consumer group at lag 0" in run.output, run.output
