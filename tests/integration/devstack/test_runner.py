@@ -29,7 +29,7 @@ from shared.devstack._process import pid_alive
 from shared.devstack.ports import free_port, port_is_free
 from shared.devstack.runner import READY_LINE, SERVICES, load_topic_partitions
 from shared.devstack.tokens import hash_token
-from tests.support.kafka_tools import read_topic
+from tests.support.kafka_tools import produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -373,3 +373,23 @@ async def test_reports_accepted_before_everything_is_killed_are_dispatched_after
     assert run.wait_exit() == 0, run.output
     assert "outboxes empty, every consumer group at lag 0" in run.output, run.output
     assert (run.state_dir / "broker-drained-at").read_text()
+
+
+async def test_stopping_drains_first_and_names_what_was_left_after_the_bounded_wait(run: Run) -> None:
+    run.start("--service-module", DUMMY, extra_env={"HAZARD_DRAIN_TIMEOUT_S": "2"})
+    run.wait_for_ready()
+    # One record no consumer group will take (the stand-ins consume nothing).
+    await produce(f"127.0.0.1:{run.port('kafka')}", "hazard.lifecycle", [(b"k", b"{}")])
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 0, run.output
+    out = run.output
+    assert "draining (at most 2s)" in out
+    left = out[out.index("drain incomplete after 2s, left: ") :].splitlines()[0]
+    for name in SERVICES:
+        assert f"hazard-{name} 1 behind" in left, left
+        assert f"dummy {name} draining" in (run.state_dir / "logs" / f"{name}.log").read_text()
+    assert "unpublished" not in left, "the outboxes were empty"
+    assert out.index("draining (at most") < out.index("drain incomplete") < out.index("stopping services")
+    assert out.index("stopping services") < out.index("stopping the broker")
+    assert not (run.state_dir / "broker-drained-at").exists(), "not drained: the next start relays everything"
