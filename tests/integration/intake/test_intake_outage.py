@@ -60,7 +60,10 @@ async def test_reports_accepted_while_the_broker_is_down_all_reach_the_topic_exa
             await broker.create_topics({topics["lifecycle"]: 4, topics["dead_letter"]: 1})
 
             async def drained() -> bool:
-                return int(await scalar(app, "select count(*) from intake.outbox where published_at is null")) == 0
+                return (
+                    int(await scalar(app, "select count(*) from intake.outbox where published_at is null"))
+                    == 0
+                )
 
             await wait_for(drained, timeout_s=120, interval_s=0.5)
 

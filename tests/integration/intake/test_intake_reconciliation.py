@@ -12,6 +12,7 @@ from shared import events as ev
 from shared.auth import hash_token
 from shared.events import dump_event
 from tests.integration.intake.intake_helpers import TOKENS, AppFactory, auth, report, scalar
+from tests.integration.intake.test_intake_lifecycle import event_at
 from tests.support.kafka_tools import produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,16 +27,6 @@ WITH_OPERATOR = {
     "outbox": {"enabled": False},
     "reconciliation": {"undecided_after_s": 1.5, "check_interval_s": 0.2},
 }
-
-
-def _event(cls: Any, hazard_id: str, payload: Any) -> ev.AnyEvent:
-    return cls(  # type: ignore[no-any-return]
-        event_id=uuid.uuid4(),
-        occurred_at=datetime.now(UTC),
-        hazard_id=uuid.UUID(hazard_id),
-        producer="dispatch",
-        payload=payload,
-    )
 
 
 async def test_reports_without_a_dispatch_decision_after_the_threshold_are_listed_and_counted(
@@ -62,9 +53,10 @@ async def test_reports_without_a_dispatch_decision_after_the_threshold_are_liste
         lost = await post(report(category="electrical_fire_hazard", location={"building_id": "ly01-b0006"}))
 
         decisions = [
-            _event(
+            event_at(
                 ev.HazardDispatched,
                 dispatched,
+                datetime.now(UTC),
                 ev.HazardDispatchedPayload(
                     dispatch_id=uuid.uuid4(),
                     department_id="fire",
@@ -73,8 +65,11 @@ async def test_reports_without_a_dispatch_decision_after_the_threshold_are_liste
                     deadline_rule=ev.FrozenDeadlineRule(minutes=120, working_time=True),
                 ),
             ),
-            _event(
-                ev.HazardReferredToOperators, referred, ev.HazardReferredToOperatorsPayload(reason="no_rule")
+            event_at(
+                ev.HazardReferredToOperators,
+                referred,
+                datetime.now(UTC),
+                ev.HazardReferredToOperatorsPayload(reason="no_rule"),
             ),
         ]
         await produce(
