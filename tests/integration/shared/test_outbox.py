@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from services.dispatch import tables as dispatch_tables
 from services.intake import tables
 from shared.db import create_engine, create_session_factory
 from shared.devstack.broker import LocalKafka
 from shared.devstack.ports import free_port
 from shared.kafka import BrokerSender, connected_producer, create_broker
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox, OutboxRelay, replay_published
 from shared.settings import DatabaseSettings, KafkaSettings
 from tests.support.factories import make_event
 from tests.support.kafka_tools import header, read_topic, wait_for
@@ -362,3 +363,34 @@ async def test_a_row_committed_after_a_larger_id_is_published_not_skipped(sessio
     sender.batches.clear()
     await relay.replay(t)
     assert [i for _, batch in sender.batches for i in batch] == published, "a replay keeps that order"
+
+
+async def test_a_replay_of_several_services_merges_their_outboxes_in_publish_order(sessions) -> None:
+    sender = _RecordingSender()
+    intake_outbox = Outbox(tables.outbox, default_topic="life")
+    dispatch_outbox = Outbox(dispatch_tables.outbox, default_topic="life")
+    relays = {
+        "intake": OutboxRelay(table=tables.outbox, sessions=sessions, sender=sender, service="i"),
+        "dispatch": OutboxRelay(table=dispatch_tables.outbox, sessions=sessions, sender=sender, service="d"),
+    }
+    async with sessions() as session:
+        t = (await session.execute(sa.select(sa.func.clock_timestamp()))).scalar_one()
+    hazard = uuid.uuid4()
+    steps = [
+        ("intake", intake_outbox, "hazard.reported"),
+        ("dispatch", dispatch_outbox, "hazard.dispatched"),
+        ("dispatch", dispatch_outbox, "hazard.acknowledged"),
+        ("intake", intake_outbox, "hazard.reported"),
+        ("dispatch", dispatch_outbox, "hazard.rectification_ordered"),
+    ]
+    for service, outbox, kind in steps:
+        async with sessions() as session, session.begin():
+            await outbox.add(session, make_event(kind, hazard_id=hazard))
+        await relays[service].drain()
+    first_time = [i for _, ids in sender.batches for i in ids]
+    sender.batches.clear()
+
+    sent = await replay_published(sessions, sender, [dispatch_tables.outbox, tables.outbox], t, batch_size=2)
+
+    assert sent == 5
+    assert [i for _, ids in sender.batches for i in ids] == first_time
