@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from datetime import timedelta
 
@@ -394,3 +395,32 @@ async def test_a_replay_of_several_services_merges_their_outboxes_in_publish_ord
 
     assert sent == 5
     assert [i for _, ids in sender.batches for i in ids] == first_time
+
+
+async def test_the_replay_command_sends_retained_rows_to_the_broker_again(
+    sessions, db_url: str, kafka, topics: dict[str, str]
+) -> None:
+    outbox = Outbox(tables.outbox, default_topic=topics["lifecycle"])
+    staged = await _stage(sessions, outbox, 4)
+    await OutboxRelay(table=tables.outbox, sessions=sessions, sender=_RecordingSender(), service="t").drain()
+    command = [
+        sys.executable,
+        "-m",
+        "shared.outbox_replay",
+        "--database-url",
+        db_url,
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--no-idempotent-producer",
+        "intake",
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, output.decode()
+    assert "4 events sent again" in output.decode()
+    records = await read_topic(kafka.bootstrap_servers, topics["lifecycle"], expect=4)
+    assert sorted(header(r, "event_id") for r in records) == sorted(str(i) for i in staged)
