@@ -589,10 +589,12 @@ class Stack:
             while True:
                 left = []
                 try:
+                    # In this order: a row stamped before ``now`` is either still unpublished in the
+                    # outbox read after it, or committed, hence on the broker before the lag is read.
                     async with engine.connect() as conn:
-                        now = (await conn.execute(text("select now()"))).scalar_one()
-                        lag = await self.kafka.consumer_lag(LIFECYCLE_TOPIC, [f"hazard-{n}" for n in names])
+                        now = (await conn.execute(text("select clock_timestamp()"))).scalar_one()
                         waiting = (await conn.execute(text(unions))).all()
+                    lag = await self.kafka.consumer_lag(LIFECYCLE_TOPIC, [f"hazard-{n}" for n in names])
                     left += [f"{n} outbox {c} unpublished" for n, c in waiting if c]
                     left += [f"{group} {behind} behind" for group, behind in lag.items() if behind]
                 except Exception as exc:  # the drain is best effort; the message says why it stopped
