@@ -316,10 +316,12 @@ class OutboxRelay:
             waiting.discard(self._wake)
 
     async def _prune_when_due(self) -> None:
+        # One bounded batch between two relay batches: a large expired backlog never holds up
+        # publishing; while full batches come back, the next one runs at the next round.
         now = time.monotonic()
         if now >= self._next_prune:
-            self._next_prune = now + self.prune_interval_s
-            await self.prune()
+            pruned = await self.prune_once()
+            self._next_prune = now if pruned >= self.prune_batch_size else now + self.prune_interval_s
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -424,3 +424,34 @@ async def test_the_replay_command_sends_retained_rows_to_the_broker_again(
     assert "4 events sent again" in output.decode()
     records = await read_topic(kafka.bootstrap_servers, topics["lifecycle"], expect=4)
     assert sorted(header(r, "event_id") for r in records) == sorted(str(i) for i in staged)
+
+
+async def test_the_running_relay_prunes_one_bounded_batch_per_round(sessions) -> None:
+    outbox = Outbox(tables.outbox, default_topic="life")
+    staged = await _stage(sessions, outbox, 5)
+    relay = OutboxRelay(
+        table=tables.outbox,
+        sessions=sessions,
+        sender=_RecordingSender(),
+        service="test",
+        poll_interval_s=0.05,
+        prune_batch_size=2,
+        prune_interval_s=3600,
+    )
+    await relay.drain()
+    async with sessions() as session, session.begin():
+        await session.execute(
+            sa.update(tables.outbox)
+            .where(tables.outbox.c.event_id.in_(staged[:4]))
+            .values(published_at=sa.func.now() - timedelta(days=8))
+        )
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def pruned() -> bool:
+            return [i for i, _ in await _published(sessions)] == [str(staged[4])]
+
+        await wait_for(pruned, timeout_s=10)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 5)
