@@ -80,7 +80,7 @@ def workload(hazards: int, *, seed: int = 11) -> tuple[list[ev.HazardReported], 
 _PROGRESS = sa.text(
     "select (select count(*) from dispatch.hazards) as decided, "
     "(select count(*) from dispatch.dispatches) as dispatched, "
-    "(select count(*) from dispatch.outbox) as unpublished"
+    "(select count(*) from dispatch.outbox where published_at is null) as unpublished"
 )
 
 

@@ -223,7 +223,7 @@ async def run(
                     await conn.execute(
                         sa.text(
                             "select (select count(*) from dispatch.timers where fired_at is not null), "
-                            "(select count(*) from dispatch.outbox)"
+                            "(select count(*) from dispatch.outbox where published_at is null)"
                         )
                     )
                 ).one()

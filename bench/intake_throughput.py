@@ -349,12 +349,12 @@ def main() -> None:
         single["intake_cpu_ms_per_report"] = round((cpu1 - cpu0) * 1000 / max(1, single["accepted"]), 2)
         batch["intake_cpu_ms_per_report"] = round((cpu2 - cpu1) * 1000 / max(1, batch["accepted"]), 3)
         drain_started = time.perf_counter()
-        while asyncio.run(_count(dsn, "select count(*) from intake.outbox")) > 0:
+        while asyncio.run(_count(dsn, "select count(*) from intake.outbox where published_at is null")) > 0:
             if time.perf_counter() - drain_started > 300:
                 break
             time.sleep(0.2)
         drain_s = time.perf_counter() - drain_started
-        left = asyncio.run(_count(dsn, "select count(*) from intake.outbox"))
+        left = asyncio.run(_count(dsn, "select count(*) from intake.outbox where published_at is null"))
     finally:
         for proc in procs:
             proc.terminate()

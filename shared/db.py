@@ -30,11 +30,9 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def outbox_table(metadata: sa.MetaData) -> sa.Table:
-    """Events waiting to be published, written in the same transaction as the change they describe."""
-    return sa.Table(
-        "outbox",
-        metadata,
+def _outbox_columns() -> list[sa.Column[Any]]:
+    """The outbox's columns as first created (revision ``<service>_0001``)."""
+    return [
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
         sa.Column("topic", sa.Text, nullable=False),
@@ -42,7 +40,30 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("value", sa.LargeBinary, nullable=False),
         sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    ]
+
+
+OUTBOX_UNPUBLISHED_INDEX = "outbox_unpublished"
+OUTBOX_PUBLISHED_INDEX = "outbox_published_at"
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    """Events written in the same transaction as the change they describe.
+
+    A row waits with ``published_at`` null until the relay has it confirmed by the broker, then
+    stays for the retention period (so a broker that lost its data can be refilled) and is
+    pruned. The partial index holds only the waiting rows, so the relay's scan stays cheap
+    however many published rows are retained.
+    """
+    table = sa.Table(
+        "outbox",
+        metadata,
+        *_outbox_columns(),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )
+    sa.Index(OUTBOX_UNPUBLISHED_INDEX, table.c.id, postgresql_where=table.c.published_at.is_(None))
+    sa.Index(OUTBOX_PUBLISHED_INDEX, table.c.published_at, table.c.id)
+    return table
 
 
 def inbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -59,5 +80,29 @@ def create_outbox_and_inbox(op: Any, schema: str) -> None:
     """Alembic helper: create the outbox and inbox tables, as defined above, in a service's schema."""
     metadata = sa.MetaData(schema=schema)
     bind = op.get_bind()
-    outbox_table(metadata).create(bind)
+    sa.Table("outbox", metadata, *_outbox_columns()).create(bind)
     inbox_table(metadata).create(bind)
+
+
+def retain_published_outbox_rows(op: Any, schema: str) -> None:
+    """Alembic helper: published rows are kept (``published_at``), unpublished ones indexed apart.
+
+    Rows present at upgrade time are still waiting (published rows used to be deleted).
+    """
+    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)), schema=schema)
+    op.create_index(
+        OUTBOX_UNPUBLISHED_INDEX,
+        "outbox",
+        ["id"],
+        schema=schema,
+        postgresql_where=sa.text("published_at is null"),
+    )
+    op.create_index(OUTBOX_PUBLISHED_INDEX, "outbox", ["published_at", "id"], schema=schema)
+
+
+def keep_no_published_outbox_rows(op: Any, schema: str) -> None:
+    """Alembic helper: undo :func:`retain_published_outbox_rows` (published rows are dropped)."""
+    op.execute(f"delete from {schema}.outbox where published_at is not null")
+    op.drop_index(OUTBOX_PUBLISHED_INDEX, table_name="outbox", schema=schema)
+    op.drop_index(OUTBOX_UNPUBLISHED_INDEX, table_name="outbox", schema=schema)
+    op.drop_column("outbox", "published_at", schema=schema)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTBOX_PUBLISHED = Counter(
-    "hazard_outbox_published_total", "Outbox rows published to the broker and removed.", ["service"]
+    "hazard_outbox_published_total", "Outbox rows published to the broker (then retained).", ["service"]
+)
+OUTBOX_PRUNED = Counter(
+    "hazard_outbox_pruned_total", "Published outbox rows deleted after the retention period.", ["service"]
+)
+OUTBOX_REPLAYED = Counter(
+    "hazard_outbox_replayed_total", "Retained outbox rows published again by a replay.", ["service"]
 )
 OUTBOX_ERRORS = Counter(
     "hazard_outbox_relay_errors_total", "Relay attempts that failed (broker or database away).", ["service"]

@@ -1,11 +1,26 @@
 """Transactional outbox: events are rows committed with the business change, then relayed to Kafka.
 
 Writers call :meth:`Outbox.add` inside their own transaction. The :class:`OutboxRelay`
-claims the oldest unsent rows with ``FOR UPDATE SKIP LOCKED`` (so several relays,
-one per replica, never claim the same row), publishes them in one batch, waits for
-the broker to confirm every one, then deletes them in the same transaction. A crash
-between publish and commit republishes the batch: delivery is at-least-once and the
-event ids are unchanged, so consumers deduplicate.
+takes the oldest unpublished rows, publishes them in one batch, waits for the broker
+to confirm every one, then stamps them ``published_at`` in the same transaction. A
+crash between publish and commit republishes the batch: delivery is at-least-once and
+the event ids are unchanged, so consumers deduplicate.
+
+Order. One relay at a time publishes a given outbox: a batch runs under a transaction
+advisory lock on the table, and a replica that does not get it skips its turn. With
+``FOR UPDATE SKIP LOCKED`` and no such lock, replica B could publish a hazard's later
+row while replica A still held its earlier one. The relay keeps no cursor: each batch
+scans the rows still unpublished (a partial index holds only those), so a row whose
+transaction took a smaller id but committed after a larger one is published by the
+next batch that sees it, never skipped. Published rows are therefore in commit order
+per hazard (a hazard's events are written under that hazard's row lock), and each
+batch is stamped with one ``clock_timestamp()`` taken under the lock, so ordering by
+``(published_at, id)`` gives the publish order back.
+
+Retention. Published rows stay ``retention_days`` and are pruned in bounded batches;
+:meth:`OutboxRelay.replay` publishes again, in publish order, every row published
+since a time T (``python -m shared.outbox_replay``): a broker that lost its data is
+refilled, and consumers skip what they had applied.
 """
 
 from __future__ import annotations
@@ -14,9 +29,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -142,7 +159,8 @@ class Outbox:
 
     async def pending(self, session: AsyncSession) -> int:
         """How many rows wait to be published."""
-        return int((await session.execute(sa.select(sa.func.count()).select_from(self.table))).scalar_one())
+        query = sa.select(sa.func.count()).select_from(self.table).where(self.table.c.published_at.is_(None))
+        return int((await session.execute(query)).scalar_one())
 
 
 def wake_relays(table: sa.Table) -> None:
@@ -161,8 +179,19 @@ def _wake_relays_on_commit(session: AsyncSession, table: sa.Table) -> None:
         pending.add(table.fullname)
 
 
+# Advisory locks of the two-key form, class (first key) of the outbox relays; the second key is
+# hashtext(<schema>.outbox). The one-key form (migrations) is a separate space.
+RELAY_LOCK_CLASS = 0x0B0C
+
+
+def relay_lock_sql(table: sa.Table, *, wait: bool) -> sa.TextClause:
+    """The statement taking the transaction lock that makes one relay at a time publish ``table``."""
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    return sa.text(f"select {function}({RELAY_LOCK_CLASS}, hashtext('{table.fullname}')), clock_timestamp()")
+
+
 class OutboxRelay:
-    """Publishes outbox rows in batches; safe to run in every replica at once."""
+    """Publishes outbox rows in batches, one relay of a table at a time; safe to run in every replica."""
 
     def __init__(
         self,
@@ -174,6 +203,9 @@ class OutboxRelay:
         batch_size: int = 1000,
         poll_interval_s: float = 0.25,
         error_backoff_s: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+        prune_batch_size: int = 5000,
+        prune_interval_s: float = 60.0,
     ) -> None:
         self.table = table
         self.sessions = sessions
@@ -182,37 +214,83 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.error_backoff_s = error_backoff_s
+        self.retention = retention
+        self.prune_batch_size = prune_batch_size
+        self.prune_interval_s = prune_interval_s
+        self._lock = relay_lock_sql(table, wait=False)
         self._claim = (
             sa.select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.headers)
+            .where(table.c.published_at.is_(None))
             .order_by(table.c.id)
             .limit(batch_size)
-            .with_for_update(skip_locked=True)
         )
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._next_prune = 0.0
         self.last_error: BaseException | None = None
 
     async def relay_once(self) -> int:
-        """Claim, publish and delete one batch; returns how many rows were published."""
+        """Publish and stamp one batch; returns how many rows were published (0 if another relay has the turn)."""
+        return (await self._relay_batch())[1]
+
+    async def _relay_batch(self) -> tuple[bool, int]:
+        """(whether this relay had the turn, rows published)."""
         async with self.sessions() as session, session.begin():
+            turn, stamp = (await session.execute(self._lock)).one()
+            if not turn:
+                return False, 0
             rows = (await session.execute(self._claim)).all()
             if not rows:
-                return 0
-            await self.sender.send_many(
-                [
-                    OutgoingMessage(topic=r.topic, key=r.key, value=r.value, headers=dict(r.headers))
-                    for r in rows
-                ]
+                return True, 0
+            await self.sender.send_many([_message(r) for r in rows])
+            await session.execute(
+                sa.update(self.table)
+                .where(self.table.c.id.in_([r.id for r in rows]))
+                .values(published_at=stamp)
             )
-            await session.execute(sa.delete(self.table).where(self.table.c.id.in_([r.id for r in rows])))
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
-        return len(rows)
+        return True, len(rows)
+
+    async def prune_once(self) -> int:
+        """Delete at most ``prune_batch_size`` rows published longer than the retention ago."""
+        t = self.table
+        oldest = (
+            sa.select(t.c.id)
+            .where(t.c.published_at < sa.func.now() - self.retention)
+            .order_by(t.c.published_at, t.c.id)
+            .limit(self.prune_batch_size)
+            .scalar_subquery()
+        )
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(sa.delete(t).where(t.c.id.in_(oldest)))
+        pruned = int(getattr(result, "rowcount", 0) or 0)
+        if pruned:
+            metrics.OUTBOX_PRUNED.labels(self.service).inc(pruned)
+        return pruned
+
+    async def prune(self) -> int:
+        """Prune in bounded batches (one transaction each) until nothing is past the retention."""
+        total = 0
+        while (pruned := await self.prune_once()) > 0:
+            total += pruned
+            if pruned < self.prune_batch_size:
+                break
+        return total
+
+    async def replay(self, since: datetime, *, until: datetime | None = None) -> int:
+        """Publish again every retained row of this outbox published since ``since`` (see :func:`replay_published`)."""
+        sent = await replay_published(
+            self.sessions, self.sender, [self.table], since, until=until, batch_size=self.batch_size
+        )
+        metrics.OUTBOX_REPLAYED.labels(self.service).inc(sent)
+        return sent
 
     async def run(self) -> None:
         """Relay until stopped; a failure (broker or database away) is logged and retried.
 
         Between batches it waits for a commit of this process that added rows, or at most
-        ``poll_interval_s`` (rows of other processes).
+        ``poll_interval_s`` (rows of other processes, or another replica's turn). Every
+        ``prune_interval_s`` it prunes what is past the retention.
         """
         waiting = _WAITING.setdefault(self.table.fullname, set())
         waiting.add(self._wake)
@@ -221,6 +299,7 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     sent = await self.relay_once()
+                    await self._prune_when_due()
                     self.last_error = None
                 except asyncio.CancelledError:
                     raise
@@ -236,6 +315,14 @@ class OutboxRelay:
         finally:
             waiting.discard(self._wake)
 
+    async def _prune_when_due(self) -> None:
+        # One bounded batch between two relay batches: a large expired backlog never holds up
+        # publishing; while full batches come back, the next one runs at the next round.
+        now = time.monotonic()
+        if now >= self._next_prune:
+            pruned = await self.prune_once()
+            self._next_prune = now if pruned >= self.prune_batch_size else now + self.prune_interval_s
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
@@ -246,7 +333,82 @@ class OutboxRelay:
         self._wake.set()
 
     async def drain(self, *, timeout_s: float = 30.0) -> None:
-        """Publish until the outbox is empty (tests and shutdown)."""
+        """Publish until no row waits (tests and shutdown); waits out another relay's turn."""
         async with asyncio.timeout(timeout_s):
-            while await self.relay_once():
-                pass
+            while True:
+                turn, sent = await self._relay_batch()
+                if turn and sent == 0:
+                    return
+                if not turn:
+                    await asyncio.sleep(0.02)
+
+
+async def replay_published(
+    sessions: async_sessionmaker[AsyncSession],
+    sender: MessageSender,
+    tables: Sequence[sa.Table],
+    since: datetime,
+    *,
+    until: datetime | None = None,
+    batch_size: int = 1000,
+) -> int:
+    """Publish again, in publish order, every retained row of ``tables`` published at or after ``since``.
+
+    The outboxes of several services are merged by ``(published_at, id)``, so one hazard's events
+    from intake, dispatch and tracking go out again in the order they first did. The relay lock of
+    every table is held for the whole replay: the ordinary relays publish newer rows only after it.
+    Rows are not stamped again. Returns how many rows were sent.
+    """
+    ordered = sorted(tables, key=lambda t: t.fullname)
+    pages = {t.fullname: _replay_page(t, since, until, batch_size) for t in ordered}
+    buffered: dict[str, list[Any]] = {t.fullname: [] for t in ordered}
+    after: dict[str, tuple[datetime, int] | None] = {t.fullname: None for t in ordered}
+    open_tables = {t.fullname: t for t in ordered}
+    sent = 0
+    async with sessions() as holder, holder.begin():
+        for table in ordered:
+            await holder.execute(relay_lock_sql(table, wait=True))
+        while True:
+            async with sessions() as session:
+                for name, table in list(open_tables.items()):
+                    if buffered[name]:
+                        continue
+                    query = pages[name]
+                    cursor = after[name]
+                    if cursor is not None:
+                        query = query.where(sa.tuple_(table.c.published_at, table.c.id) > cursor)
+                    rows = list((await session.execute(query)).all())
+                    if rows:
+                        buffered[name] = rows
+                        after[name] = (rows[-1].published_at, rows[-1].id)
+                    else:
+                        del open_tables[name]
+            batch: list[OutgoingMessage] = []
+            # Merge while every outbox that may still have rows has some in hand.
+            while len(batch) < batch_size and all(buffered[n] for n in open_tables):
+                candidates = [n for n in buffered if buffered[n]]
+                if not candidates:
+                    break
+                first = min(candidates, key=lambda n: (buffered[n][0].published_at, n, buffered[n][0].id))
+                batch.append(_message(buffered[first].pop(0)))
+            if not batch:
+                break
+            await sender.send_many(batch)
+            sent += len(batch)
+    log.info("outbox replay: %d rows published since %s sent again", sent, since)
+    return sent
+
+
+def _replay_page(table: sa.Table, since: datetime, until: datetime | None, limit: int) -> Any:
+    t = table
+    page = (
+        sa.select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers, t.c.published_at)
+        .where(t.c.published_at >= since)
+        .order_by(t.c.published_at, t.c.id)
+        .limit(limit)
+    )
+    return page if until is None else page.where(t.c.published_at < until)
+
+
+def _message(row: Any) -> OutgoingMessage:
+    return OutgoingMessage(topic=row.topic, key=row.key, value=row.value, headers=dict(row.headers))

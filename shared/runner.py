@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -28,6 +29,10 @@ def serve(app: FastAPI, settings: ServiceSettings, *, service: str) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.kafka.graceful_timeout_s) + 5,
     )
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        # The local runner's drain: stop taking requests, keep consuming and relaying (SIGTERM stops).
+        signal.signal(signal.SIGUSR1, lambda signum, frame: runtime.stop_accepting())
     uvicorn.Server(config).run()
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,13 +25,14 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
 from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
-from shared.http import BodySizeLimit, RefuseNulInUrl
+from shared.http import BodySizeLimit, RefuseNulInUrl, send_error
 from shared.kafka import (
     BrokerSender,
     create_broker,
@@ -69,6 +70,9 @@ class ServiceRuntime:
     broker_connected: bool = False
     # Intake keeps accepting reports while the broker is away, so it stays ready without it.
     ready_without_broker: bool = False
+    # Set by SIGUSR1 (the local runner draining before it stops): requests are refused with 503
+    # while the consumer and relay go on, so the stack can empty before anything stops.
+    draining: bool = False
 
     @classmethod
     def build(
@@ -98,6 +102,9 @@ class ServiceRuntime:
             batch_size=settings.outbox.batch_size,
             poll_interval_s=settings.outbox.poll_interval_s,
             error_backoff_s=settings.outbox.error_backoff_s,
+            retention=timedelta(days=settings.outbox.retention_days),
+            prune_batch_size=settings.outbox.prune_batch_size,
+            prune_interval_s=settings.outbox.prune_interval_s,
         )
         runtime = cls(
             name=name,
@@ -170,6 +177,12 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(_supervised(loop), name=f"{self.name}-{loop.__name__}"))
         self.started = True
         log.info("%s started", self.name)
+
+    def stop_accepting(self) -> None:
+        """Refuse new requests (503) from now on; consuming and relaying go on."""
+        if not self.draining:
+            self.draining = True
+            log.info("%s draining: new requests are refused, consumer and relay go on", self.name)
 
     async def _connect_broker(self) -> None:
         while not self.broker_connected:
@@ -252,6 +265,23 @@ class ServiceRuntime:
         return result
 
 
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RefuseWhileDraining:
+    """Answer 503 ``draining`` to every request but the operational ones once the runtime drains."""
+
+    def __init__(self, app: ASGIApp, *, runtime: ServiceRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.runtime.draining and scope.get("path") not in OPERATIONS_PATHS:
+            await send_error(send, 503, "draining", "The service is stopping; retry against another replica.")
+            return
+        await self.app(scope, receive, send)
+
+
 async def repeat_every(
     interval_s: float | Callable[[float], float], step: Callable[[], Awaitable[object]], *, what: str
 ) -> None:
@@ -301,6 +331,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(RefuseWhileDraining, runtime=runtime)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -112,6 +112,11 @@ class OutboxSettings(_Section):
     # (committed by a replica that crashed before relaying them).
     poll_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.25
     error_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Published rows stay this long (a broker that lost its data is refilled from them:
+    # ``python -m shared.outbox_replay``), then are pruned in batches of ``prune_batch_size``.
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
+    prune_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    prune_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
 
 
 class ServiceSettings(BaseSettings):

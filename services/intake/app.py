@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.intake import api, handlers, open311, tables
+from services.intake import api, handlers, open311, reconciliation, tables
 from services.intake.domain import Policy
 from services.intake.fastpath import HotRoutes
 from services.intake.ratelimit import RateLimiter
@@ -111,6 +111,9 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         "max_results": limits.open311_max_results,
         "default_days": limits.open311_default_days,
     }
+    app.state.reconciliation = settings.reconciliation
+    reconciliation.install(runtime, settings.reconciliation)
     app.include_router(api.router)
     app.include_router(open311.router)
+    app.include_router(reconciliation.router)
     return app

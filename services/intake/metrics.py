@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ACCEPTED = Counter(
     "hazard_intake_reports_accepted_total",
@@ -35,4 +35,14 @@ COMMIT_SECONDS = Histogram(
     "Time to validate, link and durably commit one request's reports (single or batch).",
     ["source"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+UNDECIDED = Gauge(
+    "hazard_intake_undecided_reports",
+    "Accepted reports with no dispatch decision (dispatched, referred to operators, linked as a "
+    "duplicate, rectified on site) for longer than the reconciliation threshold.",
+)
+UNDECIDED_OLDEST = Gauge(
+    "hazard_intake_undecided_oldest_seconds",
+    "Age of the oldest accepted report still without a dispatch decision (0: none).",
 )

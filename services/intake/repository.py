@@ -465,3 +465,41 @@ class WritePool:
             await asyncio.Event().wait()
         finally:
             await self.close()
+
+
+# -- reconciliation: accepted reports no dispatch decision has reached --------------------------------
+
+# An original report (not a duplicate, not rectified on site: those are decided at intake) stays
+# 'open' with no lifecycle event applied until dispatch's decision (dispatched or referred to the
+# operators) comes back. The partial index (intake_0004) holds only such reports.
+UNDECIDED = "status = 'open' and duplicate_of is null and last_event_at is null"
+
+
+async def undecided_summary(session: AsyncSession, older_than_s: float) -> tuple[int, float]:
+    """(how many reports are undecided for longer than ``older_than_s``, the oldest one's age in s)."""
+    row = (
+        await session.execute(
+            sa.text(
+                "select count(*) filter (where requested_datetime < now() - make_interval(secs => :s)), "
+                "coalesce(extract(epoch from now() - min(requested_datetime)), 0) "
+                f"from intake.reports where {UNDECIDED}"
+            ),
+            {"s": older_than_s},
+        )
+    ).one()
+    return int(row[0]), float(row[1])
+
+
+async def undecided_reports(session: AsyncSession, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+    """The oldest reports undecided for longer than ``older_than_s``, oldest first, with their age."""
+    rows = await session.execute(
+        sa.text(
+            "select hazard_id, report_id, category, grid_id, community_id, reporter_id, source, "
+            "requested_datetime, extract(epoch from now() - requested_datetime) as age_s "
+            f"from intake.reports where {UNDECIDED} "
+            "and requested_datetime < now() - make_interval(secs => :s) "
+            "order by requested_datetime, hazard_id limit :limit"
+        ),
+        {"s": older_than_s, "limit": limit},
+    )
+    return [dict(r._mapping) for r in rows]

@@ -70,6 +70,13 @@ class GroupCommitSettings(_Section):
     max_items: Annotated[int, Field(ge=1, le=5000)] = 500
 
 
+class ReconciliationSettings(_Section):
+    """Accepted reports with no dispatch decision after ``undecided_after_s`` are listed and counted."""
+
+    undecided_after_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 900.0
+    check_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class IntakeSettings(ServiceSettings):
     """Everything the intake service reads from its environment."""
 
@@ -81,3 +88,4 @@ class IntakeSettings(ServiceSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     group_commit: GroupCommitSettings = Field(default_factory=GroupCommitSettings)
     open311: Open311Settings = Field(default_factory=Open311Settings)
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -250,3 +251,36 @@ class LocalKafka:
     async def list_topics(self) -> list[str]:
         """Return the names of all topics on the broker."""
         return await self._list_topics()
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Partition -> offset after its last record (all 0 on a topic that holds nothing)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer.client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
+        finally:
+            await consumer.stop()
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    async def consumer_lag(self, topic: str, groups: Iterable[str]) -> dict[str, int]:
+        """Group -> messages of ``topic`` it has not committed yet (a group that never committed owes all)."""
+        ends = await self.end_offsets(topic)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            lag: dict[str, int] = {}
+            for group in groups:
+                committed = await admin.list_consumer_group_offsets(
+                    group, partitions=[TopicPartition(topic, p) for p in ends]
+                )
+                done = {
+                    tp.partition: max(0, meta.offset) for tp, meta in committed.items() if meta is not None
+                }
+                lag[group] = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+            return lag
+        finally:
+            await admin.close()

@@ -281,6 +281,40 @@ class LocalPostgres:
             return None
         return pid if comm.startswith("postgres") and pid_alive(pid) else None
 
+    def _remove_stale_lock(self) -> None:
+        """Remove ``postmaster.pid`` left by a postmaster killed with -9 whose zombie nobody reaped.
+
+        PostgreSQL refuses to start while the pid in it exists, and a zombie exists until its parent
+        (here whoever inherited it: often an init that does not reap) waits for it. Removed only when
+        that pid is dead or a zombie and no live process works in the data directory (backends exit
+        once their postmaster is gone).
+        """
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().splitlines()[0].strip())
+        except (OSError, IndexError, ValueError):
+            return
+        if pid_alive(pid) or self._processes_in_data_dir():
+            return
+        lock.unlink(missing_ok=True)
+        for socket_lock in {*self.socket_dir.glob(".s.PGSQL.*.lock"), *self.data_dir.glob(".s.PGSQL.*.lock")}:
+            socket_lock.unlink(missing_ok=True)
+            socket_lock.with_suffix("").unlink(missing_ok=True)
+
+    def _processes_in_data_dir(self) -> list[int]:
+        """Live pids whose working directory is the data directory (a postmaster and its backends)."""
+        found = []
+        target = str(self.data_dir.resolve())
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cwd = os.readlink(entry / "cwd")
+                except OSError:
+                    continue
+                if cwd == target and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+        return found
+
     def is_running(self) -> bool:
         """Return True when a postmaster serves this data directory."""
         return self.pid() is not None
@@ -296,6 +330,7 @@ class LocalPostgres:
                 "(`python -m shared.devstack stop` for the runner's cluster)"
             )
         self.init()
+        self._remove_stale_lock()
         self._check_reachable()
         self._write_config()
         if self.socket_dir != self.data_dir:

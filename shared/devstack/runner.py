@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -46,6 +48,12 @@ SERVICE_STOP_TIMEOUT = 20.0
 READY_LINE = "devstack ready"
 REGISTRY_FILE = "processes.json"
 SEEDED_MARKER = "seeded"
+# Database time of the last stop that drained: every event published before it had been consumed by
+# every group, so an empty broker needs only what was published since (absent: everything retained).
+DRAINED_MARKER = "broker-drained-at"
+DRAIN_TIMEOUT_ENV = "HAZARD_DRAIN_TIMEOUT_S"
+DEFAULT_DRAIN_TIMEOUT = 30.0
+LIFECYCLE_TOPIC = "hazard.lifecycle"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -344,6 +352,7 @@ class Stack:
             say(f"--reset: removing {self.paths.pg_data}")
             shutil.rmtree(self.paths.pg_data, ignore_errors=True)
             (self.paths.root / SEEDED_MARKER).unlink(missing_ok=True)
+            (self.paths.root / DRAINED_MARKER).unlink(missing_ok=True)
         self._write_registry()
 
     def start_infrastructure(self) -> None:
@@ -366,6 +375,38 @@ class Stack:
         with self._step("creating topics " + ", ".join(f"{n} ({c})" for n, c in topics.items())):
             run_sync(lambda: self.kafka.create_topics(topics))
         self.migrate()
+        self.refill_broker()
+
+    def refill_broker(self) -> None:
+        """An empty lifecycle topic (Tansu keeps nothing across restarts) gets the retained events again.
+
+        Sent before the services start, from the outboxes, in the order they were first published:
+        everything published since the last stop that drained (or everything retained). The
+        services' inboxes skip what they had applied; what they had not yet applied (the broker
+        stopped or was killed first) is applied now.
+        """
+        if not module_exists("shared.outbox_replay"):
+            return
+        from shared.outbox_replay import EVERYTHING, replay
+
+        ends = run_sync(lambda: self.kafka.end_offsets(LIFECYCLE_TOPIC))
+        if any(ends.values()):
+            return
+        marker = self.paths.root / DRAINED_MARKER
+        since = EVERYTHING
+        with contextlib.suppress(OSError, ValueError):
+            since = datetime.fromisoformat(marker.read_text().strip())
+        described = "everything retained" if since == EVERYTHING else f"everything published since {since}"
+        with self._step(f"the broker is empty: relaying {described} again from the outboxes"):
+            sent = run_sync(
+                lambda: replay(
+                    database_url=self.postgres.url(),
+                    bootstrap_servers=self.kafka.bootstrap_servers,
+                    since=since,
+                    idempotent_producer=False,
+                )
+            )
+            say(f"{sent} events sent again")
 
     def migrate(self) -> None:
         """Apply database migrations with ``python -m shared.migrate`` (skipped while it does not exist)."""
@@ -478,7 +519,7 @@ class Stack:
             lines.append("   services   not started (--no-services)")
         lines += [
             f"   {'database':<10} {self.postgres.url()}",
-            f"   {'broker':<10} {self.kafka.bootstrap_servers} (Tansu, in memory: empty after every restart)",
+            f"   {'broker':<10} {self.kafka.bootstrap_servers} (Tansu, in memory: refilled from the outboxes at every start)",
             f"   {'logs':<10} {self.paths.logs}/",
             "",
             f" demo tokens (Authorization: Bearer <token>; also in {self.paths.root / 'demo-tokens.txt'}):",
@@ -510,8 +551,69 @@ class Stack:
                 return EXIT_FAILED
             time.sleep(0.5)
 
+    def drain(self, timeout: float) -> bool:
+        """Stop HTTP (SIGUSR1: 503), then wait until no outbox row waits and every group has lag 0.
+
+        Returns True when drained, and records the moment in the state dir; otherwise says what was
+        left after ``timeout`` seconds (kept in PostgreSQL: the next run relays it again).
+        """
+        running = {name: proc for name, proc in self.services.items() if proc.poll() is None}
+        if not running or not self.kafka.is_running() or not self.postgres.is_running():
+            return False
+        say(f"draining (at most {timeout:.0f}s): HTTP refuses new requests; relays and consumers finish ...")
+        for proc in running.values():
+            signal_group(proc.pid, signal.SIGUSR1)
+        started = time.monotonic()
+        outcome = run_sync(lambda: self._await_drained(list(running), timeout))
+        drained_at, left = outcome
+        if drained_at is None:
+            say(
+                f"drain incomplete after {timeout:.0f}s, left: {'; '.join(left)}. Nothing is lost: the "
+                "outboxes keep every event and the next `make run` relays them again"
+            )
+            return False
+        (self.paths.root / DRAINED_MARKER).write_text(drained_at.isoformat())
+        say(f"drained in {time.monotonic() - started:.1f}s: outboxes empty, every consumer group at lag 0")
+        return True
+
+    async def _await_drained(self, names: list[str], wait_s: float) -> tuple[datetime | None, list[str]]:
+        """(database time from which everything published was consumed, or None; what was left)."""
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.postgres.url())
+        unions = " union all ".join(
+            f"select '{name}', count(*) from {name}.outbox where published_at is null" for name in names
+        )
+        left: list[str] = []
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                left = []
+                try:
+                    # In this order: a row stamped before ``now`` is either still unpublished in the
+                    # outbox read after it, or committed, hence on the broker before the lag is read.
+                    async with engine.connect() as conn:
+                        now = (await conn.execute(text("select clock_timestamp()"))).scalar_one()
+                        waiting = (await conn.execute(text(unions))).all()
+                    lag = await self.kafka.consumer_lag(LIFECYCLE_TOPIC, [f"hazard-{n}" for n in names])
+                    left += [f"{n} outbox {c} unpublished" for n, c in waiting if c]
+                    left += [f"{group} {behind} behind" for group, behind in lag.items() if behind]
+                except Exception as exc:  # the drain is best effort; the message says why it stopped
+                    left = [f"could not measure ({type(exc).__name__}: {exc})"]
+                    return None, left
+                if not left:
+                    return now, []
+                if time.monotonic() >= deadline:
+                    return None, left
+                await asyncio.sleep(0.5)
+        finally:
+            await engine.dispose()
+
     def shutdown(self) -> None:
-        """Stop services (SIGTERM, SIGKILL after 20 s), then the broker, then PostgreSQL."""
+        """Drain, then stop services (SIGTERM, SIGKILL after 20 s), then the broker, then PostgreSQL."""
+        if self.services:
+            self.drain(_drain_timeout(os.environ))
         if self.services:
             say("stopping services ...")
             for proc in self.services.values():
@@ -538,6 +640,14 @@ class Stack:
             say(f"could not stop PostgreSQL: {exc}")
         self.paths.registry.unlink(missing_ok=True)
         say("stopped")
+
+
+def _drain_timeout(env: Mapping[str, str]) -> float:
+    """``HAZARD_DRAIN_TIMEOUT_S`` (seconds the stop waits for the stack to empty), default 30."""
+    try:
+        return max(0.0, float(env.get(DRAIN_TIMEOUT_ENV) or DEFAULT_DRAIN_TIMEOUT))
+    except ValueError:
+        return DEFAULT_DRAIN_TIMEOUT
 
 
 def _runnable(module: str) -> bool:

@@ -67,6 +67,8 @@ def main() -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)
+    # The runner's drain asks services to stop taking requests with SIGUSR1; a stand-in has none.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: print(f"dummy {name} draining", flush=True))
     print(f"dummy {name} serving on {port}", flush=True)
     server.serve_forever()
     server.server_close()

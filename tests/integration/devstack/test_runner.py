@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -12,8 +14,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from shared.devstack._process import pid_alive
 from shared.devstack.ports import free_port, port_is_free
 from shared.devstack.runner import READY_LINE, SERVICES, load_topic_partitions
 from shared.devstack.tokens import hash_token
+from tests.support.kafka_tools import produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +273,124 @@ def test_stop_cleans_up_after_a_crashed_runner(run: Run) -> None:
     stopped = run.tool("stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     _assert_nothing_left(run, pids, with_services=False)
+
+
+def _demo_token(run: Run, principal: str) -> str:
+    for line in (run.state_dir / "demo-tokens.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if fields[0] == principal:
+            return fields[-1]
+    raise AssertionError(f"no demo token for {principal}")
+
+
+# Five categories, so that no report is linked to another as its open duplicate.
+CATEGORIES = (
+    "locked_rooftop_door",
+    "blocked_fire_passage",
+    "ebike_indoor_charging",
+    "fire_equipment_missing",
+    "electrical_fire_hazard",
+)
+
+
+def _post_report(run: Run, token: str, category: str) -> str:
+    body = {
+        "report_id": str(uuid.uuid4()),
+        "category": category,
+        "description": "Rooftop escape door padlocked",
+        "location": {"lat": 22.622, "lon": 114.16813, "address": "Liuyue, building 7", "building_id": None},
+        "grid_id": "liuyue-01",
+        "observed_at": (datetime.now(UTC) - timedelta(minutes=10)).isoformat(),
+        "photos": [],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{run.port('intake')}/api/v1/hazards",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+        answer = json.loads(response.read())
+        assert answer.get("duplicate_of") is None, answer
+        hazard_id: str = answer["hazard_id"]
+        return hazard_id
+
+
+def _wait_gone(run: Run) -> None:
+    deadline = time.monotonic() + 20
+    while _pids_mentioning(str(run.state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+async def _wait_until(conn: Any, query: str, args: list[Any], wanted: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await conn.fetchval(query, *args)) != wanted:
+        assert time.monotonic() < deadline, f"{query}: {got}, wanted {wanted}"
+        await asyncio.sleep(0.2)
+
+
+async def test_reports_accepted_before_everything_is_killed_are_dispatched_after_the_empty_broker_restart(
+    run: Run,
+) -> None:
+    """The local case of issue 14: dispatch frozen, 5 reports, kill -9 of everything, run again."""
+    run.start()
+    run.wait_for_ready()
+    registry = run.registry()
+    os.kill(registry["processes"]["dispatch"]["pid"], signal.SIGSTOP)
+    token = _demo_token(run, "gm-liuyue-01")
+    hazards = [_post_report(run, token, category) for category in CATEGORIES]
+    dsn = f"postgresql://hazard@127.0.0.1:{run.port('pg')}/hazard"
+    # On the broker (not taken by the frozen dispatch) before everything dies.
+    records = await read_topic(f"127.0.0.1:{run.port('kafka')}", "hazard.lifecycle", expect=5)
+    assert {r.key.decode() for r in records} >= set(hazards)
+
+    pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert run.proc is not None
+    run.proc.wait(timeout=10)
+    _wait_gone(run)
+
+    run.start(extra_env={"HAZARD_DRAIN_TIMEOUT_S": "20"})
+    run.wait_for_ready()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _wait_until(
+            conn, "select count(*) from dispatch.hazards where hazard_id = any($1::uuid[])", [hazards], 5, 30
+        )
+    except AssertionError:
+        logs = run.state_dir / "logs"
+        print(
+            run.output, (logs / "dispatch.log").read_text()[-6000:], (logs / "intake.log").read_text()[-3000:]
+        )
+        raise
+    finally:
+        await conn.close()
+
+    assert "the broker is empty: relaying everything retained again" in run.output
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 0, run.output
+    assert "outboxes empty, every consumer group at lag 0" in run.output, run.output
+    assert (run.state_dir / "broker-drained-at").read_text()
+
+
+async def test_stopping_drains_first_and_names_what_was_left_after_the_bounded_wait(run: Run) -> None:
+    run.start("--service-module", DUMMY, extra_env={"HAZARD_DRAIN_TIMEOUT_S": "2"})
+    run.wait_for_ready()
+    # One record no consumer group will take (the stand-ins consume nothing).
+    await produce(f"127.0.0.1:{run.port('kafka')}", "hazard.lifecycle", [(b"k", b"{}")])
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 0, run.output
+    out = run.output
+    assert "draining (at most 2s)" in out
+    left = out[out.index("drain incomplete after 2s, left: ") :].splitlines()[0]
+    for name in SERVICES:
+        assert f"hazard-{name} 1 behind" in left, left
+        assert f"dummy {name} draining" in (run.state_dir / "logs" / f"{name}.log").read_text()
+    assert "unpublished" not in left, "the outboxes were empty"
+    assert out.index("draining (at most") < out.index("drain incomplete") < out.index("stopping services")
+    assert out.index("stopping services") < out.index("stopping the broker")
+    assert not (run.state_dir / "broker-drained-at").exists(), "not drained: the next start relays everything"

@@ -1,0 +1,26 @@
+"""reporting: published outbox rows are retained (published_at) for replay; unpublished ones are indexed apart.
+
+Revision ID: reporting_0008
+Revises: reporting_0007
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.db import keep_no_published_outbox_rows, retain_published_outbox_rows
+
+revision = "reporting_0008"
+down_revision = "reporting_0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Add published_at and the two indexes."""
+    retain_published_outbox_rows(op, "reporting")
+
+
+def downgrade() -> None:
+    """Drop them, and the published rows with them."""
+    keep_no_published_outbox_rows(op, "reporting")

@@ -1,0 +1,26 @@
+"""tracking: published outbox rows are retained (published_at) for replay; unpublished ones are indexed apart.
+
+Revision ID: tracking_0003
+Revises: tracking_0002
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from shared.db import keep_no_published_outbox_rows, retain_published_outbox_rows
+
+revision = "tracking_0003"
+down_revision = "tracking_0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Add published_at and the two indexes."""
+    retain_published_outbox_rows(op, "tracking")
+
+
+def downgrade() -> None:
+    """Drop them, and the published rows with them."""
+    keep_no_published_outbox_rows(op, "tracking")
