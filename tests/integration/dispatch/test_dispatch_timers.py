@@ -193,3 +193,104 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     # Both sides won some races: the race was real.
     assert outcomes["on_time"] > 0
     assert outcomes["late"] > 0
+
+
+async def _seed_due(sessions: Any, reference: Any, count: int, *, due_at: datetime) -> list[uuid.UUID]:
+    """`count` pending fire dispatches whose deadline and level-1 reminder are due at `due_at`."""
+    dispatch_rows: list[dict[str, Any]] = []
+    timer_rows: list[dict[str, Any]] = []
+    for _ in range(count):
+        facts = domain.HazardFacts(
+            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
+        )
+        outcome = domain.dispatch_to(
+            reference,
+            facts,
+            department_id="fire",
+            rule_id="r-locked-rooftop-door",
+            now=due_at - timedelta(hours=3),
+            reason="routed",
+            causation_id=None,
+        )
+        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
+        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
+    async with sessions() as session, session.begin():
+        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+        ids = [row["dispatch_id"] for row in dispatch_rows]
+        await session.execute(
+            sa.update(tables.dispatches)
+            .where(tables.dispatches.c.dispatch_id.in_(ids))
+            .values(receipt_deadline=due_at)
+        )
+        await session.execute(
+            sa.update(tables.timers)
+            .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
+            .values(due_at=due_at)
+        )
+    return ids
+
+
+async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backlog of 300 overdue dispatches, passes of 100 timers. The first pass holds its claim
+    # (its transaction open) while the second runs: the second must take other dispatches, not
+    # find the same oldest 100 locked and give up.
+    engine = create_engine(DatabaseSettings(url=db_url, pool_size=10))
+    sessions = create_session_factory(engine)
+    outbox = Outbox(tables.outbox, default_topic="backlog")
+    reference = load_reference_data()
+    async with sessions() as session:
+        past = (await session.execute(sa.text("select now() - interval '1 hour'"))).scalar_one()
+    ids = await _seed_due(sessions, reference, 300, due_at=past)
+    loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=100) for _ in range(2)]
+
+    claim = repo.claim_due_timers
+    first_holds = asyncio.Event()
+    second_done = asyncio.Event()
+    claimed_by: dict[int, set[uuid.UUID]] = {0: set(), 1: set()}
+    callers: list[int] = []
+
+    async def claim_and_hold(session: Any, **kwargs: Any) -> list[repo.Claimed]:
+        me = len(callers)
+        callers.append(me)
+        found = await claim(session, **kwargs)
+        if me < 2:
+            claimed_by[me] = {c.timer.dispatch_id for c in found}
+        if me == 0:
+            first_holds.set()
+            await second_done.wait()
+        return found
+
+    monkeypatch.setattr(repo, "claim_due_timers", claim_and_hold)
+
+    async def second() -> int:
+        await first_holds.wait()
+        try:
+            return await loops[1].fire_due()
+        finally:
+            second_done.set()
+
+    fired = await asyncio.wait_for(asyncio.gather(loops[0].fire_due(), second()), timeout=60)
+    monkeypatch.setattr(repo, "claim_due_timers", claim)
+    # Both passes fired a full share of the backlog, and not the same dispatches.
+    assert fired[0] > 0 and fired[1] > 0, fired
+    assert claimed_by[0] and claimed_by[1]
+    assert not claimed_by[0] & claimed_by[1]
+    while await loops[0].fire_due():
+        pass
+    async with sessions() as session:
+        published = [
+            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
+        ]
+        unfired_due = (
+            await session.execute(
+                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
+            )
+        ).scalar()
+    await engine.dispose()
+    assert unfired_due == 0
+    # Every dispatch: one overdue and one level-1 escalation, each exactly once.
+    seen = Counter((e.TYPE, e.payload.dispatch_id) for e in published)  # type: ignore[attr-defined]
+    assert set(seen.values()) == {1}
+    assert seen.keys() == {(kind, d) for d in ids for kind in ("hazard.receipt_overdue", "hazard.escalated")}
