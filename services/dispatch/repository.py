@@ -331,19 +331,20 @@ async def list_dispatches(
 # without declaring the dispatch overdue, and an acknowledgement a moment later counted as on time
 # (seen once in a thousand races). Everyone who writes timers holds their dispatch first, so the
 # second statement never waits.
+#
+# The first statement walks the due timers in due order (the ``timers_due`` index) and locks their
+# dispatches as it goes, ``LIMIT`` counting only rows it could lock: a dispatch another pass holds
+# is skipped and the walk goes on to the next ones, so concurrent passes (and replicas) share a
+# backlog instead of all picking the same oldest rows and all but one finding them locked. A
+# dispatch with two due timers is met twice (locking it again in the same transaction is a no-op).
 _CLAIM_DISPATCHES = sa.text(
     """
-    with due as (
-        select t.dispatch_id, min(t.due_at) as first_due
-        from dispatch.timers t
-        where t.fired_at is null and t.due_at <= :now
-        group by t.dispatch_id
-        order by first_due
-        limit :limit
-    )
     select d.dispatch_id
-    from dispatch.dispatches d join due on due.dispatch_id = d.dispatch_id
-    order by due.first_due
+    from dispatch.timers t
+    join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
+    where t.fired_at is null and t.due_at <= :now
+    order by t.due_at, t.level
+    limit :limit
     for update of d skip locked
     """
 )
@@ -369,11 +370,11 @@ class Claimed:
 
 
 async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
-    """Lock up to `limit` dispatches with due, unfired timers, and all those timers.
+    """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.
 
     Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
     """
-    ids = (await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars().all()
+    ids = set((await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars())
     if not ids:
         return []
     rows = await session.execute(_CLAIM, {"now": now, "ids": list(ids)})
