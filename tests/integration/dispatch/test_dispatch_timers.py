@@ -23,7 +23,7 @@ from shared.events import dump_event
 from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
-from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar
+from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar, seed_due
 from tests.support.kafka_tools import produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -195,41 +195,6 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     assert outcomes["late"] > 0
 
 
-async def _seed_due(sessions: Any, reference: Any, count: int, *, due_at: datetime) -> list[uuid.UUID]:
-    """`count` pending fire dispatches whose deadline and level-1 reminder are due at `due_at`."""
-    dispatch_rows: list[dict[str, Any]] = []
-    timer_rows: list[dict[str, Any]] = []
-    for _ in range(count):
-        facts = domain.HazardFacts(
-            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
-        )
-        outcome = domain.dispatch_to(
-            reference,
-            facts,
-            department_id="fire",
-            rule_id="r-locked-rooftop-door",
-            now=due_at - timedelta(hours=3),
-            reason="routed",
-            causation_id=None,
-        )
-        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
-        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
-    async with sessions() as session, session.begin():
-        await repo.add_dispatches(session, dispatch_rows, timer_rows)
-        ids = [row["dispatch_id"] for row in dispatch_rows]
-        await session.execute(
-            sa.update(tables.dispatches)
-            .where(tables.dispatches.c.dispatch_id.in_(ids))
-            .values(receipt_deadline=due_at)
-        )
-        await session.execute(
-            sa.update(tables.timers)
-            .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
-            .values(due_at=due_at)
-        )
-    return ids
-
-
 async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,7 +207,7 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     reference = load_reference_data()
     async with sessions() as session:
         past = (await session.execute(sa.text("select now() - interval '1 hour'"))).scalar_one()
-    ids = await _seed_due(sessions, reference, 300, due_at=past)
+    ids = await seed_due(sessions, reference, 300, due_at=past)
     loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=100) for _ in range(2)]
 
     claim = repo.claim_due_timers
@@ -274,8 +239,10 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     fired = await asyncio.wait_for(asyncio.gather(loops[0].fire_due(), second()), timeout=60)
     monkeypatch.setattr(repo, "claim_due_timers", claim)
     # Both passes fired a full share of the backlog, and not the same dispatches.
-    assert fired[0] > 0 and fired[1] > 0, fired
-    assert claimed_by[0] and claimed_by[1]
+    assert fired[0] > 0, fired
+    assert fired[1] > 0, fired
+    assert len(claimed_by[0]) == 100
+    assert len(claimed_by[1]) == 100
     assert not claimed_by[0] & claimed_by[1]
     while await loops[0].fire_due():
         pass
