@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -123,13 +124,25 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
 
     loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=per_round) for _ in range(2)]
     rng = random.Random(4)
+
+    async def acknowledge_after(dispatch_id: uuid.UUID, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await commands.acknowledge(dispatch_id, principal=fire)
+
+    async def fire_until(loop: TimerLoop, until: float) -> None:
+        while time.monotonic() < until:
+            await loop.fire_due()
+            await asyncio.sleep(0.002)
+
     ids = [row["dispatch_id"] for row in dispatch_rows]
     for start in range(0, count, per_round):
         batch = ids[start : start + per_round]
-        # The deadline comes due now; each acknowledgement was stamped a moment before it, as a request
-        # taken just before the deadline and still waiting for the dispatch row would be.
+        # The deadline comes due 50 ms from now on the database's clock; the acknowledgements arrive
+        # over the 100 ms around it while both timer loops pass again and again.
         async with sessions() as session, session.begin():
-            deadline = (await session.execute(sa.text("select now()"))).scalar_one()
+            deadline = (
+                await session.execute(sa.text("select clock_timestamp() + interval '50 milliseconds'"))
+            ).scalar_one()
             await session.execute(
                 sa.update(tables.dispatches)
                 .where(tables.dispatches.c.dispatch_id.in_(batch))
@@ -140,9 +153,9 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
                 .where(tables.timers.c.dispatch_id.in_(batch), tables.timers.c.level.in_([0, 1]))
                 .values(due_at=deadline)
             )
-        stamped = deadline - timedelta(milliseconds=1)
-        racers = [commands.acknowledge(d, principal=fire, now=stamped) for d in batch]
-        racers += [loop.fire_due() for loop in loops]
+        until = time.monotonic() + 0.15
+        racers = [acknowledge_after(d, rng.uniform(0, 0.1)) for d in batch]
+        racers += [fire_until(loop, until) for loop in loops]
         rng.shuffle(racers)
         await asyncio.gather(*racers)
     # Timers skipped while an acknowledgement held their dispatch are now found acknowledged.
