@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +13,7 @@ from services.tracking import domain, repository, service, tables
 from services.tracking.domain import Case, Entry
 from services.tracking.settings import TrackingSettings
 from shared.auth import Principal, authenticate, require
+from shared.db import database_now
 from shared.errors import ApiError
 from shared.service import ServiceRuntime
 
@@ -217,7 +218,7 @@ async def post_rectification(
             actor=principal.id,
             note=body.note,
             photos=body.photos,
-            now=datetime.now(UTC),
+            now=await database_now(session),
             work=_work(runtime),
         )
 
@@ -246,7 +247,7 @@ async def post_verification(
             passed=body.passed,
             note=body.note,
             photos=body.photos,
-            now=datetime.now(UTC),
+            now=await database_now(session),
             work=_work(runtime),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -344,12 +344,16 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
     # Its own loop sweeps once at start (nothing due yet) and then waits a minute: the test's sweeps race.
     async with tracking_app(timers={"poll_interval_s": 60}) as (app, client):
         loop = app.state.timer_loop
-        later = datetime.now(UTC) + timedelta(days=30)
-        loop.clock = lambda: later
+        # Every deadline comes due (timers decide on the database's clock, so the rows move, not the clock).
+        async with app.state.runtime.sessions() as session, session.begin():
+            await session.execute(
+                sa.text(
+                    "update tracking.rectification_timers set due_at = clock_timestamp() - interval '1 second'"
+                )
+            )
         rival = TimerLoop(
             sessions=app.state.runtime.sessions, work=loop.work, batch_size=2, poll_interval_s=1
         )
-        rival.clock = lambda: later
         overdue_before = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
         fired = await asyncio.gather(loop.sweep(), rival.sweep(), loop.sweep(), rival.sweep())
         assert sum(fired) == 6, "every due timer fires exactly once, whichever sweep claims it"
