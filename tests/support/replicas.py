@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "dispatch", "tracking", "reporting")
 
 
-def _start(
-    service: str, db_url: str, bootstrap: str, topics: dict[str, str], group: str, log: Path
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def service_env(
+    service: str, db_url: str, bootstrap: str, topics: dict[str, str], port: int, **extra: str
+) -> dict[str, str]:
+    """The environment of a service process on the test's database, broker and topics (`extra`: more settings)."""
     prefix = service.upper() + "__"
     env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))}
     env.update(
@@ -33,11 +33,18 @@ def _start(
             f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
             f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
             f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
-            f"{prefix}KAFKA__GROUP_ID": group,
             f"{prefix}HTTP__PORT": str(port),
-            f"{prefix}LOG_LEVEL": "WARNING",
         }
     )
+    env.update({prefix + k: v for k, v in extra.items()})
+    return env
+
+
+def _start(
+    service: str, db_url: str, bootstrap: str, topics: dict[str, str], group: str, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = service_env(service, db_url, bootstrap, topics, port, KAFKA__GROUP_ID=group, LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
         [sys.executable, "-m", f"services.{service}"],
         cwd=ROOT,

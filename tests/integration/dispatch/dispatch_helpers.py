@@ -130,17 +130,22 @@ async def seed_due(
         )
         dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
         timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
+    ids = [row["dispatch_id"] for row in dispatch_rows]
     async with sessions() as session, session.begin():
         await repo.add_dispatches(session, dispatch_rows, timer_rows)
-        ids = [row["dispatch_id"] for row in dispatch_rows]
-        await session.execute(
-            sa.update(tables.dispatches)
-            .where(tables.dispatches.c.dispatch_id.in_(ids))
-            .values(receipt_deadline=due_at)
-        )
-        await session.execute(
-            sa.update(tables.timers)
-            .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
-            .values(due_at=due_at)
-        )
+        await set_deadline(session, ids, due_at)
     return ids
+
+
+async def set_deadline(session: Any, ids: list[uuid.UUID], due_at: Any) -> None:
+    """Move these dispatches' receipt deadline, with their overdue timer and level-1 reminder, to `due_at`."""
+    await session.execute(
+        sa.update(tables.dispatches)
+        .where(tables.dispatches.c.dispatch_id.in_(ids))
+        .values(receipt_deadline=due_at)
+    )
+    await session.execute(
+        sa.update(tables.timers)
+        .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
+        .values(due_at=due_at)
+    )

@@ -7,14 +7,14 @@ import random
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from services.dispatch import domain, tables
 from services.dispatch import repository as repo
+from services.dispatch import tables
 from services.dispatch.service import Commands
 from services.dispatch.timers import TimerLoop
 from shared import events as ev
@@ -24,7 +24,7 @@ from shared.events import dump_event
 from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
-from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar, seed_due
+from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar, seed_due, set_deadline
 from tests.support.kafka_tools import produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -91,6 +91,20 @@ async def test_deadline_due_while_dispatch_is_stopped_fires_once_when_it_comes_b
     assert (escalated.payload.level, escalated.payload.target) == (1, "department")
 
 
+async def _published_and_unfired_due(sessions: Any) -> tuple[list[ev.AnyEvent], int]:
+    """The events in the outbox, and how many due timers have not fired."""
+    async with sessions() as session:
+        published = [
+            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
+        ]
+        unfired_due = (
+            await session.execute(
+                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
+            )
+        ).scalar_one()
+    return published, int(unfired_due)
+
+
 async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_thousand_times(
     db_url: str,
 ) -> None:
@@ -101,26 +115,8 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     reference = load_reference_data()
     commands = Commands(sessions=sessions, outbox=outbox, reference=reference)
     fire = Principal("dept-fire", "department", None, "fire")
-    now = datetime.now(UTC)
-    dispatch_rows: list[dict[str, Any]] = []
-    timer_rows: list[dict[str, Any]] = []
-    for _ in range(count):
-        facts = domain.HazardFacts(
-            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
-        )
-        outcome = domain.dispatch_to(
-            reference,
-            facts,
-            department_id="fire",
-            rule_id="r-locked-rooftop-door",
-            now=now,
-            reason="routed",
-            causation_id=None,
-        )
-        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
-        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
-    async with sessions() as session, session.begin():
-        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+    # Due a day ahead for now; each round brings its share's deadline to just ahead.
+    ids = await seed_due(sessions, reference, count, due_at=datetime.now(UTC) + timedelta(days=1))
 
     loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=per_round) for _ in range(2)]
     rng = random.Random(4)
@@ -134,7 +130,6 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
             await loop.fire_due()
             await asyncio.sleep(0.002)
 
-    ids = [row["dispatch_id"] for row in dispatch_rows]
     for start in range(0, count, per_round):
         batch = ids[start : start + per_round]
         # The deadline comes due 50 ms from now on the database's clock; the acknowledgements arrive
@@ -143,16 +138,7 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
             deadline = (
                 await session.execute(sa.text("select clock_timestamp() + interval '50 milliseconds'"))
             ).scalar_one()
-            await session.execute(
-                sa.update(tables.dispatches)
-                .where(tables.dispatches.c.dispatch_id.in_(batch))
-                .values(receipt_deadline=deadline)
-            )
-            await session.execute(
-                sa.update(tables.timers)
-                .where(tables.timers.c.dispatch_id.in_(batch), tables.timers.c.level.in_([0, 1]))
-                .values(due_at=deadline)
-            )
+            await set_deadline(session, batch, deadline)
         until = time.monotonic() + 0.15
         racers = [acknowledge_after(d, rng.uniform(0, 0.1)) for d in batch]
         racers += [fire_until(loop, until) for loop in loops]
@@ -164,14 +150,7 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
 
     async with sessions() as session:
         rows = (await session.execute(sa.select(tables.dispatches))).all()
-        published = [
-            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
-        ]
-        unfired_due = (
-            await session.execute(
-                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
-            )
-        ).scalar()
+    published, unfired_due = await _published_and_unfired_due(sessions)
     await engine.dispose()
 
     assert unfired_due == 0
@@ -259,15 +238,7 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     assert not claimed_by[0] & claimed_by[1]
     while await loops[0].fire_due():
         pass
-    async with sessions() as session:
-        published = [
-            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
-        ]
-        unfired_due = (
-            await session.execute(
-                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
-            )
-        ).scalar()
+    published, unfired_due = await _published_and_unfired_due(sessions)
     await engine.dispose()
     assert unfired_due == 0
     # Every dispatch: one overdue and one level-1 escalation, each exactly once.

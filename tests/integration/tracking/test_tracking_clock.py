@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from tests.integration.tracking.tracking_helpers import (
     AppFactory,
     Hazard,
-    app_factory,
     auth,
     publish,
     wait_for_state,
@@ -23,11 +22,6 @@ from tests.support.clock import skew_process_clock
 
 pytestmark = pytest.mark.integration
 SKEWS = [pytest.param(timedelta(hours=1), id="ahead"), pytest.param(timedelta(hours=-1), id="behind")]
-
-
-@pytest.fixture
-def tracking_app(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
-    return app_factory(db_url, kafka, topics)
 
 
 async def _database_now(app: Any) -> datetime:
