@@ -65,6 +65,11 @@ class TopicFacts:
     dispatch_counts: Counter[str] = field(default_factory=Counter)
     dispatch_ids: set[str] = field(default_factory=set)
     dispatch_hazard: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # What replaced each dispatch ((hazard, previous dispatch id) -> how many new dispatches or referrals),
+    # and per hazard how often it was assigned from the operators' queue and referred to it.
+    replaced: Counter[tuple[str, str]] = field(default_factory=Counter)
+    queue_assignments: Counter[str] = field(default_factory=Counter)
+    referrals: Counter[str] = field(default_factory=Counter)
     acknowledged: Counter[str] = field(default_factory=Counter)
     referred: set[str] = field(default_factory=set)
     receipt_overdue: Counter[str] = field(default_factory=Counter)
@@ -162,13 +167,21 @@ def _note(facts: TopicFacts, record: Any) -> None:
     elif kind == "hazard.dispatched":
         facts.dispatch_ids.add(str(payload.get("dispatch_id")))
         facts.dispatch_hazard[str(payload.get("dispatch_id"))] = (hazard, ts)
+        previous = payload.get("previous_dispatch_id")
         if payload.get("reason", "routed") == "routed":
             facts.dispatch_counts[hazard] += 1
+        elif previous is not None:
+            facts.replaced[(hazard, str(previous))] += 1
+        else:
+            facts.queue_assignments[hazard] += 1
         facts.dispatched_ts.setdefault(hazard, ts)
     elif kind == "hazard.acknowledged":
         facts.acknowledged[str(payload.get("dispatch_id"))] += 1
     elif kind == "hazard.referred_to_operators":
         facts.referred.add(hazard)
+        facts.referrals[hazard] += 1
+        if payload.get("previous_dispatch_id") is not None:
+            facts.replaced[(hazard, str(payload["previous_dispatch_id"]))] += 1
     elif kind == "hazard.receipt_overdue":
         facts.receipt_overdue[str(payload.get("dispatch_id"))] += 1
     elif kind == "hazard.escalated":
@@ -179,14 +192,37 @@ def _note(facts: TopicFacts, record: Any) -> None:
         facts.closed[hazard] += 1
 
 
+def dispatched_twice(facts: TopicFacts) -> set[str]:
+    """Hazards two departments held at once, however each dispatch was made.
+
+    A hazard is routed once; every later dispatch either replaces one before it (rerouted after a
+    return, reassigned by an operator: ``previous_dispatch_id``), or is assigned from the operators'
+    queue after a referral. So: routed twice, one dispatch replaced twice (by two dispatches, or by
+    a dispatch and a referral), a replacement naming another hazard's dispatch, or more queue
+    assignments than referrals, is a double dispatch.
+    """
+    twice = {h for h, n in facts.dispatch_counts.items() if n > 1}
+    twice |= {h for (h, _previous), n in facts.replaced.items() if n > 1}
+    twice |= {
+        h
+        for (h, previous) in facts.replaced
+        if previous in facts.dispatch_hazard and facts.dispatch_hazard[previous][0] != h
+    }
+    twice |= {h for h, n in facts.queue_assignments.items() if n > facts.referrals[h]}
+    return twice
+
+
 def invariant_problems(facts: TopicFacts) -> list[str]:
     """What must never happen, over the whole topic: a second report, dispatch, escalation, order or closure."""
     problems = []
     if facts.reported_twice:
         problems.append(f"{len(facts.reported_twice)} hazards reported by two different events")
-    twice = [h for h, n in facts.dispatch_counts.items() if n > 1]
+    twice = dispatched_twice(facts)
     if twice:
-        problems.append(f"{len(twice)} hazards routed (first dispatch) twice")
+        problems.append(
+            f"{len(twice)} hazards dispatched twice (held by two dispatches at once: routed, rerouted, "
+            f"reassigned or assigned from the queue twice), e.g. {min(twice)}"
+        )
     for name, counter in (
         ("acknowledgements", facts.acknowledged),
         ("receipt-overdue events", facts.receipt_overdue),
@@ -214,7 +250,7 @@ def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
     referred_only = {h for h in ids if h in facts.referred} - dispatched - duplicates - on_site
     undecided = set(reported) - dispatched - duplicates - on_site - referred_only
     wrongly = dispatched & (duplicates | on_site)
-    twice = [h for h in ids if facts.dispatch_counts.get(h, 0) > 1]
+    twice = ids & dispatched_twice(facts)
     problems = []
     if not ids:
         problems.append("no hazard was accepted")
@@ -227,7 +263,7 @@ def account(accepted: list[Accepted], facts: TopicFacts) -> dict[str, Any]:
     if twice:
         problems.append(f"{len(twice)} hazards dispatched twice")
     escalated_twice = [k for k, n in facts.escalations.items() if n > 1]
-    problems += [p for p in invariant_problems(facts) if "routed" not in p]
+    problems += [p for p in invariant_problems(facts) if "held by two dispatches" not in p]
     return {
         "accepted": len(ids),
         "reported_events": len(reported),

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
+from shared.db import database_now
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
@@ -231,7 +232,7 @@ class BatchContext:
 
     session: AsyncSession
     outbox: Outbox
-    now: datetime
+    now: datetime  # the database's clock at the start of the batch (shared.db.database_now)
     service: str
     dead_letter_topic: str
     origins: dict[uuid.UUID, Origin] = field(default_factory=dict)
@@ -514,7 +515,7 @@ class EventConsumer:
             ctx = BatchContext(
                 session=session,
                 outbox=self.outbox,
-                now=self.clock(),
+                now=await database_now(session),
                 service=self.service,
                 dead_letter_topic=self.dead_letter_topic,
                 origins=origins,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +29,19 @@ def create_engine(settings: DatabaseSettings, *, application_name: str = "hazard
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded values after commit (handlers read them when answering)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_DATABASE_NOW = sa.text("select clock_timestamp()")
+
+
+async def database_now(session: AsyncSession) -> datetime:
+    """The database server's clock, read inside the caller's unit of work.
+
+    Every deadline decision (on time or late, due or not) is taken on this clock, never on the
+    process's own: replicas whose hosts disagree on the time still reach one verdict.
+    """
+    now: datetime = (await session.execute(_DATABASE_NOW)).scalar_one()
+    return now
 
 
 def _outbox_columns() -> list[sa.Column[Any]]:

@@ -9,7 +9,7 @@ Operators and supervisors read all.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -51,16 +51,12 @@ def _commands(request: Request) -> Commands:
     return commands
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def dispatch_json(row: Any, *, now: datetime) -> dict[str, Any]:
-    """A dispatch as the API shows it."""
+def dispatch_json(row: Any) -> dict[str, Any]:
+    """A dispatch as the API shows it (`past_deadline` is decided by the database's clock)."""
     return {
         "dispatch_id": str(row.dispatch_id),
         "hazard_id": str(row.hazard_id),
@@ -70,7 +66,7 @@ def dispatch_json(row: Any, *, now: datetime) -> dict[str, Any]:
         "community_id": row.community_id,
         "grid_id": row.grid_id,
         "status": row.status,
-        "overdue": row.overdue_at is not None or (row.status == "pending" and row.receipt_deadline < now),
+        "overdue": row.overdue_at is not None or bool(row.past_deadline),
         "receipt_deadline": _iso(row.receipt_deadline),
         "deadline_rule": {"minutes": row.deadline_minutes, "working_time": row.deadline_working_time},
         "reason": row.reason,
@@ -117,13 +113,12 @@ async def list_dispatches(
         if department_id is not None and department_id != principal.department_id:
             raise ApiError(403, "forbidden", "A department may list only its own dispatches.")
         department_id = principal.department_id
-    now = _now()
     async with _commands(request).sessions() as session:
         rows = await repo.list_dispatches(
-            session, department_id=department_id, status=status, now=now, limit=limit, offset=offset
+            session, department_id=department_id, status=status, limit=limit, offset=offset
         )
     return {
-        "items": [dispatch_json(row, now=now) for row in rows],
+        "items": [dispatch_json(row) for row in rows],
         "limit": limit,
         "offset": offset,
         "next_offset": offset + len(rows) if len(rows) == limit else None,
@@ -141,7 +136,7 @@ async def get_dispatch(
         row = await repo.get_dispatch_row(session, dispatch_id)
     if row is None or (principal.role == "department" and row.department_id != principal.department_id):
         raise ApiError(404, "not_found", f"No dispatch {dispatch_id} is visible to you.")
-    return dispatch_json(row, now=_now())
+    return dispatch_json(row)
 
 
 @router.post("/dispatches/{dispatch_id}/acknowledge", summary="Acknowledge receipt (on time or late)")
@@ -151,9 +146,8 @@ async def acknowledge(
     principal: Annotated[Principal, Depends(require("department"))],
 ) -> dict[str, Any]:
     """200 with `acknowledged_at` and `on_time`; a second acknowledgement is 409."""
-    now = _now()
-    row = await _commands(request).acknowledge(dispatch_id, principal=principal, now=now)
-    return dispatch_json(row, now=now)
+    row = await _commands(request).acknowledge(dispatch_id, principal=principal)
+    return dispatch_json(row)
 
 
 @router.post("/dispatches/{dispatch_id}/return", summary="Return a hazard that is not this department's")
@@ -164,9 +158,8 @@ async def return_dispatch(
     principal: Annotated[Principal, Depends(require("department"))],
 ) -> dict[str, Any]:
     """The hazard is routed again, excluding every department that returned it (or goes to operators)."""
-    now = _now()
-    result = await _commands(request).return_(dispatch_id, reason=body.reason, principal=principal, now=now)
-    return {"dispatch": dispatch_json(result["dispatch"], now=now), "next": _next_json(result["next"])}
+    result = await _commands(request).return_(dispatch_id, reason=body.reason, principal=principal)
+    return {"dispatch": dispatch_json(result["dispatch"]), "next": _next_json(result["next"])}
 
 
 @router.post("/dispatches/{dispatch_id}/reassign", summary="Operator: move a pending dispatch elsewhere")
@@ -178,7 +171,7 @@ async def reassign(
 ) -> dict[str, Any]:
     """The old dispatch is superseded; a new one starts with its own deadline."""
     outcome = await _commands(request).reassign(
-        dispatch_id, department_id=body.department_id, reason=body.reason, principal=principal, now=_now()
+        dispatch_id, department_id=body.department_id, reason=body.reason, principal=principal
     )
     return {"previous_dispatch_id": str(dispatch_id), "next": _next_json(outcome)}
 
@@ -221,7 +214,7 @@ async def assign(
 ) -> dict[str, Any]:
     """409 when the hazard is not waiting in the operators' queue."""
     outcome = await _commands(request).assign_from_queue(
-        hazard_id, department_id=body.department_id, reason=body.reason, principal=principal, now=_now()
+        hazard_id, department_id=body.department_id, reason=body.reason, principal=principal
     )
     return {"hazard_id": str(hazard_id), "next": _next_json(outcome)}
 

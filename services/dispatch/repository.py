@@ -248,13 +248,25 @@ def to_domain(row: Any) -> domain.Dispatch:
     )
 
 
+# Whether a pending dispatch is past its receipt deadline, on the database's clock (the time of the
+# reading transaction): no replica's own clock decides what the inbox shows as overdue.
+_PAST_DEADLINE = sa.and_(d.status == "pending", d.receipt_deadline < sa.func.now()).label("past_deadline")
+
+
+def _shown() -> sa.Select[Any]:
+    """Dispatch rows as the API shows them: with the relapse annotation and `past_deadline`."""
+    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
+    return sa.select(
+        dispatches, relapses.c.original_hazard_id.label("relapse_of"), _PAST_DEADLINE
+    ).select_from(joined)
+
+
 async def get_dispatch_row(session: AsyncSession, dispatch_id: uuid.UUID, *, for_update: bool = False) -> Any:
-    """One dispatch row (with its relapse annotation), optionally locked; None when unknown."""
+    """One dispatch row (as shown, or bare and locked); None when unknown."""
     if for_update:
         query = sa.select(dispatches).where(d.dispatch_id == dispatch_id).with_for_update()
         return (await session.execute(query)).first()
-    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
-    query = sa.select(dispatches, relapses.c.original_hazard_id.label("relapse_of")).select_from(joined)
+    query = _shown()
     return (await session.execute(query.where(d.dispatch_id == dispatch_id))).first()
 
 
@@ -292,11 +304,11 @@ async def stop_timers(session: AsyncSession, dispatch_id: uuid.UUID, *, now: dat
     )
 
 
-def _status_filter(status: ListStatus | None, now: datetime) -> list[sa.ColumnElement[bool]]:
+def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:
     if status is None:
         return []
     if status == "overdue":
-        return [d.status == "pending", d.receipt_deadline < now]
+        return [d.status == "pending", d.receipt_deadline < sa.func.now()]
     return [d.status == status]
 
 
@@ -305,14 +317,12 @@ async def list_dispatches(
     *,
     department_id: str | None,
     status: ListStatus | None,
-    now: datetime,
     limit: int,
     offset: int,
 ) -> list[Any]:
     """Dispatches, oldest receipt deadline first, filtered by department and status."""
-    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
-    query = sa.select(dispatches, relapses.c.original_hazard_id.label("relapse_of")).select_from(joined)
-    conditions = _status_filter(status, now)
+    query = _shown()
+    conditions = _status_filter(status)
     if department_id is not None:
         conditions.append(d.department_id == department_id)
     if conditions:
@@ -331,19 +341,20 @@ async def list_dispatches(
 # without declaring the dispatch overdue, and an acknowledgement a moment later counted as on time
 # (seen once in a thousand races). Everyone who writes timers holds their dispatch first, so the
 # second statement never waits.
+#
+# The first statement walks the due timers in due order (the ``timers_due`` index) and locks their
+# dispatches as it goes, ``LIMIT`` counting only rows it could lock: a dispatch another pass holds
+# is skipped and the walk goes on to the next ones, so concurrent passes (and replicas) share a
+# backlog instead of all picking the same oldest rows and all but one finding them locked. A
+# dispatch with two due timers is met twice (locking it again in the same transaction is a no-op).
 _CLAIM_DISPATCHES = sa.text(
     """
-    with due as (
-        select t.dispatch_id, min(t.due_at) as first_due
-        from dispatch.timers t
-        where t.fired_at is null and t.due_at <= :now
-        group by t.dispatch_id
-        order by first_due
-        limit :limit
-    )
     select d.dispatch_id
-    from dispatch.dispatches d join due on due.dispatch_id = d.dispatch_id
-    order by due.first_due
+    from dispatch.timers t
+    join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
+    where t.fired_at is null and t.due_at <= :now
+    order by t.due_at, t.level
+    limit :limit
     for update of d skip locked
     """
 )
@@ -369,11 +380,11 @@ class Claimed:
 
 
 async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
-    """Lock up to `limit` dispatches with due, unfired timers, and all those timers.
+    """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.
 
     Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
     """
-    ids = (await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars().all()
+    ids = set((await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars())
     if not ids:
         return []
     rows = await session.execute(_CLAIM, {"now": now, "ids": list(ids)})
@@ -467,13 +478,13 @@ async def add_outbox_rows(session: AsyncSession, rows: Sequence[dict[str, Any]])
 # ---------------------------------------------------------------- gauges
 
 
-async def pending_and_overdue(session: AsyncSession, *, now: datetime) -> dict[str, tuple[int, int]]:
-    """Per department: dispatches pending, and of those past their deadline."""
+async def pending_and_overdue(session: AsyncSession) -> dict[str, tuple[int, int]]:
+    """Per department: dispatches pending, and of those past their deadline (on the database's clock)."""
     rows = await session.execute(
         sa.select(
             d.department_id,
             sa.func.count(),
-            sa.func.count().filter(d.receipt_deadline < now),
+            sa.func.count().filter(d.receipt_deadline < sa.func.now()),
         )
         .where(d.status == "pending")
         .group_by(d.department_id)

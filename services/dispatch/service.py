@@ -1,4 +1,8 @@
-"""Use cases of the dispatch service: each one transaction of lock, decide (domain), write, outbox."""
+"""Use cases of the dispatch service: each one transaction of lock, decide (domain), write, outbox.
+
+"Now" is always the database's clock, read in the use case's own transaction (the consumer's
+batch context carries it too): a replica whose host clock is off reaches the same verdicts.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
 from shared.auth import Principal
 from shared.consumer import BatchContext
+from shared.db import database_now
 from shared.errors import ApiError
 from shared.events import HazardRelapsed, HazardReported, LifecycleEvent
 from shared.outbox import Outbox
@@ -111,9 +116,10 @@ class Commands:
     outbox: Outbox
     reference: ReferenceData
 
-    async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal, now: datetime) -> Any:
+    async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal) -> Any:
         """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""
         async with self.sessions() as session, session.begin():
+            now = await database_now(session)
             dispatch = await self._own(session, dispatch_id, principal)
             outcome = _decide(domain.acknowledge, dispatch, now=now, by=principal.id)
             (acknowledged,) = outcome.dispatches
@@ -129,11 +135,10 @@ class Commands:
             metrics.RECEIPT_OVERDUE.labels(acknowledged.department_id).inc()
         return row
 
-    async def return_(
-        self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal, now: datetime
-    ) -> Any:
+    async def return_(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> Any:
         """Return a dispatch; the hazard is routed again without every department that returned it."""
         async with self.sessions() as session, session.begin():
+            now = await database_now(session)
             dispatch = await self._own(session, dispatch_id, principal)
             hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
             before = await repo.returned_departments(session, dispatch.hazard_id)
@@ -165,11 +170,12 @@ class Commands:
         return {"dispatch": row, "next": outcome}
 
     async def reassign(
-        self, dispatch_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal, now: datetime
+        self, dispatch_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal
     ) -> domain.Outcome:
         """An operator moves a pending dispatch to another department."""
         self._known_department(department_id)
         async with self.sessions() as session, session.begin():
+            now = await database_now(session)
             row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
             if row is None:
                 raise _not_found(dispatch_id)
@@ -193,11 +199,12 @@ class Commands:
         return outcome
 
     async def assign_from_queue(
-        self, hazard_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal, now: datetime
+        self, hazard_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal
     ) -> domain.Outcome:
         """An operator assigns a hazard waiting in the operators' queue to a department."""
         self._known_department(department_id)
         async with self.sessions() as session, session.begin():
+            now = await database_now(session)
             hazard = await repo.get_hazard(session, hazard_id, for_update=True)
             if hazard is None:
                 raise ApiError(404, "not_found", f"No hazard {hazard_id} is known to dispatch.")

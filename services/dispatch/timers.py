@@ -6,7 +6,8 @@ replicas never fire the same timer, and an acknowledgement in progress (which ho
 its dispatch row) is never raced: either it commits first and the timer finds the
 dispatch acknowledged, or the timer commits first and the acknowledgement finds
 it overdue and records itself as late. A deadline that fell due while the service
-was down is simply due on the next pass.
+was down is simply due on the next pass. "Now" is the database's clock, read at the start of
+each pass: a replica whose host clock is off neither fires early nor late.
 """
 
 from __future__ import annotations
@@ -17,22 +18,16 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
+from shared.db import database_now
 from shared.outbox import Outbox
 from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -43,13 +38,12 @@ class TimerLoop:
     outbox: Outbox
     batch_size: int = 1000
     poll_interval_s: float = 0.2
-    clock: Clock = _utcnow
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def fire_due(self) -> int:
         """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
         async with self.sessions() as session, session.begin():
-            now = self.clock()
+            now = await database_now(session)
             claimed = await repo.claim_due_timers(session, now=now, limit=self.batch_size)
             if not claimed:
                 return 0
@@ -106,13 +100,12 @@ class GaugeRefresher:
 
     sessions: async_sessionmaker[AsyncSession]
     interval_s: float = 5.0
-    clock: Clock = _utcnow
     _seen: set[str] = field(default_factory=set)
 
     async def refresh(self) -> None:
         """Read the counts once and set the gauges (departments with none drop to zero)."""
         async with self.sessions() as session:
-            counts = await repo.pending_and_overdue(session, now=self.clock())
+            counts = await repo.pending_and_overdue(session)
             queue = await repo.operator_queue_size(session)
         for department in self._seen - counts.keys():
             metrics.PENDING.labels(department).set(0)

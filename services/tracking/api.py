@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +14,7 @@ from services.tracking import domain, repository, service, tables
 from services.tracking.domain import Case, Entry
 from services.tracking.settings import TrackingSettings
 from shared.auth import Principal, authenticate, require
+from shared.db import database_now
 from shared.errors import ApiError
 from shared.service import ServiceRuntime
 from shared.text import Text
@@ -219,7 +220,7 @@ async def post_rectification(
             note=body.note,
             photos=body.photos,
             visible=_may_see(principal),
-            now=datetime.now(UTC),
+            now=await database_now(session),
             work=_work(runtime),
         )
 
@@ -249,7 +250,7 @@ async def post_verification(
             note=body.note,
             photos=body.photos,
             visible=_may_see(principal),
-            now=datetime.now(UTC),
+            now=await database_now(session),
             work=_work(runtime),
         )
 

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracking import domain, metrics, repository, service
+from shared.db import database_now
 from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 class TimerLoop:
-    """Fires due rectification timers through the outbox; safe with several replicas (SKIP LOCKED)."""
+    """Fires due rectification timers through the outbox; safe with several replicas (SKIP LOCKED).
+
+    "Now" is the database's clock, read at the start of each batch: a replica whose host clock is
+    off neither fires early nor late.
+    """
 
     def __init__(
         self,
@@ -30,13 +27,11 @@ class TimerLoop:
         work: service.Casework,
         batch_size: int,
         poll_interval_s: float,
-        clock: Clock = _utcnow,
     ) -> None:
         self.sessions = sessions
         self.work = work
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self.clock = clock
 
     async def sweep(self) -> int:
         """Fire every timer due now, a batch per transaction; returns how many fired."""
@@ -44,7 +39,7 @@ class TimerLoop:
         while True:
             async with self.sessions() as session, session.begin():
                 claimed, fired = await service.fire_due_timers(
-                    session, now=self.clock(), work=self.work, limit=self.batch_size
+                    session, now=await database_now(session), work=self.work, limit=self.batch_size
                 )
             total += fired
             # A short batch means nothing more is due (or another replica holds the rest).

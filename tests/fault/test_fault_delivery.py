@@ -10,7 +10,9 @@ each test leaves it healthy for the next.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -18,10 +20,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, building
 from shared import events as ev
+from shared.db import create_engine
+from shared.settings import DatabaseSettings
 from tests.fault.checks import FAST_CATEGORIES, assert_all_accepted, assert_invariants, generator, settled
 from tests.support.kafka_tools import read_topic
 from tests.support.system import System
@@ -79,8 +84,63 @@ async def test_network_pause_between_dispatch_and_broker(system: System) -> None
     assert system.proxy.accepted.get("dispatch", 0) > 0, "dispatch's broker traffic went through the proxy"
 
 
+# A transaction of dispatch's that has written to its inbox: a consumer batch being applied.
+_OPEN_BATCH = sa.text(
+    """
+    select a.pid, a.backend_xid::text as xid
+    from pg_stat_activity a join pg_locks l on l.pid = a.pid
+    where a.application_name = 'hazard-dispatch' and a.backend_xid is not null
+      and l.locktype = 'relation' and l.relation = 'dispatch.inbox'::regclass and l.mode = 'RowExclusiveLock'
+    limit 1
+    """
+)
+_STILL_OPEN = sa.text("select count(*) from pg_stat_activity where pid = :pid and backend_xid::text = :xid")
+
+
+async def _freeze_mid_batch(system: System, name: str, *, timeout_s: float) -> str:
+    """SIGSTOP the service while one of its consumer batches is half-written; returns that transaction's id.
+
+    Frozen, the process cannot commit: if the transaction is still open once it is stopped, killing
+    it now kills a batch in flight.
+    """
+    engine = create_engine(DatabaseSettings(url=system.database_url))
+    pid = system.services[name].pid
+    assert pid is not None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                found = (await conn.execute(_OPEN_BATCH)).first()
+            if found is None:
+                await asyncio.sleep(0.002)
+                continue
+            os.killpg(pid, signal.SIGSTOP)
+            await asyncio.sleep(0.2)
+            async with engine.connect() as conn:
+                still = (await conn.execute(_STILL_OPEN, {"pid": found.pid, "xid": found.xid})).scalar()
+            if still:
+                return str(found.xid)
+            os.killpg(pid, signal.SIGCONT)  # it committed just before it stopped: try again
+        raise AssertionError(f"no {name} batch was seen in flight within {timeout_s} s")
+    finally:
+        await engine.dispose()
+
+
+async def _transaction_status(system: System, xid: str) -> str | None:
+    engine = create_engine(DatabaseSettings(url=system.database_url))
+    try:
+        async with engine.connect() as conn:
+            status = (await conn.execute(sa.text("select txid_status(:x)"), {"x": int(xid)})).scalar()
+            return None if status is None else str(status)
+    finally:
+        await engine.dispose()
+
+
 async def test_dispatch_killed_mid_batch_and_restarted(system: System) -> None:
+    in_flight: list[str] = []
+
     def fault() -> None:
+        in_flight.append(asyncio.run(_freeze_mid_batch(system, "dispatch", timeout_s=15)))
         system.kill("dispatch")
         time.sleep(1)
         system.start_service("dispatch")
@@ -89,11 +149,14 @@ async def test_dispatch_killed_mid_batch_and_restarted(system: System) -> None:
         system,
         seed=303,
         rate=150,
-        duration_s=5,
-        fault_at_s=3,
+        duration_s=8,
+        fault_at_s=2,
         fault=fault,
         behaviour=BehaviourMix(batch_share=0.8, batch_min=20, batch_max=100),
     )
+    # The batch the kill caught never committed: its events were applied again after the restart.
+    (xid,) = in_flight
+    assert await _transaction_status(system, xid) == "aborted"
     assert_all_accepted(gen)
     await settled(system, gen.result.accepted)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,10 +13,13 @@ import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from services.dispatch import domain, tables
+from services.dispatch import repository as repo
 from services.dispatch.app import create_app
 from services.dispatch.settings import DispatchSettings
 from shared import events as ev
 from shared.auth import hash_token
+from shared.reference import ReferenceData
 
 TOKENS: dict[str, dict[str, Any]] = {
     "tok-fire": {"principal": "dept-fire", "role": "department", "department_id": "fire"},
@@ -104,3 +107,45 @@ async def outbox_events(app: FastAPI) -> list[ev.AnyEvent]:
     async with app.state.runtime.sessions() as session:
         rows = await session.execute(sa.text("select value from dispatch.outbox order by id"))
         return [ev.parse_event(row[0]) for row in rows]
+
+
+async def seed_due(
+    sessions: Any, reference: ReferenceData, count: int, *, due_at: datetime
+) -> list[uuid.UUID]:
+    """`count` pending fire dispatches whose deadline and level-1 reminder are due at `due_at`."""
+    dispatch_rows: list[dict[str, Any]] = []
+    timer_rows: list[dict[str, Any]] = []
+    for _ in range(count):
+        facts = domain.HazardFacts(
+            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
+        )
+        outcome = domain.dispatch_to(
+            reference,
+            facts,
+            department_id="fire",
+            rule_id="r-locked-rooftop-door",
+            now=due_at - timedelta(hours=3),
+            reason="routed",
+            causation_id=None,
+        )
+        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
+        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
+    ids = [row["dispatch_id"] for row in dispatch_rows]
+    async with sessions() as session, session.begin():
+        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+        await set_deadline(session, ids, due_at)
+    return ids
+
+
+async def set_deadline(session: Any, ids: list[uuid.UUID], due_at: Any) -> None:
+    """Move these dispatches' receipt deadline, with their overdue timer and level-1 reminder, to `due_at`."""
+    await session.execute(
+        sa.update(tables.dispatches)
+        .where(tables.dispatches.c.dispatch_id.in_(ids))
+        .values(receipt_deadline=due_at)
+    )
+    await session.execute(
+        sa.update(tables.timers)
+        .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
+        .values(due_at=due_at)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services.dispatch import domain, tables
 from services.dispatch import repository as repo
+from services.dispatch import tables
 from services.dispatch.service import Commands
 from services.dispatch.timers import TimerLoop
 from shared import events as ev
@@ -23,7 +24,7 @@ from shared.events import dump_event
 from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
-from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar
+from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar, seed_due, set_deadline
 from tests.support.kafka_tools import produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,20 @@ async def test_deadline_due_while_dispatch_is_stopped_fires_once_when_it_comes_b
     assert (escalated.payload.level, escalated.payload.target) == (1, "department")
 
 
+async def _published_and_unfired_due(sessions: Any) -> tuple[list[ev.AnyEvent], int]:
+    """The events in the outbox, and how many due timers have not fired."""
+    async with sessions() as session:
+        published = [
+            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
+        ]
+        unfired_due = (
+            await session.execute(
+                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
+            )
+        ).scalar_one()
+    return published, int(unfired_due)
+
+
 async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_thousand_times(
     db_url: str,
 ) -> None:
@@ -100,49 +115,33 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     reference = load_reference_data()
     commands = Commands(sessions=sessions, outbox=outbox, reference=reference)
     fire = Principal("dept-fire", "department", None, "fire")
-    now = datetime.now(UTC)
-    dispatch_rows: list[dict[str, Any]] = []
-    timer_rows: list[dict[str, Any]] = []
-    for _ in range(count):
-        facts = domain.HazardFacts(
-            hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
-        )
-        outcome = domain.dispatch_to(
-            reference,
-            facts,
-            department_id="fire",
-            rule_id="r-locked-rooftop-door",
-            now=now,
-            reason="routed",
-            causation_id=None,
-        )
-        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
-        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
-    async with sessions() as session, session.begin():
-        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+    # Due a day ahead for now; each round brings its share's deadline to just ahead.
+    ids = await seed_due(sessions, reference, count, due_at=datetime.now(UTC) + timedelta(days=1))
 
     loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=per_round) for _ in range(2)]
     rng = random.Random(4)
-    ids = [row["dispatch_id"] for row in dispatch_rows]
+
+    async def acknowledge_after(dispatch_id: uuid.UUID, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await commands.acknowledge(dispatch_id, principal=fire)
+
+    async def fire_until(loop: TimerLoop, until: float) -> None:
+        while time.monotonic() < until:
+            await loop.fire_due()
+            await asyncio.sleep(0.002)
+
     for start in range(0, count, per_round):
         batch = ids[start : start + per_round]
-        # The deadline comes due now; each acknowledgement was stamped a moment before it, as a request
-        # taken just before the deadline and still waiting for the dispatch row would be.
+        # The deadline comes due 50 ms from now on the database's clock; the acknowledgements arrive
+        # over the 100 ms around it while both timer loops pass again and again.
         async with sessions() as session, session.begin():
-            deadline = (await session.execute(sa.text("select now()"))).scalar_one()
-            await session.execute(
-                sa.update(tables.dispatches)
-                .where(tables.dispatches.c.dispatch_id.in_(batch))
-                .values(receipt_deadline=deadline)
-            )
-            await session.execute(
-                sa.update(tables.timers)
-                .where(tables.timers.c.dispatch_id.in_(batch), tables.timers.c.level.in_([0, 1]))
-                .values(due_at=deadline)
-            )
-        stamped = deadline - timedelta(milliseconds=1)
-        racers = [commands.acknowledge(d, principal=fire, now=stamped) for d in batch]
-        racers += [loop.fire_due() for loop in loops]
+            deadline = (
+                await session.execute(sa.text("select clock_timestamp() + interval '50 milliseconds'"))
+            ).scalar_one()
+            await set_deadline(session, batch, deadline)
+        until = time.monotonic() + 0.15
+        racers = [acknowledge_after(d, rng.uniform(0, 0.1)) for d in batch]
+        racers += [fire_until(loop, until) for loop in loops]
         rng.shuffle(racers)
         await asyncio.gather(*racers)
     # Timers skipped while an acknowledgement held their dispatch are now found acknowledged.
@@ -151,14 +150,7 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
 
     async with sessions() as session:
         rows = (await session.execute(sa.select(tables.dispatches))).all()
-        published = [
-            ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
-        ]
-        unfired_due = (
-            await session.execute(
-                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
-            )
-        ).scalar()
+    published, unfired_due = await _published_and_unfired_due(sessions)
     await engine.dispose()
 
     assert unfired_due == 0
@@ -193,3 +185,63 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     # Both sides won some races: the race was real.
     assert outcomes["on_time"] > 0
     assert outcomes["late"] > 0
+
+
+async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backlog of 300 overdue dispatches, passes of 100 timers. The first pass holds its claim
+    # (its transaction open) while the second runs: the second must take other dispatches, not
+    # find the same oldest 100 locked and give up.
+    engine = create_engine(DatabaseSettings(url=db_url, pool_size=10))
+    sessions = create_session_factory(engine)
+    outbox = Outbox(tables.outbox, default_topic="backlog")
+    reference = load_reference_data()
+    async with sessions() as session:
+        past = (await session.execute(sa.text("select now() - interval '1 hour'"))).scalar_one()
+    ids = await seed_due(sessions, reference, 300, due_at=past)
+    loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=100) for _ in range(2)]
+
+    claim = repo.claim_due_timers
+    first_holds = asyncio.Event()
+    second_done = asyncio.Event()
+    claimed_by: dict[int, set[uuid.UUID]] = {0: set(), 1: set()}
+    callers: list[int] = []
+
+    async def claim_and_hold(session: Any, **kwargs: Any) -> list[repo.Claimed]:
+        me = len(callers)
+        callers.append(me)
+        found = await claim(session, **kwargs)
+        if me < 2:
+            claimed_by[me] = {c.timer.dispatch_id for c in found}
+        if me == 0:
+            first_holds.set()
+            await second_done.wait()
+        return found
+
+    monkeypatch.setattr(repo, "claim_due_timers", claim_and_hold)
+
+    async def second() -> int:
+        await first_holds.wait()
+        try:
+            return await loops[1].fire_due()
+        finally:
+            second_done.set()
+
+    fired = await asyncio.wait_for(asyncio.gather(loops[0].fire_due(), second()), timeout=60)
+    monkeypatch.setattr(repo, "claim_due_timers", claim)
+    # Both passes fired a full share of the backlog, and not the same dispatches.
+    assert fired[0] > 0, fired
+    assert fired[1] > 0, fired
+    assert len(claimed_by[0]) == 100
+    assert len(claimed_by[1]) == 100
+    assert not claimed_by[0] & claimed_by[1]
+    while await loops[0].fire_due():
+        pass
+    published, unfired_due = await _published_and_unfired_due(sessions)
+    await engine.dispose()
+    assert unfired_due == 0
+    # Every dispatch: one overdue and one level-1 escalation, each exactly once.
+    seen = Counter((e.TYPE, e.payload.dispatch_id) for e in published)  # type: ignore[attr-defined]
+    assert set(seen.values()) == {1}
+    assert seen.keys() == {(kind, d) for d in ids for kind in ("hazard.receipt_overdue", "hazard.escalated")}

@@ -15,6 +15,7 @@ import pytest
 
 from shared.devstack.ports import free_port
 from shared.reference import PACKAGED_DATA_DIR
+from tests.support.replicas import service_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,21 +25,7 @@ SERVICES = ("intake", "dispatch", "tracking", "reporting")
 def _env(
     service: str, db_url: str, bootstrap: str, topics: dict[str, str], port: int, **extra: str
 ) -> dict[str, str]:
-    prefix = service.upper() + "__"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))}
-    env.update(
-        {
-            f"{prefix}DATABASE__URL": db_url,
-            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
-            f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
-            f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
-            f"{prefix}HTTP__PORT": str(port),
-            f"{prefix}LOG_JSON": "true",
-        }
-    )
-    env.update({prefix + k: v for k, v in extra.items()})
-    return env
+    return service_env(service, db_url, bootstrap, topics, port, LOG_JSON="true", **extra)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> httpx.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,11 +14,12 @@ from prometheus_client import REGISTRY
 
 from services.tracking.timers import TimerLoop
 from shared import events as ev
+from shared.db import create_engine
 from shared.events import parse_event
+from shared.settings import DatabaseSettings
 from tests.integration.tracking.tracking_helpers import (
     AppFactory,
     Hazard,
-    app_factory,
     auth,
     ordered_case,
     publish,
@@ -27,11 +28,6 @@ from tests.integration.tracking.tracking_helpers import (
 from tests.support.kafka_tools import header, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def tracking_app(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
-    return app_factory(db_url, kafka, topics)
 
 
 async def tracking_events(kafka: Any, topic: str, *, expect: int) -> list[Any]:
@@ -317,7 +313,7 @@ async def test_out_of_order_is_tolerated_and_a_misfit_goes_to_the_dead_letter_to
 
 
 async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_sweeps(
-    tracking_app: AppFactory, kafka: Any, topics: dict[str, str]
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str], db_url: str
 ) -> None:
     others = [Hazard() for _ in range(5)]
     async with tracking_app() as (_app, client):
@@ -329,16 +325,43 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
         )
         for other in others:
             await wait_for_state(client, other.hazard_id, "rectification_ordered")
-    # The timers are rows: a new process (here with a fresh consumer group, re-reading the topic) fires them.
-    # Its own loop sweeps once at start (nothing due yet) and then waits a minute: the test's sweeps race.
+    # Every deadline comes due 10 s from now (timers decide on the database's clock: the rows move, not
+    # the clock). The timers are rows: a new process (here with a fresh consumer group, re-reading the
+    # topic) fires them. Its own loop sweeps once at start (nothing due yet) and then waits a minute:
+    # the test's sweeps race.
+    engine = create_engine(DatabaseSettings(url=db_url))
+    try:
+        async with engine.begin() as conn:
+            due = (
+                (
+                    await conn.execute(
+                        sa.text(
+                            "update tracking.rectification_timers set due_at = clock_timestamp() + interval '10 seconds' "
+                            "returning due_at"
+                        )
+                    )
+                )
+                .scalars()
+                .first()
+            )
+    finally:
+        await engine.dispose()
     async with tracking_app(timers={"poll_interval_s": 60}) as (app, client):
         loop = app.state.timer_loop
-        later = datetime.now(UTC) + timedelta(days=30)
-        loop.clock = lambda: later
+        async with app.state.runtime.sessions() as session:
+            now, unfired = (
+                await session.execute(
+                    sa.text(
+                        "select clock_timestamp(), "
+                        "(select count(*) from tracking.rectification_timers where fired_at is null)"
+                    )
+                )
+            ).one()
+        assert (now < due, unfired) == (True, 6), "started before the deadlines, nothing fired yet"
+        await asyncio.sleep((due - now).total_seconds() + 0.5)
         rival = TimerLoop(
             sessions=app.state.runtime.sessions, work=loop.work, batch_size=2, poll_interval_s=1
         )
-        rival.clock = lambda: later
         overdue_before = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
         fired = await asyncio.gather(loop.sweep(), rival.sweep(), loop.sweep(), rival.sweep())
         assert sum(fired) == 6, "every due timer fires exactly once, whichever sweep claims it"

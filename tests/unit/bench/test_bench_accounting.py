@@ -135,3 +135,73 @@ def test_a_hazard_every_department_returned_ends_with_the_operators_and_is_decid
     result = account([_accepted(hazard)], facts)
     assert result["problems"] == []
     assert (result["dispatched"], result["referred_to_operators"]) == (1, 0)
+
+
+def _dispatched(hazard: uuid.UUID, dispatch: uuid.UUID, reason: str, previous: uuid.UUID | None) -> object:
+    return make_event(
+        "hazard.dispatched",
+        hazard_id=hazard,
+        dispatch_id=dispatch,
+        reason=reason,
+        previous_dispatch_id=previous,
+    )
+
+
+def test_a_hazard_rerouted_reassigned_and_assigned_from_the_queue_in_turn_is_dispatched_once() -> None:
+    hazard = uuid.uuid4()
+    first, second, third, fourth = (uuid.uuid4() for _ in range(4))
+    facts = _facts(
+        make_event("hazard.reported", hazard_id=hazard),
+        _dispatched(hazard, first, "routed", None),
+        make_event("hazard.returned", hazard_id=hazard, dispatch_id=first),
+        _dispatched(hazard, second, "rerouted", first),
+        _dispatched(hazard, third, "reassigned", second),
+        make_event("hazard.returned", hazard_id=hazard, dispatch_id=third),
+        make_event(
+            "hazard.referred_to_operators",
+            hazard_id=hazard,
+            reason="all_candidates_returned",
+            previous_dispatch_id=third,
+        ),
+        _dispatched(hazard, fourth, "reassigned", None),
+    )
+    assert invariant_problems(facts) == []
+    assert account([_accepted(hazard)], facts)["problems"] == []
+
+
+def test_a_dispatch_replaced_twice_is_a_hazard_dispatched_twice_whatever_the_reason() -> None:
+    # Returned once but rerouted twice; reassigned twice; returned and both rerouted and referred.
+    cases = []
+    for second_reason, third_reason in (
+        ("rerouted", "rerouted"),
+        ("reassigned", "reassigned"),
+        ("rerouted", None),
+    ):
+        hazard, first = uuid.uuid4(), uuid.uuid4()
+        events = [
+            make_event("hazard.reported", hazard_id=hazard),
+            _dispatched(hazard, first, "routed", None),
+            _dispatched(hazard, uuid.uuid4(), second_reason, first),
+        ]
+        if third_reason is None:
+            events.append(
+                make_event("hazard.referred_to_operators", hazard_id=hazard, previous_dispatch_id=first)
+            )
+            events.append(_dispatched(hazard, uuid.uuid4(), "reassigned", None))
+        else:
+            events.append(_dispatched(hazard, uuid.uuid4(), third_reason, first))
+        cases.append((hazard, _facts(*events)))
+    for hazard, facts in cases:
+        assert any("dispatched twice" in p for p in invariant_problems(facts)), invariant_problems(facts)
+        assert "1 hazards dispatched twice" in account([_accepted(hazard)], facts)["problems"]
+
+
+def test_an_assignment_from_the_operators_queue_without_a_referral_is_a_second_dispatch() -> None:
+    hazard = uuid.uuid4()
+    facts = _facts(
+        make_event("hazard.reported", hazard_id=hazard),
+        _dispatched(hazard, uuid.uuid4(), "routed", None),
+        _dispatched(hazard, uuid.uuid4(), "reassigned", None),
+    )
+    assert any("dispatched twice" in p for p in invariant_problems(facts)), invariant_problems(facts)
+    assert "1 hazards dispatched twice" in account([_accepted(hazard)], facts)["problems"]
