@@ -4,8 +4,10 @@ How a case stays right when events arrive late, early or twice
 --------------------------------------------------------------
 The case is never updated in place. Every accepted event is stored as a
 timeline entry, and the case is *recomputed* by folding the whole timeline in
+causal order: an event never before its cause (``causation_id``), else
 ``occurred_at`` order (ties: the natural lifecycle order of the event types,
-then arrival order). An ``acknowledged`` that arrives before its ``dispatched``
+then arrival order). Producers stamp an event and its consequences with one
+instant, so timestamps alone put a rerouting before the return that caused it. An ``acknowledged`` that arrives before its ``dispatched``
 therefore yields the same case as the two in order, and an event applied twice
 is the same entry (the inbox and the timeline's unique event id drop the copy).
 
@@ -47,6 +49,7 @@ Decisions worth knowing
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -216,8 +219,38 @@ def place_key(*, building_id: str | None, lat: float | None, lon: float | None) 
 
 
 def ordered(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries in the order the case is folded."""
-    return sorted(entries, key=lambda entry: entry.sort_key)
+    """Entries in causal order: never an event before its cause, else by occurred-at, lifecycle, arrival.
+
+    Producers stamp an event and what it causes with one instant (a return and the rerouting or
+    referral it leads to), and services' clocks differ; so the causation links decide first, and
+    the timestamps only order events that neither caused the other. This is the order of the fold
+    and of every view of the history.
+    """
+    items = sorted(entries, key=lambda entry: entry.sort_key)
+    position = {entry.event.event_id: n for n, entry in enumerate(items)}
+    effects: dict[int, list[int]] = {}
+    waiting: set[int] = set()
+    for n, entry in enumerate(items):
+        cause = position.get(entry.event.causation_id) if entry.event.causation_id is not None else None
+        if cause is not None and cause != n:
+            effects.setdefault(cause, []).append(n)
+            waiting.add(n)
+    if not waiting:
+        return items
+    # Kahn's algorithm, taking the earliest ready entry each time (items are already in key order).
+    ready = [n for n in range(len(items)) if n not in waiting]
+    heapq.heapify(ready)
+    out: list[Entry] = []
+    while ready:
+        n = heapq.heappop(ready)
+        out.append(items[n])
+        for effect in effects.get(n, ()):
+            waiting.discard(effect)
+            heapq.heappush(ready, effect)
+    # A causation cycle cannot be produced; should one arrive, its entries keep their key order.
+    placed = {entry.event.event_id for entry in out}
+    out.extend(entry for entry in items if entry.event.event_id not in placed)
+    return out
 
 
 def build_case(hazard_id: uuid.UUID, entries: Iterable[Entry]) -> Case:
@@ -399,8 +432,13 @@ def refusal(case: Case, event: ev.AnyEvent) -> str | None:
 
 def state_before(entries: Sequence[Entry], event: ev.AnyEvent, *, hazard_id: uuid.UUID) -> Case:
     """The case as it stood just before ``event``'s place in the timeline."""
-    key = Entry(seq=1 << 62, event=event).sort_key
-    return build_case(hazard_id, [e for e in entries if e.sort_key < key])
+    probe = Entry(seq=1 << 62, event=event)
+    before: list[Entry] = []
+    for entry in ordered([*entries, probe]):
+        if entry is probe:
+            break
+        before.append(entry)
+    return build_case(hazard_id, before)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -566,8 +604,9 @@ class Progress:
         entry = Entry(seq=self.next_seq, event=event)
         self.next_seq += 1
         last = max((e.sort_key for e in self.entries), default=None)
+        its_effect_came_first = any(e.event.causation_id == event.event_id for e in self.entries)
         self.entries.append(entry)
-        if last is None or entry.sort_key > last:
+        if last is None or (entry.sort_key > last and not its_effect_came_first):
             self._case = apply_event(self._case, event)  # in order: one step suffices
         else:
             self._case = build_case(self.hazard_id, self.entries)

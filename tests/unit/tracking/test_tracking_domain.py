@@ -602,3 +602,30 @@ def test_reassignment_after_the_order_orders_again_for_the_new_department_in_the
     assert (order.payload.department_id, order.payload.round) == ("police", 1)
     assert p.case.order_event_id not in (None, first_order)
     assert p.case.departments_involved == ("fire", "police")
+
+
+def test_a_consequence_stamped_with_its_cause_s_instant_or_earlier_folds_after_it() -> None:
+    at = T0 + timedelta(minutes=10)
+    back = returned(at=at)
+    referral = ev.HazardReferredToOperators(
+        event_id=uuid.uuid4(),
+        occurred_at=at - timedelta(seconds=2),  # another clock, behind
+        hazard_id=HAZARD,
+        producer="dispatch",
+        causation_id=back.event_id,
+        payload=ev.HazardReferredToOperatorsPayload(reason="all_candidates_returned"),
+    )
+    events: list[ev.AnyEvent] = [reported(), dispatched(), back, referral]
+    for arrival in (events, [events[0], events[1], referral, back]):
+        entries = [Entry(i, e) for i, e in enumerate(arrival)]
+        assert [e.event.TYPE for e in domain.ordered(entries)] == [
+            "hazard.reported",
+            "hazard.dispatched",
+            "hazard.returned",
+            "hazard.referred_to_operators",
+        ]
+        assert build_case(HAZARD, entries).state == "referred_to_operators"
+        p = Progress(hazard_id=HAZARD)
+        for event in arrival:
+            p.record(event)
+        assert p.case.state == "referred_to_operators"
