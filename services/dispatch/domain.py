@@ -18,6 +18,7 @@ from shared.events import (
     HazardAcknowledgedPayload,
     HazardDispatched,
     HazardDispatchedPayload,
+    HazardDuplicateUnlinked,
     HazardEscalated,
     HazardEscalatedPayload,
     HazardReceiptOverdue,
@@ -293,8 +294,8 @@ def needs_dispatch(event: HazardReported) -> bool:
     return not event.payload.rectified_on_site and event.payload.duplicate_of is None
 
 
-def facts_of(event: HazardReported) -> HazardFacts:
-    """The routing facts of a reported hazard."""
+def facts_of(event: HazardReported | HazardDuplicateUnlinked) -> HazardFacts:
+    """The routing facts of a reported hazard (or of a report whose duplicate link intake undid)."""
     payload = event.payload
     return HazardFacts(
         hazard_id=event.hazard_id,
@@ -306,9 +307,13 @@ def facts_of(event: HazardReported) -> HazardFacts:
 
 
 def on_reported(
-    reference: ReferenceData, event: HazardReported, *, now: datetime, new_id: IdFactory = uuid.uuid4
+    reference: ReferenceData,
+    event: HazardReported | HazardDuplicateUnlinked,
+    *,
+    now: datetime,
+    new_id: IdFactory = uuid.uuid4,
 ) -> Outcome:
-    """Route a newly reported hazard: a dispatch by the first matching rule, or the operators' queue."""
+    """Route a newly reported hazard (or one no longer a duplicate): a dispatch by the first rule, or operators."""
     facts = facts_of(event)
     found = route(reference, facts)
     if found.department_id is None:

@@ -16,7 +16,7 @@ from services.dispatch import repository as repo
 from shared.auth import Principal
 from shared.consumer import BatchContext
 from shared.errors import ApiError
-from shared.events import HazardRelapsed, HazardReported, LifecycleEvent
+from shared.events import HazardDuplicateUnlinked, HazardRelapsed, HazardReported, LifecycleEvent
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
 
@@ -25,7 +25,8 @@ from shared.reference import ReferenceData, UnknownReference
 
 async def apply_events(ctx: BatchContext, reference: ReferenceData, events: Sequence[LifecycleEvent]) -> None:
     """Route every newly reported hazard of a batch and annotate relapses, with bulk writes."""
-    reported = [e for e in events if isinstance(e, HazardReported)]
+    # A report intake unlinked from a closed original is routed as a newly reported hazard.
+    reported = [e for e in events if isinstance(e, HazardReported | HazardDuplicateUnlinked)]
     relapsed = [e for e in events if isinstance(e, HazardRelapsed)]
     if reported:
         await _route_reported(ctx, reference, reported)
@@ -45,12 +46,14 @@ async def apply_events(ctx: BatchContext, reference: ReferenceData, events: Sequ
 
 
 async def _route_reported(
-    ctx: BatchContext, reference: ReferenceData, reported: Sequence[HazardReported]
+    ctx: BatchContext, reference: ReferenceData, reported: Sequence[HazardReported | HazardDuplicateUnlinked]
 ) -> None:
     outcomes: dict[uuid.UUID, domain.Outcome] = {}
     hazard_rows: list[dict[str, Any]] = []
     for event in reported:
-        if not domain.needs_dispatch(event) or event.hazard_id in outcomes:
+        if event.hazard_id in outcomes or (
+            isinstance(event, HazardReported) and not domain.needs_dispatch(event)
+        ):
             continue
         try:
             outcome = domain.on_reported(reference, event, now=ctx.now)
@@ -67,7 +70,9 @@ async def _route_reported(
                 "urgency": event.payload.urgency,
                 "queue": "operators" if outcome.referred else "dispatched",
                 "referral_reason": outcome.referral,
-                "reported_at": event.payload.accepted_at,
+                "reported_at": event.payload.accepted_at
+                if isinstance(event, HazardReported)
+                else event.occurred_at,
                 "updated_at": ctx.now,
             }
         )

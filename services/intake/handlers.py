@@ -1,4 +1,7 @@
-"""Lifecycle event handlers of the intake service: thin, they keep the Open311 view current."""
+"""Lifecycle event handlers of the intake service: thin, they keep the Open311 view current.
+
+A closure also undoes the duplicate link of reports observed after it (hazard.duplicate_unlinked).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ def make_handler(reference: ReferenceData) -> Handler:
             change = domain.status_change(event, reference=reference)
             if change is not None:
                 changes.append((event.hazard_id, change, event.occurred_at))
-        await repo.apply_status_changes(ctx.session, changes)
+        unlinked = await repo.apply_status_changes(ctx.session, changes)
+        # A report observed after its original's closure goes on as a hazard of its own.
+        await ctx.outbox.add(ctx.session, *(domain.unlinked_event(u, now=ctx.now) for u in unlinked))
 
     return on_lifecycle_events

@@ -32,6 +32,8 @@ hazards = sa.Table(
     sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
     sa.Column("rectified_on_site", sa.Boolean),
     sa.Column("duplicate_of", sa.Uuid),
+    # True once intake undid the duplicate link (the report was observed after the original closed).
+    sa.Column("unlinked", sa.Boolean),
     sa.Column("department_id", sa.Text),
     sa.Column("department_at", sa.DateTime(timezone=True)),
     sa.Column("ordered_at", sa.DateTime(timezone=True)),
@@ -70,6 +72,13 @@ dispatches = sa.Table(
         "dispatches_open_unacknowledged",
         "deadline",
         postgresql_where=sa.text("acknowledged_at IS NULL AND returned_at IS NULL AND superseded_at IS NULL"),
+    ),
+    # Returns after receipt (退单 after 签收), counted per department by the summary (#21).
+    sa.Index(
+        "dispatches_returned_after_receipt",
+        "dispatch_day",
+        "department_id",
+        postgresql_where=sa.text("acknowledged_at IS NOT NULL AND returned_at IS NOT NULL"),
     ),
 )
 

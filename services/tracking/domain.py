@@ -35,6 +35,9 @@ Decisions worth knowing
   fixes count closures by reason (or ``reported.rectified_on_site``).
 * A duplicate (``duplicate_of`` on the report, or ``hazard.duplicate_linked``) is
   recorded and linked to its original, never a case of its own: no relapse, no order.
+  ``hazard.duplicate_unlinked`` (intake learnt that the original had been closed before
+  the report was observed) undoes the link: the case awaits dispatch, and relapse is
+  detected for its report then, exactly as for a new one.
 * Rectification rounds count failed verifications: round 1 after receipt, round
   n+1 after the n-th failed verification (the rework count). A reassignment after
   an order issues a new order for the new department in the same round.
@@ -120,6 +123,7 @@ _BEFORE_RECEIPT: Final = frozenset({"new", "reported", "referred_to_operators", 
 _RANK: Final[dict[str, int]] = {
     ev.HazardReported.TYPE: 0,
     ev.HazardDuplicateLinked.TYPE: 1,
+    ev.HazardDuplicateUnlinked.TYPE: 1,
     ev.HazardRelapsed.TYPE: 1,
     ev.HazardReferredToOperators.TYPE: 2,
     ev.HazardDispatched.TYPE: 2,
@@ -304,6 +308,9 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
                 "duplicate_of": p.original_hazard_id,
                 "state": case.state if case.state in {"closed", "rectified"} else "duplicate",
             }
+        case ev.HazardDuplicateUnlinked():
+            # Observed after the original's closure: a hazard of its own again (a possible relapse).
+            return {"duplicate_of": None, "state": "reported" if case.state == "duplicate" else case.state}
         case ev.HazardDispatched(payload=p):
             base = {"departments_involved": _involve(case, p.department_id)}
             if case.state in _SETTLED:
@@ -674,6 +681,7 @@ def detect_relapse(
     window_days: int,
     distance_m: float,
     now: datetime,
+    causation_id: uuid.UUID | None = None,
 ) -> ev.HazardRelapsed | None:
     """The relapse a new report is of: same category, same building or within ``distance_m``, within the window.
 
@@ -707,7 +715,7 @@ def detect_relapse(
         occurred_at=max(now, report.occurred_at),
         hazard_id=report.hazard_id,
         producer="tracking",
-        causation_id=report.event_id,
+        causation_id=causation_id or report.event_id,
         payload=ev.HazardRelapsedPayload(
             original_hazard_id=original.hazard_id,
             original_department_id=original.department_id,
