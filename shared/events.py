@@ -118,6 +118,11 @@ class HazardReturnedPayload(_Model):
     department_id: str
     reason: str
     returned_by: str
+    # A return after the department acknowledged receipt (退单 after 签收); the receipt stays on record.
+    after_receipt: bool = False
+    acknowledged_at: AwareDatetime | None = None
+    approved_by: str | None = None
+    """The operator who approved a return after receipt (approval mode), else None."""
 
 
 class HazardReceiptOverduePayload(_Model):

@@ -962,6 +962,28 @@ async def _exact_medians(
     return {r.key: float(r.m) for r in rows if r.key is not None}
 
 
+async def returns_after_receipt(
+    db: Executor, *, group_by: str, period: Period, filters: Filters, schema: str = SCHEMA
+) -> tuple[dict[str, int], int]:
+    """Dispatches of the period returned after their receipt (退单 after 签收), per group and in total.
+
+    From the facts (rare rows, a partial index of their own): a dispatch acknowledged and returned.
+    """
+    d_filter, fparams = _filters_sql(filters, dispatch=True)
+    found: list[dict[str, int]] = []
+    for by in (group_by, "all"):
+        d_key = GROUP_KEYS[by][1]
+        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        sql = (
+            f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
+            f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
+            f"AND d.returned_at IS NOT NULL AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1"
+        )
+        rows = (await db.execute(sa.text(sql), {"ps": period.start, "pe": period.end, **fparams})).all()
+        found.append({r.key: int(r.n) for r in rows if r.key is not None})
+    return found[0], found[1].get("all", 0)
+
+
 # A period's histogram rows of one grouping merged per (key, bucket); each group's buckets leave
 # the database as one row, packed in one bytea (bucket, n, total: the types' binary send forms),
 # and its median is located here (domain.merged_median): sorting the merged rows by group and bucket and

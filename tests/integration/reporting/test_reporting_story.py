@@ -145,3 +145,75 @@ async def test_a_report_unlinked_from_a_closed_original_counts_as_reported_and_a
     (liuyue,) = [g for g in body["groups"] if g["key"] == "liuyue"]
     assert (liuyue["reported"], liuyue["duplicates"], liuyue["dispatched"]) == (2, 0, 2)
     assert (liuyue["closed"], liuyue["relapsed"], liuyue["relapse_rate"]) == (1, 1, 1.0)
+
+
+async def test_returns_after_receipt_are_counted_by_department(
+    db_url: str, kafka: Any, topics: dict[str, str]
+) -> None:
+    hazard = uuid.uuid4()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    at = T0 + timedelta(minutes=1)
+    acked_at = at + timedelta(minutes=20)
+    back_at = acked_at + timedelta(hours=1)
+    returned = _envelope(
+        ev.HazardReturned,
+        hazard,
+        back_at,
+        "dispatch",
+        ev.HazardReturnedPayload(
+            dispatch_id=first,
+            department_id="fire",
+            reason="An electric heater, not ours",
+            returned_by="dept-fire",
+            after_receipt=True,
+            acknowledged_at=acked_at,
+        ),
+    )
+    rerouted = _dispatched(hazard, second, back_at).model_copy(update={"causation_id": returned.event_id})
+    rerouted = rerouted.model_copy(
+        update={"payload": rerouted.payload.model_copy(update={"department_id": "gas", "reason": "rerouted"})}
+    )
+    log: list[ev.AnyEvent] = [
+        _reported(hazard, T0),
+        _dispatched(hazard, first, at),
+        _envelope(
+            ev.HazardAcknowledged,
+            hazard,
+            acked_at,
+            "dispatch",
+            ev.HazardAcknowledgedPayload(
+                dispatch_id=first,
+                department_id="fire",
+                acknowledged_at=acked_at,
+                receipt_deadline=at + timedelta(hours=2),
+                on_time=True,
+                acknowledged_by="dept-fire",
+            ),
+        ),
+        returned,
+        rerouted,
+    ]
+    await produce(
+        kafka.bootstrap_servers,
+        topics["lifecycle"],
+        [(str(e.hazard_id).encode(), dump_event(e)) for e in log],
+    )
+    async with running_app(settings_for(db_url, kafka.bootstrap_servers, topics)) as (_app, client):
+        await wait_applied(db_url, len(log))
+        body = await _summary(client, "department")
+        csv_text = (
+            await client.get(
+                "/api/v1/reports/summary",
+                params={**APRIL, "group_by": "department", "format": "csv"},
+                headers=auth(),
+            )
+        ).text
+    by_department = {g["key"]: g for g in body["groups"]}
+    assert by_department["fire"]["returned_after_receipt"] == 1
+    assert by_department["fire"]["acknowledged"] == 1, "the receipt stays on record"
+    assert by_department["gas"]["returned_after_receipt"] == 0
+    assert body["totals"]["returned_after_receipt"] == 1
+    header, *rows = csv_text.strip().splitlines()
+    column = header.split(",").index("returned_after_receipt")
+    fire_row = next(r.split(",") for r in rows if r.split(",")[1] == "fire")
+    assert fire_row[column] == "1"
