@@ -349,11 +349,15 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
             stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
             if case.state in _SETTLED or stale:
                 return base
+            # Also after receipt (退单 after 签收): the returning department's order lapses with it.
             return base | {
                 "state": "reported",
                 "department_id": None,
                 "dispatch_id": None,
                 "receipt_deadline": None,
+                "order_event_id": None,
+                "rectification_deadline": None,
+                "rectification_overdue": False,
             }
         case ev.HazardReceiptOverdue(payload=p):
             if case.dispatch_id not in (None, p.dispatch_id):

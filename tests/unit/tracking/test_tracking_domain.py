@@ -629,3 +629,37 @@ def test_a_consequence_stamped_with_its_cause_s_instant_or_earlier_folds_after_i
         for event in arrival:
             p.record(event)
         assert p.case.state == "referred_to_operators"
+
+
+def test_a_return_after_receipt_sends_the_case_back_and_the_next_department_gets_its_own_order() -> None:
+    p = acknowledged_case()
+    assert p.case.state == "rectification_ordered"
+    back = ev.HazardReturned(
+        event_id=uuid.uuid4(),
+        occurred_at=T0 + timedelta(hours=2),
+        hazard_id=HAZARD,
+        producer="dispatch",
+        payload=ev.HazardReturnedPayload(
+            dispatch_id=DISPATCH,
+            department_id="fire",
+            reason="An electric heater",
+            returned_by="dept-fire",
+            after_receipt=True,
+            acknowledged_at=T0 + timedelta(minutes=30),
+        ),
+    )
+    p.record(back)
+    assert (p.case.state, p.case.department_id, p.case.order_event_id, p.case.rectification_deadline) == (
+        "reported",
+        None,
+        None,
+        None,
+    )
+    assert p.case.returns == 1
+    p.record(dispatched(at=T0 + timedelta(hours=2), department="police", dispatch_id=uuid.UUID(int=7)))
+    p.record(acknowledged(at=T0 + timedelta(hours=3), department="police", dispatch_id=uuid.UUID(int=7)))
+    p.settle(now=T0 + timedelta(hours=3), reference=reference())
+    order = p.emitted[-1]
+    assert isinstance(order, ev.HazardRectificationOrdered)
+    assert (order.payload.department_id, order.payload.round) == ("police", 1)
+    assert p.case.departments_involved == ("fire", "police")
