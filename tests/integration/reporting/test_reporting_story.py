@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from shared import events as ev
@@ -65,6 +68,21 @@ def _dispatched(hazard_id: uuid.UUID, dispatch_id: uuid.UUID, at: datetime) -> e
             deadline_rule=ev.FrozenDeadlineRule(minutes=120, working_time=True),
         ),
     )
+
+
+@contextlib.asynccontextmanager
+async def _projected(
+    db_url: str, kafka: Any, topics: dict[str, str], log: list[ev.AnyEvent]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The log on the topic, the reporting app running with all of it applied."""
+    await produce(
+        kafka.bootstrap_servers,
+        topics["lifecycle"],
+        [(str(e.hazard_id).encode(), dump_event(e)) for e in log],
+    )
+    async with running_app(settings_for(db_url, kafka.bootstrap_servers, topics)) as (_app, client):
+        await wait_applied(db_url, len(log))
+        yield client
 
 
 async def _summary(client: Any, group_by: str) -> dict[str, Any]:
@@ -134,13 +152,7 @@ async def test_a_report_unlinked_from_a_closed_original_counts_as_reported_and_a
             ),
         ),
     ]
-    await produce(
-        kafka.bootstrap_servers,
-        topics["lifecycle"],
-        [(str(e.hazard_id).encode(), dump_event(e)) for e in log],
-    )
-    async with running_app(settings_for(db_url, kafka.bootstrap_servers, topics)) as (_app, client):
-        await wait_applied(db_url, len(log))
+    async with _projected(db_url, kafka, topics, log) as client:
         body = await _summary(client, "community")
     (liuyue,) = [g for g in body["groups"] if g["key"] == "liuyue"]
     assert (liuyue["reported"], liuyue["duplicates"], liuyue["dispatched"]) == (2, 0, 2)
@@ -193,13 +205,7 @@ async def test_returns_after_receipt_are_counted_by_department(
         returned,
         rerouted,
     ]
-    await produce(
-        kafka.bootstrap_servers,
-        topics["lifecycle"],
-        [(str(e.hazard_id).encode(), dump_event(e)) for e in log],
-    )
-    async with running_app(settings_for(db_url, kafka.bootstrap_servers, topics)) as (_app, client):
-        await wait_applied(db_url, len(log))
+    async with _projected(db_url, kafka, topics, log) as client:
         body = await _summary(client, "department")
         csv_text = (
             await client.get(
