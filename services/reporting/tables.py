@@ -32,8 +32,6 @@ hazards = sa.Table(
     sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
     sa.Column("rectified_on_site", sa.Boolean),
     sa.Column("duplicate_of", sa.Uuid),
-    # True once intake undid the duplicate link (the report was observed after the original closed).
-    sa.Column("unlinked", sa.Boolean),
     sa.Column("department_id", sa.Text),
     sa.Column("department_at", sa.DateTime(timezone=True)),
     sa.Column("ordered_at", sa.DateTime(timezone=True)),
@@ -42,6 +40,9 @@ hazards = sa.Table(
     sa.Column("rectification_overdue", sa.Boolean),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("closed_reason", sa.Text),
+    # True once intake undid the duplicate link (the report was observed after the original closed).
+    # Last, as migration 0009 adds it, so fresh and migrated tables have one column order.
+    sa.Column("unlinked", sa.Boolean),
     sa.Index("hazards_report_day", "report_day"),
     sa.Index("hazards_community_day", "community_id", "report_day"),
 )
