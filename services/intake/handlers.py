@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.intake import domain
+import sqlalchemy as sa
+
+from services.intake import domain, metrics
 from services.intake import repository as repo
 from shared.consumer import BatchContext, Handler
 from shared.events import LifecycleEvent
@@ -41,5 +43,13 @@ def make_handler(reference: ReferenceData) -> Handler:
         unlinked = await repo.apply_status_changes(ctx.session, changes)
         # A report observed after its original's closure goes on as a hazard of its own.
         await ctx.outbox.add(ctx.session, *(domain.unlinked_event(u, now=ctx.now) for u in unlinked))
+        if unlinked:
+            # Counted once committed (a batch that fails is retried and must not count twice).
+            sa.event.listen(ctx.session.sync_session, "after_commit", lambda _s: _count(unlinked), once=True)
 
     return on_lifecycle_events
+
+
+def _count(unlinked: Sequence[domain.Unlinked]) -> None:
+    for u in unlinked:
+        metrics.DUPLICATES_UNLINKED.labels(u.category).inc()

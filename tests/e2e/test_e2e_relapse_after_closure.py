@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from tests.integration.dispatch import dispatch_helpers
 from tests.integration.intake import intake_helpers
@@ -166,6 +167,7 @@ async def test_a_relapse_linked_as_a_duplicate_before_intake_saw_the_closure_is_
         assert second.json()["duplicate_of"] == original, "the race is certain: intake still saw it open"
         await _until(lambda: _held_something(held), "intake's consumer holding the closure back")
 
+        unlinked_before = _unlinked_count()
         held.release()
         relapse_case = await _state(tracking, relapse, "dispatched")
         assert relapse_case["relapse_of"] == original
@@ -173,17 +175,11 @@ async def test_a_relapse_linked_as_a_duplicate_before_intake_saw_the_closure_is_
         pending = await _pending_dispatch(dispatch, relapse)
         assert pending["relapse_of"] == original
 
-        async def open_in_open311() -> dict[str, Any] | None:
-            response = await intake.get(f"/open311/v2/requests/{relapse}.json")
-            (view,) = response.json()
-            return (
-                dict(view)
-                if view["status"] == "open" and "Dispatched" in (view["status_notes"] or "")
-                else None
-            )
-
-        view = await _until(open_in_open311, "the relapse open and dispatched in intake's Open311 view")
+        response = await intake.get(f"/open311/v2/requests/{relapse}.json")
+        (view,) = response.json()
         assert view["status"] == "open"
+        assert view["service_notice"] is None, "no longer linked as a duplicate"
+        assert not view["status_notes"].startswith("Closed")
 
         # Exactly once: one unlinking, one dispatch, one relapse, and the original stays closed.
         await asyncio.sleep(2)
@@ -197,6 +193,7 @@ async def test_a_relapse_linked_as_a_duplicate_before_intake_saw_the_closure_is_
         assert kinds["hazard.dispatched"] == 1
         assert kinds["hazard.relapsed"] == 1
         assert kinds["hazard.closed"] == 0
+        assert _unlinked_count() == unlinked_before + 1
         final_original = await _case(tracking, original)
         assert final_original is not None
         assert final_original["state"] == "closed"
@@ -206,3 +203,8 @@ async def test_a_relapse_linked_as_a_duplicate_before_intake_saw_the_closure_is_
 
 async def _held_something(held: HeldConsumer) -> bool:
     return held.held_batches > 0
+
+
+def _unlinked_count() -> float:
+    labels = {"category": "locked_rooftop_door"}
+    return REGISTRY.get_sample_value("hazard_intake_duplicates_unlinked_total", labels) or 0.0
