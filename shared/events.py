@@ -68,6 +68,25 @@ class HazardDuplicateLinkedPayload(_Model):
     same_building: bool
 
 
+class HazardDuplicateUnlinkedPayload(_Model):
+    """A report linked as a duplicate of a hazard that was closed before the report was observed.
+
+    Intake links a report to an open original; when it learns afterwards that the original had
+    been closed before the report was observed, it undoes the link: the report is a hazard of its
+    own again, to be dispatched (a possible relapse of the closed original). The routing facts
+    travel here because dispatch keeps none of a duplicate.
+    """
+
+    original_hazard_id: uuid.UUID
+    original_closed_at: AwareDatetime
+    observed_at: AwareDatetime
+    category: str
+    community_id: str
+    grid_id: str
+    urgency: str | None = None
+    reason: Literal["observed_after_original_closed"] = "observed_after_original_closed"
+
+
 class HazardDispatchedPayload(_Model):
     dispatch_id: uuid.UUID
     department_id: str
@@ -99,6 +118,11 @@ class HazardReturnedPayload(_Model):
     department_id: str
     reason: str
     returned_by: str
+    # A return after the department acknowledged receipt (退单 after 签收); the receipt stays on record.
+    after_receipt: bool = False
+    acknowledged_at: AwareDatetime | None = None
+    approved_by: str | None = None
+    """The operator who approved a return after receipt (approval mode), else None."""
 
 
 class HazardReceiptOverduePayload(_Model):
@@ -187,6 +211,12 @@ class HazardDuplicateLinked(_Envelope):
     payload: HazardDuplicateLinkedPayload
 
 
+class HazardDuplicateUnlinked(_Envelope):
+    TYPE: ClassVar[str] = "hazard.duplicate_unlinked"
+    event_type: Literal["hazard.duplicate_unlinked"] = "hazard.duplicate_unlinked"
+    payload: HazardDuplicateUnlinkedPayload
+
+
 class HazardDispatched(_Envelope):
     TYPE: ClassVar[str] = "hazard.dispatched"
     event_type: Literal["hazard.dispatched"] = "hazard.dispatched"
@@ -263,6 +293,7 @@ LifecycleEvent = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads better spelled out
         HazardReported,
         HazardDuplicateLinked,
+        HazardDuplicateUnlinked,
         HazardDispatched,
         HazardReferredToOperators,
         HazardAcknowledged,
@@ -284,6 +315,7 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
     for cls in (
         HazardReported,
         HazardDuplicateLinked,
+        HazardDuplicateUnlinked,
         HazardDispatched,
         HazardReferredToOperators,
         HazardAcknowledged,

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from services.dispatch import domain
@@ -82,6 +83,23 @@ def dispatch_json(row: Any) -> dict[str, Any]:
         "returned_by": row.returned_by,
         "note": row.note,
         "relapse_of": None if getattr(row, "relapse_of", None) is None else str(row.relapse_of),
+        # 退单 after 签收: returned although acknowledged (acknowledged_at and on_time stay as they were).
+        "returned_after_receipt": row.status == "returned" and row.acknowledged_at is not None,
+        "return_request": _return_request_json(repo.return_request_of(row)),
+    }
+
+
+def _return_request_json(request: domain.ReturnRequest | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "status": request.status,
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "requested_at": _iso(request.requested_at),
+        "decided_by": request.decided_by,
+        "decided_at": _iso(request.decided_at),
+        "refusal_reason": request.refusal_reason,
     }
 
 
@@ -105,17 +123,26 @@ async def list_dispatches(
         Literal["pending", "acknowledged", "overdue", "returned", "superseded"] | None, Query()
     ] = None,
     department_id: Annotated[str | None, Query(max_length=64)] = None,
+    return_request: Annotated[Literal["awaiting_approval", "approved", "refused"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    """Departments see only their own dispatches; operators and supervisors see all."""
+    """Departments see only their own dispatches; operators and supervisors see all.
+
+    ``return_request=awaiting_approval``: the returns after receipt an operator must decide.
+    """
     if principal.role == "department":
         if department_id is not None and department_id != principal.department_id:
             raise ApiError(403, "forbidden", "A department may list only its own dispatches.")
         department_id = principal.department_id
     async with _commands(request).sessions() as session:
         rows = await repo.list_dispatches(
-            session, department_id=department_id, status=status, limit=limit, offset=offset
+            session,
+            department_id=department_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            return_request=return_request,
         )
     return {
         "items": [dispatch_json(row) for row in rows],
@@ -150,16 +177,52 @@ async def acknowledge(
     return dispatch_json(row)
 
 
-@router.post("/dispatches/{dispatch_id}/return", summary="Return a hazard that is not this department's")
+@router.post(
+    "/dispatches/{dispatch_id}/return",
+    summary="Return a hazard that is not this department's (also after receipt: 退单)",
+    responses={202: {"description": "After receipt, in approval mode: the return awaits an operator"}},
+)
 async def return_dispatch(
     request: Request,
     dispatch_id: uuid.UUID,
     body: ReturnBody,
     principal: Annotated[Principal, Depends(require("department"))],
-) -> dict[str, Any]:
-    """The hazard is routed again, excluding every department that returned it (or goes to operators)."""
+) -> JSONResponse:
+    """The hazard is routed again, excluding every department that returned it (or goes to operators).
+
+    An acknowledged dispatch may be returned within the window after receipt (409
+    ``return_window_passed`` after it), or, in approval mode, the return is a request (202) that
+    an operator approves or refuses.
+    """
     result = await _commands(request).return_(dispatch_id, reason=body.reason, principal=principal)
+    outcome: domain.Outcome = result["next"]
+    dispatch = dispatch_json(result["dispatch"])
+    if outcome.return_requested:
+        return JSONResponse({"dispatch": dispatch, "next": None}, status_code=202)
+    return JSONResponse({"dispatch": dispatch, "next": _next_json(outcome)})
+
+
+@router.post("/dispatches/{dispatch_id}/return/approve", summary="Operator: approve a return after receipt")
+async def approve_return(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    principal: Annotated[Principal, Depends(require("operator"))],
+) -> dict[str, Any]:
+    """The department's return goes ahead: the hazard is routed again; 409 when none awaits a decision."""
+    result = await _commands(request).approve_return(dispatch_id, principal=principal)
     return {"dispatch": dispatch_json(result["dispatch"]), "next": _next_json(result["next"])}
+
+
+@router.post("/dispatches/{dispatch_id}/return/refuse", summary="Operator: refuse a return after receipt")
+async def refuse_return(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    body: ReturnBody,
+    principal: Annotated[Principal, Depends(require("operator"))],
+) -> dict[str, Any]:
+    """The department keeps the hazard; the refusal and its reason are recorded on the dispatch."""
+    row = await _commands(request).refuse_return(dispatch_id, reason=body.reason, principal=principal)
+    return dispatch_json(row)
 
 
 @router.post("/dispatches/{dispatch_id}/reassign", summary="Operator: move a pending dispatch elsewhere")

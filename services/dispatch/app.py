@@ -58,7 +58,10 @@ def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = 
         description="Routes each hazard to a department and holds it to its receipt deadline.",
     )
     app.state.dispatch_commands = Commands(
-        sessions=runtime.sessions, outbox=runtime.outbox, reference=reference
+        sessions=runtime.sessions,
+        outbox=runtime.outbox,
+        reference=reference,
+        returns=settings.returns.policy(),
     )
     app.state.timer_loop = timer_loop
     app.include_router(api.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
 from shared.events import (
@@ -18,6 +18,7 @@ from shared.events import (
     HazardAcknowledgedPayload,
     HazardDispatched,
     HazardDispatchedPayload,
+    HazardDuplicateUnlinked,
     HazardEscalated,
     HazardEscalatedPayload,
     HazardReceiptOverdue,
@@ -31,6 +32,8 @@ from shared.events import (
 from shared.reference import DeadlineRule, EscalationStep, ReferenceData, add_deadline
 
 DispatchStatus = Literal["pending", "acknowledged", "returned", "superseded"]
+ReturnAfterReceipt = Literal["window", "approval"]
+ReturnRequestStatus = Literal["awaiting_approval", "approved", "refused"]
 TimerKind = Literal["receipt_overdue", "escalation"]
 DispatchReason = Literal["routed", "rerouted", "reassigned"]
 ReferralReason = Literal["no_rule", "all_candidates_returned"]
@@ -108,6 +111,32 @@ class Dispatch:
     on_time: bool | None = None
     overdue_at: datetime | None = None
     returned_reason: str | None = None
+    return_request: ReturnRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRequest:
+    """A department's request to return a dispatch it acknowledged, and the dispatch center's decision."""
+
+    status: ReturnRequestStatus
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    refusal_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnPolicy:
+    """How a department may return a hazard after acknowledging receipt (退单 after 签收).
+
+    ``window``: by itself, within ``window`` of its acknowledgement; ``approval``: any time,
+    once the dispatch center approves its request.
+    """
+
+    after_receipt: ReturnAfterReceipt = "window"
+    window: timedelta = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +147,8 @@ class Outcome:
     timers: tuple[Timer, ...] = ()
     events: tuple[DispatchEvent, ...] = ()
     referral: ReferralReason | None = None
+    return_requested: bool = False
+    """The return awaits the dispatch center's approval: nothing is published yet."""
 
     @property
     def referred(self) -> bool:
@@ -293,8 +324,8 @@ def needs_dispatch(event: HazardReported) -> bool:
     return not event.payload.rectified_on_site and event.payload.duplicate_of is None
 
 
-def facts_of(event: HazardReported) -> HazardFacts:
-    """The routing facts of a reported hazard."""
+def facts_of(event: HazardReported | HazardDuplicateUnlinked) -> HazardFacts:
+    """The routing facts of a reported hazard (or of a report whose duplicate link intake undid)."""
     payload = event.payload
     return HazardFacts(
         hazard_id=event.hazard_id,
@@ -306,9 +337,13 @@ def facts_of(event: HazardReported) -> HazardFacts:
 
 
 def on_reported(
-    reference: ReferenceData, event: HazardReported, *, now: datetime, new_id: IdFactory = uuid.uuid4
+    reference: ReferenceData,
+    event: HazardReported | HazardDuplicateUnlinked,
+    *,
+    now: datetime,
+    new_id: IdFactory = uuid.uuid4,
 ) -> Outcome:
-    """Route a newly reported hazard: a dispatch by the first matching rule, or the operators' queue."""
+    """Route a newly reported hazard (or one no longer a duplicate): a dispatch by the first rule, or operators."""
     facts = facts_of(event)
     found = route(reference, facts)
     if found.department_id is None:
@@ -390,10 +425,108 @@ def return_dispatch(
     now: datetime,
     returned_before: Iterable[str],
     urgency: str | None = None,
+    policy: ReturnPolicy = ReturnPolicy(),
     new_id: IdFactory = uuid.uuid4,
 ) -> Outcome:
-    """Return a dispatch and route the hazard again, excluding every department that returned it."""
-    _require_pending(dispatch, "returned")
+    """Return a dispatch and route the hazard again, excluding every department that returned it.
+
+    An acknowledged dispatch may be returned too (its receipt stays on record): within the
+    policy's window after receipt, or, in approval mode, as a request the operators decide.
+    """
+    if dispatch.status == "acknowledged":
+        if dispatch.return_request is not None and dispatch.return_request.status == "awaiting_approval":
+            raise DispatchConflictError(
+                "return_awaiting_approval",
+                f"A return of dispatch {dispatch.dispatch_id} already awaits the dispatch center's approval.",
+            )
+        if policy.after_receipt == "approval":
+            request = ReturnRequest(
+                status="awaiting_approval", reason=reason, requested_by=by, requested_at=now
+            )
+            return Outcome(dispatches=(replace(dispatch, return_request=request),), return_requested=True)
+        acknowledged_at = dispatch.acknowledged_at or now
+        if now - acknowledged_at > policy.window:
+            minutes = int(policy.window.total_seconds() // 60)
+            raise DispatchConflictError(
+                "return_window_passed",
+                f"Dispatch {dispatch.dispatch_id} was acknowledged at {acknowledged_at.isoformat()}; "
+                f"a department may return a hazard within {minutes} minutes of its receipt.",
+            )
+    else:
+        _require_pending(dispatch, "returned")
+    return _returned(
+        reference,
+        dispatch,
+        reason=reason,
+        by=by,
+        now=now,
+        returned_before=returned_before,
+        urgency=urgency,
+        approved_by=None,
+        new_id=new_id,
+    )
+
+
+def _require_request(dispatch: Dispatch) -> ReturnRequest:
+    request = dispatch.return_request
+    if dispatch.status != "acknowledged" or request is None or request.status != "awaiting_approval":
+        raise DispatchConflictError(
+            "no_return_request", f"No return of dispatch {dispatch.dispatch_id} awaits a decision."
+        )
+    return request
+
+
+def approve_return(
+    reference: ReferenceData,
+    dispatch: Dispatch,
+    *,
+    by: str,
+    now: datetime,
+    returned_before: Iterable[str],
+    urgency: str | None = None,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """The dispatch center approves a department's return after receipt: returned and routed again."""
+    request = _require_request(dispatch)
+    decided = replace(
+        dispatch, return_request=replace(request, status="approved", decided_by=by, decided_at=now)
+    )
+    return _returned(
+        reference,
+        decided,
+        reason=request.reason,
+        by=request.requested_by,
+        now=now,
+        returned_before=returned_before,
+        urgency=urgency,
+        approved_by=by,
+        new_id=new_id,
+    )
+
+
+def refuse_return(dispatch: Dispatch, *, by: str, reason: str, now: datetime) -> Dispatch:
+    """The dispatch center refuses a return after receipt: the department keeps the hazard."""
+    request = _require_request(dispatch)
+    return replace(
+        dispatch,
+        return_request=replace(
+            request, status="refused", decided_by=by, decided_at=now, refusal_reason=reason
+        ),
+    )
+
+
+def _returned(
+    reference: ReferenceData,
+    dispatch: Dispatch,
+    *,
+    reason: str,
+    by: str,
+    now: datetime,
+    returned_before: Iterable[str],
+    urgency: str | None,
+    approved_by: str | None,
+    new_id: IdFactory,
+) -> Outcome:
     returned = replace(dispatch, status="returned", returned_reason=reason)
     returned_event = HazardReturned(
         **_event_meta(hazard_id=dispatch.hazard_id, now=now, causation_id=None, new_id=new_id),
@@ -402,6 +535,9 @@ def return_dispatch(
             department_id=dispatch.department_id,
             reason=reason,
             returned_by=by,
+            after_receipt=dispatch.acknowledged_at is not None,
+            acknowledged_at=dispatch.acknowledged_at,
+            approved_by=approved_by,
         ),
     )
     excluded = {*returned_before, dispatch.department_id}

@@ -11,7 +11,9 @@ from shared.reference import ReferenceData
 
 # hazard.returned is published by dispatch itself, which re-routes in the same transaction as the
 # return; consuming it back would only repeat that work.
-INTERESTED: frozenset[str] | None = frozenset({"hazard.reported", "hazard.relapsed"})
+INTERESTED: frozenset[str] | None = frozenset(
+    {"hazard.reported", "hazard.duplicate_unlinked", "hazard.relapsed"}
+)
 
 
 def make_handler(reference: ReferenceData) -> Handler:

@@ -245,6 +245,22 @@ def to_domain(row: Any) -> domain.Dispatch:
         on_time=row.on_time,
         overdue_at=row.overdue_at,
         returned_reason=row.returned_reason,
+        return_request=return_request_of(row),
+    )
+
+
+def return_request_of(row: Any) -> domain.ReturnRequest | None:
+    """The return request a dispatch row records, if any."""
+    if row.return_request_status is None:
+        return None
+    return domain.ReturnRequest(
+        status=row.return_request_status,
+        reason=row.return_request_reason,
+        requested_by=row.return_requested_by,
+        requested_at=row.return_requested_at,
+        decided_by=row.return_decided_by,
+        decided_at=row.return_decided_at,
+        refusal_reason=row.return_refusal_reason,
     )
 
 
@@ -290,6 +306,17 @@ async def update_dispatch(
         values["acknowledged_by"] = acknowledged_by
     if returned_by is not None:
         values["returned_by"] = returned_by
+    request = dispatch.return_request
+    if request is not None:
+        values |= {
+            "return_request_status": request.status,
+            "return_request_reason": request.reason,
+            "return_requested_by": request.requested_by,
+            "return_requested_at": request.requested_at,
+            "return_decided_by": request.decided_by,
+            "return_decided_at": request.decided_at,
+            "return_refusal_reason": request.refusal_reason,
+        }
     if dispatch.status in ("returned", "superseded"):
         values["closed_at"] = now
     await session.execute(sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values))
@@ -319,10 +346,13 @@ async def list_dispatches(
     status: ListStatus | None,
     limit: int,
     offset: int,
+    return_request: domain.ReturnRequestStatus | None = None,
 ) -> list[Any]:
-    """Dispatches, oldest receipt deadline first, filtered by department and status."""
+    """Dispatches, oldest receipt deadline first, filtered by department, status and return request."""
     query = _shown()
     conditions = _status_filter(status)
+    if return_request is not None:
+        conditions.append(d.return_request_status == return_request)
     if department_id is not None:
         conditions.append(d.department_id == department_id)
     if conditions:

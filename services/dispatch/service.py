@@ -7,10 +7,10 @@ batch context carries it too): a replica whose host clock is off reaches the sam
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,16 +21,19 @@ from shared.auth import Principal
 from shared.consumer import BatchContext
 from shared.db import database_now
 from shared.errors import ApiError
-from shared.events import HazardRelapsed, HazardReported, LifecycleEvent
+from shared.events import HazardDuplicateUnlinked, HazardRelapsed, HazardReported, LifecycleEvent
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
+
+_T = TypeVar("_T")
 
 # ---------------------------------------------------------------- consumed events
 
 
 async def apply_events(ctx: BatchContext, reference: ReferenceData, events: Sequence[LifecycleEvent]) -> None:
     """Route every newly reported hazard of a batch and annotate relapses, with bulk writes."""
-    reported = [e for e in events if isinstance(e, HazardReported)]
+    # A report intake unlinked from a closed original is routed as a newly reported hazard.
+    reported = [e for e in events if isinstance(e, HazardReported | HazardDuplicateUnlinked)]
     relapsed = [e for e in events if isinstance(e, HazardRelapsed)]
     if reported:
         await _route_reported(ctx, reference, reported)
@@ -50,12 +53,14 @@ async def apply_events(ctx: BatchContext, reference: ReferenceData, events: Sequ
 
 
 async def _route_reported(
-    ctx: BatchContext, reference: ReferenceData, reported: Sequence[HazardReported]
+    ctx: BatchContext, reference: ReferenceData, reported: Sequence[HazardReported | HazardDuplicateUnlinked]
 ) -> None:
     outcomes: dict[uuid.UUID, domain.Outcome] = {}
     hazard_rows: list[dict[str, Any]] = []
     for event in reported:
-        if not domain.needs_dispatch(event) or event.hazard_id in outcomes:
+        if event.hazard_id in outcomes or (
+            isinstance(event, HazardReported) and not domain.needs_dispatch(event)
+        ):
             continue
         try:
             outcome = domain.on_reported(reference, event, now=ctx.now)
@@ -72,7 +77,9 @@ async def _route_reported(
                 "urgency": event.payload.urgency,
                 "queue": "operators" if outcome.referred else "dispatched",
                 "referral_reason": outcome.referral,
-                "reported_at": event.payload.accepted_at,
+                "reported_at": event.payload.accepted_at
+                if isinstance(event, HazardReported)
+                else event.occurred_at,
                 "updated_at": ctx.now,
             }
         )
@@ -115,6 +122,7 @@ class Commands:
     sessions: async_sessionmaker[AsyncSession]
     outbox: Outbox
     reference: ReferenceData
+    returns: domain.ReturnPolicy = field(default_factory=domain.ReturnPolicy)
 
     async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal) -> Any:
         """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""
@@ -135,8 +143,8 @@ class Commands:
             metrics.RECEIPT_OVERDUE.labels(acknowledged.department_id).inc()
         return row
 
-    async def return_(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> Any:
-        """Return a dispatch; the hazard is routed again without every department that returned it."""
+    async def return_(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> dict[str, Any]:
+        """Return a dispatch (after receipt: within the window, or as a request awaiting approval)."""
         async with self.sessions() as session, session.begin():
             now = await database_now(session)
             dispatch = await self._own(session, dispatch_id, principal)
@@ -151,23 +159,68 @@ class Commands:
                     now=now,
                     returned_before=before,
                     urgency=hazard.facts.urgency if hazard else None,
+                    policy=self.returns,
                 ),
                 dispatch,
             )
-            returned = outcome.dispatches[0]
-            await repo.update_dispatch(session, returned, returned_by=principal.id, now=now)
-            await repo.stop_timers(session, dispatch_id, now=now)
-            await repo.add_return(
-                session,
-                hazard_id=dispatch.hazard_id,
-                department_id=dispatch.department_id,
-                dispatch_id=dispatch_id,
-                now=now,
-            )
-            await self._add_new(session, outcome, dispatched_by="system", now=now)
+            await self._write_return(session, outcome, returned_by=principal.id, now=now)
             row = await repo.get_dispatch_row(session, dispatch_id)
         count_outcome(outcome)
         return {"dispatch": row, "next": outcome}
+
+    async def approve_return(self, dispatch_id: uuid.UUID, *, principal: Principal) -> dict[str, Any]:
+        """An operator approves a return after receipt: the hazard is routed again."""
+        async with self.sessions() as session, session.begin():
+            now = await database_now(session)
+            dispatch = await self._locked(session, dispatch_id)
+            hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
+            before = await repo.returned_departments(session, dispatch.hazard_id)
+            outcome = _decide(
+                lambda x: domain.approve_return(
+                    self.reference,
+                    x,
+                    by=principal.id,
+                    now=now,
+                    returned_before=before,
+                    urgency=hazard.facts.urgency if hazard else None,
+                ),
+                dispatch,
+            )
+            requester = dispatch.return_request.requested_by if dispatch.return_request else principal.id
+            await self._write_return(session, outcome, returned_by=requester, now=now)
+            row = await repo.get_dispatch_row(session, dispatch_id)
+        count_outcome(outcome)
+        return {"dispatch": row, "next": outcome}
+
+    async def refuse_return(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> Any:
+        """An operator refuses a return after receipt: the department keeps the hazard."""
+        async with self.sessions() as session, session.begin():
+            now = await database_now(session)
+            dispatch = await self._locked(session, dispatch_id)
+            refused = _decide(
+                lambda x: domain.refuse_return(x, by=principal.id, reason=reason, now=now), dispatch
+            )
+            await repo.update_dispatch(session, refused, now=now)
+            return await repo.get_dispatch_row(session, dispatch_id)
+
+    async def _write_return(
+        self, session: AsyncSession, outcome: domain.Outcome, *, returned_by: str, now: datetime
+    ) -> None:
+        returned = outcome.dispatches[0]
+        await repo.update_dispatch(
+            session, returned, returned_by=None if outcome.return_requested else returned_by, now=now
+        )
+        if outcome.return_requested:
+            return  # awaiting the dispatch center's approval: nothing changes hands yet
+        await repo.stop_timers(session, returned.dispatch_id, now=now)
+        await repo.add_return(
+            session,
+            hazard_id=returned.hazard_id,
+            department_id=returned.department_id,
+            dispatch_id=returned.dispatch_id,
+            now=now,
+        )
+        await self._add_new(session, outcome, dispatched_by="system", now=now)
 
     async def reassign(
         self, dispatch_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal
@@ -236,6 +289,13 @@ class Commands:
                 [{"field": "department_id", "problem": "unknown department"}],
             ) from None
 
+    async def _locked(self, session: AsyncSession, dispatch_id: uuid.UUID) -> domain.Dispatch:
+        """Lock a dispatch (operators act on any); 404 when unknown."""
+        row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
+        if row is None:
+            raise _not_found(dispatch_id)
+        return repo.to_domain(row)
+
     async def _own(
         self, session: AsyncSession, dispatch_id: uuid.UUID, principal: Principal
     ) -> domain.Dispatch:
@@ -283,10 +343,9 @@ def _not_found(dispatch_id: uuid.UUID) -> ApiError:
     return ApiError(404, "not_found", f"No dispatch {dispatch_id} is visible to you.")
 
 
-def _decide(decide: Any, dispatch: domain.Dispatch, **kwargs: Any) -> domain.Outcome:
+def _decide(decide: Callable[..., _T], dispatch: domain.Dispatch, **kwargs: Any) -> _T:
     """Run a domain decision; a refusal becomes 409 with the domain's reason."""
     try:
-        outcome: domain.Outcome = decide(dispatch, **kwargs)
+        return decide(dispatch, **kwargs)
     except domain.DispatchConflictError as exc:
         raise ApiError(409, exc.code, exc.message) from None
-    return outcome

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
+from services.dispatch.domain import ReturnPolicy
 from shared.settings import ServiceSettings
 
 
@@ -24,6 +26,21 @@ class TimerSettings(BaseModel):
     gauge_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
+class ReturnSettings(BaseModel):
+    """Returns after receipt (退单 after 签收): within a window of the acknowledgement, or by approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # window: the department returns by itself within window_minutes of acknowledging;
+    # approval: its return is a request an operator approves or refuses.
+    after_receipt: Literal["window", "approval"] = "window"
+    window_minutes: Annotated[int, Field(ge=0, le=60 * 24 * 30)] = 24 * 60
+
+    def policy(self) -> ReturnPolicy:
+        """The domain's return policy."""
+        return ReturnPolicy(after_receipt=self.after_receipt, window=timedelta(minutes=self.window_minutes))
+
+
 class DispatchSettings(ServiceSettings):
     """Everything the dispatch service reads from its environment."""
 
@@ -32,3 +49,4 @@ class DispatchSettings(ServiceSettings):
     )
 
     timers: TimerSettings = Field(default_factory=TimerSettings)
+    returns: ReturnSettings = Field(default_factory=ReturnSettings)

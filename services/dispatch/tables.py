@@ -75,6 +75,14 @@ dispatches = sa.Table(
     sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
     sa.Column("returned_reason", sa.Text, nullable=True),
     sa.Column("returned_by", sa.Text, nullable=True),
+    # A return after receipt awaiting (or given) the dispatch center's decision, in approval mode.
+    sa.Column("return_request_status", sa.Text, nullable=True),
+    sa.Column("return_request_reason", sa.Text, nullable=True),
+    sa.Column("return_requested_by", sa.Text, nullable=True),
+    sa.Column("return_requested_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("return_decided_by", sa.Text, nullable=True),
+    sa.Column("return_decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("return_refusal_reason", sa.Text, nullable=True),
     # The operator's reason for a reassignment or an assignment from the operators' queue.
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),

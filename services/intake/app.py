@@ -14,7 +14,7 @@ from services.intake.ratelimit import RateLimiter
 from services.intake.repository import WritePool
 from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings
-from shared.events import HazardDuplicateLinked, HazardReported
+from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardReported
 from shared.http import BodySizeLimit
 from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
@@ -52,7 +52,7 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         handler=handlers.make_handler(reference),
         interested=handlers.INTERESTED,
         reference=reference,
-        publishes=(HazardReported, HazardDuplicateLinked),
+        publishes=(HazardReported, HazardDuplicateLinked, HazardDuplicateUnlinked),
     )
     # Reports are accepted into the outbox while the broker is away, so intake stays ready without it.
     runtime.ready_without_broker = True

@@ -386,6 +386,41 @@ def reported_events(
     return events
 
 
+@dataclass(frozen=True, slots=True)
+class Unlinked:
+    """A report whose duplicate link was undone: it was observed after its original had been closed."""
+
+    hazard_id: uuid.UUID
+    report_id: uuid.UUID
+    original_hazard_id: uuid.UUID
+    original_closed_at: datetime
+    observed_at: datetime
+    category: str
+    community_id: str
+    grid_id: str
+    urgency: str | None
+
+
+def unlinked_event(unlinked: Unlinked, *, now: datetime) -> ev.HazardDuplicateUnlinked:
+    """hazard.duplicate_unlinked for a report observed after its original's closure (id stable per report)."""
+    return ev.HazardDuplicateUnlinked(
+        event_id=uuid.uuid5(_EVENT_NAMESPACE, f"{unlinked.report_id}/duplicate_unlinked"),
+        occurred_at=now,
+        hazard_id=unlinked.hazard_id,
+        producer="intake",
+        causation_id=reported_event_id(unlinked.report_id),
+        payload=ev.HazardDuplicateUnlinkedPayload(
+            original_hazard_id=unlinked.original_hazard_id,
+            original_closed_at=unlinked.original_closed_at,
+            observed_at=unlinked.observed_at,
+            category=unlinked.category,
+            community_id=unlinked.community_id,
+            grid_id=unlinked.grid_id,
+            urgency=unlinked.urgency,
+        ),
+    )
+
+
 def initial_view(
     report: ReportIn, duplicate: DuplicateMatch | None
 ) -> tuple[Literal["open", "closed"], str, str | None]:

@@ -1,10 +1,15 @@
-"""Lifecycle event handlers of the intake service: thin, they keep the Open311 view current."""
+"""Lifecycle event handlers of the intake service: thin, they keep the Open311 view current.
+
+A closure also undoes the duplicate link of reports observed after it (hazard.duplicate_unlinked).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.intake import domain
+import sqlalchemy as sa
+
+from services.intake import domain, metrics
 from services.intake import repository as repo
 from shared.consumer import BatchContext, Handler
 from shared.events import LifecycleEvent
@@ -35,6 +40,16 @@ def make_handler(reference: ReferenceData) -> Handler:
             change = domain.status_change(event, reference=reference)
             if change is not None:
                 changes.append((event.hazard_id, change, event.occurred_at))
-        await repo.apply_status_changes(ctx.session, changes)
+        unlinked = await repo.apply_status_changes(ctx.session, changes)
+        # A report observed after its original's closure goes on as a hazard of its own.
+        await ctx.outbox.add(ctx.session, *(domain.unlinked_event(u, now=ctx.now) for u in unlinked))
+        if unlinked:
+            # Counted once committed (a batch that fails is retried and must not count twice).
+            sa.event.listen(ctx.session.sync_session, "after_commit", lambda _s: _count(unlinked), once=True)
 
     return on_lifecycle_events
+
+
+def _count(unlinked: Sequence[domain.Unlinked]) -> None:
+    for u in unlinked:
+        metrics.DUPLICATES_UNLINKED.labels(u.category).inc()

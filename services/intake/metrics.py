@@ -24,6 +24,11 @@ DUPLICATES_LINKED = Counter(
     "Reports linked to an open hazard of the same category at the same place, by category.",
     ["category"],
 )
+DUPLICATES_UNLINKED = Counter(
+    "hazard_intake_duplicates_unlinked_total",
+    "Duplicate links undone because the report was observed after its original's closure, by category.",
+    ["category"],
+)
 RECTIFIED_ON_SITE = Counter(
     "hazard_intake_rectified_on_site_total",
     "Reports of hazards fixed on the spot, by category.",

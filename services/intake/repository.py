@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.intake.domain import OpenHazard, StatusChange
+from services.intake.domain import OpenHazard, StatusChange, Unlinked
 from services.intake.tables import reports
 
 # Open originals of each probe's category at the same building or inside its box, in one round trip.
@@ -103,9 +103,21 @@ _APPLY_CLOSES = """
          ) as u(hazard_id, at, notes, agency)
     where r.hazard_id = u.hazard_id and r.hazard_id = any(cast(:ids as uuid[]))
 """
-# One index lookup of the linked reports per closing hazard (LATERAL, never flattened: joined to
-# the array directly, the planner scanned the whole table, ~20 ms a statement at 30 k reports).
-_CLOSE_DUPLICATES = """
+# The open reports linked to each closing hazard (u: ids, ats), with a further condition on them
+# (o). One index lookup per closing hazard (LATERAL, never flattened: joined to the array
+# directly, the planner scanned the whole table, ~20 ms a statement at 30 k reports).
+_LINKED_OPEN = """
+    (
+        select u.hazard_id as original, u.at, d.hazard_id
+          from unnest(cast(:ids as uuid[]), cast(:ats as timestamptz[])) as u(hazard_id, at)
+         cross join lateral (
+             select o.hazard_id from intake.reports o
+              where o.duplicate_of = u.hazard_id and o.status = 'open' and {condition}
+             offset 0
+         ) as d
+    ) as x
+"""
+_CLOSE_DUPLICATES = f"""
     update intake.reports r set
         status = 'closed',
         closed_at = x.at,
@@ -113,16 +125,23 @@ _CLOSE_DUPLICATES = """
         expected_datetime = null,
         last_event_at = greatest(r.last_event_at, x.at),
         updated_datetime = greatest(r.updated_datetime, x.at)
-    from (
-        select u.hazard_id as original, u.at, d.hazard_id
-          from unnest(cast(:ids as uuid[]), cast(:ats as timestamptz[])) as u(hazard_id, at)
-         cross join lateral (
-             select o.hazard_id from intake.reports o
-              where o.duplicate_of = u.hazard_id and o.status = 'open'
-             offset 0
-         ) as d
-    ) as x
+    from {_LINKED_OPEN.format(condition="true")}
     where r.hazard_id = x.hazard_id
+"""
+# Before the linked reports are closed with their original: those observed AFTER the original's
+# closure are no duplicates of it (intake linked them while its view still showed the original
+# open). Their link is undone, once (the row no longer names the original afterwards), and the
+# caller publishes hazard.duplicate_unlinked for each in the same transaction.
+_UNLINK_LATER_SIGHTINGS = f"""
+    update intake.reports r set
+        duplicate_of = null,
+        status_notes = 'Reported after request ' || x.original::text || ' was closed; '
+                       || 'sent on for dispatch as a possible relapse, not as a duplicate.',
+        updated_datetime = greatest(r.updated_datetime, x.at)
+    from {_LINKED_OPEN.format(condition="o.observed_at > u.at")}
+    where r.hazard_id = x.hazard_id
+    returning r.hazard_id, r.report_id, x.original, x.at, r.observed_at, r.category, r.community_id,
+              r.grid_id, r.urgency
 """
 _LINKED_WITHIN = """
     select exists (
@@ -134,8 +153,10 @@ _LINKED_WITHIN = """
 Change = tuple[uuid.UUID, StatusChange, datetime]
 
 
-async def apply_status_changes(session: AsyncSession, changes: Sequence[Change]) -> None:
+async def apply_status_changes(session: AsyncSession, changes: Sequence[Change]) -> list[Unlinked]:
     """Apply a batch's changes to the Open311 view, in order, tolerating events out of order.
+
+    Returns the reports whose duplicate link a closure undid (observed after the original closed).
 
     Closing is final: a late event of the hazard's earlier life never reopens it or overwrites its
     closing notes; among the others only an event newer than the last one applied changes the
@@ -149,6 +170,7 @@ async def apply_status_changes(session: AsyncSession, changes: Sequence[Change])
     first, then it, then the rest.
     """
     closing = [h for h, change, _ in changes if change.closes]
+    unlinked: list[Unlinked] = []
     if (
         closing
         and (
@@ -160,17 +182,18 @@ async def apply_status_changes(session: AsyncSession, changes: Sequence[Change])
         pending: list[Change] = []
         for item in changes:
             if item[1].closes:
-                await _apply_rounds(session, pending)
+                await _apply_rounds(session, pending, unlinked)
                 pending = []
-                await _apply_rounds(session, [item])
+                await _apply_rounds(session, [item], unlinked)
             else:
                 pending.append(item)
-        await _apply_rounds(session, pending)
-        return
-    await _apply_rounds(session, changes)
+        await _apply_rounds(session, pending, unlinked)
+        return unlinked
+    await _apply_rounds(session, changes, unlinked)
+    return unlinked
 
 
-async def _apply_rounds(session: AsyncSession, changes: Sequence[Change]) -> None:
+async def _apply_rounds(session: AsyncSession, changes: Sequence[Change], unlinked: list[Unlinked]) -> None:
     rounds: list[list[Change]] = []
     seen: dict[uuid.UUID, int] = {}
     for item in changes:
@@ -183,12 +206,12 @@ async def _apply_rounds(session: AsyncSession, changes: Sequence[Change]) -> Non
         closes = [item for item in round_ if item[1].closes]
         plain = [item for item in round_ if not item[1].closes]
         if closes:
-            await _apply_closes(session, closes)
+            unlinked.extend(await _apply_closes(session, closes))
         if plain:
             await _apply_plain(session, plain)
 
 
-async def _apply_closes(session: AsyncSession, changes: Sequence[Change]) -> None:
+async def _apply_closes(session: AsyncSession, changes: Sequence[Change]) -> list[Unlinked]:
     ids, ats = [h for h, _, _ in changes], [at for _, _, at in changes]
     await session.execute(
         sa.text(_APPLY_CLOSES),
@@ -199,7 +222,23 @@ async def _apply_closes(session: AsyncSession, changes: Sequence[Change]) -> Non
             "agencies": [c.agency for _, c, _ in changes],
         },
     )
+    rows = await session.execute(sa.text(_UNLINK_LATER_SIGHTINGS), {"ids": ids, "ats": ats})
+    unlinked = [
+        Unlinked(
+            hazard_id=row.hazard_id,
+            report_id=row.report_id,
+            original_hazard_id=row.original,
+            original_closed_at=row.at,
+            observed_at=row.observed_at,
+            category=row.category,
+            community_id=row.community_id,
+            grid_id=row.grid_id,
+            urgency=row.urgency,
+        )
+        for row in rows
+    ]
     await session.execute(sa.text(_CLOSE_DUPLICATES), {"ids": ids, "ats": ats})
+    return unlinked
 
 
 async def _apply_plain(session: AsyncSession, changes: Sequence[Change]) -> None:

@@ -41,6 +41,7 @@ HAZARD_RULES: Mapping[str, Rule] = {
     "rectified_on_site": "or",
     "address": "first",
     "duplicate_of": "first",
+    "unlinked": "or",  # hazard.duplicate_unlinked: a hazard of its own after all
     "department_id": "latest",  # the department that held it last (by department_at)
     "department_at": "max",
     "ordered_at": "min",
@@ -198,6 +199,8 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
         _add(
             batch.hazards, h, {"hazard_id": h, "duplicate_of": event.payload.original_hazard_id}, HAZARD_RULES
         )
+    elif isinstance(event, ev.HazardDuplicateUnlinked):
+        _add(batch.hazards, h, {"hazard_id": h, "unlinked": True}, HAZARD_RULES)
     elif isinstance(event, ev.HazardDispatched):
         d = event.payload
         _add(

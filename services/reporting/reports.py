@@ -19,6 +19,8 @@ as of now.
 * relapse_rate — relapsed / closed
 * median_minutes_to_acknowledge — over acknowledged dispatches: acknowledged_at − dispatched_at
 * median_hours_to_rectify — over rectified hazards not fixed on site: last rectification − report
+* returned_after_receipt — dispatches made in the period that their department acknowledged and
+  then returned (退单 after 签收); their receipts still count in acknowledged
 """
 
 from __future__ import annotations
@@ -185,10 +187,16 @@ async def summary(
         run(counts_of(group_by)),
         run(medians_of("ack")),
         run(medians_of("rect")),
+        run(
+            lambda db: repository.returns_after_receipt(
+                db, group_by=group_by, period=current, filters=filters, schema=schema
+            )
+        ),
         *(() if summed else (run(counts_of("all")),)),
     )
     counts: dict[tuple[str, int], Counts] = results[0]
     (ack, ack_total), (rect, rect_total) = results[1], results[2]
+    returns_after_receipt, returns_after_receipt_total = results[3]
     group_medians = {key: (ack.get(key), rect.get(key)) for key in set(ack) | set(rect)}
     total_medians = {"all": (ack_total, rect_total)}
     if summed:
@@ -197,17 +205,20 @@ async def summary(
             key = ("all", period_index)
             total_counts[key] = total_counts.get(key, Counts()) + value
     else:
-        total_counts = results[3]
+        total_counts = results[4]
     keys = sorted({key for key, _ in counts} | set(group_medians))
 
     # The comparison periods' dates, formatted once rather than for each of thousands of groups.
     previous_dates, last_year_dates = period_dates(previous), period_dates(last_year)
     none = Counts()
 
-    def row(key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any]) -> dict[str, Any]:
+    def row(
+        key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any], returned_after_receipt: int
+    ) -> dict[str, Any]:
         ack, rect = meds.get(key, (None, None))
         return {
             **figures(by.get((key, 0), none)),
+            "returned_after_receipt": returned_after_receipt,
             "median_minutes_to_acknowledge": _round(ack),
             "median_hours_to_rectify": _round(rect),
             "previous_period": comparison(by.get((key, 1), none), previous_dates),
@@ -215,7 +226,15 @@ async def summary(
         }
 
     name = labeller(reference, group_by)
-    groups = [{"key": key, "label": name(key), **row(key, counts, group_medians)} for key in keys]
+    keys = sorted(set(keys) | set(returns_after_receipt))
+    groups = [
+        {
+            "key": key,
+            "label": name(key),
+            **row(key, counts, group_medians, returns_after_receipt.get(key, 0)),
+        }
+        for key in keys
+    ]
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
@@ -225,7 +244,7 @@ async def summary(
         "previous_period": dict(previous_dates),
         "year_earlier": dict(last_year_dates),
         "groups": groups,
-        "totals": row("all", total_counts, total_medians),
+        "totals": row("all", total_counts, total_medians, returns_after_receipt_total),
     }
 
 
@@ -245,6 +264,7 @@ def summary_csv(report: dict[str, Any]) -> str:
         *MEDIAN_FIGURES,
         *(f"previous_{r}" for r in RATE_FIGURES),
         *(f"year_earlier_{r}" for r in RATE_FIGURES),
+        "returned_after_receipt",
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -261,6 +281,7 @@ def summary_csv(report: dict[str, Any]) -> str:
                 *(_cell(group[m]) for m in MEDIAN_FIGURES),
                 *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
                 *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
+                group["returned_after_receipt"],
             ]
         )
     return out.getvalue()

@@ -38,6 +38,7 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "rectified_on_site": "boolean",
     "address": "text",
     "duplicate_of": "uuid",
+    "unlinked": "boolean",
     "department_id": "text",
     "department_at": "timestamptz",
     "ordered_at": "timestamptz",
@@ -154,15 +155,20 @@ async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: s
 
 # ---------------------------------------------------------------- aggregation from facts
 
+# A hazard of its own: no duplicate, or a report whose duplicate link intake undid (it was observed
+# after the original's closure: hazard.duplicate_unlinked).
+_COUNTED_HAZARD = "(h.duplicate_of IS NULL OR COALESCE(h.unlinked, false))"
 _H_COUNTS = {
-    "reported": "CASE WHEN h.duplicate_of IS NULL THEN 1 ELSE 0 END",
-    "duplicates": "CASE WHEN h.duplicate_of IS NOT NULL THEN 1 ELSE 0 END",
-    "notices_issued": "CASE WHEN h.duplicate_of IS NULL AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
-    "rectified": "CASE WHEN h.duplicate_of IS NULL AND h.rectified_at IS NOT NULL THEN 1 ELSE 0 END",
-    "rectification_overdue": "CASE WHEN h.duplicate_of IS NULL AND h.rectification_overdue THEN 1 ELSE 0 END",
-    "closed": "CASE WHEN h.duplicate_of IS NULL AND h.closed_at IS NOT NULL THEN 1 ELSE 0 END",
+    "reported": "CASE WHEN " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
+    "duplicates": "CASE WHEN NOT " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
+    "notices_issued": "CASE WHEN " + _COUNTED_HAZARD + " AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
+    "rectified": "CASE WHEN " + _COUNTED_HAZARD + " AND h.rectified_at IS NOT NULL THEN 1 ELSE 0 END",
+    "rectification_overdue": "CASE WHEN "
+    + _COUNTED_HAZARD
+    + " AND h.rectification_overdue THEN 1 ELSE 0 END",
+    "closed": "CASE WHEN " + _COUNTED_HAZARD + " AND h.closed_at IS NOT NULL THEN 1 ELSE 0 END",
     "relapsed": (
-        "CASE WHEN h.duplicate_of IS NULL AND h.closed_at IS NOT NULL AND EXISTS "
+        "CASE WHEN " + _COUNTED_HAZARD + " AND h.closed_at IS NOT NULL AND EXISTS "
         "(SELECT 1 FROM {schema}.relapses r WHERE r.original_hazard_id = h.hazard_id) THEN 1 ELSE 0 END"
     ),
 }
@@ -270,7 +276,7 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
         f"{_DIMENSIONS.format(t='h')}, 'rect' AS measure, "
         f"CAST(extract(epoch FROM h.rectified_at - h.reported_at) * 1000000 AS bigint) AS us "
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
-        f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
+        f"AND {_COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
     ack_v, rect_v = (f"(CAST(y.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect"))
     bucket = (
@@ -1027,11 +1033,33 @@ async def _exact_medians(
             f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
             f"FROM {schema}.hazards h {h_from} "
             f"WHERE h.report_day BETWEEN :ps AND :pe AND h.rectified_at IS NOT NULL "
-            f"AND h.duplicate_of IS NULL AND NOT COALESCE(h.rectified_on_site, false) AND {h_filter} "
+            f"AND {_COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {h_filter} "
             f"GROUP BY 1"
         )
     rows = (await db.execute(sa.text(sql), {**params, **fparams})).all()
     return {r.key: float(r.m) for r in rows if r.key is not None}
+
+
+async def returns_after_receipt(
+    db: Executor, *, group_by: str, period: Period, filters: Filters, schema: str = SCHEMA
+) -> tuple[dict[str, int], int]:
+    """Dispatches of the period returned after their receipt (退单 after 签收), per group and in total.
+
+    From the facts (rare rows, a partial index of their own): a dispatch acknowledged and returned.
+    """
+    d_filter, fparams = _filters_sql(filters, dispatch=True)
+    found: list[dict[str, int]] = []
+    for by in (group_by, "all"):
+        d_key = GROUP_KEYS[by][1]
+        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        sql = (
+            f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
+            f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
+            f"AND d.returned_at IS NOT NULL AND d.community_id IS NOT NULL AND {d_filter} GROUP BY 1"
+        )
+        rows = (await db.execute(sa.text(sql), {"ps": period.start, "pe": period.end, **fparams})).all()
+        found.append({r.key: int(r.n) for r in rows if r.key is not None})
+    return found[0], found[1].get("all", 0)
 
 
 # A period's histogram rows of one grouping merged per (key, bucket); each group's buckets leave
@@ -1159,7 +1187,7 @@ async def campaign_counts(
         f"SELECT c.campaign_id, count(*) AS found, count(h.ordered_at) AS notices_issued, "
         f"count(h.rectified_at) AS rectified, count(h.closed_at) AS closed "
         f"FROM {schema}.hazards h {_CAMPAIGN_FROM} "
-        f"WHERE h.report_day >= :since AND h.duplicate_of IS NULL AND {h_filter} GROUP BY 1"
+        f"WHERE h.report_day >= :since AND {_COUNTED_HAZARD} AND {h_filter} GROUP BY 1"
     )
     rows = (await db.execute(sa.text(sql), {**params, "since": since})).all()
     return {

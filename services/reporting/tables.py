@@ -40,7 +40,10 @@ hazards = sa.Table(
     sa.Column("rectification_overdue", sa.Boolean),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("closed_reason", sa.Text),
-    sa.Column("address", sa.Text),  # migration 0010: last, as ALTER TABLE adds it
+    # True once intake undid the duplicate link (the report was observed after the original closed).
+    # The last two in migration order (0009, then 0010), so fresh and migrated tables have one order.
+    sa.Column("unlinked", sa.Boolean),
+    sa.Column("address", sa.Text),  # migration 0010
     sa.Index("hazards_report_day", "report_day"),
     sa.Index("hazards_community_day", "community_id", "report_day"),
 )
@@ -71,6 +74,13 @@ dispatches = sa.Table(
         "dispatches_open_unacknowledged",
         "deadline",
         postgresql_where=sa.text("acknowledged_at IS NULL AND returned_at IS NULL AND superseded_at IS NULL"),
+    ),
+    # Returns after receipt (退单 after 签收), counted per department by the summary (#21).
+    sa.Index(
+        "dispatches_returned_after_receipt",
+        "dispatch_day",
+        "department_id",
+        postgresql_where=sa.text("acknowledged_at IS NOT NULL AND returned_at IS NOT NULL"),
     ),
 )
 

@@ -4,8 +4,10 @@ How a case stays right when events arrive late, early or twice
 --------------------------------------------------------------
 The case is never updated in place. Every accepted event is stored as a
 timeline entry, and the case is *recomputed* by folding the whole timeline in
+causal order: an event never before its cause (``causation_id``), else
 ``occurred_at`` order (ties: the natural lifecycle order of the event types,
-then arrival order). An ``acknowledged`` that arrives before its ``dispatched``
+then arrival order). Producers stamp an event and its consequences with one
+instant, so timestamps alone put a rerouting before the return that caused it. An ``acknowledged`` that arrives before its ``dispatched``
 therefore yields the same case as the two in order, and an event applied twice
 is the same entry (the inbox and the timeline's unique event id drop the copy).
 
@@ -33,6 +35,9 @@ Decisions worth knowing
   fixes count closures by reason (or ``reported.rectified_on_site``).
 * A duplicate (``duplicate_of`` on the report, or ``hazard.duplicate_linked``) is
   recorded and linked to its original, never a case of its own: no relapse, no order.
+  ``hazard.duplicate_unlinked`` (intake learnt that the original had been closed before
+  the report was observed) undoes the link: the case awaits dispatch, and relapse is
+  detected for its report then, exactly as for a new one.
 * Rectification rounds count failed verifications: round 1 after receipt, round
   n+1 after the n-th failed verification (the rework count). A reassignment after
   an order issues a new order for the new department in the same round.
@@ -47,6 +52,7 @@ Decisions worth knowing
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +123,7 @@ _BEFORE_RECEIPT: Final = frozenset({"new", "reported", "referred_to_operators", 
 _RANK: Final[dict[str, int]] = {
     ev.HazardReported.TYPE: 0,
     ev.HazardDuplicateLinked.TYPE: 1,
+    ev.HazardDuplicateUnlinked.TYPE: 1,
     ev.HazardRelapsed.TYPE: 1,
     ev.HazardReferredToOperators.TYPE: 2,
     ev.HazardDispatched.TYPE: 2,
@@ -216,8 +223,38 @@ def place_key(*, building_id: str | None, lat: float | None, lon: float | None) 
 
 
 def ordered(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries in the order the case is folded."""
-    return sorted(entries, key=lambda entry: entry.sort_key)
+    """Entries in causal order: never an event before its cause, else by occurred-at, lifecycle, arrival.
+
+    Producers stamp an event and what it causes with one instant (a return and the rerouting or
+    referral it leads to), and services' clocks differ; so the causation links decide first, and
+    the timestamps only order events that neither caused the other. This is the order of the fold
+    and of every view of the history.
+    """
+    items = sorted(entries, key=lambda entry: entry.sort_key)
+    position = {entry.event.event_id: n for n, entry in enumerate(items)}
+    effects: dict[int, list[int]] = {}
+    waiting: set[int] = set()
+    for n, entry in enumerate(items):
+        cause = position.get(entry.event.causation_id) if entry.event.causation_id is not None else None
+        if cause is not None and cause != n:
+            effects.setdefault(cause, []).append(n)
+            waiting.add(n)
+    if not waiting:
+        return items
+    # Kahn's algorithm, taking the earliest ready entry each time (items are already in key order).
+    ready = [n for n in range(len(items)) if n not in waiting]
+    heapq.heapify(ready)
+    out: list[Entry] = []
+    while ready:
+        n = heapq.heappop(ready)
+        out.append(items[n])
+        for effect in effects.get(n, ()):
+            waiting.discard(effect)
+            heapq.heappush(ready, effect)
+    # A causation cycle cannot be produced; should one arrive, its entries keep their key order.
+    placed = {entry.event.event_id for entry in out}
+    out.extend(entry for entry in items if entry.event.event_id not in placed)
+    return out
 
 
 def build_case(hazard_id: uuid.UUID, entries: Iterable[Entry]) -> Case:
@@ -271,6 +308,9 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
                 "duplicate_of": p.original_hazard_id,
                 "state": case.state if case.state in {"closed", "rectified"} else "duplicate",
             }
+        case ev.HazardDuplicateUnlinked():
+            # Observed after the original's closure: a hazard of its own again (a possible relapse).
+            return {"duplicate_of": None, "state": "reported" if case.state == "duplicate" else case.state}
         case ev.HazardDispatched(payload=p):
             base = {"departments_involved": _involve(case, p.department_id)}
             if case.state in _SETTLED:
@@ -309,11 +349,15 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
             stale = case.dispatch_id is not None and case.dispatch_id != p.dispatch_id
             if case.state in _SETTLED or stale:
                 return base
+            # Also after receipt (退单 after 签收): the returning department's order lapses with it.
             return base | {
                 "state": "reported",
                 "department_id": None,
                 "dispatch_id": None,
                 "receipt_deadline": None,
+                "order_event_id": None,
+                "rectification_deadline": None,
+                "rectification_overdue": False,
             }
         case ev.HazardReceiptOverdue(payload=p):
             if case.dispatch_id not in (None, p.dispatch_id):
@@ -399,8 +443,13 @@ def refusal(case: Case, event: ev.AnyEvent) -> str | None:
 
 def state_before(entries: Sequence[Entry], event: ev.AnyEvent, *, hazard_id: uuid.UUID) -> Case:
     """The case as it stood just before ``event``'s place in the timeline."""
-    key = Entry(seq=1 << 62, event=event).sort_key
-    return build_case(hazard_id, [e for e in entries if e.sort_key < key])
+    probe = Entry(seq=1 << 62, event=event)
+    before: list[Entry] = []
+    for entry in ordered([*entries, probe]):
+        if entry is probe:
+            break
+        before.append(entry)
+    return build_case(hazard_id, before)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -575,8 +624,9 @@ class Progress:
         entry = Entry(seq=self.next_seq, event=event)
         self.next_seq += 1
         last = max((e.sort_key for e in self.entries), default=None)
+        its_effect_came_first = any(e.event.causation_id == event.event_id for e in self.entries)
         self.entries.append(entry)
-        if last is None or entry.sort_key > last:
+        if last is None or (entry.sort_key > last and not its_effect_came_first):
             self._case = apply_event(self._case, event)  # in order: one step suffices
         else:
             self._case = build_case(self.hazard_id, self.entries)
@@ -644,6 +694,7 @@ def detect_relapse(
     window_days: int,
     distance_m: float,
     now: datetime,
+    causation_id: uuid.UUID | None = None,
 ) -> ev.HazardRelapsed | None:
     """The relapse a new report is of: same category, same building or within ``distance_m``, within the window.
 
@@ -677,7 +728,7 @@ def detect_relapse(
         occurred_at=max(now, report.occurred_at),
         hazard_id=report.hazard_id,
         producer="tracking",
-        causation_id=report.event_id,
+        causation_id=causation_id or report.event_id,
         payload=ev.HazardRelapsedPayload(
             original_hazard_id=original.hazard_id,
             original_department_id=original.department_id,

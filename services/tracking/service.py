@@ -133,7 +133,7 @@ async def apply_events(
 ) -> None:
     """Apply new lifecycle events from the stream to their cases, and publish what they call for."""
     batch = await _load(session, {e.hazard_id for e in events})
-    reports: list[ev.HazardReported] = []
+    reports: list[tuple[ev.HazardReported, uuid.UUID | None]] = []
     for event in events:
         progress = batch.progress[event.hazard_id]
         if event.TYPE in domain.TRACKING_TYPES:
@@ -144,7 +144,13 @@ async def apply_events(
                 continue
         progress.record(event)
         if isinstance(event, ev.HazardReported):
-            reports.append(event)
+            reports.append((event, None))
+        elif isinstance(event, ev.HazardDuplicateUnlinked):
+            report = _report_of(progress)
+            if report is not None:
+                # Its report, no longer a duplicate, is looked at for relapse as a new one would be.
+                unlinked = report.payload.model_copy(update={"duplicate_of": None})
+                reports.append((report.model_copy(update={"payload": unlinked}), event.event_id))
         elif isinstance(event, ev.HazardRectificationOrdered):
             batch.orders.append(event)
     for relapse in await _detect_relapses(session, reports, now=now, work=work):
@@ -155,13 +161,24 @@ async def apply_events(
     await _save(session, batch, work=work, now=now)
 
 
+def _report_of(progress: Progress) -> ev.HazardReported | None:
+    for entry in progress.entries:
+        if isinstance(entry.event, ev.HazardReported):
+            return entry.event
+    return None
+
+
 async def _detect_relapses(
-    session: AsyncSession, reports: Sequence[ev.HazardReported], *, now: datetime, work: Casework
+    session: AsyncSession,
+    reports: Sequence[tuple[ev.HazardReported, uuid.UUID | None]],
+    *,
+    now: datetime,
+    work: Casework,
 ) -> list[ev.HazardRelapsed]:
-    """The relapses among new reports, with one query for the whole batch."""
+    """The relapses among new reports (each with the event that asks, when not the report), in one query."""
     queries: list[repository.PlaceQuery] = []
-    asked: list[tuple[ev.HazardReported, int]] = []
-    for report in reports:
+    asked: list[tuple[ev.HazardReported, int, uuid.UUID | None]] = []
+    for report, cause in reports:
         p = report.payload
         if p.duplicate_of is not None:
             continue
@@ -169,7 +186,7 @@ async def _detect_relapses(
             window = work.reference.category(p.category).relapse_window_days
         except UnknownReference:
             continue
-        asked.append((report, window))
+        asked.append((report, window, cause))
         queries.append(
             repository.PlaceQuery(
                 hazard_id=report.hazard_id,
@@ -183,9 +200,9 @@ async def _detect_relapses(
         )
     found = await repository.list_closed_near(session, queries)
     relapses = []
-    for (report, window), candidates in zip(asked, found, strict=True):
+    for (report, window, cause), candidates in zip(asked, found, strict=True):
         relapse = domain.detect_relapse(
-            report, candidates, window_days=window, distance_m=work.distance_m, now=now
+            report, candidates, window_days=window, distance_m=work.distance_m, now=now, causation_id=cause
         )
         if relapse is not None:
             relapses.append(relapse)

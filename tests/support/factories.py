@@ -39,6 +39,14 @@ def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, A
         "hazard.duplicate_linked": ev.HazardDuplicateLinkedPayload(
             original_hazard_id=uuid.UUID(int=99), distance_m=12.5, same_building=False
         ),
+        "hazard.duplicate_unlinked": ev.HazardDuplicateUnlinkedPayload(
+            original_hazard_id=uuid.UUID(int=99),
+            original_closed_at=T0,
+            observed_at=T0,
+            category="locked_rooftop_door",
+            community_id="liuyue",
+            grid_id="liuyue-01",
+        ),
         "hazard.dispatched": ev.HazardDispatchedPayload(
             dispatch_id=dispatch_id,
             department_id="fire",
@@ -107,7 +115,11 @@ def make_event(
     if payload_overrides:
         payload = payload.model_copy(update=payload_overrides)
     cls = ev.EVENT_TYPES[event_type]
-    producer = {"hazard.reported": "intake", "hazard.duplicate_linked": "intake"}.get(
+    producer = {
+        "hazard.reported": "intake",
+        "hazard.duplicate_linked": "intake",
+        "hazard.duplicate_unlinked": "intake",
+    }.get(
         event_type,
         "tracking"
         if "rectif" in event_type or event_type in {"hazard.verified", "hazard.closed", "hazard.relapsed"}

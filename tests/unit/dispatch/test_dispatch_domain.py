@@ -283,8 +283,101 @@ def test_hazard_returned_by_every_candidate_goes_to_operators(reference: Referen
     assert referred.payload.previous_dispatch_id == dispatch.dispatch_id
 
 
-def test_returning_an_acknowledged_dispatch_is_refused(reference: ReferenceData) -> None:
-    dispatch = replace(pending(reference), status="acknowledged")
+def _acknowledged(reference: ReferenceData) -> domain.Dispatch:
+    dispatch = pending(reference)
+    (acked,) = domain.acknowledge(dispatch, now=dispatch.created_at + timedelta(minutes=5), by="d").dispatches
+    return acked
+
+
+def test_within_the_window_an_acknowledged_dispatch_is_returned_and_its_receipt_stays(
+    reference: ReferenceData,
+) -> None:
+    dispatch = _acknowledged(reference)
+    assert dispatch.acknowledged_at is not None
+    policy = domain.ReturnPolicy(after_receipt="window", window=timedelta(hours=2))
+    outcome = domain.return_dispatch(
+        reference,
+        dispatch,
+        reason="Not ours",
+        by="dept-fire",
+        now=dispatch.acknowledged_at + timedelta(hours=2),
+        returned_before=(),
+        policy=policy,
+    )
+    returned = outcome.dispatches[0]
+    assert (returned.status, returned.acknowledged_at, returned.on_time) == (
+        "returned",
+        dispatch.acknowledged_at,
+        True,
+    )
+    back = outcome.events[0]
+    assert isinstance(back, ev.HazardReturned)
+    assert (back.payload.after_receipt, back.payload.acknowledged_at, back.payload.approved_by) == (
+        True,
+        dispatch.acknowledged_at,
+        None,
+    )
+
+
+def test_after_the_window_returning_an_acknowledged_dispatch_is_refused(reference: ReferenceData) -> None:
+    dispatch = _acknowledged(reference)
+    assert dispatch.acknowledged_at is not None
+    with pytest.raises(domain.DispatchConflictError) as refused:
+        domain.return_dispatch(
+            reference,
+            dispatch,
+            reason="x",
+            by="y",
+            now=dispatch.acknowledged_at + timedelta(hours=2, microseconds=1),
+            returned_before=(),
+            policy=domain.ReturnPolicy(after_receipt="window", window=timedelta(hours=2)),
+        )
+    assert refused.value.code == "return_window_passed"
+
+
+def test_in_approval_mode_a_return_after_receipt_waits_for_the_operator(reference: ReferenceData) -> None:
+    dispatch = _acknowledged(reference)
+    now = dispatch.created_at + timedelta(days=3)
+    asked = domain.return_dispatch(
+        reference,
+        dispatch,
+        reason="Not ours",
+        by="dept-fire",
+        now=now,
+        returned_before=(),
+        policy=domain.ReturnPolicy(after_receipt="approval"),
+    )
+    assert asked.return_requested
+    assert asked.events == ()
+    (waiting,) = asked.dispatches
+    assert waiting.status == "acknowledged"
+    assert waiting.return_request == domain.ReturnRequest(
+        status="awaiting_approval", reason="Not ours", requested_by="dept-fire", requested_at=now
+    )
+    refused = domain.refuse_return(waiting, by="op-1", reason="It is yours", now=now)
+    assert refused.return_request is not None
+    assert (refused.return_request.status, refused.return_request.refusal_reason) == (
+        "refused",
+        "It is yours",
+    )
+    with pytest.raises(domain.DispatchConflictError):
+        domain.approve_return(reference, refused, by="op-1", now=now, returned_before=())
+    approved = domain.approve_return(reference, waiting, by="op-1", now=now, returned_before=())
+    assert approved.dispatches[0].status == "returned"
+    back = approved.events[0]
+    assert isinstance(back, ev.HazardReturned)
+    assert (back.payload.returned_by, back.payload.approved_by, back.payload.after_receipt) == (
+        "dept-fire",
+        "op-1",
+        True,
+    )
+
+
+@pytest.mark.parametrize("status", ["returned", "superseded"])
+def test_returning_a_dispatch_that_was_returned_or_superseded_is_refused(
+    reference: ReferenceData, status: str
+) -> None:
+    dispatch = replace(pending(reference), status=status)
     with pytest.raises(domain.DispatchConflictError):
         domain.return_dispatch(
             reference, dispatch, reason="x", by="y", now=dispatch.created_at, returned_before=()

@@ -617,3 +617,64 @@ def test_reassignment_after_the_order_orders_again_for_the_new_department_in_the
     assert (order.payload.department_id, order.payload.round) == ("police", 1)
     assert p.case.order_event_id not in (None, first_order)
     assert p.case.departments_involved == ("fire", "police")
+
+
+def test_a_consequence_stamped_with_its_cause_s_instant_or_earlier_folds_after_it() -> None:
+    at = T0 + timedelta(minutes=10)
+    back = returned(at=at)
+    referral = ev.HazardReferredToOperators(
+        event_id=uuid.uuid4(),
+        occurred_at=at - timedelta(seconds=2),  # another clock, behind
+        hazard_id=HAZARD,
+        producer="dispatch",
+        causation_id=back.event_id,
+        payload=ev.HazardReferredToOperatorsPayload(reason="all_candidates_returned"),
+    )
+    events: list[ev.AnyEvent] = [reported(), dispatched(), back, referral]
+    for arrival in (events, [events[0], events[1], referral, back]):
+        entries = [Entry(i, e) for i, e in enumerate(arrival)]
+        assert [e.event.TYPE for e in domain.ordered(entries)] == [
+            "hazard.reported",
+            "hazard.dispatched",
+            "hazard.returned",
+            "hazard.referred_to_operators",
+        ]
+        assert build_case(HAZARD, entries).state == "referred_to_operators"
+        p = Progress(hazard_id=HAZARD)
+        for event in arrival:
+            p.record(event)
+        assert p.case.state == "referred_to_operators"
+
+
+def test_a_return_after_receipt_sends_the_case_back_and_the_next_department_gets_its_own_order() -> None:
+    p = acknowledged_case()
+    assert p.case.state == "rectification_ordered"
+    back = ev.HazardReturned(
+        event_id=uuid.uuid4(),
+        occurred_at=T0 + timedelta(hours=2),
+        hazard_id=HAZARD,
+        producer="dispatch",
+        payload=ev.HazardReturnedPayload(
+            dispatch_id=DISPATCH,
+            department_id="fire",
+            reason="An electric heater",
+            returned_by="dept-fire",
+            after_receipt=True,
+            acknowledged_at=T0 + timedelta(minutes=30),
+        ),
+    )
+    p.record(back)
+    assert (p.case.state, p.case.department_id, p.case.order_event_id, p.case.rectification_deadline) == (
+        "reported",
+        None,
+        None,
+        None,
+    )
+    assert p.case.returns == 1
+    p.record(dispatched(at=T0 + timedelta(hours=2), department="police", dispatch_id=uuid.UUID(int=7)))
+    p.record(acknowledged(at=T0 + timedelta(hours=3), department="police", dispatch_id=uuid.UUID(int=7)))
+    p.settle(now=T0 + timedelta(hours=3), reference=reference())
+    order = p.emitted[-1]
+    assert isinstance(order, ev.HazardRectificationOrdered)
+    assert (order.payload.department_id, order.payload.round) == ("police", 1)
+    assert p.case.departments_involved == ("fire", "police")

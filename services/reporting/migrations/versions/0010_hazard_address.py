@@ -1,7 +1,7 @@
 """reporting: hazards keep their address, so the dashboard's hotspot and overdue lists name the place.
 
 Revision ID: reporting_0010
-Revises: reporting_0008
+Revises: reporting_0009
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "reporting_0010"
-down_revision = "reporting_0008"
+down_revision = "reporting_0009"
 branch_labels = None
 depends_on = None
 
