@@ -19,7 +19,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 ROOT = Path(__file__).resolve().parent.parent
 _LOCK_KEY = 0x48415A  # "HAZ"
 
