@@ -16,6 +16,6 @@ LATENCY = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
 DELIVERIES = Gauge(
-    "hazard_notifications_deliveries", "Deliveries by status, as of the last count.", ["status"]
+    "hazard_notifications_deliveries_by_status", "Deliveries by status, as of the last count.", ["status"]
 )
 REMINDERS_FIRED = Counter("hazard_notifications_reminders_fired_total", "Reminders (催办) that came due.")
