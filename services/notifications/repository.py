@@ -250,7 +250,7 @@ async def list_deliveries(
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
     """Deliveries by status."""
     rows = await session.execute(sa.select(d.status, sa.func.count()).group_by(d.status))
-    return dict(rows.tuples().all())
+    return {str(status): int(count) for status, count in rows.all()}
 
 
 # ---------------------------------------------------------------- reminders
