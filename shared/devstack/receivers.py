@@ -9,11 +9,13 @@ and ``/slow/<seconds>/...`` (waits that long, then 200): enough to play a failin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import email
 import email.policy
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -144,3 +146,47 @@ class WebhookReceiver:
             await self._task
         self._server = None
         self._task = None
+
+
+async def _serve(mail: MailReceiver, hooks: WebhookReceiver) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    mail.start()
+    await hooks.start()
+    print(
+        f"receivers: SMTP on {LOOPBACK}:{mail.port} (mails in {mail.folder}), "
+        f"webhooks on {hooks.url('/')} (log {hooks.log_path})",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await hooks.stop()
+        mail.stop()
+        print("receivers: stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shared.devstack.receivers``: the local stack's SMTP server and webhook receiver."""
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.devstack.receivers", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--smtp-port", type=int, required=True)
+    parser.add_argument("--webhook-port", type=int, required=True)
+    parser.add_argument("--mail-dir", type=Path, required=True, help="one .eml file per mail received")
+    parser.add_argument("--webhook-log", type=Path, required=True, help="one JSON line per webhook call")
+    args = parser.parse_args(argv)
+    args.webhook_log.parent.mkdir(parents=True, exist_ok=True)
+    asyncio.run(
+        _serve(
+            MailReceiver(port=args.smtp_port, folder=args.mail_dir),
+            WebhookReceiver(port=args.webhook_port, log_path=args.webhook_log),
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
