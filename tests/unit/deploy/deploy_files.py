@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 K8S_DIR = ROOT / "deploy" / "k8s"

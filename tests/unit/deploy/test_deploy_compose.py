@@ -29,7 +29,11 @@ from tests.unit.deploy.deploy_files import (
 # Values for the ${VARS} compose asks of the operator, so the environment can be validated.
 # Third-party containers configured with their own variables, not ours.
 INFRASTRUCTURE = frozenset({"kafka", "postgres", "init-topics", "prometheus", "grafana"})
-OPERATOR_VARIABLES = {"POSTGRES_PASSWORD": "s3cret", "GRAFANA_ADMIN_PASSWORD": "s3cret"}
+OPERATOR_VARIABLES = {
+    "POSTGRES_PASSWORD": "s3cret",
+    "GRAFANA_ADMIN_PASSWORD": "s3cret",
+    "NOTIFICATIONS_SECRET_KEY": "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU=",
+}
 
 
 @pytest.fixture(scope="module")
