@@ -80,7 +80,6 @@ class SenderLoop:
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
-        self._client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
         try:
             while True:
                 try:
@@ -97,7 +96,20 @@ class SenderLoop:
         finally:
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=self.settings.timeout_s)
+            await self.close()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client of the webhooks (made on first use; redirects are not followed)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
+        return self._client
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
             await self._client.aclose()
+            self._client = None
 
     async def claim_and_start(self) -> int:
         """Lease what there is room for and start sending each; returns how many were leased."""
@@ -115,7 +127,7 @@ class SenderLoop:
             )
         for item in claimed:
             self.in_flight[item.target] = self.in_flight.get(item.target, 0) + 1
-            task = asyncio.create_task(self._deliver(item), name=f"deliver-{item.delivery_id}")
+            task = asyncio.create_task(self.deliver(item), name=f"deliver-{item.delivery_id}")
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._done, target=item.target))
         return len(claimed)
@@ -129,7 +141,8 @@ class SenderLoop:
             self.in_flight.pop(target, None)
         self._wake.set()
 
-    async def _deliver(self, item: repository.Claimed) -> None:
+    async def deliver(self, item: repository.Claimed) -> None:
+        """Send one leased delivery and record the result."""
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 outcome = await self.attempt(item)
@@ -193,7 +206,6 @@ class SenderLoop:
         return await self._email(item, message)
 
     async def _webhook(self, item: repository.Claimed, message: domain.Message) -> domain.Outcome:
-        assert self._client is not None
         try:
             # Again at send time: a name may resolve elsewhere now than when it was subscribed.
             await check_webhook_target(
@@ -212,7 +224,7 @@ class SenderLoop:
         }
         if item.subscription.secret_encrypted is not None:
             headers[SIGNATURE_HEADER] = sign(self.secrets.open(item.subscription.secret_encrypted), body)
-        response = await self._client.post(item.target, content=body, headers=headers)
+        response = await self.client.post(item.target, content=body, headers=headers)
         if 200 <= response.status_code < 300:
             return domain.Outcome(ok=True)
         error = f"HTTP {response.status_code}: {response.text[:200]}"

@@ -30,6 +30,8 @@ subscriptions = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("scope in ('department', 'escalation')", name="subscriptions_scope"),
+    sa.CheckConstraint("channel in ('webhook', 'email')", name="subscriptions_channel"),
 )
 
 deliveries = sa.Table(

@@ -371,3 +371,53 @@ async def test_bad_subscriptions_are_refused_and_nothing_is_stored(
         )
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice_after_restart(
+    notifications_app: AppFactory, kafka: Any, topics: dict[str, str], hooks: WebhookReceiver
+) -> None:
+    from services.notifications import repository
+    from services.notifications.sender import SenderLoop
+
+    hazards = [Hazard() for _ in range(3)]
+    dispatched = [h.dispatched() for h in hazards]
+    group = "notifications-restarted"
+    # The first process's own sender waits a minute between polls: the "killed" one below acts first.
+    async with notifications_app(group_id=group, delivery={"poll_interval_s": 60.0, "lease_s": 1.0}) as (
+        app,
+        client,
+    ):
+        await subscribe(
+            client, scope="department", scope_id="fire", channel="webhook", url=hooks.url("/fire")
+        )
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], *dispatched)
+
+        async def recorded() -> bool:
+            return len(await deliveries(client)) == 3
+
+        await wait_for(recorded, timeout_s=60, interval_s=0.2)
+        doomed: SenderLoop = app.state.sender
+        runtime = app.state.runtime
+        async with runtime.sessions() as session, session.begin():
+            claimed = await repository.claim_deliveries(
+                session, now=datetime.now(UTC), limit=10, per_target=10, in_flight={}, lease_s=1.0
+            )
+        assert len(claimed) == 3
+        # It sends and records the first, then dies holding the other two.
+        await doomed.deliver(claimed[0])
+        assert len(calls_to(hooks, "/fire")) == 1
+
+    # Restarted (same consumer group), and the events redelivered at new offsets as well.
+    async with notifications_app(group_id=group) as (_app, client):
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], *dispatched)
+
+        async def all_sent() -> bool:
+            return len(calls_to(hooks, "/fire")) >= 3
+
+        await wait_for(all_sent, timeout_s=30, interval_s=0.1)
+        await asyncio.sleep(2.0)
+        received = Counter(c.json()["hazard_id"] for c in calls_to(hooks, "/fire"))
+        assert received == {str(h.hazard_id): 1 for h in hazards}
+        log = await deliveries(client)
+        assert sorted(d["attempts"] for d in log) == [1, 2, 2]  # the two orphans: leased twice, sent once
+        assert {d["status"] for d in log} == {"sent"}

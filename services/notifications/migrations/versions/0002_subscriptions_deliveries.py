@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
-from services.notifications.tables import deliveries, reminders, subscriptions
+from sqlalchemy.dialects import postgresql as pg
 
 revision = "notifications_0002"
 down_revision = "notifications_0001"
@@ -21,9 +20,63 @@ S = "notifications"
 
 def upgrade() -> None:
     """Create the tables and the indexes the loops and the delivery log read by."""
-    bind = op.get_bind()
-    for table in (subscriptions, deliveries, reminders):
-        table.create(bind)
+    op.create_table(
+        "subscriptions",
+        sa.Column("subscription_id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("scope", sa.Text, nullable=False),
+        sa.Column("scope_id", sa.Text, nullable=False),
+        sa.Column("channel", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("format", sa.Text, nullable=False),
+        sa.Column("language", sa.Text, nullable=False),
+        sa.Column("secret_encrypted", sa.LargeBinary, nullable=True),
+        sa.Column("description", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_by", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("scope in ('department', 'escalation')", name="subscriptions_scope"),
+        sa.CheckConstraint("channel in ('webhook', 'email')", name="subscriptions_channel"),
+        schema=S,
+    )
+    op.create_table(
+        "deliveries",
+        sa.Column("delivery_id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False),
+        sa.Column("subscription_id", pg.UUID(as_uuid=True), nullable=False),
+        sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=False),
+        sa.Column("department_id", sa.Text, nullable=False),
+        sa.Column("trigger", sa.Text, nullable=False),
+        sa.Column("channel", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("notice", pg.JSONB, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.CheckConstraint(
+            "status in ('pending', 'retrying', 'sent', 'failed', 'cancelled')", name="deliveries_status"
+        ),
+        sa.UniqueConstraint("event_id", "subscription_id", name="deliveries_once_per_subscription"),
+        schema=S,
+    )
+    op.create_table(
+        "reminders",
+        sa.Column("reminder_id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("department_id", sa.Text, nullable=False),
+        sa.Column("fraction", sa.Float, nullable=False),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("status in ('pending', 'fired', 'cancelled')", name="reminders_status"),
+        sa.CheckConstraint("kind in ('receipt', 'rectification')", name="reminders_kind"),
+        schema=S,
+    )
     op.create_index(
         "subscriptions_scope",
         "subscriptions",
