@@ -216,7 +216,7 @@ async def test_receipt_reminders_come_at_fractions_of_the_window_unless_acknowle
         )
 
         async def reminded_twice() -> bool:
-            return sum(c.json()["trigger"] == "receipt_due_soon" for c in hooks.calls) >= 2
+            return sum(1 for c in hooks.calls if c.json()["trigger"] == "receipt_due_soon") >= 2
 
         await wait_for(reminded_twice, timeout_s=30, interval_s=0.1)
         await asyncio.sleep(max(0.0, (now + timedelta(seconds=7) - datetime.now(UTC)).total_seconds()))
