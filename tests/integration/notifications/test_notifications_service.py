@@ -421,3 +421,33 @@ async def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice_a
         log = await deliveries(client)
         assert sorted(d["attempts"] for d in log) == [1, 2, 2]  # the two orphans: leased twice, sent once
         assert {d["status"] for d in log} == {"sent"}
+
+
+async def test_deleting_a_subscription_stops_its_retries_and_keeps_its_log(
+    notifications_app: AppFactory, kafka: Any, topics: dict[str, str], hooks: WebhookReceiver
+) -> None:
+    hazard = Hazard()
+    async with notifications_app(delivery={"retry_for_s": 600.0, "backoff_max_s": 0.1}) as (_app, client):
+        broken = await subscribe(
+            client, scope="department", scope_id="fire", channel="webhook", url=hooks.url("/status/503/x")
+        )
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], hazard.dispatched())
+
+        async def retried() -> bool:
+            return len(calls_to(hooks, "/status/503/x")) >= 2
+
+        await wait_for(retried, timeout_s=60, interval_s=0.1)
+        response = await client.delete(
+            f"/api/v1/subscriptions/{broken['subscription_id']}", headers=auth("tok-operator")
+        )
+        assert response.status_code == 204
+        await asyncio.sleep(0.5)  # an attempt in flight when it was deleted may still land
+        attempts = len(calls_to(hooks, "/status/503/x"))
+        await asyncio.sleep(1.5)
+        assert len(calls_to(hooks, "/status/503/x")) == attempts
+        [entry] = await deliveries(client, "tok-fire")
+        assert entry["status"] == "cancelled"
+        assert entry["last_error"] == "subscription deleted"
+        assert (await client.get("/api/v1/subscriptions", headers=auth("tok-fire"))).json() == {
+            "subscriptions": []
+        }
