@@ -26,7 +26,13 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import domain, metrics, repository
-from services.notifications.service import Resolver, Secrets, check_webhook_target, resolve_host
+from services.notifications.service import (
+    Resolver,
+    Secrets,
+    TargetUnresolved,
+    check_webhook_target,
+    resolve_host,
+)
 from services.notifications.settings import DeliverySettings, SmtpSettings
 
 log = logging.getLogger(__name__)
@@ -211,6 +217,8 @@ class SenderLoop:
             await check_webhook_target(
                 item.target, allow_private=self.settings.allow_private_targets, resolve=self.resolve
             )
+        except TargetUnresolved as exc:
+            return domain.Outcome(ok=False, error=exc.problem)  # DNS may answer again later
         except domain.InvalidSubscription as exc:
             return domain.Outcome(ok=False, error=exc.problem, retryable=False)
         body = message.body_bytes()

@@ -108,6 +108,10 @@ class Secrets:
         return self._fernet.decrypt(sealed)
 
 
+class TargetUnresolved(domain.InvalidSubscription):
+    """The webhook's host does not resolve (now): refused when subscribing, retried when sending."""
+
+
 async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolver = resolve_host) -> None:
     """Refuse a webhook URL that is malformed or (unless allowed) reaches a non-public address."""
     host, port = domain.check_webhook_url(url)
@@ -116,7 +120,7 @@ async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolv
     try:
         addresses = await resolve(host, port)
     except OSError as exc:
-        raise domain.InvalidSubscription("url", f"the host {host!r} does not resolve: {exc}") from None
+        raise TargetUnresolved("url", f"the host {host!r} does not resolve: {exc}") from None
     private = [a for a in addresses if not domain.is_public_address(a)]
     if not addresses or private:
         raise domain.InvalidSubscription(
