@@ -171,6 +171,8 @@ async def test_each_trigger_reaches_each_subscription_exactly_once_even_replayed
         assert all(d["status"] == "sent" and d["attempts"] == 1 for d in fire_log)
         mail_log = [d for d in fire_log if d["subscription_id"] == fire_mail["subscription_id"]]
         assert len(mail_log) == 6
+        # Asking for another department's log still shows only one's own.
+        assert await deliveries(client, "tok-fire", department_id="police") == fire_log
         police_log = await deliveries(client, "tok-police")
         assert [d["trigger"] for d in police_log] == ["relapsed"]
         assert len(await deliveries(client)) == 20
