@@ -10,6 +10,7 @@ import pytest
 
 from services.notifications import domain
 from services.notifications.sender import sign
+from shared import events as ev
 from tests.integration.notifications.notifications_helpers import Hazard
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -135,3 +136,24 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
     assert sign(b"key", b"The quick brown fox jumps over the lazy dog") == (
         "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
     )
+
+
+def test_a_reassignment_replaces_the_previous_dispatchs_reminders_and_closure_settles_all() -> None:
+    hazard = Hazard(start=NOW)
+    first = hazard.dispatched("fire")
+    second = hazard.dispatched("police")
+    plan = domain.plan_batch([first, second], fractions=(0.5,), now=NOW)
+    assert [(r.department_id, r.kind) for r in plan.reminders] == [("police", "receipt")]
+    assert plan.cancel == {(hazard.hazard_id, "receipt")}
+    closed = ev.HazardClosed(
+        event_id=uuid.uuid4(),
+        occurred_at=NOW,
+        hazard_id=hazard.hazard_id,
+        producer="tracking",
+        payload=ev.HazardClosedPayload(reason="verified", department_id="fire", closed_by="gm-1"),
+    )
+    ordered = hazard.rectification_ordered()
+    plan = domain.plan_batch([ordered, closed], fractions=(0.5, 0.8), now=NOW)
+    assert plan.reminders == []
+    assert plan.cancel == {(hazard.hazard_id, "receipt"), (hazard.hazard_id, "rectification")}
+    assert [n.trigger for n in plan.notices] == ["rectification_ordered"]
