@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # One image for all four services and the migration job:
-#   docker run IMAGE intake|dispatch|tracking|reporting     (or set SERVICE=<name> and give no argument)
+#   docker run IMAGE intake|dispatch|tracking|reporting|notifications     (or set SERVICE=<name> and give no argument)
 #   docker run IMAGE migrate --database-url postgresql://...  (python -m shared.migrate)
 #
 # The base is pinned by tag; for reproducible production builds pin the digest as well, e.g.

@@ -47,5 +47,6 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    for noisy in ("aiokafka", "uvicorn.access"):
+    # httpx logs every request at INFO: the notifications sender records each delivery itself.
+    for noisy in ("aiokafka", "uvicorn.access", "httpx", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -28,7 +28,7 @@ from typing import Final
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-SERVICES: Final = ("intake", "dispatch", "tracking", "reporting")
+SERVICES: Final = ("intake", "dispatch", "tracking", "reporting", "notifications")
 ROLE_PREFIX: Final = "hazard_"
 TEMP_TABLE_SERVICES: Final = frozenset({"reporting"})
 """Services that create temporary tables (reporting's rollup refresh)."""

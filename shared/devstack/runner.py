@@ -38,10 +38,20 @@ from shared.devstack.tokens import TOKENS_FILE, DemoToken, ensure_demo_tokens
 from shared.roles import role_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 DEFAULT_PG_PORT = 55432
 DEFAULT_KAFKA_PORT = 59092
-DEFAULT_SERVICE_PORTS = {"intake": 8101, "dispatch": 8102, "tracking": 8103, "reporting": 8104}
+DEFAULT_SERVICE_PORTS = {
+    "intake": 8101,
+    "dispatch": 8102,
+    "tracking": 8103,
+    "reporting": 8104,
+    "notifications": 8105,
+}
+# The local receivers of notifications: a real SMTP server and a webhook endpoint.
+DEFAULT_SMTP_PORT = 8025
+DEFAULT_WEBHOOK_PORT = 8106
+NOTIFICATIONS_KEY_FILE = "notifications-secret.key"
 # Used only while shared.topics does not exist yet.
 FALLBACK_TOPICS = {"hazard.lifecycle": 6, "hazard.lifecycle.dlt": 1}
 SERVICE_STOP_TIMEOUT = 20.0
@@ -99,6 +109,16 @@ class StatePaths:
         """JSON record of the processes a run started (for `stop` after a crash)."""
         return self.root / REGISTRY_FILE
 
+    @property
+    def mail(self) -> Path:
+        """Where the local SMTP receiver writes each mail as an .eml file."""
+        return self.root / "mail"
+
+    @property
+    def webhook_log(self) -> Path:
+        """Where the local webhook receiver writes one JSON line per call."""
+        return self.root / "webhooks.jsonl"
+
     def log(self, name: str) -> Path:
         """Log file of one process."""
         return self.logs / f"{name}.log"
@@ -111,6 +131,8 @@ class StackPorts:
     postgres: int
     kafka: int
     services: Mapping[str, int]
+    smtp: int = DEFAULT_SMTP_PORT
+    webhook: int = DEFAULT_WEBHOOK_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
@@ -130,6 +152,8 @@ class StackPorts:
             services={
                 name: read(f"HAZARD_{name.upper()}_PORT", DEFAULT_SERVICE_PORTS[name]) for name in SERVICES
             },
+            smtp=read("HAZARD_SMTP_PORT", DEFAULT_SMTP_PORT),
+            webhook=read("HAZARD_WEBHOOK_PORT", DEFAULT_WEBHOOK_PORT),
         )
 
     def labelled(self, with_services: bool) -> list[tuple[str, int, str]]:
@@ -140,6 +164,10 @@ class StackPorts:
         ]
         if with_services:
             ports += [(name, self.services[name], f"HAZARD_{name.upper()}_PORT") for name in SERVICES]
+            ports += [
+                ("SMTP receiver", self.smtp, "HAZARD_SMTP_PORT"),
+                ("webhook receiver", self.webhook, "HAZARD_WEBHOOK_PORT"),
+            ]
         return ports
 
 
@@ -156,6 +184,73 @@ def service_env(
         # Tansu has no InitProducerId support.
         f"{prefix}__KAFKA__IDEMPOTENT_PRODUCER": "false",
     }
+
+
+def notifications_env(*, key_file: Path, smtp_port: int) -> dict[str, str]:
+    """What the notifications service needs besides the common settings, for the local stack.
+
+    A signing-secret encryption key made once per state dir (kept in ``key_file``, 0600), the local
+    SMTP receiver, and webhook targets on loopback allowed (they are refused in production).
+    """
+    if not key_file.exists():
+        from cryptography.fernet import Fernet
+
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Fernet.generate_key().decode())
+    return {
+        "NOTIFICATIONS__SECRET_KEY": key_file.read_text().strip(),
+        "NOTIFICATIONS__SMTP__HOST": "127.0.0.1",
+        "NOTIFICATIONS__SMTP__PORT": str(smtp_port),
+        "NOTIFICATIONS__DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
+    }
+
+
+def demo_subscriptions(*, notifications_url: str, webhook_url: str, operator_token: str) -> int:
+    """Subscribe the demo departments and escalation targets to the local receivers (once: skipped
+    when any subscription exists); returns how many were created."""
+    headers = {"Authorization": f"Bearer {operator_token}", "Content-Type": "application/json"}
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(notifications_url + path, data=data, headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+
+    if call("GET", "/api/v1/subscriptions")["subscriptions"]:
+        return 0
+    wanted: list[dict[str, Any]] = []
+    for department in ("fire", "safety_supervision", "police"):
+        wanted.append(
+            {
+                "scope": "department",
+                "scope_id": department,
+                "channel": "webhook",
+                "url": f"{webhook_url}/{department}",
+                "secret": f"demo-secret-{department}-0000",
+            }
+        )
+        wanted.append(
+            {
+                "scope": "department",
+                "scope_id": department,
+                "channel": "email",
+                "address": f"duty@{department}.example.org",
+            }
+        )
+    for target in ("supervisor", "district"):
+        wanted.append(
+            {
+                "scope": "escalation",
+                "scope_id": target,
+                "channel": "email",
+                "address": f"{target}@henggang.example.org",
+                "language": "en",
+            }
+        )
+    for body in wanted:
+        call("POST", "/api/v1/subscriptions", body)
+    return len(wanted)
 
 
 def module_exists(name: str) -> bool:
@@ -436,6 +531,7 @@ class Stack:
                 f"cannot run {', '.join(missing)} with `python -m` yet; "
                 "use --no-services to run only PostgreSQL, the broker, topics and migrations"
             )
+        self._start_receivers()
         for name, module in modules.items():
             env = dict(os.environ)
             env.update(
@@ -448,6 +544,12 @@ class Stack:
                     tokens_file=self.paths.tokens.absolute(),
                 )
             )
+            if name == "notifications":
+                env.update(
+                    notifications_env(
+                        key_file=self.paths.root / NOTIFICATIONS_KEY_FILE, smtp_port=self.ports.smtp
+                    )
+                )
             env["PYTHONUNBUFFERED"] = "1"
             argv = [sys.executable, "-m", module]
             with self.paths.log(name).open("ab") as log:
@@ -468,6 +570,51 @@ class Stack:
             self._record(name, proc.pid, pid_cmdline(proc.pid) or argv)
         with self._step("waiting for the services' /readyz"):
             self._wait_services_ready()
+
+    def _start_receivers(self) -> None:
+        """Start the local SMTP server and webhook receiver that notifications are sent to."""
+        argv = [
+            sys.executable,
+            "-m",
+            "shared.devstack.receivers",
+            "--smtp-port",
+            str(self.ports.smtp),
+            "--webhook-port",
+            str(self.ports.webhook),
+            "--mail-dir",
+            str(self.paths.mail),
+            "--webhook-log",
+            str(self.paths.webhook_log),
+        ]
+        with self.paths.log("receivers").open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.repo_root,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.services["receivers"] = proc
+        self._record("receivers", proc.pid, pid_cmdline(proc.pid) or argv)
+
+    def subscribe_demo(self) -> None:
+        """Point the demo departments' notifications at the local receivers (first run only)."""
+        operator = next((t.token for t in self.tokens if t.who.role == "operator"), None)
+        if not self.with_services or operator is None:
+            return
+        try:
+            created = demo_subscriptions(
+                notifications_url=f"http://127.0.0.1:{self.ports.services['notifications']}",
+                webhook_url=f"http://127.0.0.1:{self.ports.webhook}",
+                operator_token=operator,
+            )
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+            say(f"demo subscriptions: skipped ({exc})")
+            return
+        if created:
+            say(f"demo subscriptions: {created} (webhooks and mails to the local receivers)")
 
     def _wait_services_ready(self) -> None:
         """Poll every service's /readyz until all answer 200, one dies, or the timeout passes."""
@@ -515,6 +662,12 @@ class Stack:
                 base = f"http://127.0.0.1:{self.ports.services[name]}"
                 lines.append(f"   {name:<10} {base:<24} OpenAPI {base}/docs   AsyncAPI {base}/asyncapi")
             lines.append(f"   {'dashboard':<10} http://127.0.0.1:{self.ports.services['reporting']}/")
+            lines.append(
+                f"   {'mail':<10} SMTP 127.0.0.1:{self.ports.smtp}; each mail sent is a .eml file in {self.paths.mail}/"
+            )
+            lines.append(
+                f"   {'webhooks':<10} http://127.0.0.1:{self.ports.webhook}/; each call is a JSON line in {self.paths.webhook_log}"
+            )
         else:
             lines.append("   services   not started (--no-services)")
         lines += [
@@ -704,6 +857,7 @@ def run_command(args: argparse.Namespace) -> int:
             stack.tokens = ensure_demo_tokens(stack.paths.root)
             if stack.with_services:
                 stack.start_services()
+                stack.subscribe_demo()
                 stack.seed_once()
         except (StartupError, PostgresError, BrokerError) as exc:
             say(f"startup failed: {exc}")

@@ -44,6 +44,8 @@ def _service_env(
             f"{prefix}KAFKA__GRACEFUL_TIMEOUT_S": "1",
         }
     )
+    if service == "notifications":
+        env["NOTIFICATIONS__SECRET_KEY"] = "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU="
     return env
 
 

@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 
 
 def _own_name() -> str:

@@ -120,7 +120,7 @@ def _assert_nothing_left(run: Run, pids: list[int], with_services: bool) -> None
     assert _pids_mentioning(str(run.state_dir)) == []
     ports = [run.port("pg"), run.port("kafka")]
     if with_services:
-        ports += [run.port(name) for name in SERVICES]
+        ports += [run.port(name) for name in (*SERVICES, "smtp", "webhook")]
     assert [port for port in ports if not port_is_free(port)] == []
     assert not (run.state_dir / "processes.json").exists()
 
@@ -133,7 +133,7 @@ def run() -> Iterator[Run]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HAZARD_")}
     env["HAZARD_PG_PORT"] = str(free_port())
     env["HAZARD_KAFKA_PORT"] = str(free_port())
-    for name in SERVICES:
+    for name in (*SERVICES, "smtp", "webhook"):
         env[f"HAZARD_{name.upper()}_PORT"] = str(free_port())
     runner = Run(state_dir=base / "state", env=env)
     try:
@@ -210,21 +210,35 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
     run.wait_for_ready()
     registry = run.registry()
     pids = [registry["runner"]["pid"], *(entry["pid"] for entry in registry["processes"].values())]
-    assert set(registry["processes"]) == {"postgres", "tansu", *SERVICES}
+    assert set(registry["processes"]) == {"postgres", "tansu", "receivers", *SERVICES}
+    key = (run.state_dir / "notifications-secret.key").read_text().strip()
+    assert (run.state_dir / "notifications-secret.key").stat().st_mode & 0o777 == 0o600
     for name in SERVICES:
         status, body = _get(run.port(name), "/env")
         prefix = name.upper()
         assert status == 200
-        assert json.loads(body) == {
-            # Each service as its own role (shared.roles), made by the migrations.
+        expected = {
             f"{prefix}__DATABASE__URL": f"postgresql+asyncpg://hazard_{name}@127.0.0.1:{run.port('pg')}/hazard",
             f"{prefix}__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{run.port('kafka')}",
             f"{prefix}__HTTP__PORT": str(run.port(name)),
             f"{prefix}__AUTH__TOKENS_FILE": str(run.state_dir / "tokens.yaml"),
             f"{prefix}__KAFKA__IDEMPOTENT_PRODUCER": "false",
         }
+        if name == "notifications":
+            expected |= {
+                "NOTIFICATIONS__SECRET_KEY": key,
+                "NOTIFICATIONS__SMTP__HOST": "127.0.0.1",
+                "NOTIFICATIONS__SMTP__PORT": str(run.port("smtp")),
+                "NOTIFICATIONS__DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
+            }
+        assert json.loads(body) == expected
         assert f"http://127.0.0.1:{run.port(name)}" in run.output
     assert f"dashboard  http://127.0.0.1:{run.port('reporting')}/" in run.output
+    assert (
+        f"SMTP 127.0.0.1:{run.port('smtp')}; each mail sent is a .eml file in {run.state_dir / 'mail'}/"
+        in run.output
+    )
+    assert f"http://127.0.0.1:{run.port('webhook')}/; each call is a JSON line in" in run.output
 
     assert run.proc is not None
     run.proc.send_signal(signal.SIGTERM)

@@ -19,7 +19,9 @@ from tests.support.replicas import service_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
+# Settings a service cannot start without beyond the common ones.
+REQUIRED_EXTRA = {"notifications": {"SECRET_KEY": "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU="}}
 
 
 def _env(
@@ -52,7 +54,7 @@ def test_service_process_becomes_ready_and_serves_operational_endpoints(
     proc = subprocess.Popen(
         [sys.executable, "-m", f"services.{service}"],
         cwd=ROOT,
-        env=_env(service, db_url, kafka.bootstrap_servers, topics, port),
+        env=_env(service, db_url, kafka.bootstrap_servers, topics, port, **REQUIRED_EXTRA.get(service, {})),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -42,7 +42,7 @@ NON_SETTINGS_ENV = {
     "HAZARD_DATABASE_URL": "python -m shared.migrate: the database to migrate",
     **{
         f"HAZARD_{service.upper()}_DB_PASSWORD": f"python -m shared.migrate: the password of role hazard_{service}"
-        for service in ("intake", "dispatch", "tracking", "reporting")
+        for service in SERVICES
     },
 }
 # Series Prometheus makes itself, not exported by any service.

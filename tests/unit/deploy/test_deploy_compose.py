@@ -34,6 +34,7 @@ OPERATOR_VARIABLES = {
     "HAZARD_OWNER_PASSWORD": "s3cret",
     "GRAFANA_ADMIN_PASSWORD": "s3cret",
     **{f"{service.upper()}_DB_PASSWORD": "s3cret" for service in SERVICES},
+    "NOTIFICATIONS_SECRET_KEY": "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU=",
 }
 
 

@@ -163,7 +163,7 @@ def test_secrets_are_placeholders_only(docs: list[dict[str, Any]]) -> None:
     for secret in (d for d in docs if d["kind"] == "Secret"):
         assert "data" not in secret, f"{secret['metadata']['name']}: base64 data looks like a real secret"
         for key, value in secret["stringData"].items():
-            if "URL" in key.upper() or "PASSWORD" in key.upper():
+            if "URL" in key.upper() or "PASSWORD" in key.upper() or key.upper().endswith("SECRET_KEY"):
                 assert "REPLACE" in value, f"{secret['metadata']['name']}.{key} holds a real-looking password"
             if key.endswith(".yaml"):
                 assert "token_sha256:" not in value.replace("# ", "#"), (

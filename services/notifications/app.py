@@ -1,0 +1,62 @@
+"""Wiring of the notifications service: ``create_app(settings)`` builds everything, connects nothing."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.notifications import api, domain, handlers, service, tables
+from services.notifications.sender import SenderLoop
+from services.notifications.settings import NotificationsSettings
+from services.notifications.timers import DeliveryGauge, ReminderLoop
+from shared.reference import ReferenceData, UnknownReference, load_reference_data
+from shared.service import ServiceRuntime, create_http_app
+
+NAME = "notifications"
+
+
+def create_app(settings: NotificationsSettings, *, reference: ReferenceData | None = None) -> FastAPI:
+    """The notifications HTTP app; its lifespan runs the consumer, the reminder loop and the sender."""
+    reference = reference or load_reference_data(settings.reference_data_dir)
+    notifier = service.Notifier(fractions=settings.reminders.fractions)
+    runtime = ServiceRuntime.build(
+        name=NAME,
+        settings=settings,
+        outbox_table=tables.outbox,
+        inbox_table=tables.inbox,
+        handler=handlers.make_handler(notifier=notifier),
+        interested=handlers.INTERESTED,
+        reference=reference,
+    )
+
+    def department_name(department_id: str, language: domain.Language) -> str:
+        try:
+            department = reference.department(department_id)
+        except UnknownReference:
+            return department_id
+        return department.name_zh if language == "zh" else department.name_en
+
+    sender = SenderLoop(
+        sessions=runtime.sessions,
+        settings=settings.delivery,
+        smtp=settings.smtp,
+        secrets=service.Secrets(settings.secret_key.get_secret_value()),
+        department_name=department_name,
+    )
+    reminders = ReminderLoop(
+        sessions=runtime.sessions,
+        batch_size=settings.reminders.batch_size,
+        poll_interval_s=settings.reminders.poll_interval_s,
+    )
+    gauge = DeliveryGauge(sessions=runtime.sessions)
+    runtime.add_background(sender.run)
+    runtime.add_background(reminders.run)
+    runtime.add_background(gauge.run)
+    app = create_http_app(
+        runtime,
+        title="hazard-dispatch notifications",
+        description="Tells the people who must act: dispatches, reminders, overdue notices and escalations.",
+    )
+    app.state.sender = sender
+    app.state.reminder_loop = reminders
+    app.include_router(api.router)
+    return app

@@ -1,0 +1,5 @@
+"""Alembic environment of the notifications schema."""
+
+from shared.migrations_env import run_migrations
+
+run_migrations(default_schema="notifications")

@@ -1,0 +1,325 @@
+"""Queries of the notifications schema; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications import domain
+from services.notifications.tables import deliveries, reminders, subscriptions
+
+s = subscriptions.c
+d = deliveries.c
+r = reminders.c
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as stored (the secret stays encrypted)."""
+
+    subscription_id: uuid.UUID
+    scope: str
+    scope_id: str
+    channel: str
+    target: str
+    format: str
+    language: str
+    secret_encrypted: bytes | None
+    description: str
+    created_by: str
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+def _subscription(row: Any) -> Subscription:
+    return Subscription(**{c.name: getattr(row, c.name) for c in subscriptions.columns})
+
+
+async def add_subscription(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Insert a subscription."""
+    await session.execute(sa.insert(subscriptions).values(**values))
+
+
+async def get_subscription(session: AsyncSession, subscription_id: uuid.UUID) -> Subscription | None:
+    """A live (not deleted) subscription, or None."""
+    row = (
+        await session.execute(
+            sa.select(subscriptions).where(s.subscription_id == subscription_id, s.deleted_at.is_(None))
+        )
+    ).one_or_none()
+    return _subscription(row) if row is not None else None
+
+
+async def list_subscriptions(
+    session: AsyncSession, *, scope: str | None = None, scope_id: str | None = None
+) -> list[Subscription]:
+    """Live subscriptions, oldest first, optionally of one scope."""
+    query = sa.select(subscriptions).where(s.deleted_at.is_(None)).order_by(s.created_at, s.subscription_id)
+    if scope is not None:
+        query = query.where(s.scope == scope)
+    if scope_id is not None:
+        query = query.where(s.scope_id == scope_id)
+    return [_subscription(row) for row in await session.execute(query)]
+
+
+async def delete_subscription(session: AsyncSession, subscription_id: uuid.UUID, *, now: datetime) -> bool:
+    """Retire a subscription and cancel what it still had to send; False when there was none."""
+    deleted = await session.execute(
+        sa.update(subscriptions)
+        .where(s.subscription_id == subscription_id, s.deleted_at.is_(None))
+        .values(deleted_at=now)
+        .returning(s.subscription_id)
+    )
+    if deleted.scalar_one_or_none() is None:
+        return False
+    await session.execute(
+        sa.update(deliveries)
+        .where(d.subscription_id == subscription_id, d.status.in_(("pending", "retrying")))
+        .values(status="cancelled", last_error="subscription deleted")
+    )
+    return True
+
+
+async def subscriptions_for(
+    session: AsyncSession, audiences: Iterable[domain.Audience]
+) -> dict[domain.Audience, list[Subscription]]:
+    """Live subscriptions of each audience."""
+    wanted = set(audiences)
+    if not wanted:
+        return {}
+    condition = sa.tuple_(s.scope, s.scope_id).in_([(a.scope, a.scope_id) for a in wanted])
+    rows = await session.execute(sa.select(subscriptions).where(condition, s.deleted_at.is_(None)))
+    found: dict[domain.Audience, list[Subscription]] = {a: [] for a in wanted}
+    for row in rows:
+        found[domain.Audience(row.scope, row.scope_id)].append(_subscription(row))
+    return found
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+async def add_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert deliveries; one already there for the same (event, subscription) is left alone."""
+    if not rows:
+        return 0
+    inserted = await session.execute(
+        pg_insert(deliveries)
+        .values(list(rows))
+        .on_conflict_do_nothing(constraint="deliveries_once_per_subscription")
+        .returning(d.delivery_id)
+    )
+    return len(inserted.scalars().all())
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery leased to this process, with what sending it needs."""
+
+    delivery_id: int
+    event_id: uuid.UUID
+    subscription: Subscription
+    notice: dict[str, Any]
+    channel: str
+    target: str
+    attempts: int
+    event_at: datetime
+    created_at: datetime
+
+
+_CLAIM_SCAN = (
+    sa.select(d.delivery_id, d.target)
+    .where(
+        d.status.in_(("pending", "retrying")),
+        d.next_attempt_at <= sa.bindparam("now"),
+        d.target.not_in(sa.bindparam("busy", expanding=True)),
+    )
+    .order_by(d.next_attempt_at)
+    .limit(sa.bindparam("scan"))
+    .with_for_update(skip_locked=True)
+)
+
+
+async def claim_deliveries(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    limit: int,
+    per_target: int,
+    in_flight: dict[str, int],
+    lease_s: float,
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries, so that no target has more than ``per_target`` in flight.
+
+    Rows another sender holds are skipped (SKIP LOCKED); a leased row is due again when the lease
+    runs out, so a sender that dies mid-send leaves its deliveries to be retried.
+    """
+    busy = [target for target, count in in_flight.items() if count >= per_target]
+    scanned = await session.execute(_CLAIM_SCAN, {"now": now, "busy": busy, "scan": limit * 4})
+    chosen: list[int] = []
+    taken: dict[str, int] = {}
+    for delivery_id, target in scanned:
+        room = per_target - in_flight.get(target, 0) - taken.get(target, 0)
+        if room > 0 and len(chosen) < limit:
+            chosen.append(delivery_id)
+            taken[target] = taken.get(target, 0) + 1
+    if not chosen:
+        return []
+    leased = await session.execute(
+        sa.update(deliveries)
+        .where(d.delivery_id.in_(chosen))
+        .values(attempts=d.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_s))
+        .returning(deliveries)
+    )
+    rows = leased.all()
+    subs = {
+        row.subscription_id: _subscription(row)
+        for row in await session.execute(
+            sa.select(subscriptions).where(s.subscription_id.in_({row.subscription_id for row in rows}))
+        )
+    }
+    return [
+        Claimed(
+            delivery_id=row.delivery_id,
+            event_id=row.event_id,
+            subscription=subs[row.subscription_id],
+            notice=row.notice,
+            channel=row.channel,
+            target=row.target,
+            attempts=row.attempts,
+            event_at=row.event_at,
+            created_at=row.created_at,
+        )
+        for row in sorted(rows, key=lambda x: x.delivery_id)
+    ]
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    status: str,
+    next_attempt_at: datetime | None,
+    error: str | None,
+    now: datetime,
+) -> None:
+    """Write what an attempt came to (a cancelled delivery stays cancelled)."""
+    values: dict[str, Any] = {"status": status, "last_error": error}
+    if status == "sent":
+        values["sent_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    await session.execute(
+        sa.update(deliveries)
+        .where(d.delivery_id == delivery_id, d.status.in_(("pending", "retrying")))
+        .values(**values)
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    *,
+    department_id: str | None,
+    hazard_id: uuid.UUID | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> list[Any]:
+    """The delivery log, newest first."""
+    query = sa.select(deliveries).order_by(d.delivery_id.desc()).limit(limit)
+    if department_id is not None:
+        query = query.where(d.department_id == department_id)
+    if hazard_id is not None:
+        query = query.where(d.hazard_id == hazard_id)
+    if status is not None:
+        query = query.where(d.status == status)
+    if before is not None:
+        query = query.where(d.delivery_id < before)
+    return list((await session.execute(query)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Deliveries by status."""
+    rows = await session.execute(sa.select(d.status, sa.func.count()).group_by(d.status))
+    return {str(status): int(count) for status, count in rows.all()}
+
+
+# ---------------------------------------------------------------- reminders
+
+
+async def add_reminders(session: AsyncSession, planned: Sequence[domain.Reminder]) -> None:
+    """Write planned reminders (the same reminder twice is written once)."""
+    if not planned:
+        return
+    await session.execute(
+        pg_insert(reminders)
+        .values(
+            [
+                {
+                    "reminder_id": x.reminder_id,
+                    "hazard_id": x.hazard_id,
+                    "kind": x.kind,
+                    "department_id": x.department_id,
+                    "fraction": x.fraction,
+                    "deadline": x.deadline,
+                    "due_at": x.due_at,
+                    "status": "pending",
+                }
+                for x in planned
+            ]
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def cancel_reminders(
+    session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, str]], *, now: datetime
+) -> None:
+    """Cancel the pending reminders of these (hazard, kind) pairs."""
+    wanted = list(pairs)
+    if not wanted:
+        return
+    await session.execute(
+        sa.update(reminders)
+        .where(sa.tuple_(r.hazard_id, r.kind).in_(wanted), r.status == "pending")
+        .values(status="cancelled", settled_at=now)
+    )
+
+
+async def claim_due_reminders(session: AsyncSession, *, now: datetime, limit: int) -> list[domain.Reminder]:
+    """Lock and mark fired up to ``limit`` due reminders (SKIP LOCKED: safe with several replicas)."""
+    due = (
+        sa.select(r.reminder_id)
+        .where(r.status == "pending", r.due_at <= now)
+        .order_by(r.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        sa.update(reminders)
+        .where(r.reminder_id.in_(due))
+        .values(status="fired", settled_at=now)
+        .returning(reminders)
+    )
+    return [
+        domain.Reminder(
+            reminder_id=row.reminder_id,
+            hazard_id=row.hazard_id,
+            kind=row.kind,
+            department_id=row.department_id,
+            fraction=row.fraction,
+            deadline=row.deadline,
+            due_at=row.due_at,
+        )
+        for row in rows
+    ]

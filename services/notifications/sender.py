@@ -1,0 +1,266 @@
+"""The sender: claims due deliveries, sends them by webhook or e-mail, records each result.
+
+Deliveries are leased (``FOR UPDATE SKIP LOCKED``, then a lease time) and sent outside any
+transaction, each in its own task: a receiver that is slow or down holds only its own share
+(``per_target``) of the sender's capacity (``max_in_flight``), never the others'. Each result
+is written in its own short transaction; a failure is retried with exponential backoff and
+jitter until ``retry_for_s``, then the delivery is ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifications import domain, metrics, repository
+from services.notifications.service import (
+    Resolver,
+    Secrets,
+    TargetUnresolved,
+    check_webhook_target,
+    resolve_host,
+)
+from services.notifications.settings import DeliverySettings, SmtpSettings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+SIGNATURE_HEADER = "X-Hazard-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def idempotency_key(claimed: repository.Claimed) -> str:
+    """The same for every attempt of one notification to one subscription."""
+    return f"{claimed.event_id}:{claimed.subscription.subscription_id}"
+
+
+class SenderLoop:
+    """Sends due deliveries with bounded concurrency per target; safe to run in every replica."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: DeliverySettings,
+        smtp: SmtpSettings,
+        secrets: Secrets,
+        department_name: Callable[[str, domain.Language], str],
+        clock: Clock = _utcnow,
+        rand: random.Random | None = None,
+        resolve: Resolver = resolve_host,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.smtp = smtp
+        self.secrets = secrets
+        self.department_name = department_name
+        self.clock = clock
+        self.rand = rand or random.Random()
+        self.resolve = resolve
+        self.in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
+
+    async def run(self) -> None:
+        """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
+        try:
+            while True:
+                try:
+                    claimed = await self.claim_and_start()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("delivery claim failed, will retry: %s", exc)
+                    claimed = 0
+                if claimed == 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+        finally:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.settings.timeout_s)
+            await self.close()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client of the webhooks (made on first use; redirects are not followed)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
+        return self._client
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def claim_and_start(self) -> int:
+        """Lease what there is room for and start sending each; returns how many were leased."""
+        room = self.settings.max_in_flight - len(self._tasks)
+        if room <= 0:
+            return 0
+        async with self.sessions() as session, session.begin():
+            claimed = await repository.claim_deliveries(
+                session,
+                now=self.clock(),
+                limit=room,
+                per_target=self.settings.per_target,
+                in_flight=self.in_flight,
+                lease_s=self.settings.lease_s,
+            )
+        for item in claimed:
+            self.in_flight[item.target] = self.in_flight.get(item.target, 0) + 1
+            task = asyncio.create_task(self.deliver(item), name=f"deliver-{item.delivery_id}")
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, target=item.target))
+        return len(claimed)
+
+    def _done(self, task: asyncio.Task[None], *, target: str) -> None:
+        self._tasks.discard(task)
+        left = self.in_flight.get(target, 1) - 1
+        if left > 0:
+            self.in_flight[target] = left
+        else:
+            self.in_flight.pop(target, None)
+        self._wake.set()
+
+    async def deliver(self, item: repository.Claimed) -> None:
+        """Send one leased delivery and record the result."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                outcome = await self.attempt(item)
+        except TimeoutError:
+            outcome = domain.Outcome(ok=False, error=f"no answer within {self.settings.timeout_s:g} s")
+        except Exception as exc:
+            outcome = domain.Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        now = self.clock()
+        status, next_at = domain.after_attempt(
+            outcome,
+            attempts=item.attempts,
+            created_at=item.created_at,
+            now=now,
+            base_s=self.settings.backoff_base_s,
+            max_s=self.settings.backoff_max_s,
+            retry_for_s=self.settings.retry_for_s,
+            rand=self.rand,
+        )
+        try:
+            async with self.sessions() as session, session.begin():
+                await repository.record_attempt(
+                    session,
+                    item.delivery_id,
+                    status=status,
+                    next_attempt_at=next_at,
+                    error=outcome.error,
+                    now=now,
+                )
+        except Exception as exc:
+            # The lease runs out and the delivery is tried again: at least once, the receiver
+            # deduplicates on the idempotency key.
+            log.warning("could not record delivery %d (%s): %s", item.delivery_id, status, exc)
+            return
+        metrics.DELIVERY_ATTEMPTS.labels(item.channel, status).inc()
+        if status == "sent":
+            metrics.LATENCY.labels(item.channel).observe(max(0.0, (now - item.event_at).total_seconds()))
+        elif status == "failed":
+            log.error(
+                "delivery %d to %s failed for good after %d attempts: %s",
+                item.delivery_id,
+                item.channel,
+                item.attempts,
+                outcome.error,
+                extra={"hazard_id": item.notice.get("hazard_id"), "event_id": str(item.event_id)},
+            )
+
+    async def attempt(self, item: repository.Claimed) -> domain.Outcome:
+        """One attempt to deliver."""
+        sub = item.subscription
+        language: domain.Language = "en" if sub.language == "en" else "zh"
+        fmt: domain.Format = sub.format if sub.format in ("wecom", "dingtalk") else "json"  # type: ignore[assignment]
+        message = domain.render(
+            item.notice,
+            language=language,
+            department_name=self.department_name(str(item.notice["department_id"]), language),
+            subscription_id=sub.subscription_id,
+            fmt=fmt,
+        )
+        if item.channel == "webhook":
+            return await self._webhook(item, message)
+        return await self._email(item, message)
+
+    async def _webhook(self, item: repository.Claimed, message: domain.Message) -> domain.Outcome:
+        try:
+            # Again at send time: a name may resolve elsewhere now than when it was subscribed.
+            await check_webhook_target(
+                item.target, allow_private=self.settings.allow_private_targets, resolve=self.resolve
+            )
+        except TargetUnresolved as exc:
+            return domain.Outcome(ok=False, error=exc.problem)  # DNS may answer again later
+        except domain.InvalidSubscription as exc:
+            return domain.Outcome(ok=False, error=exc.problem, retryable=False)
+        body = message.body_bytes()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "hazard-dispatch-notifications/1",
+            IDEMPOTENCY_HEADER: idempotency_key(item),
+            "X-Hazard-Event-Id": str(item.event_id),
+            "X-Hazard-Subscription-Id": str(item.subscription.subscription_id),
+            "X-Hazard-Attempt": str(item.attempts),
+        }
+        if item.subscription.secret_encrypted is not None:
+            headers[SIGNATURE_HEADER] = sign(self.secrets.open(item.subscription.secret_encrypted), body)
+        response = await self.client.post(item.target, content=body, headers=headers)
+        if 200 <= response.status_code < 300:
+            return domain.Outcome(ok=True)
+        error = f"HTTP {response.status_code}: {response.text[:200]}"
+        # A receiver that refuses the request itself will refuse it again; overload and outages pass.
+        permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 409, 425, 429)
+        return domain.Outcome(ok=False, error=error, retryable=not permanent)
+
+    async def _email(self, item: repository.Claimed, message: domain.Message) -> domain.Outcome:
+        mail = EmailMessage()
+        mail["From"] = self.smtp.sender
+        mail["To"] = item.target
+        mail["Subject"] = message.subject
+        mail["Date"] = formatdate(localtime=False, usegmt=True)
+        mail["Message-ID"] = f"<{item.event_id}.{item.subscription.subscription_id}@hazard-dispatch>"
+        mail["X-Hazard-Idempotency-Key"] = idempotency_key(item)
+        mail.set_content(message.text)
+        mail.add_alternative(message.html, subtype="html")
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=self.smtp.host,
+                port=self.smtp.port,
+                username=self.smtp.username,
+                password=self.smtp.password.get_secret_value() if self.smtp.password else None,
+                start_tls=self.smtp.start_tls,
+                use_tls=self.smtp.use_tls,
+                timeout=self.settings.timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return domain.Outcome(ok=False, error=f"recipient refused: {exc}"[:500], retryable=False)
+        return domain.Outcome(ok=True)

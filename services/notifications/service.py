@@ -1,0 +1,164 @@
+"""Units of work of the notifications service: turn events and due reminders into deliveries.
+
+Each function runs inside the caller's transaction (the consumer's batch, a reminder sweep, an API
+request) and leaves committing to it. Deliveries are keyed by (event or reminder, subscription):
+written in the same transaction as the inbox row, so a redelivered or replayed event adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications import domain, repository
+from shared import events as ev
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The IP addresses a host name resolves to (the system resolver, off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """What the units of work need besides a session."""
+
+    fractions: tuple[float, ...] = (0.5, 0.8)
+
+
+def _delivery_rows(
+    notices: Sequence[domain.Notice],
+    found: dict[domain.Audience, list[repository.Subscription]],
+    *,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    rows = []
+    for notice in notices:
+        for sub in found.get(notice.audience, ()):
+            rows.append(
+                {
+                    "event_id": notice.source_id,
+                    "subscription_id": sub.subscription_id,
+                    "hazard_id": notice.hazard_id,
+                    "department_id": notice.department_id,
+                    "trigger": notice.trigger,
+                    "channel": sub.channel,
+                    "target": sub.target,
+                    "notice": notice.as_json(),
+                    "status": "pending",
+                    "next_attempt_at": now,
+                    "event_at": notice.occurred_at,
+                    "created_at": now,
+                }
+            )
+    return rows
+
+
+async def add_notices(session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime) -> int:
+    """One delivery per notice and live subscription of its audience; returns how many are new."""
+    if not notices:
+        return 0
+    found = await repository.subscriptions_for(session, {n.audience for n in notices})
+    return await repository.add_deliveries(session, _delivery_rows(notices, found, now=now))
+
+
+async def apply_events(
+    session: AsyncSession, events: Sequence[ev.AnyEvent], *, now: datetime, notifier: Notifier
+) -> None:
+    """Apply a batch of new events: settle reminders, plan new ones, and record the deliveries due."""
+    plan = domain.plan_batch(events, fractions=notifier.fractions, now=now)
+    await repository.cancel_reminders(session, plan.cancel, now=now)
+    await repository.add_reminders(session, plan.reminders)
+    await add_notices(session, plan.notices, now=now)
+
+
+async def fire_due_reminders(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    """Fire up to ``limit`` due reminders into deliveries; returns how many fired."""
+    due = await repository.claim_due_reminders(session, now=now, limit=limit)
+    await add_notices(session, [domain.reminder_notice(x) for x in due], now=now)
+    return len(due)
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+class Secrets:
+    """Encrypts webhook signing secrets for storage and decrypts them to sign (Fernet: AES + HMAC)."""
+
+    def __init__(self, key: str) -> None:
+        self._fernet = Fernet(key.encode())
+
+    def seal(self, secret: str) -> bytes:
+        """The stored form of a secret."""
+        return self._fernet.encrypt(secret.encode())
+
+    def open(self, sealed: bytes) -> bytes:
+        """The secret, to sign with."""
+        return self._fernet.decrypt(sealed)
+
+
+class TargetUnresolved(domain.InvalidSubscription):
+    """The webhook's host does not resolve (now): refused when subscribing, retried when sending."""
+
+
+async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolver = resolve_host) -> None:
+    """Refuse a webhook URL that is malformed or (unless allowed) reaches a non-public address."""
+    host, port = domain.check_webhook_url(url)
+    if allow_private:
+        return
+    try:
+        addresses = await resolve(host, port)
+    except OSError as exc:
+        raise TargetUnresolved("url", f"the host {host!r} does not resolve: {exc}") from None
+    private = [a for a in addresses if not domain.is_public_address(a)]
+    if not addresses or private:
+        raise domain.InvalidSubscription(
+            "url",
+            f"the host {host!r} resolves to a loopback, private or reserved address "
+            f"({', '.join(private) or 'none'}); only public addresses are accepted",
+        )
+
+
+async def create_subscription(
+    session: AsyncSession,
+    *,
+    scope: str,
+    scope_id: str,
+    channel: str,
+    target: str,
+    fmt: str,
+    language: str,
+    secret: str | None,
+    description: str,
+    created_by: str,
+    now: datetime,
+    secrets: Secrets,
+) -> repository.Subscription:
+    """Store a checked subscription (its secret encrypted); returns it as stored."""
+    values = {
+        "subscription_id": uuid.uuid4(),
+        "scope": scope,
+        "scope_id": scope_id,
+        "channel": channel,
+        "target": target,
+        "format": fmt,
+        "language": language,
+        "secret_encrypted": secrets.seal(secret) if secret else None,
+        "description": description,
+        "created_by": created_by,
+        "created_at": now,
+        "deleted_at": None,
+    }
+    await repository.add_subscription(session, values)
+    return repository.Subscription(**values)  # type: ignore[arg-type]

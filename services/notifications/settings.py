@@ -1,0 +1,88 @@
+"""Settings of the notifications service: environment variables prefixed ``NOTIFICATIONS__``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReminderSettings(_Section):
+    """Urging reminders (催办) before a receipt or rectification deadline."""
+
+    # Fractions of the window (dispatch -> receipt deadline, order -> rectification deadline) at which
+    # the department is reminded, if it has not acted by then.
+    fractions: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.5, 0.8)
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+
+class DeliverySettings(_Section):
+    """The sender: concurrency, timeouts and the retry schedule."""
+
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 200
+    # At most this many deliveries to one webhook URL or mail server at once: a slow target only
+    # holds its own share.
+    per_target: Annotated[int, Field(ge=1, le=1000)] = 4
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # How long a claimed delivery is leased to this process; a process killed mid-send leaves it
+    # to be retried once the lease runs out.
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    backoff_base_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
+    # Give up (status `failed`) once a delivery has been failing for this long.
+    retry_for_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 86_400.0
+    # Webhook URLs resolving to loopback, private, link-local or reserved addresses are refused
+    # (no server-side request forgery) unless this is on (tests, the local stack).
+    allow_private_targets: bool = False
+
+
+class SmtpSettings(_Section):
+    """The SMTP server e-mail notifications go through."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 25
+    username: str | None = None
+    password: SecretStr | None = None
+    start_tls: bool = False
+    use_tls: bool = False
+    sender: Annotated[str, Field(min_length=3, max_length=254)] = "hazard-dispatch@localhost"
+
+
+class NotificationsSettings(ServiceSettings):
+    """Everything the notifications service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFICATIONS__", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    # Fernet key (32 bytes, url-safe base64) encrypting the webhook signing secrets at rest.
+    secret_key: SecretStr
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+        import base64
+        import binascii
+
+        try:
+            raw = base64.urlsafe_b64decode(value.get_secret_value().encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                "secret_key must be 32 bytes in url-safe base64 (python -c "
+                '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
+            )
+        return value

@@ -1,0 +1,159 @@
+"""Pure decisions of the notifications service: notices, reminders, retries, targets, rendering."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.notifications import domain
+from services.notifications.sender import sign
+from shared import events as ev
+from tests.integration.notifications.notifications_helpers import Hazard
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def test_each_trigger_goes_to_its_audience() -> None:
+    hazard = Hazard(start=NOW)
+    cases = [
+        (hazard.dispatched(), "dispatched", domain.Audience("department", "fire")),
+        (hazard.receipt_overdue(), "receipt_overdue", domain.Audience("department", "fire")),
+        (hazard.escalated(1, "department"), "escalated", domain.Audience("department", "fire")),
+        (hazard.escalated(3, "district"), "escalated", domain.Audience("escalation", "district")),
+        (hazard.rectification_ordered(), "rectification_ordered", domain.Audience("department", "fire")),
+        (hazard.rectification_ordered(round=2), "rework", domain.Audience("department", "fire")),
+        (hazard.rectification_overdue(), "rectification_overdue", domain.Audience("department", "fire")),
+        (hazard.relapsed("police"), "relapsed", domain.Audience("department", "police")),
+    ]
+    for event, trigger, audience in cases:
+        [notice] = domain.notices_for(event)
+        assert (notice.trigger, notice.audience, notice.source_id) == (trigger, audience, event.event_id)
+    assert domain.notices_for(hazard.acknowledged()) == []
+    assert domain.notices_for(hazard.relapsed(None)) == []
+
+
+def test_reminders_fall_at_fractions_of_the_window_and_never_after_the_deadline() -> None:
+    hazard = Hazard(start=NOW)
+    dispatched = hazard.dispatched(receipt_in=timedelta(hours=2))
+    plan = domain.plan_batch([dispatched], fractions=(0.8, 0.5), now=NOW)
+    assert sorted((r.fraction, r.due_at) for r in plan.reminders) == [
+        (0.5, NOW + timedelta(hours=1)),
+        (0.8, NOW + timedelta(minutes=96)),
+    ]
+    # The same event planned again gives the same reminder ids (written once).
+    again = domain.plan_batch([dispatched], fractions=(0.5, 0.8), now=NOW)
+    assert {r.reminder_id for r in again.reminders} == {r.reminder_id for r in plan.reminders}
+    # Seen after its deadline (a consumer far behind): no reminder.
+    assert domain.plan_batch([dispatched], fractions=(0.5,), now=NOW + timedelta(hours=3)).reminders == []
+
+
+def test_acknowledgement_in_the_same_batch_settles_the_reminders_it_planned() -> None:
+    hazard = Hazard(start=NOW)
+    plan = domain.plan_batch([hazard.dispatched(), hazard.acknowledged()], fractions=(0.5, 0.8), now=NOW)
+    assert plan.reminders == []
+    assert (hazard.hazard_id, "receipt") in plan.cancel
+    ordered = domain.plan_batch([hazard.rectification_ordered()], fractions=(0.5,), now=NOW)
+    assert [r.kind for r in ordered.reminders] == ["rectification"]
+    assert ordered.cancel == {(hazard.hazard_id, "rectification")}  # an earlier round's reminders
+
+
+def test_retry_delay_grows_with_jitter_and_gives_up_after_the_retry_window() -> None:
+    rand = random.Random(7)
+    delays = [domain.retry_delay_s(n, base_s=10, max_s=3600, rand=rand) for n in range(1, 15)]
+    assert all(5 <= d <= 3600 for d in delays)
+    assert delays[0] <= 10
+    assert max(delays[-4:]) > 600
+    failing = domain.Outcome(ok=False, error="HTTP 500")
+    created = NOW
+    status, at = domain.after_attempt(
+        failing, attempts=1, created_at=created, now=NOW, base_s=10, max_s=3600, retry_for_s=86_400, rand=rand
+    )
+    assert status == "retrying"
+    assert at is not None
+    assert NOW + timedelta(seconds=5) <= at <= NOW + timedelta(seconds=10)
+    late = NOW + timedelta(hours=24)
+    assert domain.after_attempt(
+        failing, attempts=20, created_at=created, now=late, base_s=10, max_s=3600, retry_for_s=86_400
+    ) == ("failed", None)
+    refused = domain.Outcome(ok=False, error="HTTP 404", retryable=False)
+    assert domain.after_attempt(
+        refused, attempts=1, created_at=created, now=NOW, base_s=10, max_s=3600, retry_for_s=86_400
+    ) == ("failed", None)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("127.0.0.1", False),
+        ("10.0.0.8", False),
+        ("172.16.4.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_only_public_addresses_are_webhook_targets(address: str, public: bool) -> None:
+    assert domain.is_public_address(address) is public
+
+
+@pytest.mark.parametrize(
+    "address", ["plain", "@example.org", "a@b", "a b@example.org", "<a@example.org>", "a@example.org."]
+)
+def test_malformed_addresses_are_refused(address: str) -> None:
+    with pytest.raises(domain.InvalidSubscription):
+        domain.check_email_address(address)
+
+
+def test_messages_are_chinese_by_default_english_on_request_and_fit_the_robots() -> None:
+    notice = domain.notices_for(Hazard(start=NOW).dispatched())[0].as_json()
+    sub = uuid.uuid4()
+    zh = domain.render(notice, language="zh", department_name="消防监督", subscription_id=sub)
+    en = domain.render(notice, language="en", department_name="Fire Safety", subscription_id=sub)
+    assert zh.subject == "[隐患督办] 派单：新的隐患需要您接收"
+    assert en.subject == "[hazard-dispatch] Dispatched: a new hazard for you to acknowledge"
+    assert "消防监督" in zh.text
+    assert "<th>Department</th><td>Fire Safety</td>" in en.html
+    assert zh.body["trigger"] == "dispatched"
+    assert zh.body["subscription_id"] == str(sub)
+    wecom = domain.render(notice, language="zh", department_name="消防", subscription_id=sub, fmt="wecom")
+    assert wecom.body == {"msgtype": "text", "text": {"content": wecom.text}}
+    ding = domain.render(notice, language="zh", department_name="消防", subscription_id=sub, fmt="dingtalk")
+    assert ding.body["msgtype"] == "markdown"
+    assert ding.body["markdown"]["title"] == "派单：新的隐患需要您接收"
+
+
+def test_signature_is_hmac_sha256_of_the_body() -> None:
+    assert sign(b"key", b"The quick brown fox jumps over the lazy dog") == (
+        "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    )
+
+
+def test_a_reassignment_replaces_the_previous_dispatchs_reminders_and_closure_settles_all() -> None:
+    hazard = Hazard(start=NOW)
+    first = hazard.dispatched("fire")
+    second = hazard.dispatched("police")
+    plan = domain.plan_batch([first, second], fractions=(0.5,), now=NOW)
+    assert [(r.department_id, r.kind) for r in plan.reminders] == [("police", "receipt")]
+    assert plan.cancel == {(hazard.hazard_id, "receipt")}
+    closed = ev.HazardClosed(
+        event_id=uuid.uuid4(),
+        occurred_at=NOW,
+        hazard_id=hazard.hazard_id,
+        producer="tracking",
+        payload=ev.HazardClosedPayload(reason="verified", department_id="fire", closed_by="gm-1"),
+    )
+    ordered = hazard.rectification_ordered()
+    plan = domain.plan_batch([ordered, closed], fractions=(0.5, 0.8), now=NOW)
+    assert plan.reminders == []
+    assert plan.cancel == {(hazard.hazard_id, "receipt"), (hazard.hazard_id, "rectification")}
+    assert [n.trigger for n in plan.notices] == ["rectification_ordered"]

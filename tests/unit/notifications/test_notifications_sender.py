@@ -1,0 +1,79 @@
+"""The sender's webhook target checks at send time, with a fake resolver (no network, no database)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from services.notifications import domain, repository
+from services.notifications.sender import SenderLoop
+from services.notifications.service import Secrets
+from services.notifications.settings import DeliverySettings, SmtpSettings
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _claimed(url: str) -> repository.Claimed:
+    sub = repository.Subscription(
+        subscription_id=uuid.uuid4(),
+        scope="department",
+        scope_id="fire",
+        channel="webhook",
+        target=url,
+        format="json",
+        language="zh",
+        secret_encrypted=None,
+        description="",
+        created_by="op-1",
+        created_at=NOW,
+        deleted_at=None,
+    )
+    notice = {"trigger": "dispatched", "hazard_id": str(uuid.uuid4()), "department_id": "fire", "facts": {}}
+    return repository.Claimed(
+        delivery_id=1,
+        event_id=uuid.uuid4(),
+        subscription=sub,
+        notice=notice,
+        channel="webhook",
+        target=url,
+        attempts=1,
+        event_at=NOW,
+        created_at=NOW,
+    )
+
+
+def _sender(resolve: Any) -> SenderLoop:
+    return SenderLoop(
+        sessions=None,  # type: ignore[arg-type]  # attempt() does not touch the database
+        settings=DeliverySettings(),
+        smtp=SmtpSettings(),
+        secrets=Secrets(Fernet.generate_key().decode()),
+        department_name=lambda department, language: department,
+        resolve=resolve,
+    )
+
+
+async def test_a_host_that_does_not_resolve_now_is_retried_not_given_up() -> None:
+    async def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("Temporary failure in name resolution")
+
+    outcome = await _sender(no_dns).attempt(_claimed("https://hooks.example.org/h"))
+    assert outcome == domain.Outcome(
+        ok=False, error="the host 'hooks.example.org' does not resolve: Temporary failure in name resolution"
+    )
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "127.0.0.1", "169.254.169.254"])
+async def test_a_host_that_now_resolves_to_a_private_address_is_refused_for_good(address: str) -> None:
+    async def rebound(host: str, port: int) -> list[str]:
+        return [address]
+
+    outcome = await _sender(rebound).attempt(_claimed("https://hooks.example.org/h"))
+    assert outcome.ok is False
+    assert outcome.retryable is False
+    assert outcome.error is not None
+    assert address in outcome.error
