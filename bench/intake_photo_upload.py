@@ -49,7 +49,7 @@ def make_photo(target_mb: float, *, seed: int, width: int = 4000, height: int = 
     small = Image.frombytes("RGB", (width // 4, height // 4), rng.randbytes(width * height * 3 // 16))
     image = small.resize((width, height), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(0.6))
     best = b""
-    for quality in range(40, 99, 2):
+    for quality in range(5, 99, 2):
         out = io.BytesIO()
         image.save(out, "JPEG", quality=quality)
         best = out.getvalue()

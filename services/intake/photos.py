@@ -160,8 +160,10 @@ def process(source: Path, kind: Kind, *, max_pixels: int, max_side: int, thumbna
                 f"The photo is {width}×{height} pixels; at most {max_pixels:,} pixels are accepted.",
             )
         if kind == "jpeg":
-            # Decode at 1/2, 1/4 or 1/8 scale when the stored copy is smaller anyway.
-            image.draft(image.mode, (max_side, max_side))
+            # Decode at 1/2, 1/4 or 1/8 scale when the stored copy is smaller anyway (the box keeps
+            # the aspect, since draft only scales down while both sides stay at least the box's).
+            scale = min(1.0, max_side / max(width, height))
+            image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
         icc = image.info.get("icc_profile")
         try:
             upright = ImageOps.exif_transpose(image)
@@ -172,9 +174,7 @@ def process(source: Path, kind: Kind, *, max_pixels: int, max_side: int, thumbna
     clean = _pixels_only(upright, fmt)
     clean.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     options: dict[str, Any] = {"icc_profile": icc} if icc else {}
-    if fmt == "JPEG":
-        options.update(quality=88, optimize=True)
-    elif fmt == "WEBP":
+    if fmt in ("JPEG", "WEBP"):
         options.update(quality=88)
     photo = source.with_name(source.name + ".clean")
     clean.save(photo, fmt, **options)
