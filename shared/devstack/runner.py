@@ -407,6 +407,9 @@ class Stack:
                     tokens_file=self.paths.tokens.absolute(),
                 )
             )
+            if name == "intake":
+                # Uploaded photos: the directory store, kept with the run's other state.
+                env["INTAKE__PHOTOS__DIRECTORY"] = str(self.paths.root.absolute() / "photos")
             env["PYTHONUNBUFFERED"] = "1"
             argv = [sys.executable, "-m", module]
             with self.paths.log(name).open("ab") as log:

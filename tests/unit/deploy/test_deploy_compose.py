@@ -34,6 +34,9 @@ OPERATOR_VARIABLES = {
     "HAZARD_OWNER_PASSWORD": "s3cret",
     "GRAFANA_ADMIN_PASSWORD": "s3cret",
     **{f"{service.upper()}_DB_PASSWORD": "s3cret" for service in SERVICES},
+    "PHOTO_S3_ENDPOINT_URL": "http://objects:9000",
+    "PHOTO_S3_ACCESS_KEY_ID": "photo-key",
+    "PHOTO_S3_SECRET_ACCESS_KEY": "s3cret",
 }
 
 
