@@ -46,10 +46,10 @@ class RouteBodyLimits:
         path = scope.get("path")
         if path == BATCH_PATH:
             return self.batch
-        if path == photo_api.UPLOAD_PATH:
+        # Only multipart bodies are spooled to disk; any other body is read into memory.
+        if path == photo_api.UPLOAD_PATH and _multipart(scope):
             return self.photo
         if path in OPEN311_POSTS and _multipart(scope):
-            # Only multipart bodies are spooled to disk; a form-encoded body is read into memory.
             return self.media
         return self.default
 

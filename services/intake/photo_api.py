@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from services.intake import api
 from services.intake.photo_service import PhotoNotFoundError, Photos, StoredPhoto
 from services.intake.photos import PhotoRefusedError
 from shared.auth import Principal, require
@@ -88,9 +89,29 @@ def _not_found(what: uuid.UUID | str) -> ApiError:
     status_code=201,
     summary="Upload one photo (multipart field 'file'; optional 'hazard_id' to attach it to a hazard you see)",
     responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "hazard_id": {"type": "string", "format": "uuid"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def upload_photo(request: Request, principal: Annotated[Principal, Depends(_uploader)]) -> JSONResponse:
     """Store a JPEG, PNG, WebP or HEIC photo without its metadata; answer its id, URL and thumbnail URL."""
+    limited = api.over_limit(request.app.state.rate_limiter, principal)
+    if limited is not None:
+        raise limited
     form: FormData | None = None
     try:
         form = await read_form(request, max_files=1)

@@ -75,6 +75,7 @@ class Photos:
         self.settings = settings
         self.reference = reference
         self.clock = clock
+        self._decoding = asyncio.Semaphore(settings.decoders)
 
     def agency_of(self, principal: Principal) -> str | None:
         """The name under which the caller's department appears as a hazard's agency."""
@@ -110,14 +111,16 @@ class Photos:
         with tempfile.TemporaryDirectory(prefix="hazard-photo-") as work:
             source = Path(work) / "upload"
             sha256, size = await asyncio.to_thread(_copy_and_hash, upload, source, self.settings.max_bytes)
-            processed = await asyncio.to_thread(
-                photos.process,
-                source,
-                kind,
-                max_pixels=self.settings.max_pixels,
-                max_side=self.settings.max_side,
-                thumbnail_side=self.settings.thumbnail_side,
-            )
+            # Decoding is what takes memory: a few at a time, however many uploads arrive at once.
+            async with self._decoding:
+                processed = await asyncio.to_thread(
+                    photos.process,
+                    source,
+                    kind,
+                    max_pixels=self.settings.max_pixels,
+                    max_side=self.settings.max_side,
+                    thumbnail_side=self.settings.thumbnail_side,
+                )
             photo_id = photos.photo_id_for(principal.id, sha256)
             await self.store.put(str(photo_id), processed.photo, content_type=processed.content_type)
             await self.store.put(f"{photo_id}.thumb", processed.thumbnail, content_type=photos.THUMBNAIL_TYPE)

@@ -11,6 +11,7 @@ scale directly, so decoding memory is bounded by the pixel cap, not by the file.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ STORED: dict[Kind, tuple[str, str]] = {
     "heic": ("JPEG", "image/jpeg"),
 }
 THUMBNAIL_TYPE = "image/jpeg"
+_DECODER: dict[Kind, str] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF"}
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 # Photo ids derive from the uploader and the content: a retried upload is the same photo.
 _NAMESPACE = uuid.UUID("6f1f0e52-4a3c-4f59-9d62-2f0b8a7c7e11")
@@ -127,6 +129,7 @@ def may_see(
     return agency_of is not None and agency_of == scope.agency
 
 
+@functools.cache
 def _heif_opener() -> None:
     from pillow_heif import register_heif_opener  # registers itself with Pillow once
 
@@ -137,7 +140,12 @@ def _open(path: Path, kind: Kind) -> Image.Image:
     if kind == "heic":
         _heif_opener()
     try:
-        image = Image.open(path, formats=["JPEG", "PNG", "WEBP", "HEIF"])
+        # Only the decoder of the type the first bytes named: the content decides, once.
+        image = Image.open(path, formats=[_DECODER[kind]])
+    except Image.DecompressionBombError as exc:
+        raise PhotoRefusedError(
+            422, "photo_too_many_pixels", f"The photo has too many pixels: {exc}"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PhotoRefusedError(
             422, "photo_unreadable", f"The file looks like {kind.upper()} but cannot be read."

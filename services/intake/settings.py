@@ -101,6 +101,8 @@ class PhotoSettings(_Section):
     # decoded at half scale, 4x less work and memory); the thumbnail to thumbnail_side.
     max_side: Annotated[int, Field(ge=256, le=16_384)] = 2000
     thumbnail_side: Annotated[int, Field(ge=32, le=1024)] = 320
+    # Photos decoded at once per process (each takes up to ~40 MiB at the defaults); others wait.
+    decoders: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class IntakeSettings(ServiceSettings):
