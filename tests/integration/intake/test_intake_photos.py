@@ -55,6 +55,15 @@ def photos_dir(tmp_path: Path) -> dict[str, Any]:
     return {"photos": {"directory": str(tmp_path / "photos")}}
 
 
+async def assign_to_fire(app: Any, hazard_id: str) -> None:
+    """Make the fire department the hazard's agency, as its hazard.dispatched event would."""
+    async with app.state.runtime.sessions() as session, session.begin():
+        await session.execute(
+            text("update intake.reports set agency_responsible = :a where hazard_id = :h"),
+            {"a": "Fire Safety Supervision (Fire and Safety Committee Office)", "h": uuid.UUID(hazard_id)},
+        )
+
+
 async def upload(client: Any, token: str, content: bytes, *, name: str = "p.jpg", **fields: str) -> Any:
     return await client.post(
         "/api/v1/photos", headers=auth(token), files={"file": (name, content, "image/jpeg")}, data=fields
@@ -289,14 +298,7 @@ async def test_photos_are_served_only_to_those_who_may_see_the_hazard(
         ]
         assert [await status(t, thumb) for t in ("tok-gm2", "tok-fire", "tok-supervisor")] == [404, 404, 200]
         # Once dispatched to the fire department (the Open311 view's agency), fire sees it too.
-        async with app.state.runtime.sessions() as session, session.begin():
-            await session.execute(
-                text("update intake.reports set agency_responsible = :a where hazard_id = :h"),
-                {
-                    "a": "Fire Safety Supervision (Fire and Safety Committee Office)",
-                    "h": uuid.UUID(hazard_id),
-                },
-            )
+        await assign_to_fire(app, hazard_id)
         assert await status("tok-fire") == 200
 
         unknown = await client.get(f"/api/v1/photos/{uuid.uuid4()}", headers=auth("tok-gm1"))
@@ -321,14 +323,7 @@ async def test_evidence_uploaded_for_a_hazard_needs_the_hazard_to_be_visible(
         assert unknown.status_code == 404
         assert await scalar(app, "select count(*) from intake.photos") == 0
 
-        async with app.state.runtime.sessions() as session, session.begin():
-            await session.execute(
-                text("update intake.reports set agency_responsible = :a where hazard_id = :h"),
-                {
-                    "a": "Fire Safety Supervision (Fire and Safety Committee Office)",
-                    "h": uuid.UUID(hazard_id),
-                },
-            )
+        await assign_to_fire(app, hazard_id)
         evidence = await upload(client, "tok-fire", photo_bytes("WEBP"), hazard_id=hazard_id)
         assert evidence.status_code == 201
         assert evidence.json()["hazard_id"] == hazard_id
