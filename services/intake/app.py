@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.intake import api, handlers, open311, reconciliation, tables
+from services.intake import api, handlers, open311, photo_api, reconciliation, tables
 from services.intake.domain import Policy
 from services.intake.fastpath import HotRoutes
+from services.intake.photo_service import Photos
+from services.intake.photostore import DirectoryStore, PhotoStore, S3Store
 from services.intake.ratelimit import RateLimiter
 from services.intake.repository import WritePool
 from services.intake.service import GroupCommitter, Intake
-from services.intake.settings import IntakeSettings
+from services.intake.settings import IntakeSettings, PhotoSettings
 from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardReported
 from shared.http import BodySizeLimit
 from shared.reference import ReferenceData, load_reference_data
@@ -23,16 +27,61 @@ NAME = "intake"
 BATCH_PATH = "/api/v1/hazards/batch"
 
 
-class RouteBodyLimits:
-    """The batch endpoint reads up to ``batch_bytes``; every other route ``default_bytes``."""
+OPEN311_POSTS = ("/open311/v2/requests.json", "/open311/v2/requests.xml")
 
-    def __init__(self, app: ASGIApp, *, default_bytes: int, batch_bytes: int) -> None:
+
+class RouteBodyLimits:
+    """The batch endpoint reads up to ``batch_bytes``, a photo upload ``photo_bytes``, an Open311
+    multipart POST ``media_bytes`` (its photos); every other route ``default_bytes``."""
+
+    def __init__(
+        self, app: ASGIApp, *, default_bytes: int, batch_bytes: int, photo_bytes: int, media_bytes: int
+    ) -> None:
         self.default = BodySizeLimit(app, max_bytes=default_bytes)
         self.batch = BodySizeLimit(app, max_bytes=batch_bytes)
+        self.photo = BodySizeLimit(app, max_bytes=photo_bytes)
+        self.media = BodySizeLimit(app, max_bytes=media_bytes)
+
+    def _limit(self, scope: Scope) -> BodySizeLimit:
+        path = scope.get("path")
+        if path == BATCH_PATH:
+            return self.batch
+        # Only multipart bodies are spooled to disk; any other body is read into memory.
+        if path == photo_api.UPLOAD_PATH and _multipart(scope):
+            return self.photo
+        if path in OPEN311_POSTS and _multipart(scope):
+            return self.media
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limited = self.batch if scope["type"] == "http" and scope.get("path") == BATCH_PATH else self.default
+        limited = self._limit(scope) if scope["type"] == "http" else self.default
         await limited(scope, receive, send)
+
+
+def _multipart(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return bytes(value).lower().startswith(b"multipart/form-data")
+    return False
+
+
+def photo_store(settings: PhotoSettings) -> PhotoStore:
+    """The configured photo store: a directory (default) or an S3-compatible bucket."""
+    if settings.store == "s3":
+        s3 = settings.s3
+        if s3 is None:
+            raise ValueError("INTAKE__PHOTOS__STORE=s3 needs INTAKE__PHOTOS__S3__BUCKET (and the endpoint)")
+        return S3Store(
+            bucket=s3.bucket,
+            prefix=s3.prefix,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=None if s3.access_key_id is None else s3.access_key_id.get_secret_value(),
+            secret_access_key=None
+            if s3.secret_access_key is None
+            else s3.secret_access_key.get_secret_value(),
+        )
+    return DirectoryStore(settings.directory or Path(tempfile.gettempdir()) / "hazard-intake-photos")
 
 
 def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = None) -> FastAPI:
@@ -40,10 +89,11 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     reference = reference or load_reference_data(settings.reference_data_dir)
     default_bytes = settings.http.max_body_bytes
     batch_bytes = max(default_bytes, settings.limits.batch_max_body_bytes)
-    # The shared outer limit lets batch-sized bodies through; RouteBodyLimits holds the rest to http's.
-    wide = settings.model_copy(
-        update={"http": settings.http.model_copy(update={"max_body_bytes": batch_bytes})}
-    )
+    photo_bytes = settings.photos.max_bytes + photo_api.UPLOAD_OVERHEAD_BYTES
+    media_bytes = settings.photos.max_bytes * settings.photos.max_per_item + default_bytes
+    # The shared outer limit lets the largest bodies through; RouteBodyLimits holds each route to its own.
+    widest = max(batch_bytes, photo_bytes, media_bytes)
+    wide = settings.model_copy(update={"http": settings.http.model_copy(update={"max_body_bytes": widest})})
     runtime = ServiceRuntime.build(
         name=NAME,
         settings=wide,
@@ -63,12 +113,24 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     )
     # The hot routes' ordinary requests skip FastAPI's machinery (inside the body limits).
     app.add_middleware(HotRoutes, fastapi_app=app)
-    app.add_middleware(RouteBodyLimits, default_bytes=default_bytes, batch_bytes=batch_bytes)
+    app.add_middleware(
+        RouteBodyLimits,
+        default_bytes=default_bytes,
+        batch_bytes=batch_bytes,
+        photo_bytes=photo_bytes,
+        media_bytes=media_bytes,
+    )
     limits = settings.limits
     committer = (
         GroupCommitter(workers=settings.group_commit.workers, max_items=settings.group_commit.max_items)
         if settings.group_commit.enabled
         else None
+    )
+    photos = Photos(
+        sessions=runtime.sessions,
+        store=photo_store(settings.photos),
+        settings=settings.photos,
+        reference=reference,
     )
     pool = WritePool(
         settings.database.url.get_secret_value(),
@@ -87,11 +149,14 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
             duplicate_distance_m=limits.duplicate_distance_m or reference.duplicate_distance_m,
         ),
         group_commit=committer,
+        attach_photos=lambda owner, hazard, urls: photos.attach(owner_id=owner, hazard_id=hazard, urls=urls),
     )
     if committer is not None:
         committer.bind(intake.write)
         runtime.add_background(committer.run)
     app.state.intake = intake
+    app.state.photos = photos
+    app.state.photo_max_per_item = settings.photos.max_per_item
     rate = settings.rate_limit
     app.state.rate_limiter = RateLimiter(rate=rate.requests_per_s, burst=rate.burst) if rate.enabled else None
     app.state.batch_max_items = limits.batch_max_items
@@ -114,6 +179,7 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     app.state.reconciliation = settings.reconciliation
     reconciliation.install(runtime, settings.reconciliation)
     app.include_router(api.router)
+    app.include_router(photo_api.router)
     app.include_router(open311.router)
     app.include_router(reconciliation.router)
     return app

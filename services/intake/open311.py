@@ -30,10 +30,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
-from services.intake import metrics
+from services.intake import metrics, photo_api
 from services.intake import repository as repo
 from services.intake.domain import ReportIn
+from services.intake.photo_service import Photos
+from services.intake.photos import PHOTO_PATH, PhotoRefusedError
 from services.intake.ratelimit import RateLimiter
 from services.intake.service import Intake
 from shared.reference import Category, ReferenceData
@@ -299,8 +303,17 @@ def request_json(row: Any, reference: ReferenceData, view: PublicView) -> dict[s
         "zipcode": None,
         "lat": round(row.lat, view.coordinate_decimals),
         "long": round(row.lon, view.coordinate_decimals),
-        "media_url": row.photos[0] if row.photos and view.show_photos else None,
+        "media_url": public_media_url(row.photos[0]) if row.photos and view.show_photos else None,
     }
+
+
+def public_media_url(url: str) -> str:
+    """A report's photo as the public may fetch it: this service's own photos through
+    ``/open311/v2/media/{id}`` (the API's photo route needs a token); other URLs as given."""
+    match = PHOTO_PATH.search(url)
+    if match is None:
+        return url
+    return f"{url[: match.start()]}/open311/v2/media/{match.group(1)}"
 
 
 def _form_value(form: Any, name: str) -> str | None:
@@ -332,66 +345,107 @@ async def post_request(request: Request, fmt: str) -> Response:
     """Accept one report the Open311 way."""
 
     async def produce() -> tuple[int, Any]:
-        form = await request.form()
-        api_key = _form_value(form, "api_key")
-        principal = request.app.state.tokens.authenticate(api_key) if api_key else None
-        if principal is None or principal.role != "reporter":
-            raise Open311Error(403, "api_key is missing, unknown, or not a reporter's key.")
-        limiter: RateLimiter | None = request.app.state.rate_limiter
-        if limiter is not None:
-            wait = limiter.take(principal.id, now=time.monotonic())
-            if wait > 0:
-                metrics.RATE_LIMITED.inc()
-                metrics.REJECTED.labels("rate_limited").inc()
-                retry = limiter.retry_after_header(wait)
-                raise Open311Error(
-                    429, f"Too many requests; retry after {retry} s.", headers={"Retry-After": retry}
-                )
-        reference = _reference(request)
-        code = _form_value(form, "service_code")
-        if code is None:
-            raise Open311Error(400, "service_code is required.")
-        category = _category(reference, code)
-        lat, lon = _form_value(form, "lat"), _form_value(form, "long")
-        if lat is None or lon is None:
-            raise Open311Error(
-                400, "lat and long are required; this server does not geocode address_string or address_id."
-            )
-        report_id = _form_value(form, "attribute[report_id]")
-        raw: dict[str, Any] = {
-            "report_id": report_id or str(uuid.uuid4()),
-            "category": category.code,
-            "description": _form_value(form, "description") or category.name_en,
-            "location": {
-                "lat": lat,
-                "lon": lon,
-                "address": _form_value(form, "address_string") or "",
-                "building_id": _form_value(form, "attribute[building_id]") or _form_value(form, "address_id"),
-            },
-            "grid_id": _form_value(form, "attribute[grid_id]") or principal.grid_id,
-            "observed_at": datetime.now(UTC),
-            "photos": [url for url in [_form_value(form, "media_url")] if url],
-            "rectified_on_site": (_form_value(form, "attribute[rectified_on_site]") or "false").lower()
-            == "true",
-        }
+        form = await _read_form(request)
         try:
-            report = _REPORT.validate_python(raw)
-        except ValidationError as exc:
-            metrics.REJECTED.labels("invalid").inc()
-            raise Open311Error(400, f"Invalid request: {_field_problems(exc)}.") from exc
-        intake: Intake = request.app.state.intake
-        [result] = await intake.submit(principal=principal, items=[report], source="open311")
-        if result.error is not None:
-            status = 400 if result.error.status == 422 else result.error.status
-            raise Open311Error(status, result.error.message)
-        notice = None
-        if result.duplicate_of is not None:
-            notice = f"Linked to open request {result.duplicate_of} as a duplicate."
-        return result.http_status, [
-            {"service_request_id": str(result.hazard_id), "service_notice": notice, "account_id": None}
-        ]
+            return await _post(request, form)
+        finally:
+            await form.close()
 
     return await _answer(fmt, "service_requests", produce)
+
+
+async def _read_form(request: Request) -> FormData:
+    """The posted form (url-encoded, or multipart with ``media`` files spooled to disk); 400 if malformed."""
+    limit: int = request.app.state.photo_max_per_item
+    try:
+        return await request.form(max_files=limit, max_fields=100)
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise Open311Error(413, str(exc.detail)) from exc
+        raise Open311Error(400, f"The form cannot be read: {exc.detail}") from exc
+
+
+async def _store_media(request: Request, form: FormData, principal: Any, report: ReportIn) -> ReportIn:
+    """Store the request's ``media`` uploads and add them to the report's photos (413/415/400 refused)."""
+    media = [value for value in form.getlist("media") if isinstance(value, UploadFile)]
+    if not media:
+        return report
+    limit: int = request.app.state.photo_max_per_item
+    if len(report.photos) + len(media) > limit:
+        raise Open311Error(400, f"A request may carry at most {limit} photos (media and media_url together).")
+    photos: Photos = request.app.state.photos
+    urls = []
+    for upload in media:
+        try:
+            stored = await photos.add(principal=principal, upload=upload.file)
+        except PhotoRefusedError as exc:
+            metrics.REJECTED.labels("invalid").inc()
+            raise Open311Error(
+                exc.status if exc.status in (413, 415) else 400, f"media: {exc.message}"
+            ) from exc
+        urls.append(photo_api.photo_url(request, stored.photo_id))
+    return report.model_copy(update={"photos": (*report.photos, *urls)})
+
+
+async def _post(request: Request, form: FormData) -> tuple[int, Any]:
+    """The POST's work once its form is read."""
+    api_key = _form_value(form, "api_key")
+    principal = request.app.state.tokens.authenticate(api_key) if api_key else None
+    if principal is None or principal.role != "reporter":
+        raise Open311Error(403, "api_key is missing, unknown, or not a reporter's key.")
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        wait = limiter.take(principal.id, now=time.monotonic())
+        if wait > 0:
+            metrics.RATE_LIMITED.inc()
+            metrics.REJECTED.labels("rate_limited").inc()
+            retry = limiter.retry_after_header(wait)
+            raise Open311Error(
+                429, f"Too many requests; retry after {retry} s.", headers={"Retry-After": retry}
+            )
+    reference = _reference(request)
+    code = _form_value(form, "service_code")
+    if code is None:
+        raise Open311Error(400, "service_code is required.")
+    category = _category(reference, code)
+    lat, lon = _form_value(form, "lat"), _form_value(form, "long")
+    if lat is None or lon is None:
+        raise Open311Error(
+            400, "lat and long are required; this server does not geocode address_string or address_id."
+        )
+    report_id = _form_value(form, "attribute[report_id]")
+    raw: dict[str, Any] = {
+        "report_id": report_id or str(uuid.uuid4()),
+        "category": category.code,
+        "description": _form_value(form, "description") or category.name_en,
+        "location": {
+            "lat": lat,
+            "lon": lon,
+            "address": _form_value(form, "address_string") or "",
+            "building_id": _form_value(form, "attribute[building_id]") or _form_value(form, "address_id"),
+        },
+        "grid_id": _form_value(form, "attribute[grid_id]") or principal.grid_id,
+        "observed_at": datetime.now(UTC),
+        "photos": [url for url in [_form_value(form, "media_url")] if url],
+        "rectified_on_site": (_form_value(form, "attribute[rectified_on_site]") or "false").lower() == "true",
+    }
+    try:
+        report = _REPORT.validate_python(raw)
+    except ValidationError as exc:
+        metrics.REJECTED.labels("invalid").inc()
+        raise Open311Error(400, f"Invalid request: {_field_problems(exc)}.") from exc
+    report = await _store_media(request, form, principal, report)
+    intake: Intake = request.app.state.intake
+    [result] = await intake.submit(principal=principal, items=[report], source="open311")
+    if result.error is not None:
+        status = 400 if result.error.status == 422 else result.error.status
+        raise Open311Error(status, result.error.message)
+    notice = None
+    if result.duplicate_of is not None:
+        notice = f"Linked to open request {result.duplicate_of} as a duplicate."
+    return result.http_status, [
+        {"service_request_id": str(result.hazard_id), "service_notice": notice, "account_id": None}
+    ]
 
 
 def _split(value: str | None) -> list[str]:
@@ -529,3 +583,36 @@ async def get_request(request: Request, service_request_id: str, fmt: str) -> Re
         return 200, [request_json(rows[0], reference, view)]
 
     return await _answer(fmt, "service_requests", produce)
+
+
+async def _public_media(request: Request, photo_id: str, *, thumbnail: bool) -> Response:
+    try:
+        view = _public(request)
+    except Open311Error as exc:
+        return render(
+            "json",
+            "errors",
+            [{"code": exc.status, "description": exc.description}],
+            status=exc.status,
+            headers=exc.headers,
+        )
+    if not view.show_photos:
+        return render(
+            "json",
+            "errors",
+            [{"code": 404, "description": "Photos are not published by this server."}],
+            status=404,
+        )
+    return await photo_api.stream_public(request, photo_id, thumbnail=thumbnail)
+
+
+@router.get("/media/{photo_id}", summary="A report's photo, when the public listing shows photos")
+async def get_media(request: Request, photo_id: str) -> Response:
+    """A photo a reporter attached to a report (metadata stripped); 404 unless photos are shown."""
+    return await _public_media(request, photo_id, thumbnail=False)
+
+
+@router.get("/media/{photo_id}/thumbnail", summary="A report photo's thumbnail, when photos are shown")
+async def get_media_thumbnail(request: Request, photo_id: str) -> Response:
+    """The thumbnail of a photo a reporter attached to a report."""
+    return await _public_media(request, photo_id, thumbnail=True)

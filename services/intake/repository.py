@@ -19,10 +19,11 @@ from typing import Any
 import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.domain import OpenHazard, StatusChange, Unlinked
-from services.intake.tables import reports
+from services.intake.tables import photos, reports
 
 # Open originals of each probe's category at the same building or inside its box, in one round trip.
 # LATERAL makes it one small index lookup per probe (the partial indexes of migration 0003, each
@@ -273,6 +274,55 @@ _REQUEST_COLUMNS = (
     reports.c.duplicate_of,
     reports.c.rectified_on_site,
 )
+
+
+# ---------------------------------------------------------------- photos
+
+_PHOTO_WITH_SCOPE = sa.select(
+    photos.c.photo_id,
+    photos.c.owner_id,
+    photos.c.owner_role,
+    photos.c.hazard_id,
+    photos.c.content_type,
+    reports.c.grid_id,
+    reports.c.agency_responsible,
+).select_from(photos.outerjoin(reports, reports.c.hazard_id == photos.c.hazard_id))
+_HAZARD_SCOPE = sa.select(reports.c.grid_id, reports.c.agency_responsible)
+
+
+async def get_photo(session: AsyncSession, photo_id: uuid.UUID) -> Any | None:
+    """A photo's row with its hazard's grid and agency (None when the photo is not attached)."""
+    return (await session.execute(_PHOTO_WITH_SCOPE.where(photos.c.photo_id == photo_id))).first()
+
+
+async def get_hazard_scope(session: AsyncSession, hazard_id: uuid.UUID) -> Any | None:
+    """The grid and agency of a reported hazard, or None."""
+    return (await session.execute(_HAZARD_SCOPE.where(reports.c.hazard_id == hazard_id))).first()
+
+
+async def add_photo(session: AsyncSession, row: dict[str, Any]) -> None:
+    """Record a photo; the same photo again (same uploader, same bytes) may only gain a hazard."""
+    statement = pg_insert(photos).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=[photos.c.photo_id],
+        set_={"hazard_id": sa.func.coalesce(photos.c.hazard_id, statement.excluded.hazard_id)},
+    )
+    await session.execute(statement)
+
+
+async def attach_photos(
+    session: AsyncSession, *, hazard_id: uuid.UUID, owner_id: str, photo_ids: Sequence[uuid.UUID]
+) -> None:
+    """Attach the owner's not yet attached photos to a hazard (another's photo is never taken)."""
+    await session.execute(
+        sa.update(photos)
+        .where(
+            photos.c.photo_id.in_(list(photo_ids)),
+            photos.c.owner_id == owner_id,
+            photos.c.hazard_id.is_(None),
+        )
+        .values(hazard_id=hazard_id)
+    )
 
 
 async def list_requests(

@@ -75,6 +75,10 @@ class ItemResult:
         return body
 
 
+# (owner id, hazard id, photo URLs): attaches the owner's own uploaded photos among the URLs.
+PhotoAttacher = Callable[[str, uuid.UUID, Sequence[str]], Awaitable[None]]
+
+
 class _LostRaceError(Exception):
     """Another transaction inserted one of our report ids after we looked; start again."""
 
@@ -110,9 +114,11 @@ class Intake:
         policy: Policy,
         clock: Callable[[], datetime] = _utcnow,
         group_commit: GroupCommitter | None = None,
+        attach_photos: PhotoAttacher | None = None,
     ) -> None:
         self.sessions = sessions
         self.pool = pool
+        self.attach_photos = attach_photos
         self.group_commit = group_commit
         self.outbox = outbox
         self.reference = reference
@@ -160,9 +166,23 @@ class Intake:
         for index, earlier, fingerprint in repeats:
             results[index] = _repeat_in_request(index, earlier, fingerprint, results[earlier.index])
         ordered = [results[i] for i in range(len(items))]
+        if self.attach_photos is not None:
+            await self._attach_photos(principal, items, ordered)
         _count(ordered, pending, source)
         metrics.COMMIT_SECONDS.labels(source).observe(time.perf_counter() - started)
         return ordered
+
+    async def _attach_photos(
+        self, principal: Principal, items: Sequence[ReportIn | Rejection], results: Sequence[ItemResult]
+    ) -> None:
+        """Attach the reporter's uploaded photos named by accepted reports to their hazards.
+
+        After the commit, and again on every replay, so a crash in between heals on the retry.
+        """
+        assert self.attach_photos is not None
+        for item, result in zip(items, results, strict=True):
+            if isinstance(item, ReportIn) and item.photos and result.hazard_id is not None:
+                await self.attach_photos(principal.id, result.hazard_id, item.photos)
 
     async def write(
         self, pending: list[_Pending], now: datetime, *, look_first: bool = False

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -77,6 +78,40 @@ class ReconciliationSettings(_Section):
     check_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
+class S3Settings(_Section):
+    """An S3-compatible object store for photos (AWS S3, MinIO, Ceph RGW)."""
+
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    # None: AWS itself; a URL for MinIO and the like (e.g. http://minio:9000).
+    endpoint_url: str | None = None
+    region: str | None = None
+    # None: botocore's usual chain (environment, instance role).
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    prefix: str = "photos/"
+
+
+class PhotoSettings(_Section):
+    """Uploaded photos: where they are kept and what is accepted."""
+
+    store: Literal["directory", "s3"] = "directory"
+    # The directory store's root; None: "hazard-intake-photos" in the system's temporary directory
+    # (the local runner sets .run/photos). Replicas must share it, or use s3.
+    directory: Path | None = None
+    s3: S3Settings | None = None
+    max_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 10 * 1024 * 1024
+    # Photos one Open311 request may carry (the JSON items hold up to 10 photo URLs).
+    max_per_item: Annotated[int, Field(ge=1, le=50)] = 10
+    # Larger images are refused (422) before decoding: the decoder's memory is bounded by this.
+    max_pixels: Annotated[int, Field(ge=10_000, le=200_000_000)] = 50_000_000
+    # The stored copy is scaled to this many pixels on its long side (2000: a 12 MP phone JPEG is
+    # decoded at half scale, 4x less work and memory); the thumbnail to thumbnail_side.
+    max_side: Annotated[int, Field(ge=256, le=16_384)] = 2000
+    thumbnail_side: Annotated[int, Field(ge=32, le=1024)] = 320
+    # Photos decoded at once per process (each takes up to ~40 MiB at the defaults); others wait.
+    decoders: Annotated[int, Field(ge=1, le=64)] = 2
+
+
 class IntakeSettings(ServiceSettings):
     """Everything the intake service reads from its environment."""
 
@@ -89,3 +124,4 @@ class IntakeSettings(ServiceSettings):
     group_commit: GroupCommitSettings = Field(default_factory=GroupCommitSettings)
     open311: Open311Settings = Field(default_factory=Open311Settings)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
+    photos: PhotoSettings = Field(default_factory=PhotoSettings)

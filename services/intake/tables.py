@@ -47,3 +47,21 @@ reports = sa.Table(
     sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# Uploaded photos; the files are in the photo store under photo_id (and photo_id.thumb).
+photos = sa.Table(
+    "photos",
+    metadata,
+    sa.Column("photo_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("owner_id", sa.Text, nullable=False),
+    sa.Column("owner_role", sa.Text, nullable=False),
+    # Set when a report names the photo, or at upload when the uploader names a hazard.
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("uploaded_bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -550,6 +550,9 @@ class Stack:
                         key_file=self.paths.root / NOTIFICATIONS_KEY_FILE, smtp_port=self.ports.smtp
                     )
                 )
+            if name == "intake":
+                # Uploaded photos: the directory store, kept with the run's other state.
+                env["INTAKE__PHOTOS__DIRECTORY"] = str(self.paths.root.absolute() / "photos")
             env["PYTHONUNBUFFERED"] = "1"
             argv = [sys.executable, "-m", module]
             with self.paths.log(name).open("ab") as log:

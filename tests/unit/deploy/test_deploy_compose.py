@@ -35,6 +35,9 @@ OPERATOR_VARIABLES = {
     "GRAFANA_ADMIN_PASSWORD": "s3cret",
     **{f"{service.upper()}_DB_PASSWORD": "s3cret" for service in SERVICES},
     "NOTIFICATIONS_SECRET_KEY": "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU=",
+    "PHOTO_S3_ENDPOINT_URL": "http://objects:9000",
+    "PHOTO_S3_ACCESS_KEY_ID": "photo-key",
+    "PHOTO_S3_SECRET_ACCESS_KEY": "s3cret",
 }
 
 
