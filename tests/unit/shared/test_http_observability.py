@@ -6,7 +6,9 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import service as shared_service
+from shared.consumer import event_context
 from shared.errors import install_error_handlers
 from shared.logs import make_handler
 
@@ -185,3 +188,17 @@ async def test_log_lines_have_iso_utc_times_and_no_colour(
     assert colour_line["level"] == "WARNING"
     assert colour_line["service"] == SERVICE
     assert "request_id" not in colour_line  # outside a request: no empty id
+
+
+async def test_lines_written_while_one_event_is_applied_carry_its_ids(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    event = SimpleNamespace(event_id=uuid.uuid4(), hazard_id=uuid.uuid4())
+    logger = logging.getLogger("unit.consumer")
+    with event_context(event):
+        logger.warning("batch of 1 failed")
+    logger.info("between batches")
+    [inside, outside] = log_lines()
+    assert (inside["event_id"], inside["hazard_id"]) == (str(event.event_id), str(event.hazard_id))
+    assert "event_id" not in outside
+    assert "hazard_id" not in outside
