@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,7 +17,7 @@ from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings
 from shared.events import HazardDuplicateLinked, HazardReported
 from shared.http import BodySizeLimit
-from shared.reference import ReferenceData, load_reference_data
+from shared.reference import PACKAGED_DATA_DIR, ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "intake"
@@ -33,6 +34,13 @@ class RouteBodyLimits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limited = self.batch if scope["type"] == "http" and scope.get("path") == BATCH_PATH else self.default
         await limited(scope, receive, send)
+
+
+def reference_changed_at(directory: Path | None) -> datetime:
+    """When the reference data files (the Open311 service list's source) were last modified, in UTC."""
+    root = PACKAGED_DATA_DIR if directory is None else Path(directory)
+    times = [path.stat().st_mtime for path in root.glob("*.yaml")]
+    return datetime.fromtimestamp(max(times, default=0.0), UTC).replace(microsecond=0)
 
 
 def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = None) -> FastAPI:
@@ -107,10 +115,18 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         if public.rate_limit.enabled
         else None
     )
+    app.state.open311_discovery = open311.Discovery(
+        changeset=reference_changed_at(settings.reference_data_dir),
+        contact=public.discovery.contact,
+        key_service=public.discovery.key_service,
+        endpoint_type=public.discovery.endpoint_type,
+        public_url=public.discovery.public_url,
+    )
     app.state.open311_limits = {
         "max_results": limits.open311_max_results,
         "default_days": limits.open311_default_days,
     }
     app.include_router(api.router)
     app.include_router(open311.router)
+    app.include_router(open311.discovery_router)
     return app
