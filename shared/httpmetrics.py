@@ -6,7 +6,8 @@ fast path), so every answer is counted, a 413 or a 500 included.
 
 * **Metrics**: ``hazard_http_requests_total`` and ``hazard_http_request_duration_seconds`` by
   service, method, route *template* (``/api/v1/hazards/{hazard_id}``, never the raw path) and
-  status class (``2xx`` .. ``5xx``). Labels are bounded: a path no route knows is
+  status class (``2xx`` .. ``5xx``; a request the client abandoned before any answer is a 499,
+  class ``4xx``, not a server error). Labels are bounded: a path no route knows is
   ``route="(unmatched)"``, a method outside the usual ones is ``method="OTHER"``. Errors are
   the ``5xx`` class.
 * **Request id**: taken from ``X-Request-ID`` when the client sends a reasonable one (1..128
@@ -36,6 +37,7 @@ access_log = logging.getLogger("hazard.access")
 log = logging.getLogger(__name__)
 
 UNMATCHED = "(unmatched)"
+CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUEST_ID_HEADER = b"x-request-id"
 _MAX_REQUEST_ID = 128
@@ -129,7 +131,8 @@ class HttpObservability:
         started = time.perf_counter()
         request_id = accepted_request_id(scope)
         token = current_request_id.set(request_id)
-        status = 500
+        status: int | None = None
+        failed = False
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
@@ -142,8 +145,14 @@ class HttpObservability:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            failed = True
+            raise
         finally:
             elapsed = time.perf_counter() - started
+            if status is None:
+                # Nothing was answered: our failure (500), or the client left first (499, as nginx says).
+                status = 500 if failed else CLIENT_CLOSED
             method = method_label(scope.get("method", ""))
             route = self.route_template(scope)
             cls = status_class(status)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared import service as shared_service
 from shared.consumer import event_context
 from shared.errors import install_error_handlers
+from shared.httpmetrics import HttpObservability
 from shared.logs import make_handler
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -202,3 +203,28 @@ async def test_lines_written_while_one_event_is_applied_carry_its_ids(
     assert (inside["event_id"], inside["hazard_id"]) == (str(event.event_id), str(event.hazard_id))
     assert "event_id" not in outside
     assert "hazard_id" not in outside
+
+
+async def test_a_request_left_unanswered_is_a_client_abort_not_a_server_error() -> None:
+    async def leaves(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # the client went away: nothing to answer (as intake's fast path does)
+
+    async def fails(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("broken before answering")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        raise AssertionError(f"nothing should be sent: {message}")
+
+    def openapi() -> dict[str, Any]:
+        return {"paths": {"/api/v1/hazards": {"post": {}}}}
+
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/hazards", "headers": [], "query_string": b""}
+    before = (count("/api/v1/hazards", "4xx", "POST"), count("/api/v1/hazards", "5xx", "POST"))
+    await HttpObservability(leaves, service=SERVICE, openapi=openapi)(dict(scope), receive, send)
+    with pytest.raises(RuntimeError):
+        await HttpObservability(fails, service=SERVICE, openapi=openapi)(dict(scope), receive, send)
+    after = (count("/api/v1/hazards", "4xx", "POST"), count("/api/v1/hazards", "5xx", "POST"))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
