@@ -41,6 +41,7 @@ CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUEST_ID_HEADER = b"x-request-id"
 _MAX_REQUEST_ID = 128
+_SEEN_MAX = 1024
 
 HTTP_REQUESTS = Counter(
     "hazard_http_requests_total",
@@ -75,6 +76,7 @@ class RouteTemplates:
     def __init__(self, openapi: Callable[[], dict[str, Any]]) -> None:
         self._openapi = openapi
         self._compiled: list[tuple[re.Pattern[str], str, frozenset[str]]] | None = None
+        self._seen: dict[tuple[str, str], str] = {}
 
     def _paths(self) -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
         if self._compiled is None:
@@ -96,11 +98,20 @@ class RouteTemplates:
         path = getattr(scope.get("route"), "path", None)
         if isinstance(path, str) and path:
             return path
-        request_path = scope.get("path", "")
+        key = (scope.get("method", ""), scope.get("path", ""))
+        found = self._seen.get(key)
+        if found is None:
+            found = self._match(*key)
+            if len(self._seen) >= _SEEN_MAX:  # raw paths are unbounded: keep the hot ones only
+                self._seen.clear()
+            self._seen[key] = found
+        return found
+
+    def _match(self, method: str, request_path: str) -> str:
         partial = None
         for regex, template, methods in self._paths():
             if regex.match(request_path):
-                if scope.get("method") in methods:
+                if method in methods:
                     return template
                 partial = partial or template
         return partial or UNMATCHED
@@ -123,6 +134,19 @@ class HttpObservability:
         self.app = app
         self.service = service
         self.route_template = RouteTemplates(openapi)
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, route: str, cls: str, elapsed: float) -> None:
+        key = (method, route, cls)
+        series = self._series.get(key)
+        if series is None:  # labels are bounded, so is this
+            series = (
+                HTTP_REQUESTS.labels(self.service, method, route, cls),
+                HTTP_DURATION.labels(self.service, method, route, cls),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,8 +180,7 @@ class HttpObservability:
             method = method_label(scope.get("method", ""))
             route = self.route_template(scope)
             cls = status_class(status)
-            HTTP_REQUESTS.labels(self.service, method, route, cls).inc()
-            HTTP_DURATION.labels(self.service, method, route, cls).observe(elapsed)
+            self._observe(method, route, cls, elapsed)
             access_log.info(
                 "%s %s %d %.1f ms",
                 method,
