@@ -3,12 +3,14 @@
 #   promtool        (package `prometheus`)      `promtool check rules|config`, `promtool test rules`
 #   docker-compose  (package `docker-compose`)  validates docker-compose.yml against the Compose schema,
 #                                               no Docker daemon needed
+#   amtool          (package `prometheus-alertmanager`)  `amtool check-config` of deploy/alertmanager
 # tests/unit/deploy skip those checks, saying why, when a tool is absent.
 set -eu
 
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 if [ -z "$missing" ]; then
     exit 0
 fi

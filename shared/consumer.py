@@ -34,11 +34,12 @@ other service skips it unread. Dead letters are bounded in size
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -476,6 +477,16 @@ class EventConsumer:
     async def _apply_with_retry(
         self, events: list[LifecycleEvent], raw: dict[uuid.UUID, bytes], origins: dict[uuid.UUID, Origin]
     ) -> None:
+        if len(events) == 1:
+            # One event (a poison being isolated, or a batch of one): its ids go on every log line.
+            with event_context(events[0]):
+                await self._apply_with_retry_inner(events, raw, origins)
+            return
+        await self._apply_with_retry_inner(events, raw, origins)
+
+    async def _apply_with_retry_inner(
+        self, events: list[LifecycleEvent], raw: dict[uuid.UUID, bytes], origins: dict[uuid.UUID, Origin]
+    ) -> None:
         last: BaseException | None = None
         for attempt in range(1, self.retry_attempts + 1):
             try:
@@ -608,3 +619,15 @@ def bind_event_context(event: Any) -> None:
     """Put the event and hazard ids where every log line of this task will find them."""
     current_event_id.set(str(event.event_id))
     current_hazard_id.set(str(event.hazard_id))
+
+
+@contextlib.contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Bind the event and hazard ids for the log lines written inside the block, then restore them."""
+    event_token = current_event_id.set(str(event.event_id))
+    hazard_token = current_hazard_id.set(str(event.hazard_id))
+    try:
+        yield
+    finally:
+        current_hazard_id.reset(hazard_token)
+        current_event_id.reset(event_token)

@@ -33,6 +33,7 @@ from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
 from shared.http import BodySizeLimit, RefuseNulInUrl, send_error
+from shared.httpmetrics import HttpObservability
 from shared.kafka import (
     BrokerSender,
     create_broker,
@@ -313,6 +314,21 @@ async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1)
 
 
+class ServiceApp(FastAPI):
+    """A FastAPI app whose whole middleware stack, however built, sits inside :class:`HttpObservability`.
+
+    Services add their own middleware after this app is made (intake's fast path and body limits);
+    wrapping the built stack keeps the metrics, request id and access log outside all of them.
+    """
+
+    service_name = "service"
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return HttpObservability(
+            super().build_middleware_stack(), service=self.service_name, openapi=self.openapi
+        )
+
+
 def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) -> FastAPI:
     """The HTTP app with health, readiness, metrics, AsyncAPI and the error shape; routes are added after."""
 
@@ -324,7 +340,8 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = ServiceApp(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.service_name = runtime.name
     app.state.runtime = runtime
     app.state.tokens = runtime.tokens
     app.state.reference = runtime.reference

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,7 +20,7 @@ from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings, PhotoSettings
 from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardReported
 from shared.http import BodySizeLimit
-from shared.reference import ReferenceData, load_reference_data
+from shared.reference import PACKAGED_DATA_DIR, ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "intake"
@@ -82,6 +82,13 @@ def photo_store(settings: PhotoSettings) -> PhotoStore:
             else s3.secret_access_key.get_secret_value(),
         )
     return DirectoryStore(settings.directory or Path(tempfile.gettempdir()) / "hazard-intake-photos")
+
+
+def reference_changed_at(directory: Path | None) -> datetime:
+    """When the reference data files (the Open311 service list's source) were last modified, in UTC."""
+    root = PACKAGED_DATA_DIR if directory is None else Path(directory)
+    times = [path.stat().st_mtime for path in root.glob("*.yaml")]
+    return datetime.fromtimestamp(max(times, default=0.0), UTC).replace(microsecond=0)
 
 
 def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = None) -> FastAPI:
@@ -172,6 +179,13 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         if public.rate_limit.enabled
         else None
     )
+    app.state.open311_discovery = open311.Discovery(
+        changeset=reference_changed_at(settings.reference_data_dir),
+        contact=public.discovery.contact,
+        key_service=public.discovery.key_service,
+        endpoint_type=public.discovery.endpoint_type,
+        public_url=public.discovery.public_url,
+    )
     app.state.open311_limits = {
         "max_results": limits.open311_max_results,
         "default_days": limits.open311_default_days,
@@ -182,4 +196,5 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     app.include_router(photo_api.router)
     app.include_router(open311.router)
     app.include_router(reconciliation.router)
+    app.include_router(open311.discovery_router)
     return app

@@ -43,6 +43,7 @@ from services.intake.service import Intake
 from shared.reference import Category, ReferenceData
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
+discovery_router = APIRouter(prefix="/open311", tags=["open311"])
 
 _REPORT = TypeAdapter(ReportIn)
 FORMATS = ("json", "xml")
@@ -71,6 +72,8 @@ _ITEM_NAMES = {
     "attributes": "attribute",
     "values": "value",
     "errors": "error",
+    "endpoints": "endpoint",
+    "formats": "format",
 }
 
 
@@ -86,6 +89,45 @@ class PublicView:
     coordinate_decimals: int = 3
     show_photos: bool = False
     show_address: bool = False
+
+
+GEOREPORT_V2 = "http://wiki.open311.org/GeoReport_v2"
+MEDIA_TYPES = ("text/xml", "application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The Service Discovery document's content (intake's ``open311.discovery`` settings)."""
+
+    changeset: datetime
+    contact: str
+    key_service: str
+    endpoint_type: str = "production"
+    public_url: str | None = None
+
+
+def discovery_document(discovery: Discovery, base_url: str) -> dict[str, Any]:
+    """The standard's discovery document: one GeoReport v2 endpoint, in both formats.
+
+    ``base_url`` is the request's (used when no public URL is configured). The changeset is when
+    the reference data (categories, hence the service list and definitions) last changed.
+    """
+    changeset = _iso(discovery.changeset)
+    url = discovery.public_url or base_url.rstrip("/") + router.prefix
+    return {
+        "changeset": changeset,
+        "contact": discovery.contact,
+        "key_service": discovery.key_service,
+        "endpoints": [
+            {
+                "specification": GEOREPORT_V2,
+                "url": url.rstrip("/"),
+                "changeset": changeset,
+                "type": discovery.endpoint_type,
+                "formats": list(MEDIA_TYPES),
+            }
+        ],
+    }
 
 
 class Open311Error(Exception):
@@ -240,6 +282,18 @@ def service_definition(category: Category, reference: ReferenceData) -> dict[str
 def _reference(request: Request) -> ReferenceData:
     reference: ReferenceData = request.app.state.reference
     return reference
+
+
+@discovery_router.get(
+    "/discovery.{fmt}", summary="Service discovery: the GeoReport v2 endpoint and its formats"
+)
+async def get_discovery(request: Request, fmt: str) -> Response:
+    discovery: Discovery = request.app.state.open311_discovery
+
+    async def produce() -> tuple[int, Any]:
+        return 200, discovery_document(discovery, str(request.base_url))
+
+    return await _answer(fmt, "discovery", produce)
 
 
 @router.get("/services.{fmt}", summary="Service list: one service per hazard category")

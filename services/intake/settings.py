@@ -48,6 +48,21 @@ class PublicRateLimit(_Section):
     burst: Annotated[int, Field(ge=1, le=100_000)] = 30
 
 
+class Open311Discovery(_Section):
+    """What ``/open311/discovery.{json,xml}`` tells clients (the standard's Service Discovery)."""
+
+    # The GeoReport v2 endpoint's public URL (ending in /open311/v2); None: this request's own base URL.
+    public_url: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^https?://\S+$")] | None = None
+    # "production": reports are acted upon; "test": a sandbox.
+    endpoint_type: Literal["production", "test"] = "production"
+    contact: Annotated[str, Field(min_length=1, max_length=500)] = (
+        "Ask the city's hazard supervision office (the operators of this service)."
+    )
+    key_service: Annotated[str, Field(min_length=1, max_length=500)] = (
+        "api_key is a grid member's (reporter's) bearer token, issued by the street office."
+    )
+
+
 class Open311Settings(_Section):
     """What Open311's public GETs (no authentication) show, and how often one address may ask."""
 
@@ -60,6 +75,7 @@ class Open311Settings(_Section):
     # The address and building id would undo the rounding; hidden unless turned on.
     show_address: bool = False
     rate_limit: PublicRateLimit = Field(default_factory=PublicRateLimit)
+    discovery: Open311Discovery = Field(default_factory=Open311Discovery)
 
 
 class GroupCommitSettings(_Section):

@@ -82,6 +82,16 @@ def test_dashboard_shows_lag_dead_letters_overdue_receipts_relapses_and_message_
     assert {"faststream_received_messages_total", "hazard_outbox_published_total"} <= used
 
 
+def test_dashboard_shows_http_rate_errors_and_latency(dashboard: dict[str, Any]) -> None:
+    exprs = [expr for _, expr in dashboard_targets(dashboard)]
+    used = set().union(*(promql_metric_names(expr) for expr in exprs))
+    assert {"hazard_http_requests_total", "hazard_http_request_duration_seconds_bucket"} <= used
+    assert any('status_class="5xx"' in expr for expr in exprs), "no error-ratio panel"
+    assert any("histogram_quantile" in expr and "hazard_http_request_duration" in expr for expr in exprs)
+    # By route template, never by raw path or instance-specific labels.
+    assert any("route" in expr and "hazard_http" in expr for expr in exprs)
+
+
 @pytest.mark.skipif(promtool() is None, reason="promtool not installed (run scripts/ensure-promtool.sh)")
 def test_promtool_parses_every_panel_expression(dashboard: dict[str, Any], tmp_path: Path) -> None:
     # promtool has no "check expression": each query becomes a recording rule, which it parses.

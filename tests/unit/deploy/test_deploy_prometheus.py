@@ -67,6 +67,9 @@ def test_alerts_cover_service_down_dead_letters_consumer_lag_and_overdue_receipt
     assert "hazard_dead_lettered_total" in used
     assert "hazard_consumer_lag_messages" in used
     assert any("overdue" in name and name.startswith("hazard_dispatch_") for name in used)
+    # HTTP: an error ratio and a latency alert.
+    assert "hazard_http_requests_total" in used
+    assert "hazard_http_request_duration_seconds_bucket" in used
 
 
 def test_every_alert_has_a_severity_a_summary_a_valid_expression_and_is_documented() -> None:
