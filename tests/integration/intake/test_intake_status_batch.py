@@ -158,9 +158,10 @@ async def test_a_batch_of_changes_equals_applying_them_one_by_one(intake_app: Ap
     assert by_id[plain][3] == "Fire"
     assert by_id[single][2] == "referred"
     # A linked report changes in the batch, so each close is a barrier (found by one query): before
-    # the close one round of 3; the close and its duplicates: 2; after it: rounds of 4 and 1.
+    # the close one round of 3; the close, the unlinking of reports seen after it (#21) and its
+    # duplicates: 3; after it: rounds of 4 and 1.
     assert sequential_statements == len(changes) + 1  # the close also settles its duplicates
-    assert batched_statements == 1 + 1 + 2 + 2
+    assert batched_statements == 1 + 1 + 3 + 2
 
 
 async def test_closes_in_a_batch_go_together_when_no_linked_report_changes_in_it(
@@ -198,6 +199,7 @@ async def test_closes_in_a_batch_go_together_when_no_linked_report_changes_in_it
     by_id = {row[0]: row for row in got}
     assert by_id[d][5] == at(3), "closed once: a second close keeps the first closing time"
     assert by_id[ids[1]][2] == f"Closed with request {a}, which this report duplicated."
-    # The check for linked reports; round 1: 2 closes (one statement, one for their duplicates) and 2
-    # others (one); round 2: 3 closes (two) and b's late change alone (one).
-    assert statements == 1 + (2 + 1) + (2 + 1)
+    # The check for linked reports; round 1: 2 closes (one statement, one unlinking reports seen after
+    # the close (#21), one for their duplicates) and 2 others (one); round 2: 3 closes (three) and b's
+    # late change alone (one).
+    assert statements == 1 + (3 + 1) + (3 + 1)
