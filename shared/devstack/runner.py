@@ -713,7 +713,10 @@ class Stack:
         Returns True when drained, and records the moment in the state dir; otherwise says what was
         left after ``timeout`` seconds (kept in PostgreSQL: the next run relays it again).
         """
-        running = {name: proc for name, proc in self.services.items() if proc.poll() is None}
+        # The services only: the local mail and webhook receivers have no outbox and no SIGUSR1 handler.
+        running = {
+            name: proc for name, proc in self.services.items() if name in SERVICES and proc.poll() is None
+        }
         if not running or not self.kafka.is_running() or not self.postgres.is_running():
             return False
         say(f"draining (at most {timeout:.0f}s): HTTP refuses new requests; relays and consumers finish ...")

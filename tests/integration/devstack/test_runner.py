@@ -231,6 +231,9 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
                 "NOTIFICATIONS__SMTP__PORT": str(run.port("smtp")),
                 "NOTIFICATIONS__DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
             }
+        if name == "intake":
+            # Uploaded photos are kept with the run's other state.
+            expected["INTAKE__PHOTOS__DIRECTORY"] = str(run.state_dir.absolute() / "photos")
         assert json.loads(body) == expected
         assert f"http://127.0.0.1:{run.port(name)}" in run.output
     assert f"dashboard  http://127.0.0.1:{run.port('reporting')}/" in run.output
