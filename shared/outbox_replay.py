@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from shared import roles
 from shared.db import create_engine, create_session_factory, outbox_table
 from shared.kafka import BrokerSender, create_broker
 from shared.outbox import replay_published
 from shared.settings import DatabaseSettings, KafkaSettings
 
-SERVICES = ("intake", "dispatch", "tracking", "reporting")
+# Every service has an outbox (notifications': its dead letters), all in one list.
+SERVICES = roles.SERVICES
 # Before anything a retention period can hold: "everything retained".
 EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
 
