@@ -16,22 +16,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services.tracking import domain
 from shared import events as ev
 from shared.db import create_engine
 from shared.settings import DatabaseSettings
 
 START = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
 RULE = ev.FrozenDeadlineRule(minutes=120, working_time=True)
-TRACKING_TYPES = frozenset(
-    {
-        ev.HazardRectificationOrdered.TYPE,
-        ev.HazardRectified.TYPE,
-        ev.HazardRectificationOverdue.TYPE,
-        ev.HazardVerified.TYPE,
-        ev.HazardClosed.TYPE,
-        ev.HazardRelapsed.TYPE,
-    }
-)
+TRACKING_TYPES = domain.TRACKING_TYPES  # what tracking publishes
 
 
 class Story:
@@ -260,14 +252,7 @@ def escalated_twice(s: Story) -> None:
 
 def duplicate_then_unlinked(s: Story) -> None:
     """A duplicate of an open original, unlinked once the original is known closed; then dispatched."""
-    original = uuid.uuid4()
-    s.reported(duplicate_of=original)
-    s.add(
-        ev.HazardDuplicateLinked,
-        ev.HazardDuplicateLinkedPayload(original_hazard_id=original, distance_m=8.0, same_building=True),
-        minute=0,
-        producer="intake",
-    )
+    original = duplicate(s)
     unlinked = s.add(
         ev.HazardDuplicateUnlinked,
         ev.HazardDuplicateUnlinkedPayload(
@@ -285,7 +270,8 @@ def duplicate_then_unlinked(s: Story) -> None:
     s.acknowledged(fire, "fire", minute=9)
 
 
-def duplicate(s: Story) -> None:
+def duplicate(s: Story) -> uuid.UUID:
+    """A duplicate of an open original (returned), linked to it."""
     original = uuid.uuid4()
     s.reported(duplicate_of=original)
     s.add(
@@ -294,6 +280,7 @@ def duplicate(s: Story) -> None:
         minute=0,
         producer="intake",
     )
+    return original
 
 
 def no_rule(s: Story) -> None:
@@ -354,7 +341,7 @@ def relapse_closed_on_site(s: Story) -> None:
     )
 
 
-SCENARIOS: dict[str, Callable[[Story], None]] = {
+SCENARIOS: dict[str, Callable[[Story], object]] = {
     f.__name__: f
     for f in (
         rerouted_then_late,
@@ -417,7 +404,7 @@ def interleave(rng: random.Random, streams: list[list[ev.AnyEvent]]) -> list[ev.
 
 # What other services publish plus what tracking publishes: the histories consumers other than
 # tracking see, with every event type.
-WHOLE_SCENARIOS: dict[str, Callable[[Story], None]] = {
+WHOLE_SCENARIOS: dict[str, Callable[[Story], object]] = {
     **SCENARIOS,
     whole_life.__name__: whole_life,
     relapse_closed_on_site.__name__: relapse_closed_on_site,
@@ -427,7 +414,7 @@ WHOLE_SCENARIOS: dict[str, Callable[[Story], None]] = {
 class Replay:
     """A reference copy of every scenario in publish order, and shuffled copies with duplicates."""
 
-    def __init__(self, scenarios: dict[str, Callable[[Story], None]], *, copies: int, seed: int) -> None:
+    def __init__(self, scenarios: dict[str, Callable[[Story], object]], *, copies: int, seed: int) -> None:
         rng = random.Random(seed)
         self.reference: dict[str, Story] = {}
         self.shuffled: dict[str, list[Story]] = {}
