@@ -21,6 +21,7 @@ production where the stream's events are stamped at the moment they happen.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -36,9 +37,11 @@ from tests.support.histories import (
     Story,
     applied,
     labels,
+    no_rule,
     relabel,
+    whole_life,
 )
-from tests.support.kafka_tools import produce, read_topic, wait_for
+from tests.support.kafka_tools import header, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +128,52 @@ async def test_every_event_type_in_any_order_ends_as_in_order_for_new_hazards(
 
     dead = await read_topic(kafka.bootstrap_servers, topics["dead_letter"], timeout_s=3)
     assert dead == [], "no event another service publishes is refused, whatever its order"
+
+
+async def test_tracking_types_from_elsewhere_in_any_order_are_applied_or_refused_with_a_reason(
+    tracking_app: AppFactory, kafka: Any, topics: dict[str, str], db_url: str
+) -> None:
+    """Whole lives, tracking's own types included (as another tracking replica publishes them), shuffled.
+
+    Not every order can be applied: a rectification before its order, a verification before the
+    rectification. The documented outcome (``tracking/domain.refusal``) is a dead letter with reason
+    ``rejected`` and a sentence naming the hazard — never a crash, never a silent loss: every event
+    sent is applied (in the inbox) or dead-lettered, and later events still flow.
+    """
+    replay = Replay({"whole_life": whole_life}, copies=SHUFFLED_COPIES, seed=1418)
+    assert TRACKING_TYPES - {ev.HazardRelapsed.TYPE} <= replay.types
+    async with tracking_app() as (_app, client):
+        await produce(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            [(str(e.hazard_id).encode(), dump_event(e)) for e in replay.sent],
+        )
+        # Then one plain hazard after them all: the consumer must have kept going.
+        after = Story(99)
+        no_rule(after)
+        await produce(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            [(str(e.hazard_id).encode(), dump_event(e)) for e in after.events],
+        )
+        await wait_for(applied(db_url, "tracking", {e.event_id for e in after.events}), timeout_s=120)
+        response = await client.get(f"/api/v1/hazards/{after.hazard_id}", headers=auth("tok-supervisor"))
+        assert response.json()["state"] == "referred_to_operators"
+
+        dead = await read_topic(kafka.bootstrap_servers, topics["dead_letter"], timeout_s=5)
+        refused: dict[str, str] = {}
+        for record in dead:
+            event_id, reason, error = (header(record, k) for k in ("event_id", "dlt_reason", "dlt_error"))
+            assert reason == "rejected", (reason, error)
+            assert event_id is not None
+            assert error is not None
+            refused[event_id] = error
+        by_id = {str(e.event_id): e for e in replay.sent}
+        for event_id, error in refused.items():
+            event = by_id[event_id]
+            assert event.TYPE in TRACKING_TYPES, (event.TYPE, error)
+            assert f"hazard {event.hazard_id}" in error, error
+        sent = {e.event_id for e in replay.sent}
+        inbox = sent - {uuid.UUID(i) for i in refused}
+        await wait_for(applied(db_url, "tracking", inbox), timeout_s=60)
+        assert refused, "shuffled, some steps came before what they need, and were refused"
