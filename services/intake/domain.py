@@ -446,6 +446,8 @@ class StatusChange:
     expected: datetime | None = None
     clear_expected: bool = False
     closes: bool = False
+    yields_tie: bool = False
+    """True: an event already applied with the same ``occurred_at`` stays (it is this one's effect)."""
 
 
 def _department_name(reference: ReferenceData, department_id: str | None) -> str | None:
@@ -487,7 +489,11 @@ def status_change(event: ev.AnyEvent, *, reference: ReferenceData) -> StatusChan
     if isinstance(event, ev.HazardReturned):
         r = event.payload
         name = _department_name(reference, r.department_id)
-        return StatusChange(notes=f"Returned by {name}; being routed again.", clear_expected=True)
+        # Dispatch stamps a return and the rerouting or referral it causes with one instant: whichever
+        # arrives first, the effect's notes are the ones that stay.
+        return StatusChange(
+            notes=f"Returned by {name}; being routed again.", clear_expected=True, yields_tie=True
+        )
     if isinstance(event, ev.HazardRectificationOrdered):
         o = event.payload
         name = _department_name(reference, o.department_id)

@@ -69,7 +69,11 @@ class Probe:
 # Every SET expression reads the row as it was, so ``current`` means the same in each. The
 # ``= any(ids)`` lets the rows be found by primary key: joined to the array alone, the planner
 # scanned the whole table (~7 ms a batch at 30 k reports, growing with the table).
-_CURRENT = "r.status = 'open' and (r.last_event_at is null or r.last_event_at <= u.at)"
+# At one instant the later arrival wins, unless it yields ties (a return to the event it caused).
+_CURRENT = (
+    "r.status = 'open' and (r.last_event_at is null or r.last_event_at < u.at"
+    " or (r.last_event_at = u.at and not u.yields_tie))"
+)
 _APPLY_CHANGES = f"""
     update intake.reports r set
         status_notes = case when {_CURRENT} then u.notes else r.status_notes end,
@@ -81,8 +85,9 @@ _APPLY_CHANGES = f"""
         updated_datetime = greatest(r.updated_datetime, u.at)
     from unnest(
              cast(:ids as uuid[]), cast(:ats as timestamptz[]), cast(:notes as text[]),
-             cast(:agencies as text[]), cast(:set_expected as boolean[]), cast(:expected as timestamptz[])
-         ) as u(hazard_id, at, notes, agency, set_expected, expected)
+             cast(:agencies as text[]), cast(:set_expected as boolean[]), cast(:expected as timestamptz[]),
+             cast(:yields_tie as boolean[])
+         ) as u(hazard_id, at, notes, agency, set_expected, expected, yields_tie)
     where r.hazard_id = u.hazard_id and r.hazard_id = any(cast(:ids as uuid[]))
 """
 
@@ -252,6 +257,7 @@ async def _apply_plain(session: AsyncSession, changes: Sequence[Change]) -> None
             "agencies": [c.agency for _, c, _ in changes],
             "set_expected": [c.expected is not None or c.clear_expected for _, c, _ in changes],
             "expected": [c.expected for _, c, _ in changes],
+            "yields_tie": [c.yields_tie for _, c, _ in changes],
         },
     )
 

@@ -248,6 +248,8 @@ async def _produce(
 
 
 async def test_duplicate_and_reordered_delivery_changes_nothing(system: System) -> None:
+    """Redelivery of applied history changes nothing. Order itself, every type, for new hazards, is
+    tested per consumer: ``tests/integration/*/test_*_reordered_delivery.py`` (#14)."""
     rng = random.Random(606)
     # New hazards, each event sent twice, all shuffled (per key the order changes too).
     fresh = _synthetic_reports(system, 60, rng)
