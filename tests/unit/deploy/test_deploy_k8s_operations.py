@@ -27,7 +27,7 @@ from tests.unit.deploy.deploy_files import (
 
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 K8S_SCRAPE = ROOT / "deploy" / "prometheus" / "kubernetes-scrape.yml"
-PORTS = {"intake": 8101, "dispatch": 8102, "tracking": 8103, "reporting": 8104}
+PORTS = {"intake": 8101, "dispatch": 8102, "tracking": 8103, "reporting": 8104, "notifications": 8105}
 CONSUMERS = ("dispatch", "tracking")
 
 
@@ -98,6 +98,10 @@ def test_the_annotation_scrape_config_relabels_job_to_the_service_name(docs: lis
     assert any(set(r["regex"].split("|")) == set(SERVICES) for r in keep)
 
 
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16"}
+RECEIVER_PORTS = {("TCP", 25), ("TCP", 80), ("TCP", 443), ("TCP", 465), ("TCP", 587)}
+
+
 def test_network_policies_deny_by_default_and_let_services_reach_only_dns_postgres_and_kafka(
     docs: list[dict[str, Any]],
 ) -> None:
@@ -115,6 +119,14 @@ def test_network_policies_deny_by_default_and_let_services_reach_only_dns_postgr
             if "Egress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)
             for rule in p["spec"].get("egress", [])
         ]
+        public = [r for r in egress if any("ipBlock" in peer for peer in r.get("to", []))]
+        if name == "notifications":
+            # Its receivers are outside: webhooks and SMTP on public addresses, never private ranges.
+            [receivers] = public
+            [peer] = receivers["to"]
+            assert set(peer["ipBlock"]["except"]) >= PRIVATE_RANGES, name
+            assert {(p["protocol"], p["port"]) for p in receivers["ports"]} == RECEIVER_PORTS
+            egress = [r for r in egress if r is not receivers]
         ports = {(port["protocol"], port["port"]) for rule in egress for port in rule["ports"]}
         assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 9092)}, name
         for rule in egress:

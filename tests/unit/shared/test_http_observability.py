@@ -87,11 +87,24 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # uvicorn's loggers as a service process has them (shared.runner: log_config=None). A test that
+    # served an app with uvicorn's default config earlier in the session left them on a handler of
+    # their own, not propagating, at its log level.
+    uvicorn_loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error")]
+    saved = [(lg.level, lg.propagate, lg.handlers[:]) for lg in uvicorn_loggers]
+    for lg in uvicorn_loggers:
+        lg.setLevel(logging.NOTSET)
+        lg.propagate = True
+        lg.handlers.clear()
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for lg, (level, propagate, handlers) in zip(uvicorn_loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.propagate = propagate
+            lg.handlers[:] = handlers
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
