@@ -335,8 +335,11 @@ async def run(
             "NOTIFICATIONS__LOG_LEVEL": "WARNING",
         }
     )
+    # NOTIFY_BENCH_PROFILE=<file>: run the service under cProfile, its stats written there.
+    profile = os.environ.get("NOTIFY_BENCH_PROFILE")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        *(["-m", "cProfile", "-o", profile] if profile else []),
         "-m",
         "services.notifications",
         cwd=ROOT,
