@@ -112,14 +112,16 @@ async def _start_receiver(ports: list[int], log_path: Path) -> asyncio.subproces
         ",".join(map(str, ports)),
         str(log_path),
         cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
     )
-    for _ in range(100):
+    for _ in range(1200):  # a loaded machine takes seconds to import
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", ports[-1])
             writer.close()
             return proc
         except OSError:
             await asyncio.sleep(0.05)
+    await _stop(proc, kill=True)
     raise RuntimeError("the webhook receiver did not start")
 
 
@@ -315,10 +317,49 @@ async def run(
     work = Path(tempfile.mkdtemp(prefix="hazard-bench-notify-"))
     log_path = work / "webhooks.log"
     healthy = [p for d, p in ports.items() if d != DOWN_DEPARTMENT]
-    receivers = [
-        await _start_receiver(healthy, log_path),
-        await _start_receiver([ports[DOWN_DEPARTMENT]], log_path),
-    ]
+    receivers = [await _start_receiver(healthy, log_path)]
+    try:
+        receivers.append(await _start_receiver([ports[DOWN_DEPARTMENT]], log_path))
+        return await _measure(
+            url,
+            kafka,
+            lifecycle,
+            dead,
+            departments,
+            ports,
+            secret_key,
+            work,
+            log_path,
+            receivers,
+            rate=rate,
+            duration_s=duration_s,
+            down_minutes=down_minutes,
+            warmup_s=warmup_s,
+            after_s=after_s,
+        )
+    finally:
+        for receiver in receivers:
+            await _stop(receiver)
+
+
+async def _measure(
+    url: str,
+    kafka: LocalKafka,
+    lifecycle: str,
+    dead: str,
+    departments: list[str],
+    ports: dict[str, int],
+    secret_key: str,
+    work: Path,
+    log_path: Path,
+    receivers: list[asyncio.subprocess.Process],
+    *,
+    rate: float,
+    duration_s: float,
+    down_minutes: float | None,
+    warmup_s: float,
+    after_s: float,
+) -> dict[str, Any]:
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATIONS__")}
     env.update(

@@ -173,7 +173,9 @@ class SenderLoop:
             self._observe(session)
 
     async def _send_and_queue(self, item: repository.Claimed) -> None:
-        self._results.append((item, await self.send(item)))
+        result = await self.send(item)
+        # Only now look up the list: the claim may have taken the previous one meanwhile.
+        self._results.append((item, result))
 
     async def _flush_results(self) -> None:
         results, self._results = self._results, []
