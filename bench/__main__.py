@@ -2,7 +2,7 @@
 
 Writes ``bench/results/report.md`` and ``bench/results/report.json``. ``--only NAME`` (repeatable)
 selects: ``end_to_end`` (includes the raw ceiling), ``raw_ceiling`` (alone, on a private
-stack), or a per-service module ``bench/<intake|dispatch|tracking|reporting>_*.py``, which
+stack), or a per-service module ``bench/<intake|dispatch|tracking|reporting|notifications>_*.py``, which
 is run as ``python -m bench.<module>`` and writes its own ``bench/results/<module>.json``.
 """
 
@@ -22,7 +22,7 @@ from bench import report
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-SERVICE_PREFIXES = ("intake_", "dispatch_", "tracking_", "reporting_")
+SERVICE_PREFIXES = ("intake_", "dispatch_", "tracking_", "reporting_", "notifications_")
 MODULE_TIMEOUT_S = 1200
 
 

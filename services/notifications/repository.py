@@ -203,25 +203,43 @@ async def claim_deliveries(
     ]
 
 
-async def record_attempt(
-    session: AsyncSession,
-    delivery_id: int,
-    *,
-    status: str,
-    next_attempt_at: datetime | None,
-    error: str | None,
-    now: datetime,
-) -> None:
-    """Write what an attempt came to (a cancelled delivery stays cancelled)."""
-    values: dict[str, Any] = {"status": status, "last_error": error}
-    if status == "sent":
-        values["sent_at"] = now
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
+@dataclass(frozen=True)
+class Attempted:
+    """What one attempt came to, to be recorded."""
+
+    delivery_id: int
+    status: str
+    next_attempt_at: datetime | None
+    error: str | None
+    now: datetime
+
+
+async def record_attempts(session: AsyncSession, results: Sequence[Attempted]) -> None:
+    """Write what several attempts came to in one statement (a cancelled delivery stays cancelled)."""
+    if not results:
+        return
     await session.execute(
         sa.update(deliveries)
-        .where(d.delivery_id == delivery_id, d.status.in_(("pending", "retrying")))
-        .values(**values)
+        # No IN (...) here: expanding parameters cannot be used with executemany.
+        .where(d.delivery_id == sa.bindparam("b_id"), sa.or_(d.status == "pending", d.status == "retrying"))
+        .values(
+            status=sa.bindparam("b_status"),
+            last_error=sa.bindparam("b_error"),
+            sent_at=sa.func.coalesce(sa.bindparam("b_sent_at", type_=sa.DateTime(timezone=True)), d.sent_at),
+            next_attempt_at=sa.func.coalesce(
+                sa.bindparam("b_next", type_=sa.DateTime(timezone=True)), d.next_attempt_at
+            ),
+        ),
+        [
+            {
+                "b_id": r.delivery_id,
+                "b_status": r.status,
+                "b_error": r.error,
+                "b_sent_at": r.now if r.status == "sent" else None,
+                "b_next": r.next_attempt_at,
+            }
+            for r in results
+        ],
     )
 
 

@@ -83,6 +83,8 @@ class SenderLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
+        # Results of finished sends, recorded together with the next claim (one transaction).
+        self._results: list[tuple[repository.Claimed, repository.Attempted]] = []
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
@@ -99,9 +101,13 @@ class SenderLoop:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+                    # Let a few more sends finish: their results and the next claim share one transaction.
+                    await asyncio.sleep(self.settings.gather_s)
         finally:
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=self.settings.timeout_s)
+            with contextlib.suppress(Exception):
+                await self._flush_results()
             await self.close()
 
     @property
@@ -120,20 +126,31 @@ class SenderLoop:
     async def claim_and_start(self) -> int:
         """Lease what there is room for and start sending each; returns how many were leased."""
         room = self.settings.max_in_flight - len(self._tasks)
-        if room <= 0:
+        results, self._results = self._results, []
+        if room <= 0 and not results:
             return 0
-        async with self.sessions() as session, session.begin():
-            claimed = await repository.claim_deliveries(
-                session,
-                now=self.clock(),
-                limit=room,
-                per_target=self.settings.per_target,
-                in_flight=self.in_flight,
-                lease_s=self.settings.lease_s,
-            )
+        try:
+            async with self.sessions() as session:
+                async with session.begin():
+                    await self._record(session, results)
+                    if room <= 0:
+                        claimed = []
+                    else:
+                        claimed = await repository.claim_deliveries(
+                            session,
+                            now=self.clock(),
+                            limit=room,
+                            per_target=self.settings.per_target,
+                            in_flight=self.in_flight,
+                            lease_s=self.settings.lease_s,
+                        )
+                self._observe(session)
+        except BaseException:
+            self._results[:0] = results  # not recorded: with the next claim
+            raise
         for item in claimed:
             self.in_flight[item.target] = self.in_flight.get(item.target, 0) + 1
-            task = asyncio.create_task(self.deliver(item), name=f"deliver-{item.delivery_id}")
+            task = asyncio.create_task(self._send_and_queue(item), name=f"deliver-{item.delivery_id}")
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._done, target=item.target))
         return len(claimed)
@@ -148,7 +165,28 @@ class SenderLoop:
         self._wake.set()
 
     async def deliver(self, item: repository.Claimed) -> None:
-        """Send one leased delivery and record the result."""
+        """Send one leased delivery and record the result (in its own transaction)."""
+        result = await self.send(item)
+        async with self.sessions() as session:
+            async with session.begin():
+                await self._record(session, [(item, result)])
+            self._observe(session)
+
+    async def _send_and_queue(self, item: repository.Claimed) -> None:
+        result = await self.send(item)
+        # Only now look up the list: the claim may have taken the previous one meanwhile.
+        self._results.append((item, result))
+
+    async def _flush_results(self) -> None:
+        results, self._results = self._results, []
+        if results:
+            async with self.sessions() as session:
+                async with session.begin():
+                    await self._record(session, results)
+                self._observe(session)
+
+    async def send(self, item: repository.Claimed) -> repository.Attempted:
+        """Send one leased delivery; returns what is to be recorded."""
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 outcome = await self.attempt(item)
@@ -167,33 +205,47 @@ class SenderLoop:
             retry_for_s=self.settings.retry_for_s,
             rand=self.rand,
         )
-        try:
-            async with self.sessions() as session, session.begin():
-                await repository.record_attempt(
-                    session,
-                    item.delivery_id,
-                    status=status,
-                    next_attempt_at=next_at,
-                    error=outcome.error,
-                    now=now,
-                )
-        except Exception as exc:
-            # The lease runs out and the delivery is tried again: at least once, the receiver
-            # deduplicates on the idempotency key.
-            log.warning("could not record delivery %d (%s): %s", item.delivery_id, status, exc)
+        return repository.Attempted(
+            delivery_id=item.delivery_id, status=status, next_attempt_at=next_at, error=outcome.error, now=now
+        )
+
+    async def _record(
+        self, session: AsyncSession, results: list[tuple[repository.Claimed, repository.Attempted]]
+    ) -> None:
+        """Record results in the session's transaction; metrics and logs once it commits."""
+        if not results:
             return
-        metrics.DELIVERY_ATTEMPTS.labels(item.channel, status).inc()
-        if status == "sent":
-            metrics.LATENCY.labels(item.channel).observe(max(0.0, (now - item.event_at).total_seconds()))
-        elif status == "failed":
-            log.error(
-                "delivery %d to %s failed for good after %d attempts: %s",
-                item.delivery_id,
-                item.channel,
-                item.attempts,
-                outcome.error,
-                extra={"hazard_id": item.notice.get("hazard_id"), "event_id": str(item.event_id)},
-            )
+        try:
+            async with session.begin_nested():
+                await repository.record_attempts(session, [r for _, r in results])
+        except Exception as exc:
+            # The leases run out and the deliveries are tried again: at least once, the receiver
+            # deduplicates on the idempotency key.
+            log.warning("could not record %d delivery results: %s", len(results), exc)
+            return
+        session.sync_session.info.setdefault("recorded", []).extend(results)
+
+    @staticmethod
+    def _observe(session: AsyncSession) -> None:
+        """Metrics and logs of the results the (committed) session recorded."""
+        results: list[tuple[repository.Claimed, repository.Attempted]] = session.sync_session.info.pop(
+            "recorded", []
+        )
+        for item, result in results:
+            metrics.DELIVERY_ATTEMPTS.labels(item.channel, result.status).inc()
+            if result.status == "sent":
+                metrics.LATENCY.labels(item.channel).observe(
+                    max(0.0, (result.now - item.event_at).total_seconds())
+                )
+            elif result.status == "failed":
+                log.error(
+                    "delivery %d to %s failed for good after %d attempts: %s",
+                    item.delivery_id,
+                    item.channel,
+                    item.attempts,
+                    result.error,
+                    extra={"hazard_id": item.notice.get("hazard_id"), "event_id": str(item.event_id)},
+                )
 
     async def attempt(self, item: repository.Claimed) -> domain.Outcome:
         """One attempt to deliver."""

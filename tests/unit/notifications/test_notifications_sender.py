@@ -77,3 +77,32 @@ async def test_a_host_that_now_resolves_to_a_private_address_is_refused_for_good
     assert outcome.retryable is False
     assert outcome.error is not None
     assert address in outcome.error
+
+
+async def test_a_result_finishing_while_a_claim_took_the_queue_is_kept_for_the_next_one() -> None:
+    import asyncio
+
+    release = asyncio.Event()
+
+    class Slow(SenderLoop):
+        async def attempt(self, item: repository.Claimed) -> domain.Outcome:
+            await release.wait()
+            return domain.Outcome(ok=True)
+
+    sender = Slow(
+        sessions=None,  # type: ignore[arg-type]  # the queue is not written here
+        settings=DeliverySettings(),
+        smtp=SmtpSettings(),
+        secrets=Secrets(Fernet.generate_key().decode()),
+        department_name=lambda department, language: department,
+    )
+    item = _claimed("https://hooks.example.org/h")
+    sending = asyncio.create_task(sender._send_and_queue(item))
+    await asyncio.sleep(0)
+    taken, sender._results = sender._results, []  # what claim_and_start does meanwhile
+    release.set()
+    await sending
+    assert taken == []
+    assert [(queued.delivery_id, result.status) for queued, result in sender._results] == [
+        (item.delivery_id, "sent")
+    ]

@@ -1,0 +1,544 @@
+"""Notifications: from ``hazard.dispatched`` on the topic to the webhook receiver holding the notice.
+
+Synthetic ``hazard.dispatched`` events are published straight to a private Tansu topic at
+``--rate`` hazards/s (default 500) for ``--duration-s``, each to one of the seven reference
+departments in turn; every department has one webhook subscription, on loopback, served by a
+receiver in its own process (one listening port per department) that notes when each call
+arrives. The notifications service runs as a process (``python -m services.notifications``, the
+real wiring: consumer, inbox, sender). Latency = arrival at the receiver - the event's
+``occurred_at``, stamped just before it is handed to the producer (p50, p99, max; target p99 < 2 s).
+
+``--down-minutes N`` runs the outage variant instead: after ``--warmup-s`` of load, the receiver
+of one department (``fire``) is killed for N minutes while the load goes on, then started again
+on the same port; the load continues ``--after-s`` more. We report: notices published, delivered
+(distinct) and lost; calls received more than once; for the down department, how long after its
+return its last notice arrived (target: within 2 minutes); for the other departments, p50/p99
+during the outage against before it.
+
+``python -m bench.notifications_delivery [--rate R] [--duration-s S]`` writes
+``bench/results/notifications_delivery.json``; ``--down-minutes N`` writes
+``bench/results/notifications_delivery_outage.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bench._stack import private_stack, publish_results
+from services.notifications import service
+from shared import events as ev
+from shared.db import create_engine
+from shared.devstack import LocalKafka, LocalPostgres, free_port
+from shared.migrate import migrate
+from shared.reference import load_reference_data
+from shared.settings import DatabaseSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 6
+DOWN_DEPARTMENT = "fire"
+NS = 1_000_000_000
+
+
+# ---------------------------------------------------------------- the webhook receiver (own process)
+
+
+async def _serve(ports: list[int], log_path: Path) -> None:
+    """Answer every POST 200 and note ``<event id> <port> <arrival ns>`` per call."""
+    out = log_path.open("a", buffering=1)
+
+    def handler(port: int) -> Any:
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    arrived = time.time_ns()
+                    length, event_id = 0, "-"
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        key = name.strip().lower()
+                        if key == b"content-length":
+                            length = int(value.strip())
+                        elif key == b"x-hazard-event-id":
+                            event_id = value.strip().decode()
+                    if length:
+                        await reader.readexactly(length)
+                    out.write(f"{event_id} {port} {arrived}\n")
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                pass
+            finally:
+                writer.close()
+
+        return on_connection
+
+    servers = [await asyncio.start_server(handler(port), "127.0.0.1", port) for port in ports]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for server in servers:
+        server.close()
+    out.close()
+
+
+async def _start_receiver(ports: list[int], log_path: Path) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.notifications_delivery",
+        "--receiver",
+        ",".join(map(str, ports)),
+        str(log_path),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    for _ in range(1200):  # a loaded machine takes seconds to import
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", ports[-1])
+            writer.close()
+            return proc
+        except OSError:
+            await asyncio.sleep(0.05)
+    await _stop(proc, kill=True)
+    raise RuntimeError("the webhook receiver did not start")
+
+
+async def _stop(proc: asyncio.subprocess.Process, *, kill: bool = False) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+# ---------------------------------------------------------------- the load
+
+
+def _dispatched(department: str) -> ev.HazardDispatched:
+    at = datetime.now(UTC)
+    return ev.HazardDispatched(
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        hazard_id=uuid.uuid4(),
+        producer="dispatch",
+        payload=ev.HazardDispatchedPayload(
+            dispatch_id=uuid.uuid4(),
+            department_id=department,
+            rule_id="bench",
+            receipt_deadline=at + timedelta(hours=2),
+            deadline_rule=ev.FrozenDeadlineRule(minutes=120, working_time=True),
+        ),
+    )
+
+
+async def _offer(
+    bootstrap: str, topic: str, departments: list[str], *, rate: float, duration_s: float
+) -> dict[str, tuple[str, int]]:
+    """Publish ``rate`` hazard.dispatched/s for ``duration_s``; event id -> (department, publish ns)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=40_000
+    )
+    await producer.start()
+    sent: dict[str, tuple[str, int]] = {}
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        started = time.monotonic()
+        index = 0
+        total = int(rate * duration_s)
+        while index < total:
+            due = int((time.monotonic() - started) * rate) + 1
+            while index < min(due, total):
+                department = departments[index % len(departments)]
+                event = _dispatched(department)
+                sent[str(event.event_id)] = (department, int(event.occurred_at.timestamp() * NS))
+                pending.append(
+                    await producer.send(topic, value=ev.dump_event(event), key=str(event.hazard_id).encode())
+                )
+                index += 1
+            if len(pending) > 2000:
+                await asyncio.gather(*pending)
+                pending = []
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def _subscribe(url: str, secret_key: str, ports: dict[str, int]) -> None:
+    engine = create_engine(DatabaseSettings(url=url))
+    secrets = service.Secrets(secret_key)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session, session.begin():
+            for department, port in ports.items():
+                await service.create_subscription(
+                    session,
+                    scope="department",
+                    scope_id=department,
+                    channel="webhook",
+                    target=f"http://127.0.0.1:{port}/hook/{department}",
+                    fmt="json",
+                    language="zh",
+                    secret="bench-signing-secret-0123456789",
+                    description="bench",
+                    created_by="bench",
+                    now=datetime.now(UTC),
+                    secrets=secrets,
+                )
+    finally:
+        await engine.dispose()
+
+
+def _log_file(path: Path) -> Any:
+    """A file for the service's stderr (the child process holds it)."""
+    return path.open("wb")
+
+
+def _read_log(path: Path) -> list[tuple[str, int, int]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        event_id, port, arrived = line.split()
+        rows.append((event_id, int(port), int(arrived)))
+    return rows
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def _figures(values: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(values),
+        "p50_s": _pct(values, 0.5),
+        "p99_s": _pct(values, 0.99),
+        "max_s": round(max(values), 3) if values else None,
+        "mean_s": round(statistics.fmean(values), 3) if values else None,
+    }
+
+
+async def _wait_all_sent(url: str, expect: int, timeout_s: float) -> float:
+    """Poll until ``expect`` deliveries are sent; returns the seconds waited."""
+    engine = create_engine(DatabaseSettings(url=url))
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            async with engine.connect() as conn:
+                sent = (
+                    await conn.execute(
+                        sa.text("select count(*) from notifications.deliveries where status = 'sent'")
+                    )
+                ).scalar_one()
+            if sent >= expect:
+                break
+            await asyncio.sleep(0.5)
+        return time.monotonic() - started
+    finally:
+        await engine.dispose()
+
+
+async def _delivery_stats(url: str) -> dict[str, Any]:
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("select status, count(*) from notifications.deliveries group by status")
+            )
+            stats: dict[str, Any] = {str(status): int(n) for status, n in rows}
+            # Where the time goes: event -> delivery row (consumer), row -> sent (sender queue and send).
+            split = (
+                await conn.execute(
+                    sa.text(
+                        "select percentile_cont(array[0.5, 0.99]) within group "
+                        "(order by extract(epoch from created_at - event_at)), "
+                        "percentile_cont(array[0.5, 0.99]) within group "
+                        "(order by extract(epoch from sent_at - created_at)) "
+                        "from notifications.deliveries where status = 'sent'"
+                    )
+                )
+            ).one()
+            stats["event_to_row_p50_p99_s"] = [round(float(x), 3) for x in split[0] or []]
+            stats["row_to_sent_p50_p99_s"] = [round(float(x), 3) for x in split[1] or []]
+            return stats
+    finally:
+        await engine.dispose()
+
+
+async def run(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    *,
+    rate: float,
+    duration_s: float,
+    down_minutes: float | None,
+    warmup_s: float,
+    after_s: float,
+) -> dict[str, Any]:
+    """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
+    url = postgres.url()
+    await migrate(url)
+    lifecycle, dead = f"bench-lifecycle-{uuid.uuid4().hex[:6]}", f"bench-dlt-{uuid.uuid4().hex[:6]}"
+    await kafka.create_topics({lifecycle: PARTITIONS, dead: 1})
+    departments = [d.id for d in load_reference_data().departments]
+    ports = {department: free_port() for department in departments}
+    secret_key = Fernet.generate_key().decode()
+    await _subscribe(url, secret_key, ports)
+    work = Path(tempfile.mkdtemp(prefix="hazard-bench-notify-"))
+    log_path = work / "webhooks.log"
+    healthy = [p for d, p in ports.items() if d != DOWN_DEPARTMENT]
+    receivers = [await _start_receiver(healthy, log_path)]
+    try:
+        receivers.append(await _start_receiver([ports[DOWN_DEPARTMENT]], log_path))
+        return await _measure(
+            url,
+            kafka,
+            lifecycle,
+            dead,
+            departments,
+            ports,
+            secret_key,
+            work,
+            log_path,
+            receivers,
+            rate=rate,
+            duration_s=duration_s,
+            down_minutes=down_minutes,
+            warmup_s=warmup_s,
+            after_s=after_s,
+        )
+    finally:
+        for receiver in receivers:
+            await _stop(receiver)
+
+
+async def _measure(
+    url: str,
+    kafka: LocalKafka,
+    lifecycle: str,
+    dead: str,
+    departments: list[str],
+    ports: dict[str, int],
+    secret_key: str,
+    work: Path,
+    log_path: Path,
+    receivers: list[asyncio.subprocess.Process],
+    *,
+    rate: float,
+    duration_s: float,
+    down_minutes: float | None,
+    warmup_s: float,
+    after_s: float,
+) -> dict[str, Any]:
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATIONS__")}
+    env.update(
+        {
+            "NOTIFICATIONS__DATABASE__URL": url,
+            "NOTIFICATIONS__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "NOTIFICATIONS__KAFKA__LIFECYCLE_TOPIC": lifecycle,
+            "NOTIFICATIONS__KAFKA__DEAD_LETTER_TOPIC": dead,
+            "NOTIFICATIONS__KAFKA__IDEMPOTENT_PRODUCER": "false",
+            "NOTIFICATIONS__KAFKA__GROUP_ID": f"bench-notifications-{uuid.uuid4().hex[:6]}",
+            "NOTIFICATIONS__HTTP__PORT": str(http_port),
+            "NOTIFICATIONS__SECRET_KEY": secret_key,
+            "NOTIFICATIONS__DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
+            "NOTIFICATIONS__LOG_LEVEL": "WARNING",
+        }
+    )
+    # NOTIFY_BENCH_PROFILE=<file>: run the service under cProfile, its stats written there.
+    profile = os.environ.get("NOTIFY_BENCH_PROFILE")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *(["-m", "cProfile", "-o", profile] if profile else []),
+        "-m",
+        "services.notifications",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=_log_file(work / "notifications.log"),
+    )
+    outage: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                with contextlib.suppress(httpx.TransportError):
+                    if (
+                        await client.get(f"http://127.0.0.1:{http_port}/readyz", timeout=3)
+                    ).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"notifications never became ready; see {work / 'notifications.log'}")
+        load_s = duration_s if down_minutes is None else warmup_s + down_minutes * 60 + after_s
+        load = asyncio.create_task(
+            _offer(kafka.bootstrap_servers, lifecycle, departments, rate=rate, duration_s=load_s)
+        )
+        if down_minutes is not None:
+            await asyncio.sleep(warmup_s)
+            await _stop(receivers[1], kill=True)
+            outage["down_at_ns"] = time.time_ns()
+            await asyncio.sleep(down_minutes * 60)
+            receivers[1] = await _start_receiver([ports[DOWN_DEPARTMENT]], log_path)
+            outage["back_at_ns"] = time.time_ns()
+        sent = await load
+        load_ended = time.monotonic()
+        drain_s = await _wait_all_sent(url, len(sent), timeout_s=600)
+        statuses = await _delivery_stats(url)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=60)
+        except TimeoutError:
+            proc.kill()
+        for receiver in receivers:
+            await _stop(receiver)
+    arrivals = _read_log(log_path)
+    calls = Counter(event_id for event_id, _, _ in arrivals)
+    first: dict[str, int] = {}
+    for event_id, _, arrived in arrivals:
+        first[event_id] = min(arrived, first.get(event_id, arrived))
+    lost = [e for e in sent if e not in first]
+    latencies = {e: (first[e] - sent[e][1]) / NS for e in sent if e in first}
+    result: dict[str, Any] = {
+        "mode": "steady" if down_minutes is None else "outage",
+        "rate_offered_per_s": rate,
+        "departments": len(departments),
+        "subscriptions": len(departments),
+        "published": len(sent),
+        "delivered_distinct": len(first),
+        "lost": len(lost),
+        "received_more_than_once": sum(1 for n in calls.values() if n > 1),
+        "drain_after_load_s": round(drain_s, 1),
+        "deliveries_by_status": statuses,
+        "latency": _figures(list(latencies.values())),
+    }
+    if down_minutes is not None:
+        down_at, back_at = outage["down_at_ns"], outage["back_at_ns"]
+        down_events = [e for e in sent if sent[e][0] == DOWN_DEPARTMENT]
+        held = [e for e in down_events if sent[e][1] < back_at]
+        last_held = max((first[e] for e in held if e in first), default=None)
+        others_during = [
+            v
+            for e, v in latencies.items()
+            if sent[e][0] != DOWN_DEPARTMENT and down_at <= sent[e][1] < back_at
+        ]
+        others_before = [
+            v for e, v in latencies.items() if sent[e][0] != DOWN_DEPARTMENT and sent[e][1] < down_at
+        ]
+        result.update(
+            {
+                "down_department": DOWN_DEPARTMENT,
+                "down_minutes": down_minutes,
+                "warmup_s": warmup_s,
+                "after_s": after_s,
+                "down_department_published": len(down_events),
+                "down_department_held_by_outage": len(held),
+                "down_department_lost": sum(1 for e in down_events if e not in first),
+                "last_held_delivered_after_return_s": (
+                    round((last_held - back_at) / NS, 1) if last_held is not None else None
+                ),
+                "others_before_outage": _figures(others_before),
+                "others_during_outage": _figures(others_during),
+            }
+        )
+    result["load_ended_to_now_s"] = round(time.monotonic() - load_ended, 1)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a small Markdown table."""
+    lat = result["latency"]
+    rows = [
+        "| what | figure |",
+        "| --- | ---: |",
+        f"| offered hazard.dispatched/s (one webhook subscription per department, {result['departments']}) | {result['rate_offered_per_s']:g} |",
+        f"| published / delivered (distinct) / **lost** | {result['published']:,} / {result['delivered_distinct']:,} / **{result['lost']}** |",
+        f"| received more than once (at least once; receivers dedupe on Idempotency-Key) | {result['received_more_than_once']} |",
+    ]
+    if result["mode"] == "steady":
+        rows += [
+            f"| topic → receiver p50 | {lat['p50_s']} s |",
+            f"| **topic → receiver p99** (target < 2 s) | **{lat['p99_s']} s** |",
+            f"| topic → receiver max | {lat['max_s']} s |",
+        ]
+    else:
+        before, during = result["others_before_outage"], result["others_during_outage"]
+        rows += [
+            f"| `{result['down_department']}` receiver down for | {result['down_minutes']:g} min |",
+            f"| its notices published while down (held) / lost | {result['down_department_held_by_outage']:,} / {result['down_department_lost']} |",
+            f"| **last held notice delivered after its return** (target < 120 s) | **{result['last_held_delivered_after_return_s']} s** |",
+            f"| other receivers p50 / p99 before the outage | {before['p50_s']} / {before['p99_s']} s |",
+            f"| **other receivers p50 / p99 during the outage** | **{during['p50_s']} / {during['p99_s']} s** |",
+        ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a private PostgreSQL and Tansu, run the benchmark, print and write the results."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--receiver"]:
+        asyncio.run(_serve([int(p) for p in argv[1].split(",")], Path(argv[2])))
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.notifications_delivery", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--rate", type=float, default=500.0, help="hazard.dispatched offered per second")
+    parser.add_argument("--duration-s", type=float, default=60.0, help="seconds of load (steady mode)")
+    parser.add_argument(
+        "--down-minutes", type=float, default=None, help="run the outage variant: one receiver down N minutes"
+    )
+    parser.add_argument("--warmup-s", type=float, default=20.0, help="outage: load before the receiver dies")
+    parser.add_argument("--after-s", type=float, default=30.0, help="outage: load after it returns")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with private_stack("notifications_delivery") as (postgres, kafka):
+        result = asyncio.run(
+            run(
+                kafka,
+                postgres,
+                rate=args.rate,
+                duration_s=args.duration_s,
+                down_minutes=args.down_minutes,
+                warmup_s=args.warmup_s,
+                after_s=args.after_s,
+            )
+        )
+    name = "notifications_delivery" if args.down_minutes is None else "notifications_delivery_outage"
+    result["command"] = "python -m bench.notifications_delivery " + " ".join(argv)
+    publish_results(name, result, table(result), note="shared 2-core machine; figures are noisy")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
