@@ -269,32 +269,27 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
             plan.cancel.add((event.hazard_id, kind))
             for key in [k for k, r in pending.items() if r.hazard_id == event.hazard_id and r.kind == kind]:
                 del pending[key]
+        window: tuple[ReminderKind, str, datetime] | None
         match event:
             case ev.HazardDispatched(payload=p):
-                found = reminder_plan(
-                    source_id=event.event_id,
-                    hazard_id=event.hazard_id,
-                    kind="receipt",
-                    department_id=p.department_id,
-                    start=event.occurred_at,
-                    deadline=p.receipt_deadline,
-                    fractions=fractions,
-                    now=now,
-                )
+                window = ("receipt", p.department_id, p.receipt_deadline)
             case ev.HazardRectificationOrdered(payload=p):
-                found = reminder_plan(
-                    source_id=event.event_id,
-                    hazard_id=event.hazard_id,
-                    kind="rectification",
-                    department_id=p.department_id,
-                    start=event.occurred_at,
-                    deadline=p.deadline,
-                    fractions=fractions,
-                    now=now,
-                )
+                window = ("rectification", p.department_id, p.deadline)
             case _:
-                found = []
-        pending.update((r.reminder_id, r) for r in found)
+                window = None
+        if window is not None:
+            kind, department_id, deadline = window
+            found = reminder_plan(
+                source_id=event.event_id,
+                hazard_id=event.hazard_id,
+                kind=kind,
+                department_id=department_id,
+                start=event.occurred_at,
+                deadline=deadline,
+                fractions=fractions,
+                now=now,
+            )
+            pending.update((r.reminder_id, r) for r in found)
     plan.reminders = list(pending.values())
     return plan
 
