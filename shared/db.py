@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,15 @@ def create_engine(settings: DatabaseSettings, *, application_name: str = "hazard
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded values after commit (handlers read them when answering)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:
+    """Run ``action`` once this session's transaction commits, never if it rolls back.
+
+    The one rule for counting what a unit of work did: a batch that fails and is retried
+    must not count twice, so metrics are incremented here, not inside the transaction.
+    """
+    sa.event.listen(session.sync_session, "after_commit", lambda _s: action(), once=True)
 
 
 _DATABASE_NOW = sa.text("select clock_timestamp()")

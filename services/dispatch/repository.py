@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -452,14 +451,6 @@ _MARK_DISPATCHES = sa.text(
     where d.dispatch_id = v.dispatch_id
     """
 )
-_INSERT_OUTBOX = sa.text(
-    """
-    insert into dispatch.outbox (event_id, topic, key, value, headers)
-    select e, t, k, v, cast(h as jsonb)
-    from unnest(cast(:event_ids as uuid[]), cast(:topics as text[]), cast(:keys as text[]),
-                cast(:values as bytea[]), cast(:headers as text[])) as x(e, t, k, v, h)
-    """
-)
 
 
 async def mark_timers(
@@ -486,21 +477,6 @@ async def mark_overdue(
                 "ids": ids,
                 "overdue": [i in overdue_ids for i in ids],
                 "levels": [escalated.get(i, 0) for i in ids],
-            },
-        )
-
-
-async def add_outbox_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert many outbox rows in one statement (arrays unnested server-side)."""
-    if rows:
-        await session.execute(
-            _INSERT_OUTBOX,
-            {
-                "event_ids": [r["event_id"] for r in rows],
-                "topics": [r["topic"] for r in rows],
-                "keys": [r["key"] for r in rows],
-                "values": [r["value"] for r in rows],
-                "headers": [json.dumps(r["headers"]) for r in rows],
             },
         )
 

@@ -19,7 +19,7 @@ from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
 from shared.auth import Principal
 from shared.consumer import BatchContext
-from shared.db import database_now
+from shared.db import after_commit, database_now
 from shared.errors import ApiError
 from shared.events import HazardDuplicateUnlinked, HazardRelapsed, HazardReported, LifecycleEvent
 from shared.outbox import Outbox
@@ -97,10 +97,16 @@ async def _route_reported(
         timer_rows.extend(repo.timer_row(x) for x in outcome.timers)
         out.extend(outcome.events)
     await repo.add_dispatches(ctx.session, dispatch_rows, timer_rows)
-    await repo.add_outbox_rows(ctx.session, ctx.outbox.rows(out))
-    # Counted inside the transaction: a batch retried after a failure may count twice.
-    for hazard_id in fresh:
-        count_outcome(outcomes[hazard_id])
+    # Through the shared outbox, so the commit wakes the relay (no wait for its poll).
+    await ctx.outbox.add(ctx.session, *out)
+    # Counted once committed: a batch retried after a failure must not count twice.
+    counted = [outcomes[hazard_id] for hazard_id in fresh]
+
+    def count() -> None:
+        for outcome in counted:
+            count_outcome(outcome)
+
+    after_commit(ctx.session, count)
 
 
 def count_outcome(outcome: domain.Outcome) -> None:

@@ -58,7 +58,7 @@ class TimerLoop:
                 if x.event is not None and c.timer.kind == "escalation":
                     escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
             events = [x.event for x in decisions if x.event is not None]
-            await repo.add_outbox_rows(session, self.outbox.rows(events))
+            await self.outbox.add(session, *events)
             await repo.mark_timers(session, fired=fired, cancelled=cancelled, now=now)
             await repo.mark_overdue(session, overdue=overdue, escalated=escalated, now=now)
         for c, x in zip(claimed, decisions, strict=True):

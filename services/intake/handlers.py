@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
 from services.intake import domain, metrics
 from services.intake import repository as repo
 from shared.consumer import BatchContext, Handler
+from shared.db import after_commit
 from shared.events import LifecycleEvent
 from shared.reference import ReferenceData
 
@@ -45,7 +44,7 @@ def make_handler(reference: ReferenceData) -> Handler:
         await ctx.outbox.add(ctx.session, *(domain.unlinked_event(u, now=ctx.now) for u in unlinked))
         if unlinked:
             # Counted once committed (a batch that fails is retried and must not count twice).
-            sa.event.listen(ctx.session.sync_session, "after_commit", lambda _s: _count(unlinked), once=True)
+            after_commit(ctx.session, lambda: _count(unlinked))
 
     return on_lifecycle_events
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import domain, metrics, repository
 from services.tracking.domain import Case, Progress
 from shared import events as ev
+from shared.db import after_commit
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
 
@@ -86,16 +87,12 @@ async def _save(session: AsyncSession, batch: _Batch, *, work: Casework, now: da
         if domain.is_hotspot(relapses=count, min_relapses=minimum):
             hotspots.add(relapse.hazard_id)
             if count == minimum:
-                sa.event.listen(session.sync_session, "after_commit", _hotspot_flagged, once=True)
+                after_commit(session, metrics.HOTSPOTS_FLAGGED.inc)
     cases = [p.case for p in batch.progress.values() if p.entries]
     await repository.save_cases(session, cases, hotspots=hotspots, now=now)
     if own:
         # Count only what is committed (a batch that fails is retried and must not count twice).
-        sa.event.listen(session.sync_session, "after_commit", lambda _s: _count(own), once=True)
-
-
-def _hotspot_flagged(_session: object) -> None:
-    metrics.HOTSPOTS_FLAGGED.inc()
+        after_commit(session, lambda: _count(own))
 
 
 def _count(own: Sequence[ev.AnyEvent]) -> None:
