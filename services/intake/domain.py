@@ -11,11 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -24,31 +22,18 @@ from pydantic import (
 )
 
 from shared import events as ev
+from shared.photos import MAX_PHOTOS, PhotoUrl
 from shared.reference import OPERATORS_QUEUE, ReferenceData, haversine_m
 from shared.text import Text
 
 MAX_DESCRIPTION_CHARS = 2000
 MAX_ADDRESS_CHARS = 300
-MAX_PHOTOS = 10
-MAX_PHOTO_URL_CHARS = 2048
-PHOTO_SCHEMES = ("https", "http")
 Source = Literal["app", "batch", "open311"]
 
 # Ids derived from a report id are stable across retries and replicas.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2d0e-5b8a-4f6e-9c1d-3a7b2e4f8d10")
 
 
-def _photo_url(value: str) -> str:
-    """Photo URLs must be absolute http(s) URLs with a host."""
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in PHOTO_SCHEMES or not parts.netloc:
-        raise ValueError(f"a photo must be an absolute URL with scheme {' or '.join(PHOTO_SCHEMES)}")
-    return value
-
-
-PhotoUrl = Annotated[
-    str, Text(strip=True, min_length=1, max_length=MAX_PHOTO_URL_CHARS), AfterValidator(_photo_url)
-]
 ShortId = Annotated[str, Text(strip=True, min_length=1, max_length=64)]
 
 

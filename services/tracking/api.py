@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.tracking import domain, repository, service, tables
 from services.tracking.domain import Case, Entry
@@ -16,21 +16,11 @@ from services.tracking.settings import TrackingSettings
 from shared.auth import Principal, authenticate, require
 from shared.db import database_now
 from shared.errors import ApiError
+from shared.photos import MAX_PHOTOS, PhotoUrl
 from shared.service import ServiceRuntime
 from shared.text import Text
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
-
-MAX_PHOTOS = 20
-
-
-def _photo_url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise ValueError("a photo must be an http:// or https:// URL")
-    return value
-
-
-PhotoUrl = Annotated[str, Text(min_length=8, max_length=2000), AfterValidator(_photo_url)]
 
 
 class RectificationBody(BaseModel):
