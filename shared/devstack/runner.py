@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from shared.devstack._process import (
     pid_alive,
@@ -36,6 +34,7 @@ from shared.devstack.ports import port_is_free
 from shared.devstack.postgres import LocalPostgres, PostgresError
 from shared.devstack.tokens import TOKENS_FILE, DemoToken, ensure_demo_tokens
 from shared.roles import role_url
+from shared.topics import topic_partitions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
@@ -53,7 +52,6 @@ DEFAULT_SMTP_PORT = 8025
 DEFAULT_WEBHOOK_PORT = 8106
 NOTIFICATIONS_KEY_FILE = "notifications-secret.key"
 # Used only while shared.topics does not exist yet.
-FALLBACK_TOPICS = {"hazard.lifecycle": 6, "hazard.lifecycle.dlt": 1}
 SERVICE_STOP_TIMEOUT = 20.0
 READY_LINE = "devstack ready"
 REGISTRY_FILE = "processes.json"
@@ -253,22 +251,9 @@ def demo_subscriptions(*, notifications_url: str, webhook_url: str, operator_tok
     return len(wanted)
 
 
-def module_exists(name: str) -> bool:
-    """Return True when ``python -m name`` would find a module."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def load_topic_partitions() -> tuple[dict[str, int], bool]:
-    """Topic name -> partition count from ``shared.topics``; the fallback (and False) if it is missing."""
-    try:
-        module = importlib.import_module("shared.topics")
-    except ImportError:
-        return dict(FALLBACK_TOPICS), False
-    topic_partitions = cast(Callable[[], Mapping[str, int]], module.topic_partitions)
-    return dict(topic_partitions()), True
+def load_topic_partitions() -> dict[str, int]:
+    """Topic name -> partition count, as the services declare them (``shared.topics``)."""
+    return dict(topic_partitions())
 
 
 def seed_demo(
@@ -281,9 +266,6 @@ def seed_demo(
     reporters verify (some verifications fail and go back to rectification), and a few closed
     hazards relapse at the same building. Runs once per state dir (the runner keeps a marker).
     """
-    if not module_exists("bench.loadgen"):
-        say("demo data: skipped (bench.loadgen not found)")
-        return False
     # The generator reads plain tokens from a private file, removed once it is done.
     tokens_path = log_path.parent / "seed-tokens.json"
     entries = [
@@ -464,9 +446,7 @@ class Stack:
             self.kafka.start()
         if self.kafka.pid is not None:
             self._record("tansu", self.kafka.pid, pid_cmdline(self.kafka.pid) or self.kafka.command())
-        topics, from_module = load_topic_partitions()
-        if not from_module:
-            say(f"shared.topics not found: using fallback topics {FALLBACK_TOPICS}")
+        topics = load_topic_partitions()
         with self._step("creating topics " + ", ".join(f"{n} ({c})" for n, c in topics.items())):
             run_sync(lambda: self.kafka.create_topics(topics))
         self.migrate()
@@ -480,8 +460,6 @@ class Stack:
         services' inboxes skip what they had applied; what they had not yet applied (the broker
         stopped or was killed first) is applied now.
         """
-        if not module_exists("shared.outbox_replay"):
-            return
         from shared.outbox_replay import EVERYTHING, replay
 
         ends = run_sync(lambda: self.kafka.end_offsets(LIFECYCLE_TOPIC))
@@ -504,10 +482,7 @@ class Stack:
             say(f"{sent} events sent again")
 
     def migrate(self) -> None:
-        """Apply database migrations with ``python -m shared.migrate`` (skipped while it does not exist)."""
-        if not module_exists("shared.migrate"):
-            say("migrations: skipped (shared.migrate not found)")
-            return
+        """Apply database migrations with ``python -m shared.migrate``."""
         log_path = self.paths.log("migrate")
         with self._step("applying migrations"), log_path.open("ab") as log:
             result = subprocess.run(
@@ -523,14 +498,8 @@ class Stack:
             raise StartupError(f"migrations failed (code {result.returncode}); {log_path}:\n{tail(log_path)}")
 
     def start_services(self) -> None:
-        """Start the four services and wait until each answers GET /readyz with 200."""
+        """Start the services (and the local mail and webhook receivers); wait until each answers GET /readyz with 200."""
         modules = {name: self.service_module.format(name=name) for name in SERVICES}
-        missing = [module for module in modules.values() if not _runnable(module)]
-        if missing:
-            raise StartupError(
-                f"cannot run {', '.join(missing)} with `python -m` yet; "
-                "use --no-services to run only PostgreSQL, the broker, topics and migrations"
-            )
         self._start_receivers()
         for name, module in modules.items():
             env = dict(os.environ)
@@ -807,14 +776,6 @@ def _drain_timeout(env: Mapping[str, str]) -> float:
         return max(0.0, float(env.get(DRAIN_TIMEOUT_ENV) or DEFAULT_DRAIN_TIMEOUT))
     except ValueError:
         return DEFAULT_DRAIN_TIMEOUT
-
-
-def _runnable(module: str) -> bool:
-    """True when ``python -m module`` can run: a module, or a package with __main__."""
-    spec = importlib.util.find_spec(module) if module_exists(module) else None
-    if spec is None:
-        return False
-    return spec.submodule_search_locations is None or module_exists(f"{module}.__main__")
 
 
 def _ready(port: int) -> bool:
