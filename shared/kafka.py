@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -121,6 +121,8 @@ def subscribe_lifecycle(
     group_id: str,
     description: str,
     retry_pause_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Any:
     """Register the batch subscriber that feeds lifecycle records to the consumer.
 
@@ -131,6 +133,7 @@ def subscribe_lifecycle(
     consumer that keeps up still works in batches of many records: as long as the batch took, at
     most ``batch_linger_ms``. A cheap batch (light load) is followed by a short wait and adds
     little latency; an expensive one (a busy machine) gathers the next batch for longer.
+    ``clock`` and ``sleep`` are injected by tests.
     """
     linger_s = settings.batch_linger_ms / 1000
     subscriber = broker.subscriber(
@@ -150,25 +153,25 @@ def subscribe_lifecycle(
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
-        started = time.monotonic()
+        started = clock()
         try:
             await consumer.process(records)
         except TransientError as exc:
             pause = consumer.retry_pause_s(retry_pause_s, max(retry_pause_s, settings.blocked_backoff_max_s))
             log.warning("batch of %d will be retried in %.1f s: %s", len(records), pause, exc)
-            await asyncio.sleep(pause)
+            await sleep(pause)
             await msg.nack()
             return
         except Exception:
             # Never commit past a batch that was not applied: rewind and let it come again.
             log.exception("unexpected failure applying a batch of %d; it will be retried", len(records))
-            await asyncio.sleep(retry_pause_s)
+            await sleep(retry_pause_s)
             await msg.nack()
             return
         await msg.ack()
         _record_lag(msg, records, consumer.service)
         if linger_s and len(records) < settings.max_batch:
-            await asyncio.sleep(min(linger_s, time.monotonic() - started))
+            await sleep(min(linger_s, clock() - started))
 
     return subscriber
 

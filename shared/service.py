@@ -284,22 +284,28 @@ class RefuseWhileDraining:
 
 
 async def repeat_every(
-    interval_s: float | Callable[[float], float], step: Callable[[], Awaitable[object]], *, what: str
+    interval_s: float | Callable[[float], float],
+    step: Callable[[], Awaitable[object]],
+    *,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> None:
     """Run ``step`` every ``interval_s`` until cancelled; a failure is logged and the next round retries.
 
     ``interval_s`` may be a function of how long the step took (seconds), for steps paced by their cost.
+    ``clock`` and ``sleep`` are injected by tests.
     """
     while True:
-        started = time.monotonic()
+        started = clock()
         try:
             await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("%s failed, the next round retries: %s", what, exc)
-        took = time.monotonic() - started
-        await asyncio.sleep(interval_s(took) if callable(interval_s) else interval_s)
+        took = clock() - started
+        await sleep(interval_s(took) if callable(interval_s) else interval_s)
 
 
 async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:

@@ -6,8 +6,6 @@ the real broker in tests/integration/shared/test_consumer.py.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,50 +58,76 @@ def test_subscriber_uses_the_configured_fetch_wait_and_batching() -> None:
     assert subscriber.max_records == 123
 
 
-class SlowConsumer(FakeConsumer):
-    """Takes ``seconds`` over every batch, as a real one takes its transaction's time."""
+class FakeTime:
+    """A clock that moves only when work or a pause says so; records every pause."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+class SlowConsumer(FakeConsumer):
+    """Takes ``seconds`` (on the fake clock) over every batch, as a real one takes its transaction's time."""
+
+    def __init__(self, time: FakeTime, seconds: float) -> None:
         super().__init__()
+        self.time = time
         self.seconds = seconds
 
     async def process(self, records: Sequence[Any]) -> None:
-        await asyncio.sleep(self.seconds)
+        self.time.now += self.seconds
         await super().process(records)
 
 
-async def _publish_timed(
-    settings: KafkaSettings, consumer: FakeConsumer, *batches: tuple[bytes, ...]
+async def _publish(
+    settings: KafkaSettings, consumer: SlowConsumer, *batches: tuple[bytes, ...]
 ) -> list[float]:
-    """Seconds each publish took; the in-memory broker runs the handler, linger included, inside it."""
+    """The pauses the subscriber took after each batch (the in-memory broker runs the handler inside publish)."""
     broker = create_broker(settings, service="fake")
-    subscribe_lifecycle(broker, consumer, settings, group_id="g", description="d")  # type: ignore[arg-type]
-    took = []
+    subscribe_lifecycle(
+        broker,
+        consumer,  # type: ignore[arg-type]
+        settings,
+        group_id="g",
+        description="d",
+        clock=consumer.time.clock,
+        sleep=consumer.time.sleep,
+    )
+    pauses = []
     async with TestKafkaBroker(broker) as test_broker:
         for batch in batches:
-            started = time.monotonic()
+            before = len(consumer.time.pauses)
             await test_broker.publish_batch(*batch, topic="life")
-            took.append(time.monotonic() - started)
-    return took
+            pauses.append(sum(consumer.time.pauses[before:]))
+    return pauses
 
 
 async def test_after_a_batch_that_was_not_full_the_subscriber_waits_as_long_as_the_batch_took() -> None:
     """So that a consumer that keeps up still gathers records into larger batches."""
     settings = _settings().model_copy(update={"batch_linger_ms": 1000, "max_batch": 2})
-    consumer = SlowConsumer(0.2)
-    small, full = await _publish_timed(settings, consumer, (b"less than max_batch",), (b"first", b"second"))
+    consumer = SlowConsumer(FakeTime(), 0.2)
+    small, full = await _publish(settings, consumer, (b"less than max_batch",), (b"first", b"second"))
     assert consumer.batches == [[b"less than max_batch"], [b"first", b"second"]]
-    assert 0.4 <= small < 0.9  # 0.2 s of work, then as long again
-    assert full < 0.35  # a full batch: more may be waiting, no pause
+    assert small == 0.2  # 0.2 s of work, then as long again
+    assert full == 0  # a full batch: more may be waiting, no pause
 
 
 async def test_the_wait_after_a_batch_is_capped_by_the_linger_setting() -> None:
     settings = _settings().model_copy(update={"batch_linger_ms": 50, "max_batch": 100})
-    (took,) = await _publish_timed(settings, SlowConsumer(0.3), (b"alone",))
-    assert 0.35 <= took < 0.55
+    (paused,) = await _publish(settings, SlowConsumer(FakeTime(), 0.3), (b"alone",))
+    assert paused == 0.05
 
 
 async def test_no_linger_when_it_is_turned_off() -> None:
     settings = _settings().model_copy(update={"batch_linger_ms": 0, "max_batch": 100})
-    (took,) = await _publish_timed(settings, SlowConsumer(0.2), (b"alone",))
-    assert took < 0.35
+    consumer = SlowConsumer(FakeTime(), 0.2)
+    (paused,) = await _publish(settings, consumer, (b"alone",))
+    assert paused == 0
+    assert consumer.batches == [[b"alone"]]

@@ -10,13 +10,13 @@ import pytest
 from shared import service
 
 
-async def test_the_pause_can_depend_on_how_long_the_step_took(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_pause_can_depend_on_how_long_the_step_took() -> None:
+    now = [0.0]
     took: list[float] = []
     pauses: list[float] = []
-    real_sleep = asyncio.sleep
 
     async def step() -> None:
-        await real_sleep(0.05)
+        now[0] += 0.05 * (len(took) + 1)  # each round's work takes longer
         if len(took) == 1:
             raise RuntimeError("database away")  # logged; the next round still comes
 
@@ -26,19 +26,17 @@ async def test_the_pause_can_depend_on_how_long_the_step_took(monkeypatch: pytes
 
     async def recorded_sleep(seconds: float) -> None:
         pauses.append(seconds)
+        now[0] += seconds
         if len(pauses) == 3:
             raise asyncio.CancelledError
-        await real_sleep(0)
 
-    monkeypatch.setattr(service.asyncio, "sleep", recorded_sleep)
     with contextlib.suppress(asyncio.CancelledError):
-        await service.repeat_every(pause, step, what="paced step")
-    assert len(took) == 3
-    assert all(0.04 <= t < 1.0 for t in took)
-    assert pauses == [10 * t for t in took]
+        await service.repeat_every(pause, step, what="paced step", clock=lambda: now[0], sleep=recorded_sleep)
+    assert took == pytest.approx([0.05, 0.10, 0.15])
+    assert pauses == pytest.approx([0.5, 1.0, 1.5])
 
 
-async def test_a_fixed_interval_stays_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_fixed_interval_stays_fixed() -> None:
     pauses: list[float] = []
 
     async def step() -> None:
@@ -49,7 +47,6 @@ async def test_a_fixed_interval_stays_fixed(monkeypatch: pytest.MonkeyPatch) -> 
         if len(pauses) == 2:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr(service.asyncio, "sleep", recorded_sleep)
     with contextlib.suppress(asyncio.CancelledError):
-        await service.repeat_every(2.5, step, what="fixed step")
+        await service.repeat_every(2.5, step, what="fixed step", sleep=recorded_sleep)
     assert pauses == [2.5, 2.5]
