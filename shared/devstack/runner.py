@@ -33,6 +33,7 @@ from shared.devstack.broker import BrokerError, LocalKafka
 from shared.devstack.ports import port_is_free
 from shared.devstack.postgres import LocalPostgres, PostgresError
 from shared.devstack.tokens import TOKENS_FILE, DemoToken, ensure_demo_tokens
+from shared.reference import load_reference_data
 from shared.roles import role_url
 from shared.topics import topic_partitions
 
@@ -218,7 +219,7 @@ def demo_subscriptions(*, notifications_url: str, webhook_url: str, operator_tok
     if call("GET", "/api/v1/subscriptions")["subscriptions"]:
         return 0
     wanted: list[dict[str, Any]] = []
-    for department in ("fire", "safety_supervision", "police"):
+    for department in (d.id for d in load_reference_data().departments):
         wanted.append(
             {
                 "scope": "department",

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from shared.reference import load_reference_data
+
 TOKENS_FILE = "tokens.yaml"
 PLAIN_TOKENS_FILE = "demo-tokens.txt"
 
@@ -47,15 +49,20 @@ class DemoToken:
         return hash_token(self.token)
 
 
-DEMO_PRINCIPALS: tuple[DemoPrincipal, ...] = (
-    DemoPrincipal("gm-liuyue-01", "reporter", grid_id="liuyue-01"),
-    DemoPrincipal("gm-silian-03", "reporter", grid_id="silian-03"),
-    DemoPrincipal("dept-fire", "department", department_id="fire"),
-    DemoPrincipal("dept-safety_supervision", "department", department_id="safety_supervision"),
-    DemoPrincipal("dept-police", "department", department_id="police"),
-    DemoPrincipal("operator-01", "operator"),
-    DemoPrincipal("supervisor-01", "supervisor"),
-)
+def demo_principals() -> tuple[DemoPrincipal, ...]:
+    """Two grid members, every department of the reference data, one operator, one supervisor.
+
+    Every department has a token, so the demo acknowledges every department's dispatches
+    (not only those of the first three).
+    """
+    departments = load_reference_data().departments
+    return (
+        DemoPrincipal("gm-liuyue-01", "reporter", grid_id="liuyue-01"),
+        DemoPrincipal("gm-silian-03", "reporter", grid_id="silian-03"),
+        *(DemoPrincipal(f"dept-{d.id}", "department", department_id=d.id) for d in departments),
+        DemoPrincipal("operator-01", "operator"),
+        DemoPrincipal("supervisor-01", "supervisor"),
+    )
 
 
 def hash_token(token: str) -> str:
@@ -86,9 +93,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def ensure_demo_tokens(
-    state_dir: Path, principals: tuple[DemoPrincipal, ...] = DEMO_PRINCIPALS
+    state_dir: Path, principals: tuple[DemoPrincipal, ...] | None = None
 ) -> list[DemoToken]:
     """Reuse or generate one token per demo principal; write tokens.yaml (hashes) and demo-tokens.txt."""
+    if principals is None:
+        principals = demo_principals()
     plain_path = state_dir / PLAIN_TOKENS_FILE
     known = _read_plain(plain_path)
     tokens = [DemoToken(who, known.get(who.principal) or secrets.token_urlsafe(24)) for who in principals]
