@@ -37,7 +37,7 @@ test-all: install test-tools ## also the long fault and load tests
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services bench tests/support
 
 fmt: install
 	$(BIN)/ruff format .

@@ -112,7 +112,9 @@ async def _arm(url: str, *, count: int, window_s: float, lead_s: float) -> datet
     engine = create_engine(DatabaseSettings(url=url))
     try:
         async with engine.begin() as conn:
-            begin = (await conn.execute(sa.text("select now()"))).scalar_one() + timedelta(seconds=lead_s)
+            begin: datetime = (await conn.execute(sa.text("select now()"))).scalar_one() + timedelta(
+                seconds=lead_s
+            )
             # microseconds since FAR = index; deadline = begin + index * window / count
             spread = sa.text(
                 "(cast(:begin as timestamptz) + (extract(epoch from (receipt_deadline - cast(:far as timestamptz)))"

@@ -475,7 +475,7 @@ async def _drain(
             + result["rectified_on_site"]
             + result["referred_to_operators"]
         )
-        return decided >= result["accepted"]
+        return bool(decided >= result["accepted"])
 
     async def reporting_done() -> bool:
         return (poller.counted or 0) >= len(accepted)

@@ -65,7 +65,7 @@ def _reported(
     hazard_id: uuid.UUID, at: datetime, *, category: str, building: str, on_site: bool, dup: uuid.UUID | None
 ) -> ev.HazardReported:
     grid = f"liuyue-{random.randint(1, 12):02d}"
-    return _envelope(
+    event: ev.HazardReported = _envelope(
         ev.HazardReported,
         hazard_id,
         at,
@@ -90,6 +90,7 @@ def _reported(
             duplicate_of=dup,
         ),
     )
+    return event
 
 
 def workload(events: int, *, seed: int = 7) -> list[ev.AnyEvent]:
@@ -149,7 +150,7 @@ def workload(events: int, *, seed: int = 7) -> list[ev.AnyEvent]:
             dispatch: uuid.UUID, dept: str, reason: str = "routed", hazard_id: uuid.UUID = hazard_id
         ) -> ev.HazardDispatched:
             at = clock.tick()
-            return _envelope(
+            event: ev.HazardDispatched = _envelope(
                 ev.HazardDispatched,
                 hazard_id,
                 at,
@@ -160,9 +161,10 @@ def workload(events: int, *, seed: int = 7) -> list[ev.AnyEvent]:
                     rule_id="bench",
                     receipt_deadline=at + timedelta(hours=2),
                     deadline_rule=ev.FrozenDeadlineRule(minutes=120, working_time=True),
-                    reason=reason,  # type: ignore[arg-type]
+                    reason=reason,
                 ),
             )
+            return event
 
         out.append(dispatched(dispatch_id, department))
         if random.random() < 0.1:

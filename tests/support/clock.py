@@ -18,7 +18,7 @@ def skew_process_clock(monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None
 
     class Skewed(_REAL):
         @classmethod
-        def now(cls, tz: tzinfo | None = None) -> datetime:
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
             return _REAL.now(tz) + skew
 
     for name, module in list(sys.modules.items()):

@@ -125,4 +125,5 @@ def make_event(
         if "rectif" in event_type or event_type in {"hazard.verified", "hazard.closed", "hazard.relapsed"}
         else "dispatch",
     )
-    return cls(event_id=uuid.uuid4(), occurred_at=T0, hazard_id=hazard_id, producer=producer, payload=payload)
+    fields = {"event_id": uuid.uuid4(), "occurred_at": T0, "hazard_id": hazard_id, "producer": producer}
+    return cls.model_validate({**fields, "payload": payload})
