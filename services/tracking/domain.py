@@ -111,9 +111,13 @@ TRACKING_TYPES: Final = frozenset(
         ev.HazardVerified.TYPE,
         ev.HazardClosed.TYPE,
         ev.HazardRelapsed.TYPE,
+        ev.HazardUrged.TYPE,
+        ev.HazardProgressNoted.TYPE,
     }
 )
-"""Event types this service publishes; from anyone else they are checked before they are recorded."""
+"""Event types this service publishes; from anyone else they are checked before they are recorded.
+
+(Extension events are published by dispatch too, for receipt deadlines: recorded from anyone.)"""
 
 _TICK: Final = timedelta(microseconds=1)
 _SETTLED: Final = frozenset({"rectified", "verification_failed", "verified", "closed", "duplicate"})

@@ -260,6 +260,7 @@ async def test_the_rectification_timer_fires_at_the_approved_deadline_only(
         assert asked.status_code == 202, asked.text
         approved = await client.post(f"{url}/rectification/extension/approve", headers=auth("tok-operator"))
         assert approved.status_code == 200, approved.text
+        assert await _timer_due(app, hazard.hazard_id) == new
 
         await asyncio.sleep(max(0.0, (old - datetime.now(UTC)).total_seconds()) + 1.5)
         case = (await client.get(url, headers=auth("tok-supervisor"))).json()
