@@ -185,6 +185,57 @@ class HazardRelapsedPayload(_Model):
     place_key: str
 
 
+class HazardUrgedPayload(_Model):
+    """A supervisor's or operator's urging (督办) of an open dispatch or rectification."""
+
+    urging_id: uuid.UUID
+    department_id: str
+    dispatch_id: uuid.UUID | None = None
+    stage: Literal["receipt", "rectification"]
+    note: str
+    urged_by: str
+
+
+class HazardExtensionRequestedPayload(_Model):
+    """A department asks to move a receipt or rectification deadline (延期申请)."""
+
+    stage: Literal["receipt", "rectification"]
+    dispatch_id: uuid.UUID | None = None
+    department_id: str
+    original_deadline: AwareDatetime
+    """The deadline as first frozen (before any extension)."""
+    current_deadline: AwareDatetime | None = None
+    """The deadline in force when the request was made."""
+    requested_deadline: AwareDatetime
+    reason: str
+    by: str
+    round: Annotated[int, Field(ge=1)] | None = None
+
+
+class HazardExtensionDecidedPayload(_Model):
+    """An operator or supervisor approves or refuses a deadline extension; ``deadline`` is in force after."""
+
+    stage: Literal["receipt", "rectification"]
+    dispatch_id: uuid.UUID | None = None
+    department_id: str
+    original_deadline: AwareDatetime
+    requested_deadline: AwareDatetime
+    approved: bool
+    deadline: AwareDatetime
+    note: str = ""
+    by: str
+    round: Annotated[int, Field(ge=1)] | None = None
+
+
+class HazardProgressNotedPayload(_Model):
+    """A progress note (进展) the department holding the case adds."""
+
+    department_id: str
+    note: str
+    photos: tuple[str, ...] = ()
+    noted_by: str
+
+
 # ---------------------------------------------------------------- envelopes
 
 
@@ -289,6 +340,30 @@ class HazardRelapsed(_Envelope):
     payload: HazardRelapsedPayload
 
 
+class HazardUrged(_Envelope):
+    TYPE: ClassVar[str] = "hazard.urged"
+    event_type: Literal["hazard.urged"] = "hazard.urged"
+    payload: HazardUrgedPayload
+
+
+class HazardExtensionRequested(_Envelope):
+    TYPE: ClassVar[str] = "hazard.extension_requested"
+    event_type: Literal["hazard.extension_requested"] = "hazard.extension_requested"
+    payload: HazardExtensionRequestedPayload
+
+
+class HazardExtensionDecided(_Envelope):
+    TYPE: ClassVar[str] = "hazard.extension_decided"
+    event_type: Literal["hazard.extension_decided"] = "hazard.extension_decided"
+    payload: HazardExtensionDecidedPayload
+
+
+class HazardProgressNoted(_Envelope):
+    TYPE: ClassVar[str] = "hazard.progress_noted"
+    event_type: Literal["hazard.progress_noted"] = "hazard.progress_noted"
+    payload: HazardProgressNotedPayload
+
+
 LifecycleEvent = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads better spelled out
         HazardReported,
@@ -306,6 +381,10 @@ LifecycleEvent = Annotated[
         HazardVerified,
         HazardClosed,
         HazardRelapsed,
+        HazardUrged,
+        HazardExtensionRequested,
+        HazardExtensionDecided,
+        HazardProgressNoted,
     ],
     Field(discriminator="event_type"),
 ]
@@ -328,6 +407,10 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
         HazardVerified,
         HazardClosed,
         HazardRelapsed,
+        HazardUrged,
+        HazardExtensionRequested,
+        HazardExtensionDecided,
+        HazardProgressNoted,
     )
 }
 

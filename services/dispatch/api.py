@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from services.dispatch import domain
 from services.dispatch import repository as repo
@@ -45,6 +45,19 @@ class ReassignBody(_Body):
 
     department_id: DepartmentId
     reason: Reason
+
+
+class ExtensionBody(_Body):
+    """The receipt deadline the department asks for (after the one in force) and why."""
+
+    deadline: AwareDatetime
+    reason: Reason
+
+
+class DecisionBody(_Body):
+    """An optional note on the decision (up to 1,000 characters)."""
+
+    note: Annotated[str, Text(strip=True, max_length=1000)] = ""
 
 
 def _commands(request: Request) -> Commands:
@@ -86,6 +99,25 @@ def dispatch_json(row: Any) -> dict[str, Any]:
         # 退单 after 签收: returned although acknowledged (acknowledged_at and on_time stay as they were).
         "returned_after_receipt": row.status == "returned" and row.acknowledged_at is not None,
         "return_request": _return_request_json(repo.return_request_of(row)),
+        # The receipt deadline as first frozen: differs from `receipt_deadline` once an extension was approved.
+        "original_receipt_deadline": _iso(row.original_receipt_deadline or row.receipt_deadline),
+        "extension_request": _extension_json(repo.extension_request_of(row)),
+    }
+
+
+def _extension_json(request: domain.ExtensionRequest | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "status": request.status,
+        "requested_deadline": _iso(request.requested_deadline),
+        "previous_deadline": _iso(request.previous_deadline),
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "requested_at": _iso(request.requested_at),
+        "decided_by": request.decided_by,
+        "decided_at": _iso(request.decided_at),
+        "note": request.decision_note,
     }
 
 
@@ -124,12 +156,14 @@ async def list_dispatches(
     ] = None,
     department_id: Annotated[str | None, Query(max_length=64)] = None,
     return_request: Annotated[Literal["awaiting_approval", "approved", "refused"] | None, Query()] = None,
+    extension_request: Annotated[Literal["awaiting_approval", "approved", "refused"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     """Departments see only their own dispatches; operators and supervisors see all.
 
-    ``return_request=awaiting_approval``: the returns after receipt an operator must decide.
+    ``return_request=awaiting_approval``: the returns after receipt an operator must decide;
+    ``extension_request=awaiting_approval``: the receipt deadline extensions awaiting a decision.
     """
     if principal.role == "department":
         if department_id is not None and department_id != principal.department_id:
@@ -143,6 +177,7 @@ async def list_dispatches(
             limit=limit,
             offset=offset,
             return_request=return_request,
+            extension_request=extension_request,
         )
     return {
         "items": [dispatch_json(row) for row in rows],
@@ -222,6 +257,63 @@ async def refuse_return(
 ) -> dict[str, Any]:
     """The department keeps the hazard; the refusal and its reason are recorded on the dispatch."""
     row = await _commands(request).refuse_return(dispatch_id, reason=body.reason, principal=principal)
+    return dispatch_json(row)
+
+
+@router.post(
+    "/dispatches/{dispatch_id}/extension",
+    status_code=202,
+    summary="Ask for a later receipt deadline (延期申请; the department holding the dispatch)",
+)
+async def request_extension(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    body: ExtensionBody,
+    principal: Annotated[Principal, Depends(require("department"))],
+) -> dict[str, Any]:
+    """202: the request awaits an operator's or supervisor's decision; the deadline moves only on approval.
+
+    422 ``invalid_deadline`` for a deadline not after the one in force or too far beyond it
+    (``DISPATCH__EXTENSIONS__MAX_DAYS_BEYOND``, 30 days); 409 when the dispatch is no longer pending,
+    its deadline has passed, or another request awaits a decision.
+    """
+    row = await _commands(request).request_extension(
+        dispatch_id, deadline=body.deadline, reason=body.reason, principal=principal
+    )
+    return dispatch_json(row)
+
+
+@router.post(
+    "/dispatches/{dispatch_id}/extension/approve",
+    summary="Operator or supervisor: approve a receipt deadline extension",
+)
+async def approve_extension(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    principal: Annotated[Principal, Depends(require("operator", "supervisor"))],
+    body: DecisionBody | None = None,
+) -> dict[str, Any]:
+    """The receipt deadline (and the overdue and escalation timers) move to the requested one."""
+    row = await _commands(request).approve_extension(
+        dispatch_id, note=body.note if body else "", principal=principal
+    )
+    return dispatch_json(row)
+
+
+@router.post(
+    "/dispatches/{dispatch_id}/extension/refuse",
+    summary="Operator or supervisor: refuse a receipt deadline extension",
+)
+async def refuse_extension(
+    request: Request,
+    dispatch_id: uuid.UUID,
+    principal: Annotated[Principal, Depends(require("operator", "supervisor"))],
+    body: DecisionBody | None = None,
+) -> dict[str, Any]:
+    """The deadline in force stays; the refusal is recorded on the dispatch and published."""
+    row = await _commands(request).refuse_extension(
+        dispatch_id, note=body.note if body else "", principal=principal
+    )
     return dispatch_json(row)
 
 

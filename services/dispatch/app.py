@@ -62,6 +62,7 @@ def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = 
         outbox=runtime.outbox,
         reference=reference,
         returns=settings.returns.policy(),
+        extension_limit=settings.extensions.limit(),
     )
     app.state.timer_loop = timer_loop
     app.include_router(api.router)

@@ -21,6 +21,10 @@ from shared.events import (
     HazardDuplicateUnlinked,
     HazardEscalated,
     HazardEscalatedPayload,
+    HazardExtensionDecided,
+    HazardExtensionDecidedPayload,
+    HazardExtensionRequested,
+    HazardExtensionRequestedPayload,
     HazardReceiptOverdue,
     HazardReceiptOverduePayload,
     HazardReferredToOperators,
@@ -34,6 +38,7 @@ from shared.reference import DeadlineRule, EscalationStep, ReferenceData, add_de
 DispatchStatus = Literal["pending", "acknowledged", "returned", "superseded"]
 ReturnAfterReceipt = Literal["window", "approval"]
 ReturnRequestStatus = Literal["awaiting_approval", "approved", "refused"]
+ExtensionStatus = Literal["awaiting_approval", "approved", "refused"]
 TimerKind = Literal["receipt_overdue", "escalation"]
 DispatchReason = Literal["routed", "rerouted", "reassigned"]
 ReferralReason = Literal["no_rule", "all_candidates_returned"]
@@ -45,6 +50,8 @@ DispatchEvent = (
     | HazardAcknowledged
     | HazardReceiptOverdue
     | HazardEscalated
+    | HazardExtensionRequested
+    | HazardExtensionDecided
 )
 
 RECEIPT_OVERDUE_LEVEL = 0
@@ -112,6 +119,33 @@ class Dispatch:
     overdue_at: datetime | None = None
     returned_reason: str | None = None
     return_request: ReturnRequest | None = None
+    original_receipt_deadline: datetime | None = None
+    """The receipt deadline as first frozen, once an extension moved it (None: never moved)."""
+    extension_request: ExtensionRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionRequest:
+    """A department's request to move its receipt deadline (延期申请), and the decision on it."""
+
+    status: ExtensionStatus
+    requested_deadline: datetime
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    previous_deadline: datetime
+    """The deadline in force when the request was made."""
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_note: str | None = None
+
+
+class ExtensionDateRefused(Exception):  # noqa: N818 - reads as what happened
+    """A requested deadline that cannot be granted: not after the current one, or too far (422)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,3 +735,178 @@ def fire(timer: DueTimer, *, now: datetime, new_id: IdFactory = uuid.uuid4) -> T
         ),
     )
     return TimerDecision(timer_id=timer.timer_id, event=escalated, marks_overdue=False)
+
+
+# ---------------------------------------------------------------- deadline extensions (延期申请)
+
+DEFAULT_EXTENSION_LIMIT = timedelta(days=30)
+
+
+def check_extension_date(
+    *, requested: datetime, current: datetime, limit: timedelta = DEFAULT_EXTENSION_LIMIT
+) -> None:
+    """A requested deadline must be after the one in force and at most ``limit`` beyond it."""
+    if requested <= current:
+        raise ExtensionDateRefused(
+            f"The requested deadline {requested.isoformat()} is not after the deadline in force "
+            f"({current.isoformat()}); an extension moves a deadline later."
+        )
+    if requested - current > limit:
+        raise ExtensionDateRefused(
+            f"The requested deadline {requested.isoformat()} is more than {limit.days} days after the "
+            f"deadline in force ({current.isoformat()})."
+        )
+
+
+def _extension_meta(dispatch: Dispatch, *, now: datetime, new_id: IdFactory) -> _Meta:
+    return _event_meta(hazard_id=dispatch.hazard_id, now=now, causation_id=None, new_id=new_id)
+
+
+def request_extension(
+    dispatch: Dispatch,
+    *,
+    deadline: datetime,
+    reason: str,
+    by: str,
+    now: datetime,
+    limit: timedelta = DEFAULT_EXTENSION_LIMIT,
+    new_id: IdFactory = uuid.uuid4,
+) -> tuple[Dispatch, HazardExtensionRequested]:
+    """The department holding a pending dispatch asks for a later receipt deadline; nothing moves yet."""
+    _require_pending(dispatch, "extended")
+    if dispatch.extension_request is not None and dispatch.extension_request.status == "awaiting_approval":
+        raise DispatchConflictError(
+            "extension_awaiting_approval",
+            f"An extension of dispatch {dispatch.dispatch_id} already awaits a decision; one at a time.",
+        )
+    if dispatch.overdue_at is not None or now > dispatch.receipt_deadline:
+        raise DispatchConflictError(
+            "deadline_passed",
+            f"The receipt deadline of dispatch {dispatch.dispatch_id} has passed; "
+            "an extension must be requested before it.",
+        )
+    check_extension_date(requested=deadline, current=dispatch.receipt_deadline, limit=limit)
+    request = ExtensionRequest(
+        status="awaiting_approval",
+        requested_deadline=deadline,
+        reason=reason,
+        requested_by=by,
+        requested_at=now,
+        previous_deadline=dispatch.receipt_deadline,
+    )
+    original = dispatch.original_receipt_deadline or dispatch.receipt_deadline
+    event = HazardExtensionRequested(
+        **_extension_meta(dispatch, now=now, new_id=new_id),
+        payload=HazardExtensionRequestedPayload(
+            stage="receipt",
+            dispatch_id=dispatch.dispatch_id,
+            department_id=dispatch.department_id,
+            original_deadline=original,
+            current_deadline=dispatch.receipt_deadline,
+            requested_deadline=deadline,
+            reason=reason,
+            by=by,
+        ),
+    )
+    return replace(dispatch, extension_request=request), event
+
+
+def _awaiting_extension(dispatch: Dispatch) -> ExtensionRequest:
+    request = dispatch.extension_request
+    if request is None or request.status != "awaiting_approval":
+        raise DispatchConflictError(
+            "no_extension_request", f"No extension of dispatch {dispatch.dispatch_id} awaits a decision."
+        )
+    return request
+
+
+def _decided_event(
+    dispatch: Dispatch,
+    request: ExtensionRequest,
+    *,
+    approved: bool,
+    deadline: datetime,
+    note: str,
+    by: str,
+    now: datetime,
+    new_id: IdFactory,
+) -> HazardExtensionDecided:
+    return HazardExtensionDecided(
+        **_extension_meta(dispatch, now=now, new_id=new_id),
+        payload=HazardExtensionDecidedPayload(
+            stage="receipt",
+            dispatch_id=dispatch.dispatch_id,
+            department_id=dispatch.department_id,
+            original_deadline=dispatch.original_receipt_deadline or dispatch.receipt_deadline,
+            requested_deadline=request.requested_deadline,
+            approved=approved,
+            deadline=deadline,
+            note=note,
+            by=by,
+        ),
+    )
+
+
+def approve_extension(
+    reference: ReferenceData,
+    dispatch: Dispatch,
+    *,
+    by: str,
+    note: str,
+    now: datetime,
+    new_id: IdFactory = uuid.uuid4,
+) -> Outcome:
+    """Move the frozen receipt deadline to the requested one; the timers follow it (returned in the outcome)."""
+    request = _awaiting_extension(dispatch)
+    _require_pending(dispatch, "extended")
+    if dispatch.overdue_at is not None:
+        raise DispatchConflictError(
+            "deadline_passed",
+            f"Dispatch {dispatch.dispatch_id} was declared overdue before the extension was decided; "
+            "refuse the request instead.",
+        )
+    decided = replace(request, status="approved", decided_by=by, decided_at=now, decision_note=note or None)
+    original = dispatch.original_receipt_deadline or dispatch.receipt_deadline
+    event = _decided_event(
+        dispatch,
+        request,
+        approved=True,
+        deadline=request.requested_deadline,
+        note=note,
+        by=by,
+        now=now,
+        new_id=new_id,
+    )
+    extended = replace(
+        dispatch,
+        receipt_deadline=request.requested_deadline,
+        original_receipt_deadline=original,
+        extension_request=decided,
+    )
+    timers = escalation_timers(
+        dispatch_id=dispatch.dispatch_id,
+        department_id=dispatch.department_id,
+        deadline=request.requested_deadline,
+        steps=reference.escalation_steps,
+        reference=reference,
+    )
+    return Outcome(dispatches=(extended,), timers=timers, events=(event,))
+
+
+def refuse_extension(
+    dispatch: Dispatch, *, by: str, note: str, now: datetime, new_id: IdFactory = uuid.uuid4
+) -> tuple[Dispatch, HazardExtensionDecided]:
+    """Keep the receipt deadline in force; the refusal is recorded and published."""
+    request = _awaiting_extension(dispatch)
+    decided = replace(request, status="refused", decided_by=by, decided_at=now, decision_note=note or None)
+    event = _decided_event(
+        dispatch,
+        request,
+        approved=False,
+        deadline=dispatch.receipt_deadline,
+        note=note,
+        by=by,
+        now=now,
+        new_id=new_id,
+    )
+    return replace(dispatch, extension_request=decided), event

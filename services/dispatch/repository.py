@@ -245,6 +245,25 @@ def to_domain(row: Any) -> domain.Dispatch:
         overdue_at=row.overdue_at,
         returned_reason=row.returned_reason,
         return_request=return_request_of(row),
+        original_receipt_deadline=row.original_receipt_deadline,
+        extension_request=extension_request_of(row),
+    )
+
+
+def extension_request_of(row: Any) -> domain.ExtensionRequest | None:
+    """The receipt deadline extension a dispatch row records, if any."""
+    if row.extension_status is None:
+        return None
+    return domain.ExtensionRequest(
+        status=row.extension_status,
+        requested_deadline=row.extension_requested_deadline,
+        reason=row.extension_reason,
+        requested_by=row.extension_requested_by,
+        requested_at=row.extension_requested_at,
+        previous_deadline=row.extension_previous_deadline,
+        decided_by=row.extension_decided_by,
+        decided_at=row.extension_decided_at,
+        decision_note=row.extension_decision_note,
     )
 
 
@@ -316,6 +335,21 @@ async def update_dispatch(
             "return_decided_at": request.decided_at,
             "return_refusal_reason": request.refusal_reason,
         }
+    extension = dispatch.extension_request
+    if extension is not None:
+        values |= {
+            "receipt_deadline": dispatch.receipt_deadline,
+            "original_receipt_deadline": dispatch.original_receipt_deadline,
+            "extension_status": extension.status,
+            "extension_requested_deadline": extension.requested_deadline,
+            "extension_reason": extension.reason,
+            "extension_requested_by": extension.requested_by,
+            "extension_requested_at": extension.requested_at,
+            "extension_previous_deadline": extension.previous_deadline,
+            "extension_decided_by": extension.decided_by,
+            "extension_decided_at": extension.decided_at,
+            "extension_decision_note": extension.decision_note,
+        }
     if dispatch.status in ("returned", "superseded"):
         values["closed_at"] = now
     await session.execute(sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values))
@@ -328,6 +362,21 @@ async def stop_timers(session: AsyncSession, dispatch_id: uuid.UUID, *, now: dat
         .where(t.dispatch_id == dispatch_id, t.fired_at.is_(None))
         .values(fired_at=now, cancelled=True)
     )
+
+
+async def reschedule_timers(session: AsyncSession, timers_: Sequence[domain.Timer]) -> None:
+    """Move the unfired timers of a dispatch to the due times given (an approved extension)."""
+    for timer in timers_:
+        await session.execute(
+            sa.update(timers)
+            .where(
+                t.dispatch_id == timer.dispatch_id,
+                t.kind == timer.kind,
+                t.level == timer.level,
+                t.fired_at.is_(None),
+            )
+            .values(due_at=timer.due_at)
+        )
 
 
 def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:
@@ -346,12 +395,15 @@ async def list_dispatches(
     limit: int,
     offset: int,
     return_request: domain.ReturnRequestStatus | None = None,
+    extension_request: domain.ExtensionStatus | None = None,
 ) -> list[Any]:
     """Dispatches, oldest receipt deadline first, filtered by department, status and return request."""
     query = _shown()
     conditions = _status_filter(status)
     if return_request is not None:
         conditions.append(d.return_request_status == return_request)
+    if extension_request is not None:
+        conditions.append(d.extension_status == extension_request)
     if department_id is not None:
         conditions.append(d.department_id == department_id)
     if conditions:

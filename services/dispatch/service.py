@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -129,6 +129,60 @@ class Commands:
     outbox: Outbox
     reference: ReferenceData
     returns: domain.ReturnPolicy = field(default_factory=domain.ReturnPolicy)
+    extension_limit: timedelta = domain.DEFAULT_EXTENSION_LIMIT
+
+    async def request_extension(
+        self, dispatch_id: uuid.UUID, *, deadline: datetime, reason: str, principal: Principal
+    ) -> Any:
+        """The department holding a pending dispatch asks for a later receipt deadline (202: awaits a decision)."""
+        async with self.sessions() as session, session.begin():
+            now = await database_now(session)
+            dispatch = await self._own(session, dispatch_id, principal)
+            try:
+                requested, event = _decide(
+                    lambda x: domain.request_extension(
+                        x,
+                        deadline=deadline,
+                        reason=reason,
+                        by=principal.id,
+                        now=now,
+                        limit=self.extension_limit,
+                    ),
+                    dispatch,
+                )
+            except domain.ExtensionDateRefused as exc:
+                raise ApiError(
+                    422, "invalid_deadline", exc.message, [{"field": "deadline", "problem": exc.message}]
+                ) from None
+            await repo.update_dispatch(session, requested, now=now)
+            await self.outbox.add(session, event)
+            return await repo.get_dispatch_row(session, dispatch_id)
+
+    async def approve_extension(self, dispatch_id: uuid.UUID, *, note: str, principal: Principal) -> Any:
+        """An operator or supervisor approves: the receipt deadline and its timers move to the requested one."""
+        async with self.sessions() as session, session.begin():
+            now = await database_now(session)
+            dispatch = await self._locked(session, dispatch_id)
+            outcome = _decide(
+                lambda x: domain.approve_extension(self.reference, x, by=principal.id, note=note, now=now),
+                dispatch,
+            )
+            await repo.update_dispatch(session, outcome.dispatches[0], now=now)
+            await repo.reschedule_timers(session, outcome.timers)
+            await self.outbox.add(session, *outcome.events)
+            return await repo.get_dispatch_row(session, dispatch_id)
+
+    async def refuse_extension(self, dispatch_id: uuid.UUID, *, note: str, principal: Principal) -> Any:
+        """An operator or supervisor refuses: the receipt deadline in force stays."""
+        async with self.sessions() as session, session.begin():
+            now = await database_now(session)
+            dispatch = await self._locked(session, dispatch_id)
+            refused, event = _decide(
+                lambda x: domain.refuse_extension(x, by=principal.id, note=note, now=now), dispatch
+            )
+            await repo.update_dispatch(session, refused, now=now)
+            await self.outbox.add(session, event)
+            return await repo.get_dispatch_row(session, dispatch_id)
 
     async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal) -> Any:
         """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""

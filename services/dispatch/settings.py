@@ -41,6 +41,18 @@ class ReturnSettings(BaseModel):
         return ReturnPolicy(after_receipt=self.after_receipt, window=timedelta(minutes=self.window_minutes))
 
 
+class ExtensionSettings(BaseModel):
+    """Receipt deadline extensions (延期申请): how far beyond the deadline in force one may reach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_days_beyond: Annotated[int, Field(ge=1, le=365)] = 30
+
+    def limit(self) -> timedelta:
+        """The longest extension granted in one request."""
+        return timedelta(days=self.max_days_beyond)
+
+
 class DispatchSettings(ServiceSettings):
     """Everything the dispatch service reads from its environment."""
 
@@ -50,3 +62,4 @@ class DispatchSettings(ServiceSettings):
 
     timers: TimerSettings = Field(default_factory=TimerSettings)
     returns: ReturnSettings = Field(default_factory=ReturnSettings)
+    extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)

@@ -83,6 +83,18 @@ dispatches = sa.Table(
     sa.Column("return_decided_by", sa.Text, nullable=True),
     sa.Column("return_decided_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("return_refusal_reason", sa.Text, nullable=True),
+    # A receipt deadline extension (延期申请): the deadline first frozen, once an approval moved it,
+    # and the latest request with its decision.
+    sa.Column("original_receipt_deadline", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_status", sa.Text, nullable=True),
+    sa.Column("extension_requested_deadline", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_reason", sa.Text, nullable=True),
+    sa.Column("extension_requested_by", sa.Text, nullable=True),
+    sa.Column("extension_requested_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_previous_deadline", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_decided_by", sa.Text, nullable=True),
+    sa.Column("extension_decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_decision_note", sa.Text, nullable=True),
     # The operator's reason for a reassignment or an assignment from the operators' queue.
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),

@@ -17,7 +17,12 @@ NAME = "notifications"
 def create_app(settings: NotificationsSettings, *, reference: ReferenceData | None = None) -> FastAPI:
     """The notifications HTTP app; its lifespan runs the consumer, the reminder loop and the sender."""
     reference = reference or load_reference_data(settings.reference_data_dir)
-    notifier = service.Notifier(fractions=settings.reminders.fractions)
+    notifier = service.Notifier(
+        fractions=settings.reminders.fractions,
+        escalation_targets=tuple(
+            dict.fromkeys(step.target for step in reference.escalation_steps if step.target != "department")
+        ),
+    )
     runtime = ServiceRuntime.build(
         name=NAME,
         settings=settings,

@@ -35,6 +35,8 @@ TRIGGERS: tuple[str, ...] = (
     "rectification_overdue",
     "rework",
     "relapsed",
+    "urged",
+    "extension_decided",
 )
 
 # The event types this service reads: triggers, and what settles a pending reminder.
@@ -50,6 +52,8 @@ INTERESTED: frozenset[str] = frozenset(
         ev.HazardRectificationOverdue.TYPE,
         ev.HazardClosed.TYPE,
         ev.HazardRelapsed.TYPE,
+        ev.HazardUrged.TYPE,
+        ev.HazardExtensionDecided.TYPE,
     }
 )
 
@@ -128,9 +132,41 @@ def _notice(event: ev.AnyEvent, trigger: str, department_id: str, audience: Audi
     )
 
 
-def notices_for(event: ev.AnyEvent) -> list[Notice]:
-    """The notices one lifecycle event calls for (none for most)."""
+def notices_for(event: ev.AnyEvent, *, escalation_targets: Sequence[str] = ()) -> list[Notice]:
+    """The notices one lifecycle event calls for (none for most).
+
+    ``escalation_targets``: the escalation chain's targets besides the department itself, whose
+    contacts an urging (督办) reaches too.
+    """
     match event:
+        case ev.HazardUrged(payload=p):
+            facts = {
+                "stage": p.stage,
+                "note": p.note,
+                "urged_by": p.urged_by,
+                **({"dispatch_id": str(p.dispatch_id)} if p.dispatch_id else {}),
+            }
+            audiences = [_department(p.department_id)] + [
+                Audience("escalation", target) for target in dict.fromkeys(escalation_targets)
+            ]
+            return [_notice(event, "urged", p.department_id, audience, **facts) for audience in audiences]
+        case ev.HazardExtensionDecided(payload=p):
+            return [
+                _notice(
+                    event,
+                    "extension_decided",
+                    p.department_id,
+                    _department(p.department_id),
+                    stage=p.stage,
+                    approved=p.approved,
+                    deadline=p.deadline.isoformat(),
+                    original_deadline=p.original_deadline.isoformat(),
+                    requested_deadline=p.requested_deadline.isoformat(),
+                    decided_by=p.by,
+                    note=p.note,
+                    **({"dispatch_id": str(p.dispatch_id)} if p.dispatch_id else {}),
+                )
+            ]
         case ev.HazardDispatched(payload=p):
             return [
                 _notice(
@@ -250,7 +286,13 @@ _SETTLES: dict[str, ReminderKind] = {
 }
 
 
-def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now: datetime) -> Plan:
+def plan_batch(
+    events: Iterable[ev.AnyEvent],
+    *,
+    fractions: Sequence[float],
+    now: datetime,
+    escalation_targets: Sequence[str] = (),
+) -> Plan:
     """Fold a batch of events, in order, into notices, reminders to write and reminders to cancel.
 
     ``cancel`` names (hazard, kind) pairs whose reminders written *before* this batch are cancelled;
@@ -259,8 +301,11 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
     plan = Plan()
     pending: dict[uuid.UUID, Reminder] = {}
     for event in events:
-        plan.notices.extend(notices_for(event))
+        plan.notices.extend(notices_for(event, escalation_targets=escalation_targets))
         settles = _SETTLES.get(event.TYPE)
+        if isinstance(event, ev.HazardExtensionDecided) and event.payload.approved:
+            # The deadline moved: the reminders of the old window go, new ones follow the new deadline.
+            settles = event.payload.stage
         if isinstance(event, ev.HazardClosed):
             settles_kinds: tuple[ReminderKind, ...] = ("receipt", "rectification")
         else:
@@ -275,6 +320,8 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
                 window = ("receipt", p.department_id, p.receipt_deadline)
             case ev.HazardRectificationOrdered(payload=p):
                 window = ("rectification", p.department_id, p.deadline)
+            case ev.HazardExtensionDecided(payload=p) if p.approved:
+                window = (p.stage, p.department_id, p.deadline)
             case _:
                 window = None
         if window is not None:
@@ -423,6 +470,8 @@ _TITLES: dict[str, dict[Language, str]] = {
     "rectification_overdue": {"zh": "超时：整改未按期完成", "en": "Overdue: rectification not done in time"},
     "rework": {"zh": "复查未通过：请重新整改", "en": "Verification failed: rectify again"},
     "relapsed": {"zh": "回潮：已办结的隐患再次出现", "en": "Relapse: a closed hazard came back"},
+    "urged": {"zh": "督办：请尽快办理该隐患", "en": "Urged: act on this hazard now"},
+    "extension_decided": {"zh": "延期申请已处理", "en": "Your deadline extension request was decided"},
 }
 
 _FACT_LABELS: dict[str, dict[Language, str]] = {
@@ -434,6 +483,21 @@ _FACT_LABELS: dict[str, dict[Language, str]] = {
     "original_hazard_id": {"zh": "原隐患", "en": "Original hazard"},
     "days_since_closure": {"zh": "办结后天数", "en": "Days since closure"},
     "reason": {"zh": "派单原因", "en": "Reason"},
+    "stage": {"zh": "环节", "en": "Stage"},
+    "approved": {"zh": "是否批准", "en": "Approved"},
+    "original_deadline": {"zh": "原期限", "en": "Original deadline"},
+    "requested_deadline": {"zh": "申请期限", "en": "Requested deadline"},
+    "decided_by": {"zh": "审批人", "en": "Decided by"},
+    "urged_by": {"zh": "督办人", "en": "Urged by"},
+    "note": {"zh": "说明", "en": "Note"},
+}
+
+
+_FACT_VALUES: dict[tuple[str, str], dict[Language, str]] = {
+    ("approved", "True"): {"zh": "批准", "en": "approved"},
+    ("approved", "False"): {"zh": "不批准", "en": "refused"},
+    ("stage", "receipt"): {"zh": "接收", "en": "receipt"},
+    ("stage", "rectification"): {"zh": "整改", "en": "rectification"},
 }
 
 
@@ -467,8 +531,9 @@ def render(
     lines = [(hazard_label, str(notice["hazard_id"])), (department_label, department_name)]
     facts: dict[str, Any] = notice.get("facts", {})
     for key, labels in _FACT_LABELS.items():
-        if key in facts:
-            lines.append((labels[language], str(facts[key])))
+        if key in facts and facts[key] != "":
+            value = _FACT_VALUES.get((key, str(facts[key])), {}).get(language, str(facts[key]))
+            lines.append((labels[language], value))
     subject = f"[{'隐患督办' if language == 'zh' else 'hazard-dispatch'}] {title}"
     text = "\n".join([title, "", *(f"{k}: {v}" for k, v in lines)]) + "\n"
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in lines)

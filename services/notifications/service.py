@@ -35,6 +35,8 @@ class Notifier:
     """What the units of work need besides a session."""
 
     fractions: tuple[float, ...] = (0.5, 0.8)
+    escalation_targets: tuple[str, ...] = ()
+    """The escalation chain's targets besides the department (an urging reaches their contacts too)."""
 
 
 def _delivery_rows(
@@ -77,7 +79,9 @@ async def apply_events(
     session: AsyncSession, events: Sequence[ev.AnyEvent], *, now: datetime, notifier: Notifier
 ) -> None:
     """Apply a batch of new events: settle reminders, plan new ones, and record the deliveries due."""
-    plan = domain.plan_batch(events, fractions=notifier.fractions, now=now)
+    plan = domain.plan_batch(
+        events, fractions=notifier.fractions, now=now, escalation_targets=notifier.escalation_targets
+    )
     await repository.cancel_reminders(session, plan.cancel, now=now)
     await repository.add_reminders(session, plan.reminders)
     await add_notices(session, plan.notices, now=now)

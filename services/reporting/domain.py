@@ -58,7 +58,10 @@ DISPATCH_RULES: Mapping[str, Rule] = {
     "department_id": "first",
     "dispatched_at": "first",
     "dispatch_day": "first",
-    "deadline": "first",
+    # The receipt deadline in force: an approved extension only ever moves it later (max), while
+    # original_deadline keeps the first frozen one (min): both commutative, so any order agrees.
+    "deadline": "max",
+    "original_deadline": "min",
     "reason": "first",
     "previous_dispatch_id": "first",
     "acknowledged_at": "min",
@@ -85,6 +88,16 @@ RELAPSE_RULES: Mapping[str, Rule] = {
 }
 """Merge rule of every column of a relapse fact row (besides its key ``hazard_id``, the new hazard)."""
 
+ACTION_RULES: Mapping[str, Rule] = {
+    "kind": "first",
+    "hazard_id": "first",
+    "department_id": "first",
+    "stage": "first",
+    "action_at": "first",
+    "action_day": "first",
+}
+"""Merge rule of every column of an action fact row (urging, extension request or decision; key ``event_id``)."""
+
 LATEST_BY: Mapping[str, str] = {"department_id": "department_at"}
 """For ``latest`` columns: the timestamp column that decides which value is the latest."""
 
@@ -96,6 +109,7 @@ class FactBatch:
     hazards: dict[uuid.UUID, Row] = field(default_factory=dict)
     dispatches: dict[uuid.UUID, Row] = field(default_factory=dict)
     relapses: dict[uuid.UUID, Row] = field(default_factory=dict)
+    actions: dict[uuid.UUID, Row] = field(default_factory=dict)
 
     def touched_hazards(self) -> set[uuid.UUID]:
         """Every hazard whose figures this batch may change (including relapsed originals)."""
@@ -112,7 +126,7 @@ class FactBatch:
         }
 
     def __len__(self) -> int:
-        return len(self.hazards) + len(self.dispatches) + len(self.relapses)
+        return len(self.hazards) + len(self.dispatches) + len(self.relapses) + len(self.actions)
 
 
 def local_day(moment: datetime, *, tz: ZoneInfo) -> date:
@@ -213,6 +227,7 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
                 "dispatched_at": at,
                 "dispatch_day": local_day(at, tz=tz),
                 "deadline": d.receipt_deadline,
+                "original_deadline": d.receipt_deadline,
                 "reason": d.reason,
                 "previous_dispatch_id": d.previous_dispatch_id,
             },
@@ -307,8 +322,56 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             },
             RELAPSE_RULES,
         )
+    elif isinstance(event, ev.HazardUrged | ev.HazardExtensionRequested | ev.HazardExtensionDecided):
+        _apply_action(batch, event, tz=tz)
     # receipt_overdue, escalated and verified state nothing the figures need: overdue is
     # computed from the frozen deadline, so a late acknowledgement stays late either way.
+
+
+def _apply_action(
+    batch: FactBatch,
+    event: ev.HazardUrged | ev.HazardExtensionRequested | ev.HazardExtensionDecided,
+    *,
+    tz: ZoneInfo,
+) -> None:
+    """An urging or an extension request or decision: an action row; an approved receipt extension
+    also moves its dispatch's deadline (the original stays in ``original_deadline``)."""
+    p = event.payload
+    if isinstance(event, ev.HazardUrged):
+        kind = "urged"
+    elif isinstance(event, ev.HazardExtensionRequested):
+        kind = "extension_requested"
+    else:
+        kind = "extension_approved" if event.payload.approved else "extension_refused"
+    _add(
+        batch.actions,
+        event.event_id,
+        {
+            "event_id": event.event_id,
+            "kind": kind,
+            "hazard_id": event.hazard_id,
+            "department_id": p.department_id,
+            "stage": p.stage,
+            "action_at": event.occurred_at,
+            "action_day": local_day(event.occurred_at, tz=tz),
+        },
+        ACTION_RULES,
+    )
+    if isinstance(event, ev.HazardExtensionDecided):
+        d = event.payload
+        if d.approved and d.stage == "receipt" and d.dispatch_id is not None:
+            _add(
+                batch.dispatches,
+                d.dispatch_id,
+                {
+                    "dispatch_id": d.dispatch_id,
+                    "hazard_id": event.hazard_id,
+                    "department_id": d.department_id,
+                    "deadline": d.deadline,
+                    "original_deadline": d.original_deadline,
+                },
+                DISPATCH_RULES,
+            )
 
 
 def _supersede(batch: FactBatch, dispatch_id: uuid.UUID, hazard_id: uuid.UUID, at: datetime) -> None:

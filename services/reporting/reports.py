@@ -21,6 +21,10 @@ as of now.
 * median_hours_to_rectify — over rectified hazards not fixed on site: last rectification − report
 * returned_after_receipt — dispatches made in the period that their department acknowledged and
   then returned (退单 after 签收); their receipts still count in acknowledged
+* urgings, extension_requests, extensions_approved — urgings (督办) and deadline extension requests
+  (延期申请, receipt and rectification) made in the period, and the approvals decided in it
+* overdue_receipts_original — overdue_receipts measured against the receipt deadlines as first
+  frozen (an approved extension moves the deadline the other receipt figures use)
 """
 
 from __future__ import annotations
@@ -192,11 +196,17 @@ async def summary(
                 db, group_by=group_by, period=current, filters=filters, schema=schema
             )
         ),
+        run(
+            lambda db: repository.action_figures(
+                db, group_by=group_by, period=current, filters=filters, now=now, schema=schema
+            )
+        ),
         *(() if summed else (run(counts_of("all")),)),
     )
     counts: dict[tuple[str, int], Counts] = results[0]
     (ack, ack_total), (rect, rect_total) = results[1], results[2]
     returns_after_receipt, returns_after_receipt_total = results[3]
+    actions, actions_total = results[4]
     group_medians = {key: (ack.get(key), rect.get(key)) for key in set(ack) | set(rect)}
     total_medians = {"all": (ack_total, rect_total)}
     if summed:
@@ -205,7 +215,7 @@ async def summary(
             key = ("all", period_index)
             total_counts[key] = total_counts.get(key, Counts()) + value
     else:
-        total_counts = results[4]
+        total_counts = results[5]
     keys = sorted({key for key, _ in counts} | set(group_medians))
 
     # The comparison periods' dates, formatted once rather than for each of thousands of groups.
@@ -213,12 +223,21 @@ async def summary(
     none = Counts()
 
     def row(
-        key: str, by: dict[tuple[str, int], Counts], meds: dict[str, Any], returned_after_receipt: int
+        key: str,
+        by: dict[tuple[str, int], Counts],
+        meds: dict[str, Any],
+        returned_after_receipt: int,
+        acts: dict[str, int],
     ) -> dict[str, Any]:
         ack, rect = meds.get(key, (None, None))
+        shown = figures(by.get((key, 0), none))
         return {
-            **figures(by.get((key, 0), none)),
+            **shown,
             "returned_after_receipt": returned_after_receipt,
+            "urgings": acts.get("urgings", 0),
+            "extension_requests": acts.get("extension_requests", 0),
+            "extensions_approved": acts.get("extensions_approved", 0),
+            "overdue_receipts_original": shown["overdue_receipts"] + acts.get("extra_overdue_original", 0),
             "median_minutes_to_acknowledge": _round(ack),
             "median_hours_to_rectify": _round(rect),
             "previous_period": comparison(by.get((key, 1), none), previous_dates),
@@ -226,12 +245,12 @@ async def summary(
         }
 
     name = labeller(reference, group_by)
-    keys = sorted(set(keys) | set(returns_after_receipt))
+    keys = sorted(set(keys) | set(returns_after_receipt) | set(actions))
     groups = [
         {
             "key": key,
             "label": name(key),
-            **row(key, counts, group_medians, returns_after_receipt.get(key, 0)),
+            **row(key, counts, group_medians, returns_after_receipt.get(key, 0), actions.get(key, {})),
         }
         for key in keys
     ]
@@ -244,7 +263,7 @@ async def summary(
         "previous_period": dict(previous_dates),
         "year_earlier": dict(last_year_dates),
         "groups": groups,
-        "totals": row("all", total_counts, total_medians, returns_after_receipt_total),
+        "totals": row("all", total_counts, total_medians, returns_after_receipt_total, actions_total),
     }
 
 
@@ -265,6 +284,7 @@ def summary_csv(report: dict[str, Any]) -> str:
         *(f"previous_{r}" for r in RATE_FIGURES),
         *(f"year_earlier_{r}" for r in RATE_FIGURES),
         "returned_after_receipt",
+        *repository.ACTION_FIGURES,
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -282,6 +302,7 @@ def summary_csv(report: dict[str, Any]) -> str:
                 *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
                 *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
                 group["returned_after_receipt"],
+                *(group[f] for f in repository.ACTION_FIGURES),
             ]
         )
     return out.getvalue()

@@ -57,6 +57,13 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "acknowledged_at": "timestamptz",
     "returned_at": "timestamptz",
     "superseded_at": "timestamptz",
+    "original_deadline": "timestamptz",
+    # actions
+    "event_id": "uuid",
+    "kind": "text",
+    "stage": "text",
+    "action_at": "timestamptz",
+    "action_day": "date",
     # relapses
     "original_hazard_id": "uuid",
     "relapsed_at": "timestamptz",
@@ -112,6 +119,7 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
         ("hazards", "hazard_id", domain.HAZARD_RULES, batch.hazards),
         ("dispatches", "dispatch_id", domain.DISPATCH_RULES, batch.dispatches),
         ("relapses", "hazard_id", domain.RELAPSE_RULES, batch.relapses),
+        ("actions", "event_id", domain.ACTION_RULES, batch.actions),
     ):
         if not rows:
             continue
@@ -1060,6 +1068,76 @@ async def returns_after_receipt(
         rows = (await db.execute(sa.text(sql), {"ps": period.start, "pe": period.end, **fparams})).all()
         found.append({r.key: int(r.n) for r in rows if r.key is not None})
     return found[0], found[1].get("all", 0)
+
+
+ACTION_FIGURES: tuple[str, ...] = (
+    "urgings",
+    "extension_requests",
+    "extensions_approved",
+    "overdue_receipts_original",
+)
+"""Figures of urgings and extensions, and the extra lateness against original receipt deadlines."""
+
+_ACTION_KINDS = {
+    "urgings": "urged",
+    "extension_requests": "extension_requested",
+    "extensions_approved": "extension_approved",
+}
+
+
+def _late(deadline: str) -> str:
+    """Whether a dispatch was (or is) late against ``deadline``: as the rollup's three overdue figures."""
+    return (
+        f"(d.acknowledged_at > {deadline} OR (d.acknowledged_at IS NULL AND "
+        f"LEAST(d.returned_at, d.superseded_at) > {deadline}) OR ({_OPEN} AND {deadline} < :now))"
+    )
+
+
+async def action_figures(
+    db: Executor, *, group_by: str, period: Period, filters: Filters, now: datetime, schema: str = SCHEMA
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Urgings, extension requests and approved extensions made in the period (by the day of the
+    action), per group and in total; and ``extra_overdue_original``: the period's dispatches late
+    against their original receipt deadline but not against the extended one (add it to
+    ``overdue_receipts`` for lateness against the original deadlines).
+
+    From the facts: these rows are few (a partial index on the extended dispatches).
+    """
+    h_filter, hparams = _filters_sql(filters, dispatch=False)
+    a_filter = h_filter.replace("h.department_id", "a.department_id")
+    d_filter, dparams = _filters_sql(filters, dispatch=True)
+    found: list[dict[str, dict[str, int]]] = []
+    for by in (group_by, "all"):
+        h_key = GROUP_KEYS[by][0]
+        a_key = "a.department_id" if by == "department" else h_key
+        h_from = _CAMPAIGN_FROM if by == "campaign" else ""
+        counts = ", ".join(
+            f"count(*) FILTER (WHERE a.kind = '{kind}') AS {name}" for name, kind in _ACTION_KINDS.items()
+        )
+        actions_sql = (
+            f"SELECT {a_key} AS key, {counts} FROM {schema}.actions a "
+            f"LEFT JOIN {schema}.hazards h ON h.hazard_id = a.hazard_id {h_from} "
+            f"WHERE a.action_day BETWEEN :ps AND :pe AND {a_filter} GROUP BY 1"
+        )
+        d_key = GROUP_KEYS[by][1]
+        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        extra_sql = (
+            f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
+            f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.original_deadline < d.deadline "
+            f"AND d.community_id IS NOT NULL AND d.dispatched_at IS NOT NULL AND {d_filter} "
+            f"AND {_late('d.original_deadline')} AND NOT {_late('d.deadline')} GROUP BY 1"
+        )
+        window = {"ps": period.start, "pe": period.end}
+        by_key: dict[str, dict[str, int]] = {}
+        for r in (await db.execute(sa.text(actions_sql), {**window, **hparams})).all():
+            if r.key is not None:
+                by_key[r.key] = {name: int(getattr(r, name)) for name in _ACTION_KINDS}
+        rows = (await db.execute(sa.text(extra_sql), {**window, **dparams, "now": now})).all()
+        for r in rows:
+            if r.key is not None:
+                by_key.setdefault(r.key, {})["extra_overdue_original"] = int(r.n)
+        found.append(by_key)
+    return found[0], found[1].get("all", {})
 
 
 # A period's histogram rows of one grouping merged per (key, bucket); each group's buckets leave

@@ -67,6 +67,9 @@ dispatches = sa.Table(
     sa.Column("grid_id", sa.Text),
     sa.Column("category", sa.Text),
     sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
+    # The receipt deadline as first frozen; ``deadline`` is the one in force (later once an
+    # extension was approved). Migration 0011: NULL on rows applied before it (no extension then).
+    sa.Column("original_deadline", sa.DateTime(timezone=True)),
     sa.Index("dispatches_hazard", "hazard_id"),
     sa.Index("dispatches_day", "dispatch_day"),
     sa.Index("dispatches_community_day", "community_id", "dispatch_day"),
@@ -82,6 +85,26 @@ dispatches = sa.Table(
         "department_id",
         postgresql_where=sa.text("acknowledged_at IS NOT NULL AND returned_at IS NOT NULL"),
     ),
+    # Dispatches whose receipt deadline an approved extension moved (lateness against the original).
+    sa.Index(
+        "dispatches_extended",
+        "dispatch_day",
+        postgresql_where=sa.text("original_deadline < deadline"),
+    ),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    # Urgings (督办) and deadline extension requests and decisions (延期申请), one row per event (#16).
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.Text),  # urged | extension_requested | extension_approved | extension_refused
+    sa.Column("hazard_id", sa.Uuid),
+    sa.Column("department_id", sa.Text),
+    sa.Column("stage", sa.Text),  # receipt | rectification
+    sa.Column("action_at", sa.DateTime(timezone=True)),
+    sa.Column("action_day", sa.Date),
+    sa.Index("actions_day", "action_day", "kind"),
 )
 
 relapses = sa.Table(
@@ -201,6 +224,7 @@ PROJECTION_TABLES: tuple[sa.Table, ...] = (
     hazards,
     dispatches,
     relapses,
+    actions,
     rollup,
     rollup_groups,
     rollup_hist,

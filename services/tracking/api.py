@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.tracking import domain, repository, service, tables
 from services.tracking.domain import Case, Entry
 from services.tracking.settings import TrackingSettings
+from shared import events as ev
 from shared.auth import Principal, authenticate, require
 from shared.db import database_now
 from shared.errors import ApiError
@@ -42,6 +44,40 @@ class VerificationBody(BaseModel):
     photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
 
 
+class UrgingBody(BaseModel):
+    """What the supervisor or operator urges (督办), for the department to read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Text(strip=True, min_length=1, max_length=2000)]
+
+
+class ExtensionBody(BaseModel):
+    """The rectification deadline the department asks for (after the one in force) and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: AwareDatetime
+    reason: Annotated[str, Text(strip=True, min_length=3, max_length=1000)]
+
+
+class DecisionBody(BaseModel):
+    """An optional note on an extension decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Text(strip=True, max_length=1000)] = ""
+
+
+class NoteBody(BaseModel):
+    """A progress note of the department holding the case, with photos if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Text(min_length=1, max_length=2000)]
+    photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
+
+
 def _runtime(request: Request) -> ServiceRuntime:
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
@@ -50,8 +86,13 @@ def _runtime(request: Request) -> ServiceRuntime:
 def _work(runtime: ServiceRuntime) -> service.Casework:
     settings = runtime.settings
     distance = settings.relapse.distance_m if isinstance(settings, TrackingSettings) else None
+    days = settings.extensions.max_days_beyond if isinstance(settings, TrackingSettings) else 30
     return service.Casework(
-        reference=runtime.reference, inbox=tables.inbox, outbox=runtime.outbox, relapse_distance_m=distance
+        reference=runtime.reference,
+        inbox=tables.inbox,
+        outbox=runtime.outbox,
+        relapse_distance_m=distance,
+        extension_limit=timedelta(days=days),
     )
 
 
@@ -81,6 +122,22 @@ def _entry(entry: Entry) -> dict[str, Any]:
         "actor": domain.actor_of(event),
         "producer": event.producer,
         "details": event.payload.model_dump(mode="json"),  # type: ignore[attr-defined]
+    }
+
+
+def _extension(request: domain.Extension | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "status": request.status,
+        "requested_deadline": _iso(request.requested_deadline),
+        "previous_deadline": _iso(request.previous_deadline),
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "requested_at": _iso(request.requested_at),
+        "decided_by": request.decided_by,
+        "decided_at": _iso(request.decided_at),
+        "note": request.note,
     }
 
 
@@ -114,10 +171,21 @@ def case_view(
         "dispatch_id": str(case.dispatch_id) if case.dispatch_id else None,
         "deadlines": {
             "receipt": _iso(case.receipt_deadline),
+            # As first frozen; differs from `receipt` once an extension was approved.
+            "receipt_original": _iso(case.original_receipt_deadline or case.receipt_deadline),
             "receipt_overdue": case.receipt_overdue,
             "rectification": _iso(case.rectification_deadline),
+            "rectification_original": _iso(
+                case.original_rectification_deadline or case.rectification_deadline
+            ),
             "rectification_overdue": case.rectification_overdue,
         },
+        "extension_requests": {
+            "receipt": _extension(case.receipt_extension),
+            "rectification": _extension(case.rectification_extension),
+        },
+        "urgings": case.urgings,
+        "progress_notes": case.progress_notes,
         "acknowledged_at": _iso(case.acknowledged_at),
         "acknowledged_on_time": case.acknowledged_on_time,
         "escalation_level": case.escalation_level,
@@ -168,6 +236,23 @@ async def get_hazard(
     return await _view(_runtime(request), hazard_id, principal)
 
 
+async def _run(request: Request, hazard_id: uuid.UUID, action: str, run: Any) -> Any:
+    runtime = _runtime(request)
+    try:
+        async with runtime.sessions() as session, session.begin():
+            return await run(session, runtime)
+    except service.CaseNotFound:
+        raise _not_found(hazard_id) from None
+    except domain.NotPermitted as exc:
+        raise ApiError(403, "forbidden", str(exc)) from None
+    except domain.TransitionRefused as exc:
+        raise ApiError(409, "invalid_state", str(exc), [{"action": action}]) from None
+    except domain.ExtensionDateRefused as exc:
+        raise ApiError(
+            422, "invalid_deadline", str(exc), [{"field": "deadline", "problem": str(exc)}]
+        ) from None
+
+
 async def _act(
     request: Request,
     hazard_id: uuid.UUID,
@@ -175,17 +260,8 @@ async def _act(
     action: str,
     run: Any,
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
-    try:
-        async with runtime.sessions() as session, session.begin():
-            await run(session, runtime)
-    except service.CaseNotFound:
-        raise _not_found(hazard_id) from None
-    except domain.NotPermitted as exc:
-        raise ApiError(403, "forbidden", str(exc)) from None
-    except domain.TransitionRefused as exc:
-        raise ApiError(409, "invalid_state", str(exc), [{"action": action}]) from None
-    return await _view(runtime, hazard_id, principal)
+    await _run(request, hazard_id, action, run)
+    return await _view(_runtime(request), hazard_id, principal)
 
 
 @router.post(
@@ -245,6 +321,172 @@ async def post_verification(
         )
 
     return await _act(request, hazard_id, principal, "verification", run)
+
+
+@router.post(
+    "/hazards/{hazard_id}/urgings",
+    status_code=201,
+    summary="Urge (督办) the open dispatch or rectification of a hazard (operator, supervisor)",
+)
+async def post_urging(
+    hazard_id: uuid.UUID,
+    body: UrgingBody,
+    request: Request,
+    principal: Principal = Depends(require("operator", "supervisor")),
+) -> dict[str, Any]:
+    """201 with the urging; publishes ``hazard.urged`` (the department and its escalation contacts are told).
+
+    409 when the case has no open dispatch or rectification (closed, awaiting verification, unrouted).
+    """
+
+    async def run(session: Any, runtime: ServiceRuntime) -> list[Any]:
+        _case, emitted = await service.urge_case(
+            session,
+            hazard_id,
+            actor=principal.id,
+            note=body.note,
+            visible=_may_see(principal),
+            now=await database_now(session),
+            work=_work(runtime),
+        )
+        return emitted
+
+    emitted = await _run(request, hazard_id, "urging", run)
+    event = next(e for e in emitted if isinstance(e, ev.HazardUrged))
+    p = event.payload
+    return {
+        "id": str(p.urging_id),
+        "hazard_id": str(hazard_id),
+        "department_id": p.department_id,
+        "dispatch_id": str(p.dispatch_id) if p.dispatch_id else None,
+        "stage": p.stage,
+        "note": p.note,
+        "urged_by": p.urged_by,
+        "urged_at": event.occurred_at.isoformat(),
+    }
+
+
+@router.post(
+    "/hazards/{hazard_id}/notes",
+    status_code=201,
+    summary="Add a progress note to a case (the department holding it)",
+)
+async def post_note(
+    hazard_id: uuid.UUID,
+    body: NoteBody,
+    request: Request,
+    principal: Principal = Depends(require("department")),
+) -> dict[str, Any]:
+    """201 with the note; publishes ``hazard.progress_noted`` (on the timeline). 409 once the case is closed."""
+    department_id = principal.department_id or ""
+
+    async def run(session: Any, runtime: ServiceRuntime) -> list[Any]:
+        _case, emitted = await service.note_progress(
+            session,
+            hazard_id,
+            department_id=department_id,
+            actor=principal.id,
+            note=body.note,
+            photos=body.photos,
+            visible=_may_see(principal),
+            now=await database_now(session),
+            work=_work(runtime),
+        )
+        return emitted
+
+    emitted = await _run(request, hazard_id, "progress_note", run)
+    event = next(e for e in emitted if isinstance(e, ev.HazardProgressNoted))
+    p = event.payload
+    return {
+        "id": str(event.event_id),
+        "hazard_id": str(hazard_id),
+        "department_id": p.department_id,
+        "note": p.note,
+        "photos": list(p.photos),
+        "noted_by": p.noted_by,
+        "noted_at": event.occurred_at.isoformat(),
+    }
+
+
+@router.post(
+    "/hazards/{hazard_id}/rectification/extension",
+    status_code=202,
+    summary="Ask for a later rectification deadline (延期申请; the department holding the case)",
+)
+async def post_extension(
+    hazard_id: uuid.UUID,
+    body: ExtensionBody,
+    request: Request,
+    principal: Principal = Depends(require("department")),
+) -> JSONResponse:
+    """202 with the case: the request awaits an operator's or supervisor's decision.
+
+    422 ``invalid_deadline`` for a deadline not after the one in force or too far beyond it
+    (``TRACKING__EXTENSIONS__MAX_DAYS_BEYOND``, 30 days); 409 when the case is not awaiting
+    rectification, its deadline has passed, or another request awaits a decision.
+    """
+    department_id = principal.department_id or ""
+
+    async def run(session: Any, runtime: ServiceRuntime) -> None:
+        await service.request_extension(
+            session,
+            hazard_id,
+            department_id=department_id,
+            actor=principal.id,
+            deadline=body.deadline,
+            reason=body.reason,
+            visible=_may_see(principal),
+            now=await database_now(session),
+            work=_work(runtime),
+        )
+
+    return JSONResponse(await _act(request, hazard_id, principal, "extension", run), status_code=202)
+
+
+async def _decide(
+    hazard_id: uuid.UUID, body: DecisionBody | None, request: Request, principal: Principal, *, approved: bool
+) -> dict[str, Any]:
+    async def run(session: Any, runtime: ServiceRuntime) -> None:
+        await service.decide_extension(
+            session,
+            hazard_id,
+            approved=approved,
+            actor=principal.id,
+            note=body.note if body else "",
+            visible=_may_see(principal),
+            now=await database_now(session),
+            work=_work(runtime),
+        )
+
+    return await _act(request, hazard_id, principal, "extension_decision", run)
+
+
+@router.post(
+    "/hazards/{hazard_id}/rectification/extension/approve",
+    summary="Operator or supervisor: approve a rectification deadline extension",
+)
+async def approve_extension(
+    hazard_id: uuid.UUID,
+    request: Request,
+    principal: Principal = Depends(require("operator", "supervisor")),
+    body: DecisionBody | None = None,
+) -> dict[str, Any]:
+    """The rectification deadline (and its overdue timer) move to the requested one."""
+    return await _decide(hazard_id, body, request, principal, approved=True)
+
+
+@router.post(
+    "/hazards/{hazard_id}/rectification/extension/refuse",
+    summary="Operator or supervisor: refuse a rectification deadline extension",
+)
+async def refuse_extension(
+    hazard_id: uuid.UUID,
+    request: Request,
+    principal: Principal = Depends(require("operator", "supervisor")),
+    body: DecisionBody | None = None,
+) -> dict[str, Any]:
+    """The rectification deadline in force stays; the refusal is on the timeline."""
+    return await _decide(hazard_id, body, request, principal, approved=False)
 
 
 @router.get("/hotspots", summary="Places with repeated relapses (operators, supervisors)")

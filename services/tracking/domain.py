@@ -111,9 +111,13 @@ TRACKING_TYPES: Final = frozenset(
         ev.HazardVerified.TYPE,
         ev.HazardClosed.TYPE,
         ev.HazardRelapsed.TYPE,
+        ev.HazardUrged.TYPE,
+        ev.HazardProgressNoted.TYPE,
     }
 )
-"""Event types this service publishes; from anyone else they are checked before they are recorded."""
+"""Event types this service publishes; from anyone else they are checked before they are recorded.
+
+(Extension events are published by dispatch too, for receipt deadlines: recorded from anyone.)"""
 
 _TICK: Final = timedelta(microseconds=1)
 _SETTLED: Final = frozenset({"rectified", "verification_failed", "verified", "closed", "duplicate"})
@@ -160,6 +164,30 @@ class Entry:
         return (self.event.occurred_at, _RANK.get(self.event.TYPE, 9), self.seq)
 
 
+ExtensionStatus = Literal["awaiting_approval", "approved", "refused"]
+DEFAULT_EXTENSION_LIMIT: Final = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """The latest deadline extension request (延期申请) of a stage of the case, and its decision."""
+
+    stage: Literal["receipt", "rectification"]
+    status: ExtensionStatus
+    requested_deadline: datetime
+    previous_deadline: datetime | None
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    note: str | None = None
+
+
+class ExtensionDateRefused(ValueError):  # noqa: N818 - reads as what happened
+    """A requested deadline not after the one in force, or too far beyond it (the API answers 422)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     """Everything tracking knows about one hazard, derived from its timeline."""
@@ -201,6 +229,12 @@ class Case:
     relapse_of: uuid.UUID | None = None
     relapse_place_key: str | None = None
     duplicate_of: uuid.UUID | None = None
+    original_receipt_deadline: datetime | None = None
+    receipt_extension: Extension | None = None
+    original_rectification_deadline: datetime | None = None
+    rectification_extension: Extension | None = None
+    urgings: int = 0
+    progress_notes: int = 0
     last_event_id: uuid.UUID | None = None
     last_occurred_at: datetime | None = None
 
@@ -320,6 +354,8 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
                 "department_id": p.department_id,
                 "dispatch_id": p.dispatch_id,
                 "receipt_deadline": p.receipt_deadline,
+                "original_receipt_deadline": None,
+                "receipt_extension": None,
                 "receipt_overdue": False,
                 "acknowledged_at": None,
                 "acknowledged_on_time": None,
@@ -375,6 +411,8 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
                 "round": p.round,
                 "order_event_id": event.event_id,
                 "rectification_deadline": p.deadline,
+                "original_rectification_deadline": None,
+                "rectification_extension": None,
                 "rectification_overdue": False,
             }
         case ev.HazardRectificationOverdue(payload=p):
@@ -412,7 +450,62 @@ def _changes(case: Case, event: ev.AnyEvent) -> dict[str, Any]:
             }
         case ev.HazardRelapsed(payload=p):
             return {"relapse_of": p.original_hazard_id, "relapse_place_key": p.place_key}
+        case ev.HazardUrged():
+            return {"urgings": case.urgings + 1}
+        case ev.HazardProgressNoted():
+            return {"progress_notes": case.progress_notes + 1}
+        case ev.HazardExtensionRequested(payload=p):
+            return _extension_requested(case, event, p)
+        case ev.HazardExtensionDecided(payload=p):
+            return _extension_decided(case, event, p)
     return {}
+
+
+def _applies(case: Case, stage: str, dispatch_id: uuid.UUID | None, round_: int | None) -> bool:
+    """Whether an extension event concerns the deadline the case holds now (not a stale dispatch or round)."""
+    if stage == "receipt":
+        return dispatch_id is not None and dispatch_id == case.dispatch_id
+    return case.state == "rectification_ordered" and (round_ is None or round_ == case.round)
+
+
+def _extension_requested(
+    case: Case, event: ev.AnyEvent, p: ev.HazardExtensionRequestedPayload
+) -> dict[str, Any]:
+    if not _applies(case, p.stage, p.dispatch_id, p.round):
+        return {}
+    request = Extension(
+        stage=p.stage,
+        status="awaiting_approval",
+        requested_deadline=p.requested_deadline,
+        previous_deadline=p.current_deadline,
+        reason=p.reason,
+        requested_by=p.by,
+        requested_at=event.occurred_at,
+    )
+    return {f"{p.stage}_extension": request}
+
+
+def _extension_decided(case: Case, event: ev.AnyEvent, p: ev.HazardExtensionDecidedPayload) -> dict[str, Any]:
+    if not _applies(case, p.stage, p.dispatch_id, p.round):
+        return {}
+    current = case.receipt_extension if p.stage == "receipt" else case.rectification_extension
+    decided = Extension(
+        stage=p.stage,
+        status="approved" if p.approved else "refused",
+        requested_deadline=p.requested_deadline,
+        previous_deadline=current.previous_deadline if current else None,
+        reason=current.reason if current else "",
+        requested_by=current.requested_by if current else "",
+        requested_at=current.requested_at if current else event.occurred_at,
+        decided_by=p.by,
+        decided_at=event.occurred_at,
+        note=p.note or None,
+    )
+    changes: dict[str, Any] = {f"{p.stage}_extension": decided}
+    if p.approved:
+        changes[f"{p.stage}_deadline"] = p.deadline
+        changes[f"original_{p.stage}_deadline"] = p.original_deadline
+    return changes
 
 
 # ---------------------------------------------------------------------------- checks
@@ -538,6 +631,180 @@ def verify(
         causation_id=case.last_event_id,
         payload=ev.HazardVerifiedPayload(
             passed=passed, note=note, photos=tuple(photos), verified_by=actor, round=max(case.round, 1)
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- urging, extensions, notes
+
+URGEABLE: Final[dict[str, Literal["receipt", "rectification"]]] = {
+    "dispatched": "receipt",
+    "acknowledged": "rectification",
+    "rectification_ordered": "rectification",
+    "verification_failed": "rectification",
+}
+"""The open stages a supervisor or operator may urge (督办): a dispatch awaiting receipt, a rectification."""
+
+_HELD: Final = frozenset(
+    {"dispatched", "acknowledged", "rectification_ordered", "rectified", "verification_failed", "verified"}
+)
+
+
+def urge(
+    case: Case, *, actor: str, note: str, now: datetime, urging_id: uuid.UUID | None = None
+) -> ev.HazardUrged:
+    """A supervisor or operator urges the department holding an open dispatch or rectification."""
+    stage = URGEABLE.get(case.state)
+    if stage is None or case.department_id is None:
+        raise TransitionRefused(
+            f"cannot urge hazard {case.hazard_id}: it is {STATE_DESCRIPTIONS[case.state]} ({case.state}); "
+            "only an open dispatch or rectification can be urged"
+        )
+    return ev.HazardUrged(
+        event_id=uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.last_event_id,
+        payload=ev.HazardUrgedPayload(
+            urging_id=urging_id or uuid.uuid4(),
+            department_id=case.department_id,
+            dispatch_id=case.dispatch_id if stage == "receipt" else None,
+            stage=stage,
+            note=note,
+            urged_by=actor,
+        ),
+    )
+
+
+def _require_holder(case: Case, department_id: str, what: str) -> None:
+    if case.department_id is None or department_id != case.department_id:
+        raise NotPermitted(f"only the department holding hazard {case.hazard_id} may {what}; yours does not")
+
+
+def check_extension_date(
+    *, requested: datetime, current: datetime, limit: timedelta = DEFAULT_EXTENSION_LIMIT
+) -> None:
+    """A requested deadline must be after the one in force and at most ``limit`` beyond it."""
+    if requested <= current:
+        raise ExtensionDateRefused(
+            f"the requested deadline {requested.isoformat()} is not after the deadline in force "
+            f"({current.isoformat()}); an extension moves a deadline later"
+        )
+    if requested - current > limit:
+        raise ExtensionDateRefused(
+            f"the requested deadline {requested.isoformat()} is more than {limit.days} days after the "
+            f"deadline in force ({current.isoformat()})"
+        )
+
+
+def request_rectification_extension(
+    case: Case,
+    *,
+    department_id: str,
+    actor: str,
+    deadline: datetime,
+    reason: str,
+    now: datetime,
+    limit: timedelta = DEFAULT_EXTENSION_LIMIT,
+) -> ev.HazardExtensionRequested:
+    """The department holding the rectification asks for a later deadline; nothing moves until approval."""
+    _require_holder(case, department_id, "ask to extend its rectification deadline")
+    if case.state != "rectification_ordered" or case.rectification_deadline is None:
+        raise TransitionRefused(
+            f"cannot extend the rectification of hazard {case.hazard_id}: it is "
+            f"{STATE_DESCRIPTIONS[case.state]} ({case.state}); only a case awaiting rectification can"
+        )
+    if (
+        case.rectification_extension is not None
+        and case.rectification_extension.status == "awaiting_approval"
+    ):
+        raise TransitionRefused(
+            f"an extension of the rectification of hazard {case.hazard_id} already awaits a decision"
+        )
+    if case.rectification_overdue or now > case.rectification_deadline:
+        raise TransitionRefused(
+            f"the rectification deadline of hazard {case.hazard_id} has passed; "
+            "an extension must be requested before it"
+        )
+    check_extension_date(requested=deadline, current=case.rectification_deadline, limit=limit)
+    return ev.HazardExtensionRequested(
+        event_id=uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.order_event_id,
+        payload=ev.HazardExtensionRequestedPayload(
+            stage="rectification",
+            department_id=department_id,
+            original_deadline=case.original_rectification_deadline or case.rectification_deadline,
+            current_deadline=case.rectification_deadline,
+            requested_deadline=deadline,
+            reason=reason,
+            by=actor,
+            round=max(case.round, 1),
+        ),
+    )
+
+
+def decide_rectification_extension(
+    case: Case, *, approved: bool, actor: str, note: str, now: datetime
+) -> ev.HazardExtensionDecided:
+    """An operator or supervisor approves (the deadline moves) or refuses (it stays) the pending request."""
+    request = case.rectification_extension
+    if (
+        case.state != "rectification_ordered"
+        or case.rectification_deadline is None
+        or case.department_id is None
+        or request is None
+        or request.status != "awaiting_approval"
+    ):
+        raise TransitionRefused(
+            f"no extension of the rectification of hazard {case.hazard_id} awaits a decision"
+        )
+    if approved and case.rectification_overdue:
+        raise TransitionRefused(
+            f"the rectification of hazard {case.hazard_id} was declared overdue before the extension "
+            "was decided; refuse the request instead"
+        )
+    return ev.HazardExtensionDecided(
+        event_id=uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.last_event_id,
+        payload=ev.HazardExtensionDecidedPayload(
+            stage="rectification",
+            department_id=case.department_id,
+            original_deadline=case.original_rectification_deadline or case.rectification_deadline,
+            requested_deadline=request.requested_deadline,
+            approved=approved,
+            deadline=request.requested_deadline if approved else case.rectification_deadline,
+            note=note,
+            by=actor,
+            round=max(case.round, 1),
+        ),
+    )
+
+
+def note_progress(
+    case: Case, *, department_id: str, actor: str, note: str, photos: Sequence[str], now: datetime
+) -> ev.HazardProgressNoted:
+    """The department holding the case adds a progress note (进展), with photos if any."""
+    _require_holder(case, department_id, "add progress notes to it")
+    if case.state not in _HELD:
+        raise TransitionRefused(
+            f"cannot add a progress note to hazard {case.hazard_id}: it is "
+            f"{STATE_DESCRIPTIONS[case.state]} ({case.state})"
+        )
+    return ev.HazardProgressNoted(
+        event_id=uuid.uuid4(),
+        occurred_at=_own_time(case, now),
+        hazard_id=case.hazard_id,
+        producer="tracking",
+        causation_id=case.last_event_id,
+        payload=ev.HazardProgressNotedPayload(
+            department_id=department_id, note=note, photos=tuple(photos), noted_by=actor
         ),
     )
 
@@ -763,4 +1030,10 @@ def actor_of(event: ev.AnyEvent) -> str:
             return p.verified_by
         case ev.HazardClosed(payload=p):
             return p.closed_by
+        case ev.HazardUrged(payload=p):
+            return p.urged_by
+        case ev.HazardExtensionRequested(payload=p) | ev.HazardExtensionDecided(payload=p):
+            return p.by
+        case ev.HazardProgressNoted(payload=p):
+            return p.noted_by
     return event.producer

@@ -433,6 +433,20 @@ async def add_timers(session: AsyncSession, orders: Sequence[ev.HazardRectificat
         )
 
 
+async def reschedule_timers(session: AsyncSession, moves: Sequence[tuple[uuid.UUID, datetime]]) -> None:
+    """Move open rectification timers (by order) to a new due time: an approved extension."""
+    for order_event_id, due_at in moves:
+        await session.execute(
+            sa.update(_TIMERS)
+            .where(
+                _TIMERS.c.order_event_id == order_event_id,
+                _TIMERS.c.fired_at.is_(None),
+                _TIMERS.c.cancelled_at.is_(None),
+            )
+            .values(due_at=due_at)
+        )
+
+
 async def cancel_timers(
     session: AsyncSession, *, hazard_ids: Sequence[uuid.UUID], keep: Sequence[uuid.UUID], now: datetime
 ) -> None:

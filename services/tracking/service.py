@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +34,7 @@ class Casework:
     inbox: sa.Table
     outbox: Outbox
     relapse_distance_m: float | None = None
+    extension_limit: timedelta = domain.DEFAULT_EXTENSION_LIMIT
 
     @property
     def distance_m(self) -> float:
@@ -73,6 +74,14 @@ async def _save(session: AsyncSession, batch: _Batch, *, work: Casework, now: da
     await work.outbox.add(session, *own)
     orders = [e for e in own if isinstance(e, ev.HazardRectificationOrdered)]
     await repository.add_timers(session, [*batch.orders, *orders])
+    moves = [
+        (batch.progress[e.hazard_id].case.order_event_id, e.payload.deadline)
+        for e in own
+        if isinstance(e, ev.HazardExtensionDecided)
+        and e.payload.stage == "rectification"
+        and e.payload.approved
+    ]
+    await repository.reschedule_timers(session, [(o, at) for o, at in moves if o is not None])
     keep = [
         p.case.order_event_id
         for p in batch.progress.values()
@@ -279,6 +288,107 @@ async def verify_case(
         hazard_id,
         lambda case: domain.verify(
             case, grid_id=grid_id, actor=actor, passed=passed, note=note, photos=photos, now=now
+        ),
+        visible=visible,
+        now=now,
+        work=work,
+    )
+
+
+async def urge_case(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    actor: str,
+    note: str,
+    visible: Callable[[Case], bool],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """A supervisor or operator urges (督办) the open dispatch or rectification of a case."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.urge(case, actor=actor, note=note, now=now),
+        visible=visible,
+        now=now,
+        work=work,
+    )
+
+
+async def request_extension(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    department_id: str,
+    actor: str,
+    deadline: datetime,
+    reason: str,
+    visible: Callable[[Case], bool],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """The holding department asks for a later rectification deadline (raises ExtensionDateRefused: 422)."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.request_rectification_extension(
+            case,
+            department_id=department_id,
+            actor=actor,
+            deadline=deadline,
+            reason=reason,
+            now=now,
+            limit=work.extension_limit,
+        ),
+        visible=visible,
+        now=now,
+        work=work,
+    )
+
+
+async def decide_extension(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    approved: bool,
+    actor: str,
+    note: str,
+    visible: Callable[[Case], bool],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """An operator or supervisor approves or refuses the pending rectification extension."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.decide_rectification_extension(
+            case, approved=approved, actor=actor, note=note, now=now
+        ),
+        visible=visible,
+        now=now,
+        work=work,
+    )
+
+
+async def note_progress(
+    session: AsyncSession,
+    hazard_id: uuid.UUID,
+    *,
+    department_id: str,
+    actor: str,
+    note: str,
+    photos: Sequence[str],
+    visible: Callable[[Case], bool],
+    now: datetime,
+    work: Casework,
+) -> tuple[Case, list[ev.AnyEvent]]:
+    """The holding department adds a progress note."""
+    return await _command(
+        session,
+        hazard_id,
+        lambda case: domain.note_progress(
+            case, department_id=department_id, actor=actor, note=note, photos=photos, now=now
         ),
         visible=visible,
         now=now,

@@ -29,6 +29,14 @@ class TimerSettings(BaseModel):
     gauge_interval_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
 
 
+class ExtensionSettings(BaseModel):
+    """Rectification deadline extensions (延期申请): how far beyond the deadline in force one may reach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_days_beyond: Annotated[int, Field(ge=1, le=365)] = 30
+
+
 class TrackingSettings(ServiceSettings):
     """Everything the tracking service reads from its environment."""
 
@@ -38,3 +46,4 @@ class TrackingSettings(ServiceSettings):
 
     relapse: RelapseSettings = Field(default_factory=RelapseSettings)
     timers: TimerSettings = Field(default_factory=TimerSettings)
+    extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)

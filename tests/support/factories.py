@@ -103,6 +103,41 @@ def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, A
             distance_m=0.0,
             place_key="building:B-12",
         ),
+        "hazard.urged": ev.HazardUrgedPayload(
+            urging_id=uuid.UUID(int=55),
+            department_id="fire",
+            dispatch_id=dispatch_id,
+            stage="receipt",
+            note="请尽快接收",
+            urged_by="supervisor-01",
+        ),
+        "hazard.extension_requested": ev.HazardExtensionRequestedPayload(
+            stage="receipt",
+            dispatch_id=dispatch_id,
+            department_id="fire",
+            original_deadline=deadline,
+            current_deadline=deadline,
+            requested_deadline=deadline + timedelta(days=1),
+            reason="Inspector on leave",
+            by="dept-fire",
+        ),
+        "hazard.extension_decided": ev.HazardExtensionDecidedPayload(
+            stage="receipt",
+            dispatch_id=dispatch_id,
+            department_id="fire",
+            original_deadline=deadline,
+            requested_deadline=deadline + timedelta(days=1),
+            approved=True,
+            deadline=deadline + timedelta(days=1),
+            note="OK",
+            by="operator-01",
+        ),
+        "hazard.progress_noted": ev.HazardProgressNotedPayload(
+            department_id="fire",
+            note="Contractor booked",
+            photos=("https://img.example.org/3.jpg",),
+            noted_by="dept-fire",
+        ),
     }
 
 
@@ -119,6 +154,8 @@ def make_event(
         "hazard.reported": "intake",
         "hazard.duplicate_linked": "intake",
         "hazard.duplicate_unlinked": "intake",
+        "hazard.urged": "tracking",
+        "hazard.progress_noted": "tracking",
     }.get(
         event_type,
         "tracking"

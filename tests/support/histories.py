@@ -162,6 +162,32 @@ class Story:
                 minute=minute + 30 * level,
             )
 
+    def extended(self, dispatch_id: uuid.UUID, department: str, *, minute: int, by_minutes: int) -> None:
+        """The department asks for a later receipt deadline and an operator approves it (延期申请)."""
+        original = self.deadlines[dispatch_id]
+        wanted = original + timedelta(minutes=by_minutes)
+        common: dict[str, Any] = {
+            "stage": "receipt",
+            "dispatch_id": dispatch_id,
+            "department_id": department,
+            "original_deadline": original,
+            "requested_deadline": wanted,
+        }
+        request = self.add(
+            ev.HazardExtensionRequested,
+            ev.HazardExtensionRequestedPayload(
+                **common, current_deadline=original, reason="crew away", by=f"officer-{department}"
+            ),
+            minute=minute,
+        )
+        self.add(
+            ev.HazardExtensionDecided,
+            ev.HazardExtensionDecidedPayload(**common, approved=True, deadline=wanted, by="op-1"),
+            minute=minute + 1,
+            causation=request,
+        )
+        self.deadlines[dispatch_id] = wanted
+
     def tracked(self, cls: type[Any], payload: Any, *, minute: int, after: ev.AnyEvent | None = None) -> Any:
         """An event tracking publishes (for consumers other than tracking)."""
         return self.add(cls, payload, minute=minute, producer="tracking", causation=after)
@@ -239,6 +265,7 @@ def returned_after_receipt(s: Story) -> None:
     s.acknowledged(fire, "fire", minute=10)
     back = s.returned(fire, "fire", minute=40, after_receipt=True)
     police = s.dispatched("police", minute=40, after=back, previous=fire)
+    s.extended(police, "police", minute=45, by_minutes=60)
     s.acknowledged(police, "police", minute=50)
 
 
@@ -311,9 +338,42 @@ SCENARIOS_END = {
 
 
 def whole_life(s: Story) -> None:
-    """Rerouted, late, acknowledged; rectification overdue, rework once, verified and closed (every type)."""
+    """Rerouted, late, acknowledged; rectification overdue, rework once (urged, a progress note, its
+    deadline extended), verified and closed (every type)."""
     rerouted_then_late(s)
     s.rectification("fire", minute=300, rounds=2)
+    s.tracked(
+        ev.HazardUrged,
+        ev.HazardUrgedPayload(
+            urging_id=uuid.uuid4(), department_id="fire", stage="rectification", note="快", urged_by="sup-1"
+        ),
+        minute=405,
+    )
+    s.tracked(
+        ev.HazardProgressNoted,
+        ev.HazardProgressNotedPayload(department_id="fire", note="parts ordered", noted_by="officer-fire"),
+        minute=406,
+    )
+    common: dict[str, Any] = {
+        "stage": "rectification",
+        "department_id": "fire",
+        "original_deadline": s.at(430),
+        "requested_deadline": s.at(500),
+        "round": 2,
+    }
+    request = s.tracked(
+        ev.HazardExtensionRequested,
+        ev.HazardExtensionRequestedPayload(
+            **common, current_deadline=s.at(430), reason="parts", by="officer-fire"
+        ),
+        minute=407,
+    )
+    s.tracked(
+        ev.HazardExtensionDecided,
+        ev.HazardExtensionDecidedPayload(**common, approved=True, deadline=s.at(500), by="op-1"),
+        minute=408,
+        after=request,
+    )
 
 
 def relapse_closed_on_site(s: Story) -> None:
