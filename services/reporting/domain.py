@@ -41,6 +41,9 @@ HAZARD_RULES: Mapping[str, Rule] = {
     "rectified_on_site": "or",
     "address": "first",
     "duplicate_of": "first",
+    "reporter_type": "first",  # #18: who reported (grid member, building manager, cadre visit, hotline)
+    "source": "first",  # app | batch | open311
+    "notice_on_site": "or",  # #18: a rectification notice handed out on the spot by the reporter
     "unlinked": "or",  # hazard.duplicate_unlinked: a hazard of its own after all
     "department_id": "latest",  # the department that held it last (by department_at)
     "department_at": "max",
@@ -69,10 +72,21 @@ DISPATCH_RULES: Mapping[str, Rule] = {
     "grid_id": "first",
     "category": "first",
     "campaign_ids": "first",
+    "street_id": "first",
+    "reporter_type": "first",
+    "source": "first",
 }
 """Merge rule of every column of a dispatch fact row (besides its key ``dispatch_id``)."""
 
-PLACE_COLUMNS = ("community_id", "grid_id", "category", "campaign_ids")
+PLACE_COLUMNS = (
+    "community_id",
+    "grid_id",
+    "category",
+    "campaign_ids",
+    "street_id",
+    "reporter_type",
+    "source",
+)
 """Columns of a hazard's report that its dispatch rows carry too."""
 
 RELAPSE_RULES: Mapping[str, Rule] = {
@@ -85,6 +99,24 @@ RELAPSE_RULES: Mapping[str, Rule] = {
 }
 """Merge rule of every column of a relapse fact row (besides its key ``hazard_id``, the new hazard)."""
 
+ESCALATION_RULES: Mapping[str, Rule] = {
+    "hazard_id": "first",
+    "dispatch_id": "first",
+    "department_id": "first",
+    "level": "first",
+    "escalated_at": "first",
+    "escalation_day": "first",
+}
+"""Merge rule of every column of an escalation fact row (key ``escalation_id``: one per dispatch and level)."""
+
+_ESCALATION_NAMESPACE = uuid.UUID("6f1b7c2e-3f0a-5d7e-9a51-0c18e7d2b4a3")
+
+
+def escalation_id(dispatch_id: uuid.UUID, level: int) -> uuid.UUID:
+    """The natural key of an escalation: a dispatch escalates to each level once (督办)."""
+    return uuid.uuid5(_ESCALATION_NAMESPACE, f"{dispatch_id}/{level}")
+
+
 LATEST_BY: Mapping[str, str] = {"department_id": "department_at"}
 """For ``latest`` columns: the timestamp column that decides which value is the latest."""
 
@@ -96,6 +128,8 @@ class FactBatch:
     hazards: dict[uuid.UUID, Row] = field(default_factory=dict)
     dispatches: dict[uuid.UUID, Row] = field(default_factory=dict)
     relapses: dict[uuid.UUID, Row] = field(default_factory=dict)
+    # Read from the facts by the period report (rare rows), not part of the rollup: no day to mark.
+    escalations: dict[uuid.UUID, Row] = field(default_factory=dict)
 
     def touched_hazards(self) -> set[uuid.UUID]:
         """Every hazard whose figures this batch may change (including relapsed originals)."""
@@ -112,7 +146,7 @@ class FactBatch:
         }
 
     def __len__(self) -> int:
-        return len(self.hazards) + len(self.dispatches) + len(self.relapses)
+        return len(self.hazards) + len(self.dispatches) + len(self.relapses) + len(self.escalations)
 
 
 def local_day(moment: datetime, *, tz: ZoneInfo) -> date:
@@ -191,6 +225,9 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             "rectified_on_site": p.rectified_on_site,
             "address": p.location.address or None,
             "duplicate_of": p.duplicate_of,
+            "reporter_type": p.reporter_type,
+            "source": p.source,
+            "notice_on_site": p.notice_issued,
         }
         if p.rectified_on_site:
             row["rectified_at"] = p.accepted_at
@@ -307,7 +344,24 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             },
             RELAPSE_RULES,
         )
-    # receipt_overdue, escalated and verified state nothing the figures need: overdue is
+    elif isinstance(event, ev.HazardEscalated):
+        e = event.payload
+        key = escalation_id(e.dispatch_id, e.level)
+        _add(
+            batch.escalations,
+            key,
+            {
+                "escalation_id": key,
+                "hazard_id": h,
+                "dispatch_id": e.dispatch_id,
+                "department_id": e.department_id,
+                "level": e.level,
+                "escalated_at": at,
+                "escalation_day": local_day(at, tz=tz),
+            },
+            ESCALATION_RULES,
+        )
+    # receipt_overdue and verified state nothing the figures need: overdue is
     # computed from the frozen deadline, so a late acknowledgement stays late either way.
 
 
@@ -347,6 +401,8 @@ class Counts:
     rectification_overdue: int = 0
     closed: int = 0
     relapsed: int = 0
+    notices_on_site: int = 0
+    notices_ordered: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNT_FIELDS})
@@ -382,6 +438,8 @@ PARTS_OF: Mapping[str, tuple[tuple[str, ...], str]] = {
     "acknowledged_late": (("acknowledged_late",), "acknowledged"),
     "overdue_receipt": (("acknowledged_late", "overdue_ended", "receipt_overdue_open"), "dispatched"),
     "notices_issued": (("notices_issued",), "reported"),
+    "notices_on_site": (("notices_on_site",), "notices_issued"),
+    "notices_ordered": (("notices_ordered",), "notices_issued"),
     "rectified": (("rectified",), "reported"),
     "rectification_overdue": (("rectification_overdue",), "reported"),
     "closed": (("closed",), "reported"),

@@ -54,11 +54,12 @@ from shared.reference import load_reference_data
 log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "reporting_rebuild"
-FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses)
+FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses, tables.escalations)
 _FACTS: tuple[tuple[str, str, Mapping[str, domain.Rule]], ...] = (
     ("hazards", "hazard_id", domain.HAZARD_RULES),
     ("dispatches", "dispatch_id", domain.DISPATCH_RULES),
     ("relapses", "hazard_id", domain.RELAPSE_RULES),
+    ("escalations", "escalation_id", domain.ESCALATION_RULES),
 )
 # The rebuild's own sessions: nothing it writes before the swap is visible or needs to survive a
 # crash (a failed rebuild is run again), so commits do not wait for the WAL flush; the swap itself
@@ -264,7 +265,7 @@ async def _merge_facts(conn: AsyncConnection, batch: domain.FactBatch) -> None:
     hazards' places never change once known, so the result is the same).
     """
     for (table, key, rules), rows in zip(
-        _FACTS, (batch.hazards, batch.dispatches, batch.relapses), strict=True
+        _FACTS, (batch.hazards, batch.dispatches, batch.relapses, batch.escalations), strict=True
     ):
         if rows:
             await conn.execute(sa.text(_UPSERTS[table]), _column_arrays(list(rows.values()), [key, *rules]))
@@ -275,7 +276,8 @@ async def _fill_places(conn: AsyncConnection) -> None:
     await conn.execute(
         sa.text(
             f"UPDATE {STAGING_SCHEMA}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
-            f"category = h.category, campaign_ids = h.campaign_ids FROM {STAGING_SCHEMA}.hazards h "
+            f"category = h.category, campaign_ids = h.campaign_ids, {repository.PLACE_COPY} "
+            f"FROM {STAGING_SCHEMA}.hazards h "
             f"WHERE h.hazard_id = d.hazard_id AND d.community_id IS NULL AND h.community_id IS NOT NULL"
         )
     )

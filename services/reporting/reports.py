@@ -54,6 +54,8 @@ COUNT_FIGURES = (
     "rectification_overdue",
     "closed",
     "relapsed",
+    "notices_on_site",
+    "notices_ordered",
 )
 RATE_FIGURES = ("overdue_receipt_rate", "rectification_rate", "relapse_rate")
 MEDIAN_FIGURES = ("median_minutes_to_acknowledge", "median_hours_to_rectify")
@@ -297,7 +299,17 @@ def campaign_progress(
     """Every campaign of the reference data with its progress against its targets."""
     result = []
     for campaign in reference.campaigns:
-        done = counts.get(campaign.id, {"found": 0, "notices_issued": 0, "rectified": 0, "closed": 0})
+        done = counts.get(
+            campaign.id,
+            {
+                "found": 0,
+                "notices_issued": 0,
+                "notices_on_site": 0,
+                "notices_ordered": 0,
+                "rectified": 0,
+                "closed": 0,
+            },
+        )
         targets = campaign.targets.model_dump()
         result.append(
             {

@@ -47,6 +47,9 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "rectification_overdue": "boolean",
     "closed_at": "timestamptz",
     "closed_reason": "text",
+    "reporter_type": "text",
+    "source": "text",
+    "notice_on_site": "boolean",
     # dispatches
     "dispatch_id": "uuid",
     "dispatched_at": "timestamptz",
@@ -63,6 +66,11 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "relapse_day": "date",
     "original_department_id": "text",
     "days_since_closure": "double precision",
+    # escalations
+    "escalation_id": "uuid",
+    "level": "integer",
+    "escalated_at": "timestamptz",
+    "escalation_day": "date",
 }
 
 
@@ -112,6 +120,7 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
         ("hazards", "hazard_id", domain.HAZARD_RULES, batch.hazards),
         ("dispatches", "dispatch_id", domain.DISPATCH_RULES, batch.dispatches),
         ("relapses", "hazard_id", domain.RELAPSE_RULES, batch.relapses),
+        ("escalations", "escalation_id", domain.ESCALATION_RULES, batch.escalations),
     ):
         if not rows:
             continue
@@ -123,12 +132,16 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
         await db.execute(
             sa.text(
                 f"UPDATE {schema}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
-                f"category = h.category, campaign_ids = h.campaign_ids FROM {schema}.hazards h "
+                f"category = h.category, campaign_ids = h.campaign_ids, {PLACE_COPY} FROM {schema}.hazards h "
                 f"WHERE h.hazard_id = d.hazard_id AND d.hazard_id = ANY(CAST(:ids AS uuid[])) "
                 f"AND d.community_id IS NULL AND h.community_id IS NOT NULL"
             ),
             {"ids": late},
         )
+
+
+PLACE_COPY = "street_id = h.street_id, reporter_type = h.reporter_type, source = h.source"
+"""The columns of a hazard's report (#18) that dispatch rows copy besides community, grid, category, campaigns."""
 
 
 async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: str = SCHEMA) -> None:
@@ -161,7 +174,10 @@ _COUNTED_HAZARD = "(h.duplicate_of IS NULL OR COALESCE(h.unlinked, false))"
 _H_COUNTS = {
     "reported": "CASE WHEN " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
     "duplicates": "CASE WHEN NOT " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
-    "notices_issued": "CASE WHEN " + _COUNTED_HAZARD + " AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
+    # A notice is either kind (#18): handed out on the spot by the reporter, or a department's order.
+    "notices_issued": "CASE WHEN "
+    + _COUNTED_HAZARD
+    + " AND (h.ordered_at IS NOT NULL OR COALESCE(h.notice_on_site, false)) THEN 1 ELSE 0 END",
     "rectified": "CASE WHEN " + _COUNTED_HAZARD + " AND h.rectified_at IS NOT NULL THEN 1 ELSE 0 END",
     "rectification_overdue": "CASE WHEN "
     + _COUNTED_HAZARD
@@ -171,6 +187,10 @@ _H_COUNTS = {
         "CASE WHEN " + _COUNTED_HAZARD + " AND h.closed_at IS NOT NULL AND EXISTS "
         "(SELECT 1 FROM {schema}.relapses r WHERE r.original_hazard_id = h.hazard_id) THEN 1 ELSE 0 END"
     ),
+    "notices_on_site": "CASE WHEN "
+    + _COUNTED_HAZARD
+    + " AND COALESCE(h.notice_on_site, false) THEN 1 ELSE 0 END",
+    "notices_ordered": "CASE WHEN " + _COUNTED_HAZARD + " AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
 }
 _OPEN = "d.acknowledged_at IS NULL AND d.returned_at IS NULL AND d.superseded_at IS NULL"
 _D_COUNTS = {
@@ -226,10 +246,16 @@ def _rollup_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
 # Each fact row feeds one group per grouping (and one per campaign it is tagged with).
 _GROUPINGS_LATERAL = (
     "CROSS JOIN LATERAL (VALUES ('department', x.department_id), ('community', x.community_id), "
-    "('grid', x.grid_id), ('category', x.category), ('all', 'all') "
-    "UNION ALL SELECT 'campaign', c FROM unnest(x.campaign_ids) AS c) AS g(grouping, key)"
+    "('grid', x.grid_id), ('category', x.category), ('all', 'all'), "
+    # #18: street, reporter type, source, and street x category (keys 'street|category')
+    "('street', x.street_id), ('reporter_type', COALESCE(x.reporter_type, 'grid_member')), "
+    "('source', COALESCE(x.source, 'app')), ('street_category', x.street_id || '|' || x.category) "
+    "UNION ALL SELECT 'campaign', c FROM unnest(x.campaign_ids) AS c "
+    # #18: campaign x category (keys 'campaign|category')
+    "UNION ALL SELECT 'campaign_category', c || '|' || x.category FROM unnest(x.campaign_ids) AS c"
+    ") AS g(grouping, key)"
 )
-_DIMENSIONS = "{t}.community_id, {t}.grid_id, {t}.category, {t}.campaign_ids"
+_DIMENSIONS = "{t}.community_id, {t}.grid_id, {t}.category, {t}.campaign_ids, {t}.street_id, {t}.reporter_type, {t}.source"
 
 
 def bucket_sql(measure: str, *, column: str) -> str:
@@ -294,7 +320,20 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
 
 US_PER_UNIT: Mapping[str, float] = {"ack": 60e6, "rect": 3600e6}
 """Microseconds per unit of a measure's median (ack: minutes, rect: hours)."""
-GROUPINGS: tuple[str, ...] = ("department", "community", "grid", "category", "campaign", "all")
+GROUPINGS: tuple[str, ...] = (
+    "department",
+    "community",
+    "grid",
+    "category",
+    "campaign",
+    "all",
+    # #18
+    "street",
+    "reporter_type",
+    "source",
+    "street_category",
+    "campaign_category",
+)
 _IN_GROUPINGS = "grouping IN (" + ", ".join(f"'{g}'" for g in GROUPINGS) + ")"
 MEASURES: tuple[str, ...] = ("ack", "rect")
 _IN_MEASURES = "measure IN (" + ", ".join(f"'{m}'" for m in MEASURES) + ")"
@@ -586,7 +625,15 @@ GROUP_KEYS: Mapping[str, tuple[str, str]] = {
     "category": ("h.category", "d.category"),
     "campaign": ("c.campaign_id", "c.campaign_id"),
     "all": ("'all'", "'all'"),
+    # #18
+    "street": ("h.street_id", "d.street_id"),
+    "reporter_type": ("COALESCE(h.reporter_type, 'grid_member')", "COALESCE(d.reporter_type, 'grid_member')"),
+    "source": ("COALESCE(h.source, 'app')", "COALESCE(d.source, 'app')"),
+    "street_category": ("h.street_id || '|' || h.category", "d.street_id || '|' || d.category"),
+    "campaign_category": ("c.campaign_id || '|' || h.category", "c.campaign_id || '|' || d.category"),
 }
+CAMPAIGN_GROUPINGS = frozenset({"campaign", "campaign_category"})
+"""Groupings whose rows come from a hazard's campaigns (one row per campaign it is tagged with)."""
 ROLLUP_GROUPS = frozenset({"department", "community", "category", "all"})
 _CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(h.campaign_ids) AS c(campaign_id)"
 _D_CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(d.campaign_ids) AS c(campaign_id)"
@@ -855,7 +902,7 @@ def _not_yet_due_sql(
     """
     _, d_key = GROUP_KEYS[group_by]
     d_filter, params = _filters_sql(filters, dispatch=True)
-    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
     open_sql, open_params = _rollup_open_sql(schema, group_by, filters)
     sql = (
         f"SELECT x.key, {bucket} AS bucket, sum(least(x.n, o.open)) AS n FROM ("
@@ -913,8 +960,8 @@ async def _fact_counts(
         d_key=f"{d_key} AS key, p.period",
         h_where=h_filter,
         d_where=d_filter,
-        h_from=f"{_CAMPAIGN_FROM if group_by == 'campaign' else ''} {h_join}",
-        d_from=f"{_D_CAMPAIGN_FROM if group_by == 'campaign' else ''} {d_join}",
+        h_from=f"{_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ''} {h_join}",
+        d_from=f"{_D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ''} {d_join}",
     )
     sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
     sql = f"SELECT key, period, {sums} FROM ({inner}) AS x WHERE key IS NOT NULL GROUP BY key, period"
@@ -929,7 +976,7 @@ async def _open_overdue_counts(
     _, d_key = GROUP_KEYS[group_by]
     join, params = _periods_join("d.dispatch_day", periods)
     d_filter, fparams = _filters_sql(filters, dispatch=True)
-    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
     sql = (
         f"SELECT {d_key} AS key, p.period, count(*) AS n "
         f"FROM {schema}.dispatches d {d_from} {join} "
@@ -1017,7 +1064,7 @@ async def _exact_medians(
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     if measure == "ack":
         d_filter, fparams = _filters_sql(filters, dispatch=True)
-        d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+        d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
             f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
@@ -1027,7 +1074,7 @@ async def _exact_medians(
         )
     else:
         h_filter, fparams = _filters_sql(filters, dispatch=False)
-        h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+        h_from = _CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
             f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
@@ -1051,7 +1098,7 @@ async def returns_after_receipt(
     found: list[dict[str, int]] = []
     for by in (group_by, "all"):
         d_key = GROUP_KEYS[by][1]
-        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        d_from = _D_CAMPAIGN_FROM if by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
             f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
@@ -1181,10 +1228,14 @@ async def list_relapse_hotspots(
 async def campaign_counts(
     db: Executor, *, since: date, filters: Filters, schema: str = SCHEMA
 ) -> dict[str, dict[str, int]]:
-    """Per campaign id: hazards found, notices issued, rectified and closed (duplicates excluded)."""
+    """Per campaign id: hazards found, notices issued (on the spot or ordered; each kind too), rectified
+    and closed (duplicates excluded)."""
     h_filter, params = _filters_sql(filters, dispatch=False)
     sql = (
-        f"SELECT c.campaign_id, count(*) AS found, count(h.ordered_at) AS notices_issued, "
+        f"SELECT c.campaign_id, count(*) AS found, "
+        f"count(*) FILTER (WHERE h.ordered_at IS NOT NULL OR h.notice_on_site) AS notices_issued, "
+        f"count(*) FILTER (WHERE h.notice_on_site) AS notices_on_site, "
+        f"count(h.ordered_at) AS notices_ordered, "
         f"count(h.rectified_at) AS rectified, count(h.closed_at) AS closed "
         f"FROM {schema}.hazards h {_CAMPAIGN_FROM} "
         f"WHERE h.report_day >= :since AND {_COUNTED_HAZARD} AND {h_filter} GROUP BY 1"
@@ -1194,6 +1245,8 @@ async def campaign_counts(
         r.campaign_id: {
             "found": int(r.found),
             "notices_issued": int(r.notices_issued),
+            "notices_on_site": int(r.notices_on_site),
+            "notices_ordered": int(r.notices_ordered),
             "rectified": int(r.rectified),
             "closed": int(r.closed),
         }

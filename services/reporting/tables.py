@@ -44,6 +44,10 @@ hazards = sa.Table(
     # The last two in migration order (0009, then 0010), so fresh and migrated tables have one order.
     sa.Column("unlinked", sa.Boolean),
     sa.Column("address", sa.Text),  # migration 0010
+    # migration 0012 (#18): who reported, through what, and a notice handed out on the spot.
+    sa.Column("reporter_type", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("notice_on_site", sa.Boolean),
     sa.Index("hazards_report_day", "report_day"),
     sa.Index("hazards_community_day", "community_id", "report_day"),
 )
@@ -67,6 +71,9 @@ dispatches = sa.Table(
     sa.Column("grid_id", sa.Text),
     sa.Column("category", sa.Text),
     sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
+    sa.Column("street_id", sa.Text),  # migration 0012 (#18), copied from the report like the above
+    sa.Column("reporter_type", sa.Text),
+    sa.Column("source", sa.Text),
     sa.Index("dispatches_hazard", "hazard_id"),
     sa.Index("dispatches_day", "dispatch_day"),
     sa.Index("dispatches_community_day", "community_id", "dispatch_day"),
@@ -98,6 +105,20 @@ relapses = sa.Table(
     sa.Index("relapses_day", "relapse_day"),
 )
 
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    # One per dispatch and level (domain.escalation_id); migration 0012 (#18).
+    sa.Column("escalation_id", sa.Uuid, primary_key=True),
+    sa.Column("hazard_id", sa.Uuid, nullable=False),
+    sa.Column("dispatch_id", sa.Uuid),
+    sa.Column("department_id", sa.Text),
+    sa.Column("level", sa.Integer),
+    sa.Column("escalated_at", sa.DateTime(timezone=True)),
+    sa.Column("escalation_day", sa.Date),
+    sa.Index("escalations_day", "escalation_day"),
+)
+
 _COUNTS = (
     "reported",
     "duplicates",
@@ -111,6 +132,9 @@ _COUNTS = (
     "rectification_overdue",
     "closed",
     "relapsed",
+    # migration 0012 (#18): the two kinds of rectification notice (notices_issued: either)
+    "notices_on_site",
+    "notices_ordered",
 )
 
 rollup = sa.Table(
@@ -201,6 +225,7 @@ PROJECTION_TABLES: tuple[sa.Table, ...] = (
     hazards,
     dispatches,
     relapses,
+    escalations,
     rollup,
     rollup_groups,
     rollup_hist,
