@@ -1031,6 +1031,7 @@ async def measure_medians(
     schema: str = SCHEMA,
     use_rollup: bool = True,
     with_total: bool = True,
+    key_map: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, float], float | None]:
     """One measure's median per group (ack: minutes to acknowledge, rect: hours to rectify) and,
     with ``with_total``, over all groups together.
@@ -1042,12 +1043,12 @@ async def measure_medians(
     if use_rollup and _unfiltered(filters):
         groupings = (group_by, "all") if with_total else (group_by,)
         found = await _histogram_medians(
-            db, groupings=groupings, period=period, measure=measure, schema=schema
+            db, groupings=groupings, period=period, measure=measure, schema=schema, key_map=key_map
         )
         total = found.get("all", {}).get("all") if with_total else None
         return found.get(group_by, {}), total
     groups = await _exact_medians(
-        db, group_by=group_by, period=period, filters=filters, measure=measure, schema=schema
+        db, group_by=group_by, period=period, filters=filters, measure=measure, schema=schema, key_map=key_map
     )
     if not with_total:
         return groups, None
@@ -1057,10 +1058,29 @@ async def measure_medians(
     return groups, totals.get("all")
 
 
+def mapped_key(expression: str, key_map: Mapping[str, str] | None) -> str:
+    """SQL of a group key translated by ``key_map`` (a derived grouping: category -> its group)."""
+    if not key_map:
+        return expression
+    whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in sorted(key_map.items()))
+    return f"(CASE {expression} {whens} ELSE {expression} END)"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 async def _exact_medians(
-    db: Executor, *, group_by: str, period: Period, filters: Filters, measure: str, schema: str
+    db: Executor,
+    *,
+    group_by: str,
+    period: Period,
+    filters: Filters,
+    measure: str,
+    schema: str,
+    key_map: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    h_key, d_key = GROUP_KEYS[group_by]
+    h_key, d_key = (mapped_key(k, key_map) for k in GROUP_KEYS[group_by])
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     if measure == "ack":
         d_filter, fparams = _filters_sql(filters, dispatch=True)
@@ -1135,7 +1155,13 @@ def _unpacker(buckets: int) -> struct.Struct:
 
 
 async def _histogram_medians(
-    db: Executor, *, groupings: Sequence[str], period: Period, measure: str, schema: str
+    db: Executor,
+    *,
+    groupings: Sequence[str],
+    period: Period,
+    measure: str,
+    schema: str,
+    key_map: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per grouping and group: one measure's median of the period's merged histograms.
 
@@ -1150,7 +1176,7 @@ async def _histogram_medians(
         selects, more = _levels_sql(
             schema,
             "rollup_hist",
-            "key, bucket, n, total_us",
+            f"{mapped_key('key', key_map if i == 0 else None)} AS key, bucket, n, total_us",
             f"grouping = :{tag}g AND measure = :measure",
             period,
             tag,
@@ -1266,11 +1292,14 @@ async def daily_series(
 ) -> dict[tuple[str, date], Counts]:
     """Counts per (group key, bucket start day) from the rollup, open overdue included.
 
-    Unfiltered: from the per-group rollup (whole weeks from its week rows); filtered by community
+    Unfiltered: from the per-group rollup (whole weeks or months from their rows; quarters, half-years
+    and years are sums of months, in the city's calendar: local days); filtered by community
     or category: from ``rollup``. Open overdue: the rollup's open dispatches less those whose
     deadline has not passed yet, each day at most the rollup's open ones (as period_counts).
     """
     await _one_snapshot(db)
+    asked, bucket = bucket, ("month" if bucket in COARSE_BUCKETS else bucket)
+    trunc = "CAST(date_trunc('{b}', CAST({c} AS timestamp)) AS date)"
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
     if filters.community_id is None and filters.category is None:
@@ -1280,6 +1309,18 @@ async def daily_series(
             inner = (
                 f"SELECT key, day AS bucket, {cols} FROM {schema}.rollup_groups "
                 f"WHERE grouping = :grouping AND day BETWEEN :ps AND :pe"
+            )
+        elif bucket == "month":
+            # Whole months from the month rows, the days of the partial months at the ends from the days.
+            _, _, months = split_period(period)
+            month_set = set(months)
+            days = [d for d in _days(period.start, period.end) if d.replace(day=1) not in month_set]
+            params.update({"days": days, "months": months})
+            inner = (
+                f"SELECT key, {trunc.format(b='month', c='day')} AS bucket, {cols} "
+                f"FROM {schema}.rollup_groups WHERE grouping = :grouping AND day = ANY(CAST(:days AS date[])) "
+                f"UNION ALL SELECT key, start AS bucket, {cols} FROM {schema}.rollup_groups_span "
+                f"WHERE grouping = :grouping AND span = 'month' AND start = ANY(CAST(:months AS date[]))"
             )
         else:
             whole = {_monday(d) for d in _days(period.start, period.end)}
@@ -1295,7 +1336,7 @@ async def daily_series(
         sql = f"SELECT key, bucket, {sums} FROM ({inner}) AS x GROUP BY 1, 2"
     else:
         key = {"department": "department_id", "community": "community_id", "category": "category"}[group_by]
-        day = "day" if bucket == "day" else "CAST(date_trunc('week', CAST(day AS timestamp)) AS date)"
+        day = "day" if bucket == "day" else trunc.format(b=bucket, c="day")
         where = ["day BETWEEN :ps AND :pe"]
         if filters.community_id is not None:
             where.append("community_id = :f_community")
@@ -1318,10 +1359,30 @@ async def daily_series(
         days="JOIN (SELECT CAST(:ps AS date) AS ps, CAST(:pe AS date) AS pe) AS p "
         "ON d.dispatch_day BETWEEN p.ps AND p.pe",
         tag="0",
-        bucket="x.day" if bucket == "day" else "CAST(date_trunc('week', CAST(x.day AS timestamp)) AS date)",
+        bucket="x.day" if bucket == "day" else trunc.format(b=bucket, c="x.day"),
     )
     open_params.update({"ps": period.start, "pe": period.end, "now": now})
     for r in (await db.execute(sa.text(open_sql), open_params)).all():
         k = (r.key, r.bucket)
         result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-int(r.n))
+    if asked in COARSE_BUCKETS and asked != "month":
+        coarse: dict[tuple[str, date], Counts] = {}
+        for (key, month), counts in result.items():
+            k = (key, bucket_start(month, asked))
+            coarse[k] = coarse.get(k, Counts()) + counts
+        return coarse
     return result
+
+
+COARSE_BUCKETS = frozenset({"month", "quarter", "half_year", "year"})
+"""Buckets read from the month rows (a quarter, half-year or year is the sum of its months)."""
+
+
+def bucket_start(day: date, bucket: str) -> date:
+    """The first day of the bucket (day, ISO week, month, quarter, half-year, year) holding ``day``."""
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return _monday(day)
+    months_per = {"month": 1, "quarter": 3, "half_year": 6, "year": 12}[bucket]
+    return date(day.year, (day.month - 1) // months_per * months_per + 1, 1)
