@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, reports, repository
+from services.reporting import domain, period_report, reports, repository
 from services.reporting.repository import Filters, Period
 from services.reporting.settings import DashboardSettings, ReportingSettings
 from shared.auth import Principal, require
@@ -320,6 +320,63 @@ def _buckets(period: Period, bucket: str) -> list[date]:
             out.append(start)
         day += timedelta(days=1)
     return out
+
+
+@router.get(
+    "/api/v1/reports/period",
+    tags=["reports"],
+    summary="The supervisor's period report: tables, comparisons and sentences (JSON, HTML or xlsx)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                "text/html": {},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+            }
+        }
+    },
+)
+async def get_period_report(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    start: FromQ = None,
+    end: ToQ = None,
+    format: Literal["json", "html", "xlsx"] = "json",
+    lang: Literal["zh", "en"] = "zh",
+    overdue_limit: Annotated[int, Query(ge=0, le=5000, description="Rows of the open-overdue list")] = 200,
+) -> Response:
+    """The period's figures beside the previous period and a year earlier, as the seed's report lays them out."""
+    runtime = _runtime(request)
+    now = _now(request)
+    period = _period(runtime.reference, start, end, now)
+    settings = runtime.settings
+    case_url = (
+        settings.dashboard if isinstance(settings, ReportingSettings) else DashboardSettings()
+    ).case_url
+    await _refresh(runtime)
+    report = await period_report.build(
+        runtime.sessions,
+        reference=runtime.reference,
+        start=period.start,
+        end=period.end,
+        now=now,
+        case_url=case_url,
+        overdue_limit=overdue_limit,
+    )
+    name = f"period-report-{period.start}-{period.end}-{lang}"
+    if format == "html":
+        return Response(
+            period_report.render_html(report, lang),
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Disposition": f'inline; filename="{name}.html"'},
+        )
+    if format == "xlsx":
+        return Response(
+            period_report.render_xlsx(report, lang),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    return JSONResponse(report)
 
 
 @router.get("/api/v1/reports/reference", tags=["reports"], summary="Names for the dashboard's filters")

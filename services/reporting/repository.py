@@ -1386,3 +1386,63 @@ def bucket_start(day: date, bucket: str) -> date:
         return _monday(day)
     months_per = {"month": 1, "quarter": 3, "half_year": 6, "year": 12}[bucket]
     return date(day.year, (day.month - 1) // months_per * months_per + 1, 1)
+
+
+# ---------------------------------------------------------------- the period report (#18)
+
+
+async def groupings_counts(
+    db: Executor,
+    *,
+    groupings: Sequence[str],
+    periods: Sequence[Period],
+    now: datetime,
+    schema: str = SCHEMA,
+) -> dict[tuple[str, str, int], Counts]:
+    """Counts per (grouping, key, period index) of several stored groupings, unfiltered, in one read.
+
+    As period_counts from the per-group rollup (a period's months, weeks and edge days), with the
+    open dispatches not yet due subtracted per grouping, all in one snapshot.
+    """
+    await _one_snapshot(db)
+    parts: list[str] = []
+    params: dict[str, Any] = {"groupings": list(groupings)}
+    for i, period in enumerate(periods):
+        selects, more = _levels_sql(
+            schema,
+            "rollup_groups",
+            f"grouping, key, {i} AS period, {', '.join(_WITH_OPEN)}",
+            "grouping = ANY(CAST(:groupings AS text[]))",
+            period,
+            f"p{i}",
+        )
+        parts.extend(selects)
+        params.update(more)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
+    sql = f"SELECT grouping, key, period, {sums} FROM ({' UNION ALL '.join(parts)}) AS x GROUP BY 1, 2, 3"
+    await _tune_reads(db)
+    rows = (await db.execute(sa.text(sql), params)).all()
+    at = operator.itemgetter(*(3 + i for i in _WITH_OPEN_AT))
+    result = {(row[0], row[1], row[2]): Counts(*at(row)) for row in rows}
+    for grouping in groupings:
+        for (key, period_index), n in (
+            await _not_yet_due_counts(
+                db, group_by=grouping, periods=periods, filters=Filters(), now=now, schema=schema
+            )
+        ).items():
+            k = (grouping, key, period_index)
+            result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-n)
+    return result
+
+
+async def escalation_counts(
+    db: Executor, *, periods: Sequence[Period], schema: str = SCHEMA
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per (department, period index): escalations (督办, every level) and the dispatches escalated."""
+    join, params = _periods_join("e.escalation_day", periods)
+    sql = (
+        f"SELECT COALESCE(e.department_id, '') AS key, p.period, count(*) AS n, "
+        f"count(DISTINCT e.dispatch_id) AS dispatches FROM {schema}.escalations e {join} GROUP BY 1, 2"
+    )
+    rows = (await db.execute(sa.text(sql), params)).all()
+    return {(r.key, r.period): (int(r.n), int(r.dispatches)) for r in rows}
