@@ -75,6 +75,7 @@ DISPATCH_RULES: Mapping[str, Rule] = {
     "street_id": "first",
     "reporter_type": "first",
     "source": "first",
+    "escalation_level": "max",  # #18: the highest level the dispatch was escalated to (0/None: never)
 }
 """Merge rule of every column of a dispatch fact row (besides its key ``dispatch_id``)."""
 
@@ -99,24 +100,6 @@ RELAPSE_RULES: Mapping[str, Rule] = {
 }
 """Merge rule of every column of a relapse fact row (besides its key ``hazard_id``, the new hazard)."""
 
-ESCALATION_RULES: Mapping[str, Rule] = {
-    "hazard_id": "first",
-    "dispatch_id": "first",
-    "department_id": "first",
-    "level": "first",
-    "escalated_at": "first",
-    "escalation_day": "first",
-}
-"""Merge rule of every column of an escalation fact row (key ``escalation_id``: one per dispatch and level)."""
-
-_ESCALATION_NAMESPACE = uuid.UUID("6f1b7c2e-3f0a-5d7e-9a51-0c18e7d2b4a3")
-
-
-def escalation_id(dispatch_id: uuid.UUID, level: int) -> uuid.UUID:
-    """The natural key of an escalation: a dispatch escalates to each level once (督办)."""
-    return uuid.uuid5(_ESCALATION_NAMESPACE, f"{dispatch_id}/{level}")
-
-
 LATEST_BY: Mapping[str, str] = {"department_id": "department_at"}
 """For ``latest`` columns: the timestamp column that decides which value is the latest."""
 
@@ -128,8 +111,6 @@ class FactBatch:
     hazards: dict[uuid.UUID, Row] = field(default_factory=dict)
     dispatches: dict[uuid.UUID, Row] = field(default_factory=dict)
     relapses: dict[uuid.UUID, Row] = field(default_factory=dict)
-    # Read from the facts by the period report (rare rows), not part of the rollup: no day to mark.
-    escalations: dict[uuid.UUID, Row] = field(default_factory=dict)
 
     def touched_hazards(self) -> set[uuid.UUID]:
         """Every hazard whose figures this batch may change (including relapsed originals)."""
@@ -146,7 +127,7 @@ class FactBatch:
         }
 
     def __len__(self) -> int:
-        return len(self.hazards) + len(self.dispatches) + len(self.relapses) + len(self.escalations)
+        return len(self.hazards) + len(self.dispatches) + len(self.relapses)
 
 
 def local_day(moment: datetime, *, tz: ZoneInfo) -> date:
@@ -346,20 +327,17 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
         )
     elif isinstance(event, ev.HazardEscalated):
         e = event.payload
-        key = escalation_id(e.dispatch_id, e.level)
+        # 督办 (#18): a dispatch escalates through its levels once each; the highest is how many.
         _add(
-            batch.escalations,
-            key,
+            batch.dispatches,
+            e.dispatch_id,
             {
-                "escalation_id": key,
-                "hazard_id": h,
                 "dispatch_id": e.dispatch_id,
+                "hazard_id": h,
                 "department_id": e.department_id,
-                "level": e.level,
-                "escalated_at": at,
-                "escalation_day": local_day(at, tz=tz),
+                "escalation_level": e.level,
             },
-            ESCALATION_RULES,
+            DISPATCH_RULES,
         )
     # receipt_overdue and verified state nothing the figures need: overdue is
     # computed from the frozen deadline, so a late acknowledgement stays late either way.
@@ -403,6 +381,8 @@ class Counts:
     relapsed: int = 0
     notices_on_site: int = 0
     notices_ordered: int = 0
+    escalated: int = 0
+    escalations: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNT_FIELDS})
@@ -440,6 +420,7 @@ PARTS_OF: Mapping[str, tuple[tuple[str, ...], str]] = {
     "notices_issued": (("notices_issued",), "reported"),
     "notices_on_site": (("notices_on_site",), "notices_issued"),
     "notices_ordered": (("notices_ordered",), "notices_issued"),
+    "escalated": (("escalated",), "dispatched"),
     "rectified": (("rectified",), "reported"),
     "rectification_overdue": (("rectification_overdue",), "reported"),
     "closed": (("closed",), "reported"),

@@ -5,7 +5,7 @@ before and the same period a year earlier: hazards found, split fire / public se
 by street and community; by reporter type; each campaign's found / notices issued / rectified
 against its target; overdue receipts and escalations by department; rectification and relapse
 rates; and short sentences summarising each. ``build`` reads the figures (the per-group rollup,
-as the summary does, plus the escalation and overdue facts) and lays them out as tables;
+as the summary does, plus the open-overdue list from the facts) and lays them out as tables;
 ``render_html`` and ``render_xlsx`` draw the same tables. Every figure is a count or a rate of
 README.md's definitions: the report adds no figure of its own.
 """
@@ -183,13 +183,12 @@ async def build(
         async with sessions() as session:
             return await query(session)
 
-    counts, escalations, overdue, ack, rect = await asyncio.gather(
+    counts, overdue, ack, rect = await asyncio.gather(
         run(
             lambda db: repository.groupings_counts(
                 db, groupings=GROUPINGS, periods=periods.all(), now=now, schema=schema
             )
         ),
-        run(lambda db: repository.escalation_counts(db, periods=periods.all(), schema=schema)),
         run(
             lambda db: repository.list_open_overdue(
                 db, now=now, filters=Filters(), limit=overdue_limit, schema=schema
@@ -210,7 +209,6 @@ async def build(
         reference=reference,
         periods=periods,
         counts=counts,
-        escalations=escalations,
         overdue=overdue,
         medians={"median_minutes_to_acknowledge": ack[1], "median_hours_to_rectify": rect[1]},
         now=now,
@@ -260,7 +258,6 @@ def assemble(
     reference: ReferenceData,
     periods: Periods,
     counts: Mapping[tuple[str, str, int], Counts],
-    escalations: Mapping[tuple[str, int], tuple[int, int]],
     overdue: Sequence[Mapping[str, Any]],
     medians: Mapping[str, float | None],
     now: datetime,
@@ -271,7 +268,6 @@ def assemble(
     groups_of = {c.code: str(c.group) for c in reference.categories}
     group_order = [g for g in reports.GROUP_NAMES if g in set(groups_of.values())]
     total = _by(counts, "all").get("all", [Counts(), Counts(), Counts()])
-    esc_total = [sum(n for (_, p), (n, _) in escalations.items() if p == i) for i in range(3)]
 
     overview = []
     for name in (
@@ -293,7 +289,9 @@ def assemble(
         values = [_figure(c, name) for c in total]
         row = _rate_triple(values) if name in reports.RATE_FIGURES else _triple(values)
         overview.append({"figure": name, "label": dict(T[name]), **row})
-    overview.append({"figure": "escalations", "label": dict(T["escalations"]), **_triple(esc_total)})
+    overview.append(
+        {"figure": "escalations", "label": dict(T["escalations"]), **_triple([c.escalations for c in total])}
+    )
     for name, value in medians.items():
         overview.append(
             {
@@ -431,14 +429,11 @@ def assemble(
     by_department = _by(counts, "department")
     department_rows: list[dict[str, Any]] = []
     keys = [d.id for d in reference.departments] + sorted(
-        k
-        for k in set(by_department) | {k for k, _ in escalations}
-        if k not in {d.id for d in reference.departments}
+        k for k in by_department if k not in {d.id for d in reference.departments}
     )
     for key in keys:
         triple_counts = by_department.get(key, [Counts(), Counts(), Counts()])
-        esc = [escalations.get((key, i), (0, 0)) for i in range(3)]
-        if not any(c.dispatched or c.reported for c in triple_counts) and not any(n for n, _ in esc):
+        if not any(c.dispatched or c.reported for c in triple_counts):
             continue
         if key == "" and not any(c.dispatched for c in triple_counts):
             continue  # never-dispatched hazards hold no receipt figures
@@ -452,8 +447,8 @@ def assemble(
                 "overdue_receipts": _overdue(triple_counts[0]),
                 "receipt_overdue_open": triple_counts[0].receipt_overdue_open,
                 "overdue_receipt_rate": _rate_triple(rates_),
-                "escalations": _triple([n for n, _ in esc]),
-                "dispatches_escalated": esc[0][1],
+                "escalations": _triple([c.escalations for c in triple_counts]),
+                "dispatches_escalated": triple_counts[0].escalated,
                 "rectification_overdue": triple_counts[0].rectification_overdue,
                 "notices_ordered": triple_counts[0].notices_ordered,
             }

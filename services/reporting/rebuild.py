@@ -54,12 +54,11 @@ from shared.reference import load_reference_data
 log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "reporting_rebuild"
-FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses, tables.escalations)
+FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses)
 _FACTS: tuple[tuple[str, str, Mapping[str, domain.Rule]], ...] = (
     ("hazards", "hazard_id", domain.HAZARD_RULES),
     ("dispatches", "dispatch_id", domain.DISPATCH_RULES),
     ("relapses", "hazard_id", domain.RELAPSE_RULES),
-    ("escalations", "escalation_id", domain.ESCALATION_RULES),
 )
 # The rebuild's own sessions: nothing it writes before the swap is visible or needs to survive a
 # crash (a failed rebuild is run again), so commits do not wait for the WAL flush; the swap itself
@@ -265,7 +264,7 @@ async def _merge_facts(conn: AsyncConnection, batch: domain.FactBatch) -> None:
     hazards' places never change once known, so the result is the same).
     """
     for (table, key, rules), rows in zip(
-        _FACTS, (batch.hazards, batch.dispatches, batch.relapses, batch.escalations), strict=True
+        _FACTS, (batch.hazards, batch.dispatches, batch.relapses), strict=True
     ):
         if rows:
             await conn.execute(sa.text(_UPSERTS[table]), _column_arrays(list(rows.values()), [key, *rules]))

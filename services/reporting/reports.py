@@ -179,6 +179,8 @@ COUNT_FIGURES = (
     "relapsed",
     "notices_on_site",
     "notices_ordered",
+    "escalated",
+    "escalations",
 )
 RATE_FIGURES = ("overdue_receipt_rate", "rectification_rate", "relapse_rate")
 MEDIAN_FIGURES = ("median_minutes_to_acknowledge", "median_hours_to_rectify")

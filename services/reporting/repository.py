@@ -66,11 +66,7 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "relapse_day": "date",
     "original_department_id": "text",
     "days_since_closure": "double precision",
-    # escalations
-    "escalation_id": "uuid",
-    "level": "integer",
-    "escalated_at": "timestamptz",
-    "escalation_day": "date",
+    "escalation_level": "integer",
 }
 
 
@@ -120,7 +116,6 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
         ("hazards", "hazard_id", domain.HAZARD_RULES, batch.hazards),
         ("dispatches", "dispatch_id", domain.DISPATCH_RULES, batch.dispatches),
         ("relapses", "hazard_id", domain.RELAPSE_RULES, batch.relapses),
-        ("escalations", "escalation_id", domain.ESCALATION_RULES, batch.escalations),
     ):
         if not rows:
             continue
@@ -202,6 +197,9 @@ _D_COUNTS = {
         "THEN 1 ELSE 0 END"
     ),
     "open_unacknowledged": f"CASE WHEN {_OPEN} THEN 1 ELSE 0 END",
+    # #18: 督办 — dispatches escalated, and their escalations (one per level reached)
+    "escalated": "CASE WHEN d.escalation_level > 0 THEN 1 ELSE 0 END",
+    "escalations": "COALESCE(d.escalation_level, 0)",
 }
 ROLLUP_COUNTS: tuple[str, ...] = (*_H_COUNTS, *_D_COUNTS)
 
@@ -1404,6 +1402,16 @@ async def groupings_counts(
     As period_counts from the per-group rollup (a period's months, weeks and edge days), with the
     open dispatches not yet due subtracted per grouping, all in one snapshot.
     """
+    # A year-long period's previous period is its year-earlier one: read each distinct period once.
+    distinct = list(dict.fromkeys(periods))
+    if len(distinct) < len(periods):
+        once = await groupings_counts(db, groupings=groupings, periods=distinct, now=now, schema=schema)
+        return {
+            (g, key, i): counts
+            for (g, key, d), counts in once.items()
+            for i, period in enumerate(periods)
+            if period == distinct[d]
+        }
     await _one_snapshot(db)
     parts: list[str] = []
     params: dict[str, Any] = {"groupings": list(groupings)}
@@ -1433,16 +1441,3 @@ async def groupings_counts(
             k = (grouping, key, period_index)
             result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-n)
     return result
-
-
-async def escalation_counts(
-    db: Executor, *, periods: Sequence[Period], schema: str = SCHEMA
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per (department, period index): escalations (督办, every level) and the dispatches escalated."""
-    join, params = _periods_join("e.escalation_day", periods)
-    sql = (
-        f"SELECT COALESCE(e.department_id, '') AS key, p.period, count(*) AS n, "
-        f"count(DISTINCT e.dispatch_id) AS dispatches FROM {schema}.escalations e {join} GROUP BY 1, 2"
-    )
-    rows = (await db.execute(sa.text(sql), params)).all()
-    return {(r.key, r.period): (int(r.n), int(r.dispatches)) for r in rows}

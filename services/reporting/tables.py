@@ -74,6 +74,7 @@ dispatches = sa.Table(
     sa.Column("street_id", sa.Text),  # migration 0012 (#18), copied from the report like the above
     sa.Column("reporter_type", sa.Text),
     sa.Column("source", sa.Text),
+    sa.Column("escalation_level", sa.Integer),  # migration 0012 (#18)
     sa.Index("dispatches_hazard", "hazard_id"),
     sa.Index("dispatches_day", "dispatch_day"),
     sa.Index("dispatches_community_day", "community_id", "dispatch_day"),
@@ -105,20 +106,6 @@ relapses = sa.Table(
     sa.Index("relapses_day", "relapse_day"),
 )
 
-escalations = sa.Table(
-    "escalations",
-    metadata,
-    # One per dispatch and level (domain.escalation_id); migration 0012 (#18).
-    sa.Column("escalation_id", sa.Uuid, primary_key=True),
-    sa.Column("hazard_id", sa.Uuid, nullable=False),
-    sa.Column("dispatch_id", sa.Uuid),
-    sa.Column("department_id", sa.Text),
-    sa.Column("level", sa.Integer),
-    sa.Column("escalated_at", sa.DateTime(timezone=True)),
-    sa.Column("escalation_day", sa.Date),
-    sa.Index("escalations_day", "escalation_day"),
-)
-
 _COUNTS = (
     "reported",
     "duplicates",
@@ -135,6 +122,9 @@ _COUNTS = (
     # migration 0012 (#18): the two kinds of rectification notice (notices_issued: either)
     "notices_on_site",
     "notices_ordered",
+    # dispatches escalated (督办) and their escalations (every level counts one)
+    "escalated",
+    "escalations",
 )
 
 rollup = sa.Table(
@@ -225,7 +215,6 @@ PROJECTION_TABLES: tuple[sa.Table, ...] = (
     hazards,
     dispatches,
     relapses,
-    escalations,
     rollup,
     rollup_groups,
     rollup_hist,

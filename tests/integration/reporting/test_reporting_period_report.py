@@ -80,7 +80,7 @@ async def _get(client: httpx.AsyncClient, path: str, **params: str) -> httpx.Res
 
 
 async def _report(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await _get(client, "/api/v1/reports/period", **PERIOD, **params)).json()
+    body: dict[str, Any] = (await _get(client, "/api/v1/reports/period", **{**PERIOD, **params})).json()
     return body
 
 
@@ -314,6 +314,18 @@ async def test_period_report_gives_every_seed_table_with_its_comparisons(
         assert fire_row_x[1:4] == tuple(w["by_group"]["fire"] for w in want)
         overdue_sheet = book[book.sheetnames[-1]]
         assert overdue_sheet["A2"].hyperlink.target == first["case_url"]
+
+        # A year: its previous period is its year-earlier one (read once, shown twice).
+        year = await _report(client, **{"from": "2025-07-01", "to": "2026-06-30"})
+        assert year["previous_period"] == year["year_earlier"] == {"from": "2024-07-01", "to": "2025-06-30"}
+        want_year = [seed_history.expected(plans, date(2025, 7, 1), date(2026, 6, 30))]
+        want_year.append(seed_history.expected(plans, date(2024, 7, 1), date(2025, 6, 30)))
+        year_overview = {r["figure"]: r for r in year["tables"]["overview"]}
+        for figure in ("reported", "rectified", "notices_issued", "dispatched", "closed"):
+            got = [year_overview[figure][k] for k in ("current", "previous", "year_earlier")]
+            assert got == [want_year[0][figure], want_year[1][figure], want_year[1][figure]], figure
+        year_groups = {r["key"]: r for r in year["tables"]["groups"]}
+        assert year_groups["fire"]["year_earlier"] == want_year[1]["by_group"]["fire"]
 
         live = _without_moment(report)
 

@@ -81,7 +81,6 @@ def _report(counts: dict[tuple[str, str, int], Counts]) -> dict[str, object]:
         reference=REFERENCE,
         periods=period_report.Periods.of(date(2026, 1, 1), date(2026, 6, 30)),
         counts=counts,
-        escalations={("fire", 0): (3, 2)},
         overdue=[],
         medians={"median_minutes_to_acknowledge": None, "median_hours_to_rectify": None},
         now=datetime(2026, 7, 1, tzinfo=UTC),
@@ -91,7 +90,14 @@ def _report(counts: dict[tuple[str, str, int], Counts]) -> dict[str, object]:
 
 def test_sentences_state_the_split_and_the_comparisons_in_both_languages() -> None:
     counts = {
-        ("all", "all", 0): Counts(reported=19479, rectified=18000, notices_issued=3300, notices_on_site=3235),
+        ("all", "all", 0): Counts(
+            reported=19479,
+            rectified=18000,
+            notices_issued=3300,
+            notices_on_site=3235,
+            escalated=2,
+            escalations=3,
+        ),
         ("all", "all", 1): Counts(reported=18000),
         ("all", "all", 2): Counts(reported=20000),
         ("category", "locked_rooftop_door", 0): Counts(reported=14054),
