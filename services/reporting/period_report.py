@@ -512,6 +512,8 @@ def _pct(value: float | None) -> str:
 def _trend(change: float | None, lang: Lang) -> str:
     if change is None:
         return "无可比数据" if lang == "zh" else "no comparable figure"
+    if round(change * 100, 1) == 0:
+        change = 0.0  # below a tenth of a percent: said as unchanged, not "up 0.0%"
     if lang == "zh":
         return (
             f"上升{change * 100:.1f}%"
@@ -528,7 +530,7 @@ def _trend(change: float | None, lang: Lang) -> str:
 def _points(change: float | None, lang: Lang) -> str:
     if change is None:
         return "无可比数据" if lang == "zh" else "no comparable figure"
-    pts = change * 100
+    pts = round(change * 100, 1)
     if lang == "zh":
         return f"上升{pts:.1f}个百分点" if pts > 0 else (f"下降{-pts:.1f}个百分点" if pts < 0 else "持平")
     return f"up {pts:.1f} points" if pts > 0 else (f"down {-pts:.1f} points" if pts < 0 else "unchanged")
