@@ -26,6 +26,7 @@ class Principal:
     role: Role
     grid_id: str | None = None
     department_id: str | None = None
+    reporter_type: str | None = None  # a reporter's kind (events.ReporterType); None: a grid member
 
 
 def hash_token(token: str) -> str:
@@ -44,7 +45,7 @@ class TokenRegistry:
             if entry.role == "department" and not entry.department_id:
                 raise ValueError(f"token for {entry.principal!r}: a department token needs a department_id")
             self._by_hash[entry.token_sha256] = Principal(
-                entry.principal, entry.role, entry.grid_id, entry.department_id
+                entry.principal, entry.role, entry.grid_id, entry.department_id, entry.reporter_type
             )
 
     @classmethod

@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+ReporterType = Literal["grid_member", "building_manager", "cadre_visit", "hotline", "resident"]
+"""Who reports a hazard: 网格员, 楼栋长, 干部走访 (a cadre's visit), 12345 热线 (hotline), 居民 (resident)."""
 Producer = Literal["intake", "dispatch", "tracking", "reporting", "test"]
 
 
@@ -60,6 +62,11 @@ class HazardReportedPayload(_Model):
     urgency: str | None = None
     source: Literal["app", "batch", "open311"] = "app"
     duplicate_of: uuid.UUID | None = None
+    # Who reported (#18): the reporter's kind, from the principal; older events are grid members'.
+    reporter_type: ReporterType = "grid_member"
+    # A rectification notice (整改通知书) handed out on the spot by the reporter (#18): a notice of
+    # its own kind, counted with the departments' orders in "notices issued".
+    notice_issued: bool = False
 
 
 class HazardDuplicateLinkedPayload(_Model):

@@ -94,6 +94,10 @@ class TokenEntry(_Section):
     role: Literal["reporter", "department", "operator", "supervisor"]
     grid_id: str | None = None
     department_id: str | None = None
+    # A reporter's kind (#18): grid_member (default), building_manager, cadre_visit, hotline, resident.
+    reporter_type: Literal["grid_member", "building_manager", "cadre_visit", "hotline", "resident"] | None = (
+        None
+    )
 
 
 class AuthSettings(_Section):

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import orjson
 from pydantic import (
@@ -68,6 +68,8 @@ class ReportIn(_In):
     rectified_on_site: StrictBool = False
     campaign_id: ShortId | None = None
     urgency: Literal["normal", "urgent"] | None = None
+    # A rectification notice handed out on the spot by the reporter (#18).
+    notice_issued: StrictBool = False
 
 
 # ---------------------------------------------------------------- validation against the reference
@@ -234,6 +236,8 @@ def body_hash(report: ReportIn, *, reporter_id: str, server_stamped_time: bool =
     canonical = report.model_dump(mode="json")
     canonical["observed_at"] = None if server_stamped_time else report.observed_at.astimezone(UTC).isoformat()
     canonical["reporter_id"] = reporter_id
+    if not report.notice_issued:  # a field added later (#18): absent, a stored report hashes as before
+        del canonical["notice_issued"]
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -318,6 +322,7 @@ def reported_events(
     source: Source,
     campaigns: Sequence[str],
     duplicate: DuplicateMatch | None,
+    reporter_type: str | None = None,
 ) -> list[ev.AnyEvent]:
     """hazard.reported, and hazard.duplicate_linked when the report repeats an open hazard."""
     reported_id = reported_event_id(report.report_id)
@@ -343,6 +348,8 @@ def reported_events(
         urgency=report.urgency,
         source=source,
         duplicate_of=duplicate.original_hazard_id if duplicate else None,
+        reporter_type=cast(ev.ReporterType, reporter_type or "grid_member"),
+        notice_issued=report.notice_issued,
     )
     events: list[ev.AnyEvent] = [
         ev.HazardReported(

@@ -275,6 +275,7 @@ class Intake:
                         hazard_id=hazard_id,
                         report=report,
                         reporter_id=p.principal.id,
+                        reporter_type=p.principal.reporter_type,
                         reference=self.reference,
                         accepted_at=now,
                         source=p.source,

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, reports, repository
+from services.reporting import domain, period_report, reports, repository
 from services.reporting.repository import Filters, Period
 from services.reporting.settings import DashboardSettings, ReportingSettings
 from shared.auth import Principal, require
@@ -29,8 +29,10 @@ CSP = (
 router = APIRouter()
 reader = require("supervisor", "operator")
 
-GroupBy = Literal["department", "community", "grid", "category", "campaign"]
-SeriesGroupBy = Literal["department", "community", "category"]
+SeriesGroupBy = Literal[
+    "department", "community", "category", "street", "reporter_type", "source", "campaign"
+]
+Bucket = Literal["day", "week", "month", "quarter", "half_year", "year"]
 SERIES_METRICS = (*reports.COUNT_FIGURES, *reports.RATE_FIGURES)
 
 
@@ -75,6 +77,18 @@ def _filters(reference: ReferenceData, community: str | None, category: str | No
     return Filters(community_id=community, category=category)
 
 
+def _grouping(reference: ReferenceData, group_by: str) -> None:
+    try:
+        reports.resolve_grouping(reference, group_by)
+    except reports.GroupingError as exc:
+        raise ApiError(
+            422,
+            "invalid_group_by",
+            "group_by is not acceptable.",
+            [{"field": "group_by", "problem": str(exc)}],
+        ) from None
+
+
 async def _refresh(runtime: ServiceRuntime) -> None:
     """Bring the rollup up to date first when its oldest unrefreshed change is older than allowed.
 
@@ -101,7 +115,14 @@ CategoryQ = Annotated[str | None, Query(description="Only this category")]
 async def get_summary(
     request: Request,
     principal: Annotated[Principal, Depends(reader)],
-    group_by: GroupBy = "department",
+    group_by: Annotated[
+        str,
+        Query(
+            max_length=100,
+            description="One of department, street, community, grid, group, category, campaign, reporter_type, "
+            "source; or a pair: campaign,category | campaign,group | street,category | street,group",
+        ),
+    ] = "department",
     start: FromQ = None,
     end: ToQ = None,
     community: CommunityQ = None,
@@ -113,6 +134,7 @@ async def get_summary(
     now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
+    _grouping(runtime.reference, group_by)
     await _refresh(runtime)
     report = await reports.summary(
         runtime.sessions,
@@ -124,7 +146,7 @@ async def get_summary(
         now=now,
     )
     if format == "csv":
-        name = f"summary-{group_by}-{period.start}-{period.end}.csv"
+        name = f"summary-{report['group_by'].replace(',', '-')}-{period.start}-{period.end}.csv"
         return Response(
             reports.summary_csv(report),
             media_type="text/csv; charset=utf-8",
@@ -242,7 +264,7 @@ async def get_timeseries(
     principal: Annotated[Principal, Depends(reader)],
     metric: str = "overdue_receipts",
     group_by: SeriesGroupBy = "department",
-    bucket: Literal["day", "week"] = "day",
+    bucket: Bucket = "day",
     start: FromQ = None,
     end: ToQ = None,
     community: CommunityQ = None,
@@ -260,6 +282,13 @@ async def get_timeseries(
     now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
+    if (community or category) and group_by not in ("department", "community", "category"):
+        raise ApiError(
+            422,
+            "invalid_group_by",
+            "A filtered series groups by department, community or category only.",
+            [{"field": "group_by", "problem": f"{group_by!r} with a community or category filter"}],
+        )
     await _refresh(runtime)
     async with runtime.sessions() as session:
         series = await repository.daily_series(
@@ -275,20 +304,79 @@ async def get_timeseries(
         "to": period.end.isoformat(),
         "buckets": [b.isoformat() for b in buckets],
         "series": [
-            {"key": key, "label": reports.label(runtime.reference, group_by, key), "values": vals}
+            {"key": key, "label": reports.dimension_label(runtime.reference, group_by, key), "values": vals}
             for key, vals in values.items()
         ],
     }
 
 
 def _buckets(period: Period, bucket: str) -> list[date]:
-    first = period.start if bucket == "day" else period.start - timedelta(days=period.start.weekday())
-    step = timedelta(days=1 if bucket == "day" else 7)
-    out, day = [], first
+    """The start of every bucket the period touches (the first may start before the period)."""
+    out: list[date] = []
+    day = period.start
     while day <= period.end:
-        out.append(day)
-        day += step
+        start = repository.bucket_start(day, bucket)
+        if not out or out[-1] != start:
+            out.append(start)
+        day += timedelta(days=1)
     return out
+
+
+@router.get(
+    "/api/v1/reports/period",
+    tags=["reports"],
+    summary="The supervisor's period report: tables, comparisons and sentences (JSON, HTML or xlsx)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                "text/html": {},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+            }
+        }
+    },
+)
+async def get_period_report(
+    request: Request,
+    principal: Annotated[Principal, Depends(reader)],
+    start: FromQ = None,
+    end: ToQ = None,
+    format: Literal["json", "html", "xlsx"] = "json",
+    lang: Literal["zh", "en"] = "zh",
+    overdue_limit: Annotated[int, Query(ge=0, le=5000, description="Rows of the open-overdue list")] = 200,
+) -> Response:
+    """The period's figures beside the previous period and a year earlier, as the seed's report lays them out."""
+    runtime = _runtime(request)
+    now = _now(request)
+    period = _period(runtime.reference, start, end, now)
+    settings = runtime.settings
+    case_url = (
+        settings.dashboard if isinstance(settings, ReportingSettings) else DashboardSettings()
+    ).case_url
+    await _refresh(runtime)
+    report = await period_report.build(
+        runtime.sessions,
+        reference=runtime.reference,
+        start=period.start,
+        end=period.end,
+        now=now,
+        case_url=case_url,
+        overdue_limit=overdue_limit,
+    )
+    name = f"period-report-{period.start}-{period.end}-{lang}"
+    if format == "html":
+        return Response(
+            period_report.render_html(report, lang),
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Disposition": f'inline; filename="{name}.html"'},
+        )
+    if format == "xlsx":
+        return Response(
+            period_report.render_xlsx(report, lang),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    return JSONResponse(report)
 
 
 @router.get("/api/v1/reports/reference", tags=["reports"], summary="Names for the dashboard's filters")

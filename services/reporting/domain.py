@@ -41,6 +41,9 @@ HAZARD_RULES: Mapping[str, Rule] = {
     "rectified_on_site": "or",
     "address": "first",
     "duplicate_of": "first",
+    "reporter_type": "first",  # #18: who reported (grid member, building manager, cadre visit, hotline)
+    "source": "first",  # app | batch | open311
+    "notice_on_site": "or",  # #18: a rectification notice handed out on the spot by the reporter
     "unlinked": "or",  # hazard.duplicate_unlinked: a hazard of its own after all
     "department_id": "latest",  # the department that held it last (by department_at)
     "department_at": "max",
@@ -72,10 +75,22 @@ DISPATCH_RULES: Mapping[str, Rule] = {
     "grid_id": "first",
     "category": "first",
     "campaign_ids": "first",
+    "street_id": "first",
+    "reporter_type": "first",
+    "source": "first",
+    "escalation_level": "max",  # #18: the highest level the dispatch was escalated to (0/None: never)
 }
 """Merge rule of every column of a dispatch fact row (besides its key ``dispatch_id``)."""
 
-PLACE_COLUMNS = ("community_id", "grid_id", "category", "campaign_ids")
+PLACE_COLUMNS = (
+    "community_id",
+    "grid_id",
+    "category",
+    "campaign_ids",
+    "street_id",
+    "reporter_type",
+    "source",
+)
 """Columns of a hazard's report that its dispatch rows carry too."""
 
 RELAPSE_RULES: Mapping[str, Rule] = {
@@ -205,6 +220,9 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             "rectified_on_site": p.rectified_on_site,
             "address": p.location.address or None,
             "duplicate_of": p.duplicate_of,
+            "reporter_type": p.reporter_type,
+            "source": p.source,
+            "notice_on_site": p.notice_issued,
         }
         if p.rectified_on_site:
             row["rectified_at"] = p.accepted_at
@@ -324,7 +342,21 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
         )
     elif isinstance(event, ev.HazardUrged | ev.HazardExtensionRequested | ev.HazardExtensionDecided):
         _apply_action(batch, event, tz=tz)
-    # receipt_overdue, escalated and verified state nothing the figures need: overdue is
+    elif isinstance(event, ev.HazardEscalated):
+        e = event.payload
+        # 督办 (#18): a dispatch escalates through its levels once each; the highest is how many.
+        _add(
+            batch.dispatches,
+            e.dispatch_id,
+            {
+                "dispatch_id": e.dispatch_id,
+                "hazard_id": h,
+                "department_id": e.department_id,
+                "escalation_level": e.level,
+            },
+            DISPATCH_RULES,
+        )
+    # receipt_overdue and verified state nothing the figures need: overdue is
     # computed from the frozen deadline, so a late acknowledgement stays late either way.
 
 
@@ -410,6 +442,10 @@ class Counts:
     rectification_overdue: int = 0
     closed: int = 0
     relapsed: int = 0
+    notices_on_site: int = 0
+    notices_ordered: int = 0
+    escalated: int = 0
+    escalations: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{name: getattr(self, name) + getattr(other, name) for name in COUNT_FIELDS})
@@ -445,6 +481,9 @@ PARTS_OF: Mapping[str, tuple[tuple[str, ...], str]] = {
     "acknowledged_late": (("acknowledged_late",), "acknowledged"),
     "overdue_receipt": (("acknowledged_late", "overdue_ended", "receipt_overdue_open"), "dispatched"),
     "notices_issued": (("notices_issued",), "reported"),
+    "notices_on_site": (("notices_on_site",), "notices_issued"),
+    "notices_ordered": (("notices_ordered",), "notices_issued"),
+    "escalated": (("escalated",), "dispatched"),
     "rectified": (("rectified",), "reported"),
     "rectification_overdue": (("rectification_overdue",), "reported"),
     "closed": (("closed",), "reported"),

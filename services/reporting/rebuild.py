@@ -276,7 +276,8 @@ async def _fill_places(conn: AsyncConnection) -> None:
     await conn.execute(
         sa.text(
             f"UPDATE {STAGING_SCHEMA}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
-            f"category = h.category, campaign_ids = h.campaign_ids FROM {STAGING_SCHEMA}.hazards h "
+            f"category = h.category, campaign_ids = h.campaign_ids, {repository.PLACE_COPY} "
+            f"FROM {STAGING_SCHEMA}.hazards h "
             f"WHERE h.hazard_id = d.hazard_id AND d.community_id IS NULL AND h.community_id IS NOT NULL"
         )
     )

@@ -45,6 +45,130 @@ from services.reporting.repository import Filters, Period
 from shared.reference import ReferenceData
 
 GROUP_BY = ("department", "community", "grid", "category", "campaign")
+DIMENSIONS = (
+    "department",
+    "street",
+    "community",
+    "grid",
+    "group",
+    "category",
+    "campaign",
+    "reporter_type",
+    "source",
+)
+"""What a summary may group by (#18); ``group`` is the category's group (fire / public security / ...)."""
+COMBINATIONS: dict[frozenset[str], tuple[str, ...]] = {
+    # the dimensions together (in the key's order, joined by '|')
+    frozenset({"campaign", "category"}): ("campaign", "category"),
+    frozenset({"campaign", "group"}): ("campaign", "group"),
+    frozenset({"street", "category"}): ("street", "category"),
+    frozenset({"street", "group"}): ("street", "group"),
+}
+"""Groupings of two dimensions the dashboard, the CSV and the period report use."""
+REPORTER_TYPES: dict[str, dict[str, str]] = {
+    "grid_member": {"en": "Grid members", "zh": "网格员"},
+    "building_manager": {"en": "Building managers", "zh": "楼栋长"},
+    "cadre_visit": {"en": "Cadres' visits", "zh": "干部走访"},
+    "hotline": {"en": "12345 hotline", "zh": "12345热线"},
+    "resident": {"en": "Residents", "zh": "居民"},
+}
+SOURCES: dict[str, dict[str, str]] = {
+    "app": {"en": "App", "zh": "移动端"},
+    "batch": {"en": "Offline batch", "zh": "离线批量"},
+    "open311": {"en": "Open311", "zh": "Open311"},
+}
+GROUP_NAMES: dict[str, dict[str, str]] = {
+    "fire": {"en": "Fire", "zh": "消防"},
+    "public_security": {"en": "Public security", "zh": "治安"},
+    "production_safety": {"en": "Production safety", "zh": "安全生产"},
+    "other": {"en": "Other", "zh": "其他"},
+}
+
+
+class GroupingError(ValueError):
+    """A group_by the summary cannot answer."""
+
+
+def resolve_grouping(
+    reference: ReferenceData, group_by: str
+) -> tuple[str, tuple[str, ...], dict[str, str] | None]:
+    """(the stored grouping, the dimensions in key order, the map of stored keys to the asked ones or None).
+
+    ``group`` is derived from ``category`` by the reference data (a category moved to another group
+    moves its figures, history included); every other dimension and pair is stored as such.
+    """
+    dims = tuple(d.strip() for d in group_by.split(",") if d.strip())
+    unknown = [d for d in dims if d not in DIMENSIONS]
+    if unknown or not dims or len(set(dims)) != len(dims):
+        raise GroupingError(
+            f"group_by {group_by!r}: use one of {', '.join(DIMENSIONS)}, or two joined by a comma: "
+            + "; ".join(",".join(c) for c in COMBINATIONS.values())
+        )
+    if len(dims) == 1:
+        ordered: tuple[str, ...] = dims
+    elif frozenset(dims) in COMBINATIONS:
+        ordered = COMBINATIONS[frozenset(dims)]
+    else:
+        raise GroupingError(
+            f"group_by {group_by!r}: these dimensions together are not kept; pairs kept: "
+            + "; ".join(",".join(c) for c in COMBINATIONS.values())
+        )
+    stored = "_".join("category" if d == "group" else d for d in ordered)
+    if "group" not in ordered:
+        return stored, ordered, None
+    groups = {c.code: str(c.group) for c in reference.categories}
+    if ordered == ("group",):
+        return stored, ordered, groups
+    first = {"campaign": [c.id for c in reference.campaigns], "street": [reference.street.id]}[ordered[0]]
+    return stored, ordered, {f"{a}|{code}": f"{a}|{g}" for a in first for code, g in groups.items()}
+
+
+def fold_keys(
+    values: dict[tuple[str, int], Counts], key_map: dict[str, str] | None
+) -> dict[tuple[str, int], Counts]:
+    """Counts of stored keys summed into the asked groups (counts are additive)."""
+    if key_map is None:
+        return values
+    out: dict[tuple[str, int], Counts] = {}
+    for (key, period), counts in values.items():
+        k = (key_map.get(key, key), period)
+        out[k] = out.get(k, Counts()) + counts
+    return out
+
+
+def dimension_label(reference: ReferenceData, dimension: str, key: str) -> dict[str, str]:
+    """English and Chinese names of one dimension's key."""
+    if dimension == "group":
+        return dict(GROUP_NAMES.get(key, {"en": key, "zh": key}))
+    if dimension == "reporter_type":
+        return dict(REPORTER_TYPES.get(key, {"en": key, "zh": key}))
+    if dimension == "source":
+        return dict(SOURCES.get(key, {"en": key, "zh": key}))
+    if dimension == "street":
+        street = reference.street
+        return {"en": street.name_en, "zh": street.name_zh} if key == street.id else {"en": key, "zh": key}
+    return label(reference, dimension, key)
+
+
+def grouping_labeller(reference: ReferenceData, dims: Sequence[str]) -> Callable[[str], dict[str, str]]:
+    """Names of the keys of a grouping of one or two dimensions (two: 'a / b')."""
+    if len(dims) == 1:
+        if dims[0] in {"group", "reporter_type", "source", "street"}:
+            return lambda key: dimension_label(reference, dims[0], key)
+        return labeller(reference, dims[0])
+    names = [grouping_labeller(reference, (d,)) for d in dims]
+
+    def find(key: str) -> dict[str, str]:
+        parts = key.split("|", len(dims) - 1)
+        if len(parts) != len(dims):
+            return {"en": key, "zh": key}
+        found = [n(p) for n, p in zip(names, parts, strict=True)]
+        return {lang: " / ".join(f[lang] for f in found) for lang in ("en", "zh")}
+
+    return find
+
+
+NOTICE_AND_ESCALATION_FIGURES = ("notices_on_site", "notices_ordered", "escalated", "escalations")
 COUNT_FIGURES = (
     "reported",
     "duplicates",
@@ -58,7 +182,11 @@ COUNT_FIGURES = (
     "rectification_overdue",
     "closed",
     "relapsed",
+    *NOTICE_AND_ESCALATION_FIGURES,
 )
+# The summary CSV's columns only ever grow at the end (clients read them by position): the figures
+# added later come after the ones before them, whatever their place in COUNT_FIGURES.
+_CSV_COUNTS = tuple(c for c in COUNT_FIGURES if c not in NOTICE_AND_ESCALATION_FIGURES)
 RATE_FIGURES = ("overdue_receipt_rate", "rectification_rate", "relapse_rate")
 MEDIAN_FIGURES = ("median_minutes_to_acknowledge", "median_hours_to_rectify")
 NONE_LABEL = {"en": "Not dispatched", "zh": "未分拨"}
@@ -156,7 +284,12 @@ async def summary(
     use_rollup: bool = True,
     schema: str = repository.SCHEMA,
 ) -> dict[str, Any]:
-    """The summary table: figures per group for the period, with previous-period and year-earlier rates."""
+    """The summary table: figures per group for the period, with previous-period and year-earlier rates.
+
+    ``group_by``: one dimension of DIMENSIONS or a pair of COMBINATIONS (see resolve_grouping).
+    """
+    asked = group_by
+    group_by, dims, key_map = resolve_grouping(reference, asked)
     current = Period(start, end)
     previous = Period(*domain.previous_period(start, end))
     last_year = Period(*domain.year_earlier(start, end))
@@ -180,11 +313,12 @@ async def summary(
             measure=measure,
             schema=schema,
             use_rollup=use_rollup,
+            key_map=key_map,
         )
 
     # Every hazard and dispatch is in exactly one department, community or category group, so the
     # totals are the groups' sums there; a hazard may be in several campaigns, and grids skip nulls.
-    summed = group_by in {"department", "community", "category"}
+    summed = group_by in {"department", "community", "category", "reporter_type", "source"}
     # The queries are independent: run them on separate connections at once.
     # (Each measure's medians, per group and in total, are one query: the two run side by side.)
     results = await asyncio.gather(
@@ -203,10 +337,21 @@ async def summary(
         ),
         *(() if summed else (run(counts_of("all")),)),
     )
-    counts: dict[tuple[str, int], Counts] = results[0]
+    counts: dict[tuple[str, int], Counts] = fold_keys(results[0], key_map)
     (ack, ack_total), (rect, rect_total) = results[1], results[2]
     returns_after_receipt, returns_after_receipt_total = results[3]
     actions, actions_total = results[4]
+    if key_map is not None:
+        folded: dict[str, int] = {}
+        for key, n in returns_after_receipt.items():
+            folded[key_map.get(key, key)] = folded.get(key_map.get(key, key), 0) + n
+        returns_after_receipt = folded
+        folded_actions: dict[str, dict[str, int]] = {}
+        for key, figures_of_key in actions.items():
+            into = folded_actions.setdefault(key_map.get(key, key), {})
+            for name, n in figures_of_key.items():
+                into[name] = into.get(name, 0) + n
+        actions = folded_actions
     group_medians = {key: (ack.get(key), rect.get(key)) for key in set(ack) | set(rect)}
     total_medians = {"all": (ack_total, rect_total)}
     if summed:
@@ -244,7 +389,7 @@ async def summary(
             "year_earlier": comparison(by.get((key, 2), none), last_year_dates),
         }
 
-    name = labeller(reference, group_by)
+    name = grouping_labeller(reference, dims)
     keys = sorted(set(keys) | set(returns_after_receipt) | set(actions))
     groups = [
         {
@@ -257,7 +402,7 @@ async def summary(
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
-        "group_by": group_by,
+        "group_by": ",".join(dims) if asked.strip() not in GROUP_BY else asked.strip(),
         "filters": {"community": filters.community_id, "category": filters.category},
         "as_of": now.isoformat(),
         "previous_period": dict(previous_dates),
@@ -278,13 +423,14 @@ def summary_csv(report: dict[str, Any]) -> str:
         "key",
         "label_en",
         "label_zh",
-        *COUNT_FIGURES,
+        *_CSV_COUNTS,
         *RATE_FIGURES,
         *MEDIAN_FIGURES,
         *(f"previous_{r}" for r in RATE_FIGURES),
         *(f"year_earlier_{r}" for r in RATE_FIGURES),
         "returned_after_receipt",
         *repository.ACTION_FIGURES,
+        *NOTICE_AND_ESCALATION_FIGURES,
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -296,13 +442,14 @@ def summary_csv(report: dict[str, Any]) -> str:
                 group["key"],
                 group["label"]["en"],
                 group["label"]["zh"],
-                *(group[c] for c in COUNT_FIGURES),
+                *(group[c] for c in _CSV_COUNTS),
                 *(_cell(group[r]) for r in RATE_FIGURES),
                 *(_cell(group[m]) for m in MEDIAN_FIGURES),
                 *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
                 *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
                 group["returned_after_receipt"],
                 *(group[f] for f in repository.ACTION_FIGURES),
+                *(group[f] for f in NOTICE_AND_ESCALATION_FIGURES),
             ]
         )
     return out.getvalue()
@@ -318,7 +465,17 @@ def campaign_progress(
     """Every campaign of the reference data with its progress against its targets."""
     result = []
     for campaign in reference.campaigns:
-        done = counts.get(campaign.id, {"found": 0, "notices_issued": 0, "rectified": 0, "closed": 0})
+        done = counts.get(
+            campaign.id,
+            {
+                "found": 0,
+                "notices_issued": 0,
+                "notices_on_site": 0,
+                "notices_ordered": 0,
+                "rectified": 0,
+                "closed": 0,
+            },
+        )
         targets = campaign.targets.model_dump()
         result.append(
             {

@@ -47,6 +47,9 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "rectification_overdue": "boolean",
     "closed_at": "timestamptz",
     "closed_reason": "text",
+    "reporter_type": "text",
+    "source": "text",
+    "notice_on_site": "boolean",
     # dispatches
     "dispatch_id": "uuid",
     "dispatched_at": "timestamptz",
@@ -70,6 +73,7 @@ _ARRAY_TYPES: Mapping[str, str] = {
     "relapse_day": "date",
     "original_department_id": "text",
     "days_since_closure": "double precision",
+    "escalation_level": "integer",
 }
 
 
@@ -131,12 +135,16 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
         await db.execute(
             sa.text(
                 f"UPDATE {schema}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
-                f"category = h.category, campaign_ids = h.campaign_ids FROM {schema}.hazards h "
+                f"category = h.category, campaign_ids = h.campaign_ids, {PLACE_COPY} FROM {schema}.hazards h "
                 f"WHERE h.hazard_id = d.hazard_id AND d.hazard_id = ANY(CAST(:ids AS uuid[])) "
                 f"AND d.community_id IS NULL AND h.community_id IS NOT NULL"
             ),
             {"ids": late},
         )
+
+
+PLACE_COPY = "street_id = h.street_id, reporter_type = h.reporter_type, source = h.source"
+"""The columns of a hazard's report (#18) that dispatch rows copy besides community, grid, category, campaigns."""
 
 
 async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: str = SCHEMA) -> None:
@@ -169,7 +177,10 @@ _COUNTED_HAZARD = "(h.duplicate_of IS NULL OR COALESCE(h.unlinked, false))"
 _H_COUNTS = {
     "reported": "CASE WHEN " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
     "duplicates": "CASE WHEN NOT " + _COUNTED_HAZARD + " THEN 1 ELSE 0 END",
-    "notices_issued": "CASE WHEN " + _COUNTED_HAZARD + " AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
+    # A notice is either kind (#18): handed out on the spot by the reporter, or a department's order.
+    "notices_issued": "CASE WHEN "
+    + _COUNTED_HAZARD
+    + " AND (h.ordered_at IS NOT NULL OR COALESCE(h.notice_on_site, false)) THEN 1 ELSE 0 END",
     "rectified": "CASE WHEN " + _COUNTED_HAZARD + " AND h.rectified_at IS NOT NULL THEN 1 ELSE 0 END",
     "rectification_overdue": "CASE WHEN "
     + _COUNTED_HAZARD
@@ -179,6 +190,10 @@ _H_COUNTS = {
         "CASE WHEN " + _COUNTED_HAZARD + " AND h.closed_at IS NOT NULL AND EXISTS "
         "(SELECT 1 FROM {schema}.relapses r WHERE r.original_hazard_id = h.hazard_id) THEN 1 ELSE 0 END"
     ),
+    "notices_on_site": "CASE WHEN "
+    + _COUNTED_HAZARD
+    + " AND COALESCE(h.notice_on_site, false) THEN 1 ELSE 0 END",
+    "notices_ordered": "CASE WHEN " + _COUNTED_HAZARD + " AND h.ordered_at IS NOT NULL THEN 1 ELSE 0 END",
 }
 _OPEN = "d.acknowledged_at IS NULL AND d.returned_at IS NULL AND d.superseded_at IS NULL"
 _D_COUNTS = {
@@ -190,6 +205,9 @@ _D_COUNTS = {
         "THEN 1 ELSE 0 END"
     ),
     "open_unacknowledged": f"CASE WHEN {_OPEN} THEN 1 ELSE 0 END",
+    # #18: 督办 — dispatches escalated, and their escalations (one per level reached)
+    "escalated": "CASE WHEN d.escalation_level > 0 THEN 1 ELSE 0 END",
+    "escalations": "COALESCE(d.escalation_level, 0)",
 }
 ROLLUP_COUNTS: tuple[str, ...] = (*_H_COUNTS, *_D_COUNTS)
 
@@ -234,10 +252,16 @@ def _rollup_select(schema: str, day_filter_h: str, day_filter_d: str) -> str:
 # Each fact row feeds one group per grouping (and one per campaign it is tagged with).
 _GROUPINGS_LATERAL = (
     "CROSS JOIN LATERAL (VALUES ('department', x.department_id), ('community', x.community_id), "
-    "('grid', x.grid_id), ('category', x.category), ('all', 'all') "
-    "UNION ALL SELECT 'campaign', c FROM unnest(x.campaign_ids) AS c) AS g(grouping, key)"
+    "('grid', x.grid_id), ('category', x.category), ('all', 'all'), "
+    # #18: street, reporter type, source, and street x category (keys 'street|category')
+    "('street', x.street_id), ('reporter_type', COALESCE(x.reporter_type, 'grid_member')), "
+    "('source', COALESCE(x.source, 'app')), ('street_category', x.street_id || '|' || x.category) "
+    "UNION ALL SELECT 'campaign', c FROM unnest(x.campaign_ids) AS c "
+    # #18: campaign x category (keys 'campaign|category')
+    "UNION ALL SELECT 'campaign_category', c || '|' || x.category FROM unnest(x.campaign_ids) AS c"
+    ") AS g(grouping, key)"
 )
-_DIMENSIONS = "{t}.community_id, {t}.grid_id, {t}.category, {t}.campaign_ids"
+_DIMENSIONS = "{t}.community_id, {t}.grid_id, {t}.category, {t}.campaign_ids, {t}.street_id, {t}.reporter_type, {t}.source"
 
 
 def bucket_sql(measure: str, *, column: str) -> str:
@@ -302,7 +326,20 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
 
 US_PER_UNIT: Mapping[str, float] = {"ack": 60e6, "rect": 3600e6}
 """Microseconds per unit of a measure's median (ack: minutes, rect: hours)."""
-GROUPINGS: tuple[str, ...] = ("department", "community", "grid", "category", "campaign", "all")
+GROUPINGS: tuple[str, ...] = (
+    "department",
+    "community",
+    "grid",
+    "category",
+    "campaign",
+    "all",
+    # #18
+    "street",
+    "reporter_type",
+    "source",
+    "street_category",
+    "campaign_category",
+)
 _IN_GROUPINGS = "grouping IN (" + ", ".join(f"'{g}'" for g in GROUPINGS) + ")"
 MEASURES: tuple[str, ...] = ("ack", "rect")
 _IN_MEASURES = "measure IN (" + ", ".join(f"'{m}'" for m in MEASURES) + ")"
@@ -594,7 +631,15 @@ GROUP_KEYS: Mapping[str, tuple[str, str]] = {
     "category": ("h.category", "d.category"),
     "campaign": ("c.campaign_id", "c.campaign_id"),
     "all": ("'all'", "'all'"),
+    # #18
+    "street": ("h.street_id", "d.street_id"),
+    "reporter_type": ("COALESCE(h.reporter_type, 'grid_member')", "COALESCE(d.reporter_type, 'grid_member')"),
+    "source": ("COALESCE(h.source, 'app')", "COALESCE(d.source, 'app')"),
+    "street_category": ("h.street_id || '|' || h.category", "d.street_id || '|' || d.category"),
+    "campaign_category": ("c.campaign_id || '|' || h.category", "c.campaign_id || '|' || d.category"),
 }
+CAMPAIGN_GROUPINGS = frozenset({"campaign", "campaign_category"})
+"""Groupings whose rows come from a hazard's campaigns (one row per campaign it is tagged with)."""
 ROLLUP_GROUPS = frozenset({"department", "community", "category", "all"})
 _CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(h.campaign_ids) AS c(campaign_id)"
 _D_CAMPAIGN_FROM = "CROSS JOIN LATERAL unnest(d.campaign_ids) AS c(campaign_id)"
@@ -863,7 +908,7 @@ def _not_yet_due_sql(
     """
     _, d_key = GROUP_KEYS[group_by]
     d_filter, params = _filters_sql(filters, dispatch=True)
-    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
     open_sql, open_params = _rollup_open_sql(schema, group_by, filters)
     sql = (
         f"SELECT x.key, {bucket} AS bucket, sum(least(x.n, o.open)) AS n FROM ("
@@ -921,8 +966,8 @@ async def _fact_counts(
         d_key=f"{d_key} AS key, p.period",
         h_where=h_filter,
         d_where=d_filter,
-        h_from=f"{_CAMPAIGN_FROM if group_by == 'campaign' else ''} {h_join}",
-        d_from=f"{_D_CAMPAIGN_FROM if group_by == 'campaign' else ''} {d_join}",
+        h_from=f"{_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ''} {h_join}",
+        d_from=f"{_D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ''} {d_join}",
     )
     sums = ", ".join(f"sum({c}) AS {c}" for c in _COUNTED)
     sql = f"SELECT key, period, {sums} FROM ({inner}) AS x WHERE key IS NOT NULL GROUP BY key, period"
@@ -937,7 +982,7 @@ async def _open_overdue_counts(
     _, d_key = GROUP_KEYS[group_by]
     join, params = _periods_join("d.dispatch_day", periods)
     d_filter, fparams = _filters_sql(filters, dispatch=True)
-    d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+    d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
     sql = (
         f"SELECT {d_key} AS key, p.period, count(*) AS n "
         f"FROM {schema}.dispatches d {d_from} {join} "
@@ -992,6 +1037,7 @@ async def measure_medians(
     schema: str = SCHEMA,
     use_rollup: bool = True,
     with_total: bool = True,
+    key_map: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, float], float | None]:
     """One measure's median per group (ack: minutes to acknowledge, rect: hours to rectify) and,
     with ``with_total``, over all groups together.
@@ -1003,12 +1049,12 @@ async def measure_medians(
     if use_rollup and _unfiltered(filters):
         groupings = (group_by, "all") if with_total else (group_by,)
         found = await _histogram_medians(
-            db, groupings=groupings, period=period, measure=measure, schema=schema
+            db, groupings=groupings, period=period, measure=measure, schema=schema, key_map=key_map
         )
         total = found.get("all", {}).get("all") if with_total else None
         return found.get(group_by, {}), total
     groups = await _exact_medians(
-        db, group_by=group_by, period=period, filters=filters, measure=measure, schema=schema
+        db, group_by=group_by, period=period, filters=filters, measure=measure, schema=schema, key_map=key_map
     )
     if not with_total:
         return groups, None
@@ -1018,14 +1064,33 @@ async def measure_medians(
     return groups, totals.get("all")
 
 
+def mapped_key(expression: str, key_map: Mapping[str, str] | None) -> str:
+    """SQL of a group key translated by ``key_map`` (a derived grouping: category -> its group)."""
+    if not key_map:
+        return expression
+    whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in sorted(key_map.items()))
+    return f"(CASE {expression} {whens} ELSE {expression} END)"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 async def _exact_medians(
-    db: Executor, *, group_by: str, period: Period, filters: Filters, measure: str, schema: str
+    db: Executor,
+    *,
+    group_by: str,
+    period: Period,
+    filters: Filters,
+    measure: str,
+    schema: str,
+    key_map: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    h_key, d_key = GROUP_KEYS[group_by]
+    h_key, d_key = (mapped_key(k, key_map) for k in GROUP_KEYS[group_by])
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     if measure == "ack":
         d_filter, fparams = _filters_sql(filters, dispatch=True)
-        d_from = _D_CAMPAIGN_FROM if group_by == "campaign" else ""
+        d_from = _D_CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {d_key} AS key, percentile_cont(0.5) WITHIN GROUP "
             f"(ORDER BY extract(epoch FROM d.acknowledged_at - d.dispatched_at) / 60.0) AS m "
@@ -1035,7 +1100,7 @@ async def _exact_medians(
         )
     else:
         h_filter, fparams = _filters_sql(filters, dispatch=False)
-        h_from = _CAMPAIGN_FROM if group_by == "campaign" else ""
+        h_from = _CAMPAIGN_FROM if group_by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {h_key} AS key, percentile_cont(0.5) WITHIN GROUP "
             f"(ORDER BY extract(epoch FROM h.rectified_at - h.reported_at) / 3600.0) AS m "
@@ -1059,7 +1124,7 @@ async def returns_after_receipt(
     found: list[dict[str, int]] = []
     for by in (group_by, "all"):
         d_key = GROUP_KEYS[by][1]
-        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        d_from = _D_CAMPAIGN_FROM if by in CAMPAIGN_GROUPINGS else ""
         sql = (
             f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
             f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.acknowledged_at IS NOT NULL "
@@ -1110,7 +1175,7 @@ async def action_figures(
     for by in (group_by, "all"):
         h_key = GROUP_KEYS[by][0]
         a_key = "a.department_id" if by == "department" else h_key
-        h_from = _CAMPAIGN_FROM if by == "campaign" else ""
+        h_from = _CAMPAIGN_FROM if by in CAMPAIGN_GROUPINGS else ""
         counts = ", ".join(
             f"count(*) FILTER (WHERE a.kind = '{kind}') AS {name}" for name, kind in _ACTION_KINDS.items()
         )
@@ -1120,7 +1185,7 @@ async def action_figures(
             f"WHERE a.action_day BETWEEN :ps AND :pe AND {a_filter} GROUP BY 1"
         )
         d_key = GROUP_KEYS[by][1]
-        d_from = _D_CAMPAIGN_FROM if by == "campaign" else ""
+        d_from = _D_CAMPAIGN_FROM if by in CAMPAIGN_GROUPINGS else ""
         extra_sql = (
             f"SELECT {d_key} AS key, count(*) AS n FROM {schema}.dispatches d {d_from} "
             f"WHERE d.dispatch_day BETWEEN :ps AND :pe AND d.original_deadline < d.deadline "
@@ -1166,7 +1231,13 @@ def _unpacker(buckets: int) -> struct.Struct:
 
 
 async def _histogram_medians(
-    db: Executor, *, groupings: Sequence[str], period: Period, measure: str, schema: str
+    db: Executor,
+    *,
+    groupings: Sequence[str],
+    period: Period,
+    measure: str,
+    schema: str,
+    key_map: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per grouping and group: one measure's median of the period's merged histograms.
 
@@ -1181,7 +1252,7 @@ async def _histogram_medians(
         selects, more = _levels_sql(
             schema,
             "rollup_hist",
-            "key, bucket, n, total_us",
+            f"{mapped_key('key', key_map if i == 0 else None)} AS key, bucket, n, total_us",
             f"grouping = :{tag}g AND measure = :measure",
             period,
             tag,
@@ -1259,10 +1330,14 @@ async def list_relapse_hotspots(
 async def campaign_counts(
     db: Executor, *, since: date, filters: Filters, schema: str = SCHEMA
 ) -> dict[str, dict[str, int]]:
-    """Per campaign id: hazards found, notices issued, rectified and closed (duplicates excluded)."""
+    """Per campaign id: hazards found, notices issued (on the spot or ordered; each kind too), rectified
+    and closed (duplicates excluded)."""
     h_filter, params = _filters_sql(filters, dispatch=False)
     sql = (
-        f"SELECT c.campaign_id, count(*) AS found, count(h.ordered_at) AS notices_issued, "
+        f"SELECT c.campaign_id, count(*) AS found, "
+        f"count(*) FILTER (WHERE h.ordered_at IS NOT NULL OR h.notice_on_site) AS notices_issued, "
+        f"count(*) FILTER (WHERE h.notice_on_site) AS notices_on_site, "
+        f"count(h.ordered_at) AS notices_ordered, "
         f"count(h.rectified_at) AS rectified, count(h.closed_at) AS closed "
         f"FROM {schema}.hazards h {_CAMPAIGN_FROM} "
         f"WHERE h.report_day >= :since AND {_COUNTED_HAZARD} AND {h_filter} GROUP BY 1"
@@ -1272,6 +1347,8 @@ async def campaign_counts(
         r.campaign_id: {
             "found": int(r.found),
             "notices_issued": int(r.notices_issued),
+            "notices_on_site": int(r.notices_on_site),
+            "notices_ordered": int(r.notices_ordered),
             "rectified": int(r.rectified),
             "closed": int(r.closed),
         }
@@ -1291,11 +1368,14 @@ async def daily_series(
 ) -> dict[tuple[str, date], Counts]:
     """Counts per (group key, bucket start day) from the rollup, open overdue included.
 
-    Unfiltered: from the per-group rollup (whole weeks from its week rows); filtered by community
+    Unfiltered: from the per-group rollup (whole weeks or months from their rows; quarters, half-years
+    and years are sums of months, in the city's calendar: local days); filtered by community
     or category: from ``rollup``. Open overdue: the rollup's open dispatches less those whose
     deadline has not passed yet, each day at most the rollup's open ones (as period_counts).
     """
     await _one_snapshot(db)
+    asked, bucket = bucket, ("month" if bucket in COARSE_BUCKETS else bucket)
+    trunc = "CAST(date_trunc('{b}', CAST({c} AS timestamp)) AS date)"
     params: dict[str, Any] = {"ps": period.start, "pe": period.end}
     sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
     if filters.community_id is None and filters.category is None:
@@ -1305,6 +1385,18 @@ async def daily_series(
             inner = (
                 f"SELECT key, day AS bucket, {cols} FROM {schema}.rollup_groups "
                 f"WHERE grouping = :grouping AND day BETWEEN :ps AND :pe"
+            )
+        elif bucket == "month":
+            # Whole months from the month rows, the days of the partial months at the ends from the days.
+            _, _, months = split_period(period)
+            month_set = set(months)
+            days = [d for d in _days(period.start, period.end) if d.replace(day=1) not in month_set]
+            params.update({"days": days, "months": months})
+            inner = (
+                f"SELECT key, {trunc.format(b='month', c='day')} AS bucket, {cols} "
+                f"FROM {schema}.rollup_groups WHERE grouping = :grouping AND day = ANY(CAST(:days AS date[])) "
+                f"UNION ALL SELECT key, start AS bucket, {cols} FROM {schema}.rollup_groups_span "
+                f"WHERE grouping = :grouping AND span = 'month' AND start = ANY(CAST(:months AS date[]))"
             )
         else:
             whole = {_monday(d) for d in _days(period.start, period.end)}
@@ -1320,7 +1412,7 @@ async def daily_series(
         sql = f"SELECT key, bucket, {sums} FROM ({inner}) AS x GROUP BY 1, 2"
     else:
         key = {"department": "department_id", "community": "community_id", "category": "category"}[group_by]
-        day = "day" if bucket == "day" else "CAST(date_trunc('week', CAST(day AS timestamp)) AS date)"
+        day = "day" if bucket == "day" else trunc.format(b=bucket, c="day")
         where = ["day BETWEEN :ps AND :pe"]
         if filters.community_id is not None:
             where.append("community_id = :f_community")
@@ -1343,10 +1435,87 @@ async def daily_series(
         days="JOIN (SELECT CAST(:ps AS date) AS ps, CAST(:pe AS date) AS pe) AS p "
         "ON d.dispatch_day BETWEEN p.ps AND p.pe",
         tag="0",
-        bucket="x.day" if bucket == "day" else "CAST(date_trunc('week', CAST(x.day AS timestamp)) AS date)",
+        bucket="x.day" if bucket == "day" else trunc.format(b=bucket, c="x.day"),
     )
     open_params.update({"ps": period.start, "pe": period.end, "now": now})
     for r in (await db.execute(sa.text(open_sql), open_params)).all():
         k = (r.key, r.bucket)
         result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-int(r.n))
+    if asked in COARSE_BUCKETS and asked != "month":
+        coarse: dict[tuple[str, date], Counts] = {}
+        for (key, month), counts in result.items():
+            k = (key, bucket_start(month, asked))
+            coarse[k] = coarse.get(k, Counts()) + counts
+        return coarse
+    return result
+
+
+COARSE_BUCKETS = frozenset({"month", "quarter", "half_year", "year"})
+"""Buckets read from the month rows (a quarter, half-year or year is the sum of its months)."""
+
+
+def bucket_start(day: date, bucket: str) -> date:
+    """The first day of the bucket (day, ISO week, month, quarter, half-year, year) holding ``day``."""
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return _monday(day)
+    months_per = {"month": 1, "quarter": 3, "half_year": 6, "year": 12}[bucket]
+    return date(day.year, (day.month - 1) // months_per * months_per + 1, 1)
+
+
+# ---------------------------------------------------------------- the period report (#18)
+
+
+async def groupings_counts(
+    db: Executor,
+    *,
+    groupings: Sequence[str],
+    periods: Sequence[Period],
+    now: datetime,
+    schema: str = SCHEMA,
+) -> dict[tuple[str, str, int], Counts]:
+    """Counts per (grouping, key, period index) of several stored groupings, unfiltered, in one read.
+
+    As period_counts from the per-group rollup (a period's months, weeks and edge days), with the
+    open dispatches not yet due subtracted per grouping, all in one snapshot.
+    """
+    # A year-long period's previous period is its year-earlier one: read each distinct period once.
+    distinct = list(dict.fromkeys(periods))
+    if len(distinct) < len(periods):
+        once = await groupings_counts(db, groupings=groupings, periods=distinct, now=now, schema=schema)
+        return {
+            (g, key, i): counts
+            for (g, key, d), counts in once.items()
+            for i, period in enumerate(periods)
+            if period == distinct[d]
+        }
+    await _one_snapshot(db)
+    parts: list[str] = []
+    params: dict[str, Any] = {"groupings": list(groupings)}
+    for i, period in enumerate(periods):
+        selects, more = _levels_sql(
+            schema,
+            "rollup_groups",
+            f"grouping, key, {i} AS period, {', '.join(_WITH_OPEN)}",
+            "grouping = ANY(CAST(:groupings AS text[]))",
+            period,
+            f"p{i}",
+        )
+        parts.extend(selects)
+        params.update(more)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _WITH_OPEN)
+    sql = f"SELECT grouping, key, period, {sums} FROM ({' UNION ALL '.join(parts)}) AS x GROUP BY 1, 2, 3"
+    await _tune_reads(db)
+    rows = (await db.execute(sa.text(sql), params)).all()
+    at = operator.itemgetter(*(3 + i for i in _WITH_OPEN_AT))
+    result = {(row[0], row[1], row[2]): Counts(*at(row)) for row in rows}
+    for grouping in groupings:
+        for (key, period_index), n in (
+            await _not_yet_due_counts(
+                db, group_by=grouping, periods=periods, filters=Filters(), now=now, schema=schema
+            )
+        ).items():
+            k = (grouping, key, period_index)
+            result[k] = result.get(k, Counts()) + Counts(receipt_overdue_open=-n)
     return result

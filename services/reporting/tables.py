@@ -44,6 +44,10 @@ hazards = sa.Table(
     # The last two in migration order (0009, then 0010), so fresh and migrated tables have one order.
     sa.Column("unlinked", sa.Boolean),
     sa.Column("address", sa.Text),  # migration 0010
+    # migration 0012 (#18): who reported, through what, and a notice handed out on the spot.
+    sa.Column("reporter_type", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("notice_on_site", sa.Boolean),
     sa.Index("hazards_report_day", "report_day"),
     sa.Index("hazards_community_day", "community_id", "report_day"),
 )
@@ -70,6 +74,10 @@ dispatches = sa.Table(
     # The receipt deadline as first frozen; ``deadline`` is the one in force (later once an
     # extension was approved). Migration 0011: NULL on rows applied before it (no extension then).
     sa.Column("original_deadline", sa.DateTime(timezone=True)),
+    sa.Column("street_id", sa.Text),  # migration 0012 (#18), copied from the report like the above
+    sa.Column("reporter_type", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("escalation_level", sa.Integer),  # migration 0012 (#18)
     sa.Index("dispatches_hazard", "hazard_id"),
     sa.Index("dispatches_day", "dispatch_day"),
     sa.Index("dispatches_community_day", "community_id", "dispatch_day"),
@@ -134,6 +142,12 @@ _COUNTS = (
     "rectification_overdue",
     "closed",
     "relapsed",
+    # migration 0012 (#18): the two kinds of rectification notice (notices_issued: either)
+    "notices_on_site",
+    "notices_ordered",
+    # dispatches escalated (督办) and their escalations (every level counts one)
+    "escalated",
+    "escalations",
 )
 
 rollup = sa.Table(

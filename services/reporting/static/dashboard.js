@@ -14,7 +14,7 @@
       title: "隐患督办看板", tokenLabel: "督办令牌（仅保存在本浏览器）", tokenSave: "保存并加载",
       tokenHint: "向管理员索取督办（supervisor）令牌；页面不包含任何令牌。",
       from: "起始日期", to: "截止日期", community: "社区", category: "类别", all: "全部", apply: "应用",
-      csv: "导出 CSV", forget: "清除令牌",
+      csv: "导出 CSV", forget: "清除令牌", periodHtml: "期报（网页）", periodXlsx: "期报（Excel）",
       chartOverdueTime: "各部门超时接收（按日期）", chartOverdueDept: "各部门超时接收率（与上期、去年同期对比）",
       chartCommunity: "各社区整改率与回潮率", overdueList: "超时未接收清单", hotspots: "回潮高发点位",
       campaigns: "专项行动进度", foot: "数据来自隐患生命周期事件流；逾期时间归属当时持有该分拨的部门。",
@@ -31,7 +31,8 @@
       title: "Hazard supervision dashboard", tokenLabel: "Supervisor token (kept in this browser only)",
       tokenSave: "Save and load", tokenHint: "Ask an administrator for a supervisor token; the page contains none.",
       from: "From", to: "To", community: "Community", category: "Category", all: "All", apply: "Apply",
-      csv: "Export CSV", forget: "Forget token",
+      csv: "Export CSV", forget: "Forget token", periodHtml: "Period report (web page)",
+      periodXlsx: "Period report (Excel)",
       chartOverdueTime: "Overdue receipts by department over time",
       chartOverdueDept: "Overdue-receipt rate by department (vs previous period, vs a year earlier)",
       chartCommunity: "Rectification and relapse rates by community", overdueList: "Open overdue dispatches",
@@ -421,6 +422,24 @@
     }
   }
 
+  // The supervisor's period report for the chosen dates (tables, comparisons, sentences), in the
+  // page's language, saved as a printable HTML page or an Excel workbook (the API needs the token,
+  // so the file is fetched here and handed to the browser as a download).
+  async function downloadPeriodReport(format) {
+    try {
+      const { from, to } = filters();
+      const response = await api("/api/v1/reports/period", { from, to, format, lang: state.lang });
+      const blob = await response.blob();
+      const name = `period-report-${from}-${to}-${state.lang}.${format}`;
+      const link = el("a", { href: URL.createObjectURL(blob), download: name });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (err) {
+      setStatus(t("failed") + err.message, true);
+    }
+  }
+
   function init() {
     $("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -442,6 +461,8 @@
       setStatus(t("needToken"), true);
     });
     $("csv").addEventListener("click", downloadCsv);
+    $("period-html").addEventListener("click", () => downloadPeriodReport("html"));
+    $("period-xlsx").addEventListener("click", () => downloadPeriodReport("xlsx"));
     $("lang-toggle").addEventListener("click", () => {
       state.lang = state.lang === "zh" ? "en" : "zh";
       localStorage.setItem(LANG_KEY, state.lang);

@@ -23,6 +23,13 @@ from shared.reference import ReferenceData
 TOKENS: dict[str, dict[str, Any]] = {
     "tok-gm1": {"principal": "gm-liuyue-01", "role": "reporter", "grid_id": "liuyue-01"},
     "tok-gm2": {"principal": "gm-liuyue-02", "role": "reporter", "grid_id": "liuyue-02"},
+    # A building manager (楼栋长) of liuyue-01 (#18): reports carry reporter_type building_manager.
+    "tok-bm1": {
+        "principal": "bm-liuyue-01-7",
+        "role": "reporter",
+        "grid_id": "liuyue-01",
+        "reporter_type": "building_manager",
+    },
     "tok-fire": {"principal": "dept-fire", "role": "department", "department_id": "fire"},
     "tok-supervisor": {"principal": "sup-1", "role": "supervisor"},
 }

@@ -67,6 +67,38 @@ async def test_a_report_is_committed_with_its_event_before_the_201(intake_app: A
         assert p.duplicate_of is None
 
 
+async def test_a_building_managers_report_with_a_notice_issued_on_the_spot(intake_app: AppFactory) -> None:
+    body = report(notice_issued=True)
+    async with intake_app(**OFF) as (app, client):
+        response = await client.post("/api/v1/hazards", json=body, headers=auth("tok-bm1"))
+        assert response.status_code == 201, response.text
+        [event] = await outbox_events(app)
+        assert isinstance(event, ev.HazardReported)
+        assert (event.payload.reporter_id, event.payload.reporter_type) == (
+            "bm-liuyue-01-7",
+            "building_manager",
+        )
+        assert event.payload.notice_issued is True
+        again = await client.post("/api/v1/hazards", json=body, headers=auth("tok-bm1"))
+        assert again.status_code == 200
+        # The same report_id without the notice is another report: refused, nothing stored.
+        changed = await client.post(
+            "/api/v1/hazards", json=dict(body, notice_issued=False), headers=auth("tok-bm1")
+        )
+        assert changed.status_code == 409
+        assert changed.json()["error"]["code"] == "report_id_conflict"
+        assert len(await outbox_events(app)) == 1
+        plain = await client.post(
+            "/api/v1/hazards", json=report(category="ebike_indoor_charging"), headers=auth("tok-gm1")
+        )
+        assert plain.status_code == 201
+        events = [e for e in await outbox_events(app) if isinstance(e, ev.HazardReported)]
+        assert [(e.payload.reporter_type, e.payload.notice_issued) for e in events] == [
+            ("building_manager", True),
+            ("grid_member", False),
+        ]
+
+
 async def test_the_same_report_again_returns_the_same_hazard_and_no_second_event(
     intake_app: AppFactory,
 ) -> None:
@@ -173,6 +205,7 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"photos": ["/relative/a.jpg"]}, "invalid", "photos.0"),
     ({"rectified_on_site": "yes"}, "invalid", "rectified_on_site"),
     ({"urgency": "very"}, "invalid", "urgency"),
+    ({"notice_issued": "yes"}, "invalid", "notice_issued"),
     ({"report_id": "not-a-uuid"}, "invalid", "report_id"),
     ({"reporter_id": "someone-else"}, "invalid", "reporter_id"),
     ({"campaign_id": "no-such-campaign"}, "unknown_campaign", "campaign_id"),

@@ -257,9 +257,13 @@ async def test_validation_and_access(db_url: str, kafka: Any, topics: dict[str, 
         long = await client.get(url, params={"from": "2020-01-01", "to": "2026-04-01"}, headers=auth())
         assert long.status_code == 422
         assert "at most" in long.json()["error"]["details"][0]["problem"]
-        group = await client.get(url, params={"group_by": "street"}, headers=auth())
+        group = await client.get(url, params={"group_by": "planet"}, headers=auth())
         assert group.status_code == 422
-        assert group.json()["error"]["details"][0]["field"] == "query.group_by"
+        assert group.json()["error"]["details"][0]["field"] == "group_by"
+        assert "street" in group.json()["error"]["details"][0]["problem"]  # names what is accepted
+        pair = await client.get(url, params={"group_by": "grid,source"}, headers=auth())
+        assert pair.status_code == 422
+        assert "campaign,category" in pair.json()["error"]["details"][0]["problem"]
         date_bad = await client.get(url, params={"from": "yesterday"}, headers=auth())
         assert date_bad.status_code == 422
         unknown = await client.get(url, params={"community": "atlantis"}, headers=auth())

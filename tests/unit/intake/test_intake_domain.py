@@ -256,3 +256,56 @@ def test_status_changes_from_lifecycle_events() -> None:
         ev.HazardReceiptOverduePayload(dispatch_id=uuid.uuid4(), department_id="fire", receipt_deadline=due),
     )
     assert domain.status_change(overdue, reference=REFERENCE) is None
+
+
+def test_reported_events_carry_the_reporter_type_and_a_notice_issued_on_the_spot() -> None:
+    report = make(notice_issued=True)
+    (reported,) = domain.reported_events(
+        hazard_id=uuid.uuid4(),
+        report=report,
+        reporter_id="bm-7",
+        reporter_type="building_manager",
+        reference=REFERENCE,
+        accepted_at=NOW,
+        source="app",
+        campaigns=(),
+        duplicate=None,
+    )
+    assert isinstance(reported, ev.HazardReported)
+    assert (reported.payload.reporter_type, reported.payload.notice_issued) == ("building_manager", True)
+    assert ev.parse_event(ev.dump_event(reported)) == reported
+    (plain,) = domain.reported_events(
+        hazard_id=uuid.uuid4(),
+        report=make(),
+        reporter_id="gm-1",
+        reference=REFERENCE,
+        accepted_at=NOW,
+        source="app",
+        campaigns=(),
+        duplicate=None,
+    )
+    assert isinstance(plain, ev.HazardReported)
+    assert (plain.payload.reporter_type, plain.payload.notice_issued) == ("grid_member", False)
+
+
+def test_a_report_without_a_notice_hashes_as_before_the_field_existed() -> None:
+    import hashlib
+
+    import orjson
+
+    report = make()
+    before = report.model_dump(mode="json")
+    del before["notice_issued"]  # what a stored report's fingerprint was made of
+    before["observed_at"] = report.observed_at.astimezone(UTC).isoformat()
+    before["reporter_id"] = "gm-1"
+    old_hash = hashlib.sha256(orjson.dumps(before, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    assert domain.body_hash(report, reporter_id="gm-1") == old_hash
+    with_notice = make(
+        report_id=str(report.report_id), observed_at=report.observed_at.isoformat(), notice_issued=True
+    )
+    assert domain.body_hash(with_notice, reporter_id="gm-1") != old_hash  # another body under that id: 409
+
+
+def test_notice_issued_must_be_a_boolean() -> None:
+    with pytest.raises(ValidationError):
+        make(notice_issued="yes")

@@ -30,6 +30,18 @@ def test_committed_sample_of_each_type_parses_and_reserialises_identically(event
     assert json.loads(ev.dump_event(event)) == document
 
 
+def test_a_report_from_before_reporter_types_and_notices_parses_with_their_defaults() -> None:
+    """#18 added two optional fields to hazard.reported: events published before keep parsing."""
+    raw = json.loads((SAMPLES / "hazard.reported.json").read_text())
+    del raw["payload"]["reporter_type"], raw["payload"]["notice_issued"]
+    event = ev.parse_event(json.dumps(raw))
+    assert isinstance(event, ev.HazardReported)
+    assert (event.payload.reporter_type, event.payload.notice_issued) == ("grid_member", False)
+    raw["payload"]["reporter_type"] = "astronaut"
+    with pytest.raises(ValidationError, match="reporter_type"):
+        ev.parse_event(json.dumps(raw))
+
+
 def test_unknown_event_type_is_refused() -> None:
     raw = json.loads(ev.dump_event(make_event("hazard.closed")))
     raw["event_type"] = "hazard.vanished"

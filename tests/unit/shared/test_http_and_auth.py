@@ -155,6 +155,17 @@ def test_token_file_holds_hashes_and_reporter_needs_a_grid(tmp_path: Path) -> No
     assert registry.authenticate("t2") is None
 
 
+def test_a_reporter_token_may_name_its_reporter_type(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    entry = f"- token_sha256: {hash_token('t1')}\n  principal: bm-3\n  role: reporter\n  grid_id: g1\n"
+    path.write_text(entry + "  reporter_type: building_manager\n")
+    registry = TokenRegistry.from_settings(AuthSettings(tokens_file=path))
+    assert registry.authenticate("t1") == Principal("bm-3", "reporter", "g1", None, "building_manager")
+    path.write_text(entry + "  reporter_type: astronaut\n")
+    with pytest.raises(ValueError, match="reporter_type"):
+        load_token_file(path)
+
+
 def test_plain_token_in_token_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text("- token_sha256: my-plain-token\n  principal: x\n  role: operator\n")
