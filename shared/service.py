@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
@@ -349,6 +350,16 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(RefuseWhileDraining, runtime=runtime)
+    if runtime.settings.http.cors_origins:
+        # Outermost, so that refusals (413, 503 while draining) carry the CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(runtime.settings.http.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -86,6 +86,22 @@ def dispatch_json(row: Any) -> dict[str, Any]:
         # 退单 after 签收: returned although acknowledged (acknowledged_at and on_time stay as they were).
         "returned_after_receipt": row.status == "returned" and row.acknowledged_at is not None,
         "return_request": _return_request_json(repo.return_request_of(row)),
+        # What the grid member reported (kept by dispatch from hazard.reported; null for hazards
+        # routed before dispatch_0006 and for reports unlinked from a duplicate).
+        "report": _report_json(row),
+    }
+
+
+def _report_json(row: Any) -> dict[str, Any] | None:
+    description = getattr(row, "report_description", None)
+    if description is None:
+        return None
+    return {
+        "description": description,
+        "address": row.report_address,
+        "building_id": row.report_building_id,
+        "reporter_id": row.report_reporter_id,
+        "photos": list(row.report_photos or ()),
     }
 
 

@@ -47,6 +47,11 @@ _HAZARD_COLUMNS = (
     ("referral_reason", "text"),
     ("reported_at", "timestamptz"),
     ("updated_at", "timestamptz"),
+    ("description", "text"),
+    ("address", "text"),
+    ("building_id", "text"),
+    ("reporter_id", "text"),
+    ("photos", "jsonb"),
 )
 # One statement for a whole batch, its columns as arrays: compiling a multi-row VALUES costs far more.
 _INSERT_HAZARDS = sa.text(
@@ -60,7 +65,10 @@ async def add_hazards(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
     if not rows:
         return set()
-    inserted = await session.execute(_INSERT_HAZARDS, _columns(rows, _HAZARD_COLUMNS))
+    columns = _columns(rows, _HAZARD_COLUMNS, optional=_REPORT_COLUMNS)
+    # unnest() flattens nested arrays, so each hazard's photo list travels as one JSON text.
+    columns["photos"] = [None if p is None else json.dumps(list(p)) for p in columns["photos"]]
+    inserted = await session.execute(_INSERT_HAZARDS, columns)
     return set(inserted.scalars())
 
 
@@ -209,8 +217,19 @@ _INSERT_DISPATCHES = _unnest_insert("dispatches", _DISPATCH_COLUMNS)
 _INSERT_TIMERS = _unnest_insert("timers", _TIMER_COLUMNS)
 
 
-def _columns(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> dict[str, list[Any]]:
-    return {column: [row[column] for row in rows] for column, _ in columns}
+_REPORT_COLUMNS = frozenset({"description", "address", "building_id", "reporter_id", "photos"})
+
+
+def _columns(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    optional: frozenset[str] = frozenset(),
+) -> dict[str, list[Any]]:
+    return {
+        column: [row.get(column) if column in optional else row[column] for row in rows]
+        for column, _ in columns
+    }
 
 
 async def add_dispatches(
@@ -271,9 +290,18 @@ _PAST_DEADLINE = sa.and_(d.status == "pending", d.receipt_deadline < sa.func.now
 
 def _shown() -> sa.Select[Any]:
     """Dispatch rows as the API shows them: with the relapse annotation and `past_deadline`."""
-    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
+    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id).outerjoin(
+        hazards, h.hazard_id == d.hazard_id
+    )
     return sa.select(
-        dispatches, relapses.c.original_hazard_id.label("relapse_of"), _PAST_DEADLINE
+        dispatches,
+        relapses.c.original_hazard_id.label("relapse_of"),
+        _PAST_DEADLINE,
+        h.description.label("report_description"),
+        h.address.label("report_address"),
+        h.building_id.label("report_building_id"),
+        h.reporter_id.label("report_reporter_id"),
+        h.photos.label("report_photos"),
     ).select_from(joined)
 
 

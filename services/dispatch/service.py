@@ -81,6 +81,7 @@ async def _route_reported(
                 if isinstance(event, HazardReported)
                 else event.occurred_at,
                 "updated_at": ctx.now,
+                **_report_details(event),
             }
         )
     # A hazard already known (the same report published twice under new event ids) is not routed again.
@@ -101,6 +102,20 @@ async def _route_reported(
     # Counted inside the transaction: a batch retried after a failure may count twice.
     for hazard_id in fresh:
         count_outcome(outcomes[hazard_id])
+
+
+def _report_details(event: HazardReported | HazardDuplicateUnlinked) -> dict[str, Any]:
+    """What the grid member reported, for the desk (a report unlinked from a duplicate carries none)."""
+    if not isinstance(event, HazardReported):
+        return {}
+    payload = event.payload
+    return {
+        "description": payload.description,
+        "address": payload.location.address or None,
+        "building_id": payload.location.building_id,
+        "reporter_id": payload.reporter_id,
+        "photos": list(payload.photos),
+    }
 
 
 def count_outcome(outcome: domain.Outcome) -> None:
