@@ -282,7 +282,9 @@
     const key = url + "/thumbnail";
     if (!state.photos.has(key)) {
       const path = key.slice(state.cfg.intake.length);
-      state.photos.set(key, api("intake", path, { blob: true }).then((b) => URL.createObjectURL(b)));
+      // A photo not visible yet (intake learns the department from the dispatch event) is asked again later.
+      state.photos.set(key, api("intake", path, { blob: true }).then((b) => URL.createObjectURL(b))
+        .catch((err) => { state.photos.delete(key); throw err; }));
     }
     return state.photos.get(key);
   }
@@ -767,7 +769,7 @@
     if (!state.me) return;
     const items = await myItems();
     $("outbox-count").textContent = items.filter((i) => i.status !== "accepted").length;
-    $("outbox-list").replaceChildren(...(items.length ? items.map((i) => el("li", { class: "card", "data-report-id": i.report_id, "data-status": i.status },
+    $("outbox-list").replaceChildren(...(items.length ? items.map((i) => el("li", { class: "card", "data-report-id": i.report_id, "data-status": i.status, "data-hazard-id": i.hazard_id },
       el("div", { class: "row1" }, el("span", { class: "cat" }, categoryName(i.body.category)), el("span", { class: "badge " + i.status }, t(BADGES[i.status]))),
       el("p", { class: "desc" }, i.body.description),
       el("div", { class: "meta" }, [cityTime(i.created_at), i.files.length ? `📷 ${i.files.length}` : null, i.hazard_id].filter(Boolean).join(" · ")),
