@@ -14,11 +14,12 @@ Screenshots of each page (desktop and phone) are written to bench/results/.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import time
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         yield system
 
 
-def _wait(predicate: Any, what: str, timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
+async def _wait_for(
+    client: httpx.AsyncClient, url: str, params: dict[str, str], headers: dict[str, str], pick: Any
+) -> Any:
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+        found = pick((await client.get(url, params=params, headers=headers)).json()["items"])
+        if found:
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {url} {params}")
 
 
 async def _sign_in(page: Any, base: str, token: str, landing: str) -> None:
@@ -100,7 +103,8 @@ async def test_people_pages_whole_flow(stack: System) -> None:
     problems: list[str] = []
 
     # Another department's hazard, for the hand-edited URL.
-    other = httpx.post(
+    client = httpx.AsyncClient(timeout=30)
+    other = await client.post(
         stack.url("intake") + "/api/v1/hazards",
         headers=stack.headers("reporter", grid_id="liuyue-02"),
         json={
@@ -111,7 +115,6 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             "grid_id": "liuyue-02",
             "observed_at": datetime.now(UTC).isoformat(),
         },
-        timeout=30,
     )
     other.raise_for_status()
     other_hazard = other.json()["hazard_id"]
@@ -185,9 +188,12 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await gm.goto(base + "/app/")
             await expect(gm.locator("body")).to_have_attribute("data-page", "grid", timeout=WAIT_MS)
             await gm.click("#grid .tab[data-tab=outbox]")
-            await expect(gm.locator("#outbox-list .card[data-status=accepted]")).to_have_count(
-                2, timeout=WAIT_MS
-            )
+            try:
+                await expect(gm.locator("#outbox-list .card[data-status=accepted]")).to_have_count(
+                    2, timeout=WAIT_MS
+                )
+            except AssertionError:
+                raise AssertionError(f"{await gm.inner_text('#outbox-list')} {problems}") from None
             assert len(batches) == 1, batches
             ids = await gm.eval_on_selector_all(
                 "#outbox-list .card", "(cards) => cards.map((c) => [c.dataset.reportId, c.dataset.hazardId])"
@@ -241,7 +247,7 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await expect(desk.locator("#detail-description")).to_have_text("天台逃生门被铁链锁死")
             await expect(desk.locator("#detail .timeline li[data-event='hazard.reported']")).to_have_count(1)
             # The extension and notes routes are another engineer's: enabled only where the service offers them.
-            offered = httpx.get(stack.url("dispatch") + "/openapi.json", timeout=30).json()["paths"]
+            offered = (await client.get(stack.url("dispatch") + "/openapi.json")).json()["paths"]
             extension = desk.locator("#extension-form button[type=submit]")
             if "/api/v1/dispatches/{dispatch_id}/extension" in offered:
                 await expect(extension).to_be_enabled()
@@ -337,18 +343,12 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await queued.locator("button[type=submit]").click()
             await expect(queued).to_have_count(0, timeout=WAIT_MS)
 
-            dispatches = _wait(
-                lambda: [
-                    d
-                    for d in httpx.get(
-                        stack.url("dispatch") + "/api/v1/dispatches",
-                        params={"status": "pending", "department_id": "urban_management"},
-                        headers=operator.headers,
-                        timeout=30,
-                    ).json()["items"]
-                    if d["hazard_id"] == passage
-                ],
-                "the assignment",
+            dispatches = await _wait_for(
+                client,
+                stack.url("dispatch") + "/api/v1/dispatches",
+                {"status": "pending", "department_id": "urban_management"},
+                operator.headers,
+                lambda items: [d for d in items if d["hazard_id"] == passage],
             )
             assert dispatches[0]["dispatched_by"] == operator.principal
             assert dispatches[0]["note"] == "物业区域通道占用，由城管执法"
@@ -368,6 +368,7 @@ async def test_people_pages_whole_flow(stack: System) -> None:
 
             await browser.close()
         finally:
+            await client.aclose()
             if browser.is_connected():
                 await browser.close()
     assert problems == []
