@@ -52,7 +52,9 @@
       rule: "规则", community: "社区", any: "任意", referralNo_rule: "无匹配规则",
       referralAll_candidates_returned: "候选部门全部退回", saved: "已保存", failed: "操作失败：", loading: "加载中…",
       updated: "已更新", onSiteShort: "当场整改", photoMissing: "照片不可用", open: "查看", rectRound: "整改轮次",
-      lang: "English", requestedBy: "申请人", lastUpdate: "最近更新",
+      lang: "English", requestedBy: "申请人", lastUpdate: "最近更新", why_routed: "按规则分拨",
+      why_rerouted: "退单后重新分拨", why_reassigned: "调度员改派", why_no_rule: "无匹配规则",
+      why_all_candidates_returned: "候选部门全部退回",
     },
     en: {
       appTitle: "Hazard desk", deskTitle: "Department desk", gridTitle: "Grid member", queueTitle0: "Operator's queue",
@@ -99,7 +101,9 @@
       referralNo_rule: "No rule matched", referralAll_candidates_returned: "Every candidate returned it",
       saved: "Saved", failed: "Failed: ", loading: "Loading…", updated: "Updated", onSiteShort: "on the spot",
       photoMissing: "photo unavailable", open: "Open", rectRound: "Round", lang: "中文", requestedBy: "Requested by",
-      lastUpdate: "Updated",
+      lastUpdate: "Updated", why_routed: "routed by the rules", why_rerouted: "routed again after a return",
+      why_reassigned: "reassigned by an operator", why_no_rule: "no rule matched",
+      why_all_candidates_returned: "every candidate returned it",
     },
   };
   const STATES = {
@@ -529,7 +533,7 @@
   function timelineList(entries) {
     return el("ol", { class: "timeline" }, (entries || []).map((e) => {
       const d = e.details || {};
-      const extra = [d.department_id && departmentName(d.department_id), d.reason, d.note, d.passed === true ? t("verifyPass") : d.passed === false ? t("verifyFail") : null,
+      const extra = [d.department_id && departmentName(d.department_id), d.reason && (TEXT[state.lang]["why_" + d.reason] || d.reason), d.note, d.passed === true ? t("verifyPass") : d.passed === false ? t("verifyFail") : null,
         d.deadline && `${t("rectDeadline")} ${cityTime(d.deadline)}`].filter(Boolean).join(" · ");
       return el("li", { "data-event": e.event_type },
         el("span", { class: "when" }, cityTime(e.occurred_at)), " ", el("strong", {}, eventName(e.event_type)),
@@ -640,14 +644,15 @@
         await after();
       }, { disabled: !state.routes.notes }));
     }
-    panel.replaceChildren(
+    panel.replaceChildren(...[
       el("h2", { "data-hazard-id": hazardId }, categoryName(category)),
       el("p", { class: "desc", id: "detail-description" }, description),
       facts,
       el("h3", {}, t("reportPhotos")), photos.length ? thumbs(photos) : el("p", { class: "empty" }, t("none")),
       rectPhotos.length ? [el("h3", {}, t("rectPhotos")), thumbs(rectPhotos)] : null,
       actions,
-      el("h3", {}, t("history")), kase ? timelineList(kase.timeline) : el("p", { class: "empty" }, t("none")));
+      el("h3", {}, t("history")), kase ? timelineList(kase.timeline) : el("p", { class: "empty" }, t("none")),
+    ].flat().filter(Boolean));
   }
 
   // ------------------------------------------------------------------ grid member: offline queue
@@ -996,6 +1001,12 @@
       if (state.me) await enter();
     });
     $("sign-out").addEventListener("click", () => signOut(""));
+    // A field's message goes away as soon as the user changes it.
+    for (const kind of ["input", "change"]) {
+      document.addEventListener(kind, (ev) => {
+        if (ev.target instanceof Element && ev.target.getAttribute("aria-invalid") === "true") fieldError(ev.target, "");
+      });
+    }
     $("signin-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const input = $("token-input");
