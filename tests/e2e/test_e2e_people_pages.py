@@ -82,6 +82,17 @@ async def _wait_for(
     raise AssertionError(f"timed out waiting for {url} {params}")
 
 
+async def _photos_shown(page: Any, scope: str) -> int:
+    """Wait until every photo under ``scope`` has loaded (fetched with the token, shown from a blob)."""
+    await page.wait_for_function(
+        f"""() => {{ const imgs = [...document.querySelectorAll("{scope} .thumbs img")];
+        return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0 && i.src.startsWith("blob:")); }}""",
+        timeout=WAIT_MS,
+    )
+    count: int = await page.eval_on_selector_all(f"{scope} .thumbs img", "(imgs) => imgs.length")
+    return count
+
+
 async def _sign_in(page: Any, base: str, token: str, landing: str) -> None:
     from playwright.async_api import expect
 
@@ -253,6 +264,7 @@ async def test_people_pages_whole_flow(stack: System) -> None:
                 await expect(extension).to_be_enabled()
             else:
                 await expect(extension).to_be_disabled()
+            assert await _photos_shown(desk, "#detail") == 2
             await desk.screenshot(path=str(RESULTS / "app-desk-desktop.png"), full_page=True)
             await desk.click("#ack-button")
             await expect(desk.locator("#rect-form")).to_be_visible(timeout=WAIT_MS)
@@ -279,6 +291,7 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await expect(to_verify).to_be_visible(timeout=WAIT_MS)
             await to_verify.click()
             await expect(gm.locator("#verify-detail .thumbs img")).to_have_count(2)
+            assert await _photos_shown(gm, "#verify-detail") == 2
             await gm.click("#verify-fail-form button[type=submit]")
             await expect(gm.locator("#verify-fail-form-note-error")).to_have_text("请填写内容。")
             await gm.fill("#verify-fail-form-note", "逃生锁仍需钥匙才能打开")
@@ -300,6 +313,9 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await expect(desk_phone.locator("#rect-form")).to_be_visible(timeout=WAIT_MS)
             await desk_phone.fill("#rect-form-note", "更换为免钥匙推杠锁")
             await desk_phone.set_input_files("#rect-form-photos", [jpeg((40, 200, 200))])
+            # The report's photo, the first rectification's and the grid member's failure photo, in
+            # the history; the report's and the rectification's again above it.
+            assert await _photos_shown(desk_phone, "#detail") == 5
             await desk_phone.screenshot(path=str(RESULTS / "app-desk-phone.png"), full_page=True)
             await desk_phone.click("#rect-form button[type=submit]")
             await expect(desk_phone.locator("#detail dd[data-state]")).to_have_attribute(
