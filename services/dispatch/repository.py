@@ -377,15 +377,18 @@ async def list_dispatches(
     return_request: domain.ReturnRequestStatus | None = None,
 ) -> list[Any]:
     """Dispatches, oldest receipt deadline first, filtered by department, status and return request."""
-    query = _shown()
     conditions = _status_filter(status)
     if return_request is not None:
         conditions.append(d.return_request_status == return_request)
     if department_id is not None:
         conditions.append(d.department_id == department_id)
+    # The page's ids first, from the inbox index alone; the joins (relapse, the report's details)
+    # then run for the page's rows only, not for every row an offset skips.
+    page = sa.select(d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
     if conditions:
-        query = query.where(*conditions)
-    query = query.order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
+        page = page.where(*conditions)
+    ids = page.subquery("page")
+    query = _shown().join(ids, ids.c.dispatch_id == d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id)
     return list((await session.execute(query)).all())
 
 
