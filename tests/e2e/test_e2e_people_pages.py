@@ -375,6 +375,13 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             op_phone = await op_pocket.new_page()
             await _sign_in(op_phone, base, operator.token, "queue")
             await op_phone.screenshot(path=str(RESULTS / "app-operator-phone.png"), full_page=True)
+            # English on the toggle: the page's words change, the data stays.
+            await op_phone.click("#lang-toggle")
+            await expect(op_phone.locator("#page-title")).to_have_text("Operator's queue")
+            await expect(
+                op_phone.locator("#rules-table tr[data-rule='r-blocked-fire-passage']")
+            ).to_contain_text("Blocked fire passage")
+            await op_phone.screenshot(path=str(RESULTS / "app-operator-phone-en.png"), full_page=True)
 
             # ---------------------------------------------------------- an expired token: back to sign-in
             await desk.evaluate("() => localStorage.setItem('hazard-app-token', 'revoked-token')")
