@@ -254,6 +254,24 @@ async def test_people_pages_whole_flow(stack: System) -> None:
                 "#pending-list .card .left", "(nodes) => nodes.map((n) => n.dataset.deadline)"
             )
             assert deadlines == sorted(deadlines)
+            # A new dispatch appears without reloading the page (the desk polls), marked as new.
+            await desk.evaluate("() => { window.stillTheSamePage = true; }")
+            late = await client.post(
+                stack.url("intake") + "/api/v1/hazards",
+                headers=reporter.headers,
+                json={
+                    "report_id": "5f7d0c2e-1f4b-4c8e-9a4d-7e3b2a1c0d99",
+                    "category": "ebike_indoor_charging",
+                    "description": "楼道内电动车飞线充电",
+                    "location": {"lat": 22.622, "lon": 114.16813, "address": "六约路16号"},
+                    "grid_id": GRID,
+                    "observed_at": datetime.now(UTC).isoformat(),
+                },
+            )
+            assert late.status_code == 201, late.text
+            fresh = desk.locator(f"#pending-list .card.fresh[data-hazard-id='{late.json()['hazard_id']}']")
+            await expect(fresh).to_contain_text("楼道内电动车飞线充电", timeout=WAIT_MS)
+            assert await desk.evaluate("() => window.stillTheSamePage === true")
             await card.click()
             await expect(desk.locator("#detail-description")).to_have_text("天台逃生门被铁链锁死")
             await expect(desk.locator("#detail .timeline li[data-event='hazard.reported']")).to_have_count(1)
