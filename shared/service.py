@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
@@ -328,11 +329,22 @@ class ServiceApp(FastAPI):
     """
 
     service_name = "service"
+    # Browser origins allowed by CORS (the people's pages): wrapped around the whole stack, so that
+    # every answer carries the headers, intake's fast path and refusals (413, 503 while draining) too.
+    cors_origins: tuple[str, ...] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
-        return HttpObservability(
-            super().build_middleware_stack(), service=self.service_name, openapi=self.openapi
-        )
+        stack = super().build_middleware_stack()
+        if self.cors_origins:
+            stack = CORSMiddleware(
+                stack,
+                allow_origins=list(self.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID"],
+                max_age=600,
+            )
+        return HttpObservability(stack, service=self.service_name, openapi=self.openapi)
 
 
 def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) -> FastAPI:
@@ -355,6 +367,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(RefuseWhileDraining, runtime=runtime)
+    app.cors_origins = tuple(runtime.settings.http.cors_origins)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

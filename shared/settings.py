@@ -84,6 +84,15 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # Browser origins allowed to call this API (CORS): the people's pages under /app/ are served by
+    # reporting and call intake, dispatch and tracking directly with a bearer token. Default: the
+    # local stack's reporting origin; production sets the pages' host (deploy/k8s/10-config.yaml).
+    cors_origins: Annotated[
+        list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]], Field(max_length=20)
+    ] = [
+        "http://127.0.0.1:8104",
+        "http://localhost:8104",
+    ]
 
 
 class TokenEntry(_Section):

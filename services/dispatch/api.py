@@ -102,6 +102,9 @@ def dispatch_json(row: Any) -> dict[str, Any]:
         # The receipt deadline as first frozen: differs from `receipt_deadline` once an extension was approved.
         "original_receipt_deadline": _iso(row.original_receipt_deadline or row.receipt_deadline),
         "extension_request": _extension_json(repo.extension_request_of(row)),
+        # What the grid member reported (kept by dispatch from hazard.reported; null for hazards
+        # routed before dispatch_0006 and for reports unlinked from a duplicate).
+        "report": _report_json(row),
     }
 
 
@@ -118,6 +121,19 @@ def _extension_json(request: domain.ExtensionRequest | None) -> dict[str, Any] |
         "decided_by": request.decided_by,
         "decided_at": _iso(request.decided_at),
         "note": request.decision_note,
+    }
+
+
+def _report_json(row: Any) -> dict[str, Any] | None:
+    description = getattr(row, "report_description", None)
+    if description is None:
+        return None
+    return {
+        "description": description,
+        "address": row.report_address,
+        "building_id": row.report_building_id,
+        "reporter_id": row.report_reporter_id,
+        "photos": list(row.report_photos or ()),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ _HAZARD_COLUMNS = (
     ("referral_reason", "text"),
     ("reported_at", "timestamptz"),
     ("updated_at", "timestamptz"),
+    ("description", "text"),
+    ("address", "text"),
+    ("building_id", "text"),
+    ("reporter_id", "text"),
+    ("photos", "jsonb"),
 )
 # One statement for a whole batch, its columns as arrays: compiling a multi-row VALUES costs far more.
 _INSERT_HAZARDS = sa.text(
@@ -59,7 +65,10 @@ async def add_hazards(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
     if not rows:
         return set()
-    inserted = await session.execute(_INSERT_HAZARDS, _columns(rows, _HAZARD_COLUMNS))
+    columns = _columns(rows, _HAZARD_COLUMNS, optional=_REPORT_COLUMNS)
+    # unnest() flattens nested arrays, so each hazard's photo list travels as one JSON text.
+    columns["photos"] = [None if p is None else json.dumps(list(p)) for p in columns["photos"]]
+    inserted = await session.execute(_INSERT_HAZARDS, columns)
     return set(inserted.scalars())
 
 
@@ -208,8 +217,19 @@ _INSERT_DISPATCHES = _unnest_insert("dispatches", _DISPATCH_COLUMNS)
 _INSERT_TIMERS = _unnest_insert("timers", _TIMER_COLUMNS)
 
 
-def _columns(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> dict[str, list[Any]]:
-    return {column: [row[column] for row in rows] for column, _ in columns}
+_REPORT_COLUMNS = frozenset({"description", "address", "building_id", "reporter_id", "photos"})
+
+
+def _columns(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    optional: frozenset[str] = frozenset(),
+) -> dict[str, list[Any]]:
+    return {
+        column: [row.get(column) if column in optional else row[column] for row in rows]
+        for column, _ in columns
+    }
 
 
 async def add_dispatches(
@@ -289,9 +309,18 @@ _PAST_DEADLINE = sa.and_(d.status == "pending", d.receipt_deadline < sa.func.now
 
 def _shown() -> sa.Select[Any]:
     """Dispatch rows as the API shows them: with the relapse annotation and `past_deadline`."""
-    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id)
+    joined = dispatches.outerjoin(relapses, relapses.c.hazard_id == d.hazard_id).outerjoin(
+        hazards, h.hazard_id == d.hazard_id
+    )
     return sa.select(
-        dispatches, relapses.c.original_hazard_id.label("relapse_of"), _PAST_DEADLINE
+        dispatches,
+        relapses.c.original_hazard_id.label("relapse_of"),
+        _PAST_DEADLINE,
+        h.description.label("report_description"),
+        h.address.label("report_address"),
+        h.building_id.label("report_building_id"),
+        h.reporter_id.label("report_reporter_id"),
+        h.photos.label("report_photos"),
     ).select_from(joined)
 
 
@@ -398,7 +427,6 @@ async def list_dispatches(
     extension_request: domain.ExtensionStatus | None = None,
 ) -> list[Any]:
     """Dispatches, oldest receipt deadline first, filtered by department, status and return request."""
-    query = _shown()
     conditions = _status_filter(status)
     if return_request is not None:
         conditions.append(d.return_request_status == return_request)
@@ -406,9 +434,13 @@ async def list_dispatches(
         conditions.append(d.extension_status == extension_request)
     if department_id is not None:
         conditions.append(d.department_id == department_id)
+    # The page's ids first, from the inbox index alone; the joins (relapse, the report's details)
+    # then run for the page's rows only, not for every row an offset skips.
+    page = sa.select(d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
     if conditions:
-        query = query.where(*conditions)
-    query = query.order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
+        page = page.where(*conditions)
+    ids = page.subquery("page")
+    query = _shown().join(ids, ids.c.dispatch_id == d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id)
     return list((await session.execute(query)).all())
 
 

@@ -81,6 +81,7 @@ async def _route_reported(
                 if isinstance(event, HazardReported)
                 else event.occurred_at,
                 "updated_at": ctx.now,
+                **_report_details(event),
             }
         )
     # A hazard already known (the same report published twice under new event ids) is not routed again.
@@ -107,6 +108,20 @@ async def _route_reported(
             count_outcome(outcome)
 
     after_commit(ctx.session, count)
+
+
+def _report_details(event: HazardReported | HazardDuplicateUnlinked) -> dict[str, Any]:
+    """What the grid member reported, for the desk (a report unlinked from a duplicate carries none)."""
+    if not isinstance(event, HazardReported):
+        return {}
+    payload = event.payload
+    return {
+        "description": payload.description,
+        "address": payload.location.address or None,
+        "building_id": payload.location.building_id,
+        "reporter_id": payload.reporter_id,
+        "photos": list(payload.photos),
+    }
 
 
 def count_outcome(outcome: domain.Outcome) -> None:

@@ -29,6 +29,12 @@ hazards = sa.Table(
     sa.Column("referral_reason", sa.Text, nullable=True),
     sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # What the grid member reported (hazard.reported), shown on the department desk (dispatch_0006).
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("address", sa.Text, nullable=True),
+    sa.Column("building_id", sa.Text, nullable=True),
+    sa.Column("reporter_id", sa.Text, nullable=True),
+    sa.Column("photos", pg.JSONB, nullable=True),
     sa.CheckConstraint("queue in ('dispatched', 'operators')", name="hazards_queue"),
 )
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.reporting import api, handlers, metrics, repository, tables
+from services.reporting import api, handlers, metrics, people, repository, tables
 from services.reporting.settings import ReportingSettings, refresh_pause_s
 from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app, repeat_every
@@ -69,5 +69,6 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
         description="Builds supervisors' figures and the dashboard from the lifecycle events.",
     )
     app.include_router(api.router)
+    app.include_router(people.router)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     return app

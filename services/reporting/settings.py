@@ -41,6 +41,26 @@ class DashboardSettings(BaseModel):
     )
 
 
+_BASE = r"^https?://[^/\s?#]+(/[^\s?#]*)?$"
+
+
+class PeopleAppSettings(BaseModel):
+    """Where the people's pages (/app/: department desk, grid member, operator) find each API.
+
+    The pages are served by this service and call intake, dispatch and tracking from the browser
+    with the signed-in token; each of those services must list this page's origin in its
+    ``HTTP__CORS_ORIGINS``. Defaults: the local stack's ports.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    intake_url: Annotated[str, Field(max_length=300, pattern=_BASE)] = "http://127.0.0.1:8101"
+    dispatch_url: Annotated[str, Field(max_length=300, pattern=_BASE)] = "http://127.0.0.1:8102"
+    tracking_url: Annotated[str, Field(max_length=300, pattern=_BASE)] = "http://127.0.0.1:8103"
+    # How often the desk and the queue ask for new dispatches (the browser polls).
+    poll_s: Annotated[float, Field(ge=1, le=600)] = 5.0
+
+
 def refresh_pause_s(projection: ProjectionSettings, took_s: float) -> float:
     """Seconds the background refresher waits after a refresh that took ``took_s``."""
     paced = took_s * (1 - projection.rollup_max_busy) / projection.rollup_max_busy
@@ -60,3 +80,4 @@ class ReportingSettings(ServiceSettings):
 
     projection: ProjectionSettings = Field(default_factory=ProjectionSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    app: PeopleAppSettings = Field(default_factory=PeopleAppSettings)

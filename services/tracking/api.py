@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -226,6 +226,88 @@ async def _view(runtime: ServiceRuntime, hazard_id: uuid.UUID, principal: Princi
             relapses=await repository.list_relapses(session, hazard_id),
             hotspot=bool(row.hotspot) if row is not None else False,
         )
+
+
+CaseState = Literal[
+    "new",
+    "reported",
+    "referred_to_operators",
+    "dispatched",
+    "acknowledged",
+    "rectification_ordered",
+    "rectified",
+    "verification_failed",
+    "verified",
+    "closed",
+    "duplicate",
+]
+MAX_LIST = 200
+
+
+def case_summary(row: Any) -> dict[str, Any]:
+    """A case in a list (the timeline and links are in the case itself)."""
+    return {
+        "hazard_id": str(row.hazard_id),
+        "state": row.state,
+        "category": row.category,
+        "grid_id": row.grid_id,
+        "community_id": row.community_id,
+        "building_id": row.building_id,
+        "reporter_id": row.reporter_id,
+        "reported_at": _iso(row.reported_at),
+        "rectified_on_site": row.rectified_on_site,
+        "department_id": row.department_id,
+        "dispatch_id": str(row.dispatch_id) if row.dispatch_id else None,
+        "receipt_deadline": _iso(row.receipt_deadline),
+        "rectification_round": row.round,
+        "rectification_deadline": _iso(row.rectification_deadline),
+        "rectification_overdue": row.rectification_overdue,
+        "rework_count": row.rework_count,
+        "closed_at": _iso(row.closed_at),
+    }
+
+
+@router.get("/hazards", summary="Cases visible to you, newest report first (a grid's, a department's, yours)")
+async def list_hazards(
+    request: Request,
+    principal: Principal = Depends(authenticate),
+    state: Annotated[list[CaseState] | None, Query(max_length=11)] = None,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    mine: bool = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> dict[str, Any]:
+    """A reporter sees its grid's cases (``mine``: those it reported); a department those it holds now.
+
+    ``state`` (repeatable) filters by state; ``open=true`` keeps the cases not closed.
+    """
+    grid_id = department_id = reporter_id = None
+    if principal.role == "reporter":
+        grid_id = principal.grid_id or ""
+        if mine:
+            reporter_id = principal.id
+    elif principal.role == "department":
+        department_id = principal.department_id or ""
+    states: list[str] = list(state or ())
+    if open_only:
+        states = [x for x in (states or repository.OPEN_STATES) if x in repository.OPEN_STATES] or ["-"]
+    runtime = _runtime(request)
+    async with runtime.sessions() as session:
+        rows = await repository.list_cases(
+            session,
+            grid_id=grid_id,
+            department_id=department_id,
+            reporter_id=reporter_id,
+            states=states,
+            limit=limit,
+            offset=offset,
+        )
+    return {
+        "items": [case_summary(row) for row in rows],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + len(rows) if len(rows) == limit else None,
+    }
 
 
 @router.get("/hazards/{hazard_id}", summary="The case: state, department, deadlines, links and timeline")

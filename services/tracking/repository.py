@@ -231,6 +231,44 @@ async def get_case_row(session: AsyncSession, hazard_id: uuid.UUID, *, lock: boo
     return (await session.execute(query)).first()
 
 
+OPEN_STATES = (
+    "new",
+    "reported",
+    "referred_to_operators",
+    "dispatched",
+    "acknowledged",
+    "rectification_ordered",
+    "rectified",
+    "verification_failed",
+    "verified",
+)
+"""States of a case not yet closed (nor folded into another as its duplicate)."""
+
+
+async def list_cases(
+    session: AsyncSession,
+    *,
+    grid_id: str | None,
+    department_id: str | None,
+    reporter_id: str | None,
+    states: Sequence[str],
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """Case rows, newest report first, scoped by grid, holding department and reporter, filtered by state."""
+    query = sa.select(_C)
+    if grid_id is not None:
+        query = query.where(_C.c.grid_id == grid_id)
+    if department_id is not None:
+        query = query.where(_C.c.department_id == department_id)
+    if reporter_id is not None:
+        query = query.where(_C.c.reporter_id == reporter_id)
+    if states:
+        query = query.where(_C.c.state.in_(list(states)))
+    query = query.order_by(_C.c.reported_at.desc().nulls_last(), _C.c.hazard_id).limit(limit).offset(offset)
+    return list((await session.execute(query)).all())
+
+
 async def list_duplicates(session: AsyncSession, hazard_id: uuid.UUID) -> list[uuid.UUID]:
     """Hazards linked to this one as its duplicates."""
     rows = await session.execute(

@@ -75,6 +75,9 @@ cases = sa.Table(
     sa.Index("ix_cases_closed_position", "category", "lat", "lon", postgresql_where="closed_at IS NOT NULL"),
     sa.Index("ix_cases_duplicate_of", "duplicate_of", postgresql_where="duplicate_of IS NOT NULL"),
     sa.Index("ix_cases_state", "state"),
+    # The people's pages' lists (tracking_0006).
+    sa.Index("ix_cases_grid_reported", "grid_id", "reported_at"),
+    sa.Index("ix_cases_department_state", "department_id", "state", "reported_at"),
 )
 """The case of every hazard as of its timeline: a projection for queries (relapse, listings, metrics)."""
 

@@ -185,6 +185,18 @@ def service_env(
     }
 
 
+def people_app_env(name: str, ports: Mapping[str, int]) -> dict[str, str]:
+    """The people's pages (/app/ on reporting) and the APIs they call from the browser (CORS)."""
+    page_origins = [f"http://127.0.0.1:{ports['reporting']}", f"http://localhost:{ports['reporting']}"]
+    prefix = name.upper()
+    env = {f"{prefix}__HTTP__CORS_ORIGINS": json.dumps(page_origins)}
+    if name == "reporting":
+        for api in ("intake", "dispatch", "tracking"):
+            if api in ports:
+                env[f"REPORTING__APP__{api.upper()}_URL"] = f"http://127.0.0.1:{ports[api]}"
+    return env
+
+
 def notifications_env(*, key_file: Path, smtp_port: int) -> dict[str, str]:
     """What the notifications service needs besides the common settings, for the local stack.
 
@@ -514,6 +526,7 @@ class Stack:
                     tokens_file=self.paths.tokens.absolute(),
                 )
             )
+            env.update(people_app_env(name, self.ports.services))
             if name == "notifications":
                 env.update(
                     notifications_env(
@@ -634,6 +647,10 @@ class Stack:
             for name in SERVICES:
                 base = f"http://127.0.0.1:{self.ports.services[name]}"
                 lines.append(f"   {name:<10} {base:<24} OpenAPI {base}/docs   AsyncAPI {base}/asyncapi")
+            lines.append(
+                f"   {'people':<10} http://127.0.0.1:{self.ports.services['reporting']}/app/  "
+                "<- sign in here with any token below: department desk, grid member, operator's queue"
+            )
             lines.append(f"   {'dashboard':<10} http://127.0.0.1:{self.ports.services['reporting']}/")
             lines.append(
                 f"   {'mail':<10} SMTP 127.0.0.1:{self.ports.smtp}; each mail sent is a .eml file in {self.paths.mail}/"

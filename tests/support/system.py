@@ -37,6 +37,7 @@ from shared.devstack._process import run_sync, tail
 from shared.devstack.broker import LocalKafka
 from shared.devstack.ports import free_port
 from shared.devstack.postgres import LocalPostgres
+from shared.devstack.runner import people_app_env
 from shared.reference import ReferenceData, load_reference_data
 from shared.roles import role_url
 from shared.topics import DEAD_LETTER, LIFECYCLE, topic_partitions
@@ -243,6 +244,9 @@ class System:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if "reporting" in self.services:
+            # The people's pages on reporting call the other services from the browser (CORS).
+            env.update(people_app_env(name, {n: s.port for n, s in self.services.items()}))
         if self.reference_dir is not None:
             env[f"{prefix}REFERENCE_DATA_DIR"] = str(self.reference_dir)
         env.update({prefix + k: v for k, v in self.extra_env.items()})

@@ -25,7 +25,7 @@
       overdueFor: "已超时", hours: "小时", grid: "网格", place: "点位", relapses: "回潮次数", last: "最近一次",
       found: "发现", notices: "整改通知书", rectified: "已整改", closed: "已销号", target: "目标", lang: "English",
       notDispatched: "未分拨", address: "地址", openCase: "查看案件", ended: "已结束 · 最终数字",
-      upcoming: "未开始", finalOf: "目标",
+      upcoming: "未开始", finalOf: "目标", peopleLink: "部门、网格员、调度员入口",
     },
     en: {
       title: "Hazard supervision dashboard", tokenLabel: "Supervisor token (kept in this browser only)",
@@ -47,7 +47,7 @@
       place: "Place", relapses: "Relapses", last: "Last", found: "Found", notices: "Notices issued",
       rectified: "Rectified", closed: "Closed", target: "target", lang: "中文", notDispatched: "Not dispatched",
       address: "Address", openCase: "Open case", ended: "Ended · final figures", upcoming: "Not started",
-      finalOf: "target",
+      finalOf: "target", peopleLink: "Departments, grid members, operators",
     },
   };
 

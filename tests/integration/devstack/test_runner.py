@@ -224,6 +224,14 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
             f"{prefix}__AUTH__TOKENS_FILE": str(run.state_dir / "tokens.yaml"),
             f"{prefix}__KAFKA__IDEMPOTENT_PRODUCER": "false",
         }
+        # The people's pages on reporting's origin call every service from the browser (CORS).
+        pages = f"127.0.0.1:{run.port('reporting')}"
+        expected[f"{prefix}__HTTP__CORS_ORIGINS"] = json.dumps(
+            [f"http://{pages}", f"http://localhost:{run.port('reporting')}"]
+        )
+        if name == "reporting":
+            for api in ("intake", "dispatch", "tracking"):
+                expected[f"REPORTING__APP__{api.upper()}_URL"] = f"http://127.0.0.1:{run.port(api)}"
         if name == "notifications":
             expected |= {
                 "NOTIFICATIONS__SECRET_KEY": key,
@@ -237,6 +245,7 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
         assert json.loads(body) == expected
         assert f"http://127.0.0.1:{run.port(name)}" in run.output
     assert f"dashboard  http://127.0.0.1:{run.port('reporting')}/" in run.output
+    assert f"people     http://127.0.0.1:{run.port('reporting')}/app/" in run.output
     assert (
         f"SMTP 127.0.0.1:{run.port('smtp')}; each mail sent is a .eml file in {run.state_dir / 'mail'}/"
         in run.output
