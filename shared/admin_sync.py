@@ -65,7 +65,9 @@ async def read_snapshot(conn: Any) -> AdminSnapshot:
             )
         )
     }
-    denied = frozenset(r[0] for r in await conn.execute(sa.text("SELECT token_sha256 FROM admin.denied_tokens")))
+    denied = frozenset(
+        r[0] for r in await conn.execute(sa.text("SELECT token_sha256 FROM admin.denied_tokens"))
+    )
     departments = [
         dict(r._mapping)
         for r in await conn.execute(

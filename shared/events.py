@@ -60,6 +60,9 @@ class HazardReportedPayload(_Model):
     urgency: str | None = None
     source: Literal["app", "batch", "open311"] = "app"
     duplicate_of: uuid.UUID | None = None
+    # Who reported, by kind: grid_member, building_manager, hotline_operator (on a resident's behalf),
+    # cadre_visit; from the reporter's principal (runtime administration, #18). None: not stated.
+    reporter_type: str | None = None
 
 
 class HazardDuplicateLinkedPayload(_Model):

@@ -173,7 +173,9 @@ def grant_admin_schema(connection: Connection) -> list[str]:
             continue
         for statement in admin_grant_statements(service):
             connection.execute(text(statement))
-        versions = connection.execute(text("SELECT to_regclass(:t)"), {"t": f'"{ADMIN_SCHEMA}".alembic_version'})
+        versions = connection.execute(
+            text("SELECT to_regclass(:t)"), {"t": f'"{ADMIN_SCHEMA}".alembic_version'}
+        )
         if service == ADMIN_WRITER and versions.scalar_one() is not None:
             connection.execute(
                 text(

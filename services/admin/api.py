@@ -55,7 +55,9 @@ class PrincipalIn(_Body):
     grid_id: Slug | None = None
     department_id: Code | None = None
     reporter_type: ReporterType | None = None
-    building_ids: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=200)] = []
+    building_ids: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=200)
+    ] = []
 
 
 class Contact(_Body):
@@ -163,7 +165,8 @@ def _check_binding(body: PrincipalIn, runtime: ServiceRuntime) -> None:
     reference = runtime.reference
     if body.role == "reporter":
         if body.grid_id is None:
-            problems.append({"field": "grid_id", "problem": "a reporter must be bound to a grid"})
+            if body.reporter_type != "hotline_operator":
+                problems.append({"field": "grid_id", "problem": "a reporter must be bound to a grid"})
         else:
             try:
                 reference.grid(body.grid_id)
@@ -185,7 +188,9 @@ def _check_binding(body: PrincipalIn, runtime: ServiceRuntime) -> None:
             try:
                 reference.department(body.department_id)
             except UnknownReference:
-                problems.append({"field": "department_id", "problem": f"unknown department {body.department_id!r}"})
+                problems.append(
+                    {"field": "department_id", "problem": f"unknown department {body.department_id!r}"}
+                )
     elif body.department_id is not None:
         problems.append({"field": "department_id", "problem": "only a department token names a department"})
     if problems:
@@ -211,7 +216,8 @@ async def _live_file_hashes(session: AsyncSession, runtime: ServiceRuntime, prin
     denied = {
         r[0]
         for r in await session.execute(
-            sa.text("SELECT token_sha256 FROM admin.denied_tokens WHERE token_sha256 = ANY(:h)"), {"h": hashes}
+            sa.text("SELECT token_sha256 FROM admin.denied_tokens WHERE token_sha256 = ANY(:h)"),
+            {"h": hashes},
         )
     }
     return [h for h in hashes if h not in denied]
@@ -258,7 +264,12 @@ async def _deny(session: AsyncSession, hashes: list[str], principal: str, actor:
 
 def _row_principal(row: Any) -> Principal:
     return Principal(
-        row.principal, row.role, row.grid_id, row.department_id, row.reporter_type, tuple(row.building_ids or ())
+        row.principal,
+        row.role,
+        row.grid_id,
+        row.department_id,
+        row.reporter_type,
+        tuple(row.building_ids or ()),
     )
 
 
@@ -279,7 +290,9 @@ async def list_principals(
                 )
             )
         ).all()
-        denied = {r[0] for r in await session.execute(sa.text("SELECT token_sha256 FROM admin.denied_tokens"))}
+        denied = {
+            r[0] for r in await session.execute(sa.text("SELECT token_sha256 FROM admin.denied_tokens"))
+        }
     seen: dict[str, dict[str, Any]] = {}
     for h, p in runtime.tokens.base_principals():
         view = seen.get(p.id) or _principal_view(p, "file", active=False)
@@ -302,14 +315,21 @@ async def create_principal(
     """The plain token is in this answer only; the database keeps its SHA-256."""
     _check_binding(body, runtime)
     new = Principal(
-        body.principal, body.role, body.grid_id, body.department_id, body.reporter_type, tuple(body.building_ids)
+        body.principal,
+        body.role,
+        body.grid_id,
+        body.department_id,
+        body.reporter_type,
+        tuple(body.building_ids),
     )
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         if await _active_db_token(session, body.principal) is not None or await _live_file_hashes(
             session, runtime, body.principal
         ):
-            raise ApiError(409, "principal_exists", f"{body.principal!r} already holds a token; rotate it instead.")
+            raise ApiError(
+                409, "principal_exists", f"{body.principal!r} already holds a token; rotate it instead."
+            )
         token = await _insert_token(session, new, actor)
         after = _principal_view(new, "database")
         await _change(session, actor, "create", "principal", new.id, None, after)
@@ -327,9 +347,16 @@ async def _replace_token(
         row = await _active_db_token(session, principal)
         file_hashes = await _live_file_hashes(session, runtime, principal)
         if row is None and not file_hashes:
-            if row is None and _file_principal(runtime, principal) is None and (
-                await session.execute(sa.text("SELECT 1 FROM admin.tokens WHERE principal = :p"), {"p": principal})
-            ).first() is None:
+            if (
+                row is None
+                and _file_principal(runtime, principal) is None
+                and (
+                    await session.execute(
+                        sa.text("SELECT 1 FROM admin.tokens WHERE principal = :p"), {"p": principal}
+                    )
+                ).first()
+                is None
+            ):
                 raise ApiError(404, "not_found", f"No principal {principal!r}.")
             raise ApiError(409, "already_revoked", f"{principal!r} holds no live token.")
         held = _row_principal(row) if row is not None else _file_principal(runtime, principal)
@@ -351,7 +378,9 @@ async def _replace_token(
     return after, token
 
 
-@router.post("/principals/{principal}/rotate", summary="A new token for a principal; the old one stops working")
+@router.post(
+    "/principals/{principal}/rotate", summary="A new token for a principal; the old one stops working"
+)
 async def rotate_principal(
     principal: Id,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -402,9 +431,7 @@ async def list_departments(
     }
 
 
-async def _upsert_department(
-    session: AsyncSession, department_id: str, body: DepartmentIn
-) -> None:
+async def _upsert_department(session: AsyncSession, department_id: str, body: DepartmentIn) -> None:
     await session.execute(
         sa.text(
             "INSERT INTO admin.departments (id, name_en, name_zh, contacts) "
@@ -450,7 +477,9 @@ async def update_department(
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         try:
-            before = _department_view(runtime, department_id, (await _contacts(session)).get(department_id, []))
+            before = _department_view(
+                runtime, department_id, (await _contacts(session)).get(department_id, [])
+            )
         except UnknownReference:
             raise ApiError(404, "not_found", f"No department {department_id!r}.") from None
         await _upsert_department(session, department_id, body)
@@ -470,7 +499,9 @@ async def delete_department(
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         try:
-            before = _department_view(runtime, department_id, (await _contacts(session)).get(department_id, []))
+            before = _department_view(
+                runtime, department_id, (await _contacts(session)).get(department_id, [])
+            )
         except UnknownReference:
             raise ApiError(404, "not_found", f"No department {department_id!r}.") from None
         rules = [r.id for r in runtime.reference.routing_rules if r.department_id == department_id]
@@ -531,7 +562,9 @@ async def get_routing_rules(
 ) -> dict[str, Any]:
     """Version 0: the files' rules."""
     async with runtime.sessions() as session:
-        version = (await session.execute(sa.text("SELECT max(version) FROM admin.routing_versions"))).scalar_one()
+        version = (
+            await session.execute(sa.text("SELECT max(version) FROM admin.routing_versions"))
+        ).scalar_one()
     return {
         "version": version or 0,
         "rules": [r.model_dump(exclude_none=True) for r in runtime.reference.routing_rules],
@@ -567,7 +600,10 @@ async def new_routing_version(
     reference = runtime.reference
     nowhere: list[dict[str, Any]] = []
     for index, rule in enumerate(rules):
-        checks = [("department_id", rule.department_id, reference.department), ("category", rule.category, reference.category)]
+        checks = [
+            ("department_id", rule.department_id, reference.department),
+            ("category", rule.category, reference.category),
+        ]
         if rule.community_id is not None:
             checks.append(("community_id", rule.community_id, reference.community))
         if rule.grid_id is not None:
@@ -581,16 +617,23 @@ async def new_routing_version(
             try:
                 if reference.grid(rule.grid_id).community_id != rule.community_id:
                     nowhere.append(
-                        {"field": f"rules.{index}.grid_id", "problem": f"grid {rule.grid_id!r} is not in {rule.community_id!r}"}
+                        {
+                            "field": f"rules.{index}.grid_id",
+                            "problem": f"grid {rule.grid_id!r} is not in {rule.community_id!r}",
+                        }
                     )
             except UnknownReference:
                 pass
     if nowhere:
-        raise ApiError(409, "rule_points_nowhere", "A routing rule points nowhere; nothing was changed.", nowhere)
+        raise ApiError(
+            409, "rule_points_nowhere", "A routing rule points nowhere; nothing was changed.", nowhere
+        )
     dumped = [r.model_dump(exclude_none=True) for r in rules]
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
-        version = (await session.execute(sa.text("SELECT coalesce(max(version), 0) FROM admin.routing_versions"))).scalar_one() + 1
+        version = (
+            await session.execute(sa.text("SELECT coalesce(max(version), 0) FROM admin.routing_versions"))
+        ).scalar_one() + 1
         before = [r.model_dump(exclude_none=True) for r in reference.routing_rules]
         await session.execute(
             sa.text(
@@ -641,7 +684,12 @@ async def create_campaign(
     """409 when the id is taken; 422 for a category not in force."""
     unknown = [c for c in campaign.categories if c not in {k.code for k in runtime.reference.categories}]
     if unknown:
-        raise ApiError(422, "validation_failed", "Unknown categories.", [{"field": "categories", "problem": ", ".join(unknown)}])
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Unknown categories.",
+            [{"field": "categories", "problem": ", ".join(unknown)}],
+        )
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         if campaign.id in {c.id for c in runtime.reference.campaigns}:
@@ -672,7 +720,9 @@ async def change_campaign_targets(
     return after
 
 
-@router.post("/campaigns/{campaign_id}/end", summary="End a campaign (its figures stay; later reports count late)")
+@router.post(
+    "/campaigns/{campaign_id}/end", summary="End a campaign (its figures stay; later reports count late)"
+)
 async def end_campaign(
     campaign_id: Slug,
     body: CampaignEnd,
@@ -717,7 +767,8 @@ async def get_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Newest first."""
-    where, params = ["true"], {"limit": limit}
+    where: list[str] = ["true"]
+    params: dict[str, Any] = {"limit": limit}
     if entity is not None:
         where.append("entity = :entity")
         params["entity"] = entity
@@ -734,11 +785,7 @@ async def get_audit(
                 params,
             )
         ).all()
-    return {
-        "audit": [
-            {**dict(r._mapping), "at": r.at.isoformat()} for r in rows
-        ]
-    }
+    return {"audit": [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]}
 
 
 @page_router.get("/admin", include_in_schema=False)

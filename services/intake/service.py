@@ -139,9 +139,11 @@ class Intake:
             if isinstance(item, Rejection):
                 results[index] = ItemResult(index, None, "rejected", error=item)
                 continue
-            rejection = domain.check_report(
-                item, reporter_grid=principal.grid_id, reference=self.reference, now=now, policy=self.policy
-            )
+            reporter_grid, rejection = domain.reporter_scope(principal, item)
+            if rejection is None:
+                rejection = domain.check_report(
+                    item, reporter_grid=reporter_grid, reference=self.reference, now=now, policy=self.policy
+                )
             if rejection is not None:
                 results[index] = ItemResult(index, item.report_id, "rejected", error=rejection)
                 continue
@@ -275,6 +277,7 @@ class Intake:
                         hazard_id=hazard_id,
                         report=report,
                         reporter_id=p.principal.id,
+                        reporter_type=p.principal.reporter_type,
                         reference=self.reference,
                         accepted_at=now,
                         source=p.source,
