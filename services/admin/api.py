@@ -460,7 +460,7 @@ async def create_department(
         if body.id in {d.id for d in runtime.reference.departments}:
             raise ApiError(409, "department_exists", f"Department {body.id!r} exists already.")
         await _upsert_department(session, body.id, body)
-        after = body.model_dump(mode="json")
+        after = body.model_dump(mode="json", exclude_none=True)
         await _change(session, actor, "create", "department", body.id, None, after)
     await _apply_now(runtime)
     return after
@@ -483,7 +483,7 @@ async def update_department(
         except UnknownReference:
             raise ApiError(404, "not_found", f"No department {department_id!r}.") from None
         await _upsert_department(session, department_id, body)
-        after = {"id": department_id, **body.model_dump(mode="json")}
+        after = {"id": department_id, **body.model_dump(mode="json", exclude_none=True)}
         await _change(session, actor, "update", "department", department_id, before, after)
     await _apply_now(runtime)
     return after

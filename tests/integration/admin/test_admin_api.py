@@ -195,7 +195,9 @@ async def test_bad_or_breaking_changes_are_refused_and_store_nothing(
             content=b"{not json",
             headers={**OPERATOR, "Content-Type": "application/json"},
         )
-        assert not_json.status_code == 422
+        # Malformed JSON: 400 with the error shape, as every route of the project answers it.
+        assert not_json.status_code == 400
+        assert not_json.json()["error"]["code"]
         anonymous = await client.post(
             "/api/v1/admin/principals", json={"principal": "a", "role": "supervisor"}
         )
@@ -419,7 +421,8 @@ async def test_an_ended_campaign_keeps_its_figures_and_counts_later_reports_late
         # (not campaign_not_active) and counted late to it.
         later = datetime.now(UTC) + timedelta(days=2)
         intake_app.state.intake.clock = lambda: later
-        assert await accepted(observed_at=(later - timedelta(minutes=5)).isoformat())
+        elsewhere = {"lat": intake_helpers.LAT + 0.002, "lon": intake_helpers.LON}  # not a duplicate
+        assert await accepted(observed_at=(later - timedelta(minutes=5)).isoformat(), location=elsewhere)
         # Not begun yet is still refused.
         upcoming = {**campaign, "id": "rooftops-next", "starts_on": (today + timedelta(days=5)).isoformat()}
         assert (
