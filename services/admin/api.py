@@ -18,13 +18,14 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Principal, hash_token, require
 from shared.errors import ApiError, validation_details
 from shared.reference import Campaign, CampaignTargets, RoutingRule, UnknownReference
 from shared.service import ServiceRuntime
+from shared.text import Text
 
 STATIC_DIR = Path(__file__).parent / "static"
 CSP = (
@@ -36,10 +37,10 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 page_router = APIRouter()
 operator = require("operator")
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
-Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Id = Annotated[str, Text(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
+Code = Annotated[str, Text(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Slug = Annotated[str, Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Name = Annotated[str, Text(strip=True, min_length=1, max_length=200)]
 ReporterType = Literal["grid_member", "building_manager", "hotline_operator", "cadre_visit"]
 
 
@@ -56,7 +57,7 @@ class PrincipalIn(_Body):
     department_id: Code | None = None
     reporter_type: ReporterType | None = None
     building_ids: Annotated[
-        list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=200)
+        list[Annotated[str, Text(min_length=1, max_length=100)]], Field(max_length=200)
     ] = []
 
 
@@ -64,8 +65,8 @@ class Contact(_Body):
     """An escalation contact of a department."""
 
     name: Name
-    phone: Annotated[str, StringConstraints(pattern=r"^[0-9+\- ]{3,30}$")] | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
+    phone: Annotated[str, Text(pattern=r"^[0-9+\- ]{3,30}$")] | None = None
+    email: Annotated[str, Text(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
 
 
 class DepartmentIn(_Body):
@@ -86,6 +87,18 @@ class RoutingRulesIn(_Body):
     """The whole ordered rule list of a new routing version."""
 
     rules: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000)]
+
+
+class CampaignIn(_Body):
+    """A new campaign: a date window (both ends included), the categories it counts, its targets."""
+
+    id: Slug
+    name_en: Name
+    name_zh: Name
+    starts_on: date
+    ends_on: date
+    categories: Annotated[list[Code], Field(min_length=1, max_length=100)]
+    targets: CampaignTargets = CampaignTargets()
 
 
 class CampaignTargetsIn(_Body):
@@ -677,11 +690,17 @@ async def list_campaigns(
 
 @router.post("/campaigns", status_code=201, summary="Create a campaign")
 async def create_campaign(
-    campaign: Campaign,
+    body: CampaignIn,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
-    """409 when the id is taken; 422 for a category not in force."""
+    """409 when the id is taken; 422 for a category not in force or a window ending before it starts."""
+    try:
+        campaign = Campaign.model_validate(body.model_dump())
+    except ValidationError as exc:
+        raise ApiError(
+            422, "validation_failed", "The campaign is not acceptable.", validation_details(exc.errors())
+        ) from None
     unknown = [c for c in campaign.categories if c not in {k.code for k in runtime.reference.categories}]
     if unknown:
         raise ApiError(
