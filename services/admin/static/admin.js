@@ -120,7 +120,7 @@
   function renderAudit(list) {
     const body = $("audit").querySelector("tbody");
     body.replaceChildren();
-    for (const a of list) body.append(el("tr", {}, el("td", {}, new Date(a.at).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB")), el("td", {}, a.actor), el("td", {}, a.action), el("td", {}, `${a.entity} ${a.entity_id}`)));
+    for (const a of list) body.append(el("tr", {}, el("td", {}, new Date(a.at).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", { timeZone: "Asia/Shanghai" })), el("td", {}, a.actor), el("td", {}, a.action), el("td", {}, `${a.entity} ${a.entity_id}`)));
   }
 
   function showToken(answer) {
