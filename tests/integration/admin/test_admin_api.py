@@ -457,3 +457,56 @@ async def test_an_ended_campaign_keeps_its_figures_and_counts_later_reports_late
         assert audit[0]["after"]["ends_on"] == today.isoformat()
         assert audit[1]["before"]["targets"]["found"] == 5
         assert audit[1]["after"]["targets"]["found"] == 2
+
+
+async def test_building_managers_and_hotline_operators_report_with_their_reporter_type(
+    db_url: str, kafka: Any, topics: dict[str, str]
+) -> None:
+    intake_start = intake_helpers.app_factory(db_url, kafka.bootstrap_servers, topics)
+    async with (
+        running_app(settings_for(db_url, kafka.bootstrap_servers, topics)) as (_, admin),
+        intake_start() as (intake_app, intake),
+    ):
+        manager = await admin.post(
+            "/api/v1/admin/principals",
+            json={
+                "principal": "bm-liuyue-7",
+                "role": "reporter",
+                "grid_id": "liuyue-01",
+                "reporter_type": "building_manager",
+                "building_ids": ["b7"],
+            },
+            headers=OPERATOR,
+        )
+        hotline = await admin.post(
+            "/api/v1/admin/principals",
+            json={"principal": "hl-12345-01", "role": "reporter", "reporter_type": "hotline_operator"},
+            headers=OPERATOR,
+        )
+        assert (manager.status_code, hotline.status_code) == (201, 201), (manager.text, hotline.text)
+        bm, hl = bearer(manager.json()["token"]), bearer(hotline.json()["token"])
+
+        async def accepted(headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+            return await intake.post("/api/v1/hazards", json=body, headers=headers)
+
+        async def known() -> bool:
+            body = intake_helpers.report(location={"building_id": "b7"})
+            return (await accepted(bm, body)).status_code in (200, 201, 202)
+
+        await within(known, 5)
+        other_building = await accepted(bm, intake_helpers.report(location={"building_id": "b9"}))
+        assert (other_building.status_code, other_building.json()["error"]["code"]) == (
+            403,
+            "building_not_yours",
+        )
+        # The hotline operator reports on a resident's behalf in any grid of the street.
+        elsewhere = intake_helpers.report(
+            grid_id="liuyue-02", location={"lat": intake_helpers.LAT + 0.004, "lon": intake_helpers.LON}
+        )
+        on_behalf = await accepted(hl, elsewhere)
+        assert on_behalf.status_code in (200, 201, 202), on_behalf.text
+        events = await intake_helpers.outbox_events(intake_app)
+        types = {
+            e.payload.reporter_id: e.payload.reporter_type for e in events if isinstance(e, ev.HazardReported)
+        }
+        assert types == {"bm-liuyue-7": "building_manager", "hl-12345-01": "hotline_operator"}
