@@ -525,6 +525,14 @@ async def delete_department(
                 f"Routing rules send hazards to {department_id!r}; change them first.",
                 [{"field": "routing_rules", "problem": ", ".join(rules)}],
             )
+        owned = [c.code for c in runtime.reference.categories if c.department_id == department_id]
+        if owned:
+            raise ApiError(
+                409,
+                "department_owns_categories",
+                f"Categories name {department_id!r} as their owner; it cannot be deleted.",
+                [{"field": "categories", "problem": ", ".join(owned)}],
+            )
         open_count = (
             await session.execute(
                 sa.text(

@@ -367,10 +367,46 @@ async def test_routing_change_applies_without_restart_and_old_dispatches_keep_th
         assert [(a["entity_id"], a["action"]) for a in audit] == [("2", "new_version"), ("1", "new_version")]
         assert audit[1]["before"] == rules
         assert audit[1]["after"][0]["department_id"] == "hazmat"
+        # A department nothing refers to is deleted, and gone for the other services too.
+        spare = {"id": "spare", "name_en": "Spare", "name_zh": "备用"}
+        assert (
+            await admin.post("/api/v1/admin/departments", json=spare, headers=OPERATOR)
+        ).status_code == 201
+        await within(
+            lambda: _dispatch_answers(dispatch, first.hazard_id, "spare", 409, "not_in_operator_queue"), 5
+        )
+        deleted = await admin.delete("/api/v1/admin/departments/spare", headers=OPERATOR)
+        assert deleted.json() == {"id": "spare", "deleted": True}
+        listed = (await admin.get("/api/v1/admin/departments", headers=OPERATOR)).json()["departments"]
+        assert "spare" not in {d["id"] for d in listed}
+        assert "hazmat" in {d["id"] for d in listed}
+        await within(
+            lambda: _dispatch_answers(dispatch, first.hazard_id, "spare", 422, "unknown_department"), 5
+        )
         dept_audit = (await admin.get("/api/v1/admin/audit?entity=department", headers=OPERATOR)).json()[
             "audit"
         ]
+        assert [(a["action"], a["entity_id"]) for a in dept_audit[:2]] == [
+            ("delete", "spare"),
+            ("create", "spare"),
+        ]
+        assert dept_audit[0]["before"]["name_zh"] == "备用"
+        assert dept_audit[0]["after"] is None
+        dept_audit = dept_audit[2:]
         assert dept_audit[0]["after"]["contacts"] == [{"name": "值班室", "phone": "0755-1234"}]
+
+
+async def _dispatch_answers(
+    client: httpx.AsyncClient, hazard_id: uuid.UUID, department: str, status: int, code: str
+) -> bool:
+    """An operator's assignment to the department, as dispatch (another runtime) answers it: 422
+    unknown_department while it does not know the department, 409 (hazard not queued) once it does."""
+    answer = await client.post(
+        f"/api/v1/hazards/{hazard_id}/assign",
+        json={"department_id": department, "reason": "try"},
+        headers=bearer("tok-operator"),
+    )
+    return (answer.status_code, answer.json()["error"]["code"]) == (status, code)
 
 
 async def _reporting_department(db_url: str, hazard_id: uuid.UUID, department: str) -> bool:
