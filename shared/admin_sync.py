@@ -133,6 +133,7 @@ class AdminSync:
     version: int | None = None
     _base: ReferenceData = field(init=False)
     _absent_logged: bool = False
+    _failing: bool = False
 
     def __post_init__(self) -> None:
         # The files' data, kept apart from the live object the overlay replaces in place.
@@ -172,8 +173,13 @@ class AdminSync:
         while True:
             try:
                 await self.poll_once()
+                if self._failing:
+                    log.info("admin sync works again")
+                    self._failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("admin sync failed (%s); retrying", exc)
+                if not self._failing:  # once per outage, not every second
+                    log.warning("admin sync failed (%s); retrying every %s s", exc, self.poll_interval_s)
+                    self._failing = True
             await asyncio.sleep(self.poll_interval_s)

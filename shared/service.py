@@ -175,7 +175,7 @@ class ServiceRuntime:
         if self.admin_sync is not None:
             # Administered tokens and reference data before the first request, when the database answers.
             try:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(2):
                     await self.admin_sync.poll_once()
             except Exception as exc:
                 log.warning("admin data not loaded at start-up (%s); the poll retries", exc)
