@@ -17,6 +17,9 @@
       object: "对象", active: "有效", revoked: "已吊销", revoke: "吊销", rotate: "轮换", end: "结束行动",
       ended: "已结束", file: "配置文件", database: "数据库", lang: "English", loaded: "已加载",
       created: "已创建", done: "已完成", needToken: "请输入管理员令牌", failed: "操作失败：",
+      nameZh: "中文名称", nameEn: "英文名称", startsOn: "开始", endsOn: "结束", categories: "类别（逗号分隔）",
+      targetFound: "目标：发现", createCampaign: "创建行动", contact: "升级联系人", phone: "电话",
+      createDepartment: "添加部门", setTarget: "改目标", newTarget: "新的“发现”目标：",
     },
     en: {
       title: "Administration", tokenLabel: "Operator token (kept in this browser only)", tokenSave: "Save and load",
@@ -31,6 +34,10 @@
       object: "Object", active: "active", revoked: "revoked", revoke: "Revoke", rotate: "Rotate",
       end: "End campaign", ended: "ended", file: "token file", database: "database", lang: "中文",
       loaded: "Loaded", created: "Created", done: "Done", needToken: "Paste an operator token", failed: "Failed: ",
+      nameZh: "Chinese name", nameEn: "English name", startsOn: "Starts", endsOn: "Ends",
+      categories: "Categories (comma separated)", targetFound: "Target: found", createCampaign: "Create campaign",
+      contact: "Escalation contact", phone: "Phone", createDepartment: "Add department", setTarget: "Set target",
+      newTarget: "New 'found' target: ",
     },
   };
   const state = { lang: localStorage.getItem(LANG_KEY) || "zh", today: null };
@@ -103,6 +110,11 @@
       const targets = Object.entries(c.targets || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}`).join(", ");
       const actions = el("td", { className: "actions" });
       const ended = state.today && c.ends_on < state.today;
+      actions.append(el("button", { type: "button", className: "target", onclick: () => {
+        const value = window.prompt(t("newTarget"), c.targets && c.targets.found !== null ? String(c.targets.found) : "");
+        if (value === null || value.trim() === "") return;
+        act(() => api("PATCH", `/campaigns/${encodeURIComponent(c.id)}`, { targets: { ...c.targets, found: Number(value) } }));
+      } }, t("setTarget")), " ");
       if (ended) actions.append(t("ended"));
       else actions.append(el("button", { type: "button", className: "end", onclick: () => act(() => api("POST", `/campaigns/${encodeURIComponent(c.id)}/end`, {})) }, t("end")));
       body.append(el("tr", { "data-campaign": c.id },
@@ -114,7 +126,11 @@
   function renderDepartments(list) {
     const body = $("departments").querySelector("tbody");
     body.replaceChildren();
-    for (const d of list) body.append(el("tr", {}, el("td", {}, d.id), el("td", {}, state.lang === "zh" ? d.name_zh : d.name_en)));
+    for (const d of list) {
+      const contacts = (d.contacts || []).map((c) => [c.name, c.phone, c.email].filter(Boolean).join(" ")).join("; ");
+      body.append(el("tr", { "data-department": d.id }, el("td", {}, d.id),
+        el("td", {}, state.lang === "zh" ? d.name_zh : d.name_en), el("td", {}, contacts || "—")));
+    }
   }
 
   function renderAudit(list) {
@@ -172,6 +188,24 @@
       if (type) body.reporter_type = type;
       if (buildings.length) body.building_ids = buildings;
       act(async () => showToken(await api("POST", "/principals", body)), t("created"));
+    });
+    $("campaign-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const body = {
+        id: $("c-id").value.trim(), name_zh: $("c-name-zh").value.trim(), name_en: $("c-name-en").value.trim(),
+        starts_on: $("c-starts").value, ends_on: $("c-ends").value,
+        categories: $("c-categories").value.split(",").map((s) => s.trim()).filter(Boolean),
+      };
+      if ($("c-found").value !== "") body.targets = { found: Number($("c-found").value) };
+      act(() => api("POST", "/campaigns", body), t("created"));
+    });
+    $("department-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const body = { id: $("d-id").value.trim(), name_zh: $("d-name-zh").value.trim(), name_en: $("d-name-en").value.trim() };
+      const contact = $("d-contact").value.trim();
+      const phone = $("d-phone").value.trim();
+      if (contact) body.contacts = [phone ? { name: contact, phone } : { name: contact }];
+      act(() => api("POST", "/departments", body), t("created"));
     });
     if (localStorage.getItem(TOKEN_KEY)) load().catch((err) => setStatus(err.message, true));
     else setStatus(t("needToken"), false);

@@ -2,7 +2,7 @@
 
 An operator pastes their token, creates a department token (shown once), which then works in
 another service (dispatch, its own runtime), revokes it (refused there within seconds), and ends a
-campaign; the page is Chinese first with English on the toggle, with no console errors.
+campaign it made from its form (and a department); the page is Chinese first with English on the toggle, with no console errors.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ async def test_admin_page_creates_and_revokes_a_department_token_and_ends_a_camp
             "categories": ["blocked_fire_passage"],
             "targets": {"found": 10},
         }
-        assert (await api.post("/api/v1/admin/campaigns", json=campaign)).status_code == 201
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -113,6 +112,26 @@ async def test_admin_page_creates_and_revokes_a_department_token_and_ends_a_camp
                 assert await row.locator(".state").text_content() == "已吊销"
                 await _status_within(dispatch, token, 401, 5)
 
+                # A campaign and a department made from the page's forms.
+                await page.fill("#c-id", campaign["id"])
+                await page.fill("#c-name-zh", campaign["name_zh"])
+                await page.fill("#c-name-en", campaign["name_en"])
+                await page.fill("#c-starts", campaign["starts_on"])
+                await page.fill("#c-ends", campaign["ends_on"])
+                await page.fill("#c-categories", "blocked_fire_passage")
+                await page.fill("#c-found", "10")
+                await _until(page, lambda: page.click("#c-create"))
+                await page.fill("#d-id", "hazmat")
+                await page.fill("#d-name-zh", "危化品")
+                await page.fill("#d-name-en", "Hazardous materials")
+                await page.fill("#d-contact", "值班室")
+                await page.fill("#d-phone", "0755 1234")
+                await _until(page, lambda: page.click("#d-create"))
+                assert (
+                    await page.locator("tr[data-department='hazmat'] td").nth(2).text_content()
+                    == "值班室 0755 1234"
+                )
+
                 # End the campaign from the page: its last day is today.
                 campaign_row = page.locator("tr[data-campaign='page-campaign']")
                 await _until(page, lambda: campaign_row.locator("button.end").click())
@@ -130,12 +149,19 @@ async def test_admin_page_creates_and_revokes_a_department_token_and_ends_a_camp
                 await browser.close()
 
         listed = (await api.get("/api/v1/admin/campaigns")).json()["campaigns"]
-        assert next(c for c in listed if c["id"] == "page-campaign")["ends_on"] == today.isoformat()
+        made = next(c for c in listed if c["id"] == "page-campaign")
+        assert made == {
+            **campaign,
+            "ends_on": today.isoformat(),
+            "targets": {**campaign["targets"], "notices_issued": None, "rectified": None},
+        }
         audit = (await api.get("/api/v1/admin/audit")).json()["audit"]
-        assert [(a["action"], a["entity"], a["entity_id"]) for a in audit[:3]] == [
+        assert [(a["action"], a["entity"], a["entity_id"]) for a in audit] == [
             ("end", "campaign", "page-campaign"),
+            ("create", "department", "hazmat"),
+            ("create", "campaign", "page-campaign"),
             ("revoke", "principal", "dept-gas-page"),
             ("create", "principal", "dept-gas-page"),
         ]
-        assert all(a["actor"] == "op-1" for a in audit[:3])
+        assert all(a["actor"] == "op-1" for a in audit)
     assert problems == []
