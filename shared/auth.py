@@ -27,6 +27,8 @@ class Principal:
     grid_id: str | None = None
     department_id: str | None = None
     reporter_type: str | None = None  # a reporter's kind (events.ReporterType); None: a grid member
+    # A building manager's buildings (free-text ids the admin bound them to).
+    building_ids: tuple[str, ...] = ()
 
 
 def hash_token(token: str) -> str:
@@ -35,18 +37,36 @@ def hash_token(token: str) -> str:
 
 
 class TokenRegistry:
-    """Looks principals up by the hash of the presented token."""
+    """Looks principals up by the hash of the presented token.
+
+    The file's (or settings') entries are the bootstrap; :meth:`refresh` adds the principals kept in
+    the database and removes denied hashes, in place, so every holder of the registry sees the change.
+    """
 
     def __init__(self, entries: list[TokenEntry]) -> None:
-        self._by_hash: dict[str, Principal] = {}
+        self._base: dict[str, Principal] = {}
         for entry in entries:
             if entry.role == "reporter" and not entry.grid_id:
                 raise ValueError(f"token for {entry.principal!r}: a reporter must be bound to a grid_id")
             if entry.role == "department" and not entry.department_id:
                 raise ValueError(f"token for {entry.principal!r}: a department token needs a department_id")
-            self._by_hash[entry.token_sha256] = Principal(
+            self._base[entry.token_sha256] = Principal(
                 entry.principal, entry.role, entry.grid_id, entry.department_id, entry.reporter_type
             )
+        self._by_hash: dict[str, Principal] = dict(self._base)
+
+    def refresh(self, added: dict[str, Principal], denied: frozenset[str] | set[str]) -> None:
+        """The bootstrap entries plus ``added`` (hash -> principal), less the ``denied`` hashes."""
+        merged = {**self._base, **added}
+        self._by_hash = {h: p for h, p in merged.items() if h not in denied}
+
+    def base_hashes(self, principal: str) -> list[str]:
+        """The bootstrap (file) hashes held by a principal."""
+        return [h for h, p in self._base.items() if p.id == principal]
+
+    def base_principals(self) -> list[tuple[str, Principal]]:
+        """The bootstrap entries, as (hash, principal)."""
+        return list(self._base.items())
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> TokenRegistry:

@@ -62,7 +62,8 @@ class HazardReportedPayload(_Model):
     urgency: str | None = None
     source: Literal["app", "batch", "open311"] = "app"
     duplicate_of: uuid.UUID | None = None
-    # Who reported (#18): the reporter's kind, from the principal; older events are grid members'.
+    # Who reported (#18): the reporter's kind, from the principal (runtime administration); a hotline
+    # (12345) operator reports on a resident's behalf. Older events are grid members'.
     reporter_type: ReporterType = "grid_member"
     # A rectification notice (整改通知书) handed out on the spot by the reporter (#18): a notice of
     # its own kind, counted with the departments' orders in "notices issued".

@@ -42,6 +42,13 @@ def alembic_config(service: str, connection: Connection | None = None) -> Config
     return cfg
 
 
+def _upgrade_admin(connection: Connection, revision: str, service_roles: bool) -> None:
+    connection.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    command.upgrade(alembic_config(roles.ADMIN_SCHEMA, connection), revision)
+    if service_roles:
+        roles.grant_admin_schema(connection)
+
+
 def _upgrade(
     connection: Connection, service: str, revision: str, service_roles: bool, password: str | None
 ) -> None:
@@ -59,8 +66,15 @@ async def migrate(
     *,
     service_roles: bool = True,
     passwords: dict[str, str] | None = None,
+    admin: bool | None = None,
 ) -> None:
-    """Bring the given services' schemas to ``revision``; then grant each service's role its schema."""
+    """Bring the given services' schemas to ``revision``; then grant each service's role its schema.
+
+    The admin schema (runtime administration) is migrated after them, by default when every
+    service is, and granted to the services' roles (its writer: :data:`shared.roles.ADMIN_WRITER`).
+    """
+    if admin is None:
+        admin = set(services) >= set(SERVICES)
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
     engine = create_async_engine(database_url)
@@ -69,6 +83,9 @@ async def migrate(
             password = (passwords or {}).get(service)
             async with engine.begin() as conn:
                 await conn.run_sync(_upgrade, service, revision, service_roles, password)
+        if admin:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade_admin, revision, service_roles)
     finally:
         await engine.dispose()
 
@@ -76,7 +93,9 @@ async def migrate(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m shared.migrate", description=__doc__.splitlines()[0])
-    parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
+    parser.add_argument(
+        "services", nargs="*", help=f"any of {', '.join(SERVICES)}, admin (default: all, then admin)"
+    )
     parser.add_argument("--database-url", default=os.environ.get("HAZARD_DATABASE_URL"))
     parser.add_argument("--revision", default="head")
     parser.add_argument(
@@ -87,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("--database-url (or HAZARD_DATABASE_URL) is required")
-    unknown = sorted(set(args.services) - set(SERVICES))
+    unknown = sorted(set(args.services) - {*SERVICES, roles.ADMIN_SCHEMA})
     if unknown:
         parser.error(f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}")
-    services = tuple(args.services) or SERVICES
+    requested = tuple(args.services) or (*SERVICES, roles.ADMIN_SCHEMA)
+    services = tuple(s for s in requested if s != roles.ADMIN_SCHEMA)
     asyncio.run(
         migrate(
             args.database_url,
@@ -98,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             args.revision,
             service_roles=not args.no_service_roles,
             passwords=roles.passwords_from_env(),
+            admin=roles.ADMIN_SCHEMA in requested,
         )
     )
-    print(f"migrated: {', '.join(services)}", file=sys.stderr)
+    print(f"migrated: {', '.join(requested)}", file=sys.stderr)
     return 0
 
 

@@ -31,6 +31,10 @@ from sqlalchemy.engine import make_url
 SERVICES: Final = ("intake", "dispatch", "tracking", "reporting", "notifications")
 ROLE_PREFIX: Final = "hazard_"
 TEMP_TABLE_SERVICES: Final = frozenset({"reporting"})
+ADMIN_SCHEMA: Final = "admin"
+"""Runtime administration's schema (its own migration chain, services/admin/migrations)."""
+ADMIN_WRITER: Final = "reporting"
+"""The one service that writes the admin schema (it hosts the admin API); every other service reads it."""
 """Services that create temporary tables (reporting's rollup refresh)."""
 
 
@@ -137,3 +141,47 @@ BEGIN
 END
 $$
 """
+
+
+def admin_grant_statements(service: str) -> list[str]:
+    """The admin schema for one service's role: rows to its writer, ``SELECT`` only to the others."""
+    role = f'"{service_role(service)}"'
+    schema = f'"{ADMIN_SCHEMA}"'
+    rights = "SELECT, INSERT, UPDATE, DELETE" if service == ADMIN_WRITER else "SELECT"
+    statements = [
+        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+        f"GRANT {rights} ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {rights} ON TABLES TO {role}",
+    ]
+    if service == ADMIN_WRITER:
+        statements += [
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+        ]
+    return statements
+
+
+def grant_admin_schema(connection: Connection) -> list[str]:
+    """Grant the admin schema to every existing service role; the services granted, in order."""
+    connection.execute(text(f'REVOKE ALL ON SCHEMA "{ADMIN_SCHEMA}" FROM PUBLIC'))
+    granted = []
+    for service in SERVICES:
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": service_role(service)}
+        )
+        if exists.first() is None:
+            continue
+        for statement in admin_grant_statements(service):
+            connection.execute(text(statement))
+        versions = connection.execute(
+            text("SELECT to_regclass(:t)"), {"t": f'"{ADMIN_SCHEMA}".alembic_version'}
+        )
+        if service == ADMIN_WRITER and versions.scalar_one() is not None:
+            connection.execute(
+                text(
+                    f'REVOKE INSERT, UPDATE, DELETE ON "{ADMIN_SCHEMA}".alembic_version '
+                    f'FROM "{service_role(service)}"'
+                )
+            )
+        granted.append(service)
+    return granted

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
+from shared.admin_sync import AdminSync
 from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
@@ -66,6 +67,7 @@ class ServiceRuntime:
     reference: ReferenceData
     tokens: TokenRegistry
     consumer: EventConsumer | None = None
+    admin_sync: AdminSync | None = None
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
@@ -119,6 +121,12 @@ class ServiceRuntime:
             reference=reference,
             tokens=TokenRegistry.from_settings(settings.auth),
         )
+        if settings.admin_sync.enabled:
+            # Tokens, departments, routing rules and campaigns administered at runtime (shared.admin_sync).
+            runtime.admin_sync = AdminSync(
+                engine, runtime.tokens, reference, poll_interval_s=settings.admin_sync.poll_interval_s
+            )
+            runtime.add_background(runtime.admin_sync.run)
         for event in publishes:
             declare_publisher(
                 broker,
@@ -165,6 +173,13 @@ class ServiceRuntime:
         calendar = self.calendar_check()
         if calendar != "ok":
             log.warning("working calendar: %s", calendar)
+        if self.admin_sync is not None:
+            # Administered tokens and reference data before the first request, when the database answers.
+            try:
+                async with asyncio.timeout(2):
+                    await self.admin_sync.poll_once()
+            except Exception as exc:
+                log.warning("admin data not loaded at start-up (%s); the poll retries", exc)
         try:
             await self.broker.start()
             self.broker_connected = True

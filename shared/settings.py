@@ -132,6 +132,13 @@ class OutboxSettings(_Section):
     prune_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
 
 
+class AdminSyncSettings(_Section):
+    """Runtime administration: how often every replica looks for changes in the admin schema."""
+
+    enabled: bool = True
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs; subclasses set the env prefix and add their own sections."""
 
@@ -142,6 +149,7 @@ class ServiceSettings(BaseSettings):
     http: HttpSettings
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    admin_sync: AdminSyncSettings = Field(default_factory=AdminSyncSettings)
     reference_data_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True

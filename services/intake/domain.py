@@ -109,6 +109,31 @@ class _Problem:
         return {"field": self.name, "code": self.code, "problem": self.problem, **self.extra}
 
 
+def reporter_scope(principal: Any, report: ReportIn) -> tuple[str | None, Rejection | None]:
+    """The grid a reporter may report for, or a 403 for a building that is not theirs (#18).
+
+    A hotline (12345) operator reports on a resident's behalf anywhere in the street, so the report's
+    grid is theirs; a building manager (楼栋长) reports for their own buildings only.
+    """
+    if getattr(principal, "reporter_type", None) == "hotline":
+        return report.grid_id, None
+    buildings = getattr(principal, "building_ids", ())
+    if buildings and report.location.building_id not in buildings:
+        return principal.grid_id, Rejection(
+            403,
+            "building_not_yours",
+            f"You report for buildings {', '.join(buildings)}; not {report.location.building_id!r}.",
+            (
+                {
+                    "field": "location.building_id",
+                    "code": "building_not_yours",
+                    "problem": "not the reporter's building",
+                },
+            ),
+        )
+    return principal.grid_id, None
+
+
 def check_report(
     report: ReportIn, *, reporter_grid: str | None, reference: ReferenceData, now: datetime, policy: Policy
 ) -> Rejection | None:
@@ -189,7 +214,9 @@ def check_report(
                         {"categories": list(campaign.categories)},
                     )
                 )
-            elif not campaign.active_on(on):
+            elif on < campaign.starts_on:
+                # Not begun yet. A report observed after the campaign ended is accepted and counted
+                # late to the campaign (reporting: the report day is after its last day, #18).
                 problems.append(
                     _Problem(
                         "campaign_id",

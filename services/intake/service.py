@@ -139,9 +139,11 @@ class Intake:
             if isinstance(item, Rejection):
                 results[index] = ItemResult(index, None, "rejected", error=item)
                 continue
-            rejection = domain.check_report(
-                item, reporter_grid=principal.grid_id, reference=self.reference, now=now, policy=self.policy
-            )
+            reporter_grid, rejection = domain.reporter_scope(principal, item)
+            if rejection is None:
+                rejection = domain.check_report(
+                    item, reporter_grid=reporter_grid, reference=self.reference, now=now, policy=self.policy
+                )
             if rejection is not None:
                 results[index] = ItemResult(index, item.report_id, "rejected", error=rejection)
                 continue

@@ -253,7 +253,9 @@ async def get_campaigns(
     campaigns = runtime.reference.campaigns
     since = min((c.starts_on for c in campaigns), default=date(2000, 1, 1)) - timedelta(days=1)
     async with runtime.sessions() as session:
-        counts = await repository.campaign_counts(session, since=since, filters=filters)
+        counts = await repository.campaign_counts(
+            session, since=since, filters=filters, ends_on={c.id: c.ends_on for c in campaigns}
+        )
     today = now.astimezone(ZoneInfo(runtime.reference.calendar.timezone)).date()
     return {"campaigns": reports.campaign_progress(runtime.reference, counts, today=today)}
 

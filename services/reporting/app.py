@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from services.admin import api as admin_api
 from services.reporting import api, handlers, metrics, people, repository, tables
 from services.reporting.settings import ReportingSettings, refresh_pause_s
 from shared.reference import ReferenceData, load_reference_data
@@ -70,5 +71,9 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
     )
     app.include_router(api.router)
     app.include_router(people.router)
+    # Runtime administration (services/admin): reporting's role is the one that writes the admin schema.
+    app.include_router(admin_api.router)
+    app.include_router(admin_api.page_router)
+    app.mount("/admin-static", StaticFiles(directory=admin_api.STATIC_DIR), name="admin-static")
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     return app

@@ -1328,32 +1328,44 @@ async def list_relapse_hotspots(
 
 
 async def campaign_counts(
-    db: Executor, *, since: date, filters: Filters, schema: str = SCHEMA
+    db: Executor,
+    *,
+    since: date,
+    filters: Filters,
+    ends_on: dict[str, date] | None = None,
+    schema: str = SCHEMA,
 ) -> dict[str, dict[str, int]]:
     """Per campaign id: hazards found, notices issued (on the spot or ordered; each kind too), rectified
-    and closed (duplicates excluded)."""
+    and closed (duplicates excluded).
+
+    With ``ends_on`` (campaign id -> last day), reports of a day after a campaign's last day are
+    counted apart, as ``late`` (found late; an ended campaign's own figures stay as they were, #18).
+    """
     h_filter, params = _filters_sql(filters, dispatch=False)
+    ends = ends_on or {}
     sql = (
-        f"SELECT c.campaign_id, count(*) AS found, "
+        f"SELECT c.campaign_id, coalesce(h.report_day > e.ends_on, false) AS late, count(*) AS found, "
         f"count(*) FILTER (WHERE h.ordered_at IS NOT NULL OR h.notice_on_site) AS notices_issued, "
         f"count(*) FILTER (WHERE h.notice_on_site) AS notices_on_site, "
         f"count(h.ordered_at) AS notices_ordered, "
         f"count(h.rectified_at) AS rectified, count(h.closed_at) AS closed "
         f"FROM {schema}.hazards h {_CAMPAIGN_FROM} "
-        f"WHERE h.report_day >= :since AND {_COUNTED_HAZARD} AND {h_filter} GROUP BY 1"
+        f"LEFT JOIN unnest(CAST(:end_ids AS text[]), CAST(:end_days AS date[])) AS e(campaign_id, ends_on) "
+        f"ON e.campaign_id = c.campaign_id "
+        f"WHERE h.report_day >= :since AND {_COUNTED_HAZARD} AND {h_filter} GROUP BY 1, 2"
     )
-    rows = (await db.execute(sa.text(sql), {**params, "since": since})).all()
-    return {
-        r.campaign_id: {
-            "found": int(r.found),
-            "notices_issued": int(r.notices_issued),
-            "notices_on_site": int(r.notices_on_site),
-            "notices_ordered": int(r.notices_ordered),
-            "rectified": int(r.rectified),
-            "closed": int(r.closed),
-        }
-        for r in rows
-    }
+    bound = {**params, "since": since, "end_ids": list(ends), "end_days": list(ends.values())}
+    rows = (await db.execute(sa.text(sql), bound)).all()
+    figures = ("found", "notices_issued", "notices_on_site", "notices_ordered", "rectified", "closed")
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        counts = out.setdefault(r.campaign_id, {**dict.fromkeys(figures, 0), "late": 0})
+        if r.late:
+            counts["late"] += int(r.found)
+            continue
+        for name in figures:
+            counts[name] += int(getattr(r, name))
+    return out
 
 
 async def daily_series(

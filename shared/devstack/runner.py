@@ -653,6 +653,9 @@ class Stack:
             )
             lines.append(f"   {'dashboard':<10} http://127.0.0.1:{self.ports.services['reporting']}/")
             lines.append(
+                f"   {'admin':<10} http://127.0.0.1:{self.ports.services['reporting']}/admin (an operator token)"
+            )
+            lines.append(
                 f"   {'mail':<10} SMTP 127.0.0.1:{self.ports.smtp}; each mail sent is a .eml file in {self.paths.mail}/"
             )
             lines.append(

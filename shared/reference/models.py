@@ -541,6 +541,23 @@ class ReferenceData(_Frozen):
             rules.setdefault(rule.category, []).append(rule)
         self._rules = {category: tuple(found) for category, found in rules.items()}
 
+    def refresh(
+        self,
+        *,
+        departments: tuple[Department, ...],
+        routing_rules: tuple[RoutingRule, ...],
+        campaigns: tuple[Campaign, ...],
+    ) -> None:
+        """Replace the administered parts in place (runtime administration, :mod:`shared.admin_sync`).
+
+        Every holder of this object (handlers, services, the API) sees the change at once; nothing
+        awaits in between, so a request or batch sees either the old or the new data, never a mix.
+        """
+        object.__setattr__(self, "departments", tuple(departments))
+        object.__setattr__(self, "routing_rules", tuple(routing_rules))
+        object.__setattr__(self, "campaigns", tuple(campaigns))
+        self.model_post_init(None)
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """Copy, rebuilding the indexes so an `update` is seen by the lookups."""
         copied = super().model_copy(update=update, deep=deep)

@@ -237,6 +237,61 @@ WRITES: dict[tuple[str, str], Write] = {
         lambda s: {"reason": "Rooftop doors are fire's"},
         [("reason",)],
     ),
+    # Runtime administration (#18), hosted by reporting; each clean body creates something new.
+    ("reporting", "/api/v1/admin/principals"): (
+        "reporting",
+        "/api/v1/admin/principals",
+        {"role": "operator"},
+        lambda s: {
+            "principal": f"bm-{uuid.uuid4().hex[:8]}",
+            "role": "reporter",
+            "grid_id": "liuyue-01",
+            "reporter_type": "building_manager",
+            "building_ids": ["b7"],
+        },
+        [("principal",), ("grid_id",), ("building_ids", "0")],
+    ),
+    ("reporting", "/api/v1/admin/departments"): (
+        "reporting",
+        "/api/v1/admin/departments",
+        {"role": "operator"},
+        lambda s: {
+            "id": f"d_{uuid.uuid4().hex[:8]}",
+            "name_en": "Hazmat",
+            "name_zh": "危化品",
+            "contacts": [{"name": "值班室", "phone": "0755 1234"}],
+        },
+        [("id",), ("name_en",), ("name_zh",), ("contacts", "0", "name"), ("contacts", "0", "phone")],
+    ),
+    ("reporting", "/api/v1/admin/routing-rules"): (
+        "reporting",
+        "/api/v1/admin/routing-rules",
+        {"role": "operator"},
+        # The rules in force again (a new version that routes as before: the other tests are unaffected).
+        lambda s: {"rules": [r.model_dump(exclude_none=True) for r in s.reference.routing_rules]},
+        [("rules", "0", "id"), ("rules", "0", "category"), ("rules", "0", "department_id")],
+    ),
+    ("reporting", "/api/v1/admin/campaigns"): (
+        "reporting",
+        "/api/v1/admin/campaigns",
+        {"role": "operator"},
+        lambda s: {
+            "id": f"c-{uuid.uuid4().hex[:8]}",
+            "name_en": "Test campaign",
+            "name_zh": "测试专项",
+            "starts_on": "2020-01-01",
+            "ends_on": "2020-01-31",
+            "categories": ["locked_rooftop_door"],
+        },
+        [("id",), ("name_en",), ("name_zh",), ("categories", "0")],
+    ),
+    ("reporting", "/api/v1/admin/campaigns/{campaign_id}/end"): (
+        "reporting",
+        "/api/v1/admin/campaigns/spring-fire-2026/end",
+        {"role": "operator"},
+        lambda s: {"ends_on": None},
+        [],
+    ),
 }
 # Routes whose clean body meets a state refusal here, not a success: the text passed validation and
 # the domain answered (no return awaits the operator's decision on fire's acknowledged dispatch).
@@ -248,11 +303,15 @@ CLEAN_REFUSAL = {
     ("dispatch", "/api/v1/dispatches/{dispatch_id}/extension/refuse"): (409, "no_extension_request"),
     # The rectification extension was requested and approved by the rows before it: none awaits.
     ("tracking", "/api/v1/hazards/{hazard_id}/rectification/extension/refuse"): (409, "invalid_state"),
+    # The packaged spring campaign ended on 2026-05-25: ending it again is refused.
+    ("reporting", "/api/v1/admin/campaigns/{campaign_id}/end"): (409, "campaign_ended"),
 }
 # Routes that take no body: nothing to spoil.
 NO_BODY = {
     ("dispatch", "/api/v1/dispatches/{dispatch_id}/acknowledge"),
     ("dispatch", "/api/v1/dispatches/{dispatch_id}/return/approve"),
+    ("reporting", "/api/v1/admin/principals/{principal}/rotate"),
+    ("reporting", "/api/v1/admin/principals/{principal}/revoke"),
 }
 # Routes that take a multipart upload, no JSON: their only form field besides the file is a UUID
 # (tests/integration/intake/test_intake_photos.py tries them with bad input).

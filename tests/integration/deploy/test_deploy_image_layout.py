@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.roles import ADMIN_SCHEMA
 from tests.unit.deploy.deploy_files import SERVICES, image_tree
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,8 @@ async def test_migrations_run_from_the_image_layout(database_factory, tmp_path: 
             )
     finally:
         await engine.dispose()
-    assert versioned == set(SERVICES)
+    # Every service's schema, and runtime administration's (services/admin/migrations, #18).
+    assert versioned == {*SERVICES, ADMIN_SCHEMA}
 
 
 def test_the_image_layout_imports_its_own_copy_of_the_code(tmp_path: Path) -> None:

@@ -47,5 +47,13 @@ def test_reference() -> ReferenceData:
             ends_on=today - timedelta(days=300),
             categories=("locked_rooftop_door",),
         ),
+        Campaign(
+            id="test-future-campaign",
+            name_en="Test future campaign",
+            name_zh="测试未来行动",
+            starts_on=today + timedelta(days=300),
+            ends_on=today + timedelta(days=400),
+            categories=("locked_rooftop_door",),
+        ),
     )
     return reference.model_copy(update={"campaigns": extra})

@@ -210,7 +210,8 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"reporter_id": "someone-else"}, "invalid", "reporter_id"),
     ({"campaign_id": "no-such-campaign"}, "unknown_campaign", "campaign_id"),
     ({"campaign_id": "test-gas-campaign"}, "campaign_not_for_category", "campaign_id"),
-    ({"campaign_id": "test-past-campaign"}, "campaign_not_active", "campaign_id"),
+    # Not begun yet (an ended campaign accepts reports, counted late: tests/integration/admin).
+    ({"campaign_id": "test-future-campaign"}, "campaign_not_active", "campaign_id"),
     ({"category": None}, "invalid", "category"),
 ]
 

@@ -309,3 +309,30 @@ def test_a_report_without_a_notice_hashes_as_before_the_field_existed() -> None:
 def test_notice_issued_must_be_a_boolean() -> None:
     with pytest.raises(ValidationError):
         make(notice_issued="yes")
+
+
+def test_a_report_naming_an_ended_campaign_is_accepted_one_not_begun_is_not() -> None:
+    # spring-fire-2026 ran 2026-03-16 to 2026-05-25: a report of June names it, counted late (#18).
+    june = datetime(2026, 6, 10, 8, 0, tzinfo=UTC)
+    late = make(campaign_id="spring-fire-2026", observed_at=(june - timedelta(hours=1)).isoformat())
+    assert (
+        domain.check_report(late, reporter_grid="liuyue-01", reference=REFERENCE, now=june, policy=POLICY)
+        is None
+    )
+    assert domain.campaign_ids(late, REFERENCE)[0] == "spring-fire-2026"
+
+
+def test_reporter_scope_hotline_operators_and_building_managers() -> None:
+    from shared.auth import Principal
+
+    report = make(grid_id="liuyue-02", location={"building_id": "b9"})
+    hotline = Principal("hl-1", "reporter", None, None, "hotline")
+    assert domain.reporter_scope(hotline, report) == ("liuyue-02", None)
+    manager = Principal("bm-1", "reporter", "liuyue-02", None, "building_manager", ("b7", "b8"))
+    grid, refused = domain.reporter_scope(manager, report)
+    assert refused is not None
+    assert (grid, refused.status, refused.code) == ("liuyue-02", 403, "building_not_yours")
+    own = make(grid_id="liuyue-02", location={"building_id": "b8"})
+    assert domain.reporter_scope(manager, own) == ("liuyue-02", None)
+    member = Principal("gm-1", "reporter", "liuyue-01")
+    assert domain.reporter_scope(member, report) == ("liuyue-01", None)

@@ -1,0 +1,185 @@
+"""Runtime administration, applied without restart in every replica of every service.
+
+The admin API (hosted by reporting, :mod:`services.admin.api`) writes the ``admin`` schema and, in the
+same transaction, bumps ``admin.state.version`` (a row lock, so versions commit in order). Every
+replica of every service polls that one row each ``admin_sync.poll_interval_s`` (1 s); when it moved,
+it reads the administered rows in one snapshot and applies them in place:
+
+- tokens: the token file's entries (the bootstrap) plus the active database tokens, less the denied
+  hashes (:meth:`shared.auth.TokenRegistry.refresh`);
+- departments, routing rules and campaigns: the packaged YAML overlaid by the database's rows
+  (:meth:`shared.reference.ReferenceData.refresh`), so ``runtime.reference`` stays the single source
+  every part of the service asks.
+
+A database without the admin schema (a service migrated alone) keeps the files' data; the poll goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import Principal, TokenRegistry
+from shared.reference import Campaign, Department, ReferenceData, RoutingRule
+
+log = logging.getLogger(__name__)
+
+VERSION_SQL = sa.text("SELECT version FROM admin.state WHERE id = 1")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSnapshot:
+    """The administered rows at one version."""
+
+    version: int
+    tokens: dict[str, Principal]
+    denied: frozenset[str]
+    departments: list[dict[str, Any]]
+    routing_rules: list[dict[str, Any]] | None
+    campaigns: list[dict[str, Any]]
+
+
+async def read_snapshot(conn: Any) -> AdminSnapshot:
+    """Read every administered row (call inside one REPEATABLE READ transaction)."""
+    version = int((await conn.execute(VERSION_SQL)).scalar_one())
+    tokens = {
+        r.token_sha256: Principal(
+            r.principal,
+            r.role,
+            r.grid_id,
+            r.department_id,
+            r.reporter_type,
+            tuple(r.building_ids or ()),
+        )
+        for r in await conn.execute(
+            sa.text(
+                "SELECT token_sha256, principal, role, grid_id, department_id, reporter_type, building_ids "
+                "FROM admin.tokens WHERE revoked_at IS NULL"
+            )
+        )
+    }
+    denied = frozenset(
+        r[0] for r in await conn.execute(sa.text("SELECT token_sha256 FROM admin.denied_tokens"))
+    )
+    departments = [
+        dict(r._mapping)
+        for r in await conn.execute(
+            sa.text("SELECT id, name_en, name_zh, contacts, deleted_at FROM admin.departments ORDER BY id")
+        )
+    ]
+    row = (
+        await conn.execute(sa.text("SELECT rules FROM admin.routing_versions ORDER BY version DESC LIMIT 1"))
+    ).first()
+    campaigns = [
+        {**r.body, "_ended_at": r.ended_at}
+        for r in await conn.execute(sa.text("SELECT body, ended_at FROM admin.campaigns ORDER BY id"))
+    ]
+    return AdminSnapshot(
+        version=version,
+        tokens=tokens,
+        denied=denied,
+        departments=departments,
+        routing_rules=None if row is None else list(row.rules),
+        campaigns=campaigns,
+    )
+
+
+def overlay(base: ReferenceData, snapshot: AdminSnapshot) -> dict[str, tuple[Any, ...]]:
+    """The departments, routing rules and campaigns: the files' overlaid by the database's rows."""
+    departments: dict[str, Department] = {d.id: d for d in base.departments}
+    for row in snapshot.departments:
+        if row["deleted_at"] is not None:
+            departments.pop(row["id"], None)
+            continue
+        try:
+            departments[row["id"]] = Department(id=row["id"], name_en=row["name_en"], name_zh=row["name_zh"])
+        except ValidationError as exc:
+            log.warning("admin: department %r skipped: %s", row["id"], exc)
+    rules = base.routing_rules
+    if snapshot.routing_rules is not None:
+        try:
+            rules = tuple(RoutingRule.model_validate(rule) for rule in snapshot.routing_rules)
+        except ValidationError as exc:
+            log.warning("admin: routing rules kept as before: %s", exc)
+    campaigns: dict[str, Campaign] = {c.id: c for c in base.campaigns}
+    for body in snapshot.campaigns:
+        data = {k: v for k, v in body.items() if not k.startswith("_")}
+        try:
+            campaigns[data["id"]] = Campaign.model_validate(data)
+        except (ValidationError, KeyError) as exc:
+            log.warning("admin: campaign %r skipped: %s", data.get("id"), exc)
+    return {
+        "departments": tuple(departments.values()),
+        "routing_rules": rules,
+        "campaigns": tuple(campaigns.values()),
+    }
+
+
+@dataclass
+class AdminSync:
+    """Polls the admin change counter and applies the administered data to one process."""
+
+    engine: AsyncEngine
+    tokens: TokenRegistry
+    reference: ReferenceData
+    poll_interval_s: float = 1.0
+    version: int | None = None
+    _base: ReferenceData = field(init=False)
+    _absent_logged: bool = False
+    _failing: bool = False
+
+    def __post_init__(self) -> None:
+        # The files' data, kept apart from the live object the overlay replaces in place.
+        self._base = self.reference.model_copy()
+
+    async def poll_once(self) -> bool:
+        """Apply the administered data if its version moved; True when something was applied."""
+        try:
+            async with self.engine.connect() as conn:
+                current = int((await conn.execute(VERSION_SQL)).scalar_one())
+                if current == self.version:
+                    await conn.rollback()
+                    return False
+                await conn.rollback()
+                await conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+                snapshot = await read_snapshot(conn)
+                await conn.rollback()
+        except DBAPIError as exc:
+            if "admin" in str(exc.orig) and ("does not exist" in str(exc.orig)):
+                if not self._absent_logged:
+                    log.info("admin schema absent: the files' tokens and reference data stay in force")
+                    self._absent_logged = True
+                return False
+            raise
+        self.apply(snapshot)
+        return True
+
+    def apply(self, snapshot: AdminSnapshot) -> None:
+        """Swap in the snapshot's tokens and reference data (no await: all at once)."""
+        self.tokens.refresh(snapshot.tokens, snapshot.denied)
+        self.reference.refresh(**overlay(self._base, snapshot))
+        previous, self.version = self.version, snapshot.version
+        log.info("admin data applied: version %s -> %s", previous, snapshot.version)
+
+    async def run(self) -> None:
+        """Poll until cancelled; a failed poll is logged and the next one retries."""
+        while True:
+            try:
+                await self.poll_once()
+                if self._failing:
+                    log.info("admin sync works again")
+                    self._failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._failing:  # once per outage, not every second
+                    log.warning("admin sync failed (%s); retrying every %s s", exc, self.poll_interval_s)
+                    self._failing = True
+            await asyncio.sleep(self.poll_interval_s)
