@@ -27,10 +27,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import tracing
 from shared.logs import current_request_id
 
 access_log = logging.getLogger("hazard.access")
@@ -158,6 +162,8 @@ class HttpObservability:
         status: int | None = None
         failed = False
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        span = self._start_span(scope, request_id) if tracing.enabled() else None
+        span_token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -196,3 +202,31 @@ class HttpObservability:
                 },
             )
             current_request_id.reset(token)
+            if span is not None and span_token is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+                otel_context.detach(span_token)
+
+    def _start_span(self, scope: Scope, request_id: str) -> Any:
+        """The request's ``SERVER`` span, a child of the caller's ``traceparent`` when it sent one."""
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", ())
+            if k in (b"traceparent", b"tracestate")
+        }
+        method = method_label(scope.get("method", ""))
+        return tracing.tracer(self.service).start_span(
+            f"{method} {scope.get('path', '')}",
+            context=tracing.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={
+                "hazard.service": self.service,
+                "http.request.method": method,
+                "url.path": scope.get("path", ""),
+                "hazard.request_id": request_id,
+            },
+        )

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_engine, create_session_factory
@@ -93,7 +93,7 @@ class ServiceRuntime:
         engine = create_engine(settings.database, application_name=f"hazard-{name}")
         sessions = create_session_factory(engine)
         broker = create_broker(settings.kafka, service=name)
-        sender = BrokerSender(broker)
+        sender = BrokerSender(broker, service=name)
         outbox = Outbox(outbox_table, default_topic=settings.kafka.lifecycle_topic)
         relay = OutboxRelay(
             table=outbox_table,
@@ -160,6 +160,11 @@ class ServiceRuntime:
         A broker that is away at start-up does not stop the service: the HTTP app serves,
         accepted work waits in the outbox, and consuming begins once the broker answers.
         """
+        tracing.configure_tracing(
+            self.name,
+            otlp_endpoint=self.settings.tracing.otlp_endpoint,
+            sample_ratio=self.settings.tracing.sample_ratio,
+        )
         # Loads the holiday package's tables now, not inside the first batch that needs them.
         calendar = self.calendar_check()
         if calendar != "ok":

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import domain, metrics, repository
 from services.tracking.domain import Case, Progress
 from shared import events as ev
+from shared import tracing
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
 
@@ -310,6 +311,12 @@ async def fire_due_timers(
             continue
         progress.emit(event)
         fired.append(row.order_event_id)
-    await _save(session, batch, work=work, now=now)
+    # A span per pass that fired something (tracing on): the events it writes carry it.
+    with tracing.current_span(
+        "tracking",
+        "deadlines fire",
+        attributes={"hazard.timers_fired": len(fired), "hazard.timer": "rectification"},
+    ):
+        await _save(session, batch, work=work, now=now)
     await repository.close_timers(session, fired=fired, cancelled=cancelled, now=now)
     return len(due), len(fired)
