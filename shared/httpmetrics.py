@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -79,6 +79,7 @@ class RouteTemplates:
 
     def __init__(self, openapi: Callable[[], dict[str, Any]]) -> None:
         self._openapi = openapi
+        self.openapi = openapi
         self._compiled: list[tuple[re.Pattern[str], str, frozenset[str]]] | None = None
         self._seen: dict[tuple[str, str], str] = {}
 
@@ -131,8 +132,15 @@ def accepted_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+Observer = Callable[[str, Callable[[], dict[str, Any]], str, str, int], None]
+
+
 class HttpObservability:
     """Count, time and log every HTTP request, and give it a request id; see the module's docstring."""
+
+    observers: ClassVar[list[Observer]] = []
+    """Called with (service, the app's OpenAPI document getter, method, route, status) after each
+    answer; the tests record which statuses each route gives (``tests/support/statuses.py``)."""
 
     def __init__(self, app: ASGIApp, *, service: str, openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
@@ -187,6 +195,8 @@ class HttpObservability:
             route = self.route_template(scope)
             cls = status_class(status)
             self._observe(method, route, cls, elapsed)
+            for observer in self.observers:
+                observer(self.service, self.route_template.openapi, method, route, status)
             access_log.info(
                 "%s %s %d %.1f ms",
                 method,

@@ -41,6 +41,7 @@ from shared.kafka import (
     subscribe_lifecycle,
     subscriber_assigned,
 )
+from shared.openapi import OPERATIONS_PATHS, install_openapi
 from shared.outbox import Outbox, OutboxRelay
 from shared.reference import ReferenceData, coverage_warning, load_reference_data
 from shared.settings import ServiceSettings
@@ -271,9 +272,6 @@ class ServiceRuntime:
         return result
 
 
-OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
 class RefuseWhileDraining:
     """Answer 503 ``draining`` to every request but the operational ones once the runtime drains."""
 
@@ -351,6 +349,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     app.state.tokens = runtime.tokens
     app.state.reference = runtime.reference
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(RefuseWhileDraining, runtime=runtime)
@@ -359,7 +358,17 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable, consumers running")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker reachable, consumers running",
+        responses={
+            503: {
+                "description": "Not ready: the checks say which part is not",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = runtime.is_ready(checks)
