@@ -21,6 +21,7 @@ from services.dispatch import repository as repo
 from services.dispatch.service import Commands
 from shared.auth import Principal, require
 from shared.errors import ApiError
+from shared.openapi import error_responses
 from shared.text import Text
 
 router = APIRouter(prefix="/api/v1", tags=["dispatch"])
@@ -166,7 +167,11 @@ async def get_dispatch(
     return dispatch_json(row)
 
 
-@router.post("/dispatches/{dispatch_id}/acknowledge", summary="Acknowledge receipt (on time or late)")
+@router.post(
+    "/dispatches/{dispatch_id}/acknowledge",
+    summary="Acknowledge receipt (on time or late)",
+    responses=error_responses(409, s409="Already acknowledged, or the dispatch is no longer pending"),
+)
 async def acknowledge(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -180,7 +185,12 @@ async def acknowledge(
 @router.post(
     "/dispatches/{dispatch_id}/return",
     summary="Return a hazard that is not this department's (also after receipt: 退单)",
-    responses={202: {"description": "After receipt, in approval mode: the return awaits an operator"}},
+    responses={
+        202: {"description": "After receipt, in approval mode: the return awaits an operator"},
+        **error_responses(
+            409, s409="The dispatch can no longer be returned (returned, superseded, or past the window)"
+        ),
+    },
 )
 async def return_dispatch(
     request: Request,
@@ -202,7 +212,11 @@ async def return_dispatch(
     return JSONResponse({"dispatch": dispatch, "next": _next_json(outcome)})
 
 
-@router.post("/dispatches/{dispatch_id}/return/approve", summary="Operator: approve a return after receipt")
+@router.post(
+    "/dispatches/{dispatch_id}/return/approve",
+    summary="Operator: approve a return after receipt",
+    responses=error_responses(409, s409="No return awaits a decision"),
+)
 async def approve_return(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -213,7 +227,11 @@ async def approve_return(
     return {"dispatch": dispatch_json(result["dispatch"]), "next": _next_json(result["next"])}
 
 
-@router.post("/dispatches/{dispatch_id}/return/refuse", summary="Operator: refuse a return after receipt")
+@router.post(
+    "/dispatches/{dispatch_id}/return/refuse",
+    summary="Operator: refuse a return after receipt",
+    responses=error_responses(409, s409="No return awaits a decision"),
+)
 async def refuse_return(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -225,7 +243,11 @@ async def refuse_return(
     return dispatch_json(row)
 
 
-@router.post("/dispatches/{dispatch_id}/reassign", summary="Operator: move a pending dispatch elsewhere")
+@router.post(
+    "/dispatches/{dispatch_id}/reassign",
+    summary="Operator: move a pending dispatch elsewhere",
+    responses=error_responses(409, s409="The dispatch is no longer pending"),
+)
 async def reassign(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -268,7 +290,11 @@ async def operator_queue(
     }
 
 
-@router.post("/hazards/{hazard_id}/assign", summary="Operator: dispatch a hazard from the operators' queue")
+@router.post(
+    "/hazards/{hazard_id}/assign",
+    summary="Operator: dispatch a hazard from the operators' queue",
+    responses=error_responses(409, s409="The hazard is not in the operators' queue"),
+)
 async def assign(
     request: Request,
     hazard_id: uuid.UUID,
