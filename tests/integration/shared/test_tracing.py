@@ -171,3 +171,43 @@ async def test_one_report_yields_one_connected_trace_to_dispatch_and_tracking(
     (access,) = [r for r in records if getattr(r, "route", None) == "/api/v1/hazards"]
     assert access.trace_id == f"{trace_id:032x}"  # type: ignore[attr-defined]
     assert access.span_id == f"{request.context.span_id:016x}"  # type: ignore[attr-defined]
+
+
+async def test_a_deadline_firing_is_a_span_its_events_carry(db_url: str, spans: InMemorySpanExporter) -> None:
+    """Dispatch's receipt deadline fires: one ``deadlines fire`` span, its events' rows carry it."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.dispatch import tables as dispatch_tables
+    from services.dispatch.timers import TimerLoop
+    from shared.db import create_engine, create_session_factory
+    from shared.outbox import Outbox
+    from shared.reference import load_reference_data
+    from shared.settings import DatabaseSettings
+    from tests.integration.dispatch.dispatch_helpers import seed_due
+
+    engine = create_engine(DatabaseSettings(url=db_url))
+    sessions = create_session_factory(engine)
+    try:
+        outbox = Outbox(dispatch_tables.outbox, default_topic="deadlines")
+        await seed_due(sessions, load_reference_data(), 2, due_at=datetime.now(UTC) - timedelta(seconds=1))
+        assert await TimerLoop(sessions=sessions, outbox=outbox).fire_due() > 0
+        async with sessions() as session:
+            rows = (
+                (
+                    await session.execute(
+                        sa.text("select headers from dispatch.outbox where topic = 'deadlines'")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        await engine.dispose()
+    (fired,) = [s for s in spans.get_finished_spans() if s.name == "deadlines fire"]
+    assert (fired.attributes or {})["hazard.service"] == "dispatch"
+    assert (fired.attributes or {})["hazard.timers_fired"] == len(rows) >= 2
+    for headers in rows:
+        assert headers["traceparent"].split("-")[1:3] == [
+            f"{fired.context.trace_id:032x}",
+            f"{fired.context.span_id:016x}",
+        ]
