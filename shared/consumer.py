@@ -245,13 +245,7 @@ class BatchContext:
 
     def each(self, events: Sequence[_E]) -> Iterator[_E]:
         """The events one by one, each one's ids on every log line written while the caller handles it."""
-        try:
-            for event in events:
-                bind_event_context(event)
-                yield event
-        finally:
-            current_event_id.set(None)
-            current_hazard_id.set(None)
+        return each_event(events)
 
     async def reject(self, event: AnyEvent, reason: str) -> None:
         """Refuse one event: it goes to the dead-letter topic with the reason, in this transaction.
@@ -652,6 +646,18 @@ def _validation_summary(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{loc or '(root)'}: {err.get('msg')}")
     return "; ".join(parts) or str(exc)
+
+
+def each_event(events: Sequence[_E]) -> Iterator[_E]:
+    """The events one by one, each one's ids bound (:func:`bind_event_context`) while the caller
+    handles it; unbound after the last."""
+    try:
+        for event in events:
+            bind_event_context(event)
+            yield event
+    finally:
+        current_event_id.set(None)
+        current_hazard_id.set(None)
 
 
 def bind_event_context(event: Any) -> None:

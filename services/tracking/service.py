@@ -20,6 +20,7 @@ from services.tracking import domain, metrics, repository
 from services.tracking.domain import Case, Progress
 from shared import events as ev
 from shared import tracing
+from shared.consumer import each_event
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
 
@@ -135,7 +136,7 @@ async def apply_events(
     """Apply new lifecycle events from the stream to their cases, and publish what they call for."""
     batch = await _load(session, {e.hazard_id for e in events})
     reports: list[tuple[ev.HazardReported, uuid.UUID | None]] = []
-    for event in events:
+    for event in each_event(events):
         progress = batch.progress[event.hazard_id]
         if event.TYPE in domain.TRACKING_TYPES:
             before = domain.state_before(progress.entries, event, hazard_id=event.hazard_id)
