@@ -179,3 +179,22 @@ def test_log_lines_carry_the_trace_and_span_and_each_events_ids(spans: InMemoryS
         (str(e.event_id), str(e.hazard_id)) for e in events
     ]
     assert "event_id" not in lines[4]
+
+
+def test_one_setting_exports_spans_by_otlp_http() -> None:
+    """``TRACING__OTLP_ENDPOINT`` set: spans leave by OTLP/HTTP (to the benchmarks' counting sink)."""
+    from bench.otlp_sink import OtlpSink
+
+    assert not tracing.configure_tracing("unit", otlp_endpoint=None)
+    assert not tracing.enabled()
+    with OtlpSink() as sink:
+        try:
+            assert tracing.configure_tracing("unit", otlp_endpoint=sink.endpoint)
+            with tracing.current_span("unit", "exported") as span:
+                assert span is not None
+            tracing.shutdown()  # flushes the batch processor
+        finally:
+            tracing.uninstall()
+        assert sink.figures()["spans"] == 1
+        assert sink.figures()["traces"] == 1
+    assert not tracing.enabled()
