@@ -675,6 +675,7 @@ def run(
     floor_events: int = 50_000,
     drain_timeout_s: float = 600.0,
     tracing: bool = False,
+    tracing_sample: float = 1.0,
 ) -> dict[str, Any]:
     """Start the system, measure everything, stop it; return the figures.
 
@@ -685,7 +686,11 @@ def run(
 
     probe_us = machine_speed_probe()
     sink = OtlpSink() if tracing else None
-    env = {"TRACING__OTLP_ENDPOINT": sink.endpoint} if sink is not None else {}
+    env = (
+        {"TRACING__OTLP_ENDPOINT": sink.endpoint, "TRACING__SAMPLE_RATIO": str(tracing_sample)}
+        if sink is not None
+        else {}
+    )
     system = System(proxy=False, env=env)
     started = time.time()
     if sink is not None:
@@ -744,7 +749,9 @@ def run(
         "ratio_to_raw_ceiling": ratio,
         "latency": latency,
         "rss_kib": rss,
-        "tracing": {"enabled": True, **sink.figures()} if sink is not None else {"enabled": False},
+        "tracing": {"enabled": True, "sample_ratio": tracing_sample, **sink.figures()}
+        if sink is not None
+        else {"enabled": False},
     }
 
 
@@ -765,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure the raw ceiling and pattern floor on a tenth of the data (they do not depend on the services' settings)",
     )
+    parser.add_argument(
+        "--tracing-sample", type=float, default=None, help="with tracing: the share of new traces recorded"
+    )
     args = parser.parse_args(argv)
     extra: dict[str, Any] = (
         {"ceiling_messages": 20_000, "ceiling_rows": 10_000, "floor_events": 5_000}
@@ -776,11 +786,14 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         latency_duration_s=args.latency_duration,
         concurrency=args.concurrency,
-        tracing=args.tracing,
+        tracing=args.tracing or args.tracing_sample is not None,
+        tracing_sample=1.0 if args.tracing_sample is None else args.tracing_sample,
         **extra,
     )
     RESULTS.mkdir(exist_ok=True)
-    name = "end_to_end_tracing" if args.tracing else "end_to_end"
+    name = "end_to_end"
+    if args.tracing or args.tracing_sample is not None:
+        name += "_tracing" if args.tracing_sample is None else f"_tracing_{args.tracing_sample:g}"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
