@@ -41,6 +41,8 @@ access_log = logging.getLogger("hazard.access")
 log = logging.getLogger(__name__)
 
 UNMATCHED = "(unmatched)"
+# Probes and scrapes: counted and logged, never traced (a span every few seconds per replica).
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUEST_ID_HEADER = b"x-request-id"
@@ -170,7 +172,8 @@ class HttpObservability:
         status: int | None = None
         failed = False
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
-        span = self._start_span(scope, request_id) if tracing.enabled() else None
+        traced = tracing.enabled() and scope.get("path") not in UNTRACED
+        span = self._start_span(scope, request_id) if traced else None
         span_token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
 
         async def send_with_id(message: Message) -> None:
