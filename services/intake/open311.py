@@ -572,7 +572,13 @@ def _public(request: Request) -> PublicView:
     return view
 
 
-@router.get("/requests.{fmt}", summary="Query service requests (public fields only)")
+@router.get(
+    "/requests.{fmt}",
+    summary="Query service requests (public fields only)",
+    responses=error_responses(
+        403, s403="This server does not publish service requests (its public listing is off)"
+    ),
+)
 async def get_requests(
     request: Request,
     fmt: str,
@@ -636,7 +642,13 @@ async def get_requests(
     return await _answer(fmt, "service_requests", produce)
 
 
-@router.get("/requests/{service_request_id}.{fmt}", summary="One service request")
+@router.get(
+    "/requests/{service_request_id}.{fmt}",
+    summary="One service request",
+    responses=error_responses(
+        403, s403="This server does not publish service requests (its public listing is off)"
+    ),
+)
 async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
     """A list holding the one request, as the standard says; 404 when unknown."""
     reference = _reference(request)
