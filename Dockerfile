@@ -22,6 +22,7 @@ WORKDIR /app
 # Dependencies first (their own layer, rebuilt only when the lock changes); the project itself is
 # not installed into the venv: the source is copied beside it and run from /app.
 COPY pyproject.toml uv.lock ./
+# Runtime dependencies only: no dev group and no extras (local: the local broker wheel; bench).
 RUN uv sync --locked --no-dev --no-install-project
 
 # --- runtime: the venv, the source, a non-root user ------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from shared.progress import Progress
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="offered reports/s of the latency phase")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds of the latency phase")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (throughput phase)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="end_to_end with every service recording and exporting spans"
+    )
     args = parser.parse_args(argv)
     available = ["end_to_end", "raw_ceiling", *service_modules()]
     if args.list:
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate,
             latency_duration_s=args.latency_duration,
             concurrency=args.concurrency,
+            tracing=args.tracing,
         )
         failed |= bool(results["end_to_end"]["throughput"]["accounting"]["problems"])
     if "raw_ceiling" in selected and "end_to_end" not in selected:
@@ -118,7 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         failed |= code != 0
     modules = [name for name in selected if name.startswith(SERVICE_PREFIXES)]
     if modules:
-        results["modules"] = {name: run_module(name) for name in modules}
+        # Each module runs in its own process for minutes: say which one runs, and when each ends.
+        progress = Progress("benchmark modules", total=len(modules), unit="modules", interval_s=60.0)
+        results["modules"] = {}
+        for done, name in enumerate(modules):
+            progress.update(done, stage=f"running {name}")
+            results["modules"][name] = run_module(name)
+        progress.update(len(modules))
+        progress.finish()
         failed |= any(m["status"] != "ok" for m in results["modules"].values())
     md, js = report.write(results, command=command.strip())
     print(md.read_text())

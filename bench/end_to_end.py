@@ -41,7 +41,9 @@ from pydantic import ValidationError
 from bench import pattern_floor, raw_ceiling
 from bench.cpu import CpuMeter, system_parts
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, Principal, items_of, percentile
+from bench.otlp_sink import OtlpSink
 from shared.events import dump_event, parse_event
+from shared.progress import Progress
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THROUGHPUT_MIX = BehaviourMix(batch_share=0.9, batch_min=100, batch_max=500, on_site=0.12)
@@ -509,9 +511,13 @@ async def throughput_phase(
             rows_before = await _rows_written(system.postgres.dsn())
             events_before = await _event_counters(client, system)
             cpu_before = meter.snapshot()
-            await generator.run_max(duration_s=duration_s, chunk=1000)
-            sent_done = time.time()
-            facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+            progress = Progress("throughput phase", unit="reports", interval_s=10.0)
+            async with progress.ticking(generator.sent, period_s=0.2):
+                progress.update(0, stage=f"offering as much as intake accepts for {duration_s:.0f} s")
+                await generator.run_max(duration_s=duration_s, chunk=1000)
+                sent_done = time.time()
+                progress.update(generator.sent(), stage="draining: until dispatch and reporting have all")
+                facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
             cpu_after = meter.snapshot()
             await asyncio.sleep(1.5)  # PostgreSQL publishes its table counters about once a second
             rows_after = await _rows_written(system.postgres.dsn())
@@ -584,8 +590,14 @@ async def latency_phase(
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.2)
         await poller.begin()
         try:
-            await generator.run_rate(rate=rate, duration_s=duration_s)
-            facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
+            progress = Progress(
+                "latency phase", total=int(rate * duration_s), unit="reports", interval_s=10.0
+            )
+            async with progress.ticking(generator.sent, period_s=0.2):
+                progress.update(0, stage=f"{rate:.0f} reports/s for {duration_s:.0f} s")
+                await generator.run_rate(rate=rate, duration_s=duration_s)
+                progress.update(generator.sent(), stage="draining: until dispatch and reporting have all")
+                facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
         finally:
             await poller.stop()
     accepted = generator.result.accepted
@@ -662,13 +674,27 @@ def run(
     ceiling_rows: int = 100_000,
     floor_events: int = 50_000,
     drain_timeout_s: float = 600.0,
+    tracing: bool = False,
+    tracing_sample: float = 1.0,
 ) -> dict[str, Any]:
-    """Start the system, measure everything, stop it; return the figures."""
+    """Start the system, measure everything, stop it; return the figures.
+
+    ``tracing``: every service records spans and exports them by OTLP to a sink in this process
+    (:mod:`bench.otlp_sink`), which counts them; off, no service records any (the default).
+    """
     from tests.support.system import SERVICES, System
 
     probe_us = machine_speed_probe()
-    system = System(proxy=False)
+    sink = OtlpSink() if tracing else None
+    env = (
+        {"TRACING__OTLP_ENDPOINT": sink.endpoint, "TRACING__SAMPLE_RATIO": str(tracing_sample)}
+        if sink is not None
+        else {}
+    )
+    system = System(proxy=False, env=env)
     started = time.time()
+    if sink is not None:
+        sink.__enter__()
     system.start()
     try:
         latency, throughput = asyncio.run(
@@ -696,6 +722,8 @@ def run(
         floor = asyncio.run(pattern_floor.run(kafka, postgres, events=floor_events))
     finally:
         system.stop()
+        if sink is not None:
+            sink.__exit__(None, None, None)
     e2e = throughput.get("end_to_end_hazards_per_s")
     if throughput.get("work_per_hazard"):
         throughput["infrastructure_floor"] = infrastructure_floor(throughput["work_per_hazard"], ceiling)
@@ -721,6 +749,9 @@ def run(
         "ratio_to_raw_ceiling": ratio,
         "latency": latency,
         "rss_kib": rss,
+        "tracing": {"enabled": True, "sample_ratio": tracing_sample, **sink.figures()}
+        if sink is not None
+        else {"enabled": False},
     }
 
 
@@ -731,15 +762,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--latency-duration", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="services record spans and export them by OTLP (to a local sink)",
+    )
+    parser.add_argument(
+        "--small-ceilings",
+        action="store_true",
+        help="measure the raw ceiling and pattern floor on a tenth of the data (they do not depend on the services' settings)",
+    )
+    parser.add_argument(
+        "--tracing-sample", type=float, default=None, help="with tracing: the share of new traces recorded"
+    )
     args = parser.parse_args(argv)
+    extra: dict[str, Any] = (
+        {"ceiling_messages": 20_000, "ceiling_rows": 10_000, "floor_events": 5_000}
+        if args.small_ceilings
+        else {}
+    )
     result = run(
         duration_s=args.duration,
         rate=args.rate,
         latency_duration_s=args.latency_duration,
         concurrency=args.concurrency,
+        tracing=args.tracing or args.tracing_sample is not None,
+        tracing_sample=1.0 if args.tracing_sample is None else args.tracing_sample,
+        **extra,
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "end_to_end.json").write_text(json.dumps(result, indent=1))
+    name = "end_to_end"
+    if args.tracing or args.tracing_sample is not None:
+        name += "_tracing" if args.tracing_sample is None else f"_tracing_{args.tracing_sample:g}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -32,6 +32,7 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import io
 import json
 import random
 import secrets
@@ -48,6 +49,7 @@ import httpx
 import yaml
 
 from bench.leanhttp import LeanError, LeanPool
+from shared.progress import Progress
 from shared.reference import ReferenceData, load_reference_data
 
 # ---------------------------------------------------------------- the category mix
@@ -706,32 +708,62 @@ class LoadGenerator:
                 await self.send_reports(self.plan(chunk, None), rate=None, client=client)
         return self.result
 
+    def sent(self) -> int:
+        """Reports answered so far (accepted, rejected or failed)."""
+        r = self.result
+        return len(r.accepted) + sum(r.rejected.values()) + len(r.errors)
+
     async def run_demo(
-        self, *, count: int, rounds: int = 3, settle_s: float = 2.0, rate: float = 15.0
+        self,
+        *,
+        count: int,
+        rounds: int = 3,
+        settle_s: float = 2.0,
+        rate: float = 15.0,
+        progress: Progress | None = None,
     ) -> RunResult:
-        """A few hundred hazards, then departments and reporters act on them over a few rounds."""
-        async with self._client() as client:
+        """A few hundred hazards, then departments and reporters act on them over a few rounds.
+
+        ``progress`` counts the reports answered, then names each step of the behaviour.
+        """
+        progress = progress or Progress("demo load", total=count, unit="reports", stream=io.StringIO())
+
+        def step(name: str) -> None:
+            acted = sum(self.result.actions.values())
+            progress.update(self.sent(), stage=f"{name}; {acted} actions so far")
+
+        async with self._client() as client, progress.ticking(self.sent, period_s=0.2):
+            step("sending reports")
             # Gently: the demo has few reporters and intake limits each reporter's request rate.
             await self.send_reports(self.plan(count, rate=rate), rate=rate, client=client)
             await asyncio.sleep(settle_s)
             for round_no in range(1, rounds + 1):
+                step(f"departments act, round {round_no}/{rounds}")
                 await self.play_departments(client, late_round=round_no >= 2)
                 await asyncio.sleep(settle_s)
+                step(f"rectification, round {round_no}/{rounds}")
                 await self.play_rectification(client)
                 await asyncio.sleep(settle_s)
+                step(f"verification, round {round_no}/{rounds}")
                 await self.play_verification(client)
                 await asyncio.sleep(settle_s)
+            step("relapses")
             await self.play_relapses(client)
             if self.behaviour.relapse_again > 0:
                 # The relapses are handled like any hazard; at chronic places they come back again.
                 await asyncio.sleep(settle_s)
+                step("relapses handled: departments act")
                 await self.play_departments(client, late_round=True)
                 await asyncio.sleep(settle_s)
+                step("relapses handled: rectification")
                 await self.play_rectification(client)
                 await asyncio.sleep(settle_s)
+                step("relapses handled: verification")
                 await self.play_verification(client)
                 await asyncio.sleep(settle_s)
+                step("chronic places relapse again")
                 await self.play_relapses(client, again=True)
+            step("done")
         return self.result
 
     @contextlib.asynccontextmanager
@@ -987,7 +1019,9 @@ async def _main(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
     )
     if args.demo:
-        result = await generator.run_demo(count=args.count)
+        # A bar when stderr is a terminal, a line every 5 s otherwise (the local runner's log).
+        progress = Progress("demo load", total=args.count, unit="reports", interval_s=5.0)
+        result = await generator.run_demo(count=args.count, progress=progress)
     elif args.max:
         result = await generator.run_max(duration_s=args.duration)
     else:

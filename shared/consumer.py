@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -50,13 +50,15 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.db import database_now
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
 
 log = logging.getLogger(__name__)
+
+_E = TypeVar("_E")
 
 current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
 current_hazard_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hazard_id", default=None)
@@ -241,6 +243,10 @@ class BatchContext:
     rejected: list[tuple[AnyEvent, str]] = field(default_factory=list)
     dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
 
+    def each(self, events: Sequence[_E]) -> Iterator[_E]:
+        """The events one by one, each one's ids on every log line written while the caller handles it."""
+        return each_event(events)
+
     async def reject(self, event: AnyEvent, reason: str) -> None:
         """Refuse one event: it goes to the dead-letter topic with the reason, in this transaction.
 
@@ -349,15 +355,42 @@ class EventConsumer:
         """
         started = time.perf_counter()
         metrics.BATCH_SIZE.labels(self.service).observe(len(records))
+        spans: tracing.ConsumeSpans | None = None
         try:
             events, raw, origins = await self._decode(records)
             if events:
-                await self._apply_with_retry(events, raw, origins)
+                if tracing.enabled():
+                    spans = self._consume_spans(records, events, origins)
+                    with spans.applying():
+                        await self._apply_with_retry(events, raw, origins)
+                else:
+                    await self._apply_with_retry(events, raw, origins)
         except TransientError as exc:
+            if spans is not None:
+                spans.end("retried", exc)
             self._hold(exc.fault or environment_fault(exc) or EnvironmentFault("unavailable", str(exc)[:500]))
             raise
+        except BaseException as exc:
+            if spans is not None:
+                spans.end("failed", exc)
+            raise
+        if spans is not None:
+            spans.end("applied")
         self._release()
         metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    def _consume_spans(
+        self, records: Sequence[Record], events: Sequence[LifecycleEvent], origins: dict[uuid.UUID, Origin]
+    ) -> tracing.ConsumeSpans:
+        """The batch's span and one per event, each a child of the span that published it."""
+        by_origin = {(r.topic, r.partition, r.offset): r for r in records}
+        parents = {}
+        for event in events:
+            origin = origins[event.event_id]
+            record = by_origin.get((origin.topic, origin.partition, origin.offset))
+            parents[event.event_id] = tracing.extract_record(record.headers if record is not None else None)
+        topic = records[0].topic if records else ""
+        return tracing.ConsumeSpans(self.service, topic, parents, events)
 
     def _hold(self, fault: EnvironmentFault) -> None:
         previous = self.blocked
@@ -613,6 +646,18 @@ def _validation_summary(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{loc or '(root)'}: {err.get('msg')}")
     return "; ".join(parts) or str(exc)
+
+
+def each_event(events: Sequence[_E]) -> Iterator[_E]:
+    """The events one by one, each one's ids bound (:func:`bind_event_context`) while the caller
+    handles it; unbound after the last."""
+    try:
+        for event in events:
+            bind_event_context(event)
+            yield event
+    finally:
+        current_event_id.set(None)
+        current_hazard_id.set(None)
 
 
 def bind_event_context(event: Any) -> None:

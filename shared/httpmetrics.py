@@ -25,18 +25,24 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import tracing
 from shared.logs import current_request_id
 
 access_log = logging.getLogger("hazard.access")
 log = logging.getLogger(__name__)
 
 UNMATCHED = "(unmatched)"
+# Probes and scrapes: counted and logged, never traced (a span every few seconds per replica).
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUEST_ID_HEADER = b"x-request-id"
@@ -75,6 +81,7 @@ class RouteTemplates:
 
     def __init__(self, openapi: Callable[[], dict[str, Any]]) -> None:
         self._openapi = openapi
+        self.openapi = openapi
         self._compiled: list[tuple[re.Pattern[str], str, frozenset[str]]] | None = None
         self._seen: dict[tuple[str, str], str] = {}
 
@@ -127,8 +134,15 @@ def accepted_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+Observer = Callable[[str, Callable[[], dict[str, Any]], str, str, int], None]
+
+
 class HttpObservability:
     """Count, time and log every HTTP request, and give it a request id; see the module's docstring."""
+
+    observers: ClassVar[list[Observer]] = []
+    """Called with (service, the app's OpenAPI document getter, method, route, status) after each
+    answer; the tests record which statuses each route gives (``tests/support/statuses.py``)."""
 
     def __init__(self, app: ASGIApp, *, service: str, openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
@@ -158,6 +172,9 @@ class HttpObservability:
         status: int | None = None
         failed = False
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        traced = tracing.enabled() and scope.get("path") not in UNTRACED
+        span = self._start_span(scope, request_id) if traced else None
+        span_token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -181,6 +198,8 @@ class HttpObservability:
             route = self.route_template(scope)
             cls = status_class(status)
             self._observe(method, route, cls, elapsed)
+            for observer in self.observers:
+                observer(self.service, self.route_template.openapi, method, route, status)
             access_log.info(
                 "%s %s %d %.1f ms",
                 method,
@@ -196,3 +215,31 @@ class HttpObservability:
                 },
             )
             current_request_id.reset(token)
+            if span is not None and span_token is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+                otel_context.detach(span_token)
+
+    def _start_span(self, scope: Scope, request_id: str) -> Any:
+        """The request's ``SERVER`` span, a child of the caller's ``traceparent`` when it sent one."""
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", ())
+            if k in (b"traceparent", b"tracestate")
+        }
+        method = method_label(scope.get("method", ""))
+        return tracing.tracer(self.service).start_span(
+            f"{method} {scope.get('path', '')}",
+            context=tracing.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={
+                "hazard.service": self.service,
+                "http.request.method": method,
+                "url.path": scope.get("path", ""),
+                "hazard.request_id": request_id,
+            },
+        )

@@ -17,7 +17,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.consumer import EventConsumer, TransientError
 from shared.outbox import OutgoingMessage
 from shared.settings import KafkaSettings
@@ -61,13 +61,50 @@ class BrokerSender:
     more than the send itself (see ``bench/results/report.md``); every message this sender
     carries already has its key, headers and bytes. Before the broker has connected, the sender
     goes through ``broker.publish``, which fails the way FastStream fails then.
+
+    Either way the sender counts what it sends itself (``hazard_published_messages_total``,
+    ``hazard_publish_batch_duration_seconds``) and, while tracing is on, gives each message a
+    ``PRODUCER`` span whose W3C ``traceparent`` goes in the message's headers
+    (:class:`shared.tracing.PublishSpans`): none of it depends on which path sent the message.
     """
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, *, service: str = "unknown") -> None:
         self.broker = broker
+        self.service = service
+        self._batch_seconds = metrics.PUBLISH_BATCH_SECONDS.labels(service)
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _count(self, messages: Sequence[OutgoingMessage], result: str) -> None:
+        per_topic: dict[str, int] = {}
+        for m in messages:
+            per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
+        for topic, n in per_topic.items():
+            counter = self._counters.get((topic, result))
+            if counter is None:
+                counter = metrics.PUBLISHED_MESSAGES.labels(self.service, topic, result)
+                self._counters[(topic, result)] = counter
+            counter.inc(n)
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish without waiting message by message; then wait for every confirmation."""
+        if not messages:
+            return
+        started = time.perf_counter()
+        spans = tracing.PublishSpans(self.service, messages) if tracing.enabled() else None
+        headers = spans.headers if spans is not None else [m.headers for m in messages]
+        try:
+            await self._send(messages, headers)
+        except BaseException as exc:
+            if spans is not None:
+                spans.end(exc)
+            self._count(messages, "error")
+            raise
+        if spans is not None:
+            spans.end()
+        self._count(messages, "ok")
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+    async def _send(self, messages: Sequence[OutgoingMessage], headers: Sequence[dict[str, str]]) -> None:
         producer = connected_producer(self.broker)
         if producer is None:
             futures = [
@@ -75,10 +112,10 @@ class BrokerSender:
                     m.value,
                     m.topic,
                     key=m.key.encode() if m.key is not None else None,
-                    headers=m.headers,
+                    headers=h,
                     no_confirm=True,
                 )
-                for m in messages
+                for m, h in zip(messages, headers, strict=True)
             ]
         else:
             futures = [
@@ -86,9 +123,9 @@ class BrokerSender:
                     m.topic,
                     value=m.value,
                     key=m.key.encode() if m.key is not None else None,
-                    headers=[(name, value.encode()) for name, value in m.headers.items()],
+                    headers=[(name, value.encode()) for name, value in h.items()],
                 )
-                for m in messages
+                for m, h in zip(messages, headers, strict=True)
             ]
         await asyncio.gather(*futures)
 

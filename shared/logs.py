@@ -3,7 +3,8 @@
 Every line carries ``ts`` (``2026-12-05T02:10:43.409123+00:00``), ``level``, ``logger``, ``message``
 and ``service``; a line written while an HTTP request runs carries its ``request_id`` (see
 :mod:`shared.httpmetrics`), and a line written while one event is applied its ``event_id`` and
-``hazard_id``. ANSI colour codes are stripped from messages, and uvicorn's ``color_message``
+``hazard_id``; while a span is current (tracing on, :mod:`shared.tracing`), its ``trace_id``
+and ``span_id`` in hex. ANSI colour codes are stripped from messages, and uvicorn's ``color_message``
 (the same message with colour codes) is dropped.
 """
 
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared import tracing
 from shared.consumer import current_event_id, current_hazard_id
 
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -51,6 +53,8 @@ class _Context(logging.Filter):
             record.event_id = current_event_id.get()
         if not getattr(record, "hazard_id", None):
             record.hazard_id = current_hazard_id.get()
+        ids = tracing.log_ids()
+        record.trace_id, record.span_id = ids if ids is not None else (None, None)
         for name in _DROPPED:
             record.__dict__.pop(name, None)
         if isinstance(record.msg, str) and "\x1b" in record.msg:
@@ -67,7 +71,7 @@ class IsoJsonFormatter(JsonFormatter):
         return iso_utc(record.created)
 
     def process_log_record(self, log_data: dict[str, object]) -> dict[str, object]:
-        for key in ("request_id", "event_id", "hazard_id"):
+        for key in ("request_id", "event_id", "hazard_id", "trace_id", "span_id"):
             if log_data.get(key) is None:
                 log_data.pop(key, None)
         return log_data

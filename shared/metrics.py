@@ -61,3 +61,18 @@ BATCH_SIZE = Histogram(
     ["service"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
+
+# The outbox relays and the consumers' dead letters send on the broker's producer directly
+# (shared.kafka.BrokerSender), not through FastStream's publish, so FastStream's
+# faststream_published_messages_* see none of it: these count what they send.
+PUBLISHED_MESSAGES = Counter(
+    "hazard_published_messages_total",
+    "Messages sent to the broker by the relays and dead-letter paths, by topic and result (ok, error).",
+    ["service", "topic", "result"],
+)
+PUBLISH_BATCH_SECONDS = Histogram(
+    "hazard_publish_batch_duration_seconds",
+    "Time to send one batch and have the broker confirm every message of it.",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

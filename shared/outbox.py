@@ -31,7 +31,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.events import AnyEvent, dump_event
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,33 @@ class Outbox:
         self.default_topic = default_topic
         self._insert_stmt: Any = None
 
-    def rows(self, events: Sequence[AnyEvent], *, topic: str | None = None) -> list[dict[str, object]]:
-        """The outbox rows for these events."""
+    def rows(
+        self,
+        events: Sequence[AnyEvent],
+        *,
+        topic: str | None = None,
+        traces: Mapping[uuid.UUID, Mapping[str, str]] | None = None,
+    ) -> list[dict[str, object]]:
+        """The outbox rows for these events.
+
+        Each row stores the trace context of the span that wrote it (tracing on): ``traces``
+        by event id when given (written in another task than the request's), else
+        :func:`shared.tracing.outbox_headers`.
+        """
         return [
             {
                 "event_id": event.event_id,
                 "topic": topic or self.default_topic,
                 "key": str(event.hazard_id),
                 "value": dump_event(event),
-                "headers": event_headers(event),
+                "headers": {
+                    **event_headers(event),
+                    **(
+                        traces[event.event_id]
+                        if traces is not None and event.event_id in traces
+                        else tracing.outbox_headers(event)
+                    ),
+                },
             }
             for event in events
         ]

@@ -57,7 +57,11 @@ async def replay(
     await broker.start()
     try:
         return await replay_published(
-            create_session_factory(engine), BrokerSender(broker), outbox_tables(services), since, until=until
+            create_session_factory(engine),
+            BrokerSender(broker, service="outbox-replay"),
+            outbox_tables(services),
+            since,
+            until=until,
         )
     finally:
         await broker.stop()

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.admin_sync import AdminSync
 from shared.auth import TokenRegistry
 from shared.consumer import EventConsumer, Handler
@@ -43,6 +43,7 @@ from shared.kafka import (
     subscribe_lifecycle,
     subscriber_assigned,
 )
+from shared.openapi import OPERATIONS_PATHS, install_openapi
 from shared.outbox import Outbox, OutboxRelay
 from shared.reference import ReferenceData, coverage_warning, load_reference_data
 from shared.settings import ServiceSettings
@@ -96,7 +97,7 @@ class ServiceRuntime:
         engine = create_engine(settings.database, application_name=f"hazard-{name}")
         sessions = create_session_factory(engine)
         broker = create_broker(settings.kafka, service=name)
-        sender = BrokerSender(broker)
+        sender = BrokerSender(broker, service=name)
         outbox = Outbox(outbox_table, default_topic=settings.kafka.lifecycle_topic)
         relay = OutboxRelay(
             table=outbox_table,
@@ -169,6 +170,11 @@ class ServiceRuntime:
         A broker that is away at start-up does not stop the service: the HTTP app serves,
         accepted work waits in the outbox, and consuming begins once the broker answers.
         """
+        tracing.configure_tracing(
+            self.name,
+            otlp_endpoint=self.settings.tracing.otlp_endpoint,
+            sample_ratio=self.settings.tracing.sample_ratio,
+        )
         # Loads the holiday package's tables now, not inside the first batch that needs them.
         calendar = self.calendar_check()
         if calendar != "ok":
@@ -282,9 +288,6 @@ class ServiceRuntime:
         return result
 
 
-OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
 class RefuseWhileDraining:
     """Answer 503 ``draining`` to every request but the operational ones once the runtime drains."""
 
@@ -379,6 +382,7 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     app.state.tokens = runtime.tokens
     app.state.reference = runtime.reference
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.http.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(RefuseWhileDraining, runtime=runtime)
@@ -388,7 +392,17 @@ def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) ->
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable, consumers running")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker reachable, consumers running",
+        responses={
+            503: {
+                "description": "Not ready: the checks say which part is not",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = runtime.is_ready(checks)

@@ -139,6 +139,15 @@ class AdminSyncSettings(_Section):
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry tracing: off unless ``otlp_endpoint`` names an OTLP/HTTP collector."""
+
+    # e.g. http://otel-collector:4318/v1/traces; unset, no span is recorded and no header added.
+    otlp_endpoint: str | None = None
+    # The share of new traces recorded (a request without a sampled traceparent); children follow.
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs; subclasses set the env prefix and add their own sections."""
 
@@ -150,6 +159,7 @@ class ServiceSettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     admin_sync: AdminSyncSettings = Field(default_factory=AdminSyncSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     reference_data_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from shared.devstack.postgres import LocalPostgres
     from tests.support.stack import DatabaseFactory
 
-pytest_plugins = ["tests.support.stack"]
+pytest_plugins = ["tests.support.stack", "tests.support.statuses"]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -21,6 +21,7 @@ from services.dispatch import repository as repo
 from services.dispatch.service import Commands
 from shared.auth import Principal, require
 from shared.errors import ApiError
+from shared.openapi import error_responses
 from shared.text import Text
 
 router = APIRouter(prefix="/api/v1", tags=["dispatch"])
@@ -217,7 +218,11 @@ async def get_dispatch(
     return dispatch_json(row)
 
 
-@router.post("/dispatches/{dispatch_id}/acknowledge", summary="Acknowledge receipt (on time or late)")
+@router.post(
+    "/dispatches/{dispatch_id}/acknowledge",
+    summary="Acknowledge receipt (on time or late)",
+    responses=error_responses(409, s409="Already acknowledged, or the dispatch is no longer pending"),
+)
 async def acknowledge(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -231,7 +236,12 @@ async def acknowledge(
 @router.post(
     "/dispatches/{dispatch_id}/return",
     summary="Return a hazard that is not this department's (also after receipt: 退单)",
-    responses={202: {"description": "After receipt, in approval mode: the return awaits an operator"}},
+    responses={
+        202: {"description": "After receipt, in approval mode: the return awaits an operator"},
+        **error_responses(
+            409, s409="The dispatch can no longer be returned (returned, superseded, or past the window)"
+        ),
+    },
 )
 async def return_dispatch(
     request: Request,
@@ -253,7 +263,11 @@ async def return_dispatch(
     return JSONResponse({"dispatch": dispatch, "next": _next_json(outcome)})
 
 
-@router.post("/dispatches/{dispatch_id}/return/approve", summary="Operator: approve a return after receipt")
+@router.post(
+    "/dispatches/{dispatch_id}/return/approve",
+    summary="Operator: approve a return after receipt",
+    responses=error_responses(409, s409="No return awaits a decision"),
+)
 async def approve_return(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -264,7 +278,11 @@ async def approve_return(
     return {"dispatch": dispatch_json(result["dispatch"]), "next": _next_json(result["next"])}
 
 
-@router.post("/dispatches/{dispatch_id}/return/refuse", summary="Operator: refuse a return after receipt")
+@router.post(
+    "/dispatches/{dispatch_id}/return/refuse",
+    summary="Operator: refuse a return after receipt",
+    responses=error_responses(409, s409="No return awaits a decision"),
+)
 async def refuse_return(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -280,6 +298,9 @@ async def refuse_return(
     "/dispatches/{dispatch_id}/extension",
     status_code=202,
     summary="Ask for a later receipt deadline (延期申请; the department holding the dispatch)",
+    responses=error_responses(
+        409, s409="No longer pending, past its deadline, or a request awaits a decision"
+    ),
 )
 async def request_extension(
     request: Request,
@@ -302,6 +323,7 @@ async def request_extension(
 @router.post(
     "/dispatches/{dispatch_id}/extension/approve",
     summary="Operator or supervisor: approve a receipt deadline extension",
+    responses=error_responses(409, s409="No extension request awaits a decision, or the deadline has passed"),
 )
 async def approve_extension(
     request: Request,
@@ -319,6 +341,7 @@ async def approve_extension(
 @router.post(
     "/dispatches/{dispatch_id}/extension/refuse",
     summary="Operator or supervisor: refuse a receipt deadline extension",
+    responses=error_responses(409, s409="No extension request awaits a decision"),
 )
 async def refuse_extension(
     request: Request,
@@ -333,7 +356,11 @@ async def refuse_extension(
     return dispatch_json(row)
 
 
-@router.post("/dispatches/{dispatch_id}/reassign", summary="Operator: move a pending dispatch elsewhere")
+@router.post(
+    "/dispatches/{dispatch_id}/reassign",
+    summary="Operator: move a pending dispatch elsewhere",
+    responses=error_responses(409, s409="The dispatch is no longer pending"),
+)
 async def reassign(
     request: Request,
     dispatch_id: uuid.UUID,
@@ -376,7 +403,11 @@ async def operator_queue(
     }
 
 
-@router.post("/hazards/{hazard_id}/assign", summary="Operator: dispatch a hazard from the operators' queue")
+@router.post(
+    "/hazards/{hazard_id}/assign",
+    summary="Operator: dispatch a hazard from the operators' queue",
+    responses=error_responses(409, s409="The hazard is not in the operators' queue"),
+)
 async def assign(
     request: Request,
     hazard_id: uuid.UUID,

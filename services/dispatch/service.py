@@ -57,7 +57,7 @@ async def _route_reported(
 ) -> None:
     outcomes: dict[uuid.UUID, domain.Outcome] = {}
     hazard_rows: list[dict[str, Any]] = []
-    for event in reported:
+    for event in ctx.each(reported):
         if event.hazard_id in outcomes or (
             isinstance(event, HazardReported) and not domain.needs_dispatch(event)
         ):

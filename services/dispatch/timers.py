@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
+from shared import tracing
 from shared.db import database_now
 from shared.outbox import Outbox
 from shared.service import repeat_every
@@ -58,7 +59,13 @@ class TimerLoop:
                 if x.event is not None and c.timer.kind == "escalation":
                     escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
             events = [x.event for x in decisions if x.event is not None]
-            await self.outbox.add(session, *events)
+            # A span per pass that fired something (tracing on): the events it writes carry it.
+            with tracing.current_span(
+                "dispatch",
+                "deadlines fire",
+                attributes={"hazard.timers_fired": len(events), "hazard.timers_claimed": len(claimed)},
+            ):
+                await self.outbox.add(session, *events)
             await repo.mark_timers(session, fired=fired, cancelled=cancelled, now=now)
             await repo.mark_overdue(session, overdue=overdue, escalated=escalated, now=now)
         for c, x in zip(claimed, decisions, strict=True):

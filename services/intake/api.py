@@ -19,6 +19,7 @@ from services.intake.ratelimit import RateLimiter
 from services.intake.service import Intake, ItemResult
 from shared.auth import Principal, require
 from shared.errors import ApiError, error_body, validation_details
+from shared.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["intake"])
 
@@ -85,7 +86,10 @@ def item_rejection(exc: ValidationError) -> Rejection:
     "/hazards",
     status_code=201,
     summary="Report one hazard (201 created; 200 when the same report_id and body were seen before)",
-    responses={200: {"description": "A retry: the hazard already created for this report_id"}},
+    responses={
+        200: {"description": "A retry: the hazard already created for this report_id"},
+        **error_responses(409, 429, s409="This report_id was used before with a different body"),
+    },
 )
 async def report_hazard(request: Request, report: ReportIn, principal: Reporter) -> JSONResponse:
     """Accept one report; a different body under a used report_id is 409."""
@@ -107,7 +111,11 @@ def single_answer(result: ItemResult) -> tuple[int, dict[str, Any]]:
     }
 
 
-@router.post("/hazards/batch", summary="Sync up to 500 offline reports; one result per item, in order")
+@router.post(
+    "/hazards/batch",
+    summary="Sync up to 500 offline reports; one result per item, in order",
+    responses=error_responses(429),
+)
 async def report_batch(request: Request, batch: BatchIn, principal: Reporter) -> dict[str, Any]:
     """Valid items are accepted even when others fail; each result says created, replayed or rejected."""
     limit = request.app.state.batch_max_items

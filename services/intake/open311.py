@@ -40,9 +40,11 @@ from services.intake.photo_service import Photos
 from services.intake.photos import PHOTO_PATH, PhotoRefusedError
 from services.intake.ratelimit import RateLimiter
 from services.intake.service import Intake
+from shared.openapi import error_responses
 from shared.reference import Category, ReferenceData
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+# Every Open311 route may refuse a malformed request (400) and limits each client address (429).
+router = APIRouter(prefix="/open311/v2", tags=["open311"], responses=error_responses(400, 429))
 discovery_router = APIRouter(prefix="/open311", tags=["open311"])
 
 _REPORT = TypeAdapter(ReportIn)
@@ -393,7 +395,20 @@ def _field_problems(exc: ValidationError) -> str:
 
 
 @router.post(
-    "/requests.{fmt}", summary="Create a service request (form-encoded; api_key = a reporter's token)"
+    "/requests.{fmt}",
+    summary="Create a service request (form-encoded; api_key = a reporter's token)",
+    status_code=201,
+    responses={
+        200: {"description": "A retry: the request already created under this idempotency key"},
+        **error_responses(
+            403,
+            409,
+            413,
+            415,
+            s403="api_key is missing, unknown, or not a reporter's key",
+            s409="This idempotency key was used before with a different request",
+        ),
+    },
 )
 async def post_request(request: Request, fmt: str) -> Response:
     """Accept one report the Open311 way."""
@@ -557,7 +572,13 @@ def _public(request: Request) -> PublicView:
     return view
 
 
-@router.get("/requests.{fmt}", summary="Query service requests (public fields only)")
+@router.get(
+    "/requests.{fmt}",
+    summary="Query service requests (public fields only)",
+    responses=error_responses(
+        403, s403="This server does not publish service requests (its public listing is off)"
+    ),
+)
 async def get_requests(
     request: Request,
     fmt: str,
@@ -621,7 +642,13 @@ async def get_requests(
     return await _answer(fmt, "service_requests", produce)
 
 
-@router.get("/requests/{service_request_id}.{fmt}", summary="One service request")
+@router.get(
+    "/requests/{service_request_id}.{fmt}",
+    summary="One service request",
+    responses=error_responses(
+        403, s403="This server does not publish service requests (its public listing is off)"
+    ),
+)
 async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
     """A list holding the one request, as the standard says; 404 when unknown."""
     reference = _reference(request)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.intake import domain, metrics
 from services.intake import repository as repo
 from services.intake.domain import DuplicateMatch, OpenHazard, Policy, Rejection, ReportIn, Source
+from shared import tracing
 from shared.auth import Principal
 from shared.outbox import Outbox, wake_relays
 from shared.reference import ReferenceData
@@ -95,6 +96,8 @@ class _Pending:
     source: Source
     # Unique across requests, since one transaction may carry several requests' reports.
     key: int = field(default_factory=lambda: next(_keys))
+    # The request's trace context (tracing on): the group commit writes in another task.
+    trace: dict[str, str] = field(default_factory=tracing.current_headers)
 
 
 def _utcnow() -> datetime:
@@ -247,6 +250,7 @@ class Intake:
             candidates = await repo.raw_open_candidates(conn, probes)
             rows: list[dict[str, Any]] = []
             events: list[Any] = []
+            traces: dict[uuid.UUID, dict[str, str]] = {}
             # Earlier originals in this same request count as open hazards for the later items.
             in_request: dict[str, list[OpenHazard]] = {}
             created: dict[int, ItemResult] = {}
@@ -272,19 +276,20 @@ class Intake:
                         notes=notes,
                     )
                 )
-                events.extend(
-                    domain.reported_events(
-                        hazard_id=hazard_id,
-                        report=report,
-                        reporter_id=p.principal.id,
-                        reporter_type=p.principal.reporter_type,
-                        reference=self.reference,
-                        accepted_at=now,
-                        source=p.source,
-                        campaigns=campaigns,
-                        duplicate=duplicate,
-                    )
+                reported = domain.reported_events(
+                    hazard_id=hazard_id,
+                    report=report,
+                    reporter_id=p.principal.id,
+                    reporter_type=p.principal.reporter_type,
+                    reference=self.reference,
+                    accepted_at=now,
+                    source=p.source,
+                    campaigns=campaigns,
+                    duplicate=duplicate,
                 )
+                events.extend(reported)
+                if p.trace:
+                    traces.update((e.event_id, p.trace) for e in reported)
                 if duplicate is None and not report.rectified_on_site:
                     in_request.setdefault(report.category, []).append(
                         OpenHazard(
@@ -307,7 +312,7 @@ class Intake:
             # A stable order keeps two concurrent batches from deadlocking on each other's keys.
             rows.sort(key=lambda r: r["report_id"])
             try:
-                inserted = await repo.raw_insert(conn, rows, self.outbox.rows(events))
+                inserted = await repo.raw_insert(conn, rows, self.outbox.rows(events, traces=traces))
             except asyncpg.UniqueViolationError as exc:
                 # An event id is derived from its report id: a stored report's event is still staged.
                 raise _LostRaceError() from exc

@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from services.reporting import domain, repository, tables
 from shared import roles
 from shared.events import parse_event
+from shared.progress import Progress
 from shared.reference import load_reference_data
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ async def _replay(
     reader: TopicReader,
     tz: ZoneInfo,
     result: RebuildResult,
+    on_batch: Callable[[int], None] | None = None,
 ) -> None:
     """Replay the topic into the staging tables, one transaction per batch, writes overlapping parsing."""
 
@@ -317,6 +319,8 @@ async def _replay(
             if inflight is not None:
                 await inflight
             inflight = asyncio.create_task(write(batch))
+            if on_batch is not None:
+                on_batch(result.events)
         if inflight is not None:
             await inflight
 
@@ -338,13 +342,20 @@ async def _replay_partitions(
     timezone: str,
     batch_size: int,
     partitions: list[int],
+    slot: int,
 ) -> WorkerResult:
     result = RebuildResult()
+    counts = _WORKER_EVENTS
+
+    def tell(events: int) -> None:
+        if counts is not None and 0 <= slot < len(counts):
+            counts[slot] = events
+
     engine = _engine(database_url)
     reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
     try:
         await reader.start(only=partitions)
-        await _replay(engine, reader, ZoneInfo(timezone), result)
+        await _replay(engine, reader, ZoneInfo(timezone), result, tell)
         return WorkerResult(result.events, result.invalid, result.parse_s, await reader.positions())
     finally:
         await reader.stop()
@@ -358,15 +369,27 @@ def replay_worker(
     timezone: str,
     batch_size: int,
     partitions: list[int],
+    slot: int = -1,
 ) -> WorkerResult:
-    """One process replaying some partitions into the staging tables.
+    """One process replaying some partitions into the staging tables (events so far in ``slot``).
 
     Facts are keyed by hazard (dispatches and relapses ride with their hazard, and the topic
     is keyed by hazard id), so workers on different partitions never write the same row.
     """
     return asyncio.run(
-        _replay_partitions(database_url, bootstrap_servers, topic, timezone, batch_size, partitions)
+        _replay_partitions(database_url, bootstrap_servers, topic, timezone, batch_size, partitions, slot)
     )
+
+
+# Events replayed so far by each worker process, in memory shared with the forked workers
+# (None when they are spawned): what the progress line counts during a parallel replay.
+_WORKER_EVENTS: Any = None
+
+
+def replayed_by_workers() -> int:
+    """Events the worker processes have replayed so far (0 when they cannot tell)."""
+    counts = _WORKER_EVENTS
+    return sum(counts) if counts is not None else 0
 
 
 async def _start_workers(workers: int) -> ProcessPoolExecutor:
@@ -379,6 +402,8 @@ async def _start_workers(workers: int) -> ProcessPoolExecutor:
     """
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    global _WORKER_EVENTS
+    _WORKER_EVENTS = context.Array("q", workers, lock=False) if "fork" in methods else None
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     await asyncio.get_running_loop().run_in_executor(pool, os.getpid)  # starts every worker
     return pool
@@ -402,11 +427,22 @@ async def _replay_parallel(
         done = await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    pool, replay_worker, database_url, bootstrap_servers, topic, timezone, batch_size, group
+                    pool,
+                    replay_worker,
+                    database_url,
+                    bootstrap_servers,
+                    topic,
+                    timezone,
+                    batch_size,
+                    group,
+                    slot,
                 )
-                for group in groups
+                for slot, group in enumerate(groups)
             )
         )
+    if _WORKER_EVENTS is not None:  # counted in result.events from now on
+        for slot in range(len(_WORKER_EVENTS)):
+            _WORKER_EVENTS[slot] = 0
     positions: dict[int, int] = {}
     for worker in done:
         result.events += worker.events
@@ -449,14 +485,40 @@ async def rebuild(
     timezone: str,
     batch_size: int = 5000,
     workers: int = 1,
+    progress: Progress | None = None,
 ) -> RebuildResult:
     """Replay the topic into fresh projection tables and swap them in; returns the counts and time.
 
     With ``workers`` > 1 the bulk replay runs in that many processes, each on its own partitions.
+    ``progress`` is told the events replayed and the phase as the rebuild goes.
     """
+    if progress is None:
+        return await _rebuild(database_url, bootstrap_servers, topic, timezone, batch_size, workers, None)
+    state = {"result": RebuildResult()}
+    async with progress.ticking(lambda: state["result"].events + replayed_by_workers(), period_s=0.5):
+        return await _rebuild(
+            database_url, bootstrap_servers, topic, timezone, batch_size, workers, progress, state
+        )
+
+
+async def _rebuild(
+    database_url: str,
+    bootstrap_servers: str,
+    topic: str,
+    timezone: str,
+    batch_size: int,
+    workers: int,
+    progress: Progress | None,
+    state: dict[str, RebuildResult] | None = None,
+) -> RebuildResult:
+    def stage(name: str) -> None:
+        if progress is not None:
+            progress.update(progress.done, stage=name)
+
     started = time.perf_counter()
-    result = RebuildResult()
+    result = state["result"] if state is not None else RebuildResult()
     tz = ZoneInfo(timezone)
+    stage("starting")
     pool = await _start_workers(workers) if workers > 1 else None
     engine = _engine(database_url)
     reader = TopicReader(bootstrap_servers, topic, batch_size=batch_size)
@@ -470,6 +532,7 @@ async def rebuild(
             await probe.stop()
             result.setup_s = time.perf_counter() - started
             phase = time.perf_counter()
+            stage(f"replaying the topic in {workers} processes")
             positions = await _replay_parallel(
                 pool=pool,
                 database_url=database_url,
@@ -486,13 +549,16 @@ async def rebuild(
             await reader.start()
             result.setup_s = time.perf_counter() - started
             phase = time.perf_counter()
+            stage("replaying the topic")
             await _replay(engine, reader, tz, result)
         result.replay_s = time.perf_counter() - phase
         phase = time.perf_counter()
+        stage("places")
         async with engine.begin() as conn:
             await _fill_places(conn)
         result.places_s = time.perf_counter() - phase
         phase = time.perf_counter()
+        stage("rollup and indexes")
         # The rollup only reads the facts (whole-table passes that need no index) and the index
         # builds only read them too: on two connections they run side by side, one core each.
         await asyncio.gather(
@@ -503,6 +569,7 @@ async def rebuild(
             await _create_indexes(conn, [t for t in tables.PROJECTION_TABLES if t not in FACT_TABLES])
         result.rollup_s = time.perf_counter() - phase
         phase = time.perf_counter()
+        stage("catching up and swapping in")
         for attempt in range(1, 6):
             positions = {tp: await reader.consumer.position(tp) for tp in reader.partitions}
             events_before = result.events
@@ -524,6 +591,7 @@ async def rebuild(
         await reader.stop()
         await engine.dispose()
     result.seconds = time.perf_counter() - started
+    stage("done")
     return result
 
 
@@ -564,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timezone=reference.calendar.timezone,
             batch_size=args.batch_size,
             workers=max(1, args.workers),
+            # A bar on a terminal, a log line every 10 s otherwise.
+            progress=Progress("reporting rebuild", unit="events", logger=log),
         )
     )
     print(

@@ -18,6 +18,7 @@ from shared import events as ev
 from shared.auth import Principal, authenticate, require
 from shared.db import database_now
 from shared.errors import ApiError
+from shared.openapi import error_responses
 from shared.photos import MAX_PHOTOS, PhotoUrl
 from shared.service import ServiceRuntime
 from shared.text import Text
@@ -349,6 +350,7 @@ async def _act(
 @router.post(
     "/hazards/{hazard_id}/rectification",
     summary="Mark the hazard rectified, with evidence (holding department)",
+    responses=error_responses(409, s409="The case is not awaiting rectification"),
 )
 async def post_rectification(
     hazard_id: uuid.UUID,
@@ -378,6 +380,7 @@ async def post_rectification(
 @router.post(
     "/hazards/{hazard_id}/verification",
     summary="Record the verification visit (a reporter of the hazard's grid)",
+    responses=error_responses(409, s409="The case is not awaiting verification"),
 )
 async def post_verification(
     hazard_id: uuid.UUID,

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import domain, metrics, repository
 from services.tracking.domain import Case, Progress
 from shared import events as ev
+from shared import tracing
+from shared.consumer import each_event
 from shared.db import after_commit
 from shared.outbox import Outbox
 from shared.reference import ReferenceData, UnknownReference
@@ -140,7 +142,7 @@ async def apply_events(
     """Apply new lifecycle events from the stream to their cases, and publish what they call for."""
     batch = await _load(session, {e.hazard_id for e in events})
     reports: list[tuple[ev.HazardReported, uuid.UUID | None]] = []
-    for event in events:
+    for event in each_event(events):
         progress = batch.progress[event.hazard_id]
         if event.TYPE in domain.TRACKING_TYPES:
             before = domain.state_before(progress.entries, event, hazard_id=event.hazard_id)
@@ -417,6 +419,12 @@ async def fire_due_timers(
             continue
         progress.emit(event)
         fired.append(row.order_event_id)
-    await _save(session, batch, work=work, now=now)
+    # A span per pass that fired something (tracing on): the events it writes carry it.
+    with tracing.current_span(
+        "tracking",
+        "deadlines fire",
+        attributes={"hazard.timers_fired": len(fired), "hazard.timer": "rectification"},
+    ):
+        await _save(session, batch, work=work, now=now)
     await repository.close_timers(session, fired=fired, cancelled=cancelled, now=now)
     return len(due), len(fired)

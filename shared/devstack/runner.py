@@ -320,7 +320,8 @@ def seed_demo(
                 cwd=repo_root,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                # Its progress: a bar on this terminal, or lines every few seconds in the log.
+                stderr=None if sys.stderr.isatty() else subprocess.STDOUT,
                 check=False,
             )
     finally:

