@@ -552,7 +552,7 @@
     // The case moves on by events (e.g. the rectification order after 签收): show it, unless the user is typing.
     const panel = $("detail");
     const busy = panel.contains(document.activeElement) ||
-      [...panel.querySelectorAll("input, textarea, select")].some((i) => (i.type === "file" ? i.files.length : i.value));
+      [...panel.querySelectorAll("input, textarea, select")].some((i) => (i.type === "file" ? i.files.length : i.value) || i.getAttribute("aria-invalid") === "true");
     if (state.desk.selected && !busy) await openDetail(state.desk.selected);
   }
 
