@@ -599,7 +599,7 @@
   function extensionFacts(request, stage) {
     if (!request) return [];
     const word = { awaiting_approval: t("extAwaiting"), approved: t("extApproved"), refused: t("extRefused") }[request.status] || request.status;
-    return [el("dt", {}, `${t("extensionStatus")}（${t("stage_" + stage)}）`),
+    return [el("dt", {}, state.lang === "zh" ? `${t("extensionStatus")}（${t("stage_" + stage)}）` : `${t("extensionStatus")} (${t("stage_" + stage)})`),
       el("dd", { id: `${stage}-extension`, "data-status": request.status },
         el("span", { class: "badge ext " + request.status }, word), " ",
         [`${t("requestedDeadline")} ${cityTime(request.requested_deadline)}`, request.reason,
