@@ -1072,7 +1072,7 @@
       el("div", { class: "row1" }, el("span", { class: "cat" }, `${categoryName(item.category)} · ${t("stage_" + item.stage)}`), timeLeft(item.deadline, item.overdue)),
       el("div", { class: "meta" }, [departmentName(item.department_id), gridName(item.grid_id),
         state.queue.urged.has(item.hazard_id) ? t("urged") : null].filter(Boolean).join(" · ")),
-      actionForm("urge-" + item.hazard_id, t("urgeTitle"), [{ name: "note", label: t("urgeNote"), type: "textarea" }], t("urgeButton"), async (form) => {
+      actionForm("urge-" + item.hazard_id, t("urgeTitle"), [{ name: "note", label: t("urgeNote"), type: "text" }], t("urgeButton"), async (form) => {
         if (!checkText(form.elements.note, { max: 2000 })) return false;
         await api("tracking", `/api/v1/hazards/${item.hazard_id}/urgings`, { method: "POST", json: { note: form.elements.note.value.trim() } });
         state.queue.urged.add(item.hazard_id);
