@@ -9,6 +9,10 @@ the grid member passes it and the case is closed. The desk returns another hazar
 lands in the operators' queue, where the operator assigns it to another department with a reason.
 Along the way: forms refuse bad input next to the field, another department's hazard typed into
 the URL is "not found", a wrong token and an expired one send the user to sign-in with a clear word.
+A second test (#16 item 2) drives extensions (延期申请), urging (督办) and progress notes: the desk asks
+for a receipt extension, the operator approves it, the desk shows the new deadline beside the original;
+the operator urges on a phone; the desk adds a note with a photo and asks for a rectification extension,
+which the operator refuses; every step is on the timeline.
 Screenshots of each page (desktop and phone) are written to bench/results/.
 """
 
