@@ -275,12 +275,14 @@ async def list_hazards(
     state: Annotated[list[CaseState] | None, Query(max_length=11)] = None,
     open_only: Annotated[bool, Query(alias="open")] = False,
     mine: bool = False,
+    extension_request: Annotated[Literal["awaiting_approval"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict[str, Any]:
     """A reporter sees its grid's cases (``mine``: those it reported); a department those it holds now.
 
-    ``state`` (repeatable) filters by state; ``open=true`` keeps the cases not closed.
+    ``state`` (repeatable) filters by state; ``open=true`` keeps the cases not closed;
+    ``extension_request=awaiting_approval`` the cases whose rectification deadline extension awaits a decision.
     """
     grid_id = department_id = reporter_id = None
     if principal.role == "reporter":
@@ -302,6 +304,7 @@ async def list_hazards(
             states=states,
             limit=limit,
             offset=offset,
+            rectification_extension_awaiting=extension_request == "awaiting_approval",
         )
     return {
         "items": [case_summary(row) for row in rows],

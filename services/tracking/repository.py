@@ -254,9 +254,32 @@ async def list_cases(
     states: Sequence[str],
     limit: int,
     offset: int,
+    rectification_extension_awaiting: bool = False,
 ) -> list[Any]:
-    """Case rows, newest report first, scoped by grid, holding department and reporter, filtered by state."""
+    """Case rows, newest report first, scoped by grid, holding department and reporter, filtered by state.
+
+    ``rectification_extension_awaiting``: only cases awaiting rectification whose latest rectification
+    deadline extension request (since the round's order) awaits a decision.
+    """
     query = sa.select(_C)
+    if rectification_extension_awaiting:
+        latest = (
+            sa.select(_T.c.event_type)
+            .where(
+                _T.c.hazard_id == _C.c.hazard_id,
+                sa.or_(
+                    _T.c.event_type == "hazard.rectification_ordered",
+                    sa.and_(
+                        _T.c.event_type.in_(["hazard.extension_requested", "hazard.extension_decided"]),
+                        _T.c.payload["stage"].astext == "rectification",
+                    ),
+                ),
+            )
+            .order_by(_T.c.occurred_at.desc(), _T.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = query.where(_C.c.state == "rectification_ordered", latest == "hazard.extension_requested")
     if grid_id is not None:
         query = query.where(_C.c.grid_id == grid_id)
     if department_id is not None:

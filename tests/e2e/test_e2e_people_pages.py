@@ -9,6 +9,10 @@ the grid member passes it and the case is closed. The desk returns another hazar
 lands in the operators' queue, where the operator assigns it to another department with a reason.
 Along the way: forms refuse bad input next to the field, another department's hazard typed into
 the URL is "not found", a wrong token and an expired one send the user to sign-in with a clear word.
+A second test (#16 item 2) drives extensions (延期申请), urging (督办) and progress notes: the desk asks
+for a receipt extension, the operator approves it, the desk shows the new deadline beside the original;
+the operator urges on a phone; the desk adds a note with a photo and asks for a rectification extension,
+which the operator refuses; every step is on the timeline.
 Screenshots of each page (desktop and phone) are written to bench/results/.
 """
 
@@ -18,10 +22,12 @@ import asyncio
 import io
 import re
 import time
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -44,6 +50,7 @@ DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 GRID = "liuyue-01"
 WAIT_MS = 90_000
+CITY = ZoneInfo("Asia/Shanghai")
 
 
 def jpeg(color: tuple[int, int, int]) -> dict[str, Any]:
@@ -406,6 +413,247 @@ async def test_people_pages_whole_flow(stack: System) -> None:
             await desk.reload()
             await expect(desk.locator("body")).to_have_attribute("data-page", "signin", timeout=WAIT_MS)
             await expect(desk.locator("#banner")).to_have_text(re.compile("登录已失效"))
+
+            await browser.close()
+        finally:
+            await client.aclose()
+            if browser.is_connected():
+                await browser.close()
+    assert problems == []
+
+
+def _local(value: datetime) -> str:
+    """A datetime-local field's value in the city's time (the browsers run in Asia/Shanghai)."""
+    return value.astimezone(CITY).strftime("%Y-%m-%dT%H:%M")
+
+
+def _city(value: datetime) -> str:
+    return value.astimezone(CITY).strftime("%Y-%m-%d %H:%M")
+
+
+async def test_people_pages_extensions_urging_and_notes(stack: System) -> None:
+    """#16 item 2 in the browser: the desk asks for a receipt extension, the operator approves it and
+    the desk shows the new deadline beside the original; the operator urges; the desk adds a progress
+    note and asks for a rectification extension, which the operator refuses; all on the timeline."""
+    from playwright.async_api import async_playwright, expect
+
+    base = stack.url("reporting")
+    reporter = stack.principal("reporter", grid_id=GRID)
+    fire = stack.principal("department", department_id="fire")
+    operator = stack.principal("operator")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    client = httpx.AsyncClient(timeout=30)
+    made = await client.post(
+        stack.url("intake") + "/api/v1/hazards",
+        headers=reporter.headers,
+        json={
+            "report_id": str(uuid.uuid4()),
+            "category": "blocked_fire_passage",
+            "description": "消防通道被建筑垃圾堵塞",
+            "location": {"lat": 22.622, "lon": 114.16901, "address": "六约路20号"},
+            "grid_id": GRID,
+            "observed_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    assert made.status_code == 201, made.text
+    hazard = made.json()["hazard_id"]
+    [dispatch] = await _wait_for(
+        client,
+        stack.url("dispatch") + "/api/v1/dispatches",
+        {"status": "pending", "department_id": "fire", "limit": "200"},
+        operator.headers,
+        lambda items: [d for d in items if d["hazard_id"] == hazard],
+    )
+    current = datetime.fromisoformat(dispatch["receipt_deadline"])
+    wanted = (current + timedelta(days=1)).replace(second=0, microsecond=0)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+
+        def watch(page: Any) -> None:
+            def on_console(m: Any) -> None:
+                if m.type == "error" and "Failed to load resource" not in m.text:
+                    problems.append(f"console: {m.text}")
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+        try:
+            # ---------------------------------------------------------- the desk asks for more time to receive it
+            laptop = await browser.new_context(viewport=DESKTOP, locale="zh-CN", timezone_id="Asia/Shanghai")
+            desk = await laptop.new_page()
+            watch(desk)
+            await _sign_in(desk, base, fire.token, "desk")
+            await desk.goto(f"{base}/app/#/hazard/{hazard}")
+            form = desk.locator("#extension-form")
+            await expect(form.locator("button[type=submit]")).to_be_enabled(timeout=WAIT_MS)
+            await form.locator("button[type=submit]").click()
+            await expect(desk.locator("#extension-form-deadline-error")).to_have_text("请选择新的期限。")
+            await expect(desk.locator("#extension-form-reason-error")).to_have_text("请填写理由（至少3字）。")
+            earlier = current - timedelta(minutes=1)
+            await desk.fill("#extension-form-deadline", _local(earlier))
+            await form.locator("button[type=submit]").click()
+            if earlier > datetime.now(UTC) + timedelta(minutes=1):
+                await expect(desk.locator("#extension-form-deadline-error")).to_have_text(
+                    f"新的期限必须晚于当前期限（{_city(current)}）。"
+                )
+            else:
+                await expect(desk.locator("#extension-form-deadline-error")).to_contain_text("必须晚于")
+            await desk.fill("#extension-form-deadline", _local(current + timedelta(days=40)))
+            await form.locator("button[type=submit]").click()
+            await expect(desk.locator("#extension-form-deadline-error")).to_have_text(
+                "新的期限最多比当前期限晚 30 天。"
+            )
+            await desk.fill("#extension-form-deadline", _local(wanted))
+            await desk.fill("#extension-form-reason", "施工单位夜间停工，次日上午到场签收")
+            await form.locator("button[type=submit]").click()
+            await expect(desk.locator("#extension-waiting")).to_have_text(
+                "延期申请已提交，等待审批。", timeout=WAIT_MS
+            )
+            await expect(desk.locator("#receipt-extension")).to_have_attribute(
+                "data-status", "awaiting_approval"
+            )
+            await expect(desk.locator("#receipt-extension")).to_contain_text(_city(wanted))
+            # Nothing moved yet: the deadline in force is the first one.
+            assert (
+                datetime.fromisoformat(await desk.get_attribute("#receipt-deadline", "data-deadline") or "")
+                == current
+            )
+
+            # ---------------------------------------------------------- the operator approves it, with a note
+            office = await browser.new_context(viewport=DESKTOP, locale="zh-CN", timezone_id="Asia/Shanghai")
+            op = await office.new_page()
+            watch(op)
+            await _sign_in(op, base, operator.token, "queue")
+            asked = op.locator(f"#extension-list .card[data-stage=receipt][data-hazard-id='{hazard}']")
+            await expect(asked).to_contain_text("施工单位夜间停工，次日上午到场签收", timeout=WAIT_MS)
+            await expect(asked).to_contain_text(f"原期限 {_city(current)} → 申请延至 {_city(wanted)}")
+            await asked.locator("textarea[name=note]").fill("同意，请在新的期限前签收")
+            await op.screenshot(path=str(RESULTS / "app-operator-extension-desktop.png"), full_page=True)
+            await asked.locator("button[value=approve]").click()
+            await expect(asked).to_have_count(0, timeout=WAIT_MS)
+            decided = (
+                await client.get(
+                    f"{stack.url('dispatch')}/api/v1/dispatches/{dispatch['dispatch_id']}",
+                    headers=operator.headers,
+                )
+            ).json()
+            assert datetime.fromisoformat(decided["receipt_deadline"]) == wanted
+            assert datetime.fromisoformat(decided["original_receipt_deadline"]) == current
+            assert decided["extension_request"]["note"] == "同意，请在新的期限前签收"
+
+            # The desk shows the new deadline and the original beside it, and both steps in the history.
+            await expect(desk.locator("#receipt-extension")).to_have_attribute(
+                "data-status", "approved", timeout=WAIT_MS
+            )
+            await expect(desk.locator("#receipt-deadline")).to_contain_text(_city(wanted))
+            await expect(desk.locator("#receipt-original")).to_contain_text(f"原期限 {_city(current)}")
+            await expect(
+                desk.locator("#detail .timeline li[data-event='hazard.extension_decided']")
+            ).to_contain_text("延期已同意", timeout=WAIT_MS)
+            await expect(
+                desk.locator("#detail .timeline li[data-event='hazard.extension_requested']")
+            ).to_contain_text("施工单位夜间停工")
+            listed = await desk.get_attribute(
+                f"#pending-list .card[data-hazard-id='{hazard}'] .left", "data-deadline"
+            )
+            assert datetime.fromisoformat(listed or "") == wanted
+            await desk.screenshot(path=str(RESULTS / "app-desk-extension-desktop.png"), full_page=True)
+            await desk.click("#lang-toggle")
+            await expect(desk.locator("#receipt-extension")).to_contain_text(
+                "Extension approved", timeout=WAIT_MS
+            )
+            await expect(desk.locator("#receipt-original")).to_contain_text("Original deadline")
+            await desk.click("#lang-toggle")
+            await expect(desk.locator("#receipt-extension")).to_contain_text("延期已同意", timeout=WAIT_MS)
+
+            # ---------------------------------------------------------- the operator urges it, on a phone
+            op_pocket = await browser.new_context(
+                viewport=PHONE, is_mobile=True, has_touch=True, locale="zh-CN", timezone_id="Asia/Shanghai"
+            )
+            op_phone = await op_pocket.new_page()
+            watch(op_phone)
+            await _sign_in(op_phone, base, operator.token, "queue")
+            open_card = op_phone.locator(f"#urge-list .card[data-hazard-id='{hazard}']")
+            await expect(open_card).to_have_attribute("data-stage", "receipt", timeout=WAIT_MS)
+            await open_card.locator("button[type=submit]").click()
+            await expect(op_phone.locator(f"#urge-{hazard}-note-error")).to_have_text("请填写内容。")
+            await op_phone.fill(f"#urge-{hazard}-note", "请于今日内签收并安排清理")
+            await open_card.locator("button[type=submit]").click()
+            await expect(open_card).to_contain_text("已督办", timeout=WAIT_MS)
+            await op_phone.screenshot(path=str(RESULTS / "app-operator-urge-phone.png"), full_page=True)
+
+            # ---------------------------------------------------------- the desk, on a phone: receipt, a note
+            pocket = await browser.new_context(
+                viewport=PHONE, is_mobile=True, has_touch=True, locale="zh-CN", timezone_id="Asia/Shanghai"
+            )
+            desk_phone = await pocket.new_page()
+            watch(desk_phone)
+            await _sign_in(desk_phone, base, fire.token, "desk")
+            await desk_phone.goto(f"{base}/app/#/hazard/{hazard}")
+            await expect(
+                desk_phone.locator("#detail .timeline li[data-event='hazard.urged']")
+            ).to_contain_text("请于今日内签收并安排清理", timeout=WAIT_MS)
+            await desk_phone.click("#ack-button")
+            await expect(desk_phone.locator("#rect-form")).to_be_visible(timeout=WAIT_MS)
+            await desk_phone.click("#note-form button[type=submit]")
+            await expect(desk_phone.locator("#note-form-note-error")).to_have_text("请填写内容。")
+            await desk_phone.fill("#note-form-note", "已联系物业，明早清运建筑垃圾")
+            await desk_phone.set_input_files("#note-form-photos", [jpeg((220, 180, 40))])
+            await desk_phone.click("#note-form button[type=submit]")
+            noted = desk_phone.locator("#detail .timeline li[data-event='hazard.progress_noted']")
+            await expect(noted).to_contain_text("已联系物业，明早清运建筑垃圾", timeout=WAIT_MS)
+            await expect(noted.locator(".thumbs img")).to_have_count(1)
+
+            # A rectification extension: asked here, refused by the operator; the deadline stays.
+            rect_deadline = datetime.fromisoformat(
+                await desk_phone.get_attribute("#rect-deadline", "data-deadline") or ""
+            )
+            await desk_phone.fill("#rect-extension-form-deadline", _local(rect_deadline - timedelta(hours=2)))
+            await desk_phone.fill("#rect-extension-form-reason", "等待物业配合")
+            await desk_phone.click("#rect-extension-form button[type=submit]")
+            await expect(desk_phone.locator("#rect-extension-form-deadline-error")).to_contain_text(
+                "必须晚于"
+            )
+            asked_rect = (rect_deadline + timedelta(days=2)).replace(second=0, microsecond=0)
+            await desk_phone.fill("#rect-extension-form-deadline", _local(asked_rect))
+            await desk_phone.click("#rect-extension-form button[type=submit]")
+            await expect(desk_phone.locator("#rect-extension-waiting")).to_be_visible(timeout=WAIT_MS)
+            rect_card = op.locator(
+                f"#extension-list .card[data-stage=rectification][data-hazard-id='{hazard}']"
+            )
+            await expect(rect_card).to_contain_text("等待物业配合", timeout=WAIT_MS)
+            await rect_card.locator("textarea[name=note]").fill("整改期限不变，请按期完成")
+            await rect_card.locator("button[value=refuse]").click()
+            await expect(rect_card).to_have_count(0, timeout=WAIT_MS)
+            await expect(desk_phone.locator("#rectification-extension")).to_have_attribute(
+                "data-status", "refused", timeout=WAIT_MS
+            )
+            await expect(desk_phone.locator("#rect-original")).to_have_count(0)
+            assert (
+                datetime.fromisoformat(
+                    await desk_phone.get_attribute("#rect-deadline", "data-deadline") or ""
+                )
+                == rect_deadline
+            )
+            refusal = desk_phone.locator(
+                "#detail .timeline li[data-event='hazard.extension_decided']", has_text="延期被驳回"
+            )
+            await expect(refusal).to_contain_text("整改期限不变，请按期完成", timeout=WAIT_MS)
+            # Every step is in the history: requests, decisions, the urging, the note.
+            events = await desk_phone.eval_on_selector_all(
+                "#detail .timeline li", "(items) => items.map((i) => i.dataset.event)"
+            )
+            for kind, times in (
+                ("hazard.extension_requested", 2),
+                ("hazard.extension_decided", 2),
+                ("hazard.urged", 1),
+                ("hazard.progress_noted", 1),
+            ):
+                assert events.count(kind) == times, (kind, events)
+            await _photos_shown(desk_phone, "#detail .timeline")
+            await desk_phone.screenshot(path=str(RESULTS / "app-desk-timeline-phone.png"), full_page=True)
 
             await browser.close()
         finally:

@@ -29,6 +29,13 @@ async def _timeline_types(client: Any, hazard_id: uuid.UUID) -> list[str]:
     return [entry["event_type"] for entry in case["timeline"]]
 
 
+async def _awaiting(client: Any, token: str) -> set[str]:
+    """The cases whose rectification extension awaits a decision, as the operator's page lists them."""
+    response = await client.get("/api/v1/hazards?extension_request=awaiting_approval", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return {item["hazard_id"] for item in response.json()["items"]}
+
+
 async def _timer_due(app: FastAPI, hazard_id: uuid.UUID) -> Any:
     async with app.state.runtime.sessions() as session:
         return (
@@ -114,6 +121,9 @@ async def test_urging_notes_and_an_approved_extension_on_the_timeline(
             assert set(response.json()["error"]) >= {"code", "message"}
         assert (await client.post(f"{ext}/approve", headers=auth("tok-operator"))).status_code == 409
         assert await _timeline_types(client, hazard.hazard_id) == before
+        assert str(hazard.hazard_id) not in await _awaiting(client, "tok-operator")
+        bad_filter = await client.get("/api/v1/hazards?extension_request=maybe", headers=auth("tok-operator"))
+        assert bad_filter.status_code == 422
 
         asked = await client.post(
             ext, json={"deadline": wanted.isoformat(), "reason": "等待配件到货"}, headers=auth("tok-fire")
@@ -127,11 +137,16 @@ async def test_urging_notes_and_an_approved_extension_on_the_timeline(
         )
         assert again.status_code == 409
         assert (await client.post(f"{ext}/approve", headers=auth("tok-fire"))).status_code == 403
+        # Listed for the operators and for the department holding it, not for another department.
+        assert str(hazard.hazard_id) in await _awaiting(client, "tok-operator")
+        assert str(hazard.hazard_id) in await _awaiting(client, "tok-fire")
+        assert str(hazard.hazard_id) not in await _awaiting(client, "tok-police")
 
         approved = await client.post(
             f"{ext}/approve", json={"note": "同意延期"}, headers=auth("tok-supervisor")
         )
         assert approved.status_code == 200, approved.text
+        assert str(hazard.hazard_id) not in await _awaiting(client, "tok-operator")
         shown = approved.json()
         assert datetime.fromisoformat(shown["deadlines"]["rectification"]) == wanted
         assert datetime.fromisoformat(shown["deadlines"]["rectification_original"]) == old

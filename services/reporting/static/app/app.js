@@ -12,6 +12,7 @@
   const MAX_PHOTOS = 10;
   const MAX_PHOTO_BYTES = 10 * 1024 * 1024;
   const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"];
+  const MAX_EXTENSION_DAYS = 30; // DISPATCH__ / TRACKING__EXTENSIONS__MAX_DAYS_BEYOND (the services refuse beyond it)
   const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
   const TEXT = {
@@ -55,6 +56,16 @@
       lang: "English", requestedBy: "申请人", lastUpdate: "最近更新", why_routed: "按规则分拨",
       why_rerouted: "退单后重新分拨", why_reassigned: "调度员改派", why_no_rule: "无匹配规则",
       why_all_candidates_returned: "候选部门全部退回",
+      deadlineNotAfter: "新的期限必须晚于当前期限（{d}）。", deadlineTooFar: "新的期限最多比当前期限晚 {n} 天。",
+      extAwaiting: "延期申请待审批", extApproved: "延期已同意", extRefused: "延期被驳回", requestedDeadline: "申请延至",
+      originalDeadline: "原期限", extensionStatus: "延期申请", extApprovalTitle: "待审批的延期申请",
+      approveExt: "同意延期", refuseExt: "驳回延期", decisionNote: "审批意见（可选）", stage_receipt: "签收",
+      stage_rectification: "整改", urgeTitle: "督办", urgeNote: "督办内容", urgeButton: "督办", urged: "已督办",
+      openWorkTitle: "在办事项（可督办）", deadlineInForce: "现行期限", noteSaved: "备注已添加",
+      extRequested: "延期申请已提交，等待审批。",
+      err_invalid_deadline: "新的期限必须晚于当前期限，且不超过其后 {n} 天。",
+      err_extension_awaiting_approval: "已有一条延期申请在等待审批。", err_deadline_passed: "期限已过，不能再申请延期。",
+      err_no_extension_request: "该延期申请已被处理。", err_invalid_state: "当前状态不能进行此操作。",
     },
     en: {
       appTitle: "Hazard desk", deskTitle: "Department desk", gridTitle: "Grid member", queueTitle0: "Operator's queue",
@@ -104,6 +115,18 @@
       lastUpdate: "Updated", why_routed: "routed by the rules", why_rerouted: "routed again after a return",
       why_reassigned: "reassigned by an operator", why_no_rule: "no rule matched",
       why_all_candidates_returned: "every candidate returned it",
+      deadlineNotAfter: "The new deadline must be after the one in force ({d}).",
+      deadlineTooFar: "At most {n} days beyond the deadline in force.", extAwaiting: "Extension awaiting approval",
+      extApproved: "Extension approved", extRefused: "Extension refused", requestedDeadline: "Requested",
+      originalDeadline: "Original deadline", extensionStatus: "Extension", extApprovalTitle: "Extension requests awaiting approval",
+      approveExt: "Approve extension", refuseExt: "Refuse extension", decisionNote: "Note (optional)",
+      stage_receipt: "receipt", stage_rectification: "rectification", urgeTitle: "Urge", urgeNote: "What to urge",
+      urgeButton: "Urge", urged: "Urged", openWorkTitle: "Open work (to urge)", deadlineInForce: "Deadline in force",
+      noteSaved: "Note added", extRequested: "Extension requested; awaiting approval.",
+      err_invalid_deadline: "The new deadline must be after the one in force and at most {n} days beyond it.",
+      err_extension_awaiting_approval: "A request already awaits a decision.",
+      err_deadline_passed: "The deadline has passed; no extension may be asked.",
+      err_no_extension_request: "This request was already decided.", err_invalid_state: "Not possible in this state.",
     },
   };
   const STATES = {
@@ -125,7 +148,8 @@
       "hazard.returned": "退单", "hazard.receipt_overdue": "超时未签收", "hazard.escalated": "升级督办",
       "hazard.rectification_ordered": "下达整改", "hazard.rectified": "整改完成",
       "hazard.rectification_overdue": "整改超期", "hazard.verified": "复核", "hazard.closed": "销号",
-      "hazard.relapsed": "回潮",
+      "hazard.relapsed": "回潮", "hazard.urged": "督办", "hazard.extension_requested": "申请延期",
+      "hazard.extension_decided": "延期审批", "hazard.progress_noted": "进展备注",
     },
     en: {},
   };
@@ -137,7 +161,7 @@
     cfg: null, ref: null, me: null, routes: {}, photos: new Map(), timer: null,
     desk: { pending: [], open: [], seen: null, selected: null },
     grid: { tab: "report", gps: null, syncing: false, mine: [], verify: [] },
-    queue: { items: [], rerouted: [], approvals: [], rules: null },
+    queue: { items: [], rerouted: [], approvals: [], rules: null, urged: new Set() },
   };
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => {
@@ -351,6 +375,13 @@
     // Put the API's refusal next to the field it names (details[].field), else under the form.
     const details = err.details || [];
     let placed = false;
+    const known = TEXT[state.lang]["err_" + err.code];
+    if (known) {
+      const input = err.code === "invalid_deadline" ? form.querySelector('[name="deadline"]') : null;
+      const text = t("err_" + err.code, { n: MAX_EXTENSION_DAYS });
+      if (input) fieldError(input, text); else setStatus(form.querySelector(".status"), text, true);
+      return;
+    }
     for (const d of details) {
       const field = String(d.field || (d.loc || []).slice(-1)[0] || "");
       const input = form.querySelector(`[name="${field}"]`);
@@ -521,7 +552,7 @@
     // The case moves on by events (e.g. the rectification order after 签收): show it, unless the user is typing.
     const panel = $("detail");
     const busy = panel.contains(document.activeElement) ||
-      [...panel.querySelectorAll("input, textarea, select")].some((i) => (i.type === "file" ? i.files.length : i.value));
+      [...panel.querySelectorAll("input, textarea, select")].some((i) => (i.type === "file" ? i.files.length : i.value) || i.getAttribute("aria-invalid") === "true");
     if (state.desk.selected && !busy) await openDetail(state.desk.selected);
   }
 
@@ -530,16 +561,67 @@
     if (match) await openDetail(decodeURIComponent(match[1]));
   }
 
+  function timelineExtra(e) {
+    // Urgings, extension requests and decisions, progress notes: what the department must read.
+    const d = e.details || {};
+    const stage = d.stage ? t("stage_" + d.stage) : null;
+    if (e.event_type === "hazard.urged") return [stage, d.note];
+    if (e.event_type === "hazard.extension_requested") {
+      return [stage, `${t("originalDeadline")} ${cityTime(d.current_deadline || d.original_deadline)}`,
+        `${t("requestedDeadline")} ${cityTime(d.requested_deadline)}`, d.reason];
+    }
+    if (e.event_type === "hazard.extension_decided") {
+      return [stage, d.approved ? t("extApproved") : t("extRefused"), `${t("deadlineInForce")} ${cityTime(d.deadline)}`, d.note];
+    }
+    if (e.event_type === "hazard.progress_noted") return [d.note];
+    return null;
+  }
+
   function timelineList(entries) {
     return el("ol", { class: "timeline" }, (entries || []).map((e) => {
       const d = e.details || {};
-      const extra = [d.department_id && departmentName(d.department_id), d.reason && (TEXT[state.lang]["why_" + d.reason] || d.reason), d.note, d.passed === true ? t("verifyPass") : d.passed === false ? t("verifyFail") : null,
+      const special = timelineExtra(e);
+      const extra = special ? special.filter(Boolean).join(" · ") : [d.department_id && departmentName(d.department_id), d.reason && (TEXT[state.lang]["why_" + d.reason] || d.reason), d.note, d.passed === true ? t("verifyPass") : d.passed === false ? t("verifyFail") : null,
         d.deadline && `${t("rectDeadline")} ${cityTime(d.deadline)}`].filter(Boolean).join(" · ");
       return el("li", { "data-event": e.event_type },
         el("span", { class: "when" }, cityTime(e.occurred_at)), " ", el("strong", {}, eventName(e.event_type)),
         " ", el("span", { class: "muted" }, e.actor || ""), extra ? el("div", {}, extra) : null,
         (d.photos || []).length ? thumbs(d.photos) : null);
     }));
+  }
+
+  function originalOf(current, original, id) {
+    // An approved extension: the deadline in force, and the one first frozen beside it.
+    if (!original || !current || new Date(original).getTime() === new Date(current).getTime()) return null;
+    return el("span", { class: "muted original", id, "data-deadline": original }, ` (${t("originalDeadline")} ${cityTime(original)})`);
+  }
+
+  function extensionFacts(request, stage) {
+    if (!request) return [];
+    const word = { awaiting_approval: t("extAwaiting"), approved: t("extApproved"), refused: t("extRefused") }[request.status] || request.status;
+    return [el("dt", {}, state.lang === "zh" ? `${t("extensionStatus")}（${t("stage_" + stage)}）` : `${t("extensionStatus")} (${t("stage_" + stage)})`),
+      el("dd", { id: `${stage}-extension`, "data-status": request.status },
+        el("span", { class: "badge ext " + request.status }, word), " ",
+        [`${t("requestedDeadline")} ${cityTime(request.requested_deadline)}`, request.reason,
+          request.decided_by ? `${request.decided_by}${request.note ? "：" + request.note : ""}` : null].filter(Boolean).join(" · "))];
+  }
+
+  function extensionForm(id, title, current, send) {
+    // The new deadline is checked here as the services do: after the one in force, at most 30 days beyond it.
+    return actionForm(id, title, [
+      { name: "deadline", label: t("newDeadline"), type: "datetime-local" }, { name: "reason", label: t("extReason"), type: "textarea" },
+    ], t("extButton"), async (form) => {
+      const deadline = form.elements.deadline, reason = form.elements.reason;
+      const when = deadline.value ? new Date(deadline.value) : null;
+      const now = new Date(current).getTime();
+      const problem = !when || isNaN(when.getTime()) ? t("needDeadline")
+        : when.getTime() <= Date.now() ? t("deadlinePast")
+          : when.getTime() <= now ? t("deadlineNotAfter", { d: cityTime(current) })
+            : when.getTime() > now + MAX_EXTENSION_DAYS * 86400000 ? t("deadlineTooFar", { n: MAX_EXTENSION_DAYS }) : "";
+      const ok = [fieldError(deadline, problem), checkText(reason, { min: 3, max: 1000, empty: "needReason" })].every(Boolean);
+      if (!ok) return false;
+      await send({ deadline: when.toISOString(), reason: reason.value.trim() });
+    }, { disabled: !send });
   }
 
   async function openDetail(hazardId) {
@@ -573,8 +655,14 @@
       el("dt", {}, t("grid")), el("dd", {}, gridName((kase && kase.grid_id) || (dispatch && dispatch.grid_id))),
       el("dt", {}, t("reporter")), el("dd", {}, report.reporter_id || (kase && kase.reporter_id) || "—"),
       el("dt", {}, t("reportedAt")), el("dd", {}, cityTime(kase && kase.reported_at)),
-      el("dt", {}, t("receiptDeadline")), el("dd", {}, dispatch ? [cityTime(dispatch.receipt_deadline), " ", dispatch.status === "pending" ? timeLeft(dispatch.receipt_deadline, dispatch.overdue) : ""] : "—"),
-      el("dt", {}, t("rectDeadline")), el("dd", {}, kase && kase.deadlines.rectification ? [cityTime(kase.deadlines.rectification), " ", kase.state === "rectification_ordered" ? timeLeft(kase.deadlines.rectification, kase.deadlines.rectification_overdue) : ""] : "—"));
+      el("dt", {}, t("receiptDeadline")), el("dd", { id: "receipt-deadline", "data-deadline": dispatch ? dispatch.receipt_deadline : null },
+        dispatch ? [cityTime(dispatch.receipt_deadline), " ", dispatch.status === "pending" ? timeLeft(dispatch.receipt_deadline, dispatch.overdue) : "",
+          originalOf(dispatch.receipt_deadline, dispatch.original_receipt_deadline, "receipt-original")] : "—"),
+      extensionFacts(dispatch && dispatch.extension_request, "receipt"),
+      el("dt", {}, t("rectDeadline")), el("dd", { id: "rect-deadline", "data-deadline": kase ? kase.deadlines.rectification : null },
+        kase && kase.deadlines.rectification ? [cityTime(kase.deadlines.rectification), " ", kase.state === "rectification_ordered" ? timeLeft(kase.deadlines.rectification, kase.deadlines.rectification_overdue) : "",
+          originalOf(kase.deadlines.rectification, kase.deadlines.rectification_original, "rect-original")] : "—"),
+      extensionFacts(kase && kase.extension_requests && kase.extension_requests.rectification, "rectification"));
     const actions = el("div", { class: "actions" });
     const after = async () => { await deskRefresh(); await openDetail(hazardId); };
     if (dispatch && dispatch.status === "pending") {
@@ -583,17 +671,14 @@
         try { await api("dispatch", `/api/v1/dispatches/${dispatch.dispatch_id}/acknowledge`, { method: "POST" }); await after(); }
         catch (err) { ev.target.disabled = false; if (err.status !== 401) setStatus($("ack-status"), t("failed") + err.message, true); }
       } }, t("acknowledge"))), el("p", { class: "status", id: "ack-status", role: "status" }));
-      actions.append(actionForm("extension-form", t("extensionTitle"), [
-        { name: "deadline", label: t("newDeadline"), type: "datetime-local" }, { name: "reason", label: t("extReason"), type: "textarea" },
-      ], t("extButton"), async (form) => {
-        const deadline = form.elements.deadline, reason = form.elements.reason;
-        const when = deadline.value ? new Date(deadline.value) : null;
-        const ok = [fieldError(deadline, !when ? t("needDeadline") : when.getTime() <= Date.now() ? t("deadlinePast") : ""),
-          checkText(reason, { min: 3, max: 1000, empty: "needReason" })].every(Boolean);
-        if (!ok) return false;
-        await api("dispatch", `/api/v1/dispatches/${dispatch.dispatch_id}/extension`, { method: "POST", json: { deadline: when.toISOString(), reason: reason.value.trim() } });
-        await after();
-      }, { disabled: !state.routes.receiptExtension }));
+      const waiting = dispatch.extension_request && dispatch.extension_request.status === "awaiting_approval";
+      if (waiting) actions.append(el("p", { class: "status", id: "extension-waiting" }, t("extRequested")));
+      else {
+        actions.append(extensionForm("extension-form", t("extensionTitle"), dispatch.receipt_deadline, state.routes.receiptExtension ? async (body) => {
+          await api("dispatch", `/api/v1/dispatches/${dispatch.dispatch_id}/extension`, { method: "POST", json: body });
+          await after();
+        } : null));
+      }
     }
     if (dispatch && (dispatch.status === "pending" || dispatch.status === "acknowledged") && !(kase && kase.closed)) {
       actions.append(actionForm("return-form", t("returnTitle"), [{ name: "reason", label: t("returnReason"), type: "textarea" }], t("returnButton"), async (form) => {
@@ -618,17 +703,14 @@
         await api("tracking", `/api/v1/hazards/${hazardId}/rectification`, { method: "POST", json: { note: form.elements.note.value.trim(), photos: urls } });
         await after();
       }));
-      actions.append(actionForm("rect-extension-form", t("rectExtensionTitle"), [
-        { name: "deadline", label: t("newDeadline"), type: "datetime-local" }, { name: "reason", label: t("extReason"), type: "textarea" },
-      ], t("extButton"), async (form) => {
-        const deadline = form.elements.deadline, reason = form.elements.reason;
-        const when = deadline.value ? new Date(deadline.value) : null;
-        const ok = [fieldError(deadline, !when ? t("needDeadline") : when.getTime() <= Date.now() ? t("deadlinePast") : ""),
-          checkText(reason, { min: 3, max: 1000, empty: "needReason" })].every(Boolean);
-        if (!ok) return false;
-        await api("tracking", `/api/v1/hazards/${hazardId}/rectification/extension`, { method: "POST", json: { deadline: when.toISOString(), reason: reason.value.trim() } });
-        await after();
-      }, { disabled: !state.routes.rectExtension }));
+      const rectRequest = kase.extension_requests && kase.extension_requests.rectification;
+      if (rectRequest && rectRequest.status === "awaiting_approval") actions.append(el("p", { class: "status", id: "rect-extension-waiting" }, t("extRequested")));
+      else {
+        actions.append(extensionForm("rect-extension-form", t("rectExtensionTitle"), kase.deadlines.rectification, state.routes.rectExtension ? async (body) => {
+          await api("tracking", `/api/v1/hazards/${hazardId}/rectification/extension`, { method: "POST", json: body });
+          await after();
+        } : null));
+      }
     }
     if (kase && !kase.closed) {
       actions.append(actionForm("note-form", t("noteTitle"), [
@@ -940,15 +1022,99 @@
     });
   }
 
+  function decisionForm(id, onDecide) {
+    // Approve or refuse an extension, with an optional note (the same note field for both).
+    const form = el("form", { id, novalidate: true, class: "decision" },
+      el("label", { for: id + "-note" }, t("decisionNote")),
+      el("textarea", { id: id + "-note", name: "note", rows: 2 }),
+      el("p", { class: "field-error", id: id + "-note-error", role: "alert" }),
+      el("div", { class: "buttons" },
+        el("button", { type: "submit", name: "decision", value: "approve", class: "small" }, t("approveExt")),
+        el("button", { type: "submit", name: "decision", value: "refuse", class: "small danger" }, t("refuseExt"))),
+      el("p", { class: "status", role: "status" }));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const decision = ev.submitter && ev.submitter.value === "refuse" ? "refuse" : "approve";
+      const note = form.elements.note;
+      if (note.value.trim().length > 1000) { fieldError(note, t("tooLong", { n: 1000 })); return; }
+      const buttons = [...form.querySelectorAll("button")];
+      buttons.forEach((b) => { b.disabled = true; });
+      try {
+        await onDecide(decision, note.value.trim() ? { note: note.value.trim() } : {});
+        setStatus(form.querySelector(".status"), t("saved"));
+        if (document.activeElement && form.contains(document.activeElement)) document.activeElement.blur();
+        await queueRefresh();
+      } catch (err) {
+        if (err.status !== 401) serverErrorTo(form, err);
+      } finally {
+        buttons.forEach((b) => { b.disabled = false; });
+      }
+    });
+    return form;
+  }
+
+  function extensionCard(item) {
+    // A receipt extension (a dispatch) or a rectification one (a case): what was asked, by whom, why.
+    const r = item.request;
+    return el("li", { class: "card", "data-stage": item.stage, "data-hazard-id": item.hazard_id, "data-dispatch-id": item.dispatch_id },
+      el("div", { class: "row1" }, el("span", { class: "cat" }, `${categoryName(item.category)} · ${t("stage_" + item.stage)}`),
+        el("span", { class: "badge" }, departmentName(item.department_id))),
+      el("p", { class: "desc" }, r.reason),
+      el("div", { class: "meta" }, `${t("originalDeadline")} ${cityTime(r.previous_deadline)} → ${t("requestedDeadline")} ${cityTime(r.requested_deadline)}`),
+      el("div", { class: "meta" }, `${t("requestedBy")} ${r.requested_by} · ${cityTime(r.requested_at)}`),
+      decisionForm(`ext-${item.stage}-${item.hazard_id}`, (decision, body) => item.stage === "receipt"
+        ? api("dispatch", `/api/v1/dispatches/${item.dispatch_id}/extension/${decision}`, { method: "POST", json: body })
+        : api("tracking", `/api/v1/hazards/${item.hazard_id}/rectification/extension/${decision}`, { method: "POST", json: body })));
+  }
+
+  function urgeCard(item) {
+    return el("li", { class: "card", "data-stage": item.stage, "data-hazard-id": item.hazard_id },
+      el("div", { class: "row1" }, el("span", { class: "cat" }, `${categoryName(item.category)} · ${t("stage_" + item.stage)}`), timeLeft(item.deadline, item.overdue)),
+      el("div", { class: "meta" }, [departmentName(item.department_id), gridName(item.grid_id),
+        state.queue.urged.has(item.hazard_id) ? t("urged") : null].filter(Boolean).join(" · ")),
+      actionForm("urge-" + item.hazard_id, t("urgeTitle"), [{ name: "note", label: t("urgeNote"), type: "text" }], t("urgeButton"), async (form) => {
+        if (!checkText(form.elements.note, { max: 2000 })) return false;
+        await api("tracking", `/api/v1/hazards/${item.hazard_id}/urgings`, { method: "POST", json: { note: form.elements.note.value.trim() } });
+        state.queue.urged.add(item.hazard_id);
+        form.elements.note.value = "";
+        if (document.activeElement && form.contains(document.activeElement)) document.activeElement.blur();
+        await queueRefresh();
+      }));
+  }
+
+  async function rectExtensions() {
+    // Cases whose rectification extension awaits a decision; each case says what was asked.
+    const list = await api("tracking", "/api/v1/hazards", { params: { extension_request: "awaiting_approval", limit: 50 } });
+    const cases = await Promise.all(list.items.map((c) => api("tracking", `/api/v1/hazards/${c.hazard_id}`).catch(() => null)));
+    return cases.filter((k) => k && k.extension_requests.rectification && k.extension_requests.rectification.status === "awaiting_approval")
+      .map((k) => ({ stage: "rectification", hazard_id: k.hazard_id, dispatch_id: k.dispatch_id, category: k.category,
+        department_id: k.department_id, request: k.extension_requests.rectification }));
+  }
+
   async function queueRefresh() {
     const operator = state.me.role === "operator";
-    const [queue, pending, approvals] = await Promise.all([
+    const [queue, pending, approvals, receiptExt, rectExt, ordered] = await Promise.all([
       api("dispatch", "/api/v1/operator-queue", { params: { limit: 200 } }),
       api("dispatch", "/api/v1/dispatches", { params: { status: "pending", limit: 500 } }),
       api("dispatch", "/api/v1/dispatches", { params: { return_request: "awaiting_approval", limit: 100 } }),
+      api("dispatch", "/api/v1/dispatches", { params: { extension_request: "awaiting_approval", limit: 100 } }),
+      rectExtensions(),
+      api("tracking", "/api/v1/hazards", { params: { state: "rectification_ordered", limit: 100 } }),
     ]);
+    const extensions = [...receiptExt.items.filter((d) => d.extension_request).map((d) => ({ stage: "receipt", hazard_id: d.hazard_id,
+      dispatch_id: d.dispatch_id, category: d.category, department_id: d.department_id, request: d.extension_request })), ...rectExt];
+    $("extension-count").textContent = extensions.length;
+    if (!keep($("extension-list"))) {
+      $("extension-list").replaceChildren(...(extensions.length ? extensions.map(extensionCard) : [el("li", { class: "empty" }, t("none"))]));
+    }
+    const open = [...pending.items.map((d) => ({ stage: "receipt", hazard_id: d.hazard_id, category: d.category, department_id: d.department_id,
+      grid_id: d.grid_id, deadline: d.receipt_deadline, overdue: d.overdue })),
+    ...ordered.items.map((c) => ({ stage: "rectification", hazard_id: c.hazard_id, category: c.category, department_id: c.department_id,
+      grid_id: c.grid_id, deadline: c.rectification_deadline, overdue: c.rectification_overdue }))].slice(0, 100);
+    if (!keep($("urge-list"))) {
+      $("urge-list").replaceChildren(...(open.length ? open.map(urgeCard) : [el("li", { class: "empty" }, t("none"))]));
+    }
     if (!state.queue.rules) state.queue.rules = await api("dispatch", "/api/v1/routing-rules");
-    const keep = (list) => document.activeElement && list.contains(document.activeElement);
     $("queue-count").textContent = queue.items.length;
     setStatus($("queue-status"), `${t("updated")} ${cityTime(new Date())}`);
     if (!keep($("queue-list"))) {
@@ -988,6 +1154,11 @@
       el("tbody", {}, rules.map((r) => el("tr", { "data-rule": r.id }, el("td", {}, r.position), el("td", {}, r.id), el("td", {}, categoryName(r.category)),
         el("td", {}, r.community_id ? named(state.ref.communities, r.community_id) : t("any")),
         el("td", {}, r.grid_id ? gridName(r.grid_id) : t("any")), el("td", {}, departmentName(r.department_id))))));
+  }
+
+  function keep(list) {
+    // A list the user is typing in is not redrawn under their fingers.
+    return document.activeElement && list.contains(document.activeElement);
   }
 
   // ------------------------------------------------------------------ start
