@@ -17,7 +17,7 @@
 
   const TEXT = {
     zh: {
-      appTitle: "隐患处置", deskTitle: "部门工作台", gridTitle: "网格员上报", queueTitle0: "调度员待办",
+      appTitle: "隐患处置", queuedPhotos: "照片", deskTitle: "部门工作台", gridTitle: "网格员上报", queueTitle0: "调度员待办",
       supervisorTitle: "督办", signOut: "退出", signinTitle: "登录", tokenLabel: "令牌（仅保存在本浏览器）",
       signinButton: "登录", signinHint: "部门、网格员、调度员和督办人员使用各自的令牌登录；页面不包含任何令牌。",
       dashboardLink: "督办看板", needToken: "请输入令牌。", badToken: "令牌无效，请重新输入。",
@@ -68,6 +68,7 @@
       err_no_extension_request: "该延期申请已被处理。", err_invalid_state: "当前状态不能进行此操作。",
     },
     en: {
+      queuedPhotos: "photos",
       appTitle: "Hazard desk", deskTitle: "Department desk", gridTitle: "Grid member", queueTitle0: "Operator's queue",
       supervisorTitle: "Supervisor", signOut: "Sign out", signinTitle: "Sign in",
       tokenLabel: "Token (kept in this browser only)", signinButton: "Sign in",
@@ -859,7 +860,7 @@
     $("outbox-list").replaceChildren(...(items.length ? items.map((i) => el("li", { class: "card", "data-report-id": i.report_id, "data-status": i.status, "data-hazard-id": i.hazard_id },
       el("div", { class: "row1" }, el("span", { class: "cat" }, categoryName(i.body.category)), el("span", { class: "badge " + i.status }, t(BADGES[i.status]))),
       el("p", { class: "desc" }, i.body.description),
-      el("div", { class: "meta" }, [cityTime(i.created_at), i.files.length ? `📷 ${i.files.length}` : null, i.hazard_id].filter(Boolean).join(" · ")),
+      el("div", { class: "meta" }, [cityTime(i.created_at), i.files.length ? `${t("queuedPhotos")} ${i.files.length}` : null, i.hazard_id].filter(Boolean).join(" · ")),
       i.error ? el("p", { class: "field-error", "data-item-error": "" }, i.error.message, (i.error.details || []).map((d) => ` ${d.field || ""}: ${d.problem || ""}`).join(";")) : null,
       el("div", { class: "buttons" },
         i.status === "error" ? el("button", { type: "button", class: "small", onclick: () => editItem(i) }, t("edit")) : null,
