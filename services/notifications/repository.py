@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,16 +137,30 @@ class Claimed:
     created_at: datetime
 
 
-_CLAIM_SCAN = (
-    sa.select(d.delivery_id, d.target)
-    .where(
-        d.status.in_(("pending", "retrying")),
-        d.next_attempt_at <= sa.bindparam("now"),
-        d.target.not_in(sa.bindparam("busy", expanding=True)),
-    )
-    .order_by(d.next_attempt_at)
-    .limit(sa.bindparam("scan"))
-    .with_for_update(skip_locked=True)
+# Each target's earliest due deliveries (at most ``take`` of each), the busy targets left out: a
+# target with a long backlog (a receiver back from an outage) is not scanned past by the others,
+# and every target gets its share of each claim.
+_CLAIM_SCAN = sa.text(
+    """
+    select x.delivery_id, x.target
+    from (
+        select distinct target from notifications.subscriptions
+        where deleted_at is null and target <> all(:busy)
+    ) t
+    cross join lateral (
+        select d.delivery_id, d.target, d.next_attempt_at
+        from notifications.deliveries d
+        where d.target = t.target and d.status in ('pending', 'retrying') and d.next_attempt_at <= :now
+        order by d.next_attempt_at
+        limit :take
+        for update of d skip locked
+    ) x
+    order by x.next_attempt_at
+    """
+).bindparams(
+    sa.bindparam("busy", type_=pg.ARRAY(sa.Text)),
+    sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+    sa.bindparam("take", type_=sa.Integer),
 )
 
 
@@ -164,7 +179,7 @@ async def claim_deliveries(
     runs out, so a sender that dies mid-send leaves its deliveries to be retried.
     """
     busy = [target for target, count in in_flight.items() if count >= per_target]
-    scanned = await session.execute(_CLAIM_SCAN, {"now": now, "busy": busy, "scan": limit * 4})
+    scanned = await session.execute(_CLAIM_SCAN, {"now": now, "busy": busy, "take": per_target})
     chosen: list[int] = []
     taken: dict[str, int] = {}
     for delivery_id, target in scanned:
@@ -174,10 +189,11 @@ async def claim_deliveries(
             taken[target] = taken.get(target, 0) + 1
     if not chosen:
         return []
+    until = now + timedelta(seconds=lease_s)
     leased = await session.execute(
         sa.update(deliveries)
         .where(d.delivery_id.in_(chosen))
-        .values(attempts=d.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_s))
+        .values(attempts=d.attempts + 1, next_attempt_at=until, leased_until=until)
         .returning(deliveries)
     )
     rows = leased.all()
@@ -201,6 +217,27 @@ async def claim_deliveries(
         )
         for row in sorted(rows, key=lambda x: x.delivery_id)
     ]
+
+
+async def release_held(session: AsyncSession, targets: Sequence[str], *, now: datetime) -> int:
+    """Make the waiting retries of targets that answer again due now; returns how many.
+
+    A receiver back from an outage gets its backlog at once instead of when each delivery's
+    backoff (up to ``BACKOFF_MAX_S``) runs out; deliveries a sender holds (leased) are left alone.
+    """
+    if not targets:
+        return 0
+    released = await session.execute(
+        sa.update(deliveries)
+        .where(
+            d.target.in_(list(targets)),
+            d.status == "retrying",
+            d.next_attempt_at > now,
+            sa.or_(d.leased_until.is_(None), d.leased_until <= now),
+        )
+        .values(next_attempt_at=now)
+    )
+    return int(released.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -229,6 +266,7 @@ async def record_attempts(session: AsyncSession, results: Sequence[Attempted]) -
             next_attempt_at=sa.func.coalesce(
                 sa.bindparam("b_next", type_=sa.DateTime(timezone=True)), d.next_attempt_at
             ),
+            leased_until=None,
         ),
         [
             {
