@@ -257,7 +257,8 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
     reminders planned and settled within the batch are simply not written.
     """
     plan = Plan()
-    pending: dict[uuid.UUID, Reminder] = {}
+    # Reminders planned in this batch, by (hazard, kind): settling one is a lookup, not a scan.
+    pending: dict[tuple[uuid.UUID, ReminderKind], dict[uuid.UUID, Reminder]] = {}
     for event in events:
         plan.notices.extend(notices_for(event))
         settles = _SETTLES.get(event.TYPE)
@@ -267,8 +268,7 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
             settles_kinds = (settles,) if settles is not None else ()
         for kind in settles_kinds:
             plan.cancel.add((event.hazard_id, kind))
-            for key in [k for k, r in pending.items() if r.hazard_id == event.hazard_id and r.kind == kind]:
-                del pending[key]
+            pending.pop((event.hazard_id, kind), None)
         window: tuple[ReminderKind, str, datetime] | None
         match event:
             case ev.HazardDispatched(payload=p):
@@ -289,8 +289,9 @@ def plan_batch(events: Iterable[ev.AnyEvent], *, fractions: Sequence[float], now
                 fractions=fractions,
                 now=now,
             )
-            pending.update((r.reminder_id, r) for r in found)
-    plan.reminders = list(pending.values())
+            planned = pending.setdefault((event.hazard_id, kind), {})
+            planned.update((r.reminder_id, r) for r in found)
+    plan.reminders = [r for planned in pending.values() for r in planned.values()]
     return plan
 
 
