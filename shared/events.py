@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-Producer = Literal["intake", "dispatch", "tracking", "reporting", "test"]
+Producer = Literal["intake", "dispatch", "tracking", "reporting", "notifications", "test"]
 
 
 class _Model(BaseModel):
@@ -185,6 +185,26 @@ class HazardRelapsedPayload(_Model):
     place_key: str
 
 
+class HazardNotifiedPayload(_Model):
+    """Who was told what, when, by which channel, with what result (never a secret or a full URL)."""
+
+    # The lifecycle event or reminder the notice was about, and what it said (dispatched,
+    # receipt_due_soon, receipt_overdue, escalated, ...).
+    source_id: uuid.UUID
+    trigger: str
+    department_id: str
+    audience_scope: Literal["department", "escalation"]
+    audience_id: str
+    subscription_id: uuid.UUID
+    channel: Literal["webhook", "email"]
+    # The webhook's host (no path, query or key) or the e-mail address masked (d***@fire.example.org).
+    recipient: str
+    result: Literal["delivered", "failed"]
+    attempts: Annotated[int, Field(ge=1)]
+    # A failure's kind (HTTP 503, ConnectionRefused, timeout...), never the receiver's answer.
+    error: str | None = None
+
+
 # ---------------------------------------------------------------- envelopes
 
 
@@ -289,6 +309,12 @@ class HazardRelapsed(_Envelope):
     payload: HazardRelapsedPayload
 
 
+class HazardNotified(_Envelope):
+    TYPE: ClassVar[str] = "hazard.notified"
+    event_type: Literal["hazard.notified"] = "hazard.notified"
+    payload: HazardNotifiedPayload
+
+
 LifecycleEvent = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads better spelled out
         HazardReported,
@@ -306,6 +332,7 @@ LifecycleEvent = Annotated[
         HazardVerified,
         HazardClosed,
         HazardRelapsed,
+        HazardNotified,
     ],
     Field(discriminator="event_type"),
 ]
@@ -328,6 +355,7 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
         HazardVerified,
         HazardClosed,
         HazardRelapsed,
+        HazardNotified,
     )
 }
 

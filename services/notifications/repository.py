@@ -290,34 +290,43 @@ class Attempted:
     now: datetime
 
 
-async def record_attempts(session: AsyncSession, results: Sequence[Attempted]) -> None:
-    """Write what several attempts came to in one statement (a cancelled delivery stays cancelled)."""
+_RECORD = sa.text(
+    """
+    update notifications.deliveries d
+    set status = x.st, last_error = x.err, sent_at = coalesce(x.sent, d.sent_at),
+        next_attempt_at = coalesce(x.nxt, d.next_attempt_at), leased_until = null
+    from unnest(:ids, :statuses, :errors, :sents, :nexts) as x(id, st, err, sent, nxt)
+    where d.delivery_id = x.id and d.status in ('pending', 'retrying')
+    returning d.delivery_id
+    """
+).bindparams(
+    sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger)),
+    sa.bindparam("statuses", type_=pg.ARRAY(sa.Text)),
+    sa.bindparam("errors", type_=pg.ARRAY(sa.Text)),
+    sa.bindparam("sents", type_=pg.ARRAY(sa.DateTime(timezone=True))),
+    sa.bindparam("nexts", type_=pg.ARRAY(sa.DateTime(timezone=True))),
+)
+
+
+async def record_attempts(session: AsyncSession, results: Sequence[Attempted]) -> set[int]:
+    """Write what several attempts came to in one statement; returns the deliveries it changed.
+
+    A delivery no longer pending or retrying (cancelled, or already recorded by a sender whose
+    lease ran out and whose copy was sent again) is left as it is, and not in the answer.
+    """
     if not results:
-        return
-    await session.execute(
-        sa.update(deliveries)
-        # No IN (...) here: expanding parameters cannot be used with executemany.
-        .where(d.delivery_id == sa.bindparam("b_id"), sa.or_(d.status == "pending", d.status == "retrying"))
-        .values(
-            status=sa.bindparam("b_status"),
-            last_error=sa.bindparam("b_error"),
-            sent_at=sa.func.coalesce(sa.bindparam("b_sent_at", type_=sa.DateTime(timezone=True)), d.sent_at),
-            next_attempt_at=sa.func.coalesce(
-                sa.bindparam("b_next", type_=sa.DateTime(timezone=True)), d.next_attempt_at
-            ),
-            leased_until=None,
-        ),
-        [
-            {
-                "b_id": r.delivery_id,
-                "b_status": r.status,
-                "b_error": r.error,
-                "b_sent_at": r.now if r.status == "sent" else None,
-                "b_next": r.next_attempt_at,
-            }
-            for r in results
-        ],
+        return set()
+    changed = await session.execute(
+        _RECORD,
+        {
+            "ids": [r.delivery_id for r in results],
+            "statuses": [r.status for r in results],
+            "errors": [r.error for r in results],
+            "sents": [r.now if r.status == "sent" else None for r in results],
+            "nexts": [r.next_attempt_at for r in results],
+        },
     )
+    return set(changed.scalars().all())
 
 
 async def list_deliveries(

@@ -39,6 +39,7 @@ from services.notifications.service import (
     resolve_host,
 )
 from services.notifications.settings import DeliverySettings, SmtpSettings
+from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ class SenderLoop:
         clock: Clock = _utcnow,
         rand: random.Random | None = None,
         resolve: Resolver = resolve_host,
+        outbox: Outbox | None = None,
     ) -> None:
         self.sessions = sessions
+        # Where each delivery's outcome (sent, or failed for good) is published as hazard.notified.
+        self.outbox = outbox
         self.settings = settings
         self.smtp = smtp
         self.secrets = secrets
@@ -249,7 +253,27 @@ class SenderLoop:
             return
         try:
             async with session.begin_nested():
-                await repository.record_attempts(session, [r for _, r in results])
+                changed = await repository.record_attempts(session, [r for _, r in results])
+                if self.outbox is not None:
+                    # Only what this transaction settled: a delivery recorded once is published once.
+                    await self.outbox.add(
+                        session,
+                        *(
+                            domain.notified_event(
+                                notice=item.notice,
+                                source_id=item.event_id,
+                                subscription_id=item.subscription.subscription_id,
+                                channel=item.channel,
+                                target=item.target,
+                                status=result.status,
+                                attempts=item.attempts,
+                                error=result.error,
+                                at=result.now,
+                            )
+                            for item, result in results
+                            if result.delivery_id in changed and result.status in ("sent", "failed")
+                        ),
+                    )
         except Exception as exc:
             # The leases run out and the deliveries are tried again: at least once, the receiver
             # deduplicates on the idempotency key.
