@@ -667,7 +667,7 @@ def run(
     from tests.support.system import SERVICES, System
 
     probe_us = machine_speed_probe()
-    system = System(proxy=False)
+    system = System(services=SERVICES, proxy=False)
     started = time.time()
     system.start()
     try:
