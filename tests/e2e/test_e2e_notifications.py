@@ -376,4 +376,6 @@ def test_a_notifier_killed_mid_batch_and_restarted_loses_nothing_and_sends_each_
         assert all(attempts[h] == 2 for h in twice)
         keys = Counter(c["headers"]["idempotency-key"] for c in calls)
         assert len(keys) == len(hazards)
-        assert len(twice) <= min(16, at_kill)  # at most one target's in-flight share
+        # At most what one target may have in flight or sent-but-unrecorded (PER_TARGET, 16).
+        assert len(twice) <= 16
+        assert at_kill >= 1

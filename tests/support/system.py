@@ -326,43 +326,57 @@ class System:
     # ------------------------------------------------------------------ the receivers (notifications)
 
     def start_receivers(self) -> None:
-        """Start the SMTP server and webhook receiver (a process of their own) and wait for both ports."""
+        """Start the SMTP server and webhook receiver (a process of their own) and wait for both ports.
+
+        Their ports are chosen now, not when the system was described (another process may have
+        taken a free port since), and chosen again if one was taken meanwhile.
+        """
         if self.receivers is not None and self.receivers.poll() is None:
             return
         log_path = self.base / "receivers.log"
-        with log_path.open("ab") as log:
-            self.receivers = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "shared.devstack.receivers",
-                    "--smtp-port",
-                    str(self.smtp_port),
-                    "--webhook-port",
-                    str(self.webhook_port),
-                    "--mail-dir",
-                    str(self.mail_dir),
-                    "--webhook-log",
-                    str(self.webhook_log),
-                ],
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        for _ in range(5):
+            self.smtp_port, self.webhook_port = free_port(), free_port()
+            with log_path.open("ab") as log:
+                self.receivers = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "shared.devstack.receivers",
+                        "--smtp-port",
+                        str(self.smtp_port),
+                        "--webhook-port",
+                        str(self.webhook_port),
+                        "--mail-dir",
+                        str(self.mail_dir),
+                        "--webhook-log",
+                        str(self.webhook_log),
+                    ],
+                    cwd=self.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if self._receivers_listening():
+                return
+        raise RuntimeError(f"the receivers did not start; log:\n{tail(log_path)}")
+
+    def _receivers_listening(self) -> bool:
+        assert self.receivers is not None
         deadline = time.monotonic() + self.ready_timeout_s
         for port in (self.smtp_port, self.webhook_port):
             while True:
                 if self.receivers.poll() is not None:
-                    raise RuntimeError(f"the receivers exited; log:\n{tail(log_path)}")
+                    return False  # a port was taken meanwhile: the caller tries others
                 try:
                     with socket.create_connection(("127.0.0.1", port), timeout=1):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"the receivers did not listen; log:\n{tail(log_path)}") from None
+                        self.stop_receivers()
+                        return False
                     time.sleep(0.1)
+        return True
 
     def stop_receivers(self) -> None:
         """Stop the receivers (what they wrote stays)."""
