@@ -103,6 +103,11 @@ class SenderLoop:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
         try:
             while True:
+                # Cleared before the claim, not after it: a send that finishes while the claim
+                # runs wakes the wait below at once (cleared after, the loop slept a whole poll
+                # interval whenever every send to the only busy target finished meanwhile: a
+                # receiver back from an outage drained at 16 per 0.1 s).
+                self._wake.clear()
                 try:
                     claimed = await self.claim_and_start()
                 except asyncio.CancelledError:
@@ -111,7 +116,6 @@ class SenderLoop:
                     log.warning("delivery claim failed, will retry: %s", exc)
                     claimed = 0
                 if claimed == 0:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
                     # Let a few more sends finish: their results and the next claim share one transaction.
