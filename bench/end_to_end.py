@@ -691,7 +691,7 @@ def run(
         if sink is not None
         else {}
     )
-    system = System(proxy=False, env=env)
+    system = System(services=SERVICES, proxy=False, env=env)
     started = time.time()
     if sink is not None:
         sink.__enter__()

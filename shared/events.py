@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 ReporterType = Literal["grid_member", "building_manager", "cadre_visit", "hotline", "resident"]
 """Who reports a hazard: 网格员, 楼栋长, 干部走访 (a cadre's visit), 12345 热线 (hotline), 居民 (resident)."""
-Producer = Literal["intake", "dispatch", "tracking", "reporting", "test"]
+Producer = Literal["intake", "dispatch", "tracking", "reporting", "notifications", "test"]
 
 
 class _Model(BaseModel):
@@ -244,6 +244,26 @@ class HazardProgressNotedPayload(_Model):
     noted_by: str
 
 
+class HazardNotifiedPayload(_Model):
+    """Who was told what, when, by which channel, with what result (never a secret or a full URL)."""
+
+    # The lifecycle event or reminder the notice was about, and what it said (dispatched,
+    # receipt_due_soon, receipt_overdue, escalated, ...).
+    source_id: uuid.UUID
+    trigger: str
+    department_id: str
+    audience_scope: Literal["department", "escalation"]
+    audience_id: str
+    subscription_id: uuid.UUID
+    channel: Literal["webhook", "email"]
+    # The webhook's host (no path, query or key) or the e-mail address masked (d***@fire.example.org).
+    recipient: str
+    result: Literal["delivered", "failed"]
+    attempts: Annotated[int, Field(ge=1)]
+    # A failure's kind (HTTP 503, ConnectionRefused, timeout...), never the receiver's answer.
+    error: str | None = None
+
+
 # ---------------------------------------------------------------- envelopes
 
 
@@ -372,6 +392,12 @@ class HazardProgressNoted(_Envelope):
     payload: HazardProgressNotedPayload
 
 
+class HazardNotified(_Envelope):
+    TYPE: ClassVar[str] = "hazard.notified"
+    event_type: Literal["hazard.notified"] = "hazard.notified"
+    payload: HazardNotifiedPayload
+
+
 LifecycleEvent = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads better spelled out
         HazardReported,
@@ -393,6 +419,7 @@ LifecycleEvent = Annotated[
         HazardExtensionRequested,
         HazardExtensionDecided,
         HazardProgressNoted,
+        HazardNotified,
     ],
     Field(discriminator="event_type"),
 ]
@@ -419,6 +446,7 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
         HazardExtensionRequested,
         HazardExtensionDecided,
         HazardProgressNoted,
+        HazardNotified,
     )
 }
 

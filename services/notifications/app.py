@@ -8,6 +8,7 @@ from services.notifications import api, domain, handlers, service, tables
 from services.notifications.sender import SenderLoop
 from services.notifications.settings import NotificationsSettings
 from services.notifications.timers import DeliveryGauge, ReminderLoop
+from shared.events import HazardNotified
 from shared.reference import ReferenceData, UnknownReference, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
@@ -31,6 +32,7 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         handler=handlers.make_handler(notifier=notifier),
         interested=handlers.INTERESTED,
         reference=reference,
+        publishes=(HazardNotified,),
     )
 
     def department_name(department_id: str, language: domain.Language) -> str:
@@ -46,6 +48,7 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         smtp=settings.smtp,
         secrets=service.Secrets(settings.secret_key.get_secret_value()),
         department_name=department_name,
+        outbox=runtime.outbox,
     )
     reminders = ReminderLoop(
         sessions=runtime.sessions,

@@ -299,7 +299,8 @@ def plan_batch(
     reminders planned and settled within the batch are simply not written.
     """
     plan = Plan()
-    pending: dict[uuid.UUID, Reminder] = {}
+    # Reminders planned in this batch, by (hazard, kind): settling one is a lookup, not a scan.
+    pending: dict[tuple[uuid.UUID, ReminderKind], dict[uuid.UUID, Reminder]] = {}
     for event in events:
         plan.notices.extend(notices_for(event, escalation_targets=escalation_targets))
         settles = _SETTLES.get(event.TYPE)
@@ -312,8 +313,7 @@ def plan_batch(
             settles_kinds = (settles,) if settles is not None else ()
         for kind in settles_kinds:
             plan.cancel.add((event.hazard_id, kind))
-            for key in [k for k, r in pending.items() if r.hazard_id == event.hazard_id and r.kind == kind]:
-                del pending[key]
+            pending.pop((event.hazard_id, kind), None)
         window: tuple[ReminderKind, str, datetime] | None
         match event:
             case ev.HazardDispatched(payload=p):
@@ -336,8 +336,9 @@ def plan_batch(
                 fractions=fractions,
                 now=now,
             )
-            pending.update((r.reminder_id, r) for r in found)
-    plan.reminders = list(pending.values())
+            planned = pending.setdefault((event.hazard_id, kind), {})
+            planned.update((r.reminder_id, r) for r in found)
+    plan.reminders = [r for planned in pending.values() for r in planned.values()]
     return plan
 
 
@@ -351,6 +352,73 @@ def reminder_notice(reminder: Reminder) -> Notice:
         audience=_department(reminder.department_id),
         occurred_at=reminder.due_at,
         facts={"deadline": reminder.deadline.isoformat(), "fraction": reminder.fraction},
+    )
+
+
+# ---------------------------------------------------------------- the delivery record (hazard.notified)
+
+_NOTIFIED_NS = uuid.UUID("b3c4f2e0-51a7-4d1e-9f55-2f0f0c6b8e19")
+
+
+def recipient_shown(channel: str, target: str) -> str:
+    """What the timeline says of a recipient: a webhook's host (never its path, query or key), an address masked."""
+    if channel == "webhook":
+        parts = urlsplit(target)
+        host = parts.hostname or "?"
+        return f"{host}:{parts.port}" if parts.port else host
+    local, _, domain_part = target.rpartition("@")
+    return f"{local[:1]}***@{domain_part}" if local else "***"
+
+
+def error_kind(error: str | None) -> str | None:
+    """A failure's kind for the timeline: ``HTTP 503``, an exception's name, never the receiver's words."""
+    if not error:
+        return None
+    if error.startswith("HTTP "):
+        return error[:8]
+    if error.startswith("no answer within"):
+        return "timeout"
+    head = error.split(":", 1)[0].strip()
+    return head[:60] if head.isidentifier() else "error"
+
+
+def notified_event(
+    *,
+    notice: dict[str, Any],
+    source_id: uuid.UUID,
+    subscription_id: uuid.UUID,
+    channel: str,
+    target: str,
+    status: str,
+    attempts: int,
+    error: str | None,
+    at: datetime,
+) -> ev.HazardNotified:
+    """The record of one delivery's outcome (sent or failed for good), for the hazard's timeline.
+
+    Its id is derived from (notice, subscription): the same delivery is recorded once, whoever
+    sends it and however often the event that caused it is replayed.
+    """
+    audience = notice.get("audience") or {}
+    return ev.HazardNotified(
+        event_id=uuid.uuid5(_NOTIFIED_NS, f"{source_id}:{subscription_id}"),
+        occurred_at=at,
+        hazard_id=uuid.UUID(str(notice["hazard_id"])),
+        producer="notifications",
+        causation_id=source_id,
+        payload=ev.HazardNotifiedPayload(
+            source_id=source_id,
+            trigger=str(notice["trigger"]),
+            department_id=str(notice["department_id"]),
+            audience_scope="escalation" if audience.get("scope") == "escalation" else "department",
+            audience_id=str(audience.get("id") or notice["department_id"]),
+            subscription_id=subscription_id,
+            channel="email" if channel == "email" else "webhook",
+            recipient=recipient_shown(channel, target),
+            result="delivered" if status == "sent" else "failed",
+            attempts=max(1, attempts),
+            error=None if status == "sent" else error_kind(error),
+        ),
     )
 
 

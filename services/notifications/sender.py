@@ -2,9 +2,14 @@
 
 Deliveries are leased (``FOR UPDATE SKIP LOCKED``, then a lease time) and sent outside any
 transaction, each in its own task: a receiver that is slow or down holds only its own share
-(``per_target``) of the sender's capacity (``max_in_flight``), never the others'. Each result
-is written in its own short transaction; a failure is retried with exponential backoff and
-jitter until ``retry_for_s``, then the delivery is ``failed``.
+(``per_target``) of the sender's capacity (``max_in_flight``), never the others'. Results are
+recorded together with the next claim (one transaction); a failure is retried with exponential
+backoff and jitter until ``retry_for_s``, then the delivery is ``failed``. When a target that
+failed answers again, its waiting retries are made due at once (the backlog drains then, not
+when each backoff runs out).
+
+Webhooks go through one aiohttp session (keep-alive connections per host, about 0.1 ms of CPU
+per POST; httpx took 1.5 ms, which capped the sender near 310 sends/s on two cores).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 
+import aiohttp
 import aiosmtplib
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import domain, metrics, repository
@@ -34,6 +39,7 @@ from services.notifications.service import (
     resolve_host,
 )
 from services.notifications.settings import DeliverySettings, SmtpSettings
+from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +76,11 @@ class SenderLoop:
         clock: Clock = _utcnow,
         rand: random.Random | None = None,
         resolve: Resolver = resolve_host,
+        outbox: Outbox | None = None,
     ) -> None:
         self.sessions = sessions
+        # Where each delivery's outcome (sent, or failed for good) is published as hazard.notified.
+        self.outbox = outbox
         self.settings = settings
         self.smtp = smtp
         self.secrets = secrets
@@ -82,14 +91,23 @@ class SenderLoop:
         self.in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         # Results of finished sends, recorded together with the next claim (one transaction).
         self._results: list[tuple[repository.Claimed, repository.Attempted]] = []
+        # Targets whose last attempt here succeeded; a success of one not in it releases its
+        # waiting retries (with the next claim), so a receiver back from an outage drains at once.
+        self._answering: set[str] = set()
+        self._release: set[str] = set()
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
         try:
             while True:
+                # Cleared before the claim, not after it: a send that finishes while the claim
+                # runs wakes the wait below at once (cleared after, the loop slept a whole poll
+                # interval whenever every send to the only busy target finished meanwhile: a
+                # receiver back from an outage drained at 16 per 0.1 s).
+                self._wake.clear()
                 try:
                     claimed = await self.claim_and_start()
                 except asyncio.CancelledError:
@@ -98,7 +116,6 @@ class SenderLoop:
                     log.warning("delivery claim failed, will retry: %s", exc)
                     claimed = 0
                 if claimed == 0:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
                     # Let a few more sends finish: their results and the next claim share one transaction.
@@ -111,28 +128,40 @@ class SenderLoop:
             await self.close()
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The HTTP client of the webhooks (made on first use; redirects are not followed)."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
+    def client(self) -> aiohttp.ClientSession:
+        """The HTTP client of the webhooks (made on first use, inside the running loop)."""
+        if self._client is None or self._client.closed:
+            self._client = aiohttp.ClientSession(
+                # The per-target limit is ours (claims); the connector keeps connections alive.
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60),
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
+            )
         return self._client
 
     async def close(self) -> None:
         """Close the HTTP client."""
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def claim_and_start(self) -> int:
         """Lease what there is room for and start sending each; returns how many were leased."""
         room = self.settings.max_in_flight - len(self._tasks)
         results, self._results = self._results, []
-        if room <= 0 and not results:
+        release, self._release = self._release, set()
+        if room <= 0 and not results and not release:
             return 0
         try:
             async with self.sessions() as session:
                 async with session.begin():
                     await self._record(session, results)
+                    if release:
+                        released = await repository.release_held(session, sorted(release), now=self.clock())
+                        if released:
+                            log.info("%d held deliveries due again: %s answers", released, sorted(release))
                     if room <= 0:
                         claimed = []
                     else:
@@ -147,6 +176,7 @@ class SenderLoop:
                 self._observe(session)
         except BaseException:
             self._results[:0] = results  # not recorded: with the next claim
+            self._release |= release
             raise
         for item in claimed:
             self.in_flight[item.target] = self.in_flight.get(item.target, 0) + 1
@@ -171,11 +201,21 @@ class SenderLoop:
             async with session.begin():
                 await self._record(session, [(item, result)])
             self._observe(session)
+        self._note_answer(item.target, result.status)
 
     async def _send_and_queue(self, item: repository.Claimed) -> None:
         result = await self.send(item)
         # Only now look up the list: the claim may have taken the previous one meanwhile.
         self._results.append((item, result))
+        self._note_answer(item.target, result.status)
+
+    def _note_answer(self, target: str, status: str) -> None:
+        if status == "sent":
+            if target not in self._answering:
+                self._answering.add(target)
+                self._release.add(target)
+        elif status == "retrying":
+            self._answering.discard(target)
 
     async def _flush_results(self) -> None:
         results, self._results = self._results, []
@@ -217,7 +257,27 @@ class SenderLoop:
             return
         try:
             async with session.begin_nested():
-                await repository.record_attempts(session, [r for _, r in results])
+                changed = await repository.record_attempts(session, [r for _, r in results])
+                if self.outbox is not None:
+                    # Only what this transaction settled: a delivery recorded once is published once.
+                    await self.outbox.add(
+                        session,
+                        *(
+                            domain.notified_event(
+                                notice=item.notice,
+                                source_id=item.event_id,
+                                subscription_id=item.subscription.subscription_id,
+                                channel=item.channel,
+                                target=item.target,
+                                status=result.status,
+                                attempts=item.attempts,
+                                error=result.error,
+                                at=result.now,
+                            )
+                            for item, result in results
+                            if result.delivery_id in changed and result.status in ("sent", "failed")
+                        ),
+                    )
         except Exception as exc:
             # The leases run out and the deliveries are tried again: at least once, the receiver
             # deduplicates on the idempotency key.
@@ -284,12 +344,21 @@ class SenderLoop:
         }
         if item.subscription.secret_encrypted is not None:
             headers[SIGNATURE_HEADER] = sign(self.secrets.open(item.subscription.secret_encrypted), body)
-        response = await self.client.post(item.target, content=body, headers=headers)
-        if 200 <= response.status_code < 300:
+        async with self.client.post(
+            item.target, data=body, headers=headers, allow_redirects=False
+        ) as response:
+            status = response.status
+            if 200 <= status < 300:
+                answer = b""
+                if response.content_length is not None and response.content_length <= 65_536:
+                    await response.read()  # read to the end: the connection is kept for the next
+            else:
+                answer = await response.content.read(200)
+        if 200 <= status < 300:
             return domain.Outcome(ok=True)
-        error = f"HTTP {response.status_code}: {response.text[:200]}"
+        error = f"HTTP {status}: {answer.decode('utf-8', 'replace')}"
         # A receiver that refuses the request itself will refuse it again; overload and outages pass.
-        permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 409, 425, 429)
+        permanent = 400 <= status < 500 and status not in (408, 409, 425, 429)
         return domain.Outcome(ok=False, error=error, retryable=not permanent)
 
     async def _email(self, item: repository.Claimed, message: domain.Message) -> domain.Outcome:

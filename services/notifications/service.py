@@ -40,10 +40,7 @@ class Notifier:
 
 
 def _delivery_rows(
-    notices: Sequence[domain.Notice],
-    found: dict[domain.Audience, list[repository.Subscription]],
-    *,
-    now: datetime,
+    notices: Sequence[domain.Notice], found: dict[domain.Audience, list[repository.Subscription]]
 ) -> list[dict[str, Any]]:
     rows = []
     for notice in notices:
@@ -58,10 +55,7 @@ def _delivery_rows(
                     "channel": sub.channel,
                     "target": sub.target,
                     "notice": notice.as_json(),
-                    "status": "pending",
-                    "next_attempt_at": now,
                     "event_at": notice.occurred_at,
-                    "created_at": now,
                 }
             )
     return rows
@@ -72,7 +66,7 @@ async def add_notices(session: AsyncSession, notices: Sequence[domain.Notice], *
     if not notices:
         return 0
     found = await repository.subscriptions_for(session, {n.audience for n in notices})
-    return await repository.add_deliveries(session, _delivery_rows(notices, found, now=now))
+    return await repository.add_deliveries(session, _delivery_rows(notices, found), now=now)
 
 
 async def apply_events(

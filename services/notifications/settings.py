@@ -27,14 +27,14 @@ class ReminderSettings(_Section):
 class DeliverySettings(_Section):
     """The sender: concurrency, timeouts and the retry schedule."""
 
-    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.1
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 200
     # After a send finishes, wait this long for others before recording their results together
     # with the next claim, in one transaction (measured: bench/notifications_delivery.py).
     gather_s: Annotated[float, Field(ge=0, le=1)] = 0.01
     # At most this many deliveries to one webhook URL or mail server at once: a slow target only
     # holds its own share.
-    per_target: Annotated[int, Field(ge=1, le=1000)] = 4
+    per_target: Annotated[int, Field(ge=1, le=1000)] = 16
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     # How long a claimed delivery is leased to this process; a process killed mid-send leaves it
     # to be retried once the lease runs out.

@@ -55,6 +55,8 @@ deliveries = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    # Set while a sender holds the delivery (its lease), cleared with the attempt's result.
+    sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
         "status in ('pending', 'retrying', 'sent', 'failed', 'cancelled')", name="deliveries_status"
     ),

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import metrics, repository, service
+from shared.db import database_now
 from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 STATUSES = ("pending", "retrying", "sent", "failed", "cancelled")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class ReminderLoop:
-    """Fires due reminders into deliveries, a batch per transaction; safe with several replicas."""
+    """Fires due reminders into deliveries, a batch per transaction; safe with several replicas.
+
+    Whether a reminder is due is decided on the database's clock (``shared.db.database_now``),
+    read in the transaction that claims it: replicas whose hosts disagree on the time agree.
+    """
 
     def __init__(
         self,
@@ -30,19 +28,18 @@ class ReminderLoop:
         sessions: async_sessionmaker[AsyncSession],
         batch_size: int,
         poll_interval_s: float,
-        clock: Clock = _utcnow,
     ) -> None:
         self.sessions = sessions
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self.clock = clock
 
     async def sweep(self) -> int:
         """Fire every reminder due now; returns how many fired."""
         total = 0
         while True:
             async with self.sessions() as session, session.begin():
-                fired = await service.fire_due_reminders(session, now=self.clock(), limit=self.batch_size)
+                now = await database_now(session)
+                fired = await service.fire_due_reminders(session, now=now, limit=self.batch_size)
             total += fired
             metrics.REMINDERS_FIRED.inc(fired)
             if fired < self.batch_size:

@@ -220,13 +220,40 @@ async def _view(runtime: ServiceRuntime, hazard_id: uuid.UUID, principal: Princi
         if not _may_see(principal)(case):
             raise _not_found(hazard_id)
         row = await repository.get_case_row(session, hazard_id)
-        return case_view(
+        view = case_view(
             case,
             entries,
             duplicates=await repository.list_duplicates(session, hazard_id),
             relapses=await repository.list_relapses(session, hazard_id),
             hotspot=bool(row.hotspot) if row is not None else False,
         )
+        told = [_notified_entry(n) for n in await repository.list_notifications(session, hazard_id)]
+        if told:
+            view["timeline"] = _merge_told(view["timeline"], told)
+        return view
+
+
+def _merge_told(timeline: list[dict[str, Any]], told: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Delivery records placed by time among the events, the events' own order untouched."""
+    merged: list[dict[str, Any]] = []
+    waiting = list(told)
+    for entry in timeline:
+        at = datetime.fromisoformat(entry["occurred_at"])
+        while waiting and datetime.fromisoformat(waiting[0]["occurred_at"]) < at:
+            merged.append(waiting.pop(0))
+        merged.append(entry)
+    return merged + waiting
+
+
+def _notified_entry(row: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(row.event_id),
+        "event_type": "hazard.notified",
+        "occurred_at": row.occurred_at.isoformat(),
+        "actor": "notifications",
+        "producer": "notifications",
+        "details": row.payload,
+    }
 
 
 CaseState = Literal[

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.tracking import service, tables
+from services.tracking import repository, service, tables
 from shared.consumer import BatchContext, Handler
-from shared.events import EVENT_TYPES, LifecycleEvent
+from shared.events import EVENT_TYPES, HazardNotified, LifecycleEvent
 from shared.reference import ReferenceData
 
 # Every type: tracking's own types from anyone else are checked against the case (its own come
@@ -19,9 +19,17 @@ def make_handler(*, reference: ReferenceData, relapse_distance_m: float | None) 
 
     async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
         """Apply a batch of new (never applied) events inside ctx's transaction."""
-        work = service.Casework(
-            reference=reference, inbox=tables.inbox, outbox=ctx.outbox, relapse_distance_m=relapse_distance_m
-        )
-        await service.apply_events(ctx.session, events, now=ctx.now, work=work, reject=ctx.reject)
+        # Delivery records go beside the timeline; they change nothing of the case.
+        notified = [e for e in events if isinstance(e, HazardNotified)]
+        lifecycle = [e for e in events if not isinstance(e, HazardNotified)]
+        await repository.add_notifications(ctx.session, notified)
+        if lifecycle:
+            work = service.Casework(
+                reference=reference,
+                inbox=tables.inbox,
+                outbox=ctx.outbox,
+                relapse_distance_m=relapse_distance_m,
+            )
+            await service.apply_events(ctx.session, lifecycle, now=ctx.now, work=work, reject=ctx.reject)
 
     return on_lifecycle_events

@@ -27,6 +27,41 @@ _H = tables.hotspots
 _METRES_PER_DEGREE_LAT = 111_320.0
 
 
+async def add_notifications(session: AsyncSession, events: Sequence[ev.HazardNotified]) -> None:
+    """Keep delivery records (the same one twice is kept once)."""
+    if events:
+        await session.execute(
+            pg_insert(tables.notifications)
+            .values(
+                [
+                    {
+                        "event_id": e.event_id,
+                        "hazard_id": e.hazard_id,
+                        "occurred_at": e.occurred_at,
+                        "causation_id": e.causation_id,
+                        "payload": e.payload.model_dump(mode="json"),
+                    }
+                    for e in events
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+async def list_notifications(session: AsyncSession, hazard_id: uuid.UUID) -> list[Any]:
+    """A hazard's delivery records, oldest first."""
+    n = tables.notifications.c
+    return list(
+        (
+            await session.execute(
+                sa.select(tables.notifications)
+                .where(n.hazard_id == hazard_id)
+                .order_by(n.occurred_at, n.event_id)
+            )
+        ).all()
+    )
+
+
 async def lock_cases(session: AsyncSession, hazard_ids: Iterable[uuid.UUID]) -> None:
     """Lock the existing case rows so concurrent writers (consumer, API, timers) take turns."""
     ids = sorted(set(hazard_ids))

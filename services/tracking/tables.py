@@ -32,6 +32,18 @@ timeline = sa.Table(
 )
 """Every event of every case, as it happened (the case is recomputed from these)."""
 
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("occurred_at", _TS, nullable=False),
+    sa.Column("causation_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("payload", pg.JSONB, nullable=False),
+    sa.Index("ix_notifications_hazard", "hazard_id", "occurred_at"),
+)
+"""Who was told what about a hazard (hazard.notified from the notifications service); on its timeline."""
+
 cases = sa.Table(
     "cases",
     metadata,

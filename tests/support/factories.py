@@ -138,6 +138,18 @@ def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, A
             photos=("https://img.example.org/3.jpg",),
             noted_by="dept-fire",
         ),
+        "hazard.notified": ev.HazardNotifiedPayload(
+            source_id=uuid.UUID(int=99),
+            trigger="dispatched",
+            department_id="fire",
+            audience_scope="department",
+            audience_id="fire",
+            subscription_id=uuid.UUID(int=100),
+            channel="webhook",
+            recipient="hooks.example.org",
+            result="delivered",
+            attempts=1,
+        ),
     }
 
 
@@ -160,6 +172,8 @@ def make_event(
         event_type,
         "tracking"
         if "rectif" in event_type or event_type in {"hazard.verified", "hazard.closed", "hazard.relapsed"}
+        else "notifications"
+        if event_type == "hazard.notified"
         else "dispatch",
     )
     fields = {"event_id": uuid.uuid4(), "occurred_at": T0, "hazard_id": hazard_id, "producer": producer}

@@ -188,6 +188,29 @@ class Story:
         )
         self.deadlines[dispatch_id] = wanted
 
+    def notified(
+        self, about: ev.AnyEvent, department: str, *, minute: int, result: str = "delivered"
+    ) -> None:
+        """The notifications service's record of telling ``department`` about an event (#16)."""
+        self.add(
+            ev.HazardNotified,
+            ev.HazardNotifiedPayload(
+                source_id=about.event_id,
+                trigger="dispatched",
+                department_id=department,
+                audience_scope="department",
+                audience_id=department,
+                subscription_id=uuid.uuid4(),
+                channel="webhook",
+                recipient=f"hooks.{department}.example.org",
+                result=result,
+                attempts=1,
+            ),
+            minute=minute,
+            producer="notifications",
+            causation=about,
+        )
+
     def tracked(self, cls: type[Any], payload: Any, *, minute: int, after: ev.AnyEvent | None = None) -> Any:
         """An event tracking publishes (for consumers other than tracking)."""
         return self.add(cls, payload, minute=minute, producer="tracking", causation=after)
@@ -237,6 +260,7 @@ def rerouted_then_late(s: Story) -> None:
     """Gas is late, escalated and returns it; dispatch reroutes to fire at that instant; fire acknowledges late."""
     s.reported()
     gas = s.dispatched("gas", minute=1)
+    s.notified(s.events[-1], "gas", minute=2)
     s.late(gas, "gas", minute=121, levels=1)
     back = s.returned(gas, "gas", minute=160)
     fire = s.dispatched("fire", minute=160, after=back, previous=gas)

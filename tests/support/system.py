@@ -3,7 +3,11 @@
 ``System`` starts a real PostgreSQL and a Tansu broker (``shared.devstack``) on free ports
 in a temp dir, creates the topics, applies every migration, writes a tokens file with many
 principals (a reporter per grid, every department, an operator, a supervisor) and starts the
-four services as subprocesses (``python -m services.<name>``), waiting for each ``/readyz``.
+five services as subprocesses (``python -m services.<name>``), waiting for each ``/readyz``.
+With notifications, it also starts the local receivers (``python -m shared.devstack.receivers``):
+a real SMTP server writing each mail as an ``.eml`` file under ``mail_dir`` and a webhook
+receiver on loopback writing one JSON line per call to ``webhook_log`` (``mails()``,
+``webhook_calls()`` read them back).
 
 All broker traffic goes through a :class:`~tests.support.tcp_proxy.TcpProxy`: Tansu listens on
 a private port and *advertises the proxy's*, so clients reach it only through the proxy (a
@@ -19,18 +23,24 @@ everything in memory, so the broker is never restarted: "broker down" is a pause
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 
 from bench.loadgen import Principal, make_principals, write_token_files
 from shared.devstack._process import run_sync, tail
@@ -44,7 +54,9 @@ from shared.topics import DEAD_LETTER, LIFECYCLE, topic_partitions
 from tests.support.tcp_proxy import ALL, OTHER, TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
+# The four services of the hazard's life; notifications tells people about it (#16).
 SERVICES: tuple[str, ...] = ("intake", "dispatch", "tracking", "reporting")
+ALL_SERVICES: tuple[str, ...] = (*SERVICES, "notifications")
 
 
 @dataclass
@@ -90,12 +102,12 @@ def _pid_has_socket(pid: int, inode: str) -> bool:
 
 
 class System:
-    """PostgreSQL + Tansu (behind a controllable proxy) + the four services, as real processes."""
+    """PostgreSQL + Tansu (behind a controllable proxy) + the services (and receivers), as real processes."""
 
     def __init__(
         self,
         *,
-        services: Sequence[str] = SERVICES,
+        services: Sequence[str] = ALL_SERVICES,
         base_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
@@ -141,6 +153,13 @@ class System:
         self.tokens_json = self.base / "tokens.json"
         self.lifecycle_topic = LIFECYCLE
         self.dead_letter_topic = DEAD_LETTER
+        # The notifications service's receivers: a real SMTP server and a webhook endpoint.
+        self.smtp_port = free_port()
+        self.webhook_port = free_port()
+        self.mail_dir = self.base / "mail"
+        self.webhook_log = self.base / "webhooks.jsonl"
+        self.receivers: subprocess.Popen[bytes] | None = None
+        self.notifications_key = Fernet.generate_key().decode()
 
     # ------------------------------------------------------------------ addresses
 
@@ -203,6 +222,8 @@ class System:
             self._migrate()
             self.principals = make_principals(self.reference, reporters_per_grid=3)
             write_token_files(self.principals, self.base)
+            if "notifications" in self.service_names:
+                self.start_receivers()
             for name in self.service_names:
                 self.start_service(name, wait=False)
             for name in self.service_names:
@@ -228,7 +249,9 @@ class System:
         """The environment a service process gets."""
         prefix = name.upper() + "__"
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(tuple(s.upper() + "__" for s in ALL_SERVICES))
         }
         env.update(
             {
@@ -249,6 +272,16 @@ class System:
             env.update(people_app_env(name, {n: s.port for n, s in self.services.items()}))
         if self.reference_dir is not None:
             env[f"{prefix}REFERENCE_DATA_DIR"] = str(self.reference_dir)
+        if name == "notifications":
+            env.update(
+                {
+                    f"{prefix}SECRET_KEY": self.notifications_key,
+                    f"{prefix}SMTP__HOST": "127.0.0.1",
+                    f"{prefix}SMTP__PORT": str(self.smtp_port),
+                    # The receivers are on loopback.
+                    f"{prefix}DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
+                }
+            )
         env.update({prefix + k: v for k, v in self.extra_env.items()})
         env.update({prefix + k: v for k, v in self.per_service_env.get(name, {}).items()})
         return env
@@ -293,6 +326,98 @@ class System:
         raise RuntimeError(
             f"{name} not ready after {timeout_s or self.ready_timeout_s}s ({last}); log:\n{tail(svc.log_path)}"
         )
+
+    # ------------------------------------------------------------------ the receivers (notifications)
+
+    def start_receivers(self) -> None:
+        """Start the SMTP server and webhook receiver (a process of their own) and wait for both ports.
+
+        Their ports are chosen now, not when the system was described (another process may have
+        taken a free port since), and chosen again if one was taken meanwhile.
+        """
+        if self.receivers is not None and self.receivers.poll() is None:
+            return
+        log_path = self.base / "receivers.log"
+        for _ in range(5):
+            self.smtp_port, self.webhook_port = free_port(), free_port()
+            with log_path.open("ab") as log:
+                self.receivers = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "shared.devstack.receivers",
+                        "--smtp-port",
+                        str(self.smtp_port),
+                        "--webhook-port",
+                        str(self.webhook_port),
+                        "--mail-dir",
+                        str(self.mail_dir),
+                        "--webhook-log",
+                        str(self.webhook_log),
+                    ],
+                    cwd=self.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if self._receivers_listening():
+                return
+        raise RuntimeError(f"the receivers did not start; log:\n{tail(log_path)}")
+
+    def _receivers_listening(self) -> bool:
+        assert self.receivers is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        for port in (self.smtp_port, self.webhook_port):
+            while True:
+                if self.receivers.poll() is not None:
+                    return False  # a port was taken meanwhile: the caller tries others
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop_receivers()
+                        return False
+                    time.sleep(0.1)
+        return True
+
+    def stop_receivers(self) -> None:
+        """Stop the receivers (what they wrote stays)."""
+        if self.receivers is not None and self.receivers.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.receivers.pid, signal.SIGTERM)
+            try:
+                self.receivers.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.receivers.pid, signal.SIGKILL)
+                self.receivers.wait(timeout=30)
+        self.receivers = None
+
+    def webhook_url(self, path: str = "/hook") -> str:
+        """A URL on the webhook receiver (``/status/<code>/...`` answers that code)."""
+        return f"http://127.0.0.1:{self.webhook_port}{path}"
+
+    def webhook_calls(self) -> list[dict[str, Any]]:
+        """Every call the webhook receiver logged: at, path, status, headers, body."""
+        if not self.webhook_log.exists():
+            return []
+        calls = []
+        for line in self.webhook_log.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                calls.append(json.loads(line))  # a line being written is read next time
+        return calls
+
+    def mails(self) -> list[EmailMessage]:
+        """Every mail the SMTP server received (its .eml files, oldest first)."""
+        if not self.mail_dir.exists():
+            return []
+        found = []
+        for path in sorted(self.mail_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+            parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append(parsed)
+        return found
 
     def kill(self, name: str) -> None:
         """SIGKILL a service (no graceful shutdown) and reap it."""
@@ -371,6 +496,7 @@ class System:
                 except subprocess.TimeoutExpired:
                     self.kill(name)
                 svc.proc = None
+        self.stop_receivers()
         if self.kafka is not None:
             self.kafka.stop()
         self.proxy.stop()

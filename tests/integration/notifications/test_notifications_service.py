@@ -453,3 +453,135 @@ async def test_deleting_a_subscription_stops_its_retries_and_keeps_its_log(
         assert (await client.get("/api/v1/subscriptions", headers=auth("tok-fire"))).json() == {
             "subscriptions": []
         }
+
+
+async def notified_on_topic(kafka: Any, topic: str, *, expect: int) -> list[Any]:
+    from shared.events import parse_event
+    from tests.support.kafka_tools import read_topic
+
+    found: list[Any] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        records = await read_topic(kafka.bootstrap_servers, topic, timeout_s=2)
+        found = [e for e in (parse_event(r.value) for r in records) if e.TYPE == "hazard.notified"]
+        return len(found) >= expect
+
+    await wait_for(enough, timeout_s=60, interval_s=0.3)
+    return found
+
+
+async def test_each_delivery_outcome_is_published_once_for_the_timeline_without_secrets_or_paths(
+    notifications_app: AppFactory, kafka: Any, topics: dict[str, str], hooks: WebhookReceiver
+) -> None:
+    hazard = Hazard()
+    async with notifications_app() as (_app, client):
+        hook = await subscribe(
+            client,
+            scope="department",
+            scope_id="fire",
+            channel="webhook",
+            url=hooks.url("/fire/robot?key=ROBOT-KEY-1234567890"),
+            secret=SECRET,
+        )
+        mail = await subscribe(
+            client, scope="department", scope_id="fire", channel="email", address="duty@fire.example.org"
+        )
+        broken = await subscribe(
+            client, scope="department", scope_id="fire", channel="webhook", url=hooks.url("/status/503/fire")
+        )
+        dispatched = hazard.dispatched()
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], dispatched)
+        found = await notified_on_topic(kafka, topics["lifecycle"], expect=3)
+        await asyncio.sleep(1.0)  # nothing more comes
+        again = await notified_on_topic(kafka, topics["lifecycle"], expect=3)
+        assert len(again) == 3
+        by_subscription = {str(e.payload.subscription_id): e for e in found}
+        assert set(by_subscription) == {
+            hook["subscription_id"],
+            mail["subscription_id"],
+            broken["subscription_id"],
+        }
+        port = hooks.url("/").split(":")[2].split("/")[0]
+        ok = by_subscription[hook["subscription_id"]]
+        assert (ok.payload.result, ok.payload.channel, ok.payload.recipient) == (
+            "delivered",
+            "webhook",
+            f"127.0.0.1:{port}",
+        )
+        assert ok.hazard_id == hazard.hazard_id
+        assert ok.causation_id == ok.payload.source_id == dispatched.event_id
+        assert (ok.payload.trigger, ok.payload.department_id, ok.payload.attempts) == (
+            "dispatched",
+            "fire",
+            1,
+        )
+        emailed = by_subscription[mail["subscription_id"]]
+        assert (emailed.payload.result, emailed.payload.recipient) == ("delivered", "d***@fire.example.org")
+        failed = by_subscription[broken["subscription_id"]]
+        assert (failed.payload.result, failed.payload.error) == ("failed", "HTTP 503")
+        assert failed.payload.attempts >= 2  # retried, then reported
+        for event in found:
+            text = event.model_dump_json()
+            for hidden in ("ROBOT-KEY", SECRET, "/fire", "duty@"):
+                assert hidden not in text
+
+
+async def test_a_receiver_back_from_an_outage_gets_its_held_notices_at_once_not_after_each_backoff(
+    notifications_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    from shared.devstack import free_port
+
+    port = free_port()
+    arrived: list[float] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                arrived.append(time.monotonic())
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    hazards = [Hazard() for _ in range(4)]
+    # Retries 15 to 30 s apart: without the release, the held notices would come that late.
+    slow_retries = {"backoff_base_s": 30.0, "backoff_max_s": 60.0, "retry_for_s": 600.0}
+    async with notifications_app(delivery=slow_retries) as (_app, client):
+        await subscribe(
+            client,
+            scope="department",
+            scope_id="fire",
+            channel="webhook",
+            url=f"http://127.0.0.1:{port}/fire",
+        )
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], *(h.dispatched() for h in hazards[:3]))
+
+        async def all_held() -> bool:
+            log = await deliveries(client)
+            return len(log) == 3 and all(d["status"] == "retrying" for d in log)
+
+        await wait_for(all_held, timeout_s=60, interval_s=0.2)
+        server = await asyncio.start_server(answer, "127.0.0.1", port)
+        try:
+            back = time.monotonic()
+            await publish(kafka.bootstrap_servers, topics["lifecycle"], hazards[3].dispatched())
+
+            async def all_sent() -> bool:
+                log = await deliveries(client)
+                return len(log) == 4 and all(d["status"] == "sent" for d in log)
+
+            await wait_for(all_sent, timeout_s=12, interval_s=0.2)
+            assert len(arrived) == 4
+            assert max(arrived) - back < 10  # the shortest backoff held them 15 s
+        finally:
+            server.close()

@@ -157,3 +157,78 @@ def test_a_reassignment_replaces_the_previous_dispatchs_reminders_and_closure_se
     assert plan.reminders == []
     assert plan.cancel == {(hazard.hazard_id, "receipt"), (hazard.hazard_id, "rectification")}
     assert [n.trigger for n in plan.notices] == ["rectification_ordered"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "target", "shown"),
+    [
+        ("webhook", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=ROBOT-KEY", "qyapi.weixin.qq.com"),
+        ("webhook", "http://127.0.0.1:8106/fire/hook?token=abc", "127.0.0.1:8106"),
+        ("email", "duty@fire.example.org", "d***@fire.example.org"),
+    ],
+)
+def test_the_timeline_shows_a_webhooks_host_and_a_masked_address_only(
+    channel: str, target: str, shown: str
+) -> None:
+    assert domain.recipient_shown(channel, target) == shown
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (None, None),
+        ("HTTP 503: upstream says: secret internals", "HTTP 503"),
+        ("no answer within 10 s", "timeout"),
+        ("ClientConnectorError: Cannot connect to host 10.0.0.1:443", "ClientConnectorError"),
+        ("recipient refused: {'x@y.org': (550, b'no such user')}", "error"),
+    ],
+)
+def test_a_failure_is_recorded_by_its_kind_never_the_receivers_words(
+    error: str | None, kind: str | None
+) -> None:
+    assert domain.error_kind(error) == kind
+
+
+def test_the_record_of_a_delivery_has_one_id_whoever_sends_it() -> None:
+    hazard = Hazard()
+    [notice] = domain.notices_for(hazard.dispatched())
+    subscription = uuid.uuid4()
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def record(status: str, attempts: int) -> ev.HazardNotified:
+        return domain.notified_event(
+            notice=notice.as_json(),
+            source_id=notice.source_id,
+            subscription_id=subscription,
+            channel="webhook",
+            target="https://hooks.example.org/fire?key=K",
+            status=status,
+            attempts=attempts,
+            error="HTTP 500: boom",
+            at=at,
+        )
+
+    sent, again = record("sent", 1), record("sent", 2)
+    assert sent.event_id == again.event_id
+    assert sent.causation_id == sent.payload.source_id == notice.source_id
+    assert (sent.payload.result, sent.payload.error, sent.payload.recipient) == (
+        "delivered",
+        None,
+        "hooks.example.org",
+    )
+    failed = record("failed", 7)
+    assert (failed.payload.result, failed.payload.error, failed.payload.attempts) == ("failed", "HTTP 500", 7)
+    assert (
+        domain.notified_event(
+            notice=notice.as_json(),
+            source_id=notice.source_id,
+            subscription_id=uuid.uuid4(),
+            channel="email",
+            target="duty@fire.example.org",
+            status="sent",
+            attempts=1,
+            error=None,
+            at=at,
+        ).event_id
+        != sent.event_id
+    )

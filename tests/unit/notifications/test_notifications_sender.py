@@ -106,3 +106,33 @@ async def test_a_result_finishing_while_a_claim_took_the_queue_is_kept_for_the_n
     assert [(queued.delivery_id, result.status) for queued, result in sender._results] == [
         (item.delivery_id, "sent")
     ]
+
+
+async def test_a_send_finishing_while_the_claim_runs_wakes_the_next_claim_at_once() -> None:
+    import asyncio
+    import time
+
+    stamps: list[float] = []
+
+    class Claims(SenderLoop):
+        async def claim_and_start(self) -> int:
+            stamps.append(time.monotonic())
+            if len(stamps) == 2:
+                # Every send to the only busy target finishes while this claim runs (as _done does).
+                self._wake.set()
+                return 0
+            if len(stamps) == 3:
+                raise asyncio.CancelledError
+            return 1
+
+    sender = Claims(
+        sessions=None,  # type: ignore[arg-type]  # claims are faked
+        settings=DeliverySettings(poll_interval_s=30.0, gather_s=0.0),
+        smtp=SmtpSettings(),
+        secrets=Secrets(Fernet.generate_key().decode()),
+        department_name=lambda department, language: department,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(sender.run(), timeout=20)
+    assert len(stamps) == 3
+    assert stamps[2] - stamps[1] < 5.0  # not the 30 s poll interval

@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "tracking_0006"
-down_revision = "tracking_0003"
+down_revision = "tracking_0005"
 branch_labels = None
 depends_on = None
 
