@@ -29,6 +29,7 @@ from shared.devstack._process import pid_alive
 from shared.devstack.ports import free_port, port_is_free
 from shared.devstack.runner import READY_LINE, SERVICES, load_topic_partitions
 from shared.devstack.tokens import hash_token
+from shared.reference import load_reference_data
 from tests.support.kafka_tools import produce, read_topic
 
 pytestmark = pytest.mark.integration
@@ -173,7 +174,11 @@ async def test_no_services_run_starts_infrastructure_and_stops_cleanly_on_sigint
     tokens = (run.state_dir / "tokens.yaml").read_text()
     plain = (run.state_dir / "demo-tokens.txt").read_text()
     plain_tokens = [line.split("\t")[-1] for line in plain.splitlines() if not line.startswith("#")]
-    assert len(plain_tokens) == 7
+    # Two grid members, every department of the reference data (7), an operator, a supervisor.
+    assert len(plain_tokens) == 11
+    assert {f"dept-{d.id}" for d in load_reference_data().departments} <= {
+        line.split("\t")[0] for line in plain.splitlines() if not line.startswith("#")
+    }
     assert all(hash_token(token) in tokens and token not in tokens for token in plain_tokens)
     assert (run.state_dir / "demo-tokens.txt").stat().st_mode & 0o777 == 0o600
     assert all(token in run.output for token in plain_tokens)  # the banner shows them
