@@ -75,7 +75,7 @@ T: Mapping[str, Mapping[str, str]] = {
     "dispatched": {"zh": "分拨（次）", "en": "Dispatches"},
     "overdue_receipts": {"zh": "超时接收（次）", "en": "Overdue receipts"},
     "overdue_receipt_rate": {"zh": "超时接收率", "en": "Overdue-receipt rate"},
-    "escalations": {"zh": "督办（次）", "en": "Escalations"},
+    "escalations": {"zh": "超时升级（次）", "en": "Escalations"},
     "receipt_overdue_open": {"zh": "超时未接收（次）", "en": "Overdue, not yet received"},
     "median_minutes_to_acknowledge": {"zh": "接收用时中位数（分钟）", "en": "Median minutes to acknowledge"},
     "median_hours_to_rectify": {"zh": "整改用时中位数（小时）", "en": "Median hours to rectify"},
@@ -87,7 +87,7 @@ T: Mapping[str, Mapping[str, str]] = {
     "t_sources": {"zh": "六、上报渠道", "en": "6. By channel"},
     "t_campaigns": {"zh": "七、专项行动", "en": "7. Campaigns"},
     "t_campaign_groups": {"zh": "八、专项行动隐患类别", "en": "8. Campaigns by kind"},
-    "t_departments": {"zh": "九、职能部门接收与督办", "en": "9. Departments: receipt and escalation"},
+    "t_departments": {"zh": "九、职能部门接收与超时升级", "en": "9. Departments: receipt and escalation"},
     "t_overdue": {"zh": "十、超时未接收清单", "en": "10. Overdue receipts, still open"},
     "name": {"zh": "名称", "en": "Name"},
     "community": {"zh": "社区", "en": "Community"},
@@ -603,7 +603,7 @@ def sentences(report: Mapping[str, Any], lang: Lang) -> list[str]:
     if zh:
         out.append(
             f"分拨{_n(disp['current'])}次，超时接收{_n(late['current'])}次，超时接收率{_pct(late_rate['current'])}"
-            f"（环比{_points(late_rate['change'], lang)}）；督办{_n(esc['current'])}次"
+            f"（环比{_points(late_rate['change'], lang)}）；超时升级{_n(esc['current'])}次"
             + (f"；超时接收较多的部门：{worst_text}" if worst_text else "")
             + "。"
         )
