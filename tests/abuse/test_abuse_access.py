@@ -237,11 +237,23 @@ def test_cases_are_hidden_from_other_departments_and_grids(system: System, hazar
 
 def test_reports_are_for_supervisors_and_operators_only(system: System) -> None:
     base = system.url("reporting")
-    paths = [p for m, p in _operations(system, "reporting") if m == "GET" and p.startswith("/api/")]
-    assert paths
+    # /api/v1/whoami is every signed-in person's (the people's pages ask who they are); the rest,
+    # figures and runtime administration, are not for reporters and departments.
+    paths = [
+        p
+        for m, p in _operations(system, "reporting")
+        if m == "GET" and p.startswith("/api/") and p != "/api/v1/whoami"
+    ]
+    assert any(p.startswith("/api/v1/reports/") for p in paths)
+    assert any(p.startswith("/api/v1/admin/") for p in paths)
     for path in paths:
         for role in ("reporter", "department"):
             _assert_error(httpx.get(base + _concrete(path), headers=system.headers(role), timeout=10), 403)
+    for role in ("reporter", "department"):
+        me = httpx.get(f"{base}/api/v1/whoami", headers=system.headers(role), timeout=10)
+        assert me.status_code == 200, me.text
+        assert me.json()["role"] == role
+    _assert_error(httpx.get(f"{base}/api/v1/whoami", timeout=10), 401)
     assert (
         httpx.get(
             f"{base}/api/v1/reports/summary", headers=system.headers("supervisor"), timeout=10
