@@ -263,6 +263,8 @@ class HazardImportedPayload(_Model):
     campaign_ids: tuple[str, ...] = ()
     notice_issued: bool = False
     department_id: str | None = None
+    dispatch_id: uuid.UUID | None = None
+    """The past dispatch's id (derived by the importer from the hazard id) when it was dispatched."""
     dispatched_at: AwareDatetime | None = None
     acknowledged_at: AwareDatetime | None = None
     receipt_deadline: AwareDatetime | None = None

@@ -28,6 +28,9 @@ from shared.reference import ReferenceData
 HISTORY_NS = uuid.UUID("2b0f7b4e-6a49-4f0e-8d0a-18a1b2c3d4e5")
 """Namespace of an imported hazard's id: uuid5(HISTORY_NS, record_id)."""
 
+DISPATCH_NS = uuid.UUID("6f1c9a52-3d1e-4f7a-9a53-18c0d2a1e018")
+"""Namespace of an imported record's one dispatch id: uuid5(DISPATCH_NS, record_id)."""
+
 COLUMNS: dict[str, str] = {
     "record_id": "记录编号",
     "observed_at": "发现日期",
@@ -440,6 +443,7 @@ class _RowChecker:
             "campaign_ids": list(campaigns),
             "notice_issued": notice_text in TRUE and notice_text != "",
             "department_id": department_id,
+            "dispatch_id": None if dispatched is None else str(uuid.uuid5(DISPATCH_NS, record_id)),
             "relapse_of": None if relapse_of is None else str(hazard_id_of(relapse_of)),
             "relapse_of_record_id": relapse_of,
         }

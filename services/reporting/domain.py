@@ -447,7 +447,7 @@ def _apply_imported(batch: FactBatch, event: ev.HazardImported, *, tz: ZoneInfo)
         row["department_at"] = p.dispatched_at or p.observed_at
     _add(batch.hazards, h, row, HAZARD_RULES)
     if p.department_id is not None and p.dispatched_at is not None:
-        dispatch_id = uuid.uuid5(IMPORT_DISPATCH_NS, str(h))
+        dispatch_id = p.dispatch_id or uuid.uuid5(IMPORT_DISPATCH_NS, str(h))
         _add(
             batch.dispatches,
             dispatch_id,
