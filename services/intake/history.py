@@ -292,6 +292,14 @@ def check_file(
     return out
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -340,6 +348,10 @@ class _RowChecker:
         for key, raw in cells.items():
             if isinstance(raw, str) and len(raw) > MAX_FIELD:
                 bad(key, f"longer than {MAX_FIELD} characters")
+            elif isinstance(raw, str) and ("\x00" in raw or not _encodable(raw)):
+                bad(key, "must not contain NUL characters or unpaired surrogates: text cannot hold them")
+        if errors:
+            return None, errors
         record_id = _text(cells.get("record_id"))
         if not record_id:
             bad("record_id", "required")

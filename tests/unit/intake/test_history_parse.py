@@ -138,3 +138,16 @@ def test_an_unreadable_file_is_named() -> None:
         list(history.read_rows(b"\xff\xfe\x00garbage", "h.csv"))
     with pytest.raises(history.UnreadableFileError):
         list(history.read_rows(b"PK\x03\x04not a zip", "h.xlsx"))
+
+
+def test_nul_and_surrogates_in_a_cell_are_a_bad_row() -> None:
+    checked = check(
+        [
+            HEADER,
+            ["R-1", "2025-03-10", "gas_leak", "liuyue-01", "", "", ""],
+            ["R-\x002", "2025-03-10", "gas_leak", "liuyue-01", "", "", ""],
+            ["R-3", "2025-03-10", "gas\ud800", "liuyue-01", "", "", ""],
+        ]
+    )
+    assert {(e.row, e.field) for e in checked.errors} == {(3, "record_id"), (4, "category")}
+    assert [r.record_id for r in checked.records] == ["R-1"]
