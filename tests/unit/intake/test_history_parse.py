@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from openpyxl import Workbook
@@ -30,7 +31,8 @@ def test_a_good_row_becomes_a_valid_event_payload_with_a_derived_id() -> None:
     [record] = checked.records
     assert record.hazard_id == history.hazard_id_of("R-1") == uuid.uuid5(history.HISTORY_NS, "R-1")
     payload = HazardImportedPayload.model_validate(record.payload)
-    assert payload.community_id == "liuyue" and payload.street_id == REF.street.id
+    assert payload.community_id == "liuyue"
+    assert payload.street_id == REF.street.id
     # A date without an offset is the city's local time (Asia/Shanghai, +08:00).
     assert payload.observed_at == datetime(2025, 3, 9, 16, 0, tzinfo=UTC)
     assert payload.dispatched_at == datetime(2025, 3, 10, 2, 0, tzinfo=UTC)
@@ -151,3 +153,12 @@ def test_nul_and_surrogates_in_a_cell_are_a_bad_row() -> None:
     )
     assert {(e.row, e.field) for e in checked.errors} == {(3, "record_id"), (4, "category")}
     assert [r.record_id for r in checked.records] == ["R-1"]
+
+
+@pytest.mark.parametrize("name", ["history-import-template.csv", "history-import-template.xlsx"])
+def test_the_committed_templates_import_cleanly(name: str) -> None:
+    path = Path(__file__).parents[3] / "docs" / "history-import" / name
+    checked = check(list(history.read_rows(path.read_bytes(), name)))
+    assert checked.errors == []
+    assert [r.record_id for r in checked.records] == ["2025-FY-000001", "2025-FY-000002", "2025-FY-000003"]
+    assert checked.records[2].payload["relapse_of"] == str(history.hazard_id_of("2025-FY-000001"))
