@@ -70,6 +70,8 @@ async def import_history(
     import_id = uuid.uuid4()
     rows = list(history.read_rows(data, filename))
     async with sessions() as session, session.begin():
+        # One import at a time: two copies of a file sent at once must not both insert a record.
+        await session.execute(sa.text("select pg_advisory_xact_lock(hashtext('intake.history_import'))"))
         now = await database_now(session)
         checked = history.check_file(rows, reference=reference, now=now, import_id=import_id)
         result = ImportResult(import_id=import_id, on_error=on_error, rows=checked.rows)

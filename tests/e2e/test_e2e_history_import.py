@@ -168,7 +168,7 @@ async def _summary(client: httpx.AsyncClient, url: str, group_by: str) -> dict[s
 
 
 async def test_history_import_refuses_or_skips_bad_rows_counts_in_reporting_and_is_never_dispatched(
-    system: dict[str, str], db_url: str, kafka: Any, topics: dict[str, str]
+    system: dict[str, str], db_url: str, kafka: Any, topics: dict[str, str], tmp_path: Path
 ) -> None:
     intake, reporting = system["intake"], system["reporting"]
     async with httpx.AsyncClient(timeout=60) as client:
@@ -214,6 +214,31 @@ async def test_history_import_refuses_or_skips_bad_rows_counts_in_reporting_and_
         changed = await _post(client, intake, _csv([GOOD[0].replace("Liuyue Rd 1", "Liuyue Rd 2")]))
         assert changed.status_code == 422
         assert [(d["row"], d["field"]) for d in changed.json()["error"]["details"]] == [(2, "record_id")]
+        assert await _count(db_url, "intake.imported_hazards") == 4
+        # A cell text cannot hold (NUL) is a bad row too, nothing stored.
+        nul = await _post(client, intake, _csv(["N-1,2025-03-01,gas_leak,liuyue-01,,Road\x001,,,,,,,,,,,,"]))
+        assert nul.status_code == 422
+        assert [(d["row"], d["field"]) for d in nul.json()["error"]["details"]] == [(2, "address")]
+
+        # The command does the same (as intake's database role): the file again changes nothing.
+        path = tmp_path / "history.csv"
+        path.write_bytes(_csv(GOOD))
+        env = _env(
+            "intake", role_url(db_url, "intake"), kafka.bootstrap_servers, topics, 0, tmp_path / "tokens.yaml"
+        )
+        command = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.intake.import_history",
+            str(path),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(command.communicate(), timeout=120)
+        assert command.returncode == 0, err.decode()[-2000:]
+        assert '"unchanged": 4' in out.decode()
         assert await _count(db_url, "intake.imported_hazards") == 4
 
         # The four events reach the topic, and only they: nothing dispatched, tracked or notified.
