@@ -11,6 +11,7 @@ already published is not rewritten).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -68,12 +69,16 @@ async def import_history(
 ) -> ImportResult:
     """Check and import one file (raises history.WrongColumnsError / UnreadableFileError for the whole file)."""
     import_id = uuid.uuid4()
-    rows = list(history.read_rows(data, filename))
+    # The CPU-bound parts (reading, checking, building events) run in a worker thread, so that
+    # intake's event loop keeps answering live reports while a large file is checked.
+    rows = await asyncio.to_thread(lambda: list(history.read_rows(data, filename)))
     async with sessions() as session, session.begin():
         # One import at a time: two copies of a file sent at once must not both insert a record.
         await session.execute(sa.text("select pg_advisory_xact_lock(hashtext('intake.history_import'))"))
         now = await database_now(session)
-        checked = history.check_file(rows, reference=reference, now=now, import_id=import_id)
+        checked = await asyncio.to_thread(
+            history.check_file, rows, reference=reference, now=now, import_id=import_id
+        )
         result = ImportResult(import_id=import_id, on_error=on_error, rows=checked.rows)
         await _check_relapses(session, checked)
         stored = await _stored_hashes(session, [r.hazard_id for r in checked.records])
@@ -132,12 +137,8 @@ async def _stored_hashes(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uu
     return stored
 
 
-async def _store(
-    session: AsyncSession, records: list[history.Record], *, outbox: Outbox, now: Any, by: str
-) -> None:
-    if not records:
-        return
-    events = [
+def _events(records: list[history.Record], now: Any) -> list[HazardImported]:
+    return [
         HazardImported(
             event_id=new_event_id(),
             occurred_at=now,
@@ -147,6 +148,14 @@ async def _store(
         )
         for r in records
     ]
+
+
+async def _store(
+    session: AsyncSession, records: list[history.Record], *, outbox: Outbox, now: Any, by: str
+) -> None:
+    if not records:
+        return
+    events = await asyncio.to_thread(_events, records, now)
     await session.execute(
         sa.text(
             "insert into intake.imported_hazards (hazard_id, record_id, body_hash, import_id, imported_by,"
