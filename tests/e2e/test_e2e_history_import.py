@@ -296,6 +296,21 @@ async def test_history_import_refuses_or_skips_bad_rows_counts_in_reporting_and_
         assert by_category["public_security_hazard"]["acknowledged_late"] == 1
         assert by_category["gas_leak"]["reported"] == 1
 
+        # A year later, the imported months are the year-on-year comparison.
+        year_on = await client.get(
+            f"{reporting}/api/v1/reports/summary",
+            params={"from": "2026-03-01", "to": "2026-04-30", "group_by": "category"},
+            headers=_auth("imp-supervisor"),
+        )
+        assert year_on.status_code == 200, year_on.text
+        earlier = year_on.json()["totals"]["year_earlier"]
+        assert (earlier["from"], earlier["reported"], earlier["dispatched"], earlier["closed"]) == (
+            "2025-03-01",
+            4,
+            2,
+            1,
+        )
+
         # The same figures from a rebuild of the projection from the topic.
         await rebuild(
             database_url=db_url,
