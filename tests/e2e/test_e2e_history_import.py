@@ -26,6 +26,7 @@ from services.reporting.rebuild import rebuild
 from shared.auth import hash_token
 from shared.db import create_engine
 from shared.devstack.ports import free_port
+from shared.devstack.runner import import_demo_history
 from shared.events import parse_event
 from shared.roles import role_url
 from shared.settings import DatabaseSettings
@@ -322,4 +323,10 @@ async def test_history_import_refuses_or_skips_bad_rows_counts_in_reporting_and_
         )
         rebuilt = {by: await _summary(client, reporting, by) for by in live}
         assert rebuilt == live
+
+    # make run's demo history (a year of generated records) goes through the same route.
+    demo = await asyncio.to_thread(
+        import_demo_history, intake_url=intake, operator_token="imp-operator", records=300
+    )
+    assert demo == 300
     assert uuid.UUID(body["import_id"])
