@@ -264,6 +264,38 @@ class HazardNotifiedPayload(_Model):
     error: str | None = None
 
 
+class HazardImportedPayload(_Model):
+    """A past record loaded by an operator (history import, #18 item 2): the report and its outcome.
+
+    A historical hazard is never dispatched, notified or escalated: only reporting applies this
+    event (as the report and the outcome dates it states); every other consumer ignores the type.
+    """
+
+    record_id: Annotated[str, Field(min_length=1, max_length=64)]
+    import_id: uuid.UUID
+    category: str
+    location: Location
+    grid_id: str
+    community_id: str
+    street_id: str
+    observed_at: AwareDatetime
+    reporter_type: ReporterType = "grid_member"
+    source: Annotated[str, Field(max_length=32)] = "import"
+    campaign_ids: tuple[str, ...] = ()
+    notice_issued: bool = False
+    department_id: str | None = None
+    dispatch_id: uuid.UUID | None = None
+    """The past dispatch's id (derived by the importer from the hazard id) when it was dispatched."""
+    dispatched_at: AwareDatetime | None = None
+    acknowledged_at: AwareDatetime | None = None
+    receipt_deadline: AwareDatetime | None = None
+    rectified_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = None
+    relapse_of: uuid.UUID | None = None
+    """The hazard (an imported record's id) this one is a relapse of."""
+    relapse_of_record_id: Annotated[str, Field(max_length=64)] | None = None
+
+
 # ---------------------------------------------------------------- envelopes
 
 
@@ -398,6 +430,12 @@ class HazardNotified(_Envelope):
     payload: HazardNotifiedPayload
 
 
+class HazardImported(_Envelope):
+    TYPE: ClassVar[str] = "hazard.imported"
+    event_type: Literal["hazard.imported"] = "hazard.imported"
+    payload: HazardImportedPayload
+
+
 LifecycleEvent = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads better spelled out
         HazardReported,
@@ -420,6 +458,7 @@ LifecycleEvent = Annotated[
         HazardExtensionDecided,
         HazardProgressNoted,
         HazardNotified,
+        HazardImported,
     ],
     Field(discriminator="event_type"),
 ]
@@ -447,6 +486,7 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
         HazardExtensionDecided,
         HazardProgressNoted,
         HazardNotified,
+        HazardImported,
     )
 }
 

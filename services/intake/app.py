@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.intake import api, handlers, open311, photo_api, reconciliation, tables
+from services.intake import api, handlers, history_api, open311, photo_api, reconciliation, tables
 from services.intake.domain import Policy
 from services.intake.fastpath import HotRoutes
 from services.intake.photo_service import Photos
@@ -18,7 +18,7 @@ from services.intake.ratelimit import RateLimiter
 from services.intake.repository import WritePool
 from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings, PhotoSettings
-from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardReported
+from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported, HazardReported
 from shared.http import BodySizeLimit
 from shared.reference import PACKAGED_DATA_DIR, ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
@@ -41,6 +41,10 @@ class RouteBodyLimits:
         self.batch = BodySizeLimit(app, max_bytes=batch_bytes)
         self.photo = BodySizeLimit(app, max_bytes=photo_bytes)
         self.media = BodySizeLimit(app, max_bytes=media_bytes)
+        # A history import file (#18), multipart only (spooled to disk by the parser).
+        self.imports = BodySizeLimit(
+            app, max_bytes=history_api.MAX_IMPORT_BYTES + photo_api.UPLOAD_OVERHEAD_BYTES
+        )
 
     def _limit(self, scope: Scope) -> BodySizeLimit:
         path = scope.get("path")
@@ -51,6 +55,8 @@ class RouteBodyLimits:
             return self.photo
         if path in OPEN311_POSTS and _multipart(scope):
             return self.media
+        if path == history_api.IMPORT_PATH and _multipart(scope):
+            return self.imports
         return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,7 +105,9 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     photo_bytes = settings.photos.max_bytes + photo_api.UPLOAD_OVERHEAD_BYTES
     media_bytes = settings.photos.max_bytes * settings.photos.max_per_item + default_bytes
     # The shared outer limit lets the largest bodies through; RouteBodyLimits holds each route to its own.
-    widest = max(batch_bytes, photo_bytes, media_bytes)
+    widest = max(
+        batch_bytes, photo_bytes, media_bytes, history_api.MAX_IMPORT_BYTES + photo_api.UPLOAD_OVERHEAD_BYTES
+    )
     wide = settings.model_copy(update={"http": settings.http.model_copy(update={"max_body_bytes": widest})})
     runtime = ServiceRuntime.build(
         name=NAME,
@@ -109,7 +117,7 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         handler=handlers.make_handler(reference),
         interested=handlers.INTERESTED,
         reference=reference,
-        publishes=(HazardReported, HazardDuplicateLinked, HazardDuplicateUnlinked),
+        publishes=(HazardReported, HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported),
     )
     # Reports are accepted into the outbox while the broker is away, so intake stays ready without it.
     runtime.ready_without_broker = True
@@ -194,6 +202,7 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     reconciliation.install(runtime, settings.reconciliation)
     app.include_router(api.router)
     app.include_router(photo_api.router)
+    app.include_router(history_api.router)
     app.include_router(open311.router)
     app.include_router(reconciliation.router)
     app.include_router(open311.discovery_router)

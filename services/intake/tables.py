@@ -65,3 +65,19 @@ photos = sa.Table(
     sa.Column("sha256", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Historical hazards loaded by the history import (#18): never dispatched; their one event is
+# hazard.imported. hazard_id is derived from record_id, so a re-import finds them again.
+imported_hazards = sa.Table(
+    "imported_hazards",
+    metadata,
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("record_id", sa.Text, nullable=False, unique=True),
+    sa.Column("body_hash", sa.Text, nullable=False),
+    sa.Column("import_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("imported_by", sa.Text, nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("historical", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -356,6 +356,8 @@ def apply_event(batch: FactBatch, event: ev.AnyEvent, *, tz: ZoneInfo) -> None:
             },
             DISPATCH_RULES,
         )
+    elif isinstance(event, ev.HazardImported):
+        _apply_imported(batch, event, tz=tz)
     # receipt_overdue and verified state nothing the figures need: overdue is
     # computed from the frozen deadline, so a late acknowledgement stays late either way.
 
@@ -404,6 +406,79 @@ def _apply_action(
                 },
                 DISPATCH_RULES,
             )
+
+
+IMPORT_DISPATCH_NS = uuid.UUID("6f1c9a52-3d1e-4f7a-9a53-18c0d2a1e018")
+"""Namespace of an imported hazard's one dispatch id (uuid5 of the hazard id)."""
+
+
+def _apply_imported(batch: FactBatch, event: ev.HazardImported, *, tz: ZoneInfo) -> None:
+    """A past record (#18): the report, its dispatch and receipt, rectification, closure and relapse,
+    each at the date the record states, so the figures count it like a live hazard of those dates."""
+    h = event.hazard_id
+    p = event.payload
+    loc = p.location
+    place = (
+        f"{p.grid_id}/{loc.building_id}"
+        if loc.building_id
+        else (f"{p.grid_id}/{loc.address}" if loc.address else p.grid_id)
+    )
+    row: Row = {
+        "hazard_id": h,
+        "reported_at": p.observed_at,
+        "report_day": local_day(p.observed_at, tz=tz),
+        "category": p.category,
+        "community_id": p.community_id,
+        "grid_id": p.grid_id,
+        "street_id": p.street_id,
+        "place_key": place,
+        "campaign_ids": list(p.campaign_ids),
+        "rectified_on_site": False,
+        "address": loc.address or None,
+        "reporter_type": p.reporter_type,
+        "source": p.source,
+        "notice_on_site": p.notice_issued,
+        "rectified_at": p.rectified_at,
+        "closed_at": p.closed_at,
+        "closed_reason": None if p.closed_at is None else "imported",
+    }
+    if p.department_id is not None:
+        row["department_id"] = p.department_id
+        row["department_at"] = p.dispatched_at or p.observed_at
+    _add(batch.hazards, h, row, HAZARD_RULES)
+    if p.department_id is not None and p.dispatched_at is not None:
+        dispatch_id = p.dispatch_id or uuid.uuid5(IMPORT_DISPATCH_NS, str(h))
+        _add(
+            batch.dispatches,
+            dispatch_id,
+            {
+                "dispatch_id": dispatch_id,
+                "hazard_id": h,
+                "department_id": p.department_id,
+                "dispatched_at": p.dispatched_at,
+                "dispatch_day": local_day(p.dispatched_at, tz=tz),
+                "deadline": p.receipt_deadline,
+                "original_deadline": p.receipt_deadline,
+                "reason": "imported",
+                "acknowledged_at": p.acknowledged_at,
+            },
+            DISPATCH_RULES,
+        )
+    if p.relapse_of is not None:
+        _add(
+            batch.relapses,
+            h,
+            {
+                "hazard_id": h,
+                "original_hazard_id": p.relapse_of,
+                "relapsed_at": p.observed_at,
+                "relapse_day": local_day(p.observed_at, tz=tz),
+                "place_key": place,
+                "original_department_id": None,
+                "days_since_closure": None,
+            },
+            RELAPSE_RULES,
+        )
 
 
 def _supersede(batch: FactBatch, dispatch_id: uuid.UUID, hazard_id: uuid.UUID, at: datetime) -> None:

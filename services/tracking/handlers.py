@@ -11,7 +11,8 @@ from shared.reference import ReferenceData
 
 # Every type: tracking's own types from anyone else are checked against the case (its own come
 # back already in the inbox and are skipped).
-INTERESTED: frozenset[str] | None = frozenset(EVENT_TYPES)
+# A historical hazard (hazard.imported, #18) is no case: never timed, escalated or notified.
+INTERESTED: frozenset[str] | None = frozenset(EVENT_TYPES) - {"hazard.imported"}
 
 
 def make_handler(*, reference: ReferenceData, relapse_distance_m: float | None) -> Handler:

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -333,6 +333,40 @@ def seed_demo(
     return True
 
 
+DEMO_HISTORY_RECORDS = 6000
+
+
+def import_demo_history(*, intake_url: str, operator_token: str, records: int = DEMO_HISTORY_RECORDS) -> int:
+    """Import a year of past records (#18 history import) so the year-on-year comparison shows:
+    ``records`` hazards observed 200 to 540 days ago, through ``POST /api/v1/imports``. Returns
+    how many were imported (0 when the import was refused or failed: the demo goes on without)."""
+    import httpx
+
+    # The benchmark's generator of template rows (the demo loader, bench.loadgen, lives there too).
+    from bench.intake_history_import import build_csv
+
+    grids = [g.id for g in load_reference_data().grids]
+    data = build_csv(records, grids=grids, end=datetime.now(UTC) - timedelta(days=180))
+    say(f"demo history: importing {records} past records (a year, ending 6 months ago) ...")
+    try:
+        response = httpx.post(
+            f"{intake_url}/api/v1/imports",
+            files={"file": ("demo-history.csv", data, "text/csv")},
+            data={"on_error": "skip"},
+            headers={"Authorization": f"Bearer {operator_token}"},
+            timeout=600,
+        )
+    except httpx.HTTPError as exc:
+        say(f"demo history: skipped ({exc})")
+        return 0
+    if response.status_code != 200:
+        say(f"demo history: refused ({response.status_code}: {response.text[:300]})")
+        return 0
+    imported = int(response.json()["imported"])
+    say(f"demo history: {imported} imported")
+    return imported
+
+
 # -- process registry ------------------------------------------------------------------------
 
 
@@ -638,6 +672,9 @@ class Stack:
         if seed_demo(
             urls=urls, tokens=self.tokens, log_path=self.paths.log("seed"), repo_root=self.repo_root
         ):
+            operator = next((t.token for t in self.tokens if t.who.role == "operator"), None)
+            if operator is not None:
+                import_demo_history(intake_url=urls["intake"], operator_token=operator)
             marker.touch()
 
     def banner(self) -> str:

@@ -315,7 +315,9 @@ NO_BODY = {
 }
 # Routes that take a multipart upload, no JSON: their only form field besides the file is a UUID
 # (tests/integration/intake/test_intake_photos.py tries them with bad input).
-MULTIPART = {("intake", "/api/v1/photos")}
+# The history import (#18) takes a CSV/xlsx file whose cells are checked row by row, NUL and
+# surrogates included (tests/unit/intake/test_history_parse.py, tests/e2e/test_e2e_history_import.py).
+MULTIPART = {("intake", "/api/v1/photos"), ("intake", "/api/v1/imports")}
 OPEN311_FIELDS = ["description", "address_string", "attribute[building_id]", "media_url", "service_code"]
 
 

@@ -150,6 +150,23 @@ def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, A
             result="delivered",
             attempts=1,
         ),
+        "hazard.imported": ev.HazardImportedPayload(
+            record_id="2025-FY-000123",
+            import_id=uuid.UUID(int=0x18),
+            category="locked_rooftop_door",
+            location=ev.Location(lat=22.66, lon=113.82, address="Liuyue Rd 12", building_id="B-12"),
+            grid_id="liuyue-01",
+            community_id="liuyue",
+            street_id="fuyong",
+            observed_at=T0 - timedelta(days=400),
+            department_id="fire",
+            dispatch_id=dispatch_id,
+            dispatched_at=T0 - timedelta(days=400),
+            acknowledged_at=T0 - timedelta(days=400) + timedelta(hours=1),
+            receipt_deadline=T0 - timedelta(days=400) + timedelta(hours=2),
+            rectified_at=T0 - timedelta(days=395),
+            closed_at=T0 - timedelta(days=394),
+        ),
     }
 
 
@@ -168,6 +185,7 @@ def make_event(
         "hazard.duplicate_unlinked": "intake",
         "hazard.urged": "tracking",
         "hazard.progress_noted": "tracking",
+        "hazard.imported": "intake",
     }.get(
         event_type,
         "tracking"

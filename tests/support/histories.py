@@ -486,12 +486,43 @@ def interleave(rng: random.Random, streams: list[list[ev.AnyEvent]]) -> list[ev.
     return out
 
 
+def imported(s: Story) -> None:
+    """A past record loaded by the history import (#18): its whole outcome in one event, a relapse
+    of an earlier imported record. Only reporting applies it; no other consumer acts on it."""
+    s.add(
+        ev.HazardImported,
+        ev.HazardImportedPayload(
+            record_id=f"R-{s.n}",
+            import_id=uuid.uuid4(),
+            category="locked_rooftop_door",
+            location=ev.Location(lat=s.lat, lon=114.16813, address="Liuyue Rd 12", building_id=s.building_id),
+            grid_id="liuyue-01",
+            community_id="liuyue",
+            street_id="henggang",
+            observed_at=s.at(-60 * 24 * 400),
+            notice_issued=True,
+            department_id="fire",
+            dispatch_id=uuid.uuid4(),
+            dispatched_at=s.at(-60 * 24 * 400 + 30),
+            acknowledged_at=s.at(-60 * 24 * 400 + 200),
+            receipt_deadline=s.at(-60 * 24 * 400 + 150),
+            rectified_at=s.at(-60 * 24 * 395),
+            closed_at=s.at(-60 * 24 * 394),
+            relapse_of=uuid.uuid4(),
+            relapse_of_record_id=f"R-{s.n}-old",
+        ),
+        minute=0,
+        producer="intake",
+    )
+
+
 # What other services publish plus what tracking publishes: the histories consumers other than
 # tracking see, with every event type.
 WHOLE_SCENARIOS: dict[str, Callable[[Story], object]] = {
     **SCENARIOS,
     whole_life.__name__: whole_life,
     relapse_closed_on_site.__name__: relapse_closed_on_site,
+    imported.__name__: imported,
 }
 
 
