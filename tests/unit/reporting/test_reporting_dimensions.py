@@ -116,7 +116,7 @@ def test_sentences_state_the_split_and_the_comparisons_in_both_languages() -> No
         "From 2026-01-01 to 2026-06-30, 19,479 hazards were found, of which 14,054 fire, 177 public security"
     )
     assert "发出整改通知书3,300份，其中现场发出3,235份" in sentences["zh"][1]
-    assert "督办3次" in sentences["zh"][3]
+    assert "超时升级3次" in sentences["zh"][3]
 
 
 def test_sheet_names_are_what_excel_accepts() -> None:
