@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Principal, hash_token, require
 from shared.errors import ApiError, validation_details
+from shared.openapi import error_responses
 from shared.reference import Campaign, CampaignTargets, RoutingRule, UnknownReference
 from shared.service import ServiceRuntime
 from shared.text import Text
@@ -319,7 +320,12 @@ async def list_principals(
     return {"principals": sorted(seen.values(), key=lambda v: v["principal"])}
 
 
-@router.post("/principals", status_code=201, summary="Create a principal and its token (shown once)")
+@router.post(
+    "/principals",
+    status_code=201,
+    summary="Create a principal and its token (shown once)",
+    responses=error_responses(409, s409="The principal already holds a token"),
+)
 async def create_principal(
     body: PrincipalIn,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -392,7 +398,9 @@ async def _replace_token(
 
 
 @router.post(
-    "/principals/{principal}/rotate", summary="A new token for a principal; the old one stops working"
+    "/principals/{principal}/rotate",
+    summary="A new token for a principal; the old one stops working",
+    responses=error_responses(409, s409="The principal holds no live token"),
 )
 async def rotate_principal(
     principal: Id,
@@ -404,7 +412,11 @@ async def rotate_principal(
     return {**after, "token": token}
 
 
-@router.post("/principals/{principal}/revoke", summary="Revoke a principal's token (file tokens too)")
+@router.post(
+    "/principals/{principal}/revoke",
+    summary="Revoke a principal's token (file tokens too)",
+    responses=error_responses(409, s409="Your own token, or no live token"),
+)
 async def revoke_principal(
     principal: Id,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -461,7 +473,12 @@ async def _upsert_department(session: AsyncSession, department_id: str, body: De
     )
 
 
-@router.post("/departments", status_code=201, summary="Add a department")
+@router.post(
+    "/departments",
+    status_code=201,
+    summary="Add a department",
+    responses=error_responses(409, s409="The id is taken"),
+)
 async def create_department(
     body: NewDepartment,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -502,7 +519,11 @@ async def update_department(
     return after
 
 
-@router.delete("/departments/{department_id}", summary="Delete a department with no open work and no rule")
+@router.delete(
+    "/departments/{department_id}",
+    summary="Delete a department with no open work and no rule",
+    responses=error_responses(409, s409="A rule, an open hazard or a token still names it"),
+)
 async def delete_department(
     department_id: Code,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -592,7 +613,12 @@ async def get_routing_rules(
     }
 
 
-@router.post("/routing-rules", status_code=201, summary="A new version of the routing rules (the whole list)")
+@router.post(
+    "/routing-rules",
+    status_code=201,
+    summary="A new version of the routing rules (the whole list)",
+    responses=error_responses(409, s409="A rule points nowhere"),
+)
 async def new_routing_version(
     body: RoutingRulesIn,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -696,7 +722,12 @@ async def list_campaigns(
     return {"campaigns": [c.model_dump(mode="json") for c in runtime.reference.campaigns]}
 
 
-@router.post("/campaigns", status_code=201, summary="Create a campaign")
+@router.post(
+    "/campaigns",
+    status_code=201,
+    summary="Create a campaign",
+    responses=error_responses(409, s409="The id is taken"),
+)
 async def create_campaign(
     body: CampaignIn,
     runtime: Annotated[ServiceRuntime, Depends(_runtime)],
@@ -748,7 +779,9 @@ async def change_campaign_targets(
 
 
 @router.post(
-    "/campaigns/{campaign_id}/end", summary="End a campaign (its figures stay; later reports count late)"
+    "/campaigns/{campaign_id}/end",
+    summary="End a campaign (its figures stay; later reports count late)",
+    responses=error_responses(409, s409="The campaign ended already"),
 )
 async def end_campaign(
     campaign_id: Slug,

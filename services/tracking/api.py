@@ -442,6 +442,7 @@ async def post_verification(
     "/hazards/{hazard_id}/urgings",
     status_code=201,
     summary="Urge (督办) the open dispatch or rectification of a hazard (operator, supervisor)",
+    responses=error_responses(409, s409="The case is closed or holds nothing open to urge"),
 )
 async def post_urging(
     hazard_id: uuid.UUID,
@@ -485,6 +486,7 @@ async def post_urging(
     "/hazards/{hazard_id}/notes",
     status_code=201,
     summary="Add a progress note to a case (the department holding it)",
+    responses=error_responses(409, s409="The case is not open"),
 )
 async def post_note(
     hazard_id: uuid.UUID,
@@ -527,6 +529,7 @@ async def post_note(
     "/hazards/{hazard_id}/rectification/extension",
     status_code=202,
     summary="Ask for a later rectification deadline (延期申请; the department holding the case)",
+    responses=error_responses(409, s409="Not awaiting rectification, or a request awaits a decision"),
 )
 async def post_extension(
     hazard_id: uuid.UUID,
@@ -579,6 +582,7 @@ async def _decide(
 @router.post(
     "/hazards/{hazard_id}/rectification/extension/approve",
     summary="Operator or supervisor: approve a rectification deadline extension",
+    responses=error_responses(409, s409="No extension request awaits a decision"),
 )
 async def approve_extension(
     hazard_id: uuid.UUID,
@@ -593,6 +597,7 @@ async def approve_extension(
 @router.post(
     "/hazards/{hazard_id}/rectification/extension/refuse",
     summary="Operator or supervisor: refuse a rectification deadline extension",
+    responses=error_responses(409, s409="No extension request awaits a decision"),
 )
 async def refuse_extension(
     hazard_id: uuid.UUID,
