@@ -378,6 +378,8 @@ def error_kind(error: str | None) -> str | None:
         return error[:8]
     if error.startswith("no answer within"):
         return "timeout"
+    if error.startswith("circuit open"):
+        return "circuit open"  # held by the sender's breaker past the retry window, not attempted
     head = error.split(":", 1)[0].strip()
     return head[:60] if head.isidentifier() else "error"
 

@@ -238,3 +238,7 @@ def test_deliveries_held_past_the_retry_window_fail_visibly_with_the_targets_las
     assert result.next_attempt_at is None
     assert result.error is not None
     assert "HTTP 503: down" in result.error
+
+
+def test_a_notice_failed_by_the_open_circuit_shows_as_such_on_the_timeline() -> None:
+    assert domain.error_kind("circuit open, not attempted; last error: HTTP 503: down") == "circuit open"
