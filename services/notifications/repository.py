@@ -174,6 +174,7 @@ class Claimed:
     attempts: int
     event_at: datetime
     created_at: datetime
+    last_error: str | None = None
 
 
 # Each target's earliest due deliveries (at most ``take`` of each), the busy targets left out: a
@@ -273,6 +274,7 @@ async def _lease(
             attempts=row.attempts,
             event_at=row.event_at,
             created_at=row.created_at,
+            last_error=row.last_error,
         )
         for row in sorted(rows, key=lambda x: x.delivery_id)
     ]

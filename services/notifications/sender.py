@@ -270,7 +270,12 @@ class SenderLoop:
             return
         now = self.clock()
         for item in expired:
-            error = f"circuit open, not attempted; last error: {self._last_error.get(item.target, '?')}"
+            # One tried before the circuit opened keeps its own last error; the others say why not tried.
+            error = (
+                item.last_error
+                if item.attempts > 0 and item.last_error
+                else f"circuit open, not attempted; last error: {self._last_error.get(item.target, '?')}"
+            )
             self._results.append(
                 (
                     item,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -237,8 +238,17 @@ def test_deliveries_held_past_the_retry_window_fail_visibly_with_the_targets_las
     assert result.status == "failed"
     assert result.next_attempt_at is None
     assert result.error is not None
+    assert result.error.startswith("circuit open, not attempted")
     assert "HTTP 503: down" in result.error
+    sender._results.clear()
+    tried = dataclasses.replace(_claimed(DEAD), attempts=4, last_error="HTTP 500: oops")
+    sender._settle_expired([tried])
+    [(_, result)] = sender._results
+    assert (result.status, result.error) == ("failed", "HTTP 500: oops")  # its own last failure
 
 
-def test_a_notice_failed_by_the_open_circuit_shows_as_such_on_the_timeline() -> None:
-    assert domain.error_kind("circuit open, not attempted; last error: HTTP 503: down") == "circuit open"
+def test_a_notice_failed_by_the_open_circuit_shows_the_targets_last_failure_on_the_timeline() -> None:
+    assert domain.error_kind("circuit open, not attempted; last error: HTTP 503: down") == "HTTP 503"
+    assert domain.error_kind("circuit open, not attempted; last error: no answer within 10 s") == "timeout"
+    assert domain.error_kind("circuit open, not attempted; last error: ?") == "error"
+    assert domain.error_kind("circuit open, not attempted; last error: ") == "circuit open"
