@@ -378,6 +378,10 @@ def error_kind(error: str | None) -> str | None:
         return error[:8]
     if error.startswith("no answer within"):
         return "timeout"
+    if error.startswith("circuit open"):
+        # Held by the sender's breaker past the retry window, not attempted: the target's last failure.
+        last = error.partition("last error: ")[2]
+        return error_kind(last) if last and not last.startswith("circuit open") else "circuit open"
     head = error.split(":", 1)[0].strip()
     return head[:60] if head.isidentifier() else "error"
 

@@ -174,6 +174,7 @@ class Claimed:
     attempts: int
     event_at: datetime
     created_at: datetime
+    last_error: str | None = None
 
 
 # Each target's earliest due deliveries (at most ``take`` of each), the busy targets left out: a
@@ -211,29 +212,49 @@ async def claim_deliveries(
     per_target: int,
     in_flight: dict[str, int],
     lease_s: float,
+    limits: dict[str, int] | None = None,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries, so that no target has more than ``per_target`` in flight.
 
+    ``limits`` overrides ``per_target`` for some targets: 0 for a target whose circuit is open
+    (none of its deliveries is claimed: they wait, due, and their time counts towards the retry
+    window), 1 for its probe, more for one draining its backlog after an outage.
     Rows another sender holds are skipped (SKIP LOCKED); a leased row is due again when the lease
     runs out, so a sender that dies mid-send leaves its deliveries to be retried.
     """
-    busy = [target for target, count in in_flight.items() if count >= per_target]
-    scanned = await session.execute(_CLAIM_SCAN, {"now": now, "busy": busy, "take": per_target})
+    limits = limits or {}
+
+    def cap(target: str) -> int:
+        return limits.get(target, per_target)
+
+    busy = sorted(
+        {target for target, count in in_flight.items() if count >= cap(target)}
+        | {target for target, n in limits.items() if n <= 0}
+    )
+    take = max([per_target, *limits.values()])
+    scanned = await session.execute(_CLAIM_SCAN, {"now": now, "busy": busy, "take": take})
     chosen: list[int] = []
     taken: dict[str, int] = {}
     for delivery_id, target in scanned:
-        room = per_target - in_flight.get(target, 0) - taken.get(target, 0)
+        room = cap(target) - in_flight.get(target, 0) - taken.get(target, 0)
         if room > 0 and len(chosen) < limit:
             chosen.append(delivery_id)
             taken[target] = taken.get(target, 0) + 1
+    return await _lease(session, chosen, now=now, lease_s=lease_s, attempt=True)
+
+
+async def _lease(
+    session: AsyncSession, chosen: Sequence[int], *, now: datetime, lease_s: float, attempt: bool
+) -> list[Claimed]:
+    """Lease the chosen (locked) deliveries; ``attempt``: count one more attempt."""
     if not chosen:
         return []
     until = now + timedelta(seconds=lease_s)
+    values: dict[str, Any] = {"next_attempt_at": until, "leased_until": until}
+    if attempt:
+        values["attempts"] = d.attempts + 1
     leased = await session.execute(
-        sa.update(deliveries)
-        .where(d.delivery_id.in_(chosen))
-        .values(attempts=d.attempts + 1, next_attempt_at=until, leased_until=until)
-        .returning(deliveries)
+        sa.update(deliveries).where(d.delivery_id.in_(list(chosen))).values(**values).returning(deliveries)
     )
     rows = leased.all()
     subs = {
@@ -253,9 +274,41 @@ async def claim_deliveries(
             attempts=row.attempts,
             event_at=row.event_at,
             created_at=row.created_at,
+            last_error=row.last_error,
         )
         for row in sorted(rows, key=lambda x: x.delivery_id)
     ]
+
+
+async def claim_expired(
+    session: AsyncSession,
+    targets: Sequence[str],
+    *,
+    created_before: datetime,
+    now: datetime,
+    limit: int,
+    lease_s: float,
+) -> list[Claimed]:
+    """Lease (without counting an attempt) deliveries of these targets older than the retry window.
+
+    For targets whose circuit is open: their deliveries are not attempted, but one held past
+    ``RETRY_FOR_S`` must still fail visibly; the caller records these as ``failed``.
+    """
+    if not targets or limit <= 0:
+        return []
+    due = await session.execute(
+        sa.select(d.delivery_id)
+        .where(
+            d.target.in_(list(targets)),
+            d.status.in_(("pending", "retrying")),
+            d.created_at <= created_before,
+            sa.or_(d.leased_until.is_(None), d.leased_until <= now),
+        )
+        .order_by(d.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return await _lease(session, list(due.scalars().all()), now=now, lease_s=lease_s, attempt=False)
 
 
 async def release_held(session: AsyncSession, targets: Sequence[str], *, now: datetime) -> int:

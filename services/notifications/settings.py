@@ -39,6 +39,12 @@ class DeliverySettings(_Section):
     # How long a claimed delivery is leased to this process; a process killed mid-send leaves it
     # to be retried once the lease runs out.
     lease_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Circuit breaker per target: after this many failed attempts in a row (no success between),
+    # its deliveries are no longer attempted (they wait, due); one probe every `breaker_probe_s`
+    # decides when it answers again, then its backlog drains with up to `drain_per_target` in flight.
+    breaker_failures: Annotated[int, Field(ge=1, le=10_000)] = 5
+    breaker_probe_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    drain_per_target: Annotated[int, Field(ge=1, le=1000)] = 64
     backoff_base_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     backoff_max_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
     # Give up (status `failed`) once a delivery has been failing for this long.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -136,3 +137,118 @@ async def test_a_send_finishing_while_the_claim_runs_wakes_the_next_claim_at_onc
         await asyncio.wait_for(sender.run(), timeout=20)
     assert len(stamps) == 3
     assert stamps[2] - stamps[1] < 5.0  # not the 30 s poll interval
+
+
+# ---------------------------------------------------------------- the circuit breaker per target
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _breaker(**settings: Any) -> tuple[SenderLoop, _Clock]:
+    sender = SenderLoop(
+        sessions=None,  # type: ignore[arg-type]  # the breaker's state only
+        settings=DeliverySettings(breaker_failures=3, breaker_probe_s=5.0, drain_per_target=64, **settings),
+        smtp=SmtpSettings(),
+        secrets=Secrets(Fernet.generate_key().decode()),
+        department_name=lambda department, language: department,
+    )
+    clock = _Clock()
+    sender.monotonic = clock
+    return sender, clock
+
+
+DEAD = "http://hooks.example.org/dead"
+
+
+def test_a_target_failing_in_a_row_gets_no_attempt_until_its_probe_is_due() -> None:
+    sender, clock = _breaker()
+    for _ in range(2):
+        sender._note_answer(DEAD, "retrying", "ClientConnectorError: refused")
+    assert sender._limits() == {}  # two failures: still closed
+    sender._note_answer(DEAD, "retrying", "ClientConnectorError: refused")
+    assert sender._limits() == {DEAD: 0}  # open: none of its deliveries is claimed
+    clock.t += 4.9
+    assert sender._limits() == {DEAD: 0}
+    clock.t += 0.2
+    assert sender._limits() == {DEAD: 1}  # one probe
+    sender.probing.add(DEAD)  # what claim_and_start does with the probe it leased
+    assert sender._limits() == {DEAD: 0}
+    sender._note_answer(DEAD, "retrying", "ClientConnectorError: refused")  # the probe failed
+    assert DEAD in sender.open
+    assert DEAD not in sender.probing
+    assert sender._limits() == {DEAD: 0}
+    clock.t += 5.1
+    assert sender._limits() == {DEAD: 1}
+
+
+def test_a_success_between_failures_keeps_the_circuit_closed() -> None:
+    sender, _ = _breaker()
+    for status in ("retrying", "retrying", "sent", "retrying", "retrying"):
+        sender._note_answer(DEAD, status, None if status == "sent" else "HTTP 503: busy")
+    assert sender.open == {}
+    assert sender._limits() == {}
+
+
+def test_a_probe_answered_closes_the_circuit_releases_the_backlog_and_drains_wider() -> None:
+    sender, clock = _breaker()
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "timeout")
+    clock.t += 6
+    sender.probing.add(DEAD)
+    sender._note_answer(DEAD, "sent")
+    assert sender.open == {}
+    assert sender.probing == set()
+    assert sender.failures == {}
+    assert DEAD in sender._release  # its waiting retries are made due with the next claim
+    assert sender._limits() == {DEAD: 64}
+    sender._note_answer(DEAD, "retrying", "timeout")  # failing again while draining: back to the usual share
+    assert sender._limits() == {}
+
+
+def test_a_probe_failing_for_good_does_not_close_the_circuit() -> None:
+    sender, clock = _breaker()
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "timeout")
+    clock.t += 6
+    sender.probing.add(DEAD)
+    sender._note_answer(DEAD, "failed", "no answer within 10 s")  # its 24 h were over
+    assert DEAD in sender.open
+    assert DEAD not in sender.probing
+    assert sender._limits() == {DEAD: 0}
+
+
+def test_deliveries_held_past_the_retry_window_fail_visibly_with_the_targets_last_error() -> None:
+    sender, clock = _breaker()
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "HTTP 503: down")
+    assert sender._sweep_due() == [DEAD]
+    assert sender._sweep_due() == []  # at most once per probe interval
+    clock.t += 5.0
+    assert sender._sweep_due() == [DEAD]
+    held = _claimed(DEAD)
+    sender._settle_expired([held])
+    [(item, result)] = sender._results
+    assert item is held
+    assert result.status == "failed"
+    assert result.next_attempt_at is None
+    assert result.error is not None
+    assert result.error.startswith("circuit open, not attempted")
+    assert "HTTP 503: down" in result.error
+    sender._results.clear()
+    tried = dataclasses.replace(_claimed(DEAD), attempts=4, last_error="HTTP 500: oops")
+    sender._settle_expired([tried])
+    [(_, result)] = sender._results
+    assert (result.status, result.error) == ("failed", "HTTP 500: oops")  # its own last failure
+
+
+def test_a_notice_failed_by_the_open_circuit_shows_the_targets_last_failure_on_the_timeline() -> None:
+    assert domain.error_kind("circuit open, not attempted; last error: HTTP 503: down") == "HTTP 503"
+    assert domain.error_kind("circuit open, not attempted; last error: no answer within 10 s") == "timeout"
+    assert domain.error_kind("circuit open, not attempted; last error: ?") == "error"
+    assert domain.error_kind("circuit open, not attempted; last error: ") == "circuit open"
