@@ -65,6 +65,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         "DELIVERY__BACKOFF_MAX_S": "0.5",
         "DELIVERY__RETRY_FOR_S": "3",
         "DELIVERY__LEASE_S": "5",
+        # Each notice's own retries are what this module checks; the circuit breaker (which stops
+        # attempting a target after 5 failures in a row) has its own tests in
+        # tests/integration/notifications/test_notifications_breaker.py.
+        "DELIVERY__BREAKER_FAILURES": "10000",
         "REMINDERS__POLL_INTERVAL_S": "0.5",
     }
     with System(
