@@ -225,7 +225,9 @@ def test_every_trigger_reaches_each_subscription_exactly_once_and_a_failing_rece
         rectify_and_verify(client, system, reworked, "liuyue-03", passed=True)
         in_state(client, system, reworked, "closed")
         relapse = report(client, system, "liuyue-03", "E2E-N-REWORK")
-        poll(lambda: case(client, system, relapse).get("relapse_of") == reworked, "the relapse")
+        poll(
+            lambda: case(client, system, relapse).get("relapse_of") == reworked, "the relapse", timeout_s=180
+        )
 
         expected = {
             late: {"dispatched": 1, "receipt_due_soon": 2, "receipt_overdue": 1, "escalated": 1},
