@@ -55,6 +55,7 @@ from shared.db import database_now
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
+from shared.uow import SqlUnitOfWork, no_repository
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,12 @@ def is_transient(exc: BaseException) -> bool:
     return environment_fault(exc) is not None
 
 
-@dataclass
-class BatchContext:
-    """What a handler gets with its events: the transaction, the outbox and the way to refuse one event."""
+@dataclass(kw_only=True)
+class BatchContext(SqlUnitOfWork[Any]):
+    """A consumer's unit of work: the batch's transaction, its repository, the database's now
+    (read at the start of the batch), the outbox, and the way to refuse one event."""
 
-    session: AsyncSession
-    outbox: Outbox
-    now: datetime  # the database's clock at the start of the batch (shared.db.database_now)
+    repo: Any = None
     service: str
     dead_letter_topic: str
     origins: dict[uuid.UUID, Origin] = field(default_factory=dict)
@@ -316,9 +316,11 @@ class EventConsumer:
         retry_backoff_s: float = 0.2,
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         clock: Clock = _utcnow,
+        repository: Callable[[AsyncSession], Any] = no_repository,
     ) -> None:
         self.service = service
         self.sessions = sessions
+        self.repository = repository
         self.inbox = inbox
         # One statement text whatever the batch size (a VALUES list would be compiled per size and
         # never reuse a prepared statement).
@@ -560,6 +562,7 @@ class EventConsumer:
                 session=session,
                 outbox=self.outbox,
                 now=await database_now(session),
+                repo=self.repository(session),
                 service=self.service,
                 dead_letter_topic=self.dead_letter_topic,
                 origins=origins,

@@ -10,6 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.domain_errors import (
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    TooManyError,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -64,8 +73,30 @@ _STATUS_CODES = {
 }
 
 
+STATUS_OF_DOMAIN_ERROR: dict[type[DomainError], int] = {
+    NotFoundError: 404,
+    ForbiddenError: 403,
+    ConflictError: 409,
+    InvalidError: 422,
+    TooManyError: 429,
+}
+"""The one place a domain refusal becomes an HTTP status (the most specific base class wins)."""
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status a domain refusal answers with (422 for a refusal of no known kind)."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF_DOMAIN_ERROR:
+            return STATUS_OF_DOMAIN_ERROR[kind]
+    return 422
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in the API's shape; never a stack trace."""
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

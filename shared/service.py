@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
@@ -47,6 +47,7 @@ from shared.openapi import OPERATIONS_PATHS, install_openapi
 from shared.outbox import Outbox, OutboxRelay
 from shared.reference import ReferenceData, coverage_warning, load_reference_data
 from shared.settings import ServiceSettings
+from shared.uow import UnitOfWorkFactory, no_repository
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,20 @@ ADVISORY_CHECKS = frozenset({"calendar"})
 """Readiness checks shown in /readyz that warn without making the service unready."""
 
 
+S = TypeVar("S", bound=ServiceSettings)
+
+
 @dataclass
-class ServiceRuntime:
-    """The live parts of one service process."""
+class ServiceRuntime(Generic[S]):
+    """The live parts of one service process, generic over the service's settings class.
+
+    ``work`` opens units of work (:mod:`shared.uow`) on the service's repository: routes and
+    timers call ``async with runtime.work() as uow:``; the consumer hands its handler a
+    :class:`shared.consumer.BatchContext` on the same repository.
+    """
 
     name: str
-    settings: ServiceSettings
+    settings: S
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     broker: KafkaBroker
@@ -67,6 +76,7 @@ class ServiceRuntime:
     relay: OutboxRelay
     reference: ReferenceData
     tokens: TokenRegistry
+    work: UnitOfWorkFactory[Any]
     consumer: EventConsumer | None = None
     admin_sync: AdminSync | None = None
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -84,14 +94,15 @@ class ServiceRuntime:
         cls,
         *,
         name: str,
-        settings: ServiceSettings,
+        settings: S,
         outbox_table: sa.Table,
         inbox_table: sa.Table | None = None,
         handler: Handler | None = None,
         interested: frozenset[str] | None = None,
         reference: ReferenceData | None = None,
         publishes: tuple[type[Any], ...] = (),
-    ) -> ServiceRuntime:
+        repository: Callable[[AsyncSession], Any] = no_repository,
+    ) -> ServiceRuntime[S]:
         """Wire the parts from settings; nothing connects until :meth:`start`."""
         reference = reference or load_reference_data(settings.reference_data_dir)
         engine = create_engine(settings.database, application_name=f"hazard-{name}")
@@ -121,6 +132,7 @@ class ServiceRuntime:
             relay=relay,
             reference=reference,
             tokens=TokenRegistry.from_settings(settings.auth),
+            work=UnitOfWorkFactory(sessions, outbox, repository),
         )
         if settings.admin_sync.enabled:
             # Tokens, departments, routing rules and campaigns administered at runtime (shared.admin_sync).
@@ -150,6 +162,7 @@ class ServiceRuntime:
                 retry_attempts=settings.kafka.retry_attempts,
                 retry_backoff_s=settings.kafka.retry_backoff_s,
                 dead_letter_max_bytes=settings.kafka.dead_letter_max_bytes,
+                repository=repository,
             )
             subscribe_lifecycle(
                 broker,
@@ -163,6 +176,24 @@ class ServiceRuntime:
     def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a coroutine for the life of the process (timers, projections); restarted if it fails."""
         self.background.append(loop)
+
+    def every(
+        self,
+        interval_s: float | Callable[[float], float],
+        step: Callable[[], Awaitable[object]],
+        *,
+        what: str,
+    ) -> None:
+        """Declare a periodic loop (timer sweeps, gauge refreshes, rollups): ``step`` every ``interval_s``.
+
+        The one way every service declares its loops; a failing round is logged and the next retries.
+        """
+
+        async def loop() -> None:
+            await repeat_every(interval_s, step, what=what)
+
+        loop.__name__ = what.replace(" ", "_")
+        self.add_background(loop)
 
     async def start(self) -> None:
         """Connect the broker (or keep trying in the background), start the relay and background loops.
@@ -291,7 +322,7 @@ class ServiceRuntime:
 class RefuseWhileDraining:
     """Answer 503 ``draining`` to every request but the operational ones once the runtime drains."""
 
-    def __init__(self, app: ASGIApp, *, runtime: ServiceRuntime) -> None:
+    def __init__(self, app: ASGIApp, *, runtime: ServiceRuntime[Any]) -> None:
         self.app = app
         self.runtime = runtime
 
@@ -365,7 +396,7 @@ class ServiceApp(FastAPI):
         return HttpObservability(stack, service=self.service_name, openapi=self.openapi)
 
 
-def create_http_app(runtime: ServiceRuntime, *, title: str, description: str) -> FastAPI:
+def create_http_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> FastAPI:
     """The HTTP app with health, readiness, metrics, AsyncAPI and the error shape; routes are added after."""
 
     @contextlib.asynccontextmanager

@@ -114,12 +114,12 @@ class CampaignEnd(_Body):
     ends_on: date | None = None
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
+def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     return runtime
 
 
-async def _db_today(session: AsyncSession, runtime: ServiceRuntime) -> date:
+async def _db_today(session: AsyncSession, runtime: ServiceRuntime[Any]) -> date:
     now: datetime = (await session.execute(sa.text("SELECT now()"))).scalar_one()
     return now.astimezone(ZoneInfo(runtime.reference.calendar.timezone)).date()
 
@@ -156,7 +156,7 @@ async def _lock(session: AsyncSession) -> None:
     await session.execute(sa.text("SELECT version FROM admin.state WHERE id = 1 FOR UPDATE"))
 
 
-async def _apply_now(runtime: ServiceRuntime) -> None:
+async def _apply_now(runtime: ServiceRuntime[Any]) -> None:
     if runtime.admin_sync is not None:
         await runtime.admin_sync.poll_once()
 
@@ -174,7 +174,7 @@ def _principal_view(p: Principal, source: str, active: bool = True) -> dict[str,
     }
 
 
-def _check_binding(body: PrincipalIn, runtime: ServiceRuntime) -> None:
+def _check_binding(body: PrincipalIn, runtime: ServiceRuntime[Any]) -> None:
     problems: list[dict[str, str]] = []
     reference = runtime.reference
     if body.role == "reporter":
@@ -223,7 +223,7 @@ async def _active_db_token(session: AsyncSession, principal: str) -> Any:
     ).first()
 
 
-async def _live_file_hashes(session: AsyncSession, runtime: ServiceRuntime, principal: str) -> list[str]:
+async def _live_file_hashes(session: AsyncSession, runtime: ServiceRuntime[Any], principal: str) -> list[str]:
     hashes = runtime.tokens.base_hashes(principal)
     if not hashes:
         return []
@@ -237,7 +237,7 @@ async def _live_file_hashes(session: AsyncSession, runtime: ServiceRuntime, prin
     return [h for h in hashes if h not in denied]
 
 
-def _file_principal(runtime: ServiceRuntime, principal: str) -> Principal | None:
+def _file_principal(runtime: ServiceRuntime[Any], principal: str) -> Principal | None:
     for _, p in runtime.tokens.base_principals():
         if p.id == principal:
             return p
@@ -292,7 +292,7 @@ def _row_principal(row: Any) -> Principal:
 
 @router.get("/principals", summary="Everyone holding a token: the file's (bootstrap) and the administered")
 async def list_principals(
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
 ) -> dict[str, Any]:
     """Principals with role and binding; never a token or its hash."""
     async with runtime.sessions() as session:
@@ -328,7 +328,7 @@ async def list_principals(
 )
 async def create_principal(
     body: PrincipalIn,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """The plain token is in this answer only; the database keeps its SHA-256."""
@@ -357,7 +357,7 @@ async def create_principal(
 
 
 async def _replace_token(
-    runtime: ServiceRuntime, principal: str, actor: Principal, *, issue: bool
+    runtime: ServiceRuntime[Any], principal: str, actor: Principal, *, issue: bool
 ) -> tuple[dict[str, Any], str | None]:
     if principal == actor.id and not issue:
         raise ApiError(409, "self_revocation", "You cannot revoke your own token; ask another operator.")
@@ -404,7 +404,7 @@ async def _replace_token(
 )
 async def rotate_principal(
     principal: Id,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """The new plain token is in this answer only."""
@@ -419,7 +419,7 @@ async def rotate_principal(
 )
 async def revoke_principal(
     principal: Id,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """Refused by every replica of every service within the poll interval (1 s by default)."""
@@ -430,7 +430,7 @@ async def revoke_principal(
 # --- departments -------------------------------------------------------------------------------
 
 
-def _department_view(runtime: ServiceRuntime, department_id: str, contacts: list[Any]) -> dict[str, Any]:
+def _department_view(runtime: ServiceRuntime[Any], department_id: str, contacts: list[Any]) -> dict[str, Any]:
     d = runtime.reference.department(department_id)
     return {"id": d.id, "name_en": d.name_en, "name_zh": d.name_zh, "contacts": contacts}
 
@@ -444,7 +444,7 @@ async def _contacts(session: AsyncSession) -> dict[str, list[Any]]:
 
 @router.get("/departments", summary="Departments (files and administered) with escalation contacts")
 async def list_departments(
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
 ) -> dict[str, Any]:
     """Every department in force."""
     async with runtime.sessions() as session:
@@ -481,7 +481,7 @@ async def _upsert_department(session: AsyncSession, department_id: str, body: De
 )
 async def create_department(
     body: NewDepartment,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """409 when the id is taken."""
@@ -500,7 +500,7 @@ async def create_department(
 async def update_department(
     department_id: Code,
     body: DepartmentIn,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """404 for an unknown department."""
@@ -526,7 +526,7 @@ async def update_department(
 )
 async def delete_department(
     department_id: Code,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """409 while a routing rule names it, or hazards it holds are not closed, or a token is bound to it."""
@@ -600,7 +600,7 @@ async def delete_department(
 
 @router.get("/routing-rules", summary="The routing rules in force and their version")
 async def get_routing_rules(
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
 ) -> dict[str, Any]:
     """Version 0: the files' rules."""
     async with runtime.sessions() as session:
@@ -621,7 +621,7 @@ async def get_routing_rules(
 )
 async def new_routing_version(
     body: RoutingRulesIn,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """Applies to hazards routed from now on; a dispatch keeps the rule and department it was made under.
@@ -696,7 +696,7 @@ async def new_routing_version(
 # --- campaigns ---------------------------------------------------------------------------------
 
 
-def _campaign(runtime: ServiceRuntime, campaign_id: str) -> Campaign:
+def _campaign(runtime: ServiceRuntime[Any], campaign_id: str) -> Campaign:
     for c in runtime.reference.campaigns:
         if c.id == campaign_id:
             return c
@@ -716,7 +716,7 @@ async def _store_campaign(session: AsyncSession, campaign: Campaign, ended: bool
 
 @router.get("/campaigns", summary="Campaigns in force")
 async def list_campaigns(
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)], _: Annotated[Principal, Depends(operator)]
 ) -> dict[str, Any]:
     """Every campaign with its window and targets."""
     return {"campaigns": [c.model_dump(mode="json") for c in runtime.reference.campaigns]}
@@ -730,7 +730,7 @@ async def list_campaigns(
 )
 async def create_campaign(
     body: CampaignIn,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """409 when the id is taken; 422 for a category not in force or a window ending before it starts."""
@@ -763,7 +763,7 @@ async def create_campaign(
 async def change_campaign_targets(
     campaign_id: Slug,
     body: CampaignTargetsIn,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """The figures stay; only the goals they are measured against change."""
@@ -786,7 +786,7 @@ async def change_campaign_targets(
 async def end_campaign(
     campaign_id: Slug,
     body: CampaignEnd,
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
     """The last day is today (the database's clock, the city's calendar) unless given, never later.
@@ -820,7 +820,7 @@ async def end_campaign(
 
 @router.get("/audit", summary="Who changed what, when, before and after")
 async def get_audit(
-    runtime: Annotated[ServiceRuntime, Depends(_runtime)],
+    runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     _: Annotated[Principal, Depends(operator)],
     entity: Annotated[Literal["principal", "department", "routing_rules", "campaign"] | None, Query()] = None,
     entity_id: Annotated[str | None, Query(max_length=100)] = None,

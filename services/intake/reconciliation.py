@@ -57,7 +57,7 @@ async def list_undecided(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UndecidedList:
     """Oldest first; ``count`` is the total, ``items`` at most ``limit`` of them."""
-    runtime: ServiceRuntime = request.app.state.runtime
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     settings: ReconciliationSettings = request.app.state.reconciliation
     async with runtime.sessions() as session:
         count, oldest = await repo.undecided_summary(session, settings.undecided_after_s)
@@ -84,7 +84,7 @@ def _item(row: dict[str, Any]) -> UndecidedReport:
     )
 
 
-async def refresh_gauges(runtime: ServiceRuntime, settings: ReconciliationSettings) -> int:
+async def refresh_gauges(runtime: ServiceRuntime[Any], settings: ReconciliationSettings) -> int:
     """Count the undecided reports into the gauges; returns the count."""
     async with runtime.sessions() as session:
         count, oldest = await repo.undecided_summary(session, settings.undecided_after_s)
@@ -93,7 +93,7 @@ async def refresh_gauges(runtime: ServiceRuntime, settings: ReconciliationSettin
     return count
 
 
-def install(runtime: ServiceRuntime, settings: ReconciliationSettings) -> None:
+def install(runtime: ServiceRuntime[Any], settings: ReconciliationSettings) -> None:
     """Keep the gauges current for the life of the process."""
 
     async def reconciliation_check() -> None:

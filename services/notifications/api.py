@@ -39,12 +39,12 @@ class SubscriptionBody(BaseModel):
     description: Annotated[str, Field(max_length=500)] = ""
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
+def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     return runtime
 
 
-def _settings(runtime: ServiceRuntime) -> NotificationsSettings:
+def _settings(runtime: ServiceRuntime[Any]) -> NotificationsSettings:
     assert isinstance(runtime.settings, NotificationsSettings)
     return runtime.settings
 
@@ -73,7 +73,7 @@ def subscription_view(sub: repository.Subscription) -> dict[str, Any]:
     }
 
 
-async def _checked_target(body: SubscriptionBody, runtime: ServiceRuntime) -> str:
+async def _checked_target(body: SubscriptionBody, runtime: ServiceRuntime[Any]) -> str:
     reference = runtime.reference
     if body.scope == "department":
         if body.scope_id not in {d.id for d in reference.departments}:

@@ -36,8 +36,8 @@ Bucket = Literal["day", "week", "month", "quarter", "half_year", "year"]
 SERIES_METRICS = (*reports.COUNT_FIGURES, *reports.RATE_FIGURES)
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
+def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     return runtime
 
 
@@ -89,7 +89,7 @@ def _grouping(reference: ReferenceData, group_by: str) -> None:
         ) from None
 
 
-async def _refresh(runtime: ServiceRuntime) -> None:
+async def _refresh(runtime: ServiceRuntime[Any]) -> None:
     """Bring the rollup up to date first when its oldest unrefreshed change is older than allowed.
 
     The background refresher keeps that age near ``rollup_refresh_s``, so with the default

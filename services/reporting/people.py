@@ -25,8 +25,8 @@ GROUPS = ("fire", "public_security", "other")
 """How the grid member's category picker groups categories (production safety counts as other)."""
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
+def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     return runtime
 
 

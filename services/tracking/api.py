@@ -79,12 +79,12 @@ class NoteBody(BaseModel):
     photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
+def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
     return runtime
 
 
-def _work(runtime: ServiceRuntime) -> service.Casework:
+def _work(runtime: ServiceRuntime[Any]) -> service.Casework:
     settings = runtime.settings
     distance = settings.relapse.distance_m if isinstance(settings, TrackingSettings) else None
     days = settings.extensions.max_days_beyond if isinstance(settings, TrackingSettings) else 30
@@ -211,7 +211,7 @@ def case_view(
     }
 
 
-async def _view(runtime: ServiceRuntime, hazard_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
+async def _view(runtime: ServiceRuntime[Any], hazard_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
     async with runtime.sessions() as session:
         try:
             case, entries = await service.load_case(session, hazard_id)
@@ -391,7 +391,7 @@ async def post_rectification(
     """The department holding the hazard reports it rectified; publishes ``hazard.rectified``."""
     department_id = principal.department_id or ""
 
-    async def run(session: Any, runtime: ServiceRuntime) -> None:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> None:
         await service.rectify_case(
             session,
             hazard_id,
@@ -421,7 +421,7 @@ async def post_verification(
     """Passed closes the case (``hazard.verified``, ``hazard.closed``); failed orders the next round."""
     grid_id = principal.grid_id or ""
 
-    async def run(session: Any, runtime: ServiceRuntime) -> None:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> None:
         await service.verify_case(
             session,
             hazard_id,
@@ -455,7 +455,7 @@ async def post_urging(
     409 when the case has no open dispatch or rectification (closed, awaiting verification, unrouted).
     """
 
-    async def run(session: Any, runtime: ServiceRuntime) -> list[Any]:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> list[Any]:
         _case, emitted = await service.urge_case(
             session,
             hazard_id,
@@ -497,7 +497,7 @@ async def post_note(
     """201 with the note; publishes ``hazard.progress_noted`` (on the timeline). 409 once the case is closed."""
     department_id = principal.department_id or ""
 
-    async def run(session: Any, runtime: ServiceRuntime) -> list[Any]:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> list[Any]:
         _case, emitted = await service.note_progress(
             session,
             hazard_id,
@@ -545,7 +545,7 @@ async def post_extension(
     """
     department_id = principal.department_id or ""
 
-    async def run(session: Any, runtime: ServiceRuntime) -> None:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> None:
         await service.request_extension(
             session,
             hazard_id,
@@ -564,7 +564,7 @@ async def post_extension(
 async def _decide(
     hazard_id: uuid.UUID, body: DecisionBody | None, request: Request, principal: Principal, *, approved: bool
 ) -> dict[str, Any]:
-    async def run(session: Any, runtime: ServiceRuntime) -> None:
+    async def run(session: Any, runtime: ServiceRuntime[Any]) -> None:
         await service.decide_extension(
             session,
             hazard_id,

@@ -97,15 +97,28 @@ async def _state(tracking: Client, hazard_id: str, state: str) -> dict[str, Any]
     return found
 
 
-async def _pending_dispatch(dispatch: Client, hazard_id: str) -> dict[str, Any]:
+async def _pending_dispatch(
+    dispatch: Client, hazard_id: str, *, relapse_of: str | None = None
+) -> dict[str, Any]:
+    """The hazard's pending dispatch; with `relapse_of`, once dispatch has annotated it as that relapse.
+
+    Dispatch routes the unlinked report as soon as it hears of the unlinking; the relapse
+    annotation comes with tracking's `hazard.relapsed`, a moment later on another path.
+    """
+
     async def found() -> dict[str, Any] | None:
         response = await dispatch.get(
             "/api/v1/dispatches", params={"status": "pending"}, headers=dispatch_helpers.auth("tok-fire")
         )
         mine = [d for d in response.json()["items"] if d["hazard_id"] == hazard_id]
-        return mine[0] if mine else None
+        if not mine or (relapse_of is not None and mine[0]["relapse_of"] != relapse_of):
+            return None
+        return mine[0]
 
-    item: dict[str, Any] = await _until(found, f"a pending dispatch of {hazard_id}")
+    what = f"a pending dispatch of {hazard_id}" + (
+        f" marked as a relapse of {relapse_of}" if relapse_of else ""
+    )
+    item: dict[str, Any] = await _until(found, what)
     return item
 
 
@@ -172,7 +185,7 @@ async def test_a_relapse_linked_as_a_duplicate_before_intake_saw_the_closure_is_
         relapse_case = await _state(tracking, relapse, "dispatched")
         assert relapse_case["relapse_of"] == original
         assert relapse_case["duplicate_of"] is None
-        pending = await _pending_dispatch(dispatch, relapse)
+        pending = await _pending_dispatch(dispatch, relapse, relapse_of=original)
         assert pending["relapse_of"] == original
 
         response = await intake.get(f"/open311/v2/requests/{relapse}.json")
