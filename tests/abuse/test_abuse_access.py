@@ -21,10 +21,10 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from bench.end_to_end import read_lifecycle
 from bench.loadgen import building
 from shared import events as ev
 from tests.abuse.checks import error_shape_problem
+from tests.support.oracles import read_lifecycle
 from tests.support.system import SERVICES, System
 
 pytestmark = pytest.mark.integration

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bench.end_to_end import read_lifecycle, reporting_count
 from shared.events import EVENT_TYPES, dump_event, parse_event
 from tests.abuse.checks import EXAMPLES
 from tests.abuse.test_abuse_access import publish, reported_event
 from tests.support.factories import make_event
 from tests.support.kafka_tools import read_topic
+from tests.support.oracles import read_lifecycle, reporting_count
 from tests.support.system import SERVICES, System
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bench.end_to_end import read_lifecycle
 from tests.abuse.checks import error_shape_problem
 from tests.abuse.test_abuse_access import publish, reported_event
+from tests.support.oracles import read_lifecycle
 from tests.support.system import SERVICES, System
 
 pytestmark = pytest.mark.integration

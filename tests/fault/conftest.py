@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fault.checks import fast_deadline_reference
+from tests.support.fault_checks import fast_deadline_reference
 from tests.support.system import System
 
 

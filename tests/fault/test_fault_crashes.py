@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from bench.end_to_end import read_lifecycle
-from tests.fault.checks import assert_all_accepted, assert_invariants, generator, settled
+from tests.support.fault_checks import assert_all_accepted, assert_invariants, generator, settled
+from tests.support.oracles import read_lifecycle
 from tests.support.system import System
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

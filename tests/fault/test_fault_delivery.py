@@ -27,7 +27,13 @@ from bench.loadgen import Accepted, BehaviourMix, LoadGenerator, building
 from shared import events as ev
 from shared.db import create_engine
 from shared.settings import DatabaseSettings
-from tests.fault.checks import FAST_CATEGORIES, assert_all_accepted, assert_invariants, generator, settled
+from tests.support.fault_checks import (
+    FAST_CATEGORIES,
+    assert_all_accepted,
+    assert_invariants,
+    generator,
+    settled,
+)
 from tests.support.kafka_tools import read_topic
 from tests.support.system import System
 

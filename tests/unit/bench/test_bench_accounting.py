@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from bench.end_to_end import TopicFacts, _note, account, invariant_problems
 from bench.loadgen import Accepted
 from shared.events import dump_event
 from tests.support.factories import make_event
+from tests.support.oracles import TopicFacts, _note, account, invariant_problems
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 from services.reporting import reports
 from services.reporting.domain import Counts, bound_problems
-from tests.fault.checks import figure_problems
+from tests.support.fault_checks import figure_problems
 
 WHOLE = Counts(
     reported=10,

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.end_to_end import TopicFacts, account, invariant_problems, read_lifecycle, reporting_totals
 from bench.loadgen import Accepted, BehaviourMix, LoadGenerator
 from services.reporting.domain import COUNT_FIELDS, Counts, bound_problems
 from shared.reference import PACKAGED_DATA_DIR
+from tests.support.oracles import TopicFacts, account, invariant_problems, read_lifecycle, reporting_totals
 from tests.support.system import System
 
 FAST_CATEGORIES = ("road_hazard", "illegal_structure")
