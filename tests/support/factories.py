@@ -31,6 +31,47 @@ def reported_payload(**overrides: Any) -> ev.HazardReportedPayload:
     return ev.HazardReportedPayload(**data)
 
 
+PLAIN_REPORT: dict[str, Any] = {
+    "description": "test hazard",
+    "location": ev.Location(lat=22.65, lon=114.2),
+    "street_id": "henggang",
+    "reporter_id": "gm-1",
+    "photos": (),
+}
+"""Payload fields of a bare report (no photos, no building): routing looks at the category and the grid."""
+
+
+def reported_event(
+    *,
+    at: datetime | None = None,
+    hazard_id: uuid.UUID | None = None,
+    grid_id: str = "liuyue-01",
+    causation_id: uuid.UUID | None = None,
+    **payload: Any,
+) -> ev.HazardReported:
+    """A hazard.reported event with fresh ids, accepted ``at`` (now by default), in ``grid_id``.
+
+    The community follows from the grid's name; any payload field can be overridden.
+    """
+    at = at or datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "report_id": uuid.uuid4(),
+        "grid_id": grid_id,
+        "community_id": grid_id.rsplit("-", 1)[0],
+        "observed_at": at,
+        "accepted_at": at,
+        **payload,
+    }
+    return ev.HazardReported(
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        hazard_id=hazard_id or uuid.uuid4(),
+        producer="intake",
+        causation_id=causation_id,
+        payload=reported_payload(**fields),
+    )
+
+
 def sample_payloads(dispatch_id: uuid.UUID, hazard_id: uuid.UUID) -> dict[str, Any]:
     """One valid payload for every event type."""
     deadline = T0 + timedelta(hours=4)

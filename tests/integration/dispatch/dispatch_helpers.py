@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from services.dispatch import domain, tables
@@ -20,6 +19,8 @@ from services.dispatch.settings import DispatchSettings
 from shared import events as ev
 from shared.auth import hash_token
 from shared.reference import ReferenceData
+from tests.support import apps, factories
+from tests.support.apps import running_app
 
 TOKENS: dict[str, dict[str, Any]] = {
     "tok-fire": {"principal": "dept-fire", "role": "department", "department_id": "fire"},
@@ -39,23 +40,9 @@ def auth(token: str) -> dict[str, str]:
 def reported(
     category: str = "locked_rooftop_door", grid_id: str = "liuyue-01", **overrides: Any
 ) -> ev.HazardReported:
-    """A valid hazard.reported event for the reference street."""
-    now = datetime.now(UTC)
-    payload = ev.HazardReportedPayload(
-        report_id=uuid.uuid4(),
-        category=category,
-        description="test hazard",
-        location=ev.Location(lat=22.65, lon=114.2),
-        grid_id=grid_id,
-        community_id=grid_id.rsplit("-", 1)[0],
-        street_id="henggang",
-        reporter_id="gm-1",
-        observed_at=now,
-        accepted_at=now,
-        **overrides,
-    )
-    return ev.HazardReported(
-        event_id=uuid.uuid4(), occurred_at=now, hazard_id=uuid.uuid4(), producer="intake", payload=payload
+    """A valid hazard.reported event for the reference street, accepted now."""
+    return factories.reported_event(
+        category=category, grid_id=grid_id, **{**factories.PLAIN_REPORT, **overrides}
     )
 
 
@@ -88,25 +75,18 @@ def app_factory(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
     @contextlib.asynccontextmanager
     async def start(**extra: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
         app = create_app(settings_for(db_url, kafka.bootstrap_servers, topics, **extra))
-        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
-                yield app, client
+        async with running_app(app, name="dispatch", startup_timeout=60) as started:
+            yield started
 
     return start
 
 
-async def scalar(app: FastAPI, query: str, **params: Any) -> Any:
-    """One value from the service's database."""
-    async with app.state.runtime.sessions() as session:
-        return (await session.execute(sa.text(query), params)).scalar()
+scalar = apps.scalar
 
 
 async def outbox_events(app: FastAPI) -> list[ev.AnyEvent]:
-    """The events waiting in the outbox, in order (when the relay is off)."""
-    async with app.state.runtime.sessions() as session:
-        rows = await session.execute(sa.text("select value from dispatch.outbox order by id"))
-        return [ev.parse_event(row[0]) for row in rows]
+    """The events waiting in dispatch's outbox, in order (when the relay is off)."""
+    return await apps.outbox_events(app, "dispatch")
 
 
 async def seed_due(

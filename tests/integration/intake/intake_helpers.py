@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from services.intake.app import create_app
@@ -19,6 +17,8 @@ from shared import events as ev
 from shared.auth import hash_token
 from shared.devstack.ports import free_port
 from shared.reference import ReferenceData
+from tests.support import apps
+from tests.support.apps import running_app
 
 TOKENS: dict[str, dict[str, Any]] = {
     "tok-gm1": {"principal": "gm-liuyue-01", "role": "reporter", "grid_id": "liuyue-01"},
@@ -93,22 +93,15 @@ def app_factory(db_url: str, bootstrap: str, topics: dict[str, str]) -> AppFacto
         # broker=False: a port where nothing listens (intake serves without it; tests start faster).
         servers = bootstrap if broker else f"127.0.0.1:{free_port()}"
         app = create_app(settings_for(db_url, servers, topics, **extra), reference=reference)
-        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-                yield app, client
+        async with running_app(app, name="intake", startup_timeout=60) as started:
+            yield started
 
     return start
 
 
-async def scalar(app: FastAPI, query: str, **params: Any) -> Any:
-    """One value from the service's database."""
-    async with app.state.runtime.sessions() as session:
-        return (await session.execute(sa.text(query), params)).scalar()
+scalar = apps.scalar
 
 
 async def outbox_events(app: FastAPI) -> list[ev.AnyEvent]:
-    """The events waiting in the outbox, in order (when the relay is off)."""
-    async with app.state.runtime.sessions() as session:
-        rows = await session.execute(sa.text("select value from intake.outbox order by id"))
-        return [ev.parse_event(row[0]) for row in rows]
+    """The events waiting in intake's outbox, in order (when the relay is off)."""
+    return await apps.outbox_events(app, "intake")

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
@@ -18,6 +17,7 @@ from services.notifications.settings import NotificationsSettings
 from shared import events as ev
 from shared.auth import hash_token
 from shared.events import dump_event
+from tests.support.apps import running_app
 from tests.support.kafka_tools import produce
 
 TOKENS: dict[str, dict[str, Any]] = {
@@ -90,10 +90,8 @@ def app_factory(db_url: str, kafka: Any, topics: dict[str, str], *, smtp_port: i
             **extra,
         )
         app = create_app(settings)
-        async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as client:
-                yield app, client
+        async with running_app(app, name="notifications", startup_timeout=90) as started:
+            yield started
 
     return start
 

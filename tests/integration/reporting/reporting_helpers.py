@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from services.reporting.app import create_app
@@ -17,6 +16,7 @@ from services.reporting.settings import ReportingSettings
 from shared.auth import hash_token
 from shared.db import create_engine
 from shared.settings import DatabaseSettings
+from tests.support import apps
 from tests.support.kafka_tools import wait_for
 
 SUPERVISOR = "tok-supervisor"
@@ -55,10 +55,8 @@ def settings_for(db_url: str, bootstrap: str, topics: dict[str, str]) -> Reporti
 async def running_app(settings: ReportingSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The reporting app with its lifespan (broker, consumer, loops) and an in-process HTTP client."""
     app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
-            yield app, client
+    async with apps.running_app(app, name="reporting", startup_timeout=90) as started:
+        yield started
 
 
 async def wait_applied(db_url: str, expected: int, *, timeout_s: float = 120.0) -> None:

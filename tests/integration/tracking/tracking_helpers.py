@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from services.tracking.app import create_app
@@ -17,6 +16,7 @@ from services.tracking.settings import TrackingSettings
 from shared import events as ev
 from shared.auth import hash_token
 from shared.events import dump_event
+from tests.support.apps import running_app
 from tests.support.kafka_tools import produce
 
 TOKENS: dict[str, dict[str, Any]] = {
@@ -63,10 +63,8 @@ def app_factory(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
     @contextlib.asynccontextmanager
     async def start(**extra: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
         app = create_app(settings_for(db_url, kafka.bootstrap_servers, topics, **extra))
-        async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://tracking") as client:
-                yield app, client
+        async with running_app(app, name="tracking", startup_timeout=90) as started:
+            yield started
 
     return start
 

@@ -12,6 +12,7 @@ import pytest
 from services.dispatch import domain
 from shared import events as ev
 from shared.reference import ReferenceData, load_reference_data
+from tests.support import factories
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -36,22 +37,11 @@ def facts(category: str, grid_id: str = "liuyue-01", urgency: str | None = None)
 
 
 def reported(category: str, grid_id: str = "liuyue-01", **overrides: object) -> ev.HazardReported:
-    now = datetime(2026, 4, 7, 1, 30, tzinfo=UTC)
-    payload = ev.HazardReportedPayload(
-        report_id=uuid.uuid4(),
+    return factories.reported_event(
+        at=datetime(2026, 4, 7, 1, 30, tzinfo=UTC),
         category=category,
-        description="test",
-        location=ev.Location(lat=22.65, lon=114.2),
         grid_id=grid_id,
-        community_id=grid_id.rsplit("-", 1)[0],
-        street_id="henggang",
-        reporter_id="gm-1",
-        observed_at=now,
-        accepted_at=now,
-        **overrides,  # type: ignore[arg-type]
-    )
-    return ev.HazardReported(
-        event_id=uuid.uuid4(), occurred_at=now, hazard_id=uuid.uuid4(), producer="intake", payload=payload
+        **{**factories.PLAIN_REPORT, **overrides},
     )
 
 

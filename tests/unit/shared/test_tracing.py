@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -24,26 +23,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
-from shared import events as ev
 from shared import tracing
 from shared.consumer import BatchContext
 from shared.kafka import BrokerSender
 from shared.logs import make_handler
 from shared.outbox import Outbox, OutgoingMessage
-from tests.support.factories import reported_payload
+from tests.support import factories
 
 OUTBOX = sa.Table("outbox", sa.MetaData(), sa.Column("id", sa.BigInteger), schema="t")
-
-
-def reported(**overrides: Any) -> ev.HazardReported:
-    return ev.HazardReported(
-        event_id=uuid.uuid4(),
-        occurred_at=datetime.now(UTC),
-        hazard_id=uuid.uuid4(),
-        producer="intake",
-        payload=reported_payload(),
-        **overrides,
-    )
 
 
 @pytest.fixture
@@ -60,7 +47,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 def test_while_off_rows_carry_no_trace_context_and_nothing_is_recorded() -> None:
     assert not tracing.enabled()
-    (row,) = Outbox(OUTBOX, default_topic="life").rows([reported()])
+    (row,) = Outbox(OUTBOX, default_topic="life").rows([factories.reported_event()])
     assert set(row["headers"]) == {"event_type", "event_id", "hazard_id", "producer", "schema_version"}  # type: ignore[arg-type]
     with tracing.current_span("intake", "anything") as span:
         assert span is None
@@ -70,18 +57,18 @@ def test_a_row_stores_the_span_that_wrote_it_or_its_causes_span(spans: InMemoryS
     outbox = Outbox(OUTBOX, default_topic="life")
     with tracing.current_span("intake", "POST /api/v1/hazards", kind=SpanKind.SERVER) as request:
         assert request is not None
-        (row,) = outbox.rows([reported()])
+        (row,) = outbox.rows([factories.reported_event()])
     trace_id = f"{request.get_span_context().trace_id:032x}"
     span_id = f"{request.get_span_context().span_id:016x}"
     assert row["headers"]["traceparent"].split("-")[1:3] == [trace_id, span_id]  # type: ignore[index]
 
     # In a consumer: an event written because of another carries that event's span.
-    cause = reported()
+    cause = factories.reported_event()
     parent = tracing.extract(row["headers"])  # type: ignore[arg-type]
     consumed = tracing.ConsumeSpans("dispatch", "life", {cause.event_id: parent}, [cause])
     with consumed.applying():
-        (caused,) = outbox.rows([reported(causation_id=cause.event_id)])
-        (uncaused,) = outbox.rows([reported()])
+        (caused,) = outbox.rows([factories.reported_event(causation_id=cause.event_id)])
+        (uncaused,) = outbox.rows([factories.reported_event()])
     consumed.end("applied")
     event_span = consumed.events[cause.event_id].get_span_context()
     assert caused["headers"]["traceparent"].split("-")[1:3] == [trace_id, f"{event_span.span_id:016x}"]  # type: ignore[index]
@@ -157,7 +144,7 @@ def test_log_lines_carry_the_trace_and_span_and_each_events_ids(spans: InMemoryS
         with tracing.current_span("unit", "work") as span:
             assert span is not None
             logger.info("in a span")
-        events = [reported(), reported()]
+        events = [factories.reported_event(), factories.reported_event()]
         ctx = BatchContext(
             session=None,  # type: ignore[arg-type]
             outbox=Outbox(OUTBOX, default_topic="life"),
