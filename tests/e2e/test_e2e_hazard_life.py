@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,14 +20,13 @@ import pytest
 import yaml
 
 from shared.auth import hash_token
-from shared.devstack.ports import free_port
 from shared.events import parse_event
 from shared.roles import role_url
+from tests.support import processes
 from tests.support.kafka_tools import read_topic
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "dispatch", "tracking")
 TOKENS: dict[str, dict[str, Any]] = {
     "e2e-reporter": {"principal": "gm-liuyue-01", "role": "reporter", "grid_id": "liuyue-01"},
@@ -49,41 +44,15 @@ def _auth(token: str) -> dict[str, str]:
 def _env(
     service: str, db_url: str, bootstrap: str, topics: dict[str, str], port: int, tokens: Path
 ) -> dict[str, str]:
-    prefix = service.upper() + "__"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("INTAKE__", "DISPATCH__", "TRACKING__", "REPORTING__"))
-    }
-    env.update(
-        {
-            f"{prefix}DATABASE__URL": db_url,
-            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
-            f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
-            f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
-            f"{prefix}KAFKA__GROUP_ID": f"e2e-{service}-{uuid.uuid4().hex[:8]}",
-            f"{prefix}HTTP__PORT": str(port),
-            f"{prefix}AUTH__TOKENS_FILE": str(tokens),
-        }
+    return processes.service_env(
+        service,
+        db_url,
+        bootstrap,
+        topics,
+        port,
+        KAFKA__GROUP_ID=f"e2e-{service}-{uuid.uuid4().hex[:8]}",
+        AUTH__TOKENS_FILE=str(tokens),
     )
-    return env
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url} exited with {proc.returncode}: {log.read_text()[-3000:]}"
-        try:
-            response = httpx.get(url + "/readyz", timeout=3)
-            if response.status_code == 200:
-                return
-            last = response.text
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready in {timeout_s}s: {last}\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -91,39 +60,13 @@ def system(db_url: str, kafka: Any, topics: dict[str, str], tmp_path: Path) -> I
     """Intake, dispatch and tracking as processes sharing one database (each in its own schema, as its role)."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump([{"token_sha256": hash_token(t), **p} for t, p in TOKENS.items()]))
-    procs: dict[str, tuple[subprocess.Popen[bytes], Path, Any]] = {}
-    urls: dict[str, str] = {}
-    try:
-        for service in SERVICES:
-            port = free_port()
-            log_path = tmp_path / f"{service}.log"
-            log = log_path.open("wb")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                cwd=ROOT,
-                # Each service as its own least-privileged database role (shared.roles).
-                env=_env(service, role_url(db_url, service), kafka.bootstrap_servers, topics, port, tokens),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            procs[service] = (proc, log_path, log)
-            urls[service] = f"http://127.0.0.1:{port}"
-        for service, (proc, log_path, _) in procs.items():
-            _wait_ready(urls[service], proc, log_path)
+
+    def env_for(service: str, port: int) -> dict[str, str]:
+        # Each service as its own least-privileged database role (shared.roles).
+        return _env(service, role_url(db_url, service), kafka.bootstrap_servers, topics, port, tokens)
+
+    with processes.running_services(SERVICES, env_for, tmp_path) as urls:
         yield urls
-    finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for service, (proc, log_path, log) in procs.items():
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            log.close()
-            if os.environ.get("HAZARD_E2E_SHOW_LOGS") == "1":
-                print(f"--- {service}\n{log_path.read_text()[-5000:]}")
 
 
 def _poll(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:

@@ -9,7 +9,6 @@ the rebuild from the topic gives the same figures; dispatch, tracking and notifi
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,13 +24,14 @@ from cryptography.fernet import Fernet
 from services.reporting.rebuild import rebuild
 from shared.auth import hash_token
 from shared.db import create_engine
-from shared.devstack.ports import free_port
 from shared.devstack.runner import import_demo_history
 from shared.events import parse_event
 from shared.roles import role_url
 from shared.settings import DatabaseSettings
-from tests.e2e.test_e2e_hazard_life import ROOT, _env, _wait_ready
+from tests.e2e.test_e2e_hazard_life import _env
+from tests.support import processes
 from tests.support.kafka_tools import read_topic, wait_for
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -92,42 +92,18 @@ def system(db_url: str, kafka: Any, topics: dict[str, str], tmp_path: Path) -> I
     """The five services as processes, each as its own database role."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump([{"token_sha256": hash_token(t), **p} for t, p in TOKENS.items()]))
-    procs: dict[str, tuple[subprocess.Popen[bytes], Path, Any]] = {}
-    urls: dict[str, str] = {}
-    try:
-        for service in SERVICES:
-            port = free_port()
-            log_path = tmp_path / f"{service}.log"
-            log = log_path.open("wb")
-            env = _env(service, role_url(db_url, service), kafka.bootstrap_servers, topics, port, tokens)
-            if service == "reporting":
-                env["REPORTING__PROJECTION__ROLLUP_REFRESH_S"] = "0.5"
-                env["REPORTING__PROJECTION__MAX_STALENESS_S"] = "0"
-            if service == "notifications":
-                env["NOTIFICATIONS__SECRET_KEY"] = Fernet.generate_key().decode()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            procs[service] = (proc, log_path, log)
-            urls[service] = f"http://127.0.0.1:{port}"
-        for service, (proc, log_path, _) in procs.items():
-            _wait_ready(urls[service], proc, log_path)
+
+    def env_for(service: str, port: int) -> dict[str, str]:
+        env = _env(service, role_url(db_url, service), kafka.bootstrap_servers, topics, port, tokens)
+        if service == "reporting":
+            env["REPORTING__PROJECTION__ROLLUP_REFRESH_S"] = "0.5"
+            env["REPORTING__PROJECTION__MAX_STALENESS_S"] = "0"
+        if service == "notifications":
+            env["NOTIFICATIONS__SECRET_KEY"] = Fernet.generate_key().decode()
+        return env
+
+    with processes.running_services(SERVICES, env_for, tmp_path) as urls:
         yield urls
-    finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _, log in procs.values():
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            log.close()
 
 
 async def _count(db_url: str, table: str) -> int:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,30 +13,12 @@ from pathlib import Path
 import httpx
 
 from shared.devstack.ports import free_port
+from tests.support import processes
 from tests.support.kafka_tools import wait_for
+from tests.support.processes import service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "dispatch", "tracking", "reporting")
-
-
-def service_env(
-    service: str, db_url: str, bootstrap: str, topics: dict[str, str], port: int, **extra: str
-) -> dict[str, str]:
-    """The environment of a service process on the test's database, broker and topics (`extra`: more settings)."""
-    prefix = service.upper() + "__"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(s.upper() + "__" for s in SERVICES))}
-    env.update(
-        {
-            f"{prefix}DATABASE__URL": db_url,
-            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            f"{prefix}KAFKA__LIFECYCLE_TOPIC": topics["lifecycle"],
-            f"{prefix}KAFKA__DEAD_LETTER_TOPIC": topics["dead_letter"],
-            f"{prefix}KAFKA__IDEMPOTENT_PRODUCER": "false",
-            f"{prefix}HTTP__PORT": str(port),
-        }
-    )
-    env.update({prefix + k: v for k, v in extra.items()})
-    return env
 
 
 def _start(
@@ -45,14 +26,7 @@ def _start(
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = service_env(service, db_url, bootstrap, topics, port, KAFKA__GROUP_ID=group, LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", f"services.{service}"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return proc, port
+    return processes.launch(service, env, log), port
 
 
 @contextlib.asynccontextmanager
@@ -83,13 +57,7 @@ async def replicas(
             await wait_for(ready, timeout_s=90, interval_s=0.3)
         yield [port for _, port in procs]
     finally:
-        for proc, _ in procs:
-            proc.terminate()
-        for proc, _ in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        processes.stop((proc for proc, _ in procs), timeout_s=30)
 
 
 async def applied(service: str, port: int) -> float:

@@ -39,7 +39,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.fernet import Fernet
 
 from bench.loadgen import Principal, make_principals, write_token_files
@@ -51,6 +50,7 @@ from shared.devstack.runner import people_app_env
 from shared.reference import ReferenceData, load_reference_data
 from shared.roles import role_url
 from shared.topics import DEAD_LETTER, LIFECYCLE, topic_partitions
+from tests.support import processes
 from tests.support.tcp_proxy import ALL, OTHER, TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,39 +293,18 @@ class System:
             return
         with svc.log_path.open("ab") as log:
             log.write(f"==== started at {time.strftime('%H:%M:%S')} ====\n".encode())
-            log.flush()
-            svc.proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                cwd=self.root,
-                env=self.service_environment(name),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        svc.proc = processes.launch(
+            name, self.service_environment(name), svc.log_path, cwd=self.root, new_session=True, append=True
+        )
         if wait:
             self.wait_ready(name)
 
     def wait_ready(self, name: str, *, timeout_s: float | None = None) -> None:
         """Wait until a service's /readyz answers 200."""
         svc = self.services[name]
-        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if svc.proc is None or svc.proc.poll() is not None:
-                code = svc.proc.returncode if svc.proc else None
-                raise RuntimeError(f"{name} exited with {code}; log:\n{tail(svc.log_path)}")
-            try:
-                response = httpx.get(svc.url + "/readyz", timeout=3)
-                if response.status_code == 200:
-                    return
-                last = response.text
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.25)
-        raise RuntimeError(
-            f"{name} not ready after {timeout_s or self.ready_timeout_s}s ({last}); log:\n{tail(svc.log_path)}"
-        )
+        if svc.proc is None:
+            raise AssertionError(f"{name} was never started")
+        processes.wait_ready(svc.url, svc.proc, svc.log_path, timeout_s=timeout_s or self.ready_timeout_s)
 
     # ------------------------------------------------------------------ the receivers (notifications)
 

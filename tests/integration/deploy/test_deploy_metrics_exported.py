@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.devstack.ports import free_port
+from tests.support import processes
 from tests.unit.deploy.deploy_files import (
     PROMETHEUS_OWN_METRICS,
     SERVICES,
@@ -50,18 +48,10 @@ def _service_env(
 
 
 def _scrape_when_alive(base: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"service exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-        try:
-            # Alive is enough: every metric is registered when the app is built, before HTTP serves;
-            # waiting for the consumer groups to join (/readyz) would only add time.
-            if httpx.get(base + "/healthz", timeout=3).status_code == 200:
-                return httpx.get(base + "/metrics", timeout=10).text
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{base} not alive in {timeout_s}s:\n{log.read_text()[-3000:]}")
+    # Alive is enough: every metric is registered when the app is built, before HTTP serves;
+    # waiting for the consumer groups to join (/readyz) would only add time.
+    processes.wait_ready(base, proc, log, timeout_s=timeout_s, path="/healthz")
+    return httpx.get(base + "/metrics", timeout=10).text
 
 
 def test_alerts_and_dashboard_use_only_metrics_the_services_export(
@@ -76,30 +66,16 @@ def test_alerts_and_dashboard_use_only_metrics_the_services_export(
         for service in SERVICES:
             port = free_port()
             log = tmp_path / f"{service}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{service}"],
-                    cwd=app,
-                    env=_service_env(
-                        service, db_url=db_url, bootstrap=kafka.bootstrap_servers, topics=topics, port=port
-                    ),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            procs[service] = (proc, port, log)
+            env = _service_env(
+                service, db_url=db_url, bootstrap=kafka.bootstrap_servers, topics=topics, port=port
+            )
+            procs[service] = (processes.launch(service, env, log, cwd=app), port, log)
         for service, (proc, port, log) in procs.items():
             exported[service] = exported_series_names(
                 _scrape_when_alive(f"http://127.0.0.1:{port}", proc, log)
             )
     finally:
-        for proc, _, _ in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        processes.stop((proc for proc, _, _ in procs.values()), timeout_s=30)
 
     every = set().union(*exported.values())
     # Sanity: the scrape really read the services' pages (shared and FastStream metrics of each).

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,10 +14,10 @@ import pytest
 
 from shared.devstack.ports import free_port
 from shared.reference import PACKAGED_DATA_DIR
-from tests.support.replicas import service_env
+from tests.support import processes
+from tests.support.processes import ROOT, service_env
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ("intake", "dispatch", "tracking", "reporting", "notifications")
 # Settings a service cannot start without beyond the common ones.
 REQUIRED_EXTRA = {"notifications": {"SECRET_KEY": "Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU="}}
@@ -30,37 +29,17 @@ def _env(
     return service_env(service, db_url, bootstrap, topics, port, LOG_JSON="true", **extra)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    last: httpx.Response | None = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"service exited with {proc.returncode}"
-        try:
-            last = httpx.get(url + "/readyz", timeout=3)
-            if last.status_code == 200:
-                return last
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"not ready in {timeout_s}s: {last.text if last else 'no answer'}")
-
-
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_process_becomes_ready_and_serves_operational_endpoints(
     service: str, db_url: str, kafka, topics: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
-    log = (tmp_path / f"{service}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", f"services.{service}"],
-        cwd=ROOT,
-        env=_env(service, db_url, kafka.bootstrap_servers, topics, port, **REQUIRED_EXTRA.get(service, {})),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / f"{service}.log"
+    env = _env(service, db_url, kafka.bootstrap_servers, topics, port, **REQUIRED_EXTRA.get(service, {}))
+    proc = processes.launch(service, env, log)
     base = f"http://127.0.0.1:{port}"
     try:
-        ready = _wait_ready(base, proc)
+        ready = processes.wait_ready(base, proc, log, timeout_s=60)
         checks = ready.json()["checks"]
         # The calendar's coverage is advisory: "ok", or a warning that leaves the service ready.
         assert checks.pop("calendar") == "ok" or ready.json()["checks"]["calendar"].startswith("warning: ")
@@ -75,10 +54,7 @@ def test_service_process_becomes_ready_and_serves_operational_endpoints(
     finally:
         proc.terminate()
         # uvicorn re-raises the signal once shutdown is complete, so a clean stop ends "by SIGTERM".
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), (tmp_path / f"{service}.log").read_text()[
-            -3000:
-        ]
-        log.close()
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), processes.tail(log)
     lines = (tmp_path / f"{service}.log").read_text().splitlines()
     assert lines, "the service logged nothing"
     assert all(line.startswith("{") for line in lines if line.strip()), "every log line is JSON"
@@ -126,19 +102,11 @@ def test_missing_settings_are_named_without_a_traceback(tmp_path: Path) -> None:
 def test_intake_stays_ready_while_broker_is_away(db_url: str, topics: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     dead_broker = f"127.0.0.1:{free_port()}"
-    log = (tmp_path / "intake.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.intake"],
-        cwd=ROOT,
-        env=_env("intake", db_url, dead_broker, topics, port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "intake.log"
+    proc = processes.launch("intake", _env("intake", db_url, dead_broker, topics, port), log)
     try:
-        ready = _wait_ready(f"http://127.0.0.1:{port}", proc)
+        ready = processes.wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout_s=60)
         assert ready.json()["checks"]["database"] == "ok"
         assert ready.json()["checks"]["broker"] != "ok"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        processes.stop([proc], timeout_s=30)
