@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,7 +96,7 @@ class AdminRepository:
         """Per principal, its live token row, else its last revoked one."""
         query = (
             sa.select(*TOKEN_COLUMNS[1:], tokens.c.revoked_at)
-            .distinct(tokens.c.principal)
+            .ext(distinct_on(tokens.c.principal))
             .order_by(tokens.c.principal, tokens.c.revoked_at.desc().nulls_first())
         )
         return (await self.session.execute(query)).all()
