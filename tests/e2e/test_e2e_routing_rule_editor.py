@@ -174,7 +174,7 @@ async def test_routing_rule_editor_routes_live_reports(stack: System) -> None:
             await _dispatch_follows(client, stack, "urban_management")
             first = await _report(client, stack, "liuyue-01")
             assert await _dispatched(client, stack, first) == ("urban_management", RULE)
-            await page.screenshot(path=str(RESULTS / "admin-routing-editor.png"), full_page=True)
+            await page.locator("#routing").screenshot(path=str(RESULTS / "admin-routing-editor.png"))
 
             # A duplicate of the generic rule is a conflict, said in words.
             await page.fill("#r-id", "r-road-again")
@@ -185,11 +185,13 @@ async def test_routing_rule_editor_routes_live_reports(stack: System) -> None:
                 "与其他规则冲突，未作任何修改：", timeout=WAIT_MS
             )
             assert "永远用不到" in " ".join(await errors.locator("li").all_text_contents())
-            await page.click("#r-cancel")
+            assert await rows.count() == files + 1
 
             # Changed to fire from the row's button: the next report goes to fire; the first keeps its rule.
             await added.locator("button.edit").click()
+            await expect(errors).to_be_hidden()
             assert await page.input_value("#r-id") == RULE
+            assert await page.input_value("#r-department") == "urban_management"
             await page.fill("#r-department", "fire")
             await until_loaded(lambda: page.click("#r-save"))
             assert "(fire)" in (await added.locator(".department").text_content() or "")

@@ -197,6 +197,7 @@
   }
 
   function startEdit(rule, position) {
+    showRuleErrors(null);
     state.editing = rule.id;
     $("r-id").value = rule.id;
     $("r-id").readOnly = true;
