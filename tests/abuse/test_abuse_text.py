@@ -271,6 +271,20 @@ WRITES: dict[tuple[str, str], Write] = {
         lambda s: {"rules": [r.model_dump(exclude_none=True) for r in s.reference.routing_rules]},
         [("rules", "0", "id"), ("rules", "0", "category"), ("rules", "0", "department_id")],
     ),
+    ("reporting", "/api/v1/admin/routing-rules/rules"): (
+        "reporting",
+        "/api/v1/admin/routing-rules/rules",
+        {"role": "operator"},
+        # An override that routes as the generic rule does (roads): the other tests are unaffected.
+        lambda s: {
+            "id": f"r-{uuid.uuid4().hex[:8]}",
+            "category": "road_hazard",
+            "community_id": "liuyue",
+            "grid_id": "liuyue-09",
+            "department_id": "roads",
+        },
+        [("id",), ("category",), ("community_id",), ("grid_id",), ("department_id",)],
+    ),
     ("reporting", "/api/v1/admin/campaigns"): (
         "reporting",
         "/api/v1/admin/campaigns",
