@@ -9,9 +9,9 @@ from shared.consumer import BatchContext, Handler
 from shared.events import EVENT_TYPES, LifecycleEvent
 
 # Every type: tracking's own types from anyone else are checked against the case (its own come
-# back already in the inbox and are skipped).
-# A historical hazard (hazard.imported, #18) is no case: never timed, escalated or notified.
-INTERESTED: frozenset[str] | None = frozenset(EVENT_TYPES) - {"hazard.imported"}
+# back already in the inbox and are skipped). A historical hazard (hazard.imported, #18) is no
+# case, never timed, escalated or notified: only a closed one is kept, for relapse detection.
+INTERESTED: frozenset[str] | None = frozenset(EVENT_TYPES)
 
 
 def make_handler(config: service.TrackingConfig) -> Handler:

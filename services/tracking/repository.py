@@ -180,12 +180,15 @@ class PlaceQuery:
 # Closed cases of each query's category in the same building, or inside its box, for a whole batch
 # in one round trip. Two LATERAL branches, each one small lookup per query on its own partial index
 # (a single join with an OR let the planner scan every case once per batch: 33 ms a batch at 45 k
-# cases); UNION drops a case found by both.
+# cases); UNION drops a case found by both. Two more branches look the same way at the closed
+# hazards of the history import (tracking_0007, #18), which have no case.
 _CLOSED = (
     "c.category = q.category and c.closed_at is not null and c.closed_at >= q.since "
     "and c.state = 'closed' and c.hazard_id <> q.hazard and c.lat is not null"
 )
 _CLOSED_COLUMNS = "c.hazard_id, c.category, c.building_id, c.lat, c.lon, c.closed_at, c.closed_department_id"
+_IMPORTED = "c.category = q.category and c.closed_at >= q.since and c.hazard_id <> q.hazard"
+_IMPORTED_COLUMNS = "c.hazard_id, c.category, c.building_id, c.lat, c.lon, c.closed_at, c.department_id as closed_department_id"
 _CLOSED_NEAR = sa.text(
     f"""
     with q as materialized (
@@ -204,6 +207,18 @@ _CLOSED_NEAR = sa.text(
     select q.i, c.* from q cross join lateral (
         select {_CLOSED_COLUMNS} from tracking.cases c
          where {_CLOSED} and c.lat between q.lat_lo and q.lat_hi and c.lon between q.lon_lo and q.lon_hi
+        offset 0
+    ) as c
+    union
+    select q.i, c.* from q cross join lateral (
+        select {_IMPORTED_COLUMNS} from tracking.imported_closures c
+         where {_IMPORTED} and q.building is not null and c.building_id = q.building
+        offset 0
+    ) as c
+    union
+    select q.i, c.* from q cross join lateral (
+        select {_IMPORTED_COLUMNS} from tracking.imported_closures c
+         where {_IMPORTED} and c.lat between q.lat_lo and q.lat_hi and c.lon between q.lon_lo and q.lon_hi
         offset 0
     ) as c
     """
@@ -268,6 +283,31 @@ class TrackingRepository:
                 )
             ).all()
         )
+
+    async def add_imported_closures(self, events: Sequence[ev.HazardImported]) -> None:
+        """Keep the closed hazards of the history import where relapse detection looks (once each).
+
+        An imported hazard not closed is no case and is not kept: it can have no relapse.
+        """
+        rows = [
+            {
+                "hazard_id": e.hazard_id,
+                "category": e.payload.category,
+                "building_id": e.payload.location.building_id,
+                "lat": e.payload.location.lat,
+                "lon": e.payload.location.lon,
+                "closed_at": e.payload.closed_at,
+                "department_id": e.payload.department_id,
+                "grid_id": e.payload.grid_id,
+                "community_id": e.payload.community_id,
+            }
+            for e in events
+            if e.payload.closed_at is not None
+        ]
+        if rows:
+            await self.session.execute(
+                pg_insert(tables.imported_closures).values(rows).on_conflict_do_nothing()
+            )
 
     async def lock_cases(self, hazard_ids: Iterable[uuid.UUID]) -> None:
         """Lock the existing case rows so concurrent writers (consumer, API, timers) take turns."""

@@ -173,12 +173,17 @@ def _settle(progress: Progress, *, now: datetime, config: TrackingConfig) -> Non
 
 
 async def apply_events(uow: EventWork, events: Sequence[ev.AnyEvent], *, config: TrackingConfig) -> None:
-    """Apply a batch of new (never applied) events: delivery records beside the timeline, lifecycle
-    events to their cases (refusing those that do not fit), and publish what they call for."""
+    """Apply a batch of new (never applied) events: delivery records beside the timeline, closed
+    hazards of the history import where relapse detection looks, lifecycle events to their cases
+    (refusing those that do not fit), and publish what they call for."""
     notified = [e for e in events if isinstance(e, ev.HazardNotified)]
-    lifecycle = [e for e in events if not isinstance(e, ev.HazardNotified)]
+    imported = [e for e in events if isinstance(e, ev.HazardImported)]
+    lifecycle = [e for e in events if not isinstance(e, ev.HazardNotified | ev.HazardImported)]
     # Delivery records change nothing of the case.
     await uow.repo.add_notifications(notified)
+    # A historical hazard is no case (never timed, escalated or notified); a closed one can relapse.
+    # Kept before the batch's reports are looked at, so a report in the same batch finds it.
+    await uow.repo.add_imported_closures(imported)
     if lifecycle:
         await _apply_lifecycle(uow, lifecycle, config=config)
 

@@ -53,6 +53,7 @@ class FakeTrackingRepository(TrackingRepository):
     timers: dict[uuid.UUID, Timer] = field(default_factory=dict)
     hotspots: dict[str, Hotspot] = field(default_factory=dict)
     notifications: dict[uuid.UUID, ev.HazardNotified] = field(default_factory=dict)
+    imported: dict[uuid.UUID, ClosedCase] = field(default_factory=dict)
     locked: list[set[uuid.UUID]] = field(default_factory=list)
     _seq: int = 0
 
@@ -80,6 +81,23 @@ class FakeTrackingRepository(TrackingRepository):
             )
             for e in found
         ]
+
+    async def add_imported_closures(self, events: Sequence[ev.HazardImported]) -> None:
+        for e in events:
+            p = e.payload
+            if p.closed_at is not None:
+                self.imported.setdefault(
+                    e.hazard_id,
+                    ClosedCase(
+                        hazard_id=e.hazard_id,
+                        category=p.category,
+                        building_id=p.location.building_id,
+                        lat=p.location.lat,
+                        lon=p.location.lon,
+                        closed_at=p.closed_at,
+                        department_id=p.department_id,
+                    ),
+                )
 
     async def lock_cases(self, hazard_ids: Iterable[uuid.UUID]) -> None:
         self.locked.append(set(hazard_ids))
@@ -191,37 +209,41 @@ class FakeTrackingRepository(TrackingRepository):
     # ------------------------------------------------------------------ relapse and hotspots
 
     async def list_closed_near(self, queries: Sequence[PlaceQuery]) -> list[list[ClosedCase]]:
+        closed = [
+            ClosedCase(
+                hazard_id=c.hazard_id,
+                category=c.category,
+                building_id=c.building_id,
+                lat=c.lat,
+                lon=c.lon,
+                closed_at=c.closed_at,
+                department_id=c.closed_department_id,
+            )
+            for c in self.cases.values()
+            if c.state == "closed"
+            and c.closed_at is not None
+            and c.category is not None
+            and c.lat is not None
+            and c.lon is not None
+        ]
+        candidates = [*closed, *self.imported.values()]
         found: list[list[ClosedCase]] = []
         for q in queries:
             d_lat = q.distance_m / _METRES_PER_DEGREE_LAT
             d_lon = q.distance_m / (_METRES_PER_DEGREE_LAT * max(math.cos(math.radians(q.lat)), 0.01))
-            near = []
-            for c in self.cases.values():
-                if (
-                    c.category != q.category
-                    or c.state != "closed"
-                    or c.closed_at is None
-                    or c.closed_at < q.closed_since
-                    or c.hazard_id == q.hazard_id
-                    or c.lat is None
-                    or c.lon is None
-                ):
-                    continue
-                same_building = bool(q.building_id) and c.building_id == q.building_id
-                in_box = abs(c.lat - q.lat) <= d_lat and abs(c.lon - q.lon) <= d_lon
-                if same_building or in_box:
-                    near.append(
-                        ClosedCase(
-                            hazard_id=c.hazard_id,
-                            category=c.category,
-                            building_id=c.building_id,
-                            lat=c.lat,
-                            lon=c.lon,
-                            closed_at=c.closed_at,
-                            department_id=c.closed_department_id,
-                        )
+            found.append(
+                [
+                    c
+                    for c in candidates
+                    if c.category == q.category
+                    and c.closed_at >= q.closed_since
+                    and c.hazard_id != q.hazard_id
+                    and (
+                        (bool(q.building_id) and c.building_id == q.building_id)
+                        or (abs(c.lat - q.lat) <= d_lat and abs(c.lon - q.lon) <= d_lon)
                     )
-            found.append(near)
+                ]
+            )
         return found
 
     async def count_relapse(self, relapse: ev.HazardRelapsed, *, case: Case, min_relapses: int) -> int:

@@ -476,3 +476,60 @@ async def test_a_report_past_the_relapse_window_is_no_relapse(
     work.advance(timedelta(days=window + 1))
     await apply(work, config, Hazard(at=work.now).reported())
     assert not any(isinstance(e, ev.HazardRelapsed) for e in work.published)
+
+
+def imported_closed(
+    *, closed_at: datetime | None, building_id: str | None = "B-12", lat: float = 22.62200
+) -> ev.HazardImported:
+    """A past record of the history import at Liuyue Rd 12 (closed unless ``closed_at`` is None)."""
+    observed = (closed_at or T0) - timedelta(days=5)
+    return ev.HazardImported(
+        event_id=uuid.uuid4(),
+        occurred_at=T0,
+        hazard_id=uuid.uuid4(),
+        producer="intake",
+        payload=ev.HazardImportedPayload(
+            record_id="R-1",
+            import_id=uuid.uuid4(),
+            category="locked_rooftop_door",
+            location=ev.Location(lat=lat, lon=114.16813, address="Liuyue Rd 12", building_id=building_id),
+            grid_id="liuyue-01",
+            community_id="liuyue",
+            street_id="henggang",
+            observed_at=observed,
+            department_id="fire",
+            rectified_at=closed_at,
+            closed_at=closed_at,
+        ),
+    )
+
+
+async def test_a_new_report_at_an_imported_closed_hazard_is_its_relapse(
+    work: FakeWork[FakeTrackingRepository], config: TrackingConfig
+) -> None:
+    past = imported_closed(closed_at=T0 - timedelta(days=20))
+    report = Hazard(building_id=None)  # found by distance alone
+    await apply(work, config, past)
+    await apply(work, config, report.reported())
+    [relapse] = [e for e in work.published if isinstance(e, ev.HazardRelapsed)]
+    assert (relapse.hazard_id, relapse.payload.original_hazard_id) == (report.hazard_id, past.hazard_id)
+    assert relapse.payload.original_department_id == "fire"
+    assert relapse.payload.original_closed_at == past.payload.closed_at
+    assert past.hazard_id not in work.repo.cases, "a historical hazard is no case"
+    assert work.repo.timers == {}
+
+
+async def test_an_import_and_a_report_in_one_batch_relapse_and_open_or_old_imports_do_not(
+    work: FakeWork[FakeTrackingRepository], config: TrackingConfig
+) -> None:
+    window = config.reference.category("locked_rooftop_door").relapse_window_days
+    recent = imported_closed(closed_at=T0 - timedelta(days=2))
+    await apply(work, config, Hazard().reported(), recent)
+    assert [e.payload.original_hazard_id for e in work.published if isinstance(e, ev.HazardRelapsed)] == [
+        recent.hazard_id
+    ]
+    work.published.clear()
+    for past in (imported_closed(closed_at=None), imported_closed(closed_at=T0 - timedelta(days=window + 1))):
+        fresh = FakeWork(FakeTrackingRepository(), now=T0 + timedelta(hours=1))
+        await apply(fresh, config, past, Hazard().reported())
+        assert not any(isinstance(e, ev.HazardRelapsed) for e in fresh.published)
