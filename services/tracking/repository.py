@@ -1,4 +1,6 @@
-"""Queries of the tracking schema; they flush, the caller commits."""
+"""Statements of the tracking schema, as methods of :class:`TrackingRepository` bound to a unit of
+work's session (SQLAlchemy Core from ``tables.py``; the batch writes over arrays are ``sa.text``
+statements, one round trip whatever the batch). They flush; the unit of work commits."""
 
 from __future__ import annotations
 
