@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from functools import partial
+
 from fastapi import FastAPI
 
-from services.tracking import api, handlers, service, tables
+from services.tracking import api, handlers, tables, timers
+from services.tracking.repository import TrackingRepository
+from services.tracking.service import TrackingConfig
 from services.tracking.settings import TrackingSettings
-from services.tracking.timers import CaseGauge, TimerLoop
 from shared.events import (
     HazardClosed,
     HazardRectificationOrdered,
@@ -21,15 +25,25 @@ from shared.service import ServiceRuntime, create_http_app
 NAME = "tracking"
 
 
+def tracking_config(settings: TrackingSettings, reference: ReferenceData) -> TrackingConfig:
+    """The one configuration the use cases read (built once per app)."""
+    return TrackingConfig(
+        reference=reference,
+        relapse_distance_m=settings.relapse.distance_m,
+        extension_limit=timedelta(days=settings.extensions.max_days_beyond),
+    )
+
+
 def create_app(settings: TrackingSettings, *, reference: ReferenceData | None = None) -> FastAPI:
-    """The tracking HTTP app; its lifespan runs the broker, the consumer, the relay and the timer loop."""
+    """The tracking HTTP app; its lifespan runs the broker, the consumer, the relay and the timer loops."""
     reference = reference or load_reference_data(settings.reference_data_dir)
+    config = tracking_config(settings, reference)
     runtime = ServiceRuntime.build(
         name=NAME,
         settings=settings,
         outbox_table=tables.outbox,
         inbox_table=tables.inbox,
-        handler=handlers.make_handler(reference=reference, relapse_distance_m=settings.relapse.distance_m),
+        handler=handlers.make_handler(config),
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(
@@ -40,28 +54,23 @@ def create_app(settings: TrackingSettings, *, reference: ReferenceData | None = 
             HazardClosed,
             HazardRelapsed,
         ),
+        repository=TrackingRepository,
     )
-    work = service.Casework(
-        reference=reference,
-        inbox=tables.inbox,
-        outbox=runtime.outbox,
-        relapse_distance_m=settings.relapse.distance_m,
+    runtime.every(
+        settings.timers.poll_interval_s,
+        partial(timers.sweep_due_timers, runtime.work, batch_size=settings.timers.batch_size, config=config),
+        what="rectification timer sweep",
     )
-    timer_loop = TimerLoop(
-        sessions=runtime.sessions,
-        work=work,
-        batch_size=settings.timers.batch_size,
-        poll_interval_s=settings.timers.poll_interval_s,
+    runtime.every(
+        settings.timers.gauge_interval_s,
+        partial(timers.refresh_case_gauge, runtime.work),
+        what="case gauge refresh",
     )
-    gauge = CaseGauge(sessions=runtime.sessions, interval_s=settings.timers.gauge_interval_s)
-    runtime.add_background(timer_loop.run)
-    runtime.add_background(gauge.run)
     app = create_http_app(
         runtime,
         title="hazard-dispatch tracking",
         description="Follows rectification, verification and closure, and detects relapse.",
     )
-    app.state.timer_loop = timer_loop
-    app.state.case_gauge = gauge
+    app.state.config = config
     app.include_router(api.router)
     return app

@@ -123,3 +123,21 @@ hotspots = sa.Table(
     sa.Column("flagged_at", _TS),
 )
 """Relapses counted per place; a place with enough of them is flagged as a hotspot."""
+
+imported_closures = sa.Table(
+    "imported_closures",
+    metadata,
+    sa.Column("hazard_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("building_id", sa.Text),
+    sa.Column("lat", sa.Float, nullable=False),
+    sa.Column("lon", sa.Float, nullable=False),
+    sa.Column("closed_at", _TS, nullable=False),
+    sa.Column("department_id", sa.Text),
+    sa.Column("grid_id", sa.Text),
+    sa.Column("community_id", sa.Text),
+    sa.Index("ix_imported_closures_building", "category", "building_id", "closed_at"),
+    sa.Index("ix_imported_closures_position", "category", "lat", "lon"),
+)
+"""Closed hazards brought in by the history import (hazard.imported, #18): no case, no timeline,
+only what a new report at the same place needs to be detected as their relapse (tracking_0007)."""

@@ -488,7 +488,8 @@ def interleave(rng: random.Random, streams: list[list[ev.AnyEvent]]) -> list[ev.
 
 def imported(s: Story) -> None:
     """A past record loaded by the history import (#18): its whole outcome in one event, a relapse
-    of an earlier imported record. Only reporting applies it; no other consumer acts on it."""
+    of an earlier imported record. Reporting applies it; tracking keeps a closed one only as a relapse
+    candidate (no case); no other consumer acts on it."""
     s.add(
         ev.HazardImported,
         ev.HazardImportedPayload(

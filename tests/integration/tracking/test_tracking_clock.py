@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from services.tracking.timers import sweep_due_timers
 from tests.integration.tracking.tracking_helpers import (
     AppFactory,
     Hazard,
@@ -63,7 +64,7 @@ async def test_a_sweep_on_a_skewed_clock_fires_what_the_database_says_is_due(
                 )
         before = await _database_now(app)
         skew_process_clock(monkeypatch, skew)
-        fired = await app.state.timer_loop.sweep()
+        fired = await sweep_due_timers(app.state.runtime.work, batch_size=200, config=app.state.config)
         after = await _database_now(app)
         async with app.state.runtime.sessions() as session:
             stamps = dict(

@@ -88,7 +88,8 @@ async def test_every_event_type_in_any_order_ends_as_in_order_for_new_hazards(
     tracking_app: AppFactory, kafka: Any, topics: dict[str, str], db_url: str
 ) -> None:
     replay = Replay(SCENARIOS, copies=SHUFFLED_COPIES, seed=1414)
-    # hazard.imported (#18) is history: tracking never consumes it (see services/tracking/handlers.py).
+    # hazard.imported (#18) is history, no case: tracking only keeps a closed one for relapse detection
+    # (tests/integration/tracking/test_tracking_imported.py).
     others = set(ev.EVENT_TYPES) - TRACKING_TYPES - {ev.HazardImported.TYPE}
     assert replay.types == others, "every type another service publishes that tracking reads"
     reference, shuffled, sent = replay.reference, replay.shuffled, replay.sent

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from services.tracking.timers import TimerLoop
+from services.tracking.timers import refresh_case_gauge, sweep_due_timers
 from shared import events as ev
 from shared.db import create_engine
 from shared.events import parse_event
@@ -347,7 +347,11 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
     finally:
         await engine.dispose()
     async with tracking_app(timers={"poll_interval_s": 60}) as (app, client):
-        loop = app.state.timer_loop
+        work, config = app.state.runtime.work, app.state.config
+
+        async def sweep(batch_size: int = 200) -> int:
+            return await sweep_due_timers(work, batch_size=batch_size, config=config)
+
         async with app.state.runtime.sessions() as session:
             now, unfired = (
                 await session.execute(
@@ -359,11 +363,8 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
             ).one()
         assert (now < due, unfired) == (True, 6), "started before the deadlines, nothing fired yet"
         await asyncio.sleep((due - now).total_seconds() + 0.5)
-        rival = TimerLoop(
-            sessions=app.state.runtime.sessions, work=loop.work, batch_size=2, poll_interval_s=1
-        )
         overdue_before = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
-        fired = await asyncio.gather(loop.sweep(), rival.sweep(), loop.sweep(), rival.sweep())
+        fired = await asyncio.gather(sweep(), sweep(batch_size=2), sweep(), sweep(batch_size=2))
         assert sum(fired) == 6, "every due timer fires exactly once, whichever sweep claims it"
         case = (
             await client.get(f"/api/v1/hazards/{hazard.hazard_id}", headers=auth("tok-supervisor"))
@@ -376,9 +377,9 @@ async def test_overdue_rectifications_fire_once_after_a_restart_with_racing_swee
         )
         assert response.status_code == 200
         assert response.json()["state"] == "rectified"
-        assert await loop.sweep() == 0
+        assert await sweep() == 0
         own = await wait_for_tracking_events(kafka, topics["lifecycle"], 13)
-        await app.state.case_gauge.refresh()
+        await refresh_case_gauge(work)
         metrics = (await client.get("/metrics")).text
         assert "hazard_tracking_rectification_overdue_total" in metrics
         overdue_after = REGISTRY.get_sample_value("hazard_tracking_rectification_overdue_total") or 0.0
