@@ -267,8 +267,10 @@ class HazardNotifiedPayload(_Model):
 class HazardImportedPayload(_Model):
     """A past record loaded by an operator (history import, #18 item 2): the report and its outcome.
 
-    A historical hazard is never dispatched, notified or escalated: only reporting applies this
-    event (as the report and the outcome dates it states); every other consumer ignores the type.
+    A historical hazard is never dispatched, notified or escalated. Reporting applies this event
+    (as the report and the outcome dates it states); tracking keeps a closed one only so that a new
+    report at its place within the relapse window is detected as its relapse; every other consumer
+    ignores the type.
     """
 
     record_id: Annotated[str, Field(min_length=1, max_length=64)]
