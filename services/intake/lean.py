@@ -128,7 +128,7 @@ class LeanRoute(APIRoute):
                     [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
                 )
             try:
-                arguments[body_name] = adapter.validate_python(body)
+                arguments[body_name] = adapter.validate_python(body, from_attributes=True)
             except ValidationError as exc:
                 raise RequestValidationError(
                     [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)],
