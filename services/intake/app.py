@@ -16,7 +16,7 @@ from services.intake.domain import Policy
 from services.intake.photo_service import Photos
 from services.intake.photostore import DirectoryStore, PhotoStore, S3Store
 from services.intake.ratelimit import RateLimiter
-from services.intake.repository import WritePool
+from services.intake.repository import IntakeRepository, WritePool
 from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings, PhotoSettings
 from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported, HazardReported
@@ -125,6 +125,7 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(HazardReported, HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported),
+        repository=IntakeRepository,
     )
     # Reports are accepted into the outbox while the broker is away, so intake stays ready without it.
     runtime.ready_without_broker = True

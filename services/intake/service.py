@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
@@ -31,8 +31,10 @@ from shared import tracing
 from shared.auth import Principal
 from shared.domain_errors import ConflictError, DomainError, ForbiddenError, InvalidError
 from shared.errors import validation_details
+from shared.events import LifecycleEvent
 from shared.outbox import Outbox, wake_relays
 from shared.reference import ReferenceData
+from shared.uow import UnitOfWork
 
 Outcome = Literal["created", "replayed", "rejected"]
 _RACE_RETRIES = 5
@@ -574,3 +576,37 @@ class GroupCommitter:
         for pending, _now, future in live:
             if not future.done():
                 future.set_result({p.key: merged[p.key] for p in pending})
+
+
+# ---------------------------------------------------------------- lifecycle events (the consumer's use case)
+
+
+class LifecycleRepository(Protocol):
+    """What :func:`apply_lifecycle_events` needs of the repository."""
+
+    async def apply_status_changes(self, changes: Sequence[repo.Change]) -> list[domain.Unlinked]: ...
+
+
+async def apply_lifecycle_events(
+    uow: UnitOfWork[LifecycleRepository], events: Sequence[LifecycleEvent], *, reference: ReferenceData
+) -> list[domain.Unlinked]:
+    """Keep the Open311 view current from a batch of new lifecycle events, in ``uow``'s transaction.
+
+    A closure also undoes the duplicate link of reports observed after it: each goes on as a
+    hazard of its own (``hazard.duplicate_unlinked``, counted once committed).
+    """
+    changes = []
+    for event in events:
+        change = domain.status_change(event, reference=reference)
+        if change is not None:
+            changes.append((event.hazard_id, change, event.occurred_at))
+    unlinked = await uow.repo.apply_status_changes(changes)
+    await uow.publish(*(domain.unlinked_event(u, now=uow.now) for u in unlinked))
+    if unlinked:
+        uow.after_commit(lambda: _count_unlinked(unlinked))
+    return unlinked
+
+
+def _count_unlinked(unlinked: Sequence[domain.Unlinked]) -> None:
+    for u in unlinked:
+        metrics.DUPLICATES_UNLINKED.labels(u.category).inc()
