@@ -7,9 +7,10 @@ CPU than committing a report. Intake's two hot routes (``POST /api/v1/hazards`` 
 response model, dependencies and OpenAPI entry are FastAPI's, built from the endpoint's
 signature as for every other route; only the per-request work is lean:
 
-1. the body is read and decoded by FastAPI's own rules (JSON for no-or-``application/json``
-   or ``+json`` content types with orjson, falling back to ``json`` for what orjson refuses,
-   so malformed JSON is the same 400 and a lone surrogate still reaches the text check);
+1. the body is read and decoded by FastAPI's own rules (JSON for ``application/json`` or
+   ``…+json`` content types, with orjson, falling back to ``json`` for what orjson refuses, so
+   malformed JSON is the same 400, a body that cannot be decoded the same other 400, and a
+   lone surrogate still reaches the text check);
 2. the endpoint's dependencies (each an ``async def dep(request)``: the shared auth of
    :mod:`shared.auth`, the rate limit, the service) are awaited in the signature's order, as
    FastAPI does before it validates a body;
@@ -37,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
 
 _JSON = "application/json"
 _MISSING: Any = object()
@@ -121,7 +123,12 @@ class LeanRoute(APIRoute):
         dependencies, body_name, adapter = _parts(endpoint)
 
         async def handle(request: Request) -> Response:
-            body = _decode(await request.body(), request.headers.get("content-type"))
+            try:
+                body = _decode(await request.body(), request.headers.get("content-type"))
+            except (HTTPException, RequestValidationError):
+                raise  # the body limit's 413; malformed JSON
+            except Exception as exc:  # invalid UTF-8, a client gone: as FastAPI answers them
+                raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
             arguments = {name: await dependency(request) for name, dependency in dependencies}
             if body is _MISSING:
                 raise RequestValidationError(

@@ -164,6 +164,9 @@ async def test_single_reports_get_the_same_answers(intake_app: AppFactory) -> No
             ("malformed JSON", 400, {"raw": b'{"report_id": '}),
             ("malformed JSON, no token", 400, {"raw": b'{"report_id": ', "token": None}),
             ("NaN", 422, {"raw": b'{"report_id": NaN}'}),
+            ("invalid UTF-8", 400, {"raw": b'{"description": "\xff\xfe"}'}),
+            ("invalid UTF-8, no token", 400, {"raw": b"\xff", "token": None}),
+            ("deeply nested", 400, {"raw": b"[" * 3000}),
             ("too large", 413, {"raw": b'{"description": "' + b"x" * 5000 + b'"}'}),
         ]
         for name, status, case in cases:
@@ -191,6 +194,8 @@ async def test_batches_get_the_same_answers(intake_app: AppFactory) -> None:
             ("no token", 401, {"body": {"reports": [report()]}, "token": None}),
             ("department", 403, {"body": {"reports": [report()]}, "token": "tok-fire"}),
             ("malformed", 400, {"raw": b'{"reports": ['}),
+            ("invalid UTF-8", 400, {"raw": b'{"reports": ["\xff"]}'}),
+            ("invalid UTF-8 as a department", 400, {"raw": b"\xc3", "token": "tok-fire"}),
             ("over the batch body limit", 413, {"raw": b'{"reports": ["' + b"x" * 9000 + b'"]}'}),
         ]
         for name, status, case in cases:
