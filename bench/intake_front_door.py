@@ -80,6 +80,7 @@ def build(kind: str) -> FastAPI:
                     }
                 ]
             },
+            "http": {"port": 0},
             "rate_limit": {"enabled": False},
         }
     )
