@@ -5,17 +5,18 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.intake import api, handlers, history_api, open311, photo_api, reconciliation, tables
 from services.intake.domain import Policy
-from services.intake.fastpath import HotRoutes
 from services.intake.photo_service import Photos
 from services.intake.photostore import DirectoryStore, PhotoStore, S3Store
 from services.intake.ratelimit import RateLimiter
-from services.intake.repository import WritePool
+from services.intake.repository import IntakeRepository, WritePool
 from services.intake.service import GroupCommitter, Intake
 from services.intake.settings import IntakeSettings, PhotoSettings
 from shared.events import HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported, HazardReported
@@ -24,15 +25,19 @@ from shared.reference import PACKAGED_DATA_DIR, ReferenceData, load_reference_da
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "intake"
-BATCH_PATH = "/api/v1/hazards/batch"
 
 
 OPEN311_POSTS = ("/open311/v2/requests.json", "/open311/v2/requests.xml")
 
 
 class RouteBodyLimits:
-    """The batch endpoint reads up to ``batch_bytes``, a photo upload ``photo_bytes``, an Open311
-    multipart POST ``media_bytes`` (its photos); every other route ``default_bytes``."""
+    """The one body-size layer of intake (in place of the shared one): one limit per route.
+
+    The batch endpoint reads up to ``batch_bytes``, a photo upload ``photo_bytes``, an Open311
+    multipart POST ``media_bytes`` (its photos), a history import its file; every other route
+    ``default_bytes`` (``INTAKE__HTTP__MAX_BODY_BYTES``). Only multipart bodies are spooled to
+    disk, so only they get the larger limits of their routes.
+    """
 
     def __init__(
         self, app: ASGIApp, *, default_bytes: int, batch_bytes: int, photo_bytes: int, media_bytes: int
@@ -41,16 +46,14 @@ class RouteBodyLimits:
         self.batch = BodySizeLimit(app, max_bytes=batch_bytes)
         self.photo = BodySizeLimit(app, max_bytes=photo_bytes)
         self.media = BodySizeLimit(app, max_bytes=media_bytes)
-        # A history import file (#18), multipart only (spooled to disk by the parser).
         self.imports = BodySizeLimit(
             app, max_bytes=history_api.MAX_IMPORT_BYTES + photo_api.UPLOAD_OVERHEAD_BYTES
         )
 
     def _limit(self, scope: Scope) -> BodySizeLimit:
         path = scope.get("path")
-        if path == BATCH_PATH:
+        if path == api.BATCH_PATH:
             return self.batch
-        # Only multipart bodies are spooled to disk; any other body is read into memory.
         if path == photo_api.UPLOAD_PATH and _multipart(scope):
             return self.photo
         if path in OPEN311_POSTS and _multipart(scope):
@@ -62,6 +65,15 @@ class RouteBodyLimits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limited = self._limit(scope) if scope["type"] == "http" else self.default
         await limited(scope, receive, send)
+
+
+def _one_body_limit(app: FastAPI, **limits: int) -> None:
+    """Put :class:`RouteBodyLimits` where the shared app factory put its one-size limit."""
+    for index, entry in enumerate(app.user_middleware):
+        if cast(Any, entry.cls) is BodySizeLimit:
+            app.user_middleware[index] = Middleware(RouteBodyLimits, **limits)
+            return
+    raise RuntimeError("the shared app has no body-size layer to replace")
 
 
 def _multipart(scope: Scope) -> bool:
@@ -104,20 +116,16 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     batch_bytes = max(default_bytes, settings.limits.batch_max_body_bytes)
     photo_bytes = settings.photos.max_bytes + photo_api.UPLOAD_OVERHEAD_BYTES
     media_bytes = settings.photos.max_bytes * settings.photos.max_per_item + default_bytes
-    # The shared outer limit lets the largest bodies through; RouteBodyLimits holds each route to its own.
-    widest = max(
-        batch_bytes, photo_bytes, media_bytes, history_api.MAX_IMPORT_BYTES + photo_api.UPLOAD_OVERHEAD_BYTES
-    )
-    wide = settings.model_copy(update={"http": settings.http.model_copy(update={"max_body_bytes": widest})})
     runtime = ServiceRuntime.build(
         name=NAME,
-        settings=wide,
+        settings=settings,
         outbox_table=tables.outbox,
         inbox_table=tables.inbox,
         handler=handlers.make_handler(reference),
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(HazardReported, HazardDuplicateLinked, HazardDuplicateUnlinked, HazardImported),
+        repository=IntakeRepository,
     )
     # Reports are accepted into the outbox while the broker is away, so intake stays ready without it.
     runtime.ready_without_broker = True
@@ -126,10 +134,8 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
         title="hazard-dispatch intake",
         description="Takes hazard reports (single, offline batches, Open311 GeoReport v2) and publishes them, losing nothing.",
     )
-    # The hot routes' ordinary requests skip FastAPI's machinery (inside the body limits).
-    app.add_middleware(HotRoutes, fastapi_app=app)
-    app.add_middleware(
-        RouteBodyLimits,
+    _one_body_limit(
+        app,
         default_bytes=default_bytes,
         batch_bytes=batch_bytes,
         photo_bytes=photo_bytes,
@@ -154,7 +160,6 @@ def create_app(settings: IntakeSettings, *, reference: ReferenceData | None = No
     )
     runtime.add_background(pool.run)
     intake = Intake(
-        sessions=runtime.sessions,
         pool=pool,
         outbox=runtime.outbox,
         reference=reference,

@@ -8,10 +8,14 @@ the bad rows skipped.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
@@ -19,8 +23,52 @@ from services.intake import history
 from services.intake.history_import import OnError, import_history
 from shared.auth import Principal, require
 from shared.errors import ApiError, error_body
+from shared.outbox import Outbox
+from shared.reference import ReferenceData
 
 router = APIRouter(prefix="/api/v1", tags=["history import"])
+
+
+class RowProblem(BaseModel):
+    """One problem of one row: its number, the field, what is wrong, and the value read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: int
+    field: str
+    problem: str
+    value: str | None
+
+
+class ImportOut(BaseModel):
+    """What an import stored: counts, and every bad row's problems (skipped with on_error=skip)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    import_id: uuid.UUID
+    on_error: Literal["refuse", "skip"]
+    rows: int
+    imported: int
+    unchanged: int
+    rejected: int
+    errors: list[RowProblem]
+
+
+async def _import_parts(request: Request) -> ImportParts:
+    intake = request.app.state.intake
+    return ImportParts(request.app.state.runtime.sessions, intake.outbox, intake.reference)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportParts:
+    """What an import needs: the sessions, the outbox and the reference data."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    outbox: Outbox
+    reference: ReferenceData
+
+
+Parts = Annotated[ImportParts, Depends(_import_parts)]
 IMPORT_PATH = "/api/v1/imports"
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 """The largest import file (100,000 rows of the template are about 20 MB of CSV)."""
@@ -40,6 +88,7 @@ async def _form(request: Request) -> FormData:
 
 @router.post(
     "/imports",
+    response_model=ImportOut,
     summary="Import past records (CSV or .xlsx template; on_error=refuse|skip); operators only",
     responses={
         413: {"description": "The file is larger than the limit"},
@@ -66,7 +115,7 @@ async def _form(request: Request) -> FormData:
     },
 )
 async def import_records(
-    request: Request, principal: Annotated[Principal, Depends(_operator)]
+    request: Request, principal: Annotated[Principal, Depends(_operator)], parts: Parts
 ) -> JSONResponse:
     """Check every row; store the good ones and their hazard.imported events in one transaction, or nothing."""
     form = await _form(request)
@@ -91,12 +140,11 @@ async def import_records(
         filename = upload.filename or ""
     finally:
         await form.close()
-    intake = request.app.state.intake
     try:
         result = await import_history(
-            intake.sessions,
-            outbox=intake.outbox,
-            reference=intake.reference,
+            parts.sessions,
+            outbox=parts.outbox,
+            reference=parts.reference,
             data=data,
             filename=filename,
             on_error=on_error,

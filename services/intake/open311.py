@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from services.intake import metrics, photo_api
 from services.intake import repository as repo
+from services.intake.api import IntakeService
 from services.intake.domain import ReportIn
 from services.intake.photo_service import Photos
 from services.intake.photos import PHOTO_PATH, PhotoRefusedError
@@ -140,6 +142,157 @@ class Open311Error(Exception):
         self.status = status
         self.description = description
         self.headers = headers
+
+
+# ---------------------------------------------------------------- answers (the JSON format; XML has the same fields)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DiscoveryEndpoint(_Answer):
+    """One GeoReport v2 endpoint of the discovery document."""
+
+    specification: str
+    url: str
+    changeset: datetime
+    type: str
+    formats: list[str]
+
+
+class DiscoveryOut(_Answer):
+    """The Service Discovery document."""
+
+    changeset: datetime
+    contact: str
+    key_service: str
+    endpoints: list[DiscoveryEndpoint]
+
+
+class ServiceOut(_Answer):
+    """One hazard category as an Open311 service."""
+
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool
+    type: str
+    keywords: str
+    group: str
+
+
+class AttributeValue(_Answer):
+    """One choice of a ``singlevaluelist`` attribute."""
+
+    key: str
+    name: str
+
+
+class ServiceAttribute(_Answer):
+    """One attribute a request of a service may carry."""
+
+    variable: bool
+    code: str
+    datatype: str
+    required: bool
+    datatype_description: str
+    order: int
+    description: str
+    values: list[AttributeValue] = Field(
+        default_factory=list, description="The choices; present only for singlevaluelist attributes"
+    )
+
+
+class ServiceDefinitionOut(_Answer):
+    """A service definition: the attributes of one service."""
+
+    service_code: str
+    attributes: list[ServiceAttribute]
+
+
+class PostedRequest(_Answer):
+    """The answer to a POST: the new (or, for a retry, the earlier) request's id."""
+
+    service_request_id: uuid.UUID
+    service_notice: str | None
+    account_id: None
+
+
+class ServiceRequestOut(_Answer):
+    """A stored report as an Open311 service request: the public fields only."""
+
+    service_request_id: uuid.UUID
+    status: str
+    status_notes: str | None
+    service_name: str
+    service_code: str
+    description: str
+    agency_responsible: str | None
+    service_notice: str | None
+    requested_datetime: datetime
+    updated_datetime: datetime
+    expected_datetime: datetime | None
+    address: str | None
+    address_id: str | None
+    zipcode: None
+    lat: float
+    long: float
+    media_url: str | None
+
+
+def _xml(root: str) -> dict[int | str, dict[str, Any]]:
+    """The XML variant of a 200 answer (``.xml``): the same fields under ``<root>``."""
+    return {
+        200: {
+            "content": {
+                "text/xml": {
+                    "schema": {
+                        "type": "string",
+                        "description": f"<{root}>…</{root}>: the JSON's fields as elements",
+                    }
+                }
+            }
+        }
+    }
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+PHOTO_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image (JPEG, PNG or WebP)",
+        "content": dict.fromkeys(("image/jpeg", "image/png", "image/webp"), _BINARY),
+    }
+}
+
+
+# ---------------------------------------------------------------- dependencies
+
+
+async def _reference(request: Request) -> ReferenceData:
+    reference: ReferenceData = request.app.state.reference
+    return reference
+
+
+async def _discovery(request: Request) -> Discovery:
+    discovery: Discovery = request.app.state.open311_discovery
+    return discovery
+
+
+async def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.runtime.sessions
+    return sessions
+
+
+async def _limits(request: Request) -> dict[str, int]:
+    limits: dict[str, int] = request.app.state.open311_limits
+    return limits
+
+
+Reference = Annotated[ReferenceData, Depends(_reference)]
+DiscoverySettings = Annotated[Discovery, Depends(_discovery)]
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+Limits = Annotated[dict[str, int], Depends(_limits)]
 
 
 # ---------------------------------------------------------------- rendering
@@ -281,27 +434,27 @@ def service_definition(category: Category, reference: ReferenceData) -> dict[str
     }
 
 
-def _reference(request: Request) -> ReferenceData:
-    reference: ReferenceData = request.app.state.reference
-    return reference
-
-
 @discovery_router.get(
-    "/discovery.{fmt}", summary="Service discovery: the GeoReport v2 endpoint and its formats"
+    "/discovery.{fmt}",
+    summary="Service discovery: the GeoReport v2 endpoint and its formats",
+    response_model=DiscoveryOut,
+    responses=_xml("discovery"),
 )
-async def get_discovery(request: Request, fmt: str) -> Response:
-    discovery: Discovery = request.app.state.open311_discovery
-
+async def get_discovery(request: Request, fmt: str, discovery: DiscoverySettings) -> Response:
     async def produce() -> tuple[int, Any]:
         return 200, discovery_document(discovery, str(request.base_url))
 
     return await _answer(fmt, "discovery", produce)
 
 
-@router.get("/services.{fmt}", summary="Service list: one service per hazard category")
-async def list_services(request: Request, fmt: str) -> Response:
+@router.get(
+    "/services.{fmt}",
+    summary="Service list: one service per hazard category",
+    response_model=list[ServiceOut],
+    responses=_xml("services"),
+)
+async def list_services(fmt: str, reference: Reference) -> Response:
     """Every category as a service."""
-    reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
         return 200, [service_json(c, reference) for c in reference.categories]
@@ -309,10 +462,14 @@ async def list_services(request: Request, fmt: str) -> Response:
     return await _answer(fmt, "services", produce)
 
 
-@router.get("/services/{service_code}.{fmt}", summary="Service definition: the attributes of a service")
-async def get_service_definition(request: Request, service_code: str, fmt: str) -> Response:
+@router.get(
+    "/services/{service_code}.{fmt}",
+    summary="Service definition: the attributes of a service",
+    response_model=ServiceDefinitionOut,
+    responses=_xml("service_definition"),
+)
+async def get_service_definition(service_code: str, fmt: str, reference: Reference) -> Response:
     """The attributes of one service; 404 for an unknown code."""
-    reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
         return 200, service_definition(_category(reference, service_code, status=404), reference)
@@ -398,8 +555,13 @@ def _field_problems(exc: ValidationError) -> str:
     "/requests.{fmt}",
     summary="Create a service request (form-encoded; api_key = a reporter's token)",
     status_code=201,
+    response_model=list[PostedRequest],
     responses={
-        200: {"description": "A retry: the request already created under this idempotency key"},
+        **_xml("service_requests"),
+        200: {
+            "model": list[PostedRequest],
+            "description": "A retry: the request already created under this idempotency key",
+        },
         **error_responses(
             403,
             409,
@@ -410,13 +572,13 @@ def _field_problems(exc: ValidationError) -> str:
         ),
     },
 )
-async def post_request(request: Request, fmt: str) -> Response:
+async def post_request(request: Request, fmt: str, reference: Reference, intake: IntakeService) -> Response:
     """Accept one report the Open311 way."""
 
     async def produce() -> tuple[int, Any]:
         form = await _read_form(request)
         try:
-            return await _post(request, form)
+            return await _post(request, form, reference, intake)
         finally:
             await form.close()
 
@@ -456,7 +618,9 @@ async def _store_media(request: Request, form: FormData, principal: Any, report:
     return report.model_copy(update={"photos": (*report.photos, *urls)})
 
 
-async def _post(request: Request, form: FormData) -> tuple[int, Any]:
+async def _post(
+    request: Request, form: FormData, reference: ReferenceData, intake: Intake
+) -> tuple[int, Any]:
     """The POST's work once its form is read."""
     api_key = _form_value(form, "api_key")
     principal = request.app.state.tokens.authenticate(api_key) if api_key else None
@@ -472,7 +636,6 @@ async def _post(request: Request, form: FormData) -> tuple[int, Any]:
             raise Open311Error(
                 429, f"Too many requests; retry after {retry} s.", headers={"Retry-After": retry}
             )
-    reference = _reference(request)
     code = _form_value(form, "service_code")
     if code is None:
         raise Open311Error(400, "service_code is required.")
@@ -504,7 +667,6 @@ async def _post(request: Request, form: FormData) -> tuple[int, Any]:
         metrics.REJECTED.labels("invalid").inc()
         raise Open311Error(400, f"Invalid request: {_field_problems(exc)}.") from exc
     report = await _store_media(request, form, principal, report)
-    intake: Intake = request.app.state.intake
     [result] = await intake.submit(principal=principal, items=[report], source="open311")
     if result.error is not None:
         status = 400 if result.error.status == 422 else result.error.status
@@ -575,13 +737,20 @@ def _public(request: Request) -> PublicView:
 @router.get(
     "/requests.{fmt}",
     summary="Query service requests (public fields only)",
-    responses=error_responses(
-        403, s403="This server does not publish service requests (its public listing is off)"
-    ),
+    response_model=list[ServiceRequestOut],
+    responses={
+        **_xml("service_requests"),
+        **error_responses(
+            403, s403="This server does not publish service requests (its public listing is off)"
+        ),
+    },
 )
 async def get_requests(
     request: Request,
     fmt: str,
+    reference: Reference,
+    sessions: Sessions,
+    limits: Limits,
     service_request_id: Annotated[
         str | None,
         Query(description="Comma-separated request ids; when given, the other filters are ignored"),
@@ -605,14 +774,11 @@ async def get_requests(
 ) -> Response:
     """Filters: service_request_id (comma-separated; overrides the rest), service_code, start_date,
     end_date, status."""
-    reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
         view = _public(request)
-        limits = request.app.state.open311_limits
         ids = _split(service_request_id)
-        intake: Intake = request.app.state.intake
-        async with intake.sessions() as session:
+        async with sessions() as session:
             if ids:
                 rows = await repo.list_requests(session, hazard_ids=_uuids(ids), limit=limits["max_results"])
             else:
@@ -645,19 +811,23 @@ async def get_requests(
 @router.get(
     "/requests/{service_request_id}.{fmt}",
     summary="One service request",
-    responses=error_responses(
-        403, s403="This server does not publish service requests (its public listing is off)"
-    ),
+    response_model=list[ServiceRequestOut],
+    responses={
+        **_xml("service_requests"),
+        **error_responses(
+            403, s403="This server does not publish service requests (its public listing is off)"
+        ),
+    },
 )
-async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
+async def get_request(
+    request: Request, service_request_id: str, fmt: str, reference: Reference, sessions: Sessions
+) -> Response:
     """A list holding the one request, as the standard says; 404 when unknown."""
-    reference = _reference(request)
 
     async def produce() -> tuple[int, Any]:
         view = _public(request)
         [hazard_id] = _uuids([service_request_id])
-        intake: Intake = request.app.state.intake
-        async with intake.sessions() as session:
+        async with sessions() as session:
             rows = await repo.list_requests(session, hazard_ids=[hazard_id], limit=1)
         if not rows:
             raise Open311Error(404, f"No service request {service_request_id}.")
@@ -666,7 +836,7 @@ async def get_request(request: Request, service_request_id: str, fmt: str) -> Re
     return await _answer(fmt, "service_requests", produce)
 
 
-async def _public_media(request: Request, photo_id: str, *, thumbnail: bool) -> Response:
+async def _public_media(request: Request, photos: Photos, photo_id: str, *, thumbnail: bool) -> Response:
     try:
         view = _public(request)
     except Open311Error as exc:
@@ -684,16 +854,26 @@ async def _public_media(request: Request, photo_id: str, *, thumbnail: bool) -> 
             [{"code": 404, "description": "Photos are not published by this server."}],
             status=404,
         )
-    return await photo_api.stream_public(request, photo_id, thumbnail=thumbnail)
+    return await photo_api.stream_public(photos, photo_id, thumbnail=thumbnail)
 
 
-@router.get("/media/{photo_id}", summary="A report's photo, when the public listing shows photos")
-async def get_media(request: Request, photo_id: str) -> Response:
+@router.get(
+    "/media/{photo_id}",
+    summary="A report's photo, when the public listing shows photos",
+    response_class=StreamingResponse,
+    responses=PHOTO_CONTENT,
+)
+async def get_media(request: Request, photo_id: str, photos: photo_api.PhotoService) -> Response:
     """A photo a reporter attached to a report (metadata stripped); 404 unless photos are shown."""
-    return await _public_media(request, photo_id, thumbnail=False)
+    return await _public_media(request, photos, photo_id, thumbnail=False)
 
 
-@router.get("/media/{photo_id}/thumbnail", summary="A report photo's thumbnail, when photos are shown")
-async def get_media_thumbnail(request: Request, photo_id: str) -> Response:
+@router.get(
+    "/media/{photo_id}/thumbnail",
+    summary="A report photo's thumbnail, when photos are shown",
+    response_class=StreamingResponse,
+    responses=PHOTO_CONTENT,
+)
+async def get_media_thumbnail(request: Request, photo_id: str, photos: photo_api.PhotoService) -> Response:
     """The thumbnail of a photo a reporter attached to a report."""
-    return await _public_media(request, photo_id, thumbnail=True)
+    return await _public_media(request, photos, photo_id, thumbnail=True)

@@ -13,12 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from services.intake import api
 from services.intake.photo_service import PhotoNotFoundError, Photos, StoredPhoto
 from services.intake.photos import PhotoRefusedError
+from services.intake.ratelimit import RateLimiter
 from shared.auth import Principal, require
 from shared.errors import ApiError
 
@@ -37,9 +39,42 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _photos(request: Request) -> Photos:
+async def _photos(request: Request) -> Photos:
     service: Photos = request.app.state.photos
     return service
+
+
+async def _rate_limiter(request: Request) -> RateLimiter | None:
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    return limiter
+
+
+PhotoService = Annotated[Photos, Depends(_photos)]
+Limiter = Annotated[RateLimiter | None, Depends(_rate_limiter)]
+
+
+class PhotoOut(BaseModel):
+    """An uploaded photo: its id, where to fetch it and its thumbnail, and what was stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    photo_id: uuid.UUID
+    url: str
+    thumbnail_url: str
+    hazard_id: uuid.UUID | None
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_IMAGE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image (JPEG, PNG or WebP; a thumbnail is JPEG)",
+        "content": dict.fromkeys(("image/jpeg", "image/png", "image/webp"), _BINARY),
+    }
+}
 
 
 async def read_form(request: Request, *, max_files: int) -> FormData:
@@ -87,6 +122,7 @@ def _not_found(what: uuid.UUID | str) -> ApiError:
 @router.post(
     "/photos",
     status_code=201,
+    response_model=PhotoOut,
     summary="Upload one photo (multipart field 'file'; optional 'hazard_id' to attach it to a hazard you see)",
     responses=_ERRORS,
     openapi_extra={
@@ -107,9 +143,14 @@ def _not_found(what: uuid.UUID | str) -> ApiError:
         }
     },
 )
-async def upload_photo(request: Request, principal: Annotated[Principal, Depends(_uploader)]) -> JSONResponse:
+async def upload_photo(
+    request: Request,
+    principal: Annotated[Principal, Depends(_uploader)],
+    photos: PhotoService,
+    limiter: Limiter,
+) -> JSONResponse:
     """Store a JPEG, PNG, WebP or HEIC photo without its metadata; answer its id, URL and thumbnail URL."""
-    limited = api.over_limit(request.app.state.rate_limiter, principal)
+    limited = api.over_limit(limiter, principal)
     if limited is not None:
         raise limited
     form: FormData | None = None
@@ -119,7 +160,7 @@ async def upload_photo(request: Request, principal: Annotated[Principal, Depends
         if not isinstance(upload, UploadFile):
             raise PhotoRefusedError(422, "photo_missing", "Send the photo in the multipart field 'file'.")
         hazard_id = _hazard_id(form.get("hazard_id"))
-        photo = await _photos(request).add(principal=principal, upload=upload.file, hazard_id=hazard_id)
+        photo = await photos.add(principal=principal, upload=upload.file, hazard_id=hazard_id)
     except PhotoRefusedError as exc:
         raise refusal(exc) from exc
     except PhotoNotFoundError as exc:
@@ -142,16 +183,14 @@ def _hazard_id(value: Any) -> uuid.UUID | None:
 
 
 async def _stream(
-    request: Request, principal: Principal | None, photo_id: str, *, thumbnail: bool
+    photos: Photos, principal: Principal | None, photo_id: str, *, thumbnail: bool
 ) -> StreamingResponse:
     try:
         wanted = uuid.UUID(photo_id)
     except ValueError as exc:
         raise _not_found(photo_id) from exc
     try:
-        content_type, chunks = await _photos(request).read(
-            principal=principal, photo_id=wanted, thumbnail=thumbnail
-        )
+        content_type, chunks = await photos.read(principal=principal, photo_id=wanted, thumbnail=thumbnail)
     except PhotoNotFoundError as exc:
         raise _not_found(photo_id) from exc
     headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
@@ -162,28 +201,28 @@ async def _stream(
     "/photos/{photo_id}",
     summary="A photo (its uploader, or whoever may see its hazard)",
     response_class=StreamingResponse,
-    responses={404: _ERRORS[404]},
+    responses={**_IMAGE, 404: _ERRORS[404]},
 )
 async def get_photo(
-    request: Request, photo_id: str, principal: Annotated[Principal, Depends(_viewer)]
+    photo_id: str, principal: Annotated[Principal, Depends(_viewer)], photos: PhotoService
 ) -> StreamingResponse:
     """The stored photo; 404 when unknown or not visible to the caller."""
-    return await _stream(request, principal, photo_id, thumbnail=False)
+    return await _stream(photos, principal, photo_id, thumbnail=False)
 
 
 @router.get(
     "/photos/{photo_id}/thumbnail",
     summary="A photo's thumbnail (JPEG, 320 px on the long side by default)",
     response_class=StreamingResponse,
-    responses={404: _ERRORS[404]},
+    responses={**_IMAGE, 404: _ERRORS[404]},
 )
 async def get_photo_thumbnail(
-    request: Request, photo_id: str, principal: Annotated[Principal, Depends(_viewer)]
+    photo_id: str, principal: Annotated[Principal, Depends(_viewer)], photos: PhotoService
 ) -> StreamingResponse:
     """The thumbnail, under the same rule as the photo."""
-    return await _stream(request, principal, photo_id, thumbnail=True)
+    return await _stream(photos, principal, photo_id, thumbnail=True)
 
 
-async def stream_public(request: Request, photo_id: str, *, thumbnail: bool) -> StreamingResponse:
+async def stream_public(photos: Photos, photo_id: str, *, thumbnail: bool) -> StreamingResponse:
     """A reporter's report photo for the public Open311 listing (the caller checked the settings)."""
-    return await _stream(request, None, photo_id, thumbnail=thumbnail)
+    return await _stream(photos, None, photo_id, thumbnail=thumbnail)

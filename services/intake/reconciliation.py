@@ -19,9 +19,23 @@ from services.intake import metrics
 from services.intake import repository as repo
 from services.intake.settings import ReconciliationSettings
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime, repeat_every
+from shared.service import ServiceRuntime
 
 router = APIRouter(prefix="/api/v1/reconciliation", tags=["reconciliation"])
+
+
+async def _runtime(request: Request) -> ServiceRuntime[Any]:
+    runtime: ServiceRuntime[Any] = request.app.state.runtime
+    return runtime
+
+
+async def _settings(request: Request) -> ReconciliationSettings:
+    settings: ReconciliationSettings = request.app.state.reconciliation
+    return settings
+
+
+Runtime = Annotated[ServiceRuntime[Any], Depends(_runtime)]
+Settings = Annotated[ReconciliationSettings, Depends(_settings)]
 
 
 class UndecidedReport(BaseModel):
@@ -52,13 +66,12 @@ class UndecidedList(BaseModel):
     summary="Accepted reports with no dispatch decision after the reconciliation threshold (operators)",
 )
 async def list_undecided(
-    request: Request,
     _principal: Annotated[Principal, Depends(require("operator"))],
+    runtime: Runtime,
+    settings: Settings,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UndecidedList:
     """Oldest first; ``count`` is the total, ``items`` at most ``limit`` of them."""
-    runtime: ServiceRuntime[Any] = request.app.state.runtime
-    settings: ReconciliationSettings = request.app.state.reconciliation
     async with runtime.sessions() as session:
         count, oldest = await repo.undecided_summary(session, settings.undecided_after_s)
         rows = await repo.undecided_reports(session, settings.undecided_after_s, limit)
@@ -95,12 +108,6 @@ async def refresh_gauges(runtime: ServiceRuntime[Any], settings: ReconciliationS
 
 def install(runtime: ServiceRuntime[Any], settings: ReconciliationSettings) -> None:
     """Keep the gauges current for the life of the process."""
-
-    async def reconciliation_check() -> None:
-        await repeat_every(
-            settings.check_interval_s,
-            lambda: refresh_gauges(runtime, settings),
-            what="reconciliation check",
-        )
-
-    runtime.add_background(reconciliation_check)
+    runtime.every(
+        settings.check_interval_s, lambda: refresh_gauges(runtime, settings), what="reconciliation check"
+    )

@@ -19,18 +19,22 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from pydantic import TypeAdapter, ValidationError
 
 from services.intake import domain, metrics
 from services.intake import repository as repo
 from services.intake.domain import DuplicateMatch, OpenHazard, Policy, Rejection, ReportIn, Source
 from shared import tracing
 from shared.auth import Principal
+from shared.domain_errors import ConflictError, DomainError, ForbiddenError, InvalidError
+from shared.errors import validation_details
+from shared.events import LifecycleEvent
 from shared.outbox import Outbox, wake_relays
 from shared.reference import ReferenceData
+from shared.uow import UnitOfWork
 
 Outcome = Literal["created", "replayed", "rejected"]
 _RACE_RETRIES = 5
@@ -104,13 +108,94 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class ReportForbiddenError(ForbiddenError):
+    """A report outside the reporter's grid or buildings (403, e.g. ``grid_not_yours``)."""
+
+
+class ReportConflictError(ConflictError):
+    """A ``report_id`` used before for another body (409 ``report_id_conflict``)."""
+
+
+class ReportInvalidError(InvalidError):
+    """A report the reference data or the policy refuses (422)."""
+
+
+class BatchTooLargeError(InvalidError):
+    """More items than ``INTAKE__LIMITS__BATCH_MAX_ITEMS`` in one batch (422 ``batch_too_large``)."""
+
+    code = "batch_too_large"
+
+
+_REFUSALS: dict[int, type[DomainError]] = {
+    403: ReportForbiddenError,
+    409: ReportConflictError,
+    422: ReportInvalidError,
+}
+
+
+def refusal(rejection: Rejection) -> DomainError:
+    """A refused report as the domain exception of its status (same code, message and details)."""
+    kind = _REFUSALS.get(rejection.status)
+    if kind is None:  # pragma: no cover - every Rejection is one of the three
+        raise ValueError(f"a report refusal with status {rejection.status}")
+    return kind(rejection.message, code=rejection.code, details=list(rejection.details))
+
+
+REPORT: TypeAdapter[ReportIn] = TypeAdapter(ReportIn)
+
+
+def item_rejection(exc: ValidationError) -> Rejection:
+    """A batch item that does not match the schema, as a 422 with the fields at fault."""
+    return Rejection(
+        422,
+        "invalid",
+        "The report does not match what this endpoint accepts.",
+        tuple(validation_details(exc.errors())),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What became of each item of a batch, in order, and the counts."""
+
+    results: list[ItemResult]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(r.outcome == outcome for r in self.results)
+
+
+async def report_hazard(intake: Intake, principal: Principal, report: ReportIn) -> ItemResult:
+    """Accept one report from the app: created (201) or replayed (200); a refusal is raised."""
+    [result] = await intake.submit(principal=principal, items=[report], source="app")
+    if result.error is not None:
+        raise refusal(result.error)
+    return result
+
+
+async def report_batch(
+    intake: Intake, principal: Principal, reports: Sequence[Any], *, max_items: int
+) -> BatchOutcome:
+    """Check each item of an offline batch, commit the valid ones together, say what became of each."""
+    if len(reports) > max_items:
+        raise BatchTooLargeError(
+            f"A batch holds at most {max_items} reports; this one has {len(reports)}. Split it.",
+            details=[{"field": "reports", "problem": f"at most {max_items} items", "type": "too_long"}],
+        )
+    items: list[ReportIn | Rejection] = []
+    for raw in reports:
+        try:
+            items.append(REPORT.validate_python(raw))
+        except ValidationError as exc:
+            items.append(item_rejection(exc))
+    return BatchOutcome(await intake.submit(principal=principal, items=items, source="batch"))
+
+
 class Intake:
     """Accepts reports for one service process."""
 
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
         pool: repo.WritePool,
         outbox: Outbox,
         reference: ReferenceData,
@@ -119,7 +204,6 @@ class Intake:
         group_commit: GroupCommitter | None = None,
         attach_photos: PhotoAttacher | None = None,
     ) -> None:
-        self.sessions = sessions
         self.pool = pool
         self.attach_photos = attach_photos
         self.group_commit = group_commit
@@ -492,3 +576,37 @@ class GroupCommitter:
         for pending, _now, future in live:
             if not future.done():
                 future.set_result({p.key: merged[p.key] for p in pending})
+
+
+# ---------------------------------------------------------------- lifecycle events (the consumer's use case)
+
+
+class LifecycleRepository(Protocol):
+    """What :func:`apply_lifecycle_events` needs of the repository."""
+
+    async def apply_status_changes(self, changes: Sequence[repo.Change]) -> list[domain.Unlinked]: ...
+
+
+async def apply_lifecycle_events(
+    uow: UnitOfWork[LifecycleRepository], events: Sequence[LifecycleEvent], *, reference: ReferenceData
+) -> list[domain.Unlinked]:
+    """Keep the Open311 view current from a batch of new lifecycle events, in ``uow``'s transaction.
+
+    A closure also undoes the duplicate link of reports observed after it: each goes on as a
+    hazard of its own (``hazard.duplicate_unlinked``, counted once committed).
+    """
+    changes = []
+    for event in events:
+        change = domain.status_change(event, reference=reference)
+        if change is not None:
+            changes.append((event.hazard_id, change, event.occurred_at))
+    unlinked = await uow.repo.apply_status_changes(changes)
+    await uow.publish(*(domain.unlinked_event(u, now=uow.now) for u in unlinked))
+    if unlinked:
+        uow.after_commit(lambda: _count_unlinked(unlinked))
+    return unlinked
+
+
+def _count_unlinked(unlinked: Sequence[domain.Unlinked]) -> None:
+    for u in unlinked:
+        metrics.DUPLICATES_UNLINKED.labels(u.category).inc()

@@ -1,4 +1,4 @@
-"""Intake's HTTP metrics count every request: its fast path, its routes and the body limits' refusals."""
+"""Intake's HTTP metrics count every request: its hot (lean) routes, its other routes and the body limit's refusals."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def count(route: str, status_class: str, method: str = "POST") -> float:
     return REGISTRY.get_sample_value("hazard_http_requests_total", labels) or 0.0
 
 
-async def test_fast_path_routes_and_refusals_are_counted_by_template(intake_app: AppFactory) -> None:
+async def test_hot_routes_routes_and_refusals_are_counted_by_template(intake_app: AppFactory) -> None:
     before = {
         "single": count("/api/v1/hazards", "2xx"),
         "batch": count("/api/v1/hazards/batch", "2xx"),
