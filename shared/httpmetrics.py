@@ -1,8 +1,7 @@
 """HTTP RED metrics, the request id and the access log: one ASGI middleware outside everything else.
 
 Every HTTP request of a service passes through :class:`HttpObservability`, which sits outside
-the whole middleware stack (outside the server-error handler, the body limits and intake's
-fast path), so every answer is counted, a 413 or a 500 included.
+the whole middleware stack (outside the server-error handler and the body limits), so every answer is counted, a 413 or a 500 included.
 
 * **Metrics**: ``hazard_http_requests_total`` and ``hazard_http_request_duration_seconds`` by
   service, method, route *template* (``/api/v1/hazards/{hazard_id}``, never the raw path) and
@@ -75,7 +74,7 @@ class RouteTemplates:
     """Finds the route template of a request, from the router's match or from the app's OpenAPI paths.
 
     The router leaves the matched route in ``scope["route"]``. A request answered before routing
-    (a body limit, intake's fast path) is matched against the documented paths (compiled once,
+    (a body limit) is matched against the documented paths (compiled once,
     on first use); a path none of them matches is ``(unmatched)``.
     """
 

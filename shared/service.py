@@ -373,13 +373,13 @@ async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
 class ServiceApp(FastAPI):
     """A FastAPI app whose whole middleware stack, however built, sits inside :class:`HttpObservability`.
 
-    Services add their own middleware after this app is made (intake's fast path and body limits);
+    Services add their own middleware after this app is made (intake's per-route body limits);
     wrapping the built stack keeps the metrics, request id and access log outside all of them.
     """
 
     service_name = "service"
     # Browser origins allowed by CORS (the people's pages): wrapped around the whole stack, so that
-    # every answer carries the headers, intake's fast path and refusals (413, 503 while draining) too.
+    # every answer carries the headers, intake's lean hot routes and refusals (413, 503 while draining) too.
     cors_origins: tuple[str, ...] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
