@@ -68,6 +68,11 @@ class Contact(_Body):
     name: Name
     phone: Annotated[str, Text(pattern=r"^[0-9+\- ]{3,30}$")] | None = None
     email: Annotated[str, Text(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
+    # The overdue-receipt escalation levels at which notifications e-mails this contact (left out:
+    # every level; an urging reaches every contact). Only a contact with an e-mail address is told.
+    levels: Annotated[list[Annotated[int, Field(ge=1, le=99)]], Field(min_length=1, max_length=20)] | None = (
+        None
+    )
 
 
 class DepartmentIn(_Body):
@@ -456,6 +461,22 @@ async def list_departments(
     }
 
 
+def _check_levels(runtime: ServiceRuntime[Any], body: DepartmentIn) -> None:
+    """422 for a contact's escalation level the chain does not have (it would never be told)."""
+    levels = {step.level for step in runtime.reference.escalation_steps}
+    problems = [
+        {
+            "field": f"contacts.{i}.levels",
+            "problem": f"no escalation level {level}; the chain has {sorted(levels)}",
+        }
+        for i, contact in enumerate(body.contacts)
+        for level in contact.levels or ()
+        if level not in levels
+    ]
+    if problems:
+        raise ApiError(422, "validation_failed", "The department is not acceptable.", problems)
+
+
 async def _upsert_department(session: AsyncSession, department_id: str, body: DepartmentIn) -> None:
     await session.execute(
         sa.text(
@@ -484,7 +505,8 @@ async def create_department(
     runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
-    """409 when the id is taken."""
+    """409 when the id is taken; 422 for a contact's escalation level not in the chain."""
+    _check_levels(runtime, body)
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         if body.id in {d.id for d in runtime.reference.departments}:
@@ -503,7 +525,8 @@ async def update_department(
     runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)],
     actor: Annotated[Principal, Depends(operator)],
 ) -> dict[str, Any]:
-    """404 for an unknown department."""
+    """404 for an unknown department; 422 for a contact's escalation level not in the chain."""
+    _check_levels(runtime, body)
     async with runtime.sessions() as session, session.begin():
         await _lock(session)
         try:

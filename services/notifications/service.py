@@ -61,12 +61,43 @@ def _delivery_rows(
     return rows
 
 
+async def _contact_rows(
+    session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime
+) -> list[dict[str, Any]]:
+    """Delivery rows of notices to departments' administered escalation contacts (#18).
+
+    The contacts are read from the admin table in this transaction, so a contact administered a
+    moment ago is told without restart or poll; each becomes (or stays) a ``contact`` subscription,
+    so its deliveries are keyed (event, subscription) and sent, retried and recorded like any other.
+    An escalation reaches the contacts named for its level (or for every level); an urging, all.
+    """
+    if not notices:
+        return []
+    administered = await repository.administered_contacts(session, {n.audience.scope_id for n in notices})
+    contacts: dict[str, list[domain.Contact]] = {}
+    subs: dict[uuid.UUID, repository.Subscription] = {}
+    for department_id, raw in administered.items():
+        contacts[department_id] = domain.contacts_from_admin(department_id, raw)
+        subs |= await repository.sync_contact_subscriptions(
+            session, department_id, contacts[department_id], now=now
+        )
+    rows = []
+    for notice in notices:
+        level = domain.contact_level(notice)
+        told = [subs[c.subscription_id] for c in contacts[notice.audience.scope_id] if c.told_at(level)]
+        rows.extend(_delivery_rows([notice], {notice.audience: told}))
+    return rows
+
+
 async def add_notices(session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime) -> int:
     """One delivery per notice and live subscription of its audience; returns how many are new."""
     if not notices:
         return 0
-    found = await repository.subscriptions_for(session, {n.audience for n in notices})
-    return await repository.add_deliveries(session, _delivery_rows(notices, found), now=now)
+    to_contacts = [n for n in notices if n.audience.scope == "contact"]
+    others = [n for n in notices if n.audience.scope != "contact"]
+    found = await repository.subscriptions_for(session, {n.audience for n in others})
+    rows = _delivery_rows(others, found) + await _contact_rows(session, to_contacts, now=now)
+    return await repository.add_deliveries(session, rows, now=now)
 
 
 async def apply_events(
