@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import domain, repository
 from shared import events as ev
+from shared.domain_errors import InvalidError, NotFoundError
+from shared.reference import ReferenceData
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -122,6 +124,19 @@ async def fire_due_reminders(session: AsyncSession, *, now: datetime, limit: int
 # ---------------------------------------------------------------- subscriptions
 
 
+class SubscriptionRefused(InvalidError):  # noqa: N818 - reads as what happened
+    """A subscription that cannot be stored (422 ``invalid``), the field and the problem named."""
+
+    @classmethod
+    def of(cls, field: str, problem: str) -> SubscriptionRefused:
+        """The refusal of one field."""
+        return cls("The subscription cannot be stored.", details=[{"field": field, "problem": problem}])
+
+
+class SubscriptionNotFound(NotFoundError):  # noqa: N818 - reads as what happened
+    """No live subscription of that id (404 ``not_found``)."""
+
+
 class Secrets:
     """Encrypts webhook signing secrets for storage and decrypts them to sign (Fernet: AES + HMAC)."""
 
@@ -191,3 +206,78 @@ async def create_subscription(
     }
     await repository.add_subscription(session, values)
     return repository.Subscription(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscription:
+    """What an operator asks for (already well formed): who is told, by which channel, how."""
+
+    scope: str
+    scope_id: str
+    channel: str
+    url: str | None
+    address: str | None
+    format: str
+    language: str
+    secret: str | None
+    description: str
+
+
+async def checked_target(
+    new: NewSubscription, *, reference: ReferenceData, allow_private: bool, resolve: Resolver = resolve_host
+) -> str:
+    """The subscription's target (URL or address) once every rule holds; :class:`SubscriptionRefused` otherwise."""
+    if new.scope == "department":
+        if new.scope_id not in {d.id for d in reference.departments}:
+            raise SubscriptionRefused.of("scope_id", f"no department {new.scope_id!r} in the reference data")
+    else:
+        targets = sorted({step.target for step in reference.escalation_steps if step.target != "department"})
+        if new.scope_id not in targets:
+            raise SubscriptionRefused.of("scope_id", f"not an escalation target; known: {', '.join(targets)}")
+    try:
+        if new.channel == "webhook":
+            if new.url is None or new.address is not None:
+                raise domain.InvalidSubscription("url", "a webhook subscription takes a url and no address")
+            await check_webhook_target(new.url, allow_private=allow_private, resolve=resolve)
+            return new.url
+        if new.address is None or new.url is not None:
+            raise domain.InvalidSubscription("address", "an e-mail subscription takes an address and no url")
+        if new.secret is not None or new.format != "json":
+            raise domain.InvalidSubscription("channel", "secret and format apply to webhooks only")
+        return domain.check_email_address(new.address)
+    except domain.InvalidSubscription as exc:
+        raise SubscriptionRefused.of(exc.field, exc.problem) from None
+
+
+async def subscribe(
+    session: AsyncSession,
+    new: NewSubscription,
+    *,
+    reference: ReferenceData,
+    allow_private: bool,
+    secrets: Secrets,
+    created_by: str,
+    now: datetime,
+) -> repository.Subscription:
+    """Check and store a subscription; it takes effect for the next event, without restart."""
+    target = await checked_target(new, reference=reference, allow_private=allow_private)
+    return await create_subscription(
+        session,
+        scope=new.scope,
+        scope_id=new.scope_id,
+        channel=new.channel,
+        target=target,
+        fmt=new.format,
+        language=new.language,
+        secret=new.secret,
+        description=new.description,
+        created_by=created_by,
+        now=now,
+        secrets=secrets,
+    )
+
+
+async def unsubscribe(session: AsyncSession, subscription_id: uuid.UUID, *, now: datetime) -> None:
+    """Retire a subscription (what it still had to send is cancelled, its log stays)."""
+    if not await repository.delete_subscription(session, subscription_id, now=now):
+        raise SubscriptionNotFound(f"No subscription {subscription_id}.")

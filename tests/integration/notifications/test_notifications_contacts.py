@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.notifications.api import DeliveryView, SubscriptionList, SubscriptionView
 from shared import events as ev
 from shared.devstack.receivers import MailReceiver, WebhookReceiver
 from tests.integration.notifications.notifications_helpers import AppFactory, Hazard, auth, publish
@@ -96,9 +97,31 @@ async def test_an_administered_contact_is_told_of_its_levels_escalations_once_wi
             {(CHIEF, "sent"): 1, (DEPUTY, "sent"): 2}
         )
         assert {d["trigger"] for d in logged} == {"escalated"}
+        # The declared response models describe exactly what the routes answer (names, nullability).
+        for answer in logged:
+            assert set(answer) == set(DeliveryView.model_fields)
+            assert DeliveryView.model_validate(answer).model_dump() == answer
+        assert any(d["sent_at"] is not None and d["next_attempt_at"] is None for d in logged)
+        created = await client.post(
+            "/api/v1/subscriptions",
+            json={
+                "scope": "escalation",
+                "scope_id": "district",
+                "channel": "email",
+                "address": "d@example.org",
+            },
+            headers=OPERATOR,
+        )
+        assert created.status_code == 201, created.text
+        assert set(created.json()) == set(SubscriptionView.model_fields)
+        assert SubscriptionView.model_validate(created.json()).model_dump() == created.json()
+        assert created.json()["url"] is None
         # Contacts are shown in administration, not among the operators' subscriptions.
         listed = (await client.get("/api/v1/subscriptions", headers=OPERATOR)).json()["subscriptions"]
-        assert all(s["scope"] != "contact" for s in listed)
+        assert [s["address"] for s in listed] == ["d@example.org"]
+        assert (
+            SubscriptionList.model_validate({"subscriptions": listed}).model_dump()["subscriptions"] == listed
+        )
 
         # Changed in administration: the deputy goes, the chief now also for level 3; an urging
         # reaches every contact whatever its levels.
@@ -126,12 +149,18 @@ async def test_an_administered_contact_is_told_of_its_levels_escalations_once_wi
         )
 
         async def told_again() -> bool:
-            return sum(_mails_to(smtp).values()) >= 5
+            return sum(_mails_to(smtp).values()) >= 7
 
         await wait_for(told_again, timeout_s=60, interval_s=0.2)
         await asyncio.sleep(1.0)
-        assert _mails_to(smtp) == Counter({CHIEF: 3, DEPUTY: 2})
+        # The district's own subscription (scope escalation) is told of level 3 and of the urging, as before.
+        assert _mails_to(smtp) == Counter({CHIEF: 3, DEPUTY: 2, "d@example.org": 2})
         logged = await deliveries(client, hazard_id=str(second.hazard_id))
         assert Counter((d["target"], d["trigger"]) for d in logged) == Counter(
-            {(CHIEF, "escalated"): 1, (CHIEF, "urged"): 1}
+            {
+                (CHIEF, "escalated"): 1,
+                (CHIEF, "urged"): 1,
+                ("d@example.org", "escalated"): 1,
+                ("d@example.org", "urged"): 1,
+            }
         )
