@@ -45,6 +45,11 @@ class Contact(_Body):
     name: Name
     phone: Annotated[str, Text(pattern=r"^[0-9+\- ]{3,30}$")] | None = None
     email: Annotated[str, Text(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
+    # The overdue-receipt escalation levels at which notifications e-mails this contact (left out:
+    # every level; an urging reaches every contact). Only a contact with an e-mail address is told.
+    levels: Annotated[list[Annotated[int, Field(ge=1, le=99)]], Field(min_length=1, max_length=20)] | None = (
+        None
+    )
 
 
 class DepartmentIn(_Body):
@@ -146,6 +151,7 @@ class ContactView(BaseModel):
     name: str
     phone: str | None = None
     email: str | None = None
+    levels: list[int] | None = None
 
 
 class DepartmentView(BaseModel):

@@ -230,6 +230,22 @@ async def _department_before(uow: Work, live: Live, department_id: str) -> dict[
         raise AdminNotFoundError(f"No department {department_id!r}.") from None
 
 
+def _check_levels(live: Live, body: DepartmentIn) -> None:
+    """A contact's escalation level the chain does not have would never be told: 422."""
+    levels = {step.level for step in live.reference.escalation_steps}
+    problems = [
+        {
+            "field": f"contacts.{i}.levels",
+            "problem": f"no escalation level {level}; the chain has {sorted(levels)}",
+        }
+        for i, contact in enumerate(body.contacts)
+        for level in contact.levels or ()
+        if level not in levels
+    ]
+    if problems:
+        raise AdminInvalidError("The department is not acceptable.", details=problems)
+
+
 async def _save_department(uow: Work, department_id: str, body: DepartmentIn) -> dict[str, Any]:
     contacts = [c.model_dump(exclude_none=True) for c in body.contacts]
     await uow.repo.upsert_department(department_id, body.name_en, body.name_zh, contacts)
@@ -247,7 +263,8 @@ async def list_departments(uow: Work, live: Live) -> dict[str, Any]:
 
 
 async def create_department(uow: Work, live: Live, actor: Principal, body: NewDepartment) -> dict[str, Any]:
-    """A new department (409 department_exists when the id is taken)."""
+    """A new department (409 department_exists when the id is taken; 422 for a contact's level not in the chain)."""
+    _check_levels(live, body)
     await uow.repo.lock()
     if body.id in {d.id for d in live.reference.departments}:
         raise AdminConflictError(f"Department {body.id!r} exists already.", code="department_exists")
@@ -259,7 +276,8 @@ async def create_department(uow: Work, live: Live, actor: Principal, body: NewDe
 async def update_department(
     uow: Work, live: Live, actor: Principal, department_id: str, body: DepartmentIn
 ) -> dict[str, Any]:
-    """Rename a department or change its contacts."""
+    """Rename a department or change its contacts (422 for a contact's level not in the chain)."""
+    _check_levels(live, body)
     await uow.repo.lock()
     before = await _department_before(uow, live, department_id)
     after = await _save_department(uow, department_id, body)

@@ -1,4 +1,9 @@
-"""HTTP routes of the notifications service: subscriptions (operators) and the delivery log."""
+"""HTTP routes of the notifications service: subscriptions (operators) and the delivery log.
+
+Each route parses, calls a use case of :mod:`services.notifications.service` (which refuses with
+``shared.domain_errors`` subclasses, mapped to the error shape in one place) and answers a declared
+response model.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notifications import domain, repository, service
+from services.notifications import repository, service
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal, require
-from shared.errors import ApiError
+from shared.openapi import error_responses
 from shared.service import ServiceRuntime
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
@@ -39,147 +44,157 @@ class SubscriptionBody(BaseModel):
     description: Annotated[str, Field(max_length=500)] = ""
 
 
-def _runtime(request: Request) -> ServiceRuntime[Any]:
-    runtime: ServiceRuntime[Any] = request.app.state.runtime
+class SubscriptionView(BaseModel):
+    """A subscription as answered: never the secret, only whether one is set."""
+
+    subscription_id: str
+    scope: str
+    scope_id: str
+    channel: str
+    url: str | None
+    address: str | None
+    format: str
+    language: str
+    signed: bool
+    description: str
+    created_by: str
+    created_at: str
+
+
+class SubscriptionList(BaseModel):
+    """Live subscriptions, oldest first."""
+
+    subscriptions: list[SubscriptionView]
+
+
+class DeliveryView(BaseModel):
+    """One delivery in the log: who was told what, when, by which channel, with what result."""
+
+    delivery_id: int
+    event_id: str
+    subscription_id: str
+    hazard_id: str
+    department_id: str
+    trigger: str
+    channel: str
+    target: str
+    status: str
+    attempts: int
+    event_at: str
+    created_at: str
+    sent_at: str | None
+    next_attempt_at: str | None
+    last_error: str | None
+
+
+class DeliveryList(BaseModel):
+    """The delivery log, newest first."""
+
+    deliveries: list[DeliveryView]
+
+
+def _runtime(request: Request) -> ServiceRuntime[NotificationsSettings]:
+    runtime: ServiceRuntime[NotificationsSettings] = request.app.state.runtime
     return runtime
 
 
-def _settings(runtime: ServiceRuntime[Any]) -> NotificationsSettings:
-    assert isinstance(runtime.settings, NotificationsSettings)
-    return runtime.settings
+Runtime = Annotated[ServiceRuntime[NotificationsSettings], Depends(_runtime)]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Reader = Annotated[Principal, Depends(require("operator", "supervisor", "department"))]
 
 
-def _invalid(field: str, problem: str) -> ApiError:
-    return ApiError(
-        422, "invalid", "The subscription cannot be stored.", [{"field": field, "problem": problem}]
+def subscription_view(sub: repository.Subscription) -> SubscriptionView:
+    """The answer's shape of a subscription: never the secret, only whether one is set."""
+    return SubscriptionView(
+        subscription_id=str(sub.subscription_id),
+        scope=sub.scope,
+        scope_id=sub.scope_id,
+        channel=sub.channel,
+        url=sub.target if sub.channel == "webhook" else None,
+        address=sub.target if sub.channel == "email" else None,
+        format=sub.format,
+        language=sub.language,
+        signed=sub.secret_encrypted is not None,
+        description=sub.description,
+        created_by=sub.created_by,
+        created_at=sub.created_at.isoformat(),
     )
-
-
-def subscription_view(sub: repository.Subscription) -> dict[str, Any]:
-    """The JSON shape of a subscription: never the secret, only whether one is set."""
-    return {
-        "subscription_id": str(sub.subscription_id),
-        "scope": sub.scope,
-        "scope_id": sub.scope_id,
-        "channel": sub.channel,
-        "url": sub.target if sub.channel == "webhook" else None,
-        "address": sub.target if sub.channel == "email" else None,
-        "format": sub.format,
-        "language": sub.language,
-        "signed": sub.secret_encrypted is not None,
-        "description": sub.description,
-        "created_by": sub.created_by,
-        "created_at": sub.created_at.isoformat(),
-    }
-
-
-async def _checked_target(body: SubscriptionBody, runtime: ServiceRuntime[Any]) -> str:
-    reference = runtime.reference
-    if body.scope == "department":
-        if body.scope_id not in {d.id for d in reference.departments}:
-            raise _invalid("scope_id", f"no department {body.scope_id!r} in the reference data")
-    else:
-        targets = sorted({step.target for step in reference.escalation_steps if step.target != "department"})
-        if body.scope_id not in targets:
-            raise _invalid("scope_id", f"not an escalation target; known: {', '.join(targets)}")
-    try:
-        if body.channel == "webhook":
-            if body.url is None or body.address is not None:
-                raise domain.InvalidSubscription("url", "a webhook subscription takes a url and no address")
-            allow = _settings(runtime).delivery.allow_private_targets
-            await service.check_webhook_target(body.url, allow_private=allow)
-            return body.url
-        if body.address is None or body.url is not None:
-            raise domain.InvalidSubscription("address", "an e-mail subscription takes an address and no url")
-        if body.secret is not None or body.format != "json":
-            raise domain.InvalidSubscription("channel", "secret and format apply to webhooks only")
-        return domain.check_email_address(body.address)
-    except domain.InvalidSubscription as exc:
-        raise _invalid(exc.field, exc.problem) from None
 
 
 @router.post(
     "/subscriptions",
     status_code=201,
     summary="Subscribe a webhook or an e-mail address to a department's or escalation target's notices",
-    responses={**_ERRORS, 422: {"description": "Malformed or refused target, unknown scope or channel"}},
+    responses={
+        **_ERRORS,
+        **error_responses(422, s422="Malformed or refused target, unknown scope or channel"),
+    },
 )
 async def post_subscription(
-    body: SubscriptionBody, request: Request, principal: Principal = Depends(require("operator"))
-) -> dict[str, Any]:
+    body: SubscriptionBody, runtime: Runtime, principal: Operator
+) -> SubscriptionView:
     """Takes effect for the next event, without restart; the signing secret is stored encrypted."""
-    runtime = _runtime(request)
-    target = await _checked_target(body, runtime)
-    secrets = service.Secrets(_settings(runtime).secret_key.get_secret_value())
+    settings = runtime.settings
     async with runtime.sessions() as session, session.begin():
-        sub = await service.create_subscription(
+        sub = await service.subscribe(
             session,
-            scope=body.scope,
-            scope_id=body.scope_id,
-            channel=body.channel,
-            target=target,
-            fmt=body.format,
-            language=body.language,
-            secret=body.secret,
-            description=body.description,
+            service.NewSubscription(**body.model_dump()),
+            reference=runtime.reference,
+            allow_private=settings.delivery.allow_private_targets,
+            secrets=service.Secrets(settings.secret_key.get_secret_value()),
             created_by=principal.id,
             now=datetime.now(UTC),
-            secrets=secrets,
         )
     return subscription_view(sub)
 
 
 @router.get("/subscriptions", summary="Subscriptions (operators and supervisors: all; a department: its own)")
 async def get_subscriptions(
-    request: Request,
+    runtime: Runtime,
+    principal: Reader,
     scope: Annotated[Literal["department", "escalation"] | None, Query()] = None,
     scope_id: Annotated[str | None, Query(max_length=100)] = None,
-    principal: Principal = Depends(require("operator", "supervisor", "department")),
-) -> dict[str, Any]:
+) -> SubscriptionList:
     """Live subscriptions, oldest first."""
     if principal.role == "department":
         scope, scope_id = "department", principal.department_id
-    async with _runtime(request).sessions() as session:
+    async with runtime.sessions() as session:
         found = await repository.list_subscriptions(session, scope=scope, scope_id=scope_id)
-    return {"subscriptions": [subscription_view(s) for s in found]}
+    return SubscriptionList(subscriptions=[subscription_view(s) for s in found])
 
 
 @router.delete(
     "/subscriptions/{subscription_id}",
     status_code=204,
     summary="Delete a subscription; what it still had to send is cancelled",
-    responses={**_ERRORS, 404: {"description": "No such subscription"}},
+    responses={**_ERRORS, **error_responses(404, s404="No such subscription")},
 )
-async def delete_subscription(
-    subscription_id: uuid.UUID, request: Request, principal: Principal = Depends(require("operator"))
-) -> Response:
+async def delete_subscription(subscription_id: uuid.UUID, runtime: Runtime, _: Operator) -> Response:
     """Delete a subscription (its delivery log stays)."""
-    async with _runtime(request).sessions() as session, session.begin():
-        deleted = await repository.delete_subscription(session, subscription_id, now=datetime.now(UTC))
-    if not deleted:
-        raise ApiError(404, "not_found", f"No subscription {subscription_id}.")
+    async with runtime.sessions() as session, session.begin():
+        await service.unsubscribe(session, subscription_id, now=datetime.now(UTC))
     return Response(status_code=204)
 
 
-def delivery_view(row: Any) -> dict[str, Any]:
-    """The JSON shape of one delivery in the log."""
-    return {
-        "delivery_id": row.delivery_id,
-        "event_id": str(row.event_id),
-        "subscription_id": str(row.subscription_id),
-        "hazard_id": str(row.hazard_id),
-        "department_id": row.department_id,
-        "trigger": row.trigger,
-        "channel": row.channel,
-        "target": row.target,
-        "status": row.status,
-        "attempts": row.attempts,
-        "event_at": row.event_at.isoformat(),
-        "created_at": row.created_at.isoformat(),
-        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.status in ("pending", "retrying") else None,
-        "last_error": row.last_error,
-    }
+def delivery_view(row: Any) -> DeliveryView:
+    """The answer's shape of one delivery in the log."""
+    return DeliveryView(
+        delivery_id=row.delivery_id,
+        event_id=str(row.event_id),
+        subscription_id=str(row.subscription_id),
+        hazard_id=str(row.hazard_id),
+        department_id=row.department_id,
+        trigger=row.trigger,
+        channel=row.channel,
+        target=row.target,
+        status=row.status,
+        attempts=row.attempts,
+        event_at=row.event_at.isoformat(),
+        created_at=row.created_at.isoformat(),
+        sent_at=row.sent_at.isoformat() if row.sent_at else None,
+        next_attempt_at=row.next_attempt_at.isoformat() if row.status in ("pending", "retrying") else None,
+        last_error=row.last_error,
+    )
 
 
 @router.get(
@@ -188,18 +203,18 @@ def delivery_view(row: Any) -> dict[str, Any]:
     responses=_ERRORS,
 )
 async def get_deliveries(
-    request: Request,
+    runtime: Runtime,
+    principal: Reader,
     department_id: Annotated[str | None, Query(max_length=100)] = None,
     hazard_id: Annotated[uuid.UUID | None, Query()] = None,
     status: Annotated[Literal["pending", "retrying", "sent", "failed", "cancelled"] | None, Query()] = None,
     before: Annotated[int | None, Query(ge=1, description="delivery_id to page before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    principal: Principal = Depends(require("operator", "supervisor", "department")),
-) -> dict[str, Any]:
+) -> DeliveryList:
     """Every delivery: who was told what, when, by which channel, with what result."""
     if principal.role == "department":
         department_id = principal.department_id
-    async with _runtime(request).sessions() as session:
+    async with runtime.sessions() as session:
         rows = await repository.list_deliveries(
             session,
             department_id=department_id,
@@ -208,4 +223,4 @@ async def get_deliveries(
             before=before,
             limit=limit,
         )
-    return {"deliveries": [delivery_view(row) for row in rows]}
+    return DeliveryList(deliveries=[delivery_view(row) for row in rows])

@@ -50,15 +50,11 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         department_name=department_name,
         outbox=runtime.outbox,
     )
-    reminders = ReminderLoop(
-        sessions=runtime.sessions,
-        batch_size=settings.reminders.batch_size,
-        poll_interval_s=settings.reminders.poll_interval_s,
-    )
+    reminders = ReminderLoop(sessions=runtime.sessions, batch_size=settings.reminders.batch_size)
     gauge = DeliveryGauge(sessions=runtime.sessions)
-    runtime.add_background(sender.run)
-    runtime.add_background(reminders.run)
-    runtime.add_background(gauge.run)
+    runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
+    runtime.every(settings.reminders.poll_interval_s, reminders.sweep, what="reminder sweep")
+    runtime.every(gauge.interval_s, gauge.refresh, what="delivery gauge refresh")
     app = create_http_app(
         runtime,
         title="hazard-dispatch notifications",

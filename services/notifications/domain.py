@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from shared import events as ev
 
-Scope = Literal["department", "escalation"]
+Scope = Literal["department", "escalation", "contact"]
 Channel = Literal["webhook", "email"]
 Format = Literal["json", "wecom", "dingtalk"]
 Language = Literal["zh", "en"]
@@ -63,7 +63,8 @@ _REMINDER_NS = uuid.UUID("6d1f7a52-9a56-4c53-9d0c-3f1b8f3c2a71")
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """Whose subscriptions receive a notice: a department's, or an escalation target's contacts."""
+    """Whose subscriptions receive a notice: a department's, an escalation target's contacts, or a
+    department's escalation contacts as administered (scope ``contact``, ``scope_id`` the department)."""
 
     scope: Scope
     scope_id: str
@@ -146,8 +147,10 @@ def notices_for(event: ev.AnyEvent, *, escalation_targets: Sequence[str] = ()) -
                 "urged_by": p.urged_by,
                 **({"dispatch_id": str(p.dispatch_id)} if p.dispatch_id else {}),
             }
-            audiences = [_department(p.department_id)] + [
-                Audience("escalation", target) for target in dict.fromkeys(escalation_targets)
+            audiences = [
+                _department(p.department_id),
+                *(Audience("escalation", target) for target in dict.fromkeys(escalation_targets)),
+                Audience("contact", p.department_id),
             ]
             return [_notice(event, "urged", p.department_id, audience, **facts) for audience in audiences]
         case ev.HazardExtensionDecided(payload=p):
@@ -194,17 +197,20 @@ def notices_for(event: ev.AnyEvent, *, escalation_targets: Sequence[str] = ()) -
             audience = (
                 _department(p.department_id) if p.target == "department" else Audience("escalation", p.target)
             )
+            # The level's target's subscribers, and the department's administered escalation contacts
+            # (those of them named for this level: the service picks them by the fact ``level``).
             return [
                 _notice(
                     event,
                     "escalated",
                     p.department_id,
-                    audience,
+                    each,
                     dispatch_id=str(p.dispatch_id),
                     level=p.level,
                     target=p.target,
                     receipt_deadline=p.receipt_deadline.isoformat(),
                 )
+                for each in (audience, Audience("contact", p.department_id))
             ]
         case ev.HazardRectificationOrdered(payload=p):
             # A later round is ordered only when a verification failed: rework.
@@ -355,6 +361,64 @@ def reminder_notice(reminder: Reminder) -> Notice:
     )
 
 
+# ---------------------------------------------------------------- administered escalation contacts
+
+_CONTACT_NS = uuid.UUID("0f6a3a8e-7c0b-4f7e-9a53-5d2f8e1c4b90")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A department's escalation contact as administered (#18), reachable by e-mail."""
+
+    department_id: str
+    name: str
+    email: str
+    # The escalation levels at which the contact is told; None: every level.
+    levels: tuple[int, ...] | None = None
+
+    @property
+    def subscription_id(self) -> uuid.UUID:
+        """The id of its subscription row: the same for the same department and address, whoever writes it."""
+        return uuid.uuid5(_CONTACT_NS, f"{self.department_id}:{self.email.lower()}")
+
+    def told_at(self, level: int | None) -> bool:
+        """Whether a notice (an escalation to ``level``, or None: an urging) reaches this contact."""
+        return level is None or self.levels is None or level in self.levels
+
+
+def contacts_from_admin(department_id: str, raw: Iterable[Any]) -> list[Contact]:
+    """A department's administered contacts that can be told (an acceptable e-mail address), one per address.
+
+    ``raw``: ``admin.departments.contacts`` (``[{name, phone?, email?, levels?}]``). A contact with a
+    phone alone is left out: this service has no telephone or SMS channel.
+    """
+    found: dict[str, Contact] = {}
+    for item in raw:
+        if not isinstance(item, dict) or not item.get("email"):
+            continue
+        try:
+            email = check_email_address(str(item["email"]))
+        except InvalidSubscription:
+            continue
+        levels = item.get("levels")
+        found.setdefault(
+            email.lower(),
+            Contact(
+                department_id=department_id,
+                name=str(item.get("name") or ""),
+                email=email,
+                levels=None if levels is None else tuple(sorted({int(x) for x in levels})),
+            ),
+        )
+    return list(found.values())
+
+
+def contact_level(notice: Notice) -> int | None:
+    """The escalation level a notice to contacts is about (None for an urging: every contact)."""
+    level = notice.facts.get("level") if notice.trigger == "escalated" else None
+    return int(level) if level is not None else None
+
+
 # ---------------------------------------------------------------- the delivery record (hazard.notified)
 
 _NOTIFIED_NS = uuid.UUID("b3c4f2e0-51a7-4d1e-9f55-2f0f0c6b8e19")
@@ -414,7 +478,10 @@ def notified_event(
             source_id=source_id,
             trigger=str(notice["trigger"]),
             department_id=str(notice["department_id"]),
-            audience_scope="escalation" if audience.get("scope") == "escalation" else "department",
+            # An administered contact is told as one of its department's escalation contacts.
+            audience_scope="escalation"
+            if audience.get("scope") in ("escalation", "contact")
+            else "department",
             audience_id=str(audience.get("id") or notice["department_id"]),
             subscription_id=subscription_id,
             channel="email" if channel == "email" else "webhook",

@@ -64,7 +64,12 @@ async def list_subscriptions(
     session: AsyncSession, *, scope: str | None = None, scope_id: str | None = None
 ) -> list[Subscription]:
     """Live subscriptions, oldest first, optionally of one scope."""
-    query = sa.select(subscriptions).where(s.deleted_at.is_(None)).order_by(s.created_at, s.subscription_id)
+    # The administered contacts' rows (scope "contact") are written from the admin table and shown there.
+    query = (
+        sa.select(subscriptions)
+        .where(s.deleted_at.is_(None), s.scope != "contact")
+        .order_by(s.created_at, s.subscription_id)
+    )
     if scope is not None:
         query = query.where(s.scope == scope)
     if scope_id is not None:
@@ -103,6 +108,99 @@ async def subscriptions_for(
     for row in rows:
         found[domain.Audience(row.scope, row.scope_id)].append(_subscription(row))
     return found
+
+
+# ---------------------------------------------------------------- administered escalation contacts
+
+_ADMIN_PRESENT = sa.text("select to_regclass('admin.departments') is not null")
+_ADMIN_CONTACTS = sa.text(
+    "select id, contacts, deleted_at from admin.departments where id = any(:ids)"
+).bindparams(sa.bindparam("ids", type_=pg.ARRAY(sa.Text)))
+
+
+async def administered_contacts(session: AsyncSession, department_ids: Iterable[str]) -> dict[str, list[Any]]:
+    """``admin.departments.contacts`` of these departments, read in the caller's transaction.
+
+    A department with no administered row (only in the files) or deleted has none; so has every
+    department of a database without the admin schema (a service migrated alone).
+    """
+    wanted = sorted(set(department_ids))
+    found: dict[str, list[Any]] = {key: [] for key in wanted}
+    if not wanted or not (await session.execute(_ADMIN_PRESENT)).scalar_one():
+        return found
+    for row in await session.execute(_ADMIN_CONTACTS, {"ids": wanted}):
+        if row.deleted_at is None and isinstance(row.contacts, list):
+            found[row.id] = list(row.contacts)
+    return found
+
+
+async def sync_contact_subscriptions(
+    session: AsyncSession, department_id: str, contacts: Sequence[domain.Contact], *, now: datetime
+) -> dict[uuid.UUID, Subscription]:
+    """Make the department's ``contact`` subscriptions what the administration says; returns them by id.
+
+    One row per (department, address), id derived from both: written again (undeleted) when a
+    contact comes back, retired (its pending deliveries cancelled) when it is no longer administered.
+    Rows are only written when something changed.
+    """
+    keep = sorted(c.subscription_id for c in contacts)
+    for contact in sorted(contacts, key=lambda c: c.subscription_id):
+        insert = pg.insert(subscriptions).values(
+            subscription_id=contact.subscription_id,
+            scope="contact",
+            scope_id=department_id,
+            channel="email",
+            target=contact.email,
+            format="json",
+            language="zh",
+            secret_encrypted=None,
+            description=contact.name,
+            created_by="admin",
+            created_at=now,
+            deleted_at=None,
+        )
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[s.subscription_id],
+                set_={
+                    "target": insert.excluded.target,
+                    "description": insert.excluded.description,
+                    "deleted_at": None,
+                },
+                where=sa.or_(
+                    s.deleted_at.is_not(None),
+                    s.target != insert.excluded.target,
+                    s.description != insert.excluded.description,
+                ),
+            )
+        )
+    retired = (
+        (
+            await session.execute(
+                sa.update(subscriptions)
+                .where(
+                    s.scope == "contact",
+                    s.scope_id == department_id,
+                    s.deleted_at.is_(None),
+                    s.subscription_id.not_in(keep) if keep else sa.true(),
+                )
+                .values(deleted_at=now)
+                .returning(s.subscription_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if retired:
+        await session.execute(
+            sa.update(deliveries)
+            .where(d.subscription_id.in_(list(retired)), d.status.in_(("pending", "retrying")))
+            .values(status="cancelled", last_error="escalation contact no longer administered")
+        )
+    if not keep:
+        return {}
+    rows = await session.execute(sa.select(subscriptions).where(s.subscription_id.in_(keep)))
+    return {row.subscription_id: _subscription(row) for row in rows}
 
 
 # ---------------------------------------------------------------- deliveries
@@ -451,17 +549,35 @@ async def add_reminders(session: AsyncSession, planned: Sequence[domain.Reminder
     )
 
 
+# One statement whatever the number of pairs (arrays, unnested, joined through ``reminders_hazard``):
+# prepared once, planned in constant time. A ``(hazard_id, kind) IN ((..), (..), ...)`` list was planned
+# anew for each batch as an OR of one index probe per pair, and the planner's cost for that grows with
+# the square of the list (a batch of 1,000 events: about 0.5 s of planning on the shared machine, 2,000:
+# seconds): a consumer that fell behind got bigger batches, each slower than the last.
+_CANCEL_REMINDERS = sa.text(
+    """
+    update notifications.reminders r
+    set status = 'cancelled', settled_at = :now
+    from (select distinct h, k from unnest(:hazard_ids, :kinds) as x(h, k)) x
+    where r.hazard_id = x.h and r.kind = x.k and r.status = 'pending'
+    """
+).bindparams(
+    sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+    sa.bindparam("hazard_ids", type_=pg.ARRAY(pg.UUID(as_uuid=True))),
+    sa.bindparam("kinds", type_=pg.ARRAY(sa.Text)),
+)
+
+
 async def cancel_reminders(
     session: AsyncSession, pairs: Iterable[tuple[uuid.UUID, str]], *, now: datetime
 ) -> None:
     """Cancel the pending reminders of these (hazard, kind) pairs."""
-    wanted = list(pairs)
+    wanted = sorted(set(pairs))
     if not wanted:
         return
     await session.execute(
-        sa.update(reminders)
-        .where(sa.tuple_(r.hazard_id, r.kind).in_(wanted), r.status == "pending")
-        .values(status="cancelled", settled_at=now)
+        _CANCEL_REMINDERS,
+        {"now": now, "hazard_ids": [h for h, _ in wanted], "kinds": [k for _, k in wanted]},
     )
 
 

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import domain, repository
 from shared import events as ev
+from shared.domain_errors import InvalidError, NotFoundError
+from shared.reference import ReferenceData
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -61,12 +63,43 @@ def _delivery_rows(
     return rows
 
 
+async def _contact_rows(
+    session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime
+) -> list[dict[str, Any]]:
+    """Delivery rows of notices to departments' administered escalation contacts (#18).
+
+    The contacts are read from the admin table in this transaction, so a contact administered a
+    moment ago is told without restart or poll; each becomes (or stays) a ``contact`` subscription,
+    so its deliveries are keyed (event, subscription) and sent, retried and recorded like any other.
+    An escalation reaches the contacts named for its level (or for every level); an urging, all.
+    """
+    if not notices:
+        return []
+    administered = await repository.administered_contacts(session, {n.audience.scope_id for n in notices})
+    contacts: dict[str, list[domain.Contact]] = {}
+    subs: dict[uuid.UUID, repository.Subscription] = {}
+    for department_id, raw in administered.items():
+        contacts[department_id] = domain.contacts_from_admin(department_id, raw)
+        subs |= await repository.sync_contact_subscriptions(
+            session, department_id, contacts[department_id], now=now
+        )
+    rows = []
+    for notice in notices:
+        level = domain.contact_level(notice)
+        told = [subs[c.subscription_id] for c in contacts[notice.audience.scope_id] if c.told_at(level)]
+        rows.extend(_delivery_rows([notice], {notice.audience: told}))
+    return rows
+
+
 async def add_notices(session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime) -> int:
     """One delivery per notice and live subscription of its audience; returns how many are new."""
     if not notices:
         return 0
-    found = await repository.subscriptions_for(session, {n.audience for n in notices})
-    return await repository.add_deliveries(session, _delivery_rows(notices, found), now=now)
+    to_contacts = [n for n in notices if n.audience.scope == "contact"]
+    others = [n for n in notices if n.audience.scope != "contact"]
+    found = await repository.subscriptions_for(session, {n.audience for n in others})
+    rows = _delivery_rows(others, found) + await _contact_rows(session, to_contacts, now=now)
+    return await repository.add_deliveries(session, rows, now=now)
 
 
 async def apply_events(
@@ -89,6 +122,19 @@ async def fire_due_reminders(session: AsyncSession, *, now: datetime, limit: int
 
 
 # ---------------------------------------------------------------- subscriptions
+
+
+class SubscriptionRefused(InvalidError):  # noqa: N818 - reads as what happened
+    """A subscription that cannot be stored (422 ``invalid``), the field and the problem named."""
+
+    @classmethod
+    def of(cls, field: str, problem: str) -> SubscriptionRefused:
+        """The refusal of one field."""
+        return cls("The subscription cannot be stored.", details=[{"field": field, "problem": problem}])
+
+
+class SubscriptionNotFound(NotFoundError):  # noqa: N818 - reads as what happened
+    """No live subscription of that id (404 ``not_found``)."""
 
 
 class Secrets:
@@ -160,3 +206,78 @@ async def create_subscription(
     }
     await repository.add_subscription(session, values)
     return repository.Subscription(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscription:
+    """What an operator asks for (already well formed): who is told, by which channel, how."""
+
+    scope: str
+    scope_id: str
+    channel: str
+    url: str | None
+    address: str | None
+    format: str
+    language: str
+    secret: str | None
+    description: str
+
+
+async def checked_target(
+    new: NewSubscription, *, reference: ReferenceData, allow_private: bool, resolve: Resolver = resolve_host
+) -> str:
+    """The subscription's target (URL or address) once every rule holds; :class:`SubscriptionRefused` otherwise."""
+    if new.scope == "department":
+        if new.scope_id not in {d.id for d in reference.departments}:
+            raise SubscriptionRefused.of("scope_id", f"no department {new.scope_id!r} in the reference data")
+    else:
+        targets = sorted({step.target for step in reference.escalation_steps if step.target != "department"})
+        if new.scope_id not in targets:
+            raise SubscriptionRefused.of("scope_id", f"not an escalation target; known: {', '.join(targets)}")
+    try:
+        if new.channel == "webhook":
+            if new.url is None or new.address is not None:
+                raise domain.InvalidSubscription("url", "a webhook subscription takes a url and no address")
+            await check_webhook_target(new.url, allow_private=allow_private, resolve=resolve)
+            return new.url
+        if new.address is None or new.url is not None:
+            raise domain.InvalidSubscription("address", "an e-mail subscription takes an address and no url")
+        if new.secret is not None or new.format != "json":
+            raise domain.InvalidSubscription("channel", "secret and format apply to webhooks only")
+        return domain.check_email_address(new.address)
+    except domain.InvalidSubscription as exc:
+        raise SubscriptionRefused.of(exc.field, exc.problem) from None
+
+
+async def subscribe(
+    session: AsyncSession,
+    new: NewSubscription,
+    *,
+    reference: ReferenceData,
+    allow_private: bool,
+    secrets: Secrets,
+    created_by: str,
+    now: datetime,
+) -> repository.Subscription:
+    """Check and store a subscription; it takes effect for the next event, without restart."""
+    target = await checked_target(new, reference=reference, allow_private=allow_private)
+    return await create_subscription(
+        session,
+        scope=new.scope,
+        scope_id=new.scope_id,
+        channel=new.channel,
+        target=target,
+        fmt=new.format,
+        language=new.language,
+        secret=new.secret,
+        description=new.description,
+        created_by=created_by,
+        now=now,
+        secrets=secrets,
+    )
+
+
+async def unsubscribe(session: AsyncSession, subscription_id: uuid.UUID, *, now: datetime) -> None:
+    """Retire a subscription (what it still had to send is cancelled, its log stays)."""
+    if not await repository.delete_subscription(session, subscription_id, now=now):
+        raise SubscriptionNotFound(f"No subscription {subscription_id}.")

@@ -17,7 +17,9 @@ subscriptions = sa.Table(
     "subscriptions",
     metadata,
     sa.Column("subscription_id", pg.UUID(as_uuid=True), primary_key=True),
-    # "department": a department's own people; "escalation": the contacts of an escalation target.
+    # "department": a department's own people; "escalation": the contacts of an escalation target;
+    # "contact": a department's escalation contact as administered (admin.departments.contacts),
+    # written by this service from the admin table (id: uuid5 of department and address).
     sa.Column("scope", sa.Text, nullable=False),
     sa.Column("scope_id", sa.Text, nullable=False),
     sa.Column("channel", sa.Text, nullable=False),
@@ -30,7 +32,7 @@ subscriptions = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("scope in ('department', 'escalation')", name="subscriptions_scope"),
+    sa.CheckConstraint("scope in ('department', 'escalation', 'contact')", name="subscriptions_scope"),
     sa.CheckConstraint("channel in ('webhook', 'email')", name="subscriptions_channel"),
 )
 

@@ -1,4 +1,7 @@
-"""Background loops of the notifications service: due reminders (催办) and the deliveries gauge."""
+"""Periodic steps of the notifications service: due reminders (催办) and the deliveries gauge.
+
+``app.py`` declares each with ``runtime.every`` (the one way loops are run).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifications import metrics, repository, service
 from shared.db import database_now
-from shared.service import repeat_every
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +24,9 @@ class ReminderLoop:
     read in the transaction that claims it: replicas whose hosts disagree on the time agree.
     """
 
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        batch_size: int,
-        poll_interval_s: float,
-    ) -> None:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], batch_size: int) -> None:
         self.sessions = sessions
         self.batch_size = batch_size
-        self.poll_interval_s = poll_interval_s
 
     async def sweep(self) -> int:
         """Fire every reminder due now; returns how many fired."""
@@ -44,10 +39,6 @@ class ReminderLoop:
             metrics.REMINDERS_FIRED.inc(fired)
             if fired < self.batch_size:
                 return total
-
-    async def run(self) -> None:
-        """Sweep forever."""
-        await repeat_every(self.poll_interval_s, self.sweep, what="reminder sweep")
 
 
 class DeliveryGauge:
@@ -63,7 +54,3 @@ class DeliveryGauge:
             counts = await repository.count_by_status(session)
         for status in STATUSES:
             metrics.DELIVERIES.labels(status).set(counts.get(status, 0))
-
-    async def run(self) -> None:
-        """Refresh forever."""
-        await repeat_every(self.interval_s, self.refresh, what="delivery gauge refresh")

@@ -21,8 +21,6 @@ def test_each_trigger_goes_to_its_audience() -> None:
     cases = [
         (hazard.dispatched(), "dispatched", domain.Audience("department", "fire")),
         (hazard.receipt_overdue(), "receipt_overdue", domain.Audience("department", "fire")),
-        (hazard.escalated(1, "department"), "escalated", domain.Audience("department", "fire")),
-        (hazard.escalated(3, "district"), "escalated", domain.Audience("escalation", "district")),
         (hazard.rectification_ordered(), "rectification_ordered", domain.Audience("department", "fire")),
         (hazard.rectification_ordered(round=2), "rework", domain.Audience("department", "fire")),
         (hazard.rectification_overdue(), "rectification_overdue", domain.Audience("department", "fire")),
@@ -33,6 +31,38 @@ def test_each_trigger_goes_to_its_audience() -> None:
         assert (notice.trigger, notice.audience, notice.source_id) == (trigger, audience, event.event_id)
     assert domain.notices_for(hazard.acknowledged()) == []
     assert domain.notices_for(hazard.relapsed(None)) == []
+
+
+def test_an_escalation_goes_to_its_levels_target_and_to_the_departments_administered_contacts() -> None:
+    hazard = Hazard(start=NOW)
+    contacts = domain.Audience("contact", "fire")
+    for event, audience in [
+        (hazard.escalated(1, "department"), domain.Audience("department", "fire")),
+        (hazard.escalated(3, "district"), domain.Audience("escalation", "district")),
+    ]:
+        notices = domain.notices_for(event)
+        assert [n.audience for n in notices] == [audience, contacts]
+        assert {(n.trigger, n.source_id) for n in notices} == {("escalated", event.event_id)}
+        assert domain.contact_level(notices[1]) == event.payload.level
+
+
+def test_administered_contacts_are_told_by_email_at_their_levels_once_per_address() -> None:
+    raw = [
+        {"name": "王队长", "email": "Chief@fire.example.org", "levels": [3, 2, 2]},
+        {"name": "李副队长", "email": "deputy@fire.example.org"},
+        {"name": "again", "email": "chief@fire.example.org"},  # the same address: told once
+        {"name": "值班室", "phone": "0571-12345"},  # no channel for a telephone here
+        {"name": "typo", "email": "nobody@localhost"},  # not an address mail can reach
+        "not a contact",
+    ]
+    chief, deputy = domain.contacts_from_admin("fire", raw)
+    assert (chief.email, chief.levels, deputy.levels) == ("Chief@fire.example.org", (2, 3), None)
+    assert [chief.told_at(level) for level in (1, 2, 3, None)] == [False, True, True, True]
+    assert all(deputy.told_at(level) for level in (1, 2, 3, None))
+    # The subscription id depends on the department and the address (any case), nothing else.
+    same = domain.contacts_from_admin("fire", [{"name": "renamed", "email": "chief@FIRE.example.org"}])[0]
+    assert same.subscription_id == chief.subscription_id
+    assert domain.contacts_from_admin("police", raw)[0].subscription_id != chief.subscription_id
 
 
 def test_reminders_fall_at_fractions_of_the_window_and_never_after_the_deadline() -> None:

@@ -57,14 +57,16 @@ def urged() -> ev.HazardUrged:
     )
 
 
-def test_an_urging_reaches_the_department_and_every_escalation_target_once() -> None:
+def test_an_urging_reaches_the_department_every_escalation_target_and_its_contacts_once() -> None:
     notices = domain.notices_for(urged(), escalation_targets=("supervisor", "district", "supervisor"))
     assert [(n.audience.scope, n.audience.scope_id) for n in notices] == [
         ("department", "fire"),
         ("escalation", "supervisor"),
         ("escalation", "district"),
+        ("contact", "fire"),  # the department's administered escalation contacts, every one of them
     ]
     assert {n.trigger for n in notices} == {"urged"}
+    assert domain.contact_level(notices[-1]) is None
     assert notices[0].facts["note"] == "快"
     assert len({n.source_id for n in notices}) == 1  # one event: deliveries keyed (event, subscription)
 
