@@ -274,6 +274,13 @@ class DispatchPage(_Out):
     offset: int
     next_offset: int | None
 
+    @classmethod
+    def of(cls, found: list[DispatchRecord], *, limit: int, offset: int) -> DispatchPage:
+        items = [DispatchOut.of(record) for record in found]
+        return cls(
+            items=items, limit=limit, offset=offset, next_offset=_next_offset(offset, limit, len(items))
+        )
+
 
 class NextDispatch(_Out):
     """The new dispatch the hazard went to."""
@@ -365,6 +372,13 @@ class OperatorQueuePage(_Out):
     offset: int
     next_offset: int | None
 
+    @classmethod
+    def of(cls, found: list[HazardRow], *, limit: int, offset: int) -> OperatorQueuePage:
+        items = [QueuedHazardOut.of(row) for row in found]
+        return cls(
+            items=items, limit=limit, offset=offset, next_offset=_next_offset(offset, limit, len(items))
+        )
+
 
 class RoutingRuleOut(_Out):
     """A routing rule and its place in the order (first match wins)."""
@@ -452,10 +466,7 @@ async def list_dispatches(
             limit=limit,
             offset=offset,
         )
-    items = [DispatchOut.of(record) for record in found]
-    return DispatchPage(
-        items=items, limit=limit, offset=offset, next_offset=_next_offset(offset, limit, len(items))
-    )
+    return DispatchPage.of(found, limit=limit, offset=offset)
 
 
 @router.get("/dispatches/{dispatch_id}", summary="One dispatch")
@@ -623,10 +634,7 @@ async def operator_queue(
     """Hazards without a matching rule, or returned by every candidate department."""
     async with work() as uow:
         rows = await service.list_operator_queue(uow, limit=limit, offset=offset)
-    items = [QueuedHazardOut.of(row) for row in rows]
-    return OperatorQueuePage(
-        items=items, limit=limit, offset=offset, next_offset=_next_offset(offset, limit, len(items))
-    )
+    return OperatorQueuePage.of(rows, limit=limit, offset=offset)
 
 
 @router.post(
