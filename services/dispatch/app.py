@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.dispatch import api, handlers, tables
-from services.dispatch.service import Commands
+from services.dispatch import api, handlers, tables, timers
+from services.dispatch.repository import DispatchRepository
+from services.dispatch.service import Policies
 from services.dispatch.settings import DispatchSettings
-from services.dispatch.timers import GaugeRefresher, TimerLoop, background_loops
 from shared.events import (
     HazardAcknowledged,
     HazardDispatched,
@@ -23,7 +23,7 @@ NAME = "dispatch"
 
 
 def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = None) -> FastAPI:
-    """The dispatch HTTP app; its lifespan runs the broker, the consumer, the relay and the timer loop."""
+    """The dispatch HTTP app; its lifespan runs the broker, the consumer, the relay and the timer loops."""
     reference = reference or load_reference_data(settings.reference_data_dir)
     runtime = ServiceRuntime.build(
         name=NAME,
@@ -41,29 +41,16 @@ def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = 
             HazardReceiptOverdue,
             HazardEscalated,
         ),
+        repository=DispatchRepository,
     )
-    timer_loop = TimerLoop(
-        sessions=runtime.sessions,
-        outbox=runtime.outbox,
-        batch_size=settings.timers.batch_size,
-        poll_interval_s=settings.timers.poll_interval_s,
-    )
-    gauges = GaugeRefresher(sessions=runtime.sessions, interval_s=settings.timers.gauge_interval_s)
-    if settings.timers.enabled:
-        for loop in background_loops(timer_loop, gauges, concurrency=settings.timers.concurrency):
-            runtime.add_background(loop)
+    timers.declare_loops(runtime)
     app = create_http_app(
         runtime,
         title="hazard-dispatch dispatch",
         description="Routes each hazard to a department and holds it to its receipt deadline.",
     )
-    app.state.dispatch_commands = Commands(
-        sessions=runtime.sessions,
-        outbox=runtime.outbox,
-        reference=reference,
-        returns=settings.returns.policy(),
-        extension_limit=settings.extensions.limit(),
+    app.state.dispatch_policies = Policies(
+        reference=reference, returns=settings.returns.policy(), extension_limit=settings.extensions.limit()
     )
-    app.state.timer_loop = timer_loop
     app.include_router(api.router)
     return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
+from shared.domain_errors import ConflictError, InvalidError
 from shared.events import (
     FrozenDeadlineRule,
     HazardAcknowledged,
@@ -58,13 +59,11 @@ RECEIPT_OVERDUE_LEVEL = 0
 """Timer level of the receipt deadline itself; escalation steps use their own levels (1, 2, ...)."""
 
 
-class DispatchConflictError(Exception):
-    """A request that the dispatch's state does not allow (the API answers 409)."""
+class DispatchConflictError(ConflictError):
+    """A request that the dispatch's state does not allow (the API answers 409 with its code)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +139,13 @@ class ExtensionRequest:
     decision_note: str | None = None
 
 
-class ExtensionDateRefused(Exception):  # noqa: N818 - reads as what happened
+class ExtensionDateRefused(InvalidError):  # noqa: N818 - reads as what happened
     """A requested deadline that cannot be granted: not after the current one, or too far (422)."""
 
+    code = "invalid_deadline"
+
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, details=[{"field": "deadline", "problem": message}])
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ def make_handler(reference: ReferenceData) -> Handler:
     """The batch handler, bound to the reference data the service routes by."""
 
     async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
-        """Apply a batch of new (never applied) events inside ctx's transaction."""
+        """Apply a batch of new (never applied) events inside ctx's transaction (its unit of work)."""
         await service.apply_events(ctx, reference, events)
 
     return on_lifecycle_events

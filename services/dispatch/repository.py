@@ -1,4 +1,9 @@
-"""Queries of the dispatch schema; the caller owns the transaction."""
+"""Queries of the dispatch schema, behind :class:`DispatchRepository` bound to one session.
+
+The caller (a unit of work, :mod:`shared.uow`) owns the transaction. Statements are SQLAlchemy
+Core built from ``tables.py``; the batch inserts are one ``unnest`` statement per batch (compiling
+a multi-row VALUES costs far more) and the timer claims are hand-written SQL (see ``_CLAIM``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import domain
@@ -24,9 +30,6 @@ t = timers.c
 h = hazards.c
 
 
-# ---------------------------------------------------------------- hazards
-
-
 @dataclass(frozen=True, slots=True)
 class HazardRow:
     """A hazard as dispatch keeps it."""
@@ -36,6 +39,43 @@ class HazardRow:
     referral_reason: str | None
     reported_at: datetime
 
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the grid member reported, kept by dispatch from hazard.reported (for the desk)."""
+
+    description: str
+    address: str | None
+    building_id: str | None
+    reporter_id: str | None
+    photos: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRecord:
+    """A dispatch as the API shows it: its domain state and what only the desk reads."""
+
+    dispatch: domain.Dispatch
+    dispatched_by: str
+    acknowledged_by: str | None
+    returned_by: str | None
+    escalation_level: int
+    note: str | None
+    relapse_of: uuid.UUID | None
+    past_deadline: bool
+    """Pending and past its receipt deadline on the database's clock (the reading transaction's now)."""
+    report: Report | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A due timer claimed by this transaction, with its due time."""
+
+    timer: domain.DueTimer
+    due_at: datetime
+
+
+# ---------------------------------------------------------------- statements and row shapes
 
 _HAZARD_COLUMNS = (
     ("hazard_id", "uuid"),
@@ -59,125 +99,7 @@ _INSERT_HAZARDS = sa.text(
     f"select * from unnest({', '.join(f'cast(:{c} as {t}[])' for c, t in _HAZARD_COLUMNS)}) "
     "on conflict do nothing returning hazard_id"
 )
-
-
-async def add_hazards(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
-    if not rows:
-        return set()
-    columns = _columns(rows, _HAZARD_COLUMNS, optional=_REPORT_COLUMNS)
-    # unnest() flattens nested arrays, so each hazard's photo list travels as one JSON text.
-    columns["photos"] = [None if p is None else json.dumps(list(p)) for p in columns["photos"]]
-    inserted = await session.execute(_INSERT_HAZARDS, columns)
-    return set(inserted.scalars())
-
-
-def _hazard(row: Any) -> HazardRow:
-    return HazardRow(
-        facts=domain.HazardFacts(
-            hazard_id=row.hazard_id,
-            category=row.category,
-            community_id=row.community_id,
-            grid_id=row.grid_id,
-            urgency=row.urgency,
-        ),
-        queue=row.queue,
-        referral_reason=row.referral_reason,
-        reported_at=row.reported_at,
-    )
-
-
-async def get_hazard(
-    session: AsyncSession, hazard_id: uuid.UUID, *, for_update: bool = False
-) -> HazardRow | None:
-    """One hazard, optionally locked."""
-    query = sa.select(hazards).where(h.hazard_id == hazard_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).first()
-    return None if row is None else _hazard(row)
-
-
-async def set_queue(
-    session: AsyncSession, hazard_id: uuid.UUID, *, queue: str, reason: str | None, now: datetime
-) -> None:
-    """Move a hazard between a department and the operators' queue."""
-    await session.execute(
-        sa.update(hazards)
-        .where(h.hazard_id == hazard_id)
-        .values(queue=queue, referral_reason=reason, updated_at=now)
-    )
-
-
-async def list_operator_queue(session: AsyncSession, *, limit: int, offset: int) -> list[HazardRow]:
-    """Hazards waiting for an operator, oldest first."""
-    rows = await session.execute(
-        sa.select(hazards)
-        .where(h.queue == "operators")
-        .order_by(h.reported_at, h.hazard_id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [_hazard(row) for row in rows]
-
-
-async def returned_departments(session: AsyncSession, hazard_id: uuid.UUID) -> set[str]:
-    """Every department that has returned this hazard."""
-    rows = await session.execute(sa.select(returns.c.department_id).where(returns.c.hazard_id == hazard_id))
-    return set(rows.scalars())
-
-
-async def add_return(
-    session: AsyncSession, *, hazard_id: uuid.UUID, department_id: str, dispatch_id: uuid.UUID, now: datetime
-) -> None:
-    """Remember that a department returned this hazard (it is never routed there again)."""
-    await session.execute(
-        pg_insert(returns)
-        .values(hazard_id=hazard_id, department_id=department_id, dispatch_id=dispatch_id, returned_at=now)
-        .on_conflict_do_nothing()
-    )
-
-
-async def add_relapses(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Annotate hazards as relapses of earlier ones (the hazard row may not exist yet)."""
-    if rows:
-        await session.execute(pg_insert(relapses).values(list(rows)).on_conflict_do_nothing())
-
-
-# ---------------------------------------------------------------- dispatches
-
-
-def dispatch_row(dispatch: domain.Dispatch, *, dispatched_by: str, note: str | None = None) -> dict[str, Any]:
-    """The table row of a new dispatch."""
-    return {
-        "dispatch_id": dispatch.dispatch_id,
-        "hazard_id": dispatch.hazard_id,
-        "department_id": dispatch.department_id,
-        "rule_id": dispatch.rule_id,
-        "category": dispatch.category,
-        "community_id": dispatch.community_id,
-        "grid_id": dispatch.grid_id,
-        "status": dispatch.status,
-        "receipt_deadline": dispatch.receipt_deadline,
-        "deadline_minutes": dispatch.deadline_rule.minutes,
-        "deadline_working_time": dispatch.deadline_rule.working_time,
-        "reason": dispatch.reason,
-        "previous_dispatch_id": dispatch.previous_dispatch_id,
-        "dispatched_by": dispatched_by,
-        "created_at": dispatch.created_at,
-        "note": note,
-    }
-
-
-def timer_row(timer: domain.Timer) -> dict[str, Any]:
-    """The table row of a new timer."""
-    return {
-        "dispatch_id": timer.dispatch_id,
-        "kind": timer.kind,
-        "level": timer.level,
-        "target": timer.target,
-        "due_at": timer.due_at,
-    }
+_REPORT_COLUMNS = frozenset({"description", "address", "building_id", "reporter_id", "photos"})
 
 
 def _unnest_insert(table: str, columns: Sequence[tuple[str, str]]) -> sa.TextClause:
@@ -217,9 +139,6 @@ _INSERT_DISPATCHES = _unnest_insert("dispatches", _DISPATCH_COLUMNS)
 _INSERT_TIMERS = _unnest_insert("timers", _TIMER_COLUMNS)
 
 
-_REPORT_COLUMNS = frozenset({"description", "address", "building_id", "reporter_id", "photos"})
-
-
 def _columns(
     rows: Sequence[dict[str, Any]],
     columns: Sequence[tuple[str, str]],
@@ -232,14 +151,52 @@ def _columns(
     }
 
 
-async def add_dispatches(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], timer_rows: Sequence[dict[str, Any]]
-) -> None:
-    """Insert new dispatches and their timers."""
-    if rows:
-        await session.execute(_INSERT_DISPATCHES, _columns(rows, _DISPATCH_COLUMNS))
-    if timer_rows:
-        await session.execute(_INSERT_TIMERS, _columns(timer_rows, _TIMER_COLUMNS))
+def dispatch_row(dispatch: domain.Dispatch, *, dispatched_by: str, note: str | None = None) -> dict[str, Any]:
+    """The table row of a new dispatch."""
+    return {
+        "dispatch_id": dispatch.dispatch_id,
+        "hazard_id": dispatch.hazard_id,
+        "department_id": dispatch.department_id,
+        "rule_id": dispatch.rule_id,
+        "category": dispatch.category,
+        "community_id": dispatch.community_id,
+        "grid_id": dispatch.grid_id,
+        "status": dispatch.status,
+        "receipt_deadline": dispatch.receipt_deadline,
+        "deadline_minutes": dispatch.deadline_rule.minutes,
+        "deadline_working_time": dispatch.deadline_rule.working_time,
+        "reason": dispatch.reason,
+        "previous_dispatch_id": dispatch.previous_dispatch_id,
+        "dispatched_by": dispatched_by,
+        "created_at": dispatch.created_at,
+        "note": note,
+    }
+
+
+def timer_row(timer: domain.Timer) -> dict[str, Any]:
+    """The table row of a new timer."""
+    return {
+        "dispatch_id": timer.dispatch_id,
+        "kind": timer.kind,
+        "level": timer.level,
+        "target": timer.target,
+        "due_at": timer.due_at,
+    }
+
+
+def _hazard(row: Any) -> HazardRow:
+    return HazardRow(
+        facts=domain.HazardFacts(
+            hazard_id=row.hazard_id,
+            category=row.category,
+            community_id=row.community_id,
+            grid_id=row.grid_id,
+            urgency=row.urgency,
+        ),
+        queue=row.queue,
+        referral_reason=row.referral_reason,
+        reported_at=row.reported_at,
+    )
 
 
 def to_domain(row: Any) -> domain.Dispatch:
@@ -302,6 +259,29 @@ def return_request_of(row: Any) -> domain.ReturnRequest | None:
     )
 
 
+def to_record(row: Any) -> DispatchRecord:
+    """A dispatch row as shown (``_shown()``) as the record the API answers."""
+    return DispatchRecord(
+        dispatch=to_domain(row),
+        dispatched_by=row.dispatched_by,
+        acknowledged_by=row.acknowledged_by,
+        returned_by=row.returned_by,
+        escalation_level=row.escalation_level,
+        note=row.note,
+        relapse_of=row.relapse_of,
+        past_deadline=bool(row.past_deadline),
+        report=None
+        if row.report_description is None
+        else Report(
+            description=row.report_description,
+            address=row.report_address,
+            building_id=row.report_building_id,
+            reporter_id=row.report_reporter_id,
+            photos=tuple(row.report_photos or ()),
+        ),
+    )
+
+
 # Whether a pending dispatch is past its receipt deadline, on the database's clock (the time of the
 # reading transaction): no replica's own clock decides what the inbox shows as overdue.
 _PAST_DEADLINE = sa.and_(d.status == "pending", d.receipt_deadline < sa.func.now()).label("past_deadline")
@@ -324,90 +304,6 @@ def _shown() -> sa.Select[Any]:
     ).select_from(joined)
 
 
-async def get_dispatch_row(session: AsyncSession, dispatch_id: uuid.UUID, *, for_update: bool = False) -> Any:
-    """One dispatch row (as shown, or bare and locked); None when unknown."""
-    if for_update:
-        query = sa.select(dispatches).where(d.dispatch_id == dispatch_id).with_for_update()
-        return (await session.execute(query)).first()
-    query = _shown()
-    return (await session.execute(query.where(d.dispatch_id == dispatch_id))).first()
-
-
-async def update_dispatch(
-    session: AsyncSession,
-    dispatch: domain.Dispatch,
-    *,
-    acknowledged_by: str | None = None,
-    returned_by: str | None = None,
-    now: datetime,
-) -> None:
-    """Write a changed dispatch's state back."""
-    values: dict[str, Any] = {
-        "status": dispatch.status,
-        "acknowledged_at": dispatch.acknowledged_at,
-        "on_time": dispatch.on_time,
-        "overdue_at": dispatch.overdue_at,
-        "returned_reason": dispatch.returned_reason,
-    }
-    if acknowledged_by is not None:
-        values["acknowledged_by"] = acknowledged_by
-    if returned_by is not None:
-        values["returned_by"] = returned_by
-    request = dispatch.return_request
-    if request is not None:
-        values |= {
-            "return_request_status": request.status,
-            "return_request_reason": request.reason,
-            "return_requested_by": request.requested_by,
-            "return_requested_at": request.requested_at,
-            "return_decided_by": request.decided_by,
-            "return_decided_at": request.decided_at,
-            "return_refusal_reason": request.refusal_reason,
-        }
-    extension = dispatch.extension_request
-    if extension is not None:
-        values |= {
-            "receipt_deadline": dispatch.receipt_deadline,
-            "original_receipt_deadline": dispatch.original_receipt_deadline,
-            "extension_status": extension.status,
-            "extension_requested_deadline": extension.requested_deadline,
-            "extension_reason": extension.reason,
-            "extension_requested_by": extension.requested_by,
-            "extension_requested_at": extension.requested_at,
-            "extension_previous_deadline": extension.previous_deadline,
-            "extension_decided_by": extension.decided_by,
-            "extension_decided_at": extension.decided_at,
-            "extension_decision_note": extension.decision_note,
-        }
-    if dispatch.status in ("returned", "superseded"):
-        values["closed_at"] = now
-    await session.execute(sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values))
-
-
-async def stop_timers(session: AsyncSession, dispatch_id: uuid.UUID, *, now: datetime) -> None:
-    """Stop every timer of a dispatch that has not fired (acknowledged, returned or superseded)."""
-    await session.execute(
-        sa.update(timers)
-        .where(t.dispatch_id == dispatch_id, t.fired_at.is_(None))
-        .values(fired_at=now, cancelled=True)
-    )
-
-
-async def reschedule_timers(session: AsyncSession, timers_: Sequence[domain.Timer]) -> None:
-    """Move the unfired timers of a dispatch to the due times given (an approved extension)."""
-    for timer in timers_:
-        await session.execute(
-            sa.update(timers)
-            .where(
-                t.dispatch_id == timer.dispatch_id,
-                t.kind == timer.kind,
-                t.level == timer.level,
-                t.fired_at.is_(None),
-            )
-            .values(due_at=timer.due_at)
-        )
-
-
 def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:
     if status is None:
         return []
@@ -415,36 +311,6 @@ def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:
         return [d.status == "pending", d.receipt_deadline < sa.func.now()]
     return [d.status == status]
 
-
-async def list_dispatches(
-    session: AsyncSession,
-    *,
-    department_id: str | None,
-    status: ListStatus | None,
-    limit: int,
-    offset: int,
-    return_request: domain.ReturnRequestStatus | None = None,
-    extension_request: domain.ExtensionStatus | None = None,
-) -> list[Any]:
-    """Dispatches, oldest receipt deadline first, filtered by department, status and return request."""
-    conditions = _status_filter(status)
-    if return_request is not None:
-        conditions.append(d.return_request_status == return_request)
-    if extension_request is not None:
-        conditions.append(d.extension_status == extension_request)
-    if department_id is not None:
-        conditions.append(d.department_id == department_id)
-    # The page's ids first, from the inbox index alone; the joins (relapse, the report's details)
-    # then run for the page's rows only, not for every row an offset skips.
-    page = sa.select(d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
-    if conditions:
-        page = page.where(*conditions)
-    ids = page.subquery("page")
-    query = _shown().join(ids, ids.c.dispatch_id == d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id)
-    return list((await session.execute(query)).all())
-
-
-# ---------------------------------------------------------------- timers
 
 # Claiming locks the dispatches first (skipping those another transaction holds: an
 # acknowledgement, a return, another replica's pass), then every due timer of the dispatches it
@@ -482,45 +348,6 @@ _CLAIM = sa.text(
     for update of t
     """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A due timer claimed by this transaction, with its due time."""
-
-    timer: domain.DueTimer
-    due_at: datetime
-
-
-async def claim_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
-    """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.
-
-    Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
-    """
-    ids = set((await session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})).scalars())
-    if not ids:
-        return []
-    rows = await session.execute(_CLAIM, {"now": now, "ids": list(ids)})
-    return [
-        Claimed(
-            timer=domain.DueTimer(
-                timer_id=row.id,
-                kind=row.kind,
-                level=row.level,
-                target=row.target,
-                dispatch_id=row.dispatch_id,
-                hazard_id=row.hazard_id,
-                department_id=row.department_id,
-                status=row.status,
-                receipt_deadline=row.receipt_deadline,
-                overdue_at=row.overdue_at,
-            ),
-            due_at=row.due_at,
-        )
-        for row in rows
-    ]
-
-
 _MARK_TIMERS = sa.text(
     "update dispatch.timers set fired_at = :now, cancelled = (id = any(cast(:cancelled as bigint[]))) "
     "where id = any(cast(:ids as bigint[]))"
@@ -537,57 +364,301 @@ _MARK_DISPATCHES = sa.text(
 )
 
 
-async def mark_timers(
-    session: AsyncSession, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime
-) -> None:
-    """Record claimed timers as fired (an event went out) or cancelled (the dispatch had left pending)."""
-    cancelled_ids = list(cancelled)
-    ids = [*fired, *cancelled_ids]
-    if ids:
-        await session.execute(_MARK_TIMERS, {"now": now, "ids": ids, "cancelled": cancelled_ids})
+# ---------------------------------------------------------------- the repository
 
 
-async def mark_overdue(
-    session: AsyncSession, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
-) -> None:
-    """Record dispatches declared overdue, and the highest escalation level each has reached."""
-    overdue_ids = set(overdue)
-    ids = list(overdue_ids | escalated.keys())
-    if ids:
-        await session.execute(
-            _MARK_DISPATCHES,
-            {
-                "now": now,
-                "ids": ids,
-                "overdue": [i in overdue_ids for i in ids],
-                "levels": [escalated.get(i, 0) for i in ids],
-            },
+class DispatchRepository:
+    """The dispatch schema's reads and writes, inside the caller's transaction on ``session``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------ hazards
+
+    async def add_hazards(self, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+        """Insert hazards not seen before; returns the ids actually inserted (a hazard is routed once)."""
+        if not rows:
+            return set()
+        columns = _columns(rows, _HAZARD_COLUMNS, optional=_REPORT_COLUMNS)
+        # unnest() flattens nested arrays, so each hazard's photo list travels as one JSON text.
+        columns["photos"] = [None if p is None else json.dumps(list(p)) for p in columns["photos"]]
+        inserted = await self.session.execute(_INSERT_HAZARDS, columns)
+        return set(inserted.scalars())
+
+    async def get_hazard(self, hazard_id: uuid.UUID, *, for_update: bool = False) -> HazardRow | None:
+        """One hazard, optionally locked."""
+        query = sa.select(hazards).where(h.hazard_id == hazard_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        return None if row is None else _hazard(row)
+
+    async def set_queue(self, hazard_id: uuid.UUID, *, queue: str, reason: str | None, now: datetime) -> None:
+        """Move a hazard between a department and the operators' queue."""
+        await self.session.execute(
+            sa.update(hazards)
+            .where(h.hazard_id == hazard_id)
+            .values(queue=queue, referral_reason=reason, updated_at=now)
         )
 
-
-# ---------------------------------------------------------------- gauges
-
-
-async def pending_and_overdue(session: AsyncSession) -> dict[str, tuple[int, int]]:
-    """Per department: dispatches pending, and of those past their deadline (on the database's clock)."""
-    rows = await session.execute(
-        sa.select(
-            d.department_id,
-            sa.func.count(),
-            sa.func.count().filter(d.receipt_deadline < sa.func.now()),
+    async def list_operator_queue(self, *, limit: int, offset: int) -> list[HazardRow]:
+        """Hazards waiting for an operator, oldest first."""
+        rows = await self.session.execute(
+            sa.select(hazards)
+            .where(h.queue == "operators")
+            .order_by(h.reported_at, h.hazard_id)
+            .limit(limit)
+            .offset(offset)
         )
-        .where(d.status == "pending")
-        .group_by(d.department_id)
-    )
-    return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+        return [_hazard(row) for row in rows]
 
+    async def returned_departments(self, hazard_id: uuid.UUID) -> set[str]:
+        """Every department that has returned this hazard."""
+        rows = await self.session.execute(
+            sa.select(returns.c.department_id).where(returns.c.hazard_id == hazard_id)
+        )
+        return set(rows.scalars())
 
-async def operator_queue_size(session: AsyncSession) -> int:
-    """Hazards waiting in the operators' queue."""
-    return int(
-        (
-            await session.execute(
-                sa.select(sa.func.count()).select_from(hazards).where(h.queue == "operators")
+    async def add_return(
+        self, *, hazard_id: uuid.UUID, department_id: str, dispatch_id: uuid.UUID, now: datetime
+    ) -> None:
+        """Remember that a department returned this hazard (it is never routed there again)."""
+        await self.session.execute(
+            pg_insert(returns)
+            .values(
+                hazard_id=hazard_id, department_id=department_id, dispatch_id=dispatch_id, returned_at=now
             )
-        ).scalar_one()
-    )
+            .on_conflict_do_nothing()
+        )
+
+    async def add_relapses(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Annotate hazards as relapses of earlier ones (the hazard row may not exist yet)."""
+        if rows:
+            await self.session.execute(pg_insert(relapses).values(list(rows)).on_conflict_do_nothing())
+
+    # ------------------------------------------------------------ dispatches
+
+    async def add_dispatches(
+        self,
+        new: Sequence[domain.Dispatch],
+        new_timers: Sequence[domain.Timer],
+        *,
+        dispatched_by: str,
+        note: str | None = None,
+    ) -> None:
+        """Insert new dispatches and their timers."""
+        if new:
+            rows = [dispatch_row(x, dispatched_by=dispatched_by, note=note) for x in new]
+            await self.session.execute(_INSERT_DISPATCHES, _columns(rows, _DISPATCH_COLUMNS))
+        if new_timers:
+            await self.session.execute(
+                _INSERT_TIMERS, _columns([timer_row(x) for x in new_timers], _TIMER_COLUMNS)
+            )
+
+    async def add_dispatches_unless_active(
+        self,
+        new: Sequence[domain.Dispatch],
+        new_timers: Sequence[domain.Timer],
+        *,
+        dispatched_by: str,
+        note: str | None = None,
+    ) -> bool:
+        """Insert like :meth:`add_dispatches`; False (nothing written) when the hazard already has an
+        active dispatch (the unique index refuses a second one: a concurrent action won)."""
+        try:
+            async with self.session.begin_nested():
+                await self.add_dispatches(new, new_timers, dispatched_by=dispatched_by, note=note)
+        except IntegrityError:
+            return False
+        return True
+
+    async def get_dispatch(self, dispatch_id: uuid.UUID) -> DispatchRecord | None:
+        """One dispatch as shown; None when unknown."""
+        row = (await self.session.execute(_shown().where(d.dispatch_id == dispatch_id))).first()
+        return None if row is None else to_record(row)
+
+    async def lock_dispatch(self, dispatch_id: uuid.UUID) -> domain.Dispatch | None:
+        """One dispatch, locked for this transaction; None when unknown."""
+        query = sa.select(dispatches).where(d.dispatch_id == dispatch_id).with_for_update()
+        row = (await self.session.execute(query)).first()
+        return None if row is None else to_domain(row)
+
+    async def update_dispatch(
+        self,
+        dispatch: domain.Dispatch,
+        *,
+        acknowledged_by: str | None = None,
+        returned_by: str | None = None,
+        now: datetime,
+    ) -> None:
+        """Write a changed dispatch's state back."""
+        values: dict[str, Any] = {
+            "status": dispatch.status,
+            "acknowledged_at": dispatch.acknowledged_at,
+            "on_time": dispatch.on_time,
+            "overdue_at": dispatch.overdue_at,
+            "returned_reason": dispatch.returned_reason,
+        }
+        if acknowledged_by is not None:
+            values["acknowledged_by"] = acknowledged_by
+        if returned_by is not None:
+            values["returned_by"] = returned_by
+        request = dispatch.return_request
+        if request is not None:
+            values |= {
+                "return_request_status": request.status,
+                "return_request_reason": request.reason,
+                "return_requested_by": request.requested_by,
+                "return_requested_at": request.requested_at,
+                "return_decided_by": request.decided_by,
+                "return_decided_at": request.decided_at,
+                "return_refusal_reason": request.refusal_reason,
+            }
+        extension = dispatch.extension_request
+        if extension is not None:
+            values |= {
+                "receipt_deadline": dispatch.receipt_deadline,
+                "original_receipt_deadline": dispatch.original_receipt_deadline,
+                "extension_status": extension.status,
+                "extension_requested_deadline": extension.requested_deadline,
+                "extension_reason": extension.reason,
+                "extension_requested_by": extension.requested_by,
+                "extension_requested_at": extension.requested_at,
+                "extension_previous_deadline": extension.previous_deadline,
+                "extension_decided_by": extension.decided_by,
+                "extension_decided_at": extension.decided_at,
+                "extension_decision_note": extension.decision_note,
+            }
+        if dispatch.status in ("returned", "superseded"):
+            values["closed_at"] = now
+        await self.session.execute(
+            sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values)
+        )
+
+    async def list_dispatches(
+        self,
+        *,
+        department_id: str | None,
+        status: ListStatus | None,
+        limit: int,
+        offset: int,
+        return_request: domain.ReturnRequestStatus | None = None,
+        extension_request: domain.ExtensionStatus | None = None,
+    ) -> list[DispatchRecord]:
+        """Dispatches, oldest receipt deadline first, filtered by department, status and request."""
+        conditions = _status_filter(status)
+        if return_request is not None:
+            conditions.append(d.return_request_status == return_request)
+        if extension_request is not None:
+            conditions.append(d.extension_status == extension_request)
+        if department_id is not None:
+            conditions.append(d.department_id == department_id)
+        # The page's ids first, from the inbox index alone; the joins (relapse, the report's details)
+        # then run for the page's rows only, not for every row an offset skips.
+        page = (
+            sa.select(d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id).limit(limit).offset(offset)
+        )
+        if conditions:
+            page = page.where(*conditions)
+        ids = page.subquery("page")
+        query = (
+            _shown().join(ids, ids.c.dispatch_id == d.dispatch_id).order_by(d.receipt_deadline, d.dispatch_id)
+        )
+        return [to_record(row) for row in await self.session.execute(query)]
+
+    # ------------------------------------------------------------ timers
+
+    async def stop_timers(self, dispatch_id: uuid.UUID, *, now: datetime) -> None:
+        """Stop every timer of a dispatch that has not fired (acknowledged, returned or superseded)."""
+        await self.session.execute(
+            sa.update(timers)
+            .where(t.dispatch_id == dispatch_id, t.fired_at.is_(None))
+            .values(fired_at=now, cancelled=True)
+        )
+
+    async def reschedule_timers(self, moved: Sequence[domain.Timer]) -> None:
+        """Move the unfired timers of a dispatch to the due times given (an approved extension)."""
+        for timer in moved:
+            await self.session.execute(
+                sa.update(timers)
+                .where(
+                    t.dispatch_id == timer.dispatch_id,
+                    t.kind == timer.kind,
+                    t.level == timer.level,
+                    t.fired_at.is_(None),
+                )
+                .values(due_at=timer.due_at)
+            )
+
+    async def claim_due_timers(self, *, now: datetime, limit: int) -> list[Claimed]:
+        """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.
+
+        Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
+        """
+        found = await self.session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})
+        ids = set(found.scalars())
+        if not ids:
+            return []
+        rows = await self.session.execute(_CLAIM, {"now": now, "ids": list(ids)})
+        return [
+            Claimed(
+                timer=domain.DueTimer(
+                    timer_id=row.id,
+                    kind=row.kind,
+                    level=row.level,
+                    target=row.target,
+                    dispatch_id=row.dispatch_id,
+                    hazard_id=row.hazard_id,
+                    department_id=row.department_id,
+                    status=row.status,
+                    receipt_deadline=row.receipt_deadline,
+                    overdue_at=row.overdue_at,
+                ),
+                due_at=row.due_at,
+            )
+            for row in rows
+        ]
+
+    async def mark_timers(self, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime) -> None:
+        """Record claimed timers as fired (an event went out) or cancelled (the dispatch had left pending)."""
+        cancelled_ids = list(cancelled)
+        ids = [*fired, *cancelled_ids]
+        if ids:
+            await self.session.execute(_MARK_TIMERS, {"now": now, "ids": ids, "cancelled": cancelled_ids})
+
+    async def mark_overdue(
+        self, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
+    ) -> None:
+        """Record dispatches declared overdue, and the highest escalation level each has reached."""
+        overdue_ids = set(overdue)
+        ids = list(overdue_ids | escalated.keys())
+        if ids:
+            await self.session.execute(
+                _MARK_DISPATCHES,
+                {
+                    "now": now,
+                    "ids": ids,
+                    "overdue": [i in overdue_ids for i in ids],
+                    "levels": [escalated.get(i, 0) for i in ids],
+                },
+            )
+
+    # ------------------------------------------------------------ gauges
+
+    async def pending_and_overdue(self) -> dict[str, tuple[int, int]]:
+        """Per department: dispatches pending, and of those past their deadline (on the database's clock)."""
+        rows = await self.session.execute(
+            sa.select(
+                d.department_id,
+                sa.func.count(),
+                sa.func.count().filter(d.receipt_deadline < sa.func.now()),
+            )
+            .where(d.status == "pending")
+            .group_by(d.department_id)
+        )
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+    async def operator_queue_size(self) -> int:
+        """Hazards waiting in the operators' queue."""
+        count = sa.select(sa.func.count()).select_from(hazards).where(h.queue == "operators")
+        return int((await self.session.execute(count)).scalar_one())

@@ -1,71 +1,163 @@
-"""Use cases of the dispatch service: each one transaction of lock, decide (domain), write, outbox.
+"""Use cases of the dispatch service: each one unit of work of lock, decide (domain), write, publish.
 
-"Now" is always the database's clock, read in the use case's own transaction (the consumer's
-batch context carries it too): a replica whose host clock is off reaches the same verdicts.
+Every use case is a plain ``async def verb_noun(uow, ...)``: ``uow`` is one transaction
+(:mod:`shared.uow`) with the :class:`~services.dispatch.repository.DispatchRepository`, the
+database's now and the outbox, whether the call comes from an HTTP route, the consumer or the
+timer loop. Refusals are domain exceptions (:mod:`shared.domain_errors`); ``shared/errors.py``
+turns them into the API's error shape. Metrics are counted after commit (``uow.after_commit``),
+so a retried batch never counts twice.
+
+"Now" is always the database's clock, read at the start of the unit of work: a replica whose
+host clock is off reaches the same verdicts.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
-
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing import Any, Protocol, TypeVar
 
 from services.dispatch import domain, metrics
-from services.dispatch import repository as repo
+from services.dispatch.repository import DispatchRecord, DispatchRepository, HazardRow, ListStatus
+from shared import tracing
 from shared.auth import Principal
-from shared.consumer import BatchContext
-from shared.db import after_commit, database_now
-from shared.errors import ApiError
-from shared.events import HazardDuplicateUnlinked, HazardRelapsed, HazardReported, LifecycleEvent
-from shared.outbox import Outbox
+from shared.domain_errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from shared.events import AnyEvent, HazardDuplicateUnlinked, HazardRelapsed, HazardReported, LifecycleEvent
 from shared.reference import ReferenceData, UnknownReference
+from shared.uow import UnitOfWork
 
-_T = TypeVar("_T")
+_E = TypeVar("_E")
+
+Work = UnitOfWork[DispatchRepository]
+"""What a dispatch use case receives: a unit of work on the dispatch repository."""
+
+WorkFactory = Callable[[], AbstractAsyncContextManager[Work]]
+"""Opens units of work: ``runtime.work`` in the service, a fake in use-case tests."""
+
+
+class EventWork(UnitOfWork[DispatchRepository], Protocol):
+    """A consumer's unit of work: it may also refuse one event and log each event's ids."""
+
+    async def reject(self, event: AnyEvent, reason: str) -> None: ...
+
+    def each(self, events: Sequence[_E]) -> Iterator[_E]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The reference data and the configured rules the use cases decide by."""
+
+    reference: ReferenceData
+    returns: domain.ReturnPolicy = field(default_factory=domain.ReturnPolicy)
+    extension_limit: timedelta = domain.DEFAULT_EXTENSION_LIMIT
+
+
+# ---------------------------------------------------------------- refusals
+
+
+class DispatchNotFoundError(NotFoundError):
+    """Unknown, or another department's: the two read alike (the answer never says who holds it)."""
+
+    def __init__(self, dispatch_id: uuid.UUID) -> None:
+        super().__init__(f"No dispatch {dispatch_id} is visible to you.")
+
+
+class HazardNotFoundError(NotFoundError):
+    """A hazard dispatch does not know."""
+
+    def __init__(self, hazard_id: uuid.UUID) -> None:
+        super().__init__(f"No hazard {hazard_id} is known to dispatch.")
+
+
+class NotInOperatorQueueError(ConflictError):
+    """Assigning from the operators' queue a hazard that is not waiting there."""
+
+    code = "not_in_operator_queue"
+
+    def __init__(self, hazard_id: uuid.UUID) -> None:
+        super().__init__(
+            f"Hazard {hazard_id} is not waiting in the operators' queue; reassign its dispatch instead."
+        )
+
+
+class ActiveDispatchError(ConflictError):
+    """A concurrent action gave the hazard an active dispatch first."""
+
+    def __init__(self, hazard_id: uuid.UUID) -> None:
+        super().__init__(f"Hazard {hazard_id} already has an active dispatch; reload and retry.")
+
+
+class OtherDepartmentError(ForbiddenError):
+    """A department asking for another department's inbox."""
+
+    def __init__(self) -> None:
+        super().__init__("A department may list only its own dispatches.")
+
+
+def unknown_department(reference: ReferenceData, department_id: str) -> InvalidError:
+    """The refusal of a department id the reference data does not name."""
+    known = ", ".join(dep.id for dep in reference.departments)
+    return InvalidError.field(
+        "department_id",
+        f"Unknown department {department_id!r}. Known departments: {known}.",
+        code="unknown_department",
+        problem="unknown department",
+    )
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Rerouted:
+    """A dispatch returned (or its return requested or approved) and where the hazard went next."""
+
+    dispatch: DispatchRecord
+    outcome: domain.Outcome
+
 
 # ---------------------------------------------------------------- consumed events
 
 
-async def apply_events(ctx: BatchContext, reference: ReferenceData, events: Sequence[LifecycleEvent]) -> None:
+async def apply_events(uow: EventWork, reference: ReferenceData, events: Sequence[LifecycleEvent]) -> None:
     """Route every newly reported hazard of a batch and annotate relapses, with bulk writes."""
     # A report intake unlinked from a closed original is routed as a newly reported hazard.
     reported = [e for e in events if isinstance(e, HazardReported | HazardDuplicateUnlinked)]
     relapsed = [e for e in events if isinstance(e, HazardRelapsed)]
     if reported:
-        await _route_reported(ctx, reference, reported)
+        await route_reported(uow, reference, reported)
     if relapsed:
-        await repo.add_relapses(
-            ctx.session,
+        await uow.repo.add_relapses(
             [
                 {
                     "hazard_id": e.hazard_id,
                     "original_hazard_id": e.payload.original_hazard_id,
                     "original_department_id": e.payload.original_department_id,
-                    "recorded_at": ctx.now,
+                    "recorded_at": uow.now,
                 }
                 for e in relapsed
-            ],
+            ]
         )
 
 
-async def _route_reported(
-    ctx: BatchContext, reference: ReferenceData, reported: Sequence[HazardReported | HazardDuplicateUnlinked]
+async def route_reported(
+    uow: EventWork, reference: ReferenceData, reported: Sequence[HazardReported | HazardDuplicateUnlinked]
 ) -> None:
+    """Dispatch (or refer to the operators) each hazard seen for the first time; refuse unroutable ones."""
     outcomes: dict[uuid.UUID, domain.Outcome] = {}
     hazard_rows: list[dict[str, Any]] = []
-    for event in ctx.each(reported):
+    for event in uow.each(reported):
         if event.hazard_id in outcomes or (
             isinstance(event, HazardReported) and not domain.needs_dispatch(event)
         ):
             continue
         try:
-            outcome = domain.on_reported(reference, event, now=ctx.now)
+            outcome = domain.on_reported(reference, event, now=uow.now)
         except (UnknownReference, ValueError) as exc:
-            await ctx.reject(event, f"cannot route hazard {event.hazard_id}: {exc}")
+            await uow.reject(event, f"cannot route hazard {event.hazard_id}: {exc}")
             continue
         outcomes[event.hazard_id] = outcome
         hazard_rows.append(
@@ -80,34 +172,27 @@ async def _route_reported(
                 "reported_at": event.payload.accepted_at
                 if isinstance(event, HazardReported)
                 else event.occurred_at,
-                "updated_at": ctx.now,
+                "updated_at": uow.now,
                 **_report_details(event),
             }
         )
     # A hazard already known (the same report published twice under new event ids) is not routed again.
     # Rows go in id order so two replicas inserting overlapping batches never deadlock on each other.
     hazard_rows.sort(key=lambda row: row["hazard_id"])
-    fresh = await repo.add_hazards(ctx.session, hazard_rows)
-    dispatch_rows: list[dict[str, Any]] = []
-    timer_rows: list[dict[str, Any]] = []
+    fresh = await uow.repo.add_hazards(hazard_rows)
+    new: list[domain.Dispatch] = []
+    new_timers: list[domain.Timer] = []
     out: list[domain.DispatchEvent] = []
     for hazard_id, outcome in outcomes.items():
         if hazard_id not in fresh:
             continue
-        dispatch_rows.extend(repo.dispatch_row(x, dispatched_by="system") for x in outcome.dispatches)
-        timer_rows.extend(repo.timer_row(x) for x in outcome.timers)
+        new.extend(outcome.dispatches)
+        new_timers.extend(outcome.timers)
         out.extend(outcome.events)
-    await repo.add_dispatches(ctx.session, dispatch_rows, timer_rows)
-    # Through the shared outbox, so the commit wakes the relay (no wait for its poll).
-    await ctx.outbox.add(ctx.session, *out)
-    # Counted once committed: a batch retried after a failure must not count twice.
+    await uow.repo.add_dispatches(new, new_timers, dispatched_by="system")
+    await uow.publish(*out)
     counted = [outcomes[hazard_id] for hazard_id in fresh]
-
-    def count() -> None:
-        for outcome in counted:
-            count_outcome(outcome)
-
-    after_commit(ctx.session, count)
+    uow.after_commit(lambda: _count_outcomes(counted))
 
 
 def _report_details(event: HazardReported | HazardDuplicateUnlinked) -> dict[str, Any]:
@@ -133,294 +218,365 @@ def count_outcome(outcome: domain.Outcome) -> None:
         metrics.REFERRALS.labels(outcome.referral).inc()
 
 
-# ---------------------------------------------------------------- department and operator actions
+def _count_outcomes(outcomes: Iterable[domain.Outcome]) -> None:
+    for outcome in outcomes:
+        count_outcome(outcome)
 
 
-@dataclass(frozen=True, slots=True)
-class Commands:
-    """The dispatch actions the HTTP API offers, each in its own transaction."""
+# ---------------------------------------------------------------- reads
 
-    sessions: async_sessionmaker[AsyncSession]
-    outbox: Outbox
-    reference: ReferenceData
-    returns: domain.ReturnPolicy = field(default_factory=domain.ReturnPolicy)
-    extension_limit: timedelta = domain.DEFAULT_EXTENSION_LIMIT
 
-    async def request_extension(
-        self, dispatch_id: uuid.UUID, *, deadline: datetime, reason: str, principal: Principal
-    ) -> Any:
-        """The department holding a pending dispatch asks for a later receipt deadline (202: awaits a decision)."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._own(session, dispatch_id, principal)
-            try:
-                requested, event = _decide(
-                    lambda x: domain.request_extension(
-                        x,
-                        deadline=deadline,
-                        reason=reason,
-                        by=principal.id,
-                        now=now,
-                        limit=self.extension_limit,
-                    ),
-                    dispatch,
-                )
-            except domain.ExtensionDateRefused as exc:
-                raise ApiError(
-                    422, "invalid_deadline", exc.message, [{"field": "deadline", "problem": exc.message}]
-                ) from None
-            await repo.update_dispatch(session, requested, now=now)
-            await self.outbox.add(session, event)
-            return await repo.get_dispatch_row(session, dispatch_id)
+async def get_dispatch(uow: Work, dispatch_id: uuid.UUID, *, principal: Principal) -> DispatchRecord:
+    """One dispatch; another department's is not found, like an unknown id."""
+    record = await uow.repo.get_dispatch(dispatch_id)
+    if record is None or (
+        principal.role == "department" and record.dispatch.department_id != principal.department_id
+    ):
+        raise DispatchNotFoundError(dispatch_id)
+    return record
 
-    async def approve_extension(self, dispatch_id: uuid.UUID, *, note: str, principal: Principal) -> Any:
-        """An operator or supervisor approves: the receipt deadline and its timers move to the requested one."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._locked(session, dispatch_id)
-            outcome = _decide(
-                lambda x: domain.approve_extension(self.reference, x, by=principal.id, note=note, now=now),
-                dispatch,
-            )
-            await repo.update_dispatch(session, outcome.dispatches[0], now=now)
-            await repo.reschedule_timers(session, outcome.timers)
-            await self.outbox.add(session, *outcome.events)
-            return await repo.get_dispatch_row(session, dispatch_id)
 
-    async def refuse_extension(self, dispatch_id: uuid.UUID, *, note: str, principal: Principal) -> Any:
-        """An operator or supervisor refuses: the receipt deadline in force stays."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._locked(session, dispatch_id)
-            refused, event = _decide(
-                lambda x: domain.refuse_extension(x, by=principal.id, note=note, now=now), dispatch
-            )
-            await repo.update_dispatch(session, refused, now=now)
-            await self.outbox.add(session, event)
-            return await repo.get_dispatch_row(session, dispatch_id)
+async def list_dispatches(
+    uow: Work,
+    *,
+    principal: Principal,
+    status: ListStatus | None = None,
+    department_id: str | None = None,
+    return_request: domain.ReturnRequestStatus | None = None,
+    extension_request: domain.ExtensionStatus | None = None,
+    limit: int,
+    offset: int,
+) -> list[DispatchRecord]:
+    """The inbox: a department sees only its own dispatches; operators and supervisors see all."""
+    if principal.role == "department":
+        if department_id is not None and department_id != principal.department_id:
+            raise OtherDepartmentError()
+        department_id = principal.department_id
+    return await uow.repo.list_dispatches(
+        department_id=department_id,
+        status=status,
+        limit=limit,
+        offset=offset,
+        return_request=return_request,
+        extension_request=extension_request,
+    )
 
-    async def acknowledge(self, dispatch_id: uuid.UUID, *, principal: Principal) -> Any:
-        """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._own(session, dispatch_id, principal)
-            outcome = _decide(domain.acknowledge, dispatch, now=now, by=principal.id)
-            (acknowledged,) = outcome.dispatches
-            await repo.update_dispatch(session, acknowledged, acknowledged_by=principal.id, now=now)
-            await repo.stop_timers(session, dispatch_id, now=now)
-            await self.outbox.add(session, *outcome.events)
-            row = await repo.get_dispatch_row(session, dispatch_id)
+
+async def list_operator_queue(uow: Work, *, limit: int, offset: int) -> list[HazardRow]:
+    """Hazards no department holds, oldest first."""
+    return await uow.repo.list_operator_queue(limit=limit, offset=offset)
+
+
+# ---------------------------------------------------------------- department actions
+
+
+async def acknowledge_dispatch(uow: Work, dispatch_id: uuid.UUID, *, principal: Principal) -> DispatchRecord:
+    """Acknowledge receipt; on time or late, exactly one outcome even when the deadline fires now."""
+    dispatch = await _own(uow, dispatch_id, principal)
+    outcome = domain.acknowledge(dispatch, now=uow.now, by=principal.id)
+    (acknowledged,) = outcome.dispatches
+    await uow.repo.update_dispatch(acknowledged, acknowledged_by=principal.id, now=uow.now)
+    await uow.repo.stop_timers(dispatch_id, now=uow.now)
+    await uow.publish(*outcome.events)
+    waited = max(0.0, (uow.now - dispatch.created_at).total_seconds())
+    declared_overdue = dispatch.overdue_at is None and acknowledged.overdue_at is not None
+
+    def count() -> None:
         metrics.ACKNOWLEDGED.labels(acknowledged.department_id, str(acknowledged.on_time).lower()).inc()
-        metrics.TIME_TO_ACKNOWLEDGE.labels(acknowledged.department_id).observe(
-            max(0.0, (now - dispatch.created_at).total_seconds())
-        )
-        if dispatch.overdue_at is None and acknowledged.overdue_at is not None:
+        metrics.TIME_TO_ACKNOWLEDGE.labels(acknowledged.department_id).observe(waited)
+        if declared_overdue:
             metrics.RECEIPT_OVERDUE.labels(acknowledged.department_id).inc()
-        return row
 
-    async def return_(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> dict[str, Any]:
-        """Return a dispatch (after receipt: within the window, or as a request awaiting approval)."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._own(session, dispatch_id, principal)
-            hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
-            before = await repo.returned_departments(session, dispatch.hazard_id)
-            outcome = _decide(
-                lambda x: domain.return_dispatch(
-                    self.reference,
-                    x,
-                    reason=reason,
-                    by=principal.id,
-                    now=now,
-                    returned_before=before,
-                    urgency=hazard.facts.urgency if hazard else None,
-                    policy=self.returns,
-                ),
-                dispatch,
-            )
-            await self._write_return(session, outcome, returned_by=principal.id, now=now)
-            row = await repo.get_dispatch_row(session, dispatch_id)
-        count_outcome(outcome)
-        return {"dispatch": row, "next": outcome}
-
-    async def approve_return(self, dispatch_id: uuid.UUID, *, principal: Principal) -> dict[str, Any]:
-        """An operator approves a return after receipt: the hazard is routed again."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._locked(session, dispatch_id)
-            hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
-            before = await repo.returned_departments(session, dispatch.hazard_id)
-            outcome = _decide(
-                lambda x: domain.approve_return(
-                    self.reference,
-                    x,
-                    by=principal.id,
-                    now=now,
-                    returned_before=before,
-                    urgency=hazard.facts.urgency if hazard else None,
-                ),
-                dispatch,
-            )
-            requester = dispatch.return_request.requested_by if dispatch.return_request else principal.id
-            await self._write_return(session, outcome, returned_by=requester, now=now)
-            row = await repo.get_dispatch_row(session, dispatch_id)
-        count_outcome(outcome)
-        return {"dispatch": row, "next": outcome}
-
-    async def refuse_return(self, dispatch_id: uuid.UUID, *, reason: str, principal: Principal) -> Any:
-        """An operator refuses a return after receipt: the department keeps the hazard."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            dispatch = await self._locked(session, dispatch_id)
-            refused = _decide(
-                lambda x: domain.refuse_return(x, by=principal.id, reason=reason, now=now), dispatch
-            )
-            await repo.update_dispatch(session, refused, now=now)
-            return await repo.get_dispatch_row(session, dispatch_id)
-
-    async def _write_return(
-        self, session: AsyncSession, outcome: domain.Outcome, *, returned_by: str, now: datetime
-    ) -> None:
-        returned = outcome.dispatches[0]
-        await repo.update_dispatch(
-            session, returned, returned_by=None if outcome.return_requested else returned_by, now=now
-        )
-        if outcome.return_requested:
-            return  # awaiting the dispatch center's approval: nothing changes hands yet
-        await repo.stop_timers(session, returned.dispatch_id, now=now)
-        await repo.add_return(
-            session,
-            hazard_id=returned.hazard_id,
-            department_id=returned.department_id,
-            dispatch_id=returned.dispatch_id,
-            now=now,
-        )
-        await self._add_new(session, outcome, dispatched_by="system", now=now)
-
-    async def reassign(
-        self, dispatch_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal
-    ) -> domain.Outcome:
-        """An operator moves a pending dispatch to another department."""
-        self._known_department(department_id)
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
-            if row is None:
-                raise _not_found(dispatch_id)
-            dispatch = repo.to_domain(row)
-            hazard = await repo.get_hazard(session, dispatch.hazard_id, for_update=True)
-            outcome = _decide(
-                lambda x: domain.reassign(
-                    self.reference,
-                    x,
-                    department_id=department_id,
-                    by=principal.id,
-                    now=now,
-                    urgency=hazard.facts.urgency if hazard else None,
-                ),
-                dispatch,
-            )
-            await repo.update_dispatch(session, outcome.dispatches[0], now=now)
-            await repo.stop_timers(session, dispatch_id, now=now)
-            await self._add_new(session, outcome, dispatched_by=principal.id, note=reason, now=now)
-        count_outcome(outcome)
-        return outcome
-
-    async def assign_from_queue(
-        self, hazard_id: uuid.UUID, *, department_id: str, reason: str, principal: Principal
-    ) -> domain.Outcome:
-        """An operator assigns a hazard waiting in the operators' queue to a department."""
-        self._known_department(department_id)
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            hazard = await repo.get_hazard(session, hazard_id, for_update=True)
-            if hazard is None:
-                raise ApiError(404, "not_found", f"No hazard {hazard_id} is known to dispatch.")
-            if hazard.queue != "operators":
-                raise ApiError(
-                    409,
-                    "not_in_operator_queue",
-                    f"Hazard {hazard_id} is not waiting in the operators' queue; "
-                    "reassign its dispatch instead.",
-                )
-            outcome = domain.assign_from_queue(
-                self.reference, hazard.facts, department_id=department_id, by=principal.id, now=now
-            )
-            await self._add_new(session, outcome, dispatched_by=principal.id, note=reason, now=now)
-        count_outcome(outcome)
-        return outcome
-
-    # ------------------------------------------------------------ helpers
-
-    def _known_department(self, department_id: str) -> None:
-        try:
-            self.reference.department(department_id)
-        except UnknownReference:
-            known = ", ".join(dep.id for dep in self.reference.departments)
-            raise ApiError(
-                422,
-                "unknown_department",
-                f"Unknown department {department_id!r}. Known departments: {known}.",
-                [{"field": "department_id", "problem": "unknown department"}],
-            ) from None
-
-    async def _locked(self, session: AsyncSession, dispatch_id: uuid.UUID) -> domain.Dispatch:
-        """Lock a dispatch (operators act on any); 404 when unknown."""
-        row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
-        if row is None:
-            raise _not_found(dispatch_id)
-        return repo.to_domain(row)
-
-    async def _own(
-        self, session: AsyncSession, dispatch_id: uuid.UUID, principal: Principal
-    ) -> domain.Dispatch:
-        """Lock a dispatch the calling department holds; 404 when unknown or another department's.
-
-        Another department's dispatch is invisible to the caller (GET answers 404), so acting on it is
-        404 as well, in the same words as an unknown id: the answer never says who holds it.
-        """
-        row = await repo.get_dispatch_row(session, dispatch_id, for_update=True)
-        if row is None or row.department_id != principal.department_id:
-            raise _not_found(dispatch_id)
-        return repo.to_domain(row)
-
-    async def _add_new(
-        self,
-        session: AsyncSession,
-        outcome: domain.Outcome,
-        *,
-        dispatched_by: str,
-        now: datetime,
-        note: str | None = None,
-    ) -> None:
-        """Write the new dispatch (or the referral) an outcome carries, and its events."""
-        new = [x for x in outcome.dispatches if x.status == "pending"]
-        hazard_id = outcome.events[0].hazard_id
-        try:
-            async with session.begin_nested():
-                await repo.add_dispatches(
-                    session,
-                    [repo.dispatch_row(x, dispatched_by=dispatched_by, note=note) for x in new],
-                    [repo.timer_row(x) for x in outcome.timers],
-                )
-        except IntegrityError:
-            raise ApiError(
-                409, "conflict", f"Hazard {hazard_id} already has an active dispatch; reload and retry."
-            ) from None
-        if outcome.referral is not None:
-            await repo.set_queue(session, hazard_id, queue="operators", reason=outcome.referral, now=now)
-        elif new:
-            await repo.set_queue(session, hazard_id, queue="dispatched", reason=None, now=now)
-        await self.outbox.add(session, *outcome.events)
+    uow.after_commit(count)
+    return await _shown(uow, dispatch_id)
 
 
-def _not_found(dispatch_id: uuid.UUID) -> ApiError:
-    return ApiError(404, "not_found", f"No dispatch {dispatch_id} is visible to you.")
+async def return_dispatch(
+    uow: Work, dispatch_id: uuid.UUID, *, reason: str, principal: Principal, policies: Policies
+) -> Rerouted:
+    """Return a dispatch (after receipt: within the window, or as a request awaiting approval)."""
+    dispatch = await _own(uow, dispatch_id, principal)
+    urgency, before = await _hazard_context(uow, dispatch.hazard_id)
+    outcome = domain.return_dispatch(
+        policies.reference,
+        dispatch,
+        reason=reason,
+        by=principal.id,
+        now=uow.now,
+        returned_before=before,
+        urgency=urgency,
+        policy=policies.returns,
+    )
+    await _write_return(uow, outcome, returned_by=principal.id)
+    return Rerouted(dispatch=await _shown(uow, dispatch_id), outcome=outcome)
 
 
-def _decide(decide: Callable[..., _T], dispatch: domain.Dispatch, **kwargs: Any) -> _T:
-    """Run a domain decision; a refusal becomes 409 with the domain's reason."""
+async def request_extension(
+    uow: Work,
+    dispatch_id: uuid.UUID,
+    *,
+    deadline: datetime,
+    reason: str,
+    principal: Principal,
+    policies: Policies,
+) -> DispatchRecord:
+    """The department holding a pending dispatch asks for a later receipt deadline (awaits a decision)."""
+    dispatch = await _own(uow, dispatch_id, principal)
+    requested, event = domain.request_extension(
+        dispatch,
+        deadline=deadline,
+        reason=reason,
+        by=principal.id,
+        now=uow.now,
+        limit=policies.extension_limit,
+    )
+    await uow.repo.update_dispatch(requested, now=uow.now)
+    await uow.publish(event)
+    return await _shown(uow, dispatch_id)
+
+
+# ---------------------------------------------------------------- operator and supervisor actions
+
+
+async def approve_return(
+    uow: Work, dispatch_id: uuid.UUID, *, principal: Principal, policies: Policies
+) -> Rerouted:
+    """An operator approves a return after receipt: the hazard is routed again."""
+    dispatch = await _locked(uow, dispatch_id)
+    urgency, before = await _hazard_context(uow, dispatch.hazard_id)
+    outcome = domain.approve_return(
+        policies.reference, dispatch, by=principal.id, now=uow.now, returned_before=before, urgency=urgency
+    )
+    requester = dispatch.return_request.requested_by if dispatch.return_request else principal.id
+    await _write_return(uow, outcome, returned_by=requester)
+    return Rerouted(dispatch=await _shown(uow, dispatch_id), outcome=outcome)
+
+
+async def refuse_return(
+    uow: Work, dispatch_id: uuid.UUID, *, reason: str, principal: Principal
+) -> DispatchRecord:
+    """An operator refuses a return after receipt: the department keeps the hazard."""
+    dispatch = await _locked(uow, dispatch_id)
+    refused = domain.refuse_return(dispatch, by=principal.id, reason=reason, now=uow.now)
+    await uow.repo.update_dispatch(refused, now=uow.now)
+    return await _shown(uow, dispatch_id)
+
+
+async def approve_extension(
+    uow: Work, dispatch_id: uuid.UUID, *, note: str, principal: Principal, policies: Policies
+) -> DispatchRecord:
+    """An operator or supervisor approves: the receipt deadline and its timers move to the requested one."""
+    dispatch = await _locked(uow, dispatch_id)
+    outcome = domain.approve_extension(policies.reference, dispatch, by=principal.id, note=note, now=uow.now)
+    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now)
+    await uow.repo.reschedule_timers(outcome.timers)
+    await uow.publish(*outcome.events)
+    return await _shown(uow, dispatch_id)
+
+
+async def refuse_extension(
+    uow: Work, dispatch_id: uuid.UUID, *, note: str, principal: Principal
+) -> DispatchRecord:
+    """An operator or supervisor refuses: the receipt deadline in force stays."""
+    dispatch = await _locked(uow, dispatch_id)
+    refused, event = domain.refuse_extension(dispatch, by=principal.id, note=note, now=uow.now)
+    await uow.repo.update_dispatch(refused, now=uow.now)
+    await uow.publish(event)
+    return await _shown(uow, dispatch_id)
+
+
+async def reassign_dispatch(
+    uow: Work,
+    dispatch_id: uuid.UUID,
+    *,
+    department_id: str,
+    reason: str,
+    principal: Principal,
+    policies: Policies,
+) -> domain.Outcome:
+    """An operator moves a pending dispatch to another department."""
+    reference = policies.reference
+    _require_department(reference, department_id)
+    dispatch = await _locked(uow, dispatch_id)
+    hazard = await uow.repo.get_hazard(dispatch.hazard_id, for_update=True)
+    outcome = domain.reassign(
+        reference,
+        dispatch,
+        department_id=department_id,
+        by=principal.id,
+        now=uow.now,
+        urgency=hazard.facts.urgency if hazard else None,
+    )
+    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now)
+    await uow.repo.stop_timers(dispatch_id, now=uow.now)
+    await _add_new(uow, outcome, dispatched_by=principal.id, note=reason)
+    uow.after_commit(lambda: count_outcome(outcome))
+    return outcome
+
+
+async def assign_from_queue(
+    uow: Work,
+    hazard_id: uuid.UUID,
+    *,
+    department_id: str,
+    reason: str,
+    principal: Principal,
+    policies: Policies,
+) -> domain.Outcome:
+    """An operator assigns a hazard waiting in the operators' queue to a department."""
+    reference = policies.reference
+    _require_department(reference, department_id)
+    hazard = await uow.repo.get_hazard(hazard_id, for_update=True)
+    if hazard is None:
+        raise HazardNotFoundError(hazard_id)
+    if hazard.queue != "operators":
+        raise NotInOperatorQueueError(hazard_id)
+    outcome = domain.assign_from_queue(
+        reference, hazard.facts, department_id=department_id, by=principal.id, now=uow.now
+    )
+    await _add_new(uow, outcome, dispatched_by=principal.id, note=reason)
+    uow.after_commit(lambda: count_outcome(outcome))
+    return outcome
+
+
+# ---------------------------------------------------------------- timers
+
+
+async def fire_due_timers(uow: Work, *, limit: int) -> int:
+    """Claim and fire up to ``limit`` due timers (overdue receipts, escalation steps); how many were claimed.
+
+    Claims skip dispatches another transaction holds, so replicas and concurrent passes never fire
+    the same timer, and an acknowledgement in progress is never raced (see the repository).
+    """
+    now = uow.now
+    claimed = await uow.repo.claim_due_timers(now=now, limit=limit)
+    if not claimed:
+        return 0
+    decisions = [domain.fire(c.timer, now=now) for c in claimed]
+    fired = [x.timer_id for x in decisions if x.event is not None]
+    cancelled = [x.timer_id for x in decisions if x.event is None]
+    overdue = {c.timer.dispatch_id for c, x in zip(claimed, decisions, strict=True) if x.marks_overdue}
+    escalated: dict[uuid.UUID, int] = {}
+    for c, x in zip(claimed, decisions, strict=True):
+        if x.event is not None and c.timer.kind == "escalation":
+            escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
+    events = [x.event for x in decisions if x.event is not None]
+    # A span per pass that fired something (tracing on): the events it writes carry it.
+    with tracing.current_span(
+        "dispatch",
+        "deadlines fire",
+        attributes={"hazard.timers_fired": len(events), "hazard.timers_claimed": len(claimed)},
+    ):
+        await uow.publish(*events)
+    await uow.repo.mark_timers(fired=fired, cancelled=cancelled, now=now)
+    await uow.repo.mark_overdue(overdue=overdue, escalated=escalated, now=now)
+    went_out = [(c, x) for c, x in zip(claimed, decisions, strict=True) if x.event is not None]
+
+    def count() -> None:
+        for c, _ in went_out:
+            metrics.TIMER_LATENESS.observe(max(0.0, (now - c.due_at).total_seconds()))
+            if c.timer.kind == "receipt_overdue":
+                metrics.RECEIPT_OVERDUE.labels(c.timer.department_id).inc()
+            else:
+                metrics.ESCALATIONS.labels(str(c.timer.level)).inc()
+
+    uow.after_commit(count)
+    return len(claimed)
+
+
+async def refresh_gauges(uow: Work, *, seen: set[str]) -> set[str]:
+    """Set the pending, overdue and operator-queue gauges from the database; the departments seen so far.
+
+    Departments seen before that have nothing pending now drop to zero.
+    """
+    counts = await uow.repo.pending_and_overdue()
+    queue = await uow.repo.operator_queue_size()
+    for department in seen - counts.keys():
+        metrics.PENDING.labels(department).set(0)
+        metrics.OVERDUE.labels(department).set(0)
+    for department, (pending, overdue) in counts.items():
+        metrics.PENDING.labels(department).set(pending)
+        metrics.OVERDUE.labels(department).set(overdue)
+    metrics.OPERATOR_QUEUE.set(queue)
+    return seen | counts.keys()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _require_department(reference: ReferenceData, department_id: str) -> None:
     try:
-        return decide(dispatch, **kwargs)
-    except domain.DispatchConflictError as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        reference.department(department_id)
+    except UnknownReference:
+        raise unknown_department(reference, department_id) from None
+
+
+async def _locked(uow: Work, dispatch_id: uuid.UUID) -> domain.Dispatch:
+    """Lock a dispatch (operators act on any); not found when unknown."""
+    dispatch = await uow.repo.lock_dispatch(dispatch_id)
+    if dispatch is None:
+        raise DispatchNotFoundError(dispatch_id)
+    return dispatch
+
+
+async def _own(uow: Work, dispatch_id: uuid.UUID, principal: Principal) -> domain.Dispatch:
+    """Lock a dispatch the calling department holds; not found when unknown or another department's.
+
+    Another department's dispatch is invisible to the caller (a read is not found), so acting on it
+    is not found as well, in the same words as an unknown id: the answer never says who holds it.
+    """
+    dispatch = await uow.repo.lock_dispatch(dispatch_id)
+    if dispatch is None or dispatch.department_id != principal.department_id:
+        raise DispatchNotFoundError(dispatch_id)
+    return dispatch
+
+
+async def _shown(uow: Work, dispatch_id: uuid.UUID) -> DispatchRecord:
+    """The dispatch as it now stands (read back in the same transaction)."""
+    record = await uow.repo.get_dispatch(dispatch_id)
+    if record is None:  # locked by this transaction a moment ago: cannot happen
+        raise DispatchNotFoundError(dispatch_id)
+    return record
+
+
+async def _hazard_context(uow: Work, hazard_id: uuid.UUID) -> tuple[str | None, set[str]]:
+    """Lock the hazard; its urgency and every department that returned it."""
+    hazard = await uow.repo.get_hazard(hazard_id, for_update=True)
+    before = await uow.repo.returned_departments(hazard_id)
+    return (hazard.facts.urgency if hazard else None), before
+
+
+async def _write_return(uow: Work, outcome: domain.Outcome, *, returned_by: str) -> None:
+    returned = outcome.dispatches[0]
+    await uow.repo.update_dispatch(
+        returned, returned_by=None if outcome.return_requested else returned_by, now=uow.now
+    )
+    if outcome.return_requested:
+        return  # awaiting the dispatch center's approval: nothing changes hands yet
+    await uow.repo.stop_timers(returned.dispatch_id, now=uow.now)
+    await uow.repo.add_return(
+        hazard_id=returned.hazard_id,
+        department_id=returned.department_id,
+        dispatch_id=returned.dispatch_id,
+        now=uow.now,
+    )
+    await _add_new(uow, outcome, dispatched_by="system")
+    uow.after_commit(lambda: count_outcome(outcome))
+
+
+async def _add_new(
+    uow: Work, outcome: domain.Outcome, *, dispatched_by: str, note: str | None = None
+) -> None:
+    """Write the new dispatch (or the referral) an outcome carries, and publish its events."""
+    new = [x for x in outcome.dispatches if x.status == "pending"]
+    hazard_id = outcome.events[0].hazard_id
+    added = await uow.repo.add_dispatches_unless_active(
+        new, outcome.timers, dispatched_by=dispatched_by, note=note
+    )
+    if not added:
+        raise ActiveDispatchError(hazard_id)
+    if outcome.referral is not None:
+        await uow.repo.set_queue(hazard_id, queue="operators", reason=outcome.referral, now=uow.now)
+    elif new:
+        await uow.repo.set_queue(hazard_id, queue="dispatched", reason=None, now=uow.now)
+    await uow.publish(*outcome.events)

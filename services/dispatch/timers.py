@@ -1,142 +1,70 @@
-"""The timer loop: fires due receipt deadlines and escalation steps through the outbox, once each.
+"""The timer loops: due receipt deadlines and escalation steps fire through the outbox, once each.
 
-Timers are rows written with their dispatch. Each pass claims due, unfired timers
-together with their dispatch rows (``FOR UPDATE ... SKIP LOCKED``), so several
-replicas never fire the same timer, and an acknowledgement in progress (which holds
-its dispatch row) is never raced: either it commits first and the timer finds the
-dispatch acknowledged, or the timer commits first and the acknowledgement finds
-it overdue and records itself as late. A deadline that fell due while the service
-was down is simply due on the next pass. "Now" is the database's clock, read at the start of
-each pass: a replica whose host clock is off neither fires early nor late.
+Timers are rows written with their dispatch. Each pass is one unit of work running the
+:func:`~services.dispatch.service.fire_due_timers` use case: it claims due, unfired timers
+together with their dispatch rows (``FOR UPDATE ... SKIP LOCKED``), so several replicas never
+fire the same timer, and an acknowledgement in progress (which holds its dispatch row) is never
+raced: either it commits first and the timer finds the dispatch acknowledged, or the timer
+commits first and the acknowledgement finds it overdue and records itself as late. A deadline
+that fell due while the service was down is simply due on the next pass. "Now" is the
+database's clock, read at the start of each pass: a replica whose host clock is off neither
+fires early nor late.
+
+The loops are declared with ``runtime.every`` (:func:`declare_loops`); tests call :func:`fire_due`
+and :func:`sweep` on a unit-of-work factory of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import uuid
-from collections.abc import Awaitable, Callable
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from services.dispatch import domain, metrics
-from services.dispatch import repository as repo
-from shared import tracing
-from shared.db import database_now
-from shared.outbox import Outbox
-from shared.service import repeat_every
-
-log = logging.getLogger(__name__)
+from services.dispatch import service
+from services.dispatch.service import WorkFactory
+from services.dispatch.settings import DispatchSettings
+from shared.service import ServiceRuntime
 
 
-@dataclass
-class TimerLoop:
-    """Claims and fires due timers in batches; safe to run in every replica."""
+async def fire_due(work: WorkFactory, *, batch_size: int) -> int:
+    """One pass: claim and fire up to ``batch_size`` due timers in one transaction; how many it claimed."""
+    async with work() as uow:
+        return await service.fire_due_timers(uow, limit=batch_size)
 
-    sessions: async_sessionmaker[AsyncSession]
-    outbox: Outbox
-    batch_size: int = 1000
-    poll_interval_s: float = 0.2
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def fire_due(self) -> int:
-        """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
-        async with self.sessions() as session, session.begin():
-            now = await database_now(session)
-            claimed = await repo.claim_due_timers(session, now=now, limit=self.batch_size)
-            if not claimed:
-                return 0
-            decisions = [domain.fire(c.timer, now=now) for c in claimed]
-            fired = [x.timer_id for x in decisions if x.event is not None]
-            cancelled = [x.timer_id for x in decisions if x.event is None]
-            overdue = {
-                c.timer.dispatch_id for c, x in zip(claimed, decisions, strict=True) if x.marks_overdue
-            }
-            escalated: dict[uuid.UUID, int] = {}
-            for c, x in zip(claimed, decisions, strict=True):
-                if x.event is not None and c.timer.kind == "escalation":
-                    escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
-            events = [x.event for x in decisions if x.event is not None]
-            # A span per pass that fired something (tracing on): the events it writes carry it.
-            with tracing.current_span(
-                "dispatch",
-                "deadlines fire",
-                attributes={"hazard.timers_fired": len(events), "hazard.timers_claimed": len(claimed)},
-            ):
-                await self.outbox.add(session, *events)
-            await repo.mark_timers(session, fired=fired, cancelled=cancelled, now=now)
-            await repo.mark_overdue(session, overdue=overdue, escalated=escalated, now=now)
-        for c, x in zip(claimed, decisions, strict=True):
-            if x.event is None:
-                continue
-            metrics.TIMER_LATENESS.observe(max(0.0, (now - c.due_at).total_seconds()))
-            if c.timer.kind == "receipt_overdue":
-                metrics.RECEIPT_OVERDUE.labels(c.timer.department_id).inc()
-            else:
-                metrics.ESCALATIONS.labels(str(c.timer.level)).inc()
-        return len(claimed)
-
-    async def run(self) -> None:
-        """Fire due timers until stopped; a full batch is followed at once by the next."""
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.fire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("timer pass failed, will retry: %s", exc)
-                await self._sleep(1.0)
-                continue
-            if claimed < self.batch_size:
-                await self._sleep(self.poll_interval_s)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    def stop(self) -> None:
-        """Finish after the current pass."""
-        self._stopping.set()
+async def sweep(work: WorkFactory, *, batch_size: int) -> int:
+    """Pass after pass until one claims less than a full batch (a backlog drains without pauses)."""
+    total = 0
+    while True:
+        claimed = await fire_due(work, batch_size=batch_size)
+        total += claimed
+        if claimed < batch_size:
+            return total
 
 
 @dataclass
-class GaugeRefresher:
-    """Keeps the pending, overdue and operator-queue gauges current from the database."""
+class Gauges:
+    """Keeps the pending, overdue and operator-queue gauges current (departments emptied drop to zero)."""
 
-    sessions: async_sessionmaker[AsyncSession]
-    interval_s: float = 5.0
-    _seen: set[str] = field(default_factory=set)
+    work: WorkFactory
+    seen: set[str] = field(default_factory=set)
 
     async def refresh(self) -> None:
-        """Read the counts once and set the gauges (departments with none drop to zero)."""
-        async with self.sessions() as session:
-            counts = await repo.pending_and_overdue(session)
-            queue = await repo.operator_queue_size(session)
-        for department in self._seen - counts.keys():
-            metrics.PENDING.labels(department).set(0)
-            metrics.OVERDUE.labels(department).set(0)
-        for department, (pending, overdue) in counts.items():
-            metrics.PENDING.labels(department).set(pending)
-            metrics.OVERDUE.labels(department).set(overdue)
-        self._seen |= counts.keys()
-        metrics.OPERATOR_QUEUE.set(queue)
-
-    async def run(self) -> None:
-        """Refresh every `interval_s` until cancelled."""
-        await repeat_every(self.interval_s, self.refresh, what="gauge refresh")
+        """Read the counts once and set the gauges."""
+        async with self.work() as uow:
+            self.seen = await service.refresh_gauges(uow, seen=self.seen)
 
 
-def background_loops(
-    loop: TimerLoop, gauges: GaugeRefresher, *, concurrency: int = 1
-) -> list[Callable[[], Awaitable[None]]]:
-    """The coroutine functions the runtime supervises: `concurrency` timer passes and the gauges."""
+def declare_loops(runtime: ServiceRuntime[DispatchSettings]) -> None:
+    """Declare the timer sweeps (``concurrency`` of them) and the gauge refresh, when timers are enabled.
 
-    async def dispatch_timers() -> None:
-        await loop.run()
-
-    async def dispatch_gauges() -> None:
-        await gauges.run()
-
-    return [*([dispatch_timers] * concurrency), dispatch_gauges]
+    Several sweeps in one process are safe (claims skip what another pass holds): while one waits on
+    the database another builds events.
+    """
+    settings = runtime.settings.timers
+    if not settings.enabled:
+        return
+    step: Any = functools.partial(sweep, runtime.work, batch_size=settings.batch_size)
+    for _ in range(settings.concurrency):
+        runtime.every(settings.poll_interval_s, step, what="dispatch timers")
+    runtime.every(settings.gauge_interval_s, Gauges(runtime.work).refresh, what="dispatch gauges")

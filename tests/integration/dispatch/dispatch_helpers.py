@@ -13,12 +13,14 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from services.dispatch import domain, tables
-from services.dispatch import repository as repo
 from services.dispatch.app import create_app
+from services.dispatch.repository import DispatchRepository
 from services.dispatch.settings import DispatchSettings
 from shared import events as ev
 from shared.auth import hash_token
+from shared.outbox import Outbox
 from shared.reference import ReferenceData
+from shared.uow import UnitOfWorkFactory
 from tests.support import apps, factories
 from tests.support.apps import running_app
 
@@ -81,6 +83,11 @@ def app_factory(db_url: str, kafka: Any, topics: dict[str, str]) -> AppFactory:
     return start
 
 
+def work_on(sessions: Any, outbox: Outbox) -> UnitOfWorkFactory[DispatchRepository]:
+    """Units of work on the dispatch repository over the test's own sessions and outbox."""
+    return UnitOfWorkFactory(sessions, outbox, DispatchRepository)
+
+
 scalar = apps.scalar
 
 
@@ -93,8 +100,8 @@ async def seed_due(
     sessions: Any, reference: ReferenceData, count: int, *, due_at: datetime
 ) -> list[uuid.UUID]:
     """`count` pending fire dispatches whose deadline and level-1 reminder are due at `due_at`."""
-    dispatch_rows: list[dict[str, Any]] = []
-    timer_rows: list[dict[str, Any]] = []
+    new: list[domain.Dispatch] = []
+    new_timers: list[domain.Timer] = []
     for _ in range(count):
         facts = domain.HazardFacts(
             hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
@@ -108,11 +115,11 @@ async def seed_due(
             reason="routed",
             causation_id=None,
         )
-        dispatch_rows.extend(repo.dispatch_row(d, dispatched_by="system") for d in outcome.dispatches)
-        timer_rows.extend(repo.timer_row(t) for t in outcome.timers)
-    ids = [row["dispatch_id"] for row in dispatch_rows]
+        new.extend(outcome.dispatches)
+        new_timers.extend(outcome.timers)
+    ids = [x.dispatch_id for x in new]
     async with sessions() as session, session.begin():
-        await repo.add_dispatches(session, dispatch_rows, timer_rows)
+        await DispatchRepository(session).add_dispatches(new, new_timers, dispatched_by="system")
         await set_deadline(session, ids, due_at)
     return ids
 

@@ -13,14 +13,13 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from services.dispatch import tables
-from services.dispatch.timers import GaugeRefresher, TimerLoop
+from services.dispatch import tables, timers
 from shared.db import create_engine, create_session_factory
 from shared.events import dump_event
 from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
-from tests.integration.dispatch.dispatch_helpers import AppFactory, auth, reported, seed_due
+from tests.integration.dispatch.dispatch_helpers import AppFactory, auth, reported, seed_due, work_on
 from tests.support.clock import skew_process_clock
 from tests.support.kafka_tools import produce, wait_for
 
@@ -47,10 +46,10 @@ async def test_a_timer_pass_on_a_skewed_clock_fires_what_the_database_says_is_du
         past = await seed_due(sessions, reference, 4, due_at=now - HALF_HOUR)
         await seed_due(sessions, reference, 3, due_at=now + HALF_HOUR)
         skew_process_clock(monkeypatch, skew)
-        loop = TimerLoop(sessions=sessions, outbox=Outbox(tables.outbox, default_topic="clock"))
-        while await loop.fire_due():
+        work = work_on(sessions, Outbox(tables.outbox, default_topic="clock"))
+        while await timers.fire_due(work, batch_size=1000):
             pass
-        await GaugeRefresher(sessions=sessions).refresh()
+        await timers.Gauges(work).refresh()
         async with sessions() as session:
             overdue = dict(
                 (

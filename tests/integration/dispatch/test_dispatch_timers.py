@@ -13,10 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services.dispatch import repository as repo
-from services.dispatch import tables
-from services.dispatch.service import Commands
-from services.dispatch.timers import TimerLoop
+from services.dispatch import service, tables, timers
+from services.dispatch.repository import Claimed, DispatchRepository
 from shared import events as ev
 from shared.auth import Principal
 from shared.db import create_engine, create_session_factory
@@ -24,7 +22,14 @@ from shared.events import dump_event
 from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
-from tests.integration.dispatch.dispatch_helpers import AppFactory, reported, scalar, seed_due, set_deadline
+from tests.integration.dispatch.dispatch_helpers import (
+    AppFactory,
+    reported,
+    scalar,
+    seed_due,
+    set_deadline,
+    work_on,
+)
 from tests.support.kafka_tools import produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -115,21 +120,22 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
     sessions = create_session_factory(engine)
     outbox = Outbox(tables.outbox, default_topic="race")
     reference = load_reference_data()
-    commands = Commands(sessions=sessions, outbox=outbox, reference=reference)
+    work = work_on(sessions, outbox)
     fire = Principal("dept-fire", "department", None, "fire")
     # Due a day ahead for now; each round brings its share's deadline to just ahead.
     ids = await seed_due(sessions, reference, count, due_at=datetime.now(UTC) + timedelta(days=1))
 
-    loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=per_round) for _ in range(2)]
+    loops = [work_on(sessions, outbox) for _ in range(2)]
     rng = random.Random(4)
 
     async def acknowledge_after(dispatch_id: uuid.UUID, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        await commands.acknowledge(dispatch_id, principal=fire)
+        async with work() as uow:
+            await service.acknowledge_dispatch(uow, dispatch_id, principal=fire)
 
-    async def fire_until(loop: TimerLoop, until: float) -> None:
+    async def fire_until(loop: Any, until: float) -> None:
         while time.monotonic() < until:
-            await loop.fire_due()
+            await timers.fire_due(loop, batch_size=per_round)
             await asyncio.sleep(0.002)
 
     for start in range(0, count, per_round):
@@ -147,7 +153,7 @@ async def test_acknowledgement_racing_the_deadline_has_exactly_one_outcome_a_tho
         rng.shuffle(racers)
         await asyncio.gather(*racers)
     # Timers skipped while an acknowledgement held their dispatch are now found acknowledged.
-    while await loops[0].fire_due():
+    while await timers.fire_due(loops[0], batch_size=per_round):
         pass
 
     async with sessions() as session:
@@ -202,18 +208,18 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     async with sessions() as session:
         past = (await session.execute(sa.text("select now() - interval '1 hour'"))).scalar_one()
     ids = await seed_due(sessions, reference, 300, due_at=past)
-    loops = [TimerLoop(sessions=sessions, outbox=outbox, batch_size=100) for _ in range(2)]
+    work = work_on(sessions, outbox)
 
-    claim = repo.claim_due_timers
+    claim = DispatchRepository.claim_due_timers
     first_holds = asyncio.Event()
     second_done = asyncio.Event()
     claimed_by: dict[int, set[uuid.UUID]] = {0: set(), 1: set()}
     callers: list[int] = []
 
-    async def claim_and_hold(session: Any, **kwargs: Any) -> list[repo.Claimed]:
+    async def claim_and_hold(repo: DispatchRepository, **kwargs: Any) -> list[Claimed]:
         me = len(callers)
         callers.append(me)
-        found = await claim(session, **kwargs)
+        found = await claim(repo, **kwargs)
         if me < 2:
             claimed_by[me] = {c.timer.dispatch_id for c in found}
         if me == 0:
@@ -221,24 +227,26 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
             await second_done.wait()
         return found
 
-    monkeypatch.setattr(repo, "claim_due_timers", claim_and_hold)
+    monkeypatch.setattr(DispatchRepository, "claim_due_timers", claim_and_hold)
 
     async def second() -> int:
         await first_holds.wait()
         try:
-            return await loops[1].fire_due()
+            return await timers.fire_due(work, batch_size=100)
         finally:
             second_done.set()
 
-    fired = await asyncio.wait_for(asyncio.gather(loops[0].fire_due(), second()), timeout=60)
-    monkeypatch.setattr(repo, "claim_due_timers", claim)
+    fired = await asyncio.wait_for(
+        asyncio.gather(timers.fire_due(work, batch_size=100), second()), timeout=60
+    )
+    monkeypatch.setattr(DispatchRepository, "claim_due_timers", claim)
     # Both passes fired a full share of the backlog, and not the same dispatches.
     assert fired[0] > 0, fired
     assert fired[1] > 0, fired
     assert len(claimed_by[0]) == 100
     assert len(claimed_by[1]) == 100
     assert not claimed_by[0] & claimed_by[1]
-    while await loops[0].fire_due():
+    while await timers.fire_due(work, batch_size=100):
         pass
     published, unfired_due = await _published_and_unfired_due(sessions)
     await engine.dispose()

@@ -178,19 +178,19 @@ async def test_a_deadline_firing_is_a_span_its_events_carry(db_url: str, spans: 
     from datetime import UTC, datetime, timedelta
 
     from services.dispatch import tables as dispatch_tables
-    from services.dispatch.timers import TimerLoop
+    from services.dispatch import timers
     from shared.db import create_engine, create_session_factory
     from shared.outbox import Outbox
     from shared.reference import load_reference_data
     from shared.settings import DatabaseSettings
-    from tests.integration.dispatch.dispatch_helpers import seed_due
+    from tests.integration.dispatch.dispatch_helpers import seed_due, work_on
 
     engine = create_engine(DatabaseSettings(url=db_url))
     sessions = create_session_factory(engine)
     try:
         outbox = Outbox(dispatch_tables.outbox, default_topic="deadlines")
         await seed_due(sessions, load_reference_data(), 2, due_at=datetime.now(UTC) - timedelta(seconds=1))
-        assert await TimerLoop(sessions=sessions, outbox=outbox).fire_due() > 0
+        assert await timers.fire_due(work_on(sessions, outbox), batch_size=1000) > 0
         async with sessions() as session:
             rows = (
                 (
