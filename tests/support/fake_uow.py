@@ -8,8 +8,8 @@ refusal (an exception) drops what was published, as a rollback would.
 
     work = FakeWork(FakeDispatchRepository(), now=T0)
     async with work() as uow:
-        await service.acknowledge(uow, dispatch_id, principal=fire)
-    assert [e.TYPE for e in work.published] == ["dispatch.acknowledged"]
+        await service.acknowledge_dispatch(uow, dispatch_id, principal=fire)
+    assert work.types() == ["hazard.acknowledged"]
 
 The fake repository's own state is not rolled back: tests that need a refused call to leave
 no trace check ``work.published`` and the repository's answers, as the real one would give.

@@ -21,6 +21,7 @@ from shared.auth import Principal
 from shared.domain_errors import DomainError
 from shared.errors import status_of
 from shared.reference import ReferenceData, load_reference_data
+from tests.support import factories
 from tests.support.factories import make_event
 from tests.support.fake_uow import FakeWork
 from tests.support.fakes.dispatch import FakeDispatchRepository
@@ -73,21 +74,14 @@ def desk(reference: ReferenceData) -> Desk:
 
 
 def reported(category: str = "locked_rooftop_door", grid_id: str = "liuyue-01") -> ev.HazardReported:
-    payload = ev.HazardReportedPayload(
-        report_id=uuid.uuid4(),
+    return factories.reported_event(
+        at=T0,
         category=category,
+        grid_id=grid_id,
         description="door padlocked",
         location=ev.Location(lat=22.65, lon=114.2, address="Liuyue Rd 12", building_id="B-12"),
-        grid_id=grid_id,
-        community_id=grid_id.rsplit("-", 1)[0],
         street_id="henggang",
         reporter_id="gm-1",
-        observed_at=T0,
-        accepted_at=T0,
-        photos=("https://img.example.org/1.jpg",),
-    )
-    return ev.HazardReported(
-        event_id=uuid.uuid4(), occurred_at=T0, hazard_id=uuid.uuid4(), producer="intake", payload=payload
     )
 
 
