@@ -225,9 +225,19 @@ def test_every_trigger_reaches_each_subscription_exactly_once_and_a_failing_rece
         rectify_and_verify(client, system, reworked, "liuyue-03", passed=True)
         in_state(client, system, reworked, "closed")
         relapse = report(client, system, "liuyue-03", "E2E-N-REWORK")
-        poll(
-            lambda: case(client, system, relapse).get("relapse_of") == reworked, "the relapse", timeout_s=180
-        )
+        try:
+            poll(
+                lambda: case(client, system, relapse).get("relapse_of") == reworked,
+                "the relapse",
+                timeout_s=180,
+            )
+        except AssertionError as exc:
+            # Say where the relapse stands, so a failure on a loaded machine can be told from a lost link.
+            seen = client.get(system.url("intake") + f"/open311/v2/requests/{relapse}.json").text
+            raise AssertionError(
+                f"{exc}; tracking's case: {case(client, system, relapse)}; intake's view: {seen}; "
+                f"the original: {case(client, system, reworked)}"
+            ) from None
 
         expected = {
             late: {"dispatched": 1, "receipt_due_soon": 2, "receipt_overdue": 1, "escalated": 1},
