@@ -40,6 +40,7 @@ from shared.kafka import (
     BrokerSender,
     create_broker,
     declare_publisher,
+    fetch_pacer,
     subscribe_lifecycle,
     subscriber_assigned,
 )
@@ -117,6 +118,7 @@ class ServiceRuntime(Generic[S]):
             service=name,
             batch_size=settings.outbox.batch_size,
             poll_interval_s=settings.outbox.poll_interval_s,
+            idle_poll_max_s=settings.outbox.idle_poll_max_s,
             error_backoff_s=settings.outbox.error_backoff_s,
             retention=timedelta(days=settings.outbox.retention_days),
             prune_batch_size=settings.outbox.prune_batch_size,
@@ -137,7 +139,11 @@ class ServiceRuntime(Generic[S]):
         if settings.admin_sync.enabled:
             # Tokens, departments, routing rules and campaigns administered at runtime (shared.admin_sync).
             runtime.admin_sync = AdminSync(
-                engine, runtime.tokens, reference, poll_interval_s=settings.admin_sync.poll_interval_s
+                engine,
+                runtime.tokens,
+                reference,
+                poll_interval_s=settings.admin_sync.poll_interval_s,
+                listen_poll_s=settings.admin_sync.listen_poll_s or None,
             )
             runtime.add_background(runtime.admin_sync.run)
         for event in publishes:
@@ -164,13 +170,21 @@ class ServiceRuntime(Generic[S]):
                 dead_letter_max_bytes=settings.kafka.dead_letter_max_bytes,
                 repository=repository,
             )
+            pacer = fetch_pacer(settings.kafka)
             subscribe_lifecycle(
                 broker,
                 runtime.consumer,
                 settings.kafka,
                 group_id=settings.kafka.group_id or f"hazard-{name}",
                 description=f"{name} applies lifecycle events idempotently, in batches",
+                pacer=pacer,
             )
+            if pacer.idle_ms > pacer.busy_ms:
+
+                async def pace_fetches() -> None:
+                    pacer.tick()
+
+                runtime.every(1.0, pace_fetches, what="fetch pacing")
         return runtime
 
     def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:

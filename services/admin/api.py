@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.admin_sync import NOTIFY_SQL
 from shared.auth import Principal, hash_token, require
 from shared.errors import ApiError, validation_details
 from shared.openapi import error_responses
@@ -135,6 +136,8 @@ async def _change(
 ) -> None:
     """Bump the change counter (first: it serialises administrators) and write the audit row."""
     await session.execute(sa.text("UPDATE admin.state SET version = version + 1 WHERE id = 1"))
+    # Every replica listening hears it when this transaction commits (shared.admin_sync).
+    await session.execute(NOTIFY_SQL)
     await session.execute(
         sa.text(
             "INSERT INTO admin.audit (actor, action, entity, entity_id, before, after) "

@@ -47,6 +47,7 @@ def create_app(settings: DispatchSettings, *, reference: ReferenceData | None = 
         outbox=runtime.outbox,
         batch_size=settings.timers.batch_size,
         poll_interval_s=settings.timers.poll_interval_s,
+        idle_poll_max_s=settings.timers.idle_poll_max_s,
     )
     gauges = GaugeRefresher(sessions=runtime.sessions, interval_s=settings.timers.gauge_interval_s)
     if settings.timers.enabled:

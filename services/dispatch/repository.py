@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import domain
 from services.dispatch.tables import dispatches, hazards, relapses, returns, timers
 from shared.events import FrozenDeadlineRule
+from shared.idle import wake_on_commit
 
 ListStatus = Literal["pending", "acknowledged", "overdue", "returned", "superseded"]
 
@@ -240,6 +241,7 @@ async def add_dispatches(
         await session.execute(_INSERT_DISPATCHES, _columns(rows, _DISPATCH_COLUMNS))
     if timer_rows:
         await session.execute(_INSERT_TIMERS, _columns(timer_rows, _TIMER_COLUMNS))
+        wake_on_commit(session, TIMERS_WAKE)
 
 
 def to_domain(row: Any) -> domain.Dispatch:
@@ -406,6 +408,20 @@ async def reschedule_timers(session: AsyncSession, timers_: Sequence[domain.Time
             )
             .values(due_at=timer.due_at)
         )
+    wake_on_commit(session, TIMERS_WAKE)
+
+
+# Commits that add or move timers wake this process's timer passes (shared.idle).
+TIMERS_WAKE = "dispatch.timers"
+_NEXT_DUE = sa.text(
+    "select extract(epoch from min(due_at) - :now) from dispatch.timers where fired_at is null"
+)
+
+
+async def seconds_to_next_timer(session: AsyncSession, *, now: datetime) -> float | None:
+    """Seconds from ``now`` until the earliest unfired timer falls due (None: there is none)."""
+    value = (await session.execute(_NEXT_DUE, {"now": now})).scalar()
+    return None if value is None else float(value)
 
 
 def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:

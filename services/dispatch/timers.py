@@ -25,6 +25,7 @@ from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
 from shared import tracing
 from shared.db import database_now
+from shared.idle import Wakeup, until_due_s
 from shared.outbox import Outbox
 from shared.service import repeat_every
 
@@ -39,15 +40,24 @@ class TimerLoop:
     outbox: Outbox
     batch_size: int = 1000
     poll_interval_s: float = 0.2
+    # Idle, a pass sleeps until the next timer falls due, at most this long (#20); a commit of this
+    # process that adds or moves timers wakes it, so only another process's new timers can wait this.
+    idle_poll_max_s: float = 0.2
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def fire_due(self) -> int:
         """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
+        return (await self._fire_due())[0]
+
+    async def _fire_due(self) -> tuple[int, float | None]:
+        """(timers claimed, and when none: seconds until the next falls due, if asked for and any)."""
         async with self.sessions() as session, session.begin():
             now = await database_now(session)
             claimed = await repo.claim_due_timers(session, now=now, limit=self.batch_size)
             if not claimed:
-                return 0
+                if self.idle_poll_max_s > self.poll_interval_s:
+                    return 0, await repo.seconds_to_next_timer(session, now=now)
+                return 0, None
             decisions = [domain.fire(c.timer, now=now) for c in claimed]
             fired = [x.timer_id for x in decisions if x.event is not None]
             cancelled = [x.timer_id for x in decisions if x.event is None]
@@ -76,21 +86,32 @@ class TimerLoop:
                 metrics.RECEIPT_OVERDUE.labels(c.timer.department_id).inc()
             else:
                 metrics.ESCALATIONS.labels(str(c.timer.level)).inc()
-        return len(claimed)
+        return len(claimed), None
 
     async def run(self) -> None:
-        """Fire due timers until stopped; a full batch is followed at once by the next."""
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.fire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("timer pass failed, will retry: %s", exc)
-                await self._sleep(1.0)
-                continue
-            if claimed < self.batch_size:
-                await self._sleep(self.poll_interval_s)
+        """Fire due timers until stopped; a full batch is followed at once by the next.
+
+        After a pass that found nothing due, it sleeps until the next timer falls due (between
+        ``poll_interval_s`` and ``idle_poll_max_s``); new or moved timers of this process wake it,
+        and the pass follows ``poll_interval_s`` later (as under load, passes stay that far apart).
+        """
+        with Wakeup(repo.TIMERS_WAKE) as wakeup:
+            while not self._stopping.is_set():
+                wakeup.clear()
+                try:
+                    claimed, due_in_s = await self._fire_due()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("timer pass failed, will retry: %s", exc)
+                    await self._sleep(1.0)
+                    continue
+                if claimed == 0 and self.idle_poll_max_s > self.poll_interval_s:
+                    wait = until_due_s(due_in_s, busy_s=self.poll_interval_s, idle_max_s=self.idle_poll_max_s)
+                    if await wakeup.wait(wait):
+                        await self._sleep(self.poll_interval_s)
+                elif claimed < self.batch_size:
+                    await self._sleep(self.poll_interval_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -54,6 +54,7 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         sessions=runtime.sessions,
         batch_size=settings.reminders.batch_size,
         poll_interval_s=settings.reminders.poll_interval_s,
+        idle_poll_max_s=settings.reminders.idle_poll_max_s,
     )
     gauge = DeliveryGauge(sessions=runtime.sessions)
     runtime.add_background(sender.run)

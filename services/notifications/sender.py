@@ -45,6 +45,7 @@ from services.notifications.service import (
     resolve_host,
 )
 from services.notifications.settings import DeliverySettings, SmtpSettings
+from shared.idle import IdleBackoff, Wakeup
 from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class SenderLoop:
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
+        backoff = IdleBackoff(self.settings.poll_interval_s, self.settings.idle_poll_max_s)
+        wakeup = Wakeup(repository.DELIVERIES_WAKE, self._wake)
+        wakeup.__enter__()
         try:
             while True:
                 # Cleared before the claim, not after it: a send that finishes while the claim
@@ -130,11 +134,17 @@ class SenderLoop:
                     log.warning("delivery claim failed, will retry: %s", exc)
                     claimed = 0
                 if claimed == 0:
+                    # Idle, the poll slows down (#20); new deliveries of this process and finished
+                    # sends wake it at once.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+                        await asyncio.wait_for(self._wake.wait(), timeout=backoff.next_wait(worked=False))
+                        backoff.reset()
                     # Let a few more sends finish: their results and the next claim share one transaction.
                     await asyncio.sleep(self.settings.gather_s)
+                else:
+                    backoff.reset()
         finally:
+            wakeup.__exit__()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=self.settings.timeout_s)
             with contextlib.suppress(Exception):

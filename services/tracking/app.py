@@ -52,6 +52,7 @@ def create_app(settings: TrackingSettings, *, reference: ReferenceData | None = 
         work=work,
         batch_size=settings.timers.batch_size,
         poll_interval_s=settings.timers.poll_interval_s,
+        idle_poll_max_s=settings.timers.idle_poll_max_s,
     )
     gauge = CaseGauge(sessions=runtime.sessions, interval_s=settings.timers.gauge_interval_s)
     runtime.add_background(timer_loop.run)

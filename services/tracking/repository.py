@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import tables
 from services.tracking.domain import Case, ClosedCase, Entry, actor_of
 from shared import events as ev
+from shared.idle import wake_on_commit
 
 _T = tables.timeline
 _C = tables.cases
@@ -515,6 +516,7 @@ async def list_hotspots(session: AsyncSession, *, min_relapses: int, limit: int 
 async def add_timers(session: AsyncSession, orders: Sequence[ev.HazardRectificationOrdered]) -> None:
     """One durable timer per rectification order, due at its deadline."""
     if orders:
+        wake_on_commit(session, TIMERS_WAKE)
         await session.execute(
             pg_insert(_TIMERS).on_conflict_do_nothing(),
             [
@@ -531,6 +533,8 @@ async def add_timers(session: AsyncSession, orders: Sequence[ev.HazardRectificat
 
 async def reschedule_timers(session: AsyncSession, moves: Sequence[tuple[uuid.UUID, datetime]]) -> None:
     """Move open rectification timers (by order) to a new due time: an approved extension."""
+    if moves:
+        wake_on_commit(session, TIMERS_WAKE)
     for order_event_id, due_at in moves:
         await session.execute(
             sa.update(_TIMERS)
@@ -557,6 +561,22 @@ async def cancel_timers(
     if keep:
         query = query.where(_TIMERS.c.order_event_id.not_in(list(keep)))
     await session.execute(query.values(cancelled_at=now))
+
+
+# Commits that add or move timers wake this process's timer loop (shared.idle).
+TIMERS_WAKE = "tracking.timers"
+
+
+async def seconds_to_next_timer(session: AsyncSession, *, now: datetime) -> float | None:
+    """Seconds from ``now`` until the earliest open timer falls due (None: there is none)."""
+    value = (
+        await session.execute(
+            sa.select(sa.extract("epoch", sa.func.min(_TIMERS.c.due_at) - now)).where(
+                _TIMERS.c.fired_at.is_(None), _TIMERS.c.cancelled_at.is_(None)
+            )
+        )
+    ).scalar()
+    return None if value is None else float(value)
 
 
 async def list_due_timers(session: AsyncSession, *, now: datetime, limit: int) -> list[Any]:
