@@ -86,12 +86,20 @@ class FetchPacer:
         busy_ms: int,
         idle_ms: int,
         idle_after_s: float,
+        busy_batch_ms: int | None = None,
+        idle_batch_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
         self.busy_ms = busy_ms
         self.idle_ms = max(busy_ms, idle_ms)
         self.idle_after_s = idle_after_s
+        # The FastStream batch subscriber waits this long for records, and as long again after finding
+        # none: a loop round 5 times a second at 100 ms. Idle, it may turn slower too (``subscriber``
+        # is the object whose ``batch_timeout_ms`` it reads for every round).
+        self.subscriber: Any = None
+        self.busy_batch_ms = busy_batch_ms
+        self.idle_batch_ms = idle_batch_ms
         self.clock = clock
         self.last_records = clock()
         self.idle = False
@@ -111,6 +119,13 @@ class FetchPacer:
                 self._warned = True
             return False
         fetcher._fetch_max_wait_ms = wait_ms
+        batch_ms = self.idle_batch_ms if wait_ms == self.idle_ms else self.busy_batch_ms
+        if (
+            batch_ms is not None
+            and self.subscriber is not None
+            and hasattr(self.subscriber, "batch_timeout_ms")
+        ):
+            self.subscriber.batch_timeout_ms = batch_ms
         return True
 
     def on_records(self) -> None:
@@ -181,7 +196,9 @@ class Wakeup:
         self.event.clear()
 
     async def wait(self, timeout_s: float) -> bool:
-        """Wait at most ``timeout_s``; True if woken."""
+        """Wait at most ``timeout_s``; True if woken (already, or meanwhile)."""
+        if self.event.is_set():
+            return True
         try:
             await asyncio.wait_for(self.event.wait(), timeout=timeout_s)
         except TimeoutError:

@@ -191,6 +191,7 @@ def subscribe_lifecycle(
 
     if pacer is not None and pacer.consumer is None:
         pacer.consumer = lambda: getattr(subscriber, "consumer", None)
+        pacer.subscriber = subscriber
 
     @subscriber(decoder=_raw_decoder)
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
@@ -242,6 +243,8 @@ def fetch_pacer(settings: KafkaSettings) -> FetchPacer:
         busy_ms=settings.fetch_max_wait_ms,
         idle_ms=settings.idle_fetch_max_wait_ms,
         idle_after_s=settings.idle_after_s,
+        busy_batch_ms=settings.batch_timeout_ms,
+        idle_batch_ms=max(settings.batch_timeout_ms, settings.idle_batch_timeout_ms),
     )
 
 

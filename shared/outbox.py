@@ -336,12 +336,20 @@ class OutboxRelay:
                     continue
                 if sent < self.batch_size:
                     # Another replica's turn counts as work: rows of ours may be waiting behind it.
-                    wait = backoff.next_wait(worked=sent > 0 or not turn)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    if await self._wait_for_wake(backoff.next_wait(worked=sent > 0 or not turn)):
                         backoff.reset()
+                else:
+                    backoff.reset()
         finally:
             waiting.discard(self._wake)
+
+    async def _wait_for_wake(self, seconds: float) -> bool:
+        """Wait until woken (True) or ``seconds`` passed (False)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _prune_when_due(self) -> None:
         # One bounded batch between two relay batches: a large expired backlog never holds up

@@ -61,8 +61,11 @@ class KafkaSettings(_Section):
     # stack's cost, broker included). After idle_after_s without a record the wait becomes
     # idle_fetch_max_wait_ms, and the next batch brings it back: only the first record after a quiet
     # spell waits longer. Equal to fetch_max_wait_ms: never changes.
-    idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 2000
     idle_after_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # Likewise the subscriber's own loop: it waits batch_timeout_ms for records and as long again
+    # after finding none (FastStream); idle, it turns round every 2 x this instead.
+    idle_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
     # After a batch smaller than max_batch, wait as long as that batch took, at most this long, before
     # taking the next, so that records gather into fewer, larger batches (fewer fetches, transactions
     # and commits for the same events). A consumer that keeps up otherwise takes whatever one fetch
