@@ -25,7 +25,7 @@ from services.dispatch import domain, metrics
 from services.dispatch import repository as repo
 from shared import tracing
 from shared.db import database_now
-from shared.idle import Wakeup, until_due_s
+from shared.idle import Wakeup, until_due_s, wake
 from shared.outbox import Outbox
 from shared.service import repeat_every
 
@@ -44,6 +44,9 @@ class TimerLoop:
     # process that adds or moves timers wakes it, so only another process's new timers can wait this.
     idle_poll_max_s: float = 0.2
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Passes of this loop sleeping until the next due timer: one is enough; the others wait to be
+    # woken (new timers, or a pass that found a full batch: a backlog to share).
+    _idle_pollers: int = 0
 
     async def fire_due(self) -> int:
         """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
@@ -108,10 +111,19 @@ class TimerLoop:
                     continue
                 if claimed == 0 and self.idle_poll_max_s > self.poll_interval_s:
                     wait = until_due_s(due_in_s, busy_s=self.poll_interval_s, idle_max_s=self.idle_poll_max_s)
-                    if await wakeup.wait(wait):
+                    if self._idle_pollers > 0:
+                        wait = 30 * self.idle_poll_max_s
+                    self._idle_pollers += 1
+                    try:
+                        woken = await wakeup.wait(wait)
+                    finally:
+                        self._idle_pollers -= 1
+                    if woken and not self._stopping.is_set():
                         await self._sleep(self.poll_interval_s)
                 elif claimed < self.batch_size:
                     await self._sleep(self.poll_interval_s)
+                else:
+                    wake(repo.TIMERS_WAKE)  # a backlog: every pass of this process helps
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -120,6 +132,7 @@ class TimerLoop:
     def stop(self) -> None:
         """Finish after the current pass."""
         self._stopping.set()
+        wake(repo.TIMERS_WAKE)
 
 
 @dataclass
