@@ -219,3 +219,31 @@ async def test_an_idle_relay_polls_ever_slower_and_rows_a_wakeup_or_another_turn
         0.25,
         0.5,
     ]
+
+
+async def test_the_http_server_turns_round_once_a_second_and_a_stop_signal_ends_its_wait() -> None:
+    import signal
+
+    import uvicorn
+
+    from shared.runner import QuietServer
+
+    server = QuietServer(uvicorn.Config(app=lambda scope, receive, send: None))
+    ticks: list[int] = []
+
+    async def on_tick(counter: int) -> bool:
+        ticks.append(counter)
+        return server.should_exit
+
+    server.on_tick = on_tick  # type: ignore[method-assign]
+    loop_task = asyncio.create_task(server.main_loop())
+    await asyncio.sleep(0)  # the loop runs up to its first wait
+    assert server._stop is not None
+    assert not server._stop.is_set()
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit
+    await asyncio.sleep(0)  # the signal's wake-up is scheduled on the loop
+    assert server._stop.is_set(), "the wait ends at once, not at the next tick"
+    await loop_task
+    assert ticks[0] == 0
+    assert all(t % 10 == 0 for t in ticks), "every round refreshes the Date header"
