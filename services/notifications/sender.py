@@ -116,7 +116,8 @@ class SenderLoop:
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
-        backoff = IdleBackoff(self.settings.poll_interval_s, self.settings.idle_poll_max_s)
+        poll = self.settings.poll_interval_s
+        backoff = IdleBackoff(poll, max(poll, self.settings.idle_poll_max_s))
         wakeup = Wakeup(repository.DELIVERIES_WAKE, self._wake)
         wakeup.__enter__()
         try:
