@@ -44,9 +44,9 @@ class TimerLoop:
     # process that adds or moves timers wakes it, so only another process's new timers can wait this.
     idle_poll_max_s: float = 0.2
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Passes of this loop sleeping until the next due timer: one is enough; the others wait to be
-    # woken (new timers, or a pass that found a full batch: a backlog to share).
-    _idle_pollers: int = 0
+    # Whether a pass of this loop is sleeping until the next due timer: one is enough; the others
+    # wait to be woken (new timers, or a pass that found a full batch: a backlog to share).
+    _watching: bool = False
 
     async def fire_due(self) -> int:
         """Claim and fire one batch of due timers in one transaction; returns how many were claimed."""
@@ -111,13 +111,16 @@ class TimerLoop:
                     continue
                 if claimed == 0 and self.idle_poll_max_s > self.poll_interval_s:
                     wait = until_due_s(due_in_s, busy_s=self.poll_interval_s, idle_max_s=self.idle_poll_max_s)
-                    if self._idle_pollers > 0:
-                        wait = 30 * self.idle_poll_max_s
-                    self._idle_pollers += 1
+                    watching = not self._watching
+                    if watching:
+                        self._watching = True
+                    else:
+                        wait = 30 * self.idle_poll_max_s  # another pass watches the clock
                     try:
                         woken = await wakeup.wait(wait)
                     finally:
-                        self._idle_pollers -= 1
+                        if watching:
+                            self._watching = False
                     if woken and not self._stopping.is_set():
                         await self._sleep(self.poll_interval_s)
                 elif claimed < self.batch_size:
