@@ -118,7 +118,10 @@ class SenderLoop:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
         poll = self.settings.poll_interval_s
         backoff = IdleBackoff(poll, max(poll, self.settings.idle_poll_max_s))
-        wakeup = Wakeup(repository.DELIVERIES_WAKE, self._wake)
+        # New deliveries of this process (committed by the consumer or the reminders) end an idle
+        # wait too, and are claimed poll_interval_s later: the ordinary poll's pace, however long
+        # the idle wait had grown.
+        wakeup = Wakeup(repository.DELIVERIES_WAKE)
         wakeup.__enter__()
         try:
             while True:
@@ -127,6 +130,7 @@ class SenderLoop:
                 # interval whenever every send to the only busy target finished meanwhile: a
                 # receiver back from an outage drained at 16 per 0.1 s).
                 self._wake.clear()
+                wakeup.clear()
                 try:
                     claimed = await self.claim_and_start()
                 except asyncio.CancelledError:
@@ -137,9 +141,12 @@ class SenderLoop:
                 if claimed == 0:
                     # Idle, the poll slows down (#20); new deliveries of this process and finished
                     # sends wake it at once.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=backoff.next_wait(worked=False))
+                    await self._idle_wait(wakeup.event, backoff.next_wait(worked=False))
+                    if self._wake.is_set():
+                        backoff.reset()  # a send finished: claim again at once
+                    elif wakeup.event.is_set():
                         backoff.reset()
+                        await asyncio.sleep(poll)
                     # Let a few more sends finish: their results and the next claim share one transaction.
                     await asyncio.sleep(self.settings.gather_s)
                 else:
@@ -151,6 +158,15 @@ class SenderLoop:
             with contextlib.suppress(Exception):
                 await self._flush_results()
             await self.close()
+
+    async def _idle_wait(self, new_deliveries: asyncio.Event, timeout_s: float) -> None:
+        """Wait until a send finishes, new deliveries are committed here, or ``timeout_s`` passed."""
+        waits = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(new_deliveries.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     @property
     def client(self) -> aiohttp.ClientSession:
