@@ -100,6 +100,7 @@ class FetchPacer:
         self.subscriber: Any = None
         self.busy_batch_ms = busy_batch_ms
         self.idle_batch_ms = idle_batch_ms
+        self._busy_fetcher_timeout: float | None = None
         self.clock = clock
         self.last_records = clock()
         self.idle = False
@@ -119,6 +120,16 @@ class FetchPacer:
                 self._warned = True
             return False
         fetcher._fetch_max_wait_ms = wait_ms
+        # aiokafka's fetch routine also looks round every consumer_timeout_ms (0.2 s) with a fetch in
+        # flight and nothing to do; idle, once per fetch wait is enough.
+        if hasattr(fetcher, "_fetcher_timeout"):
+            if self._busy_fetcher_timeout is None:
+                self._busy_fetcher_timeout = fetcher._fetcher_timeout
+            fetcher._fetcher_timeout = (
+                max(self._busy_fetcher_timeout, wait_ms / 1000)
+                if wait_ms == self.idle_ms
+                else self._busy_fetcher_timeout
+            )
         batch_ms = self.idle_batch_ms if wait_ms == self.idle_ms else self.busy_batch_ms
         if (
             batch_ms is not None

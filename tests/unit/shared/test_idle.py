@@ -58,7 +58,7 @@ class FakeClock:
 
 
 def _consumer(wait_ms: int) -> Any:
-    return SimpleNamespace(_fetcher=SimpleNamespace(_fetch_max_wait_ms=wait_ms))
+    return SimpleNamespace(_fetcher=SimpleNamespace(_fetch_max_wait_ms=wait_ms, _fetcher_timeout=0.2))
 
 
 def test_fetch_pacer_waits_longer_once_idle_and_short_again_with_the_first_records() -> None:
@@ -83,11 +83,13 @@ def test_fetch_pacer_waits_longer_once_idle_and_short_again_with_the_first_recor
     assert consumer._fetcher._fetch_max_wait_ms == 1000
     assert pacer.idle
     assert pacer.subscriber.batch_timeout_ms == 500
+    assert consumer._fetcher._fetcher_timeout == 1.0, "the fetch routine looks round once per fetch"
     clock.now = 60.0
     pacer.on_records()
     assert consumer._fetcher._fetch_max_wait_ms == 50
     assert not pacer.idle
     assert pacer.subscriber.batch_timeout_ms == 100
+    assert consumer._fetcher._fetcher_timeout == 0.2
     clock.now = 64.0
     pacer.tick()
     assert consumer._fetcher._fetch_max_wait_ms == 50, "idle counts from the last records"
