@@ -2,7 +2,7 @@
 
 Writes ``bench/results/report.md`` and ``bench/results/report.json``. ``--only NAME`` (repeatable)
 selects: ``end_to_end`` (includes the raw ceiling), ``raw_ceiling`` (alone, on a private
-stack), or a per-service module ``bench/<intake|dispatch|tracking|reporting|notifications>_*.py``, which
+stack), ``idle`` (the whole stack's CPU with no traffic, ``bench/idle.py``), or a per-service module ``bench/<intake|dispatch|tracking|reporting|notifications>_*.py``, which
 is run as ``python -m bench.<module>`` and writes its own ``bench/results/<module>.json``.
 """
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tracing", action="store_true", help="end_to_end with every service recording and exporting spans"
     )
     args = parser.parse_args(argv)
-    available = ["end_to_end", "raw_ceiling", *service_modules()]
+    available = ["end_to_end", "raw_ceiling", "idle", *service_modules()]
     if args.list:
         print("\n".join(available))
         return 0
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(available)}", file=sys.stderr
         )
         return 2
-    selected = args.only or ["end_to_end", *service_modules()]
+    selected = args.only or ["end_to_end", "idle", *service_modules()]
     command = "python -m bench " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         code = raw_ceiling.main([])
         results["raw_ceiling"] = json.loads((BENCH_DIR / "results" / "raw_ceiling.json").read_text())
         failed |= code != 0
+    if "idle" in selected:
+        from bench import idle
+
+        print("[bench] idle: starting the system, measuring it with no traffic ...", flush=True)
+        results["idle"] = idle.run()
+        (BENCH_DIR / "results" / "idle.json").write_text(json.dumps(results["idle"], indent=1))
+        print(idle.table(results["idle"]), flush=True)
     modules = [name for name in selected if name.startswith(SERVICE_PREFIXES)]
     if modules:
         # Each module runs in its own process for minutes: say which one runs, and when each ends.

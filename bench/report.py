@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import pattern_floor, raw_ceiling
+from bench import idle, pattern_floor, raw_ceiling
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -182,6 +182,8 @@ def render(results: dict[str, Any], *, command: str) -> str:
         lines += end_to_end_section(results["end_to_end"])
     elif "raw_ceiling" in results:
         lines += ["## Raw ceiling", "", raw_ceiling.table(results["raw_ceiling"])]
+    if "idle" in results:
+        lines += ["", "## Idle cost (`python -m bench.idle`)", "", idle.table(results["idle"])]
     modules = results.get("modules") or {}
     if modules:
         lines += ["", "## Per-service benchmarks", ""]

@@ -1,9 +1,13 @@
 """Runtime administration, applied without restart in every replica of every service.
 
 The admin API (hosted by reporting, :mod:`services.admin.api`) writes the ``admin`` schema and, in the
-same transaction, bumps ``admin.state.version`` (a row lock, so versions commit in order). Every
-replica of every service polls that one row each ``admin_sync.poll_interval_s`` (1 s); when it moved,
-it reads the administered rows in one snapshot and applies them in place:
+same transaction, bumps ``admin.state.version`` (a row lock, so versions commit in order) and
+notifies the channel ``hazard_admin`` (delivered at its commit). Every replica of every service
+listens on that channel on a connection of its own and reads that one row when told, and at least
+every ``admin_sync.listen_poll_s`` (30 s) in case a change came without a notification; while it
+cannot listen (the database away, a pooler without LISTEN) it polls every
+``admin_sync.poll_interval_s`` (1 s) instead (#20: an idle stack costs almost nothing). When the
+version moved, it reads the administered rows in one snapshot and applies them in place:
 
 - tokens: the token file's entries (the bootstrap) plus the active database tokens, less the denied
   hashes (:meth:`shared.auth.TokenRegistry.refresh`);
@@ -17,10 +21,12 @@ A database without the admin schema (a service migrated alone) keeps the files' 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -32,6 +38,9 @@ from shared.reference import Campaign, Department, ReferenceData, RoutingRule
 log = logging.getLogger(__name__)
 
 VERSION_SQL = sa.text("SELECT version FROM admin.state WHERE id = 1")
+# The channel a change notifies (in its transaction: listeners hear it when it commits).
+CHANNEL = "hazard_admin"
+NOTIFY_SQL = sa.text(f"SELECT pg_notify('{CHANNEL}', '')")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,9 @@ class AdminSync:
     tokens: TokenRegistry
     reference: ReferenceData
     poll_interval_s: float = 1.0
+    # Listening (LISTEN hazard_admin): also poll this often, for a change made without notifying.
+    # None: never listen, poll every poll_interval_s.
+    listen_poll_s: float | None = None
     version: int | None = None
     _base: ReferenceData = field(init=False)
     _absent_logged: bool = False
@@ -168,18 +180,66 @@ class AdminSync:
         previous, self.version = self.version, snapshot.version
         log.info("admin data applied: version %s -> %s", previous, snapshot.version)
 
+    async def _poll_logged(self) -> None:
+        try:
+            await self.poll_once()
+            if self._failing:
+                log.info("admin sync works again")
+                self._failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._failing:  # once per outage, not every second
+                log.warning("admin sync failed (%s); retrying every %s s", exc, self.poll_interval_s)
+                self._failing = True
+
     async def run(self) -> None:
-        """Poll until cancelled; a failed poll is logged and the next one retries."""
+        """Apply changes until cancelled: told by notifications when it can listen, else polling."""
         while True:
-            try:
-                await self.poll_once()
-                if self._failing:
-                    log.info("admin sync works again")
-                    self._failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._failing:  # once per outage, not every second
-                    log.warning("admin sync failed (%s); retrying every %s s", exc, self.poll_interval_s)
-                    self._failing = True
-            await asyncio.sleep(self.poll_interval_s)
+            if self.listen_poll_s is not None:
+                try:
+                    await self._listen()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.info("admin sync cannot listen (%s); polling every %s s", exc, self.poll_interval_s)
+            # Not listening (or the listener was lost): poll, and try to listen again after a while.
+            for _ in range(max(1, round(30 / self.poll_interval_s)) if self.listen_poll_s is not None else 1):
+                await self._poll_logged()
+                await asyncio.sleep(self.poll_interval_s)
+
+    async def _listen(self) -> None:
+        """Listen on a connection of its own; read the version when told, or every ``listen_poll_s``."""
+        url = self.engine.url
+        conn = await asyncpg.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            server_settings={"application_name": "hazard-admin-sync"},
+            timeout=10,
+        )
+        told = asyncio.Event()
+        lost = asyncio.Event()
+
+        def on_notify(*_: object) -> None:
+            told.set()
+
+        def on_lost(*_: object) -> None:
+            lost.set()
+            told.set()
+
+        try:
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(CHANNEL, on_notify)
+            while not lost.is_set() and not conn.is_closed():
+                told.clear()
+                # After subscribing, so that a change committed meanwhile is not missed.
+                await self._poll_logged()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(told.wait(), timeout=self.listen_poll_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+        raise ConnectionError("the admin listener's connection was lost")

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from shared import metrics, tracing
 from shared.consumer import EventConsumer, TransientError
+from shared.idle import FetchPacer
 from shared.outbox import OutgoingMessage
 from shared.settings import KafkaSettings
 
@@ -160,6 +161,7 @@ def subscribe_lifecycle(
     retry_pause_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    pacer: FetchPacer | None = None,
 ) -> Any:
     """Register the batch subscriber that feeds lifecycle records to the consumer.
 
@@ -170,7 +172,8 @@ def subscribe_lifecycle(
     consumer that keeps up still works in batches of many records: as long as the batch took, at
     most ``batch_linger_ms``. A cheap batch (light load) is followed by a short wait and adds
     little latency; an expensive one (a busy machine) gathers the next batch for longer.
-    ``clock`` and ``sleep`` are injected by tests.
+    ``clock`` and ``sleep`` are injected by tests. ``pacer`` (:class:`shared.idle.FetchPacer`) is told
+    of every batch, so that a consumer gone idle fetches with short waits again.
     """
     linger_s = settings.batch_linger_ms / 1000
     subscriber = broker.subscriber(
@@ -186,10 +189,16 @@ def subscribe_lifecycle(
         description=description,
     )
 
+    if pacer is not None and pacer.consumer is None:
+        pacer.consumer = lambda: getattr(subscriber, "consumer", None)
+        pacer.subscriber = subscriber
+
     @subscriber(decoder=_raw_decoder)
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+        if pacer is not None:
+            pacer.on_records()
         started = clock()
         try:
             await consumer.process(records)
@@ -226,6 +235,17 @@ def _record_lag(msg: Any, records: Sequence[Any], service: str) -> None:
         high = kafka_consumer.highwater(TopicPartition(topic, partition))
         if high is not None:
             metrics.CONSUMER_LAG.labels(service, topic, str(partition)).set(max(0, high - offset - 1))
+
+
+def fetch_pacer(settings: KafkaSettings) -> FetchPacer:
+    """A :class:`FetchPacer` from settings, for :func:`subscribe_lifecycle` to bind to its subscriber."""
+    return FetchPacer(
+        busy_ms=settings.fetch_max_wait_ms,
+        idle_ms=settings.idle_fetch_max_wait_ms,
+        idle_after_s=settings.idle_after_s,
+        busy_batch_ms=settings.batch_timeout_ms,
+        idle_batch_ms=max(settings.batch_timeout_ms, settings.idle_batch_timeout_ms),
+    )
 
 
 def declare_publisher(broker: KafkaBroker, topic: str, *, event: type[Any], description: str) -> None:

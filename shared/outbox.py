@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from shared import metrics, tracing
 from shared.events import AnyEvent, dump_event
+from shared.idle import IdleBackoff
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class OutboxRelay:
         service: str,
         batch_size: int = 1000,
         poll_interval_s: float = 0.25,
+        idle_poll_max_s: float | None = None,
         error_backoff_s: float = 1.0,
         retention: timedelta = timedelta(days=7),
         prune_batch_size: int = 5000,
@@ -231,6 +233,8 @@ class OutboxRelay:
         self.service = service
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        # Idle, the poll slows down to this (doubling each empty round); default: it never slows.
+        self.idle_poll_max_s = max(poll_interval_s, idle_poll_max_s or poll_interval_s)
         self.error_backoff_s = error_backoff_s
         self.retention = retention
         self.prune_batch_size = prune_batch_size
@@ -307,16 +311,19 @@ class OutboxRelay:
         """Relay until stopped; a failure (broker or database away) is logged and retried.
 
         Between batches it waits for a commit of this process that added rows, or at most
-        ``poll_interval_s`` (rows of other processes, or another replica's turn). Every
-        ``prune_interval_s`` it prunes what is past the retention.
+        ``poll_interval_s`` (rows of other processes, or another replica's turn). While rounds
+        find nothing and nobody wakes it, that poll doubles up to ``idle_poll_max_s`` (an idle
+        relay costs almost nothing); rows, a wake-up or another replica's turn bring it back to
+        ``poll_interval_s``. Every ``prune_interval_s`` it prunes what is past the retention.
         """
         waiting = _WAITING.setdefault(self.table.fullname, set())
         waiting.add(self._wake)
+        backoff = IdleBackoff(self.poll_interval_s, self.idle_poll_max_s)
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
-                    sent = await self.relay_once()
+                    turn, sent = await self._relay_batch()
                     await self._prune_when_due()
                     self.last_error = None
                 except asyncio.CancelledError:
@@ -328,10 +335,21 @@ class OutboxRelay:
                     await self._sleep(self.error_backoff_s)
                     continue
                 if sent < self.batch_size:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+                    # Another replica's turn counts as work: rows of ours may be waiting behind it.
+                    if await self._wait_for_wake(backoff.next_wait(worked=sent > 0 or not turn)):
+                        backoff.reset()
+                else:
+                    backoff.reset()
         finally:
             waiting.discard(self._wake)
+
+    async def _wait_for_wake(self, seconds: float) -> bool:
+        """Wait until woken (True) or ``seconds`` passed (False)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _prune_when_due(self) -> None:
         # One bounded batch between two relay batches: a large expired backlog never holds up

@@ -36,10 +36,12 @@ from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers
 from shared.http import BodySizeLimit, RefuseNulInUrl, send_error
 from shared.httpmetrics import HttpObservability
+from shared.idle import ClockWatch, repeat_until_due
 from shared.kafka import (
     BrokerSender,
     create_broker,
     declare_publisher,
+    fetch_pacer,
     subscribe_lifecycle,
     subscriber_assigned,
 )
@@ -117,6 +119,7 @@ class ServiceRuntime(Generic[S]):
             service=name,
             batch_size=settings.outbox.batch_size,
             poll_interval_s=settings.outbox.poll_interval_s,
+            idle_poll_max_s=settings.outbox.idle_poll_max_s,
             error_backoff_s=settings.outbox.error_backoff_s,
             retention=timedelta(days=settings.outbox.retention_days),
             prune_batch_size=settings.outbox.prune_batch_size,
@@ -137,7 +140,11 @@ class ServiceRuntime(Generic[S]):
         if settings.admin_sync.enabled:
             # Tokens, departments, routing rules and campaigns administered at runtime (shared.admin_sync).
             runtime.admin_sync = AdminSync(
-                engine, runtime.tokens, reference, poll_interval_s=settings.admin_sync.poll_interval_s
+                engine,
+                runtime.tokens,
+                reference,
+                poll_interval_s=settings.admin_sync.poll_interval_s,
+                listen_poll_s=settings.admin_sync.listen_poll_s or None,
             )
             runtime.add_background(runtime.admin_sync.run)
         for event in publishes:
@@ -164,13 +171,21 @@ class ServiceRuntime(Generic[S]):
                 dead_letter_max_bytes=settings.kafka.dead_letter_max_bytes,
                 repository=repository,
             )
+            pacer = fetch_pacer(settings.kafka)
             subscribe_lifecycle(
                 broker,
                 runtime.consumer,
                 settings.kafka,
                 group_id=settings.kafka.group_id or f"hazard-{name}",
                 description=f"{name} applies lifecycle events idempotently, in batches",
+                pacer=pacer,
             )
+            if pacer.idle_ms > pacer.busy_ms:
+
+                async def pace_fetches() -> None:
+                    pacer.tick()
+
+                runtime.every(1.0, pace_fetches, what="fetch pacing")
         return runtime
 
     def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
@@ -194,6 +209,42 @@ class ServiceRuntime(Generic[S]):
 
         loop.__name__ = what.replace(" ", "_")
         self.add_background(loop)
+
+    def until_due(
+        self,
+        step: Callable[[], Awaitable[int]],
+        next_due_s: Callable[[], Awaitable[float | None]],
+        *,
+        wake_key: str,
+        busy_s: float,
+        idle_max_s: float,
+        what: str,
+        full_batch: int | None = None,
+        passes: int = 1,
+    ) -> None:
+        """Declare a timer loop (``passes`` of them): ``step`` while rows are due, else sleep until the next is.
+
+        The one way every service declares its timer loops (:func:`shared.idle.repeat_until_due`):
+        idle, a loop costs one look at the next due time per ``idle_max_s`` at most; this process's
+        commits that add or move rows wake it at once.
+        """
+        watch = ClockWatch() if passes > 1 else None
+
+        async def loop() -> None:
+            await repeat_until_due(
+                step,
+                next_due_s,
+                wake_key=wake_key,
+                busy_s=busy_s,
+                idle_max_s=idle_max_s,
+                what=what,
+                full_batch=full_batch,
+                watch=watch,
+            )
+
+        loop.__name__ = what.replace(" ", "_")
+        for _ in range(passes):
+            self.add_background(loop)
 
     async def start(self) -> None:
         """Connect the broker (or keep trying in the background), start the relay and background loops.

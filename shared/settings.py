@@ -57,6 +57,15 @@ class KafkaSettings(_Section):
     # at 10 msgs/s, 50 ms gave 16 ms), so every hop of a hazard would wait for it. Apache Kafka
     # answers as soon as data arrives; there 500 (its default) saves idle fetches.
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    # Idle, that short wait is a fetch round trip 20 times a second per consumer (#20: most of an idle
+    # stack's cost, broker included). After idle_after_s without a record the wait becomes
+    # idle_fetch_max_wait_ms, and the next batch brings it back: only the first record after a quiet
+    # spell waits longer. Equal to fetch_max_wait_ms: never changes.
+    idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 2000
+    idle_after_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # Likewise the subscriber's own loop: it waits batch_timeout_ms for records and as long again
+    # after finding none (FastStream); idle, it turns round every 2 x this instead.
+    idle_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
     # After a batch smaller than max_batch, wait as long as that batch took, at most this long, before
     # taking the next, so that records gather into fewer, larger batches (fewer fetches, transactions
     # and commits for the same events). A consumer that keeps up otherwise takes whatever one fetch
@@ -124,6 +133,9 @@ class OutboxSettings(_Section):
     # Commits of this process wake its relay at once; the poll finds rows nobody woke it for
     # (committed by a replica that crashed before relaying them).
     poll_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.25
+    # An idle relay's poll doubles from poll_interval_s up to this (#20: an idle stack costs almost
+    # nothing); this process's commits still wake it at once, so only another process's rows wait.
+    idle_poll_max_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     error_backoff_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # Published rows stay this long (a broker that lost its data is refilled from them:
     # ``python -m shared.outbox_replay``), then are pruned in batches of ``prune_batch_size``.
@@ -136,7 +148,11 @@ class AdminSyncSettings(_Section):
     """Runtime administration: how often every replica looks for changes in the admin schema."""
 
     enabled: bool = True
+    # While it cannot listen for changes (LISTEN hazard_admin), every replica polls this often.
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Listening, it is told of each change at once, and also polls this often for one made without
+    # notifying (#20); 0 turns listening off (poll_interval_s polling only).
+    listen_poll_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
 
 class TracingSettings(_Section):

@@ -21,6 +21,7 @@ from services.admin.tables import (
     state,
     tokens,
 )
+from shared.admin_sync import NOTIFY_SQL
 from shared.auth import Principal
 
 TOKEN_COLUMNS = (
@@ -70,6 +71,8 @@ class AdminRepository:
         await self.session.execute(
             sa.update(state).where(state.c.id == 1).values(version=state.c.version + 1)
         )
+        # Every replica listening hears it when this transaction commits (shared.admin_sync).
+        await self.session.execute(NOTIFY_SQL)
         await self.session.execute(
             sa.insert(audit).values(
                 actor=actor,

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import domain
 from services.dispatch.tables import dispatches, hazards, relapses, returns, timers
 from shared.events import FrozenDeadlineRule
+from shared.idle import wake_on_commit
 
 ListStatus = Literal["pending", "acknowledged", "overdue", "returned", "superseded"]
 
@@ -367,6 +368,13 @@ _MARK_DISPATCHES = sa.text(
 # ---------------------------------------------------------------- the repository
 
 
+# Commits that add or move timers wake this process's timer passes (shared.idle).
+TIMERS_WAKE = "dispatch.timers"
+_NEXT_DUE = sa.select(sa.extract("epoch", sa.func.min(t.due_at) - sa.bindparam("now"))).where(
+    t.fired_at.is_(None)
+)
+
+
 class DispatchRepository:
     """The dispatch schema's reads and writes, inside the caller's transaction on ``session``."""
 
@@ -454,6 +462,7 @@ class DispatchRepository:
             await self.session.execute(
                 _INSERT_TIMERS, _columns([timer_row(x) for x in new_timers], _TIMER_COLUMNS)
             )
+            wake_on_commit(self.session, TIMERS_WAKE)
 
     async def add_dispatches_unless_active(
         self,
@@ -589,6 +598,13 @@ class DispatchRepository:
                 )
                 .values(due_at=timer.due_at)
             )
+        if moved:
+            wake_on_commit(self.session, TIMERS_WAKE)
+
+    async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
+        """Seconds from ``now`` until the earliest unfired timer falls due (None: there is none)."""
+        value = (await self.session.execute(_NEXT_DUE, {"now": now})).scalar()
+        return None if value is None else float(value)
 
     async def claim_due_timers(self, *, now: datetime, limit: int) -> list[Claimed]:
         """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.

@@ -19,6 +19,9 @@ class TimerSettings(BaseModel):
 
     enabled: bool = True
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    # Idle, a pass sleeps until the next timer is due, at most this long (#20); this process's new
+    # timers wake it, so only another replica's timer due sooner than this can fire that late.
+    idle_poll_max_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     # Passes running at once in one process: while one waits on the database another builds events.
     # Safe because claims skip rows another pass (or replica) holds.

@@ -10,7 +10,8 @@ that fell due while the service was down is simply due on the next pass. "Now" i
 database's clock, read at the start of each pass: a replica whose host clock is off neither
 fires early nor late.
 
-The loops are declared with ``runtime.every`` (:func:`declare_loops`); tests call :func:`fire_due`
+The timer passes are declared with ``runtime.until_due`` and the gauge with ``runtime.every``
+(:func:`declare_loops`); tests call :func:`fire_due`
 and :func:`sweep` on a unit-of-work factory of their own.
 """
 
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.dispatch import service
+from services.dispatch.repository import TIMERS_WAKE
 from services.dispatch.service import WorkFactory
 from services.dispatch.settings import DispatchSettings
 from shared.service import ServiceRuntime
@@ -40,6 +41,12 @@ async def sweep(work: WorkFactory, *, batch_size: int) -> int:
         total += claimed
         if claimed < batch_size:
             return total
+
+
+async def seconds_to_next(work: WorkFactory) -> float | None:
+    """Seconds until the earliest unfired timer falls due, on the database's clock (None: none)."""
+    async with work() as uow:
+        return await uow.repo.seconds_to_next_timer(now=uow.now)
 
 
 @dataclass
@@ -64,7 +71,16 @@ def declare_loops(runtime: ServiceRuntime[DispatchSettings]) -> None:
     settings = runtime.settings.timers
     if not settings.enabled:
         return
-    step: Any = functools.partial(sweep, runtime.work, batch_size=settings.batch_size)
-    for _ in range(settings.concurrency):
-        runtime.every(settings.poll_interval_s, step, what="dispatch timers")
+    # Idle, one pass sleeps until the next timer falls due (at most idle_poll_max_s); this process's
+    # new or moved timers wake the passes at once (#20). A full batch wakes every pass (a backlog).
+    runtime.until_due(
+        functools.partial(fire_due, runtime.work, batch_size=settings.batch_size),
+        functools.partial(seconds_to_next, runtime.work),
+        wake_key=TIMERS_WAKE,
+        busy_s=settings.poll_interval_s,
+        idle_max_s=settings.idle_poll_max_s,
+        full_batch=settings.batch_size,
+        passes=settings.concurrency,
+        what="dispatch timers",
+    )
     runtime.every(settings.gauge_interval_s, Gauges(runtime.work).refresh, what="dispatch gauges")

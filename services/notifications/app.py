@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.notifications import api, domain, handlers, service, tables
+from services.notifications import api, domain, handlers, repository, service, tables
 from services.notifications.sender import SenderLoop
 from services.notifications.settings import NotificationsSettings
 from services.notifications.timers import DeliveryGauge, ReminderLoop
@@ -53,7 +53,14 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
     reminders = ReminderLoop(sessions=runtime.sessions, batch_size=settings.reminders.batch_size)
     gauge = DeliveryGauge(sessions=runtime.sessions)
     runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
-    runtime.every(settings.reminders.poll_interval_s, reminders.sweep, what="reminder sweep")
+    runtime.until_due(
+        reminders.sweep,
+        reminders.seconds_to_next,
+        wake_key=repository.REMINDERS_WAKE,
+        busy_s=settings.reminders.poll_interval_s,
+        idle_max_s=settings.reminders.idle_poll_max_s,
+        what="reminder sweep",
+    )
     runtime.every(gauge.interval_s, gauge.refresh, what="delivery gauge refresh")
     app = create_http_app(
         runtime,

@@ -14,6 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import domain
 from services.notifications.tables import deliveries, reminders, subscriptions
+from shared.idle import wake_on_commit
+
+# Commits that add deliveries or reminders wake this process's sender and reminder loop (shared.idle).
+DELIVERIES_WAKE = "notifications.deliveries"
+REMINDERS_WAKE = "notifications.reminders"
 
 s = subscriptions.c
 d = deliveries.c
@@ -241,6 +246,7 @@ async def add_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]], 
     """
     if not rows:
         return 0
+    wake_on_commit(session, DELIVERIES_WAKE)
     inserted = await session.execute(
         _ADD_DELIVERIES,
         {
@@ -535,6 +541,7 @@ async def add_reminders(session: AsyncSession, planned: Sequence[domain.Reminder
     """Write planned reminders (the same reminder twice is written once)."""
     if not planned:
         return
+    wake_on_commit(session, REMINDERS_WAKE)
     await session.execute(
         _ADD_REMINDERS,
         {
@@ -579,6 +586,16 @@ async def cancel_reminders(
         _CANCEL_REMINDERS,
         {"now": now, "hazard_ids": [h for h, _ in wanted], "kinds": [k for _, k in wanted]},
     )
+
+
+async def seconds_to_next_reminder(session: AsyncSession, *, now: datetime) -> float | None:
+    """Seconds from ``now`` until the earliest pending reminder falls due (None: there is none)."""
+    value = (
+        await session.execute(
+            sa.select(sa.extract("epoch", sa.func.min(r.due_at) - now)).where(r.status == "pending")
+        )
+    ).scalar()
+    return None if value is None else float(value)
 
 
 async def claim_due_reminders(session: AsyncSession, *, now: datetime, limit: int) -> list[domain.Reminder]:

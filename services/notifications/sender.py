@@ -45,6 +45,7 @@ from services.notifications.service import (
     resolve_host,
 )
 from services.notifications.settings import DeliverySettings, SmtpSettings
+from shared.idle import IdleBackoff, Wakeup
 from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,13 @@ class SenderLoop:
 
     async def run(self) -> None:
         """Claim and send until cancelled; in-flight sends get ``timeout_s`` to finish."""
+        poll = self.settings.poll_interval_s
+        backoff = IdleBackoff(poll, max(poll, self.settings.idle_poll_max_s))
+        # New deliveries of this process (committed by the consumer or the reminders) end an idle
+        # wait too, and are claimed poll_interval_s later: the ordinary poll's pace, however long
+        # the idle wait had grown.
+        wakeup = Wakeup(repository.DELIVERIES_WAKE)
+        wakeup.__enter__()
         try:
             while True:
                 # Cleared before the claim, not after it: a send that finishes while the claim
@@ -122,6 +130,7 @@ class SenderLoop:
                 # interval whenever every send to the only busy target finished meanwhile: a
                 # receiver back from an outage drained at 16 per 0.1 s).
                 self._wake.clear()
+                wakeup.clear()
                 try:
                     claimed = await self.claim_and_start()
                 except asyncio.CancelledError:
@@ -130,16 +139,34 @@ class SenderLoop:
                     log.warning("delivery claim failed, will retry: %s", exc)
                     claimed = 0
                 if claimed == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+                    # Idle, the poll slows down (#20); new deliveries of this process and finished
+                    # sends wake it at once.
+                    await self._idle_wait(wakeup.event, backoff.next_wait(worked=False))
+                    if self._wake.is_set():
+                        backoff.reset()  # a send finished: claim again at once
+                    elif wakeup.event.is_set():
+                        backoff.reset()
+                        await asyncio.sleep(poll)
                     # Let a few more sends finish: their results and the next claim share one transaction.
                     await asyncio.sleep(self.settings.gather_s)
+                else:
+                    backoff.reset()
         finally:
+            wakeup.__exit__()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=self.settings.timeout_s)
             with contextlib.suppress(Exception):
                 await self._flush_results()
             await self.close()
+
+    async def _idle_wait(self, new_deliveries: asyncio.Event, timeout_s: float) -> None:
+        """Wait until a send finishes, new deliveries are committed here, or ``timeout_s`` passed."""
+        waits = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(new_deliveries.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     @property
     def client(self) -> aiohttp.ClientSession:

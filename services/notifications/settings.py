@@ -21,6 +21,9 @@ class ReminderSettings(_Section):
     # the department is reminded, if it has not acted by then.
     fractions: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.5, 0.8)
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Idle, the sweep sleeps until the next reminder is due, at most this long (#20); this process's
+    # new reminders wake it.
+    idle_poll_max_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
 
 
@@ -28,6 +31,9 @@ class DeliverySettings(_Section):
     """The sender: concurrency, timeouts and the retry schedule."""
 
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.1
+    # Idle, the poll doubles up to this (#20); new deliveries of this process wake the sender at once,
+    # so only retries falling due (and another replica's deliveries) can wait this long.
+    idle_poll_max_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 200
     # After a send finishes, wait this long for others before recording their results together
     # with the next claim, in one transaction (measured: bench/notifications_delivery.py).

@@ -1,6 +1,7 @@
 """Periodic steps of the notifications service: due reminders (催办) and the deliveries gauge.
 
-``app.py`` declares each with ``runtime.every`` (the one way loops are run).
+``app.py`` declares the reminder sweep with ``runtime.until_due`` (idle, it sleeps until the next
+reminder falls due; this process's new reminders wake it) and the gauge with ``runtime.every``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class ReminderLoop:
             metrics.REMINDERS_FIRED.inc(fired)
             if fired < self.batch_size:
                 return total
+
+    async def seconds_to_next(self) -> float | None:
+        """Seconds until the earliest open reminder falls due, on the database's clock (None: none)."""
+        async with self.sessions() as session:
+            return await repository.seconds_to_next_reminder(session, now=await database_now(session))
 
 
 class DeliveryGauge:

@@ -8,7 +8,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from services.tracking import api, handlers, tables, timers
-from services.tracking.repository import TrackingRepository
+from services.tracking.repository import TIMERS_WAKE, TrackingRepository
 from services.tracking.service import TrackingConfig
 from services.tracking.settings import TrackingSettings
 from shared.events import (
@@ -56,9 +56,12 @@ def create_app(settings: TrackingSettings, *, reference: ReferenceData | None = 
         ),
         repository=TrackingRepository,
     )
-    runtime.every(
-        settings.timers.poll_interval_s,
+    runtime.until_due(
         partial(timers.sweep_due_timers, runtime.work, batch_size=settings.timers.batch_size, config=config),
+        partial(timers.seconds_to_next, runtime.work),
+        wake_key=TIMERS_WAKE,
+        busy_s=settings.timers.poll_interval_s,
+        idle_max_s=settings.timers.idle_poll_max_s,
         what="rectification timer sweep",
     )
     runtime.every(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import tables
 from services.tracking.domain import Case, ClosedCase, Entry, actor_of
 from shared import events as ev
+from shared.idle import wake_on_commit
 
 _T = tables.timeline
 _C = tables.cases
@@ -245,6 +246,10 @@ class Hotspot:
 def relapse_window_start(observed_at: datetime, window_days: int) -> datetime:
     """The earliest closure a report seen at ``observed_at`` can relapse from."""
     return observed_at - timedelta(days=window_days)
+
+
+# Commits that add or move timers wake this process's timer loop (shared.idle).
+TIMERS_WAKE = "tracking.timers"
 
 
 class TrackingRepository:
@@ -551,6 +556,7 @@ class TrackingRepository:
     async def add_timers(self, orders: Sequence[ev.HazardRectificationOrdered]) -> None:
         """One durable timer per rectification order, due at its deadline."""
         if orders:
+            wake_on_commit(self.session, TIMERS_WAKE)
             await self.session.execute(
                 pg_insert(_TIMERS).on_conflict_do_nothing(),
                 [
@@ -566,6 +572,8 @@ class TrackingRepository:
 
     async def reschedule_timers(self, moves: Sequence[tuple[uuid.UUID, datetime]]) -> None:
         """Move open rectification timers (by order) to a new due time: an approved extension."""
+        if moves:
+            wake_on_commit(self.session, TIMERS_WAKE)
         for order_event_id, due_at in moves:
             await self.session.execute(
                 sa.update(_TIMERS)
@@ -591,6 +599,17 @@ class TrackingRepository:
         if keep:
             query = query.where(_TIMERS.c.order_event_id.not_in(list(keep)))
         await self.session.execute(query.values(cancelled_at=now))
+
+    async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
+        """Seconds from ``now`` until the earliest open timer falls due (None: there is none)."""
+        value = (
+            await self.session.execute(
+                sa.select(sa.extract("epoch", sa.func.min(_TIMERS.c.due_at) - now)).where(
+                    _TIMERS.c.fired_at.is_(None), _TIMERS.c.cancelled_at.is_(None)
+                )
+            )
+        ).scalar()
+        return None if value is None else float(value)
 
     async def list_due_timers(self, *, now: datetime, limit: int) -> list[Any]:
         """Due, open timers, oldest first (not locked: see :func:`claim_timers`)."""

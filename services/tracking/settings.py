@@ -25,6 +25,9 @@ class TimerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Idle, the sweep sleeps until the next timer is due, at most this long (#20); this process's new
+    # or moved timers wake it.
+    idle_poll_max_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
     gauge_interval_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
 

@@ -1,6 +1,8 @@
 """Periodic steps of the tracking service: overdue rectification timers and the cases-by-state gauge.
 
-Both are declared in ``app.py`` with ``runtime.every(...)``; each step opens its own units of work.
+The timer loop is declared in ``app.py`` with ``runtime.until_due(...)`` (idle, it sleeps until the
+next timer falls due; this process's new or moved timers wake it), the gauge with
+``runtime.every(...)``; each step opens its own units of work.
 "Now" is the database's clock, read at the start of each unit of work: a replica whose host
 clock is off neither fires early nor late.
 """
@@ -35,6 +37,12 @@ async def sweep_due_timers(work: Work, *, batch_size: int, config: service.Track
             if total:
                 log.info("fired %d overdue rectification timers", total)
             return total
+
+
+async def seconds_to_next(work: Work) -> float | None:
+    """Seconds until the earliest open timer falls due, on the database's clock (None: none)."""
+    async with work() as uow:
+        return await uow.repo.seconds_to_next_timer(now=uow.now)
 
 
 async def refresh_case_gauge(work: Work) -> None:

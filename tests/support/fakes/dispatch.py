@@ -223,6 +223,10 @@ class FakeDispatchRepository:
             if timer.dispatch_id == dispatch_id and timer.fired_at is None:
                 timer.fired_at, timer.cancelled = now, True
 
+    async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
+        due = [timer.due_at for timer in self.timers if timer.fired_at is None]
+        return None if not due else (min(due) - now).total_seconds()
+
     async def reschedule_timers(self, moved: Sequence[domain.Timer]) -> None:
         for new in moved:
             for timer in self.timers:
