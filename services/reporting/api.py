@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, period_report, reports, repository
-from services.reporting.repository import Filters, Period
+from services.reporting import domain, period_report, reports
 from services.reporting.settings import DashboardSettings, ReportingSettings
+from services.reporting.store import queries, rollups
+from services.reporting.store.common import Filters, Period
 from shared.auth import Principal, require
 from shared.errors import ApiError
 from shared.reference import ReferenceData
@@ -99,10 +100,10 @@ async def _refresh(runtime: ServiceRuntime[Any]) -> None:
     bound = settings.projection.max_staleness_s if isinstance(settings, ReportingSettings) else 0.0
     async with runtime.sessions() as session, session.begin():
         if bound > 0:
-            age = await repository.unrefreshed_for_s(session)
+            age = await rollups.unrefreshed_for_s(session)
             if age is None or age <= bound:
                 return
-        await repository.refresh_rollup(session)
+        await rollups.refresh_rollup(session)
 
 
 FromQ = Annotated[date | None, Query(alias="from", description="First local day (YYYY-MM-DD), included")]
@@ -176,7 +177,7 @@ async def get_overdue(
         settings.dashboard if isinstance(settings, ReportingSettings) else DashboardSettings()
     ).case_url
     async with runtime.sessions() as session:
-        rows = await repository.list_open_overdue(session, now=now, filters=filters, limit=limit)
+        rows = await queries.list_open_overdue(session, now=now, filters=filters, limit=limit)
     items = [
         {
             "dispatch_id": str(r["dispatch_id"]),
@@ -215,7 +216,7 @@ async def get_relapse_hotspots(
     filters = _filters(runtime.reference, community, category)
     threshold = min_relapses or runtime.reference.hotspot_min_relapses
     async with runtime.sessions() as session:
-        rows = await repository.list_relapse_hotspots(
+        rows = await queries.list_relapse_hotspots(
             session, period=period, filters=filters, min_relapses=threshold, limit=limit
         )
     items = [
@@ -253,7 +254,7 @@ async def get_campaigns(
     campaigns = runtime.reference.campaigns
     since = min((c.starts_on for c in campaigns), default=date(2000, 1, 1)) - timedelta(days=1)
     async with runtime.sessions() as session:
-        counts = await repository.campaign_counts(
+        counts = await queries.campaign_counts(
             session, since=since, filters=filters, ends_on={c.id: c.ends_on for c in campaigns}
         )
     today = now.astimezone(ZoneInfo(runtime.reference.calendar.timezone)).date()
@@ -293,7 +294,7 @@ async def get_timeseries(
         )
     await _refresh(runtime)
     async with runtime.sessions() as session:
-        series = await repository.daily_series(
+        series = await queries.daily_series(
             session, group_by=group_by, period=period, filters=filters, bucket=bucket, now=now
         )
     buckets = _buckets(period, bucket)
@@ -317,7 +318,7 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     out: list[date] = []
     day = period.start
     while day <= period.end:
-        start = repository.bucket_start(day, bucket)
+        start = queries.bucket_start(day, bucket)
         if not out or out[-1] != start:
             out.append(start)
         day += timedelta(days=1)

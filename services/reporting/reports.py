@@ -39,9 +39,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.reporting import domain, repository
+from services.reporting import domain
 from services.reporting.domain import Counts
-from services.reporting.repository import Filters, Period
+from services.reporting.store import common, queries
+from services.reporting.store.common import Filters, Period
 from shared.reference import ReferenceData
 
 GROUP_BY = ("department", "community", "grid", "category", "campaign")
@@ -282,7 +283,7 @@ async def summary(
     filters: Filters,
     now: datetime,
     use_rollup: bool = True,
-    schema: str = repository.SCHEMA,
+    schema: str = common.SCHEMA,
 ) -> dict[str, Any]:
     """The summary table: figures per group for the period, with previous-period and year-earlier rates.
 
@@ -300,12 +301,12 @@ async def summary(
             return await query(session)
 
     def counts_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.period_counts(
+        return lambda db: queries.period_counts(
             db, group_by=by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
         )
 
     def medians_of(measure: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.measure_medians(
+        return lambda db: queries.measure_medians(
             db,
             group_by=group_by,
             period=current,
@@ -326,12 +327,12 @@ async def summary(
         run(medians_of("ack")),
         run(medians_of("rect")),
         run(
-            lambda db: repository.returns_after_receipt(
+            lambda db: queries.returns_after_receipt(
                 db, group_by=group_by, period=current, filters=filters, schema=schema
             )
         ),
         run(
-            lambda db: repository.action_figures(
+            lambda db: queries.action_figures(
                 db, group_by=group_by, period=current, filters=filters, now=now, schema=schema
             )
         ),
@@ -429,7 +430,7 @@ def summary_csv(report: dict[str, Any]) -> str:
         *(f"previous_{r}" for r in RATE_FIGURES),
         *(f"year_earlier_{r}" for r in RATE_FIGURES),
         "returned_after_receipt",
-        *repository.ACTION_FIGURES,
+        *queries.ACTION_FIGURES,
         *NOTICE_AND_ESCALATION_FIGURES,
     ]
     out = io.StringIO()
@@ -448,7 +449,7 @@ def summary_csv(report: dict[str, Any]) -> str:
                 *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
                 *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
                 group["returned_after_receipt"],
-                *(group[f] for f in repository.ACTION_FIGURES),
+                *(group[f] for f in queries.ACTION_FIGURES),
                 *(group[f] for f in NOTICE_AND_ESCALATION_FIGURES),
             ]
         )
