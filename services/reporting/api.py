@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, period_report, reports
+from services.reporting import domain, models, period_report, reports
 from services.reporting.settings import DashboardSettings, ReportingSettings
 from services.reporting.store import queries, rollups
 from services.reporting.store.common import Filters, Period
@@ -45,6 +45,12 @@ def _runtime(request: Request) -> ServiceRuntime[Any]:
 def _now(request: Request) -> datetime:
     clock = getattr(request.app.state, "clock", None)
     return clock() if clock is not None else datetime.now(UTC)
+
+
+Runtime = Annotated[ServiceRuntime[Any], Depends(_runtime)]
+Now = Annotated[datetime, Depends(_now)]
+"""The request's time (the app's clock when a test set one)."""
+Reader = Annotated[Principal, Depends(reader)]
 
 
 def _period(reference: ReferenceData, start: date | None, end: date | None, now: datetime) -> Period:
@@ -112,10 +118,17 @@ CommunityQ = Annotated[str | None, Query(description="Only this community")]
 CategoryQ = Annotated[str | None, Query(description="Only this category")]
 
 
-@router.get("/api/v1/reports/summary", tags=["reports"], summary="Figures per group, with comparisons")
+@router.get(
+    "/api/v1/reports/summary",
+    tags=["reports"],
+    summary="Figures per group, with comparisons (JSON or CSV)",
+    response_model=models.Summary,
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 async def get_summary(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     group_by: Annotated[
         str,
         Query(
@@ -131,8 +144,6 @@ async def get_summary(
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     """Per group: counts, rates, medians, and the rates of the previous period and a year earlier."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     _grouping(runtime.reference, group_by)
@@ -157,19 +168,21 @@ async def get_summary(
 
 
 @router.get(
-    "/api/v1/reports/overdue", tags=["reports"], summary="Open dispatches past their receipt deadline"
+    "/api/v1/reports/overdue",
+    tags=["reports"],
+    summary="Open dispatches past their receipt deadline",
+    response_model=models.OverdueList,
 )
 async def get_overdue(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     community: CommunityQ = None,
     category: CategoryQ = None,
     department_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
     """Dispatches past their receipt deadline and not acknowledged, oldest deadline first."""
-    runtime = _runtime(request)
-    now = _now(request)
     base = _filters(runtime.reference, community, category)
     filters = Filters(community_id=base.community_id, category=base.category, department_id=department_id)
     settings = runtime.settings
@@ -198,10 +211,16 @@ async def get_overdue(
     return {"as_of": now.isoformat(), "count": len(items), "items": items}
 
 
-@router.get("/api/v1/reports/relapse-hotspots", tags=["reports"], summary="Places ranked by relapses")
+@router.get(
+    "/api/v1/reports/relapse-hotspots",
+    tags=["reports"],
+    summary="Places ranked by relapses",
+    response_model=models.Hotspots,
+)
 async def get_relapse_hotspots(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     start: FromQ = None,
     end: ToQ = None,
     community: CommunityQ = None,
@@ -210,8 +229,6 @@ async def get_relapse_hotspots(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Places (building or address within a grid) with the most relapses in the period."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     threshold = min_relapses or runtime.reference.hotspot_min_relapses
@@ -241,15 +258,19 @@ async def get_relapse_hotspots(
     }
 
 
-@router.get("/api/v1/reports/campaigns", tags=["reports"], summary="Campaign progress against targets")
+@router.get(
+    "/api/v1/reports/campaigns",
+    tags=["reports"],
+    summary="Campaign progress against targets",
+    response_model=models.Campaigns,
+)
 async def get_campaigns(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     community: CommunityQ = None,
 ) -> dict[str, Any]:
     """Every campaign: hazards found, notices issued, rectified, closed, and progress to its targets."""
-    runtime = _runtime(request)
-    now = _now(request)
     filters = _filters(runtime.reference, community, None)
     campaigns = runtime.reference.campaigns
     since = min((c.starts_on for c in campaigns), default=date(2000, 1, 1)) - timedelta(days=1)
@@ -261,10 +282,16 @@ async def get_campaigns(
     return {"campaigns": reports.campaign_progress(runtime.reference, counts, today=today)}
 
 
-@router.get("/api/v1/reports/timeseries", tags=["reports"], summary="A figure per group over time")
+@router.get(
+    "/api/v1/reports/timeseries",
+    tags=["reports"],
+    summary="A figure per group over time",
+    response_model=models.Timeseries,
+)
 async def get_timeseries(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     metric: str = "overdue_receipts",
     group_by: SeriesGroupBy = "department",
     bucket: Bucket = "day",
@@ -281,8 +308,6 @@ async def get_timeseries(
             f"Unknown metric {metric!r}.",
             [{"field": "metric", "problem": f"use one of: {', '.join(SERIES_METRICS)}"}],
         )
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     if (community or category) and group_by not in ("department", "community", "category"):
@@ -329,6 +354,7 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     "/api/v1/reports/period",
     tags=["reports"],
     summary="The supervisor's period report: tables, comparisons and sentences (JSON, HTML or xlsx)",
+    response_model=models.PeriodReport,
     responses={
         200: {
             "content": {
@@ -340,8 +366,9 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     },
 )
 async def get_period_report(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     start: FromQ = None,
     end: ToQ = None,
     format: Literal["json", "html", "xlsx"] = "json",
@@ -349,8 +376,6 @@ async def get_period_report(
     overdue_limit: Annotated[int, Query(ge=0, le=5000, description="Rows of the open-overdue list")] = 200,
 ) -> Response:
     """The period's figures beside the previous period and a year earlier, as the seed's report lays them out."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     settings = runtime.settings
     case_url = (
@@ -382,10 +407,15 @@ async def get_period_report(
     return JSONResponse(report)
 
 
-@router.get("/api/v1/reports/reference", tags=["reports"], summary="Names for the dashboard's filters")
-async def get_reference(request: Request, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
+@router.get(
+    "/api/v1/reports/reference",
+    tags=["reports"],
+    summary="Names for the dashboard's filters",
+    response_model=models.ReportingReference,
+)
+async def get_reference(runtime: Runtime, principal: Reader) -> dict[str, Any]:
     """Communities, categories, departments and campaigns with English and Chinese names."""
-    ref = _runtime(request).reference
+    ref = runtime.reference
     return {
         "timezone": ref.calendar.timezone,
         "communities": [{"id": c.id, "en": c.name_en, "zh": c.name_zh} for c in ref.communities],
