@@ -73,7 +73,9 @@ async def test_every_json_answer_is_its_declared_model(
             assert response.status_code == 200, (path, params, response.text)
             body = response.json()
             assert model.model_validate(body).model_dump(by_alias=True, mode="json") == body, (path, params)
-            if not params.get("from", "").startswith("2020"):
+            if path not in ("/api/v1/whoami", "/app/config.json") and not params.get("from", "").startswith(
+                "2020"
+            ):
                 assert _rows(body) > 0, (path, params)
 
         # The OpenAPI document describes each documented route's answer with its model.
