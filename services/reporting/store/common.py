@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-SCHEMA = "reporting"
+from services.reporting import tables
+
+SCHEMA = tables.SCHEMA
+
+
+def on_schema(schema: str) -> dict[str, Any]:
+    """Execution options running a statement built from tables.py on ``schema`` (the rebuild's copy)."""
+    return {} if schema == SCHEMA else {"schema_translate_map": {SCHEMA: schema}}
+
+
 Executor = AsyncSession | AsyncConnection
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 from services.reporting import domain, tables
 from services.reporting.domain import FactBatch, Rule
-from services.reporting.store.common import SCHEMA, Executor
+from services.reporting.store.common import SCHEMA, Executor, on_schema
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -143,15 +143,26 @@ async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: s
     # DO UPDATE (not NOTHING) bumps the row's version: a refresh that read the day before this
     # transaction's facts were visible then finds the version changed and leaves the day dirty
     # (see refresh_rollup). The oldest mark stays: a summary's staleness is measured from it.
-    await db.execute(
-        sa.text(
-            f"INSERT INTO {schema}.rollup_dirty (day) "
-            f"SELECT day FROM ("
-            f" SELECT report_day AS day FROM {schema}.hazards WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
-            f" UNION SELECT dispatch_day FROM {schema}.dispatches WHERE hazard_id = ANY(CAST(:ids AS uuid[]))"
-            f") AS days WHERE day IS NOT NULL ORDER BY day "
-            f"ON CONFLICT (day) DO UPDATE SET version = {schema}.rollup_dirty.version + 1, "
-            f"marked_at = least({schema}.rollup_dirty.marked_at, EXCLUDED.marked_at)"
-        ),
-        {"ids": ids},
+    await db.execute(_MARK_DIRTY, {"ids": ids}, execution_options=on_schema(schema))
+
+
+def _mark_dirty_statement() -> sa.Insert:
+    h, d, dirty = tables.hazards, tables.dispatches, tables.rollup_dirty
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid))
+    days = sa.union(
+        sa.select(h.c.report_day.label("day")).where(h.c.hazard_id == sa.any_(ids)),
+        sa.select(d.c.dispatch_day).where(d.c.hazard_id == sa.any_(ids)),
+    ).subquery("days")
+    insert = postgresql.insert(dirty).from_select(
+        ["day"], sa.select(days.c.day).where(days.c.day.is_not(None)).order_by(days.c.day)
     )
+    return insert.on_conflict_do_update(
+        index_elements=[dirty.c.day],
+        set_={
+            "version": dirty.c.version + 1,
+            "marked_at": sa.func.least(dirty.c.marked_at, insert.excluded.marked_at),
+        },
+    )
+
+
+_MARK_DIRTY = _mark_dirty_statement()

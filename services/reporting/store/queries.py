@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from services.reporting import domain
+from services.reporting import domain, tables
 from services.reporting.domain import Counts
 from services.reporting.store.common import (
     COUNTED_HAZARD,
@@ -26,6 +26,7 @@ from services.reporting.store.common import (
     days_between,
     fact_union,
     monday_of,
+    on_schema,
     split_period,
     tune_reads,
     unfiltered,
@@ -631,19 +632,45 @@ async def _histogram_medians(
 # ---------------------------------------------------------------- lists
 
 
+def _open_dispatch(d: sa.Table) -> sa.ColumnElement[bool]:
+    """An open dispatch: not acknowledged, returned or replaced (as OPEN_DISPATCH)."""
+    return sa.and_(d.c.acknowledged_at.is_(None), d.c.returned_at.is_(None), d.c.superseded_at.is_(None))
+
+
 async def list_open_overdue(
     db: Executor, *, now: datetime, filters: Filters, limit: int, schema: str = SCHEMA
 ) -> list[dict[str, Any]]:
     """Dispatches past their receipt deadline, not acknowledged, returned or replaced; oldest first."""
-    d_filter, params = _filters_sql(filters, dispatch=True)
-    # A LEFT JOIN: an overdue dispatch is listed even before its hazard.reported arrived.
-    sql = (
-        f"SELECT d.dispatch_id, d.hazard_id, d.department_id, d.dispatched_at, d.deadline, "
-        f"h.category, h.community_id, h.grid_id, h.reported_at, h.address "
-        f"FROM {schema}.dispatches d LEFT JOIN {schema}.hazards h ON h.hazard_id = d.hazard_id "
-        f"WHERE {OPEN_DISPATCH} AND d.deadline < :now AND {d_filter} ORDER BY d.deadline, d.dispatch_id LIMIT :limit"
+    d, h = tables.dispatches, tables.hazards
+    narrowed = [
+        column == value
+        for column, value in (
+            (d.c.community_id, filters.community_id),
+            (d.c.category, filters.category),
+            (d.c.department_id, filters.department_id),
+        )
+        if value is not None
+    ]
+    statement = (
+        sa.select(
+            d.c.dispatch_id,
+            d.c.hazard_id,
+            d.c.department_id,
+            d.c.dispatched_at,
+            d.c.deadline,
+            h.c.category,
+            h.c.community_id,
+            h.c.grid_id,
+            h.c.reported_at,
+            h.c.address,
+        )
+        # A LEFT JOIN: an overdue dispatch is listed even before its hazard.reported arrived.
+        .select_from(d.outerjoin(h, h.c.hazard_id == d.c.hazard_id))
+        .where(_open_dispatch(d), d.c.deadline < now, *narrowed)
+        .order_by(d.c.deadline, d.c.dispatch_id)
+        .limit(limit)
     )
-    rows = (await db.execute(sa.text(sql), {**params, "now": now, "limit": limit})).mappings().all()
+    rows = (await db.execute(statement, execution_options=on_schema(schema))).mappings().all()
     return [dict(r) for r in rows]
 
 
@@ -651,11 +678,15 @@ async def count_open_overdue_by_department(
     db: Executor, *, now: datetime, schema: str = SCHEMA
 ) -> dict[str, int]:
     """Open overdue dispatches per department, whatever their day."""
-    sql = (
-        f"SELECT COALESCE(d.department_id, '') AS key, count(*) AS n FROM {schema}.dispatches d "
-        f"WHERE {OPEN_DISPATCH} AND d.deadline < :now GROUP BY 1"
+    d = tables.dispatches
+    key = sa.func.coalesce(d.c.department_id, sa.literal_column("''"))
+    statement = (
+        sa.select(key.label("key"), sa.func.count().label("n"))
+        .where(_open_dispatch(d), d.c.deadline < now)
+        .group_by(key)
     )
-    return {r.key: int(r.n) for r in (await db.execute(sa.text(sql), {"now": now})).all()}
+    rows = (await db.execute(statement, execution_options=on_schema(schema))).all()
+    return {r.key: int(r.n) for r in rows}
 
 
 async def list_relapse_hotspots(

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from services.reporting import domain
+from services.reporting import domain, tables
 from services.reporting.store.common import (
     COUNTED_HAZARD,
     IN_GROUPINGS,
@@ -17,6 +18,7 @@ from services.reporting.store.common import (
     US_PER_UNIT,
     Executor,
     fact_union,
+    on_schema,
 )
 
 
@@ -172,12 +174,9 @@ _DAY_COLUMNS = {
 
 async def unrefreshed_for_s(db: Executor, *, schema: str = SCHEMA) -> float | None:
     """Seconds since the oldest change not yet in the rollup was marked; None when all are in."""
+    oldest = sa.func.clock_timestamp() - sa.func.min(tables.rollup_dirty.c.marked_at)
     age = (
-        await db.execute(
-            sa.text(
-                f"SELECT extract(epoch FROM clock_timestamp() - min(marked_at)) FROM {schema}.rollup_dirty"
-            )
-        )
+        await db.execute(sa.select(sa.extract("epoch", oldest)), execution_options=on_schema(schema))
     ).scalar()
     return None if age is None else float(age)
 
@@ -343,12 +342,13 @@ async def clear_marks(db: Executor, marks: Sequence[Any], seen_at: Any, *, schem
         ),
         params,
     )
+    dirty = tables.rollup_dirty
     await db.execute(
-        sa.text(
-            f"UPDATE {schema}.rollup_dirty SET marked_at = greatest(marked_at, :seen_at) "
-            "WHERE day = ANY(CAST(:days AS date[]))"
-        ),
+        sa.update(dirty)
+        .where(dirty.c.day == sa.any_(sa.bindparam("days", type_=postgresql.ARRAY(sa.Date))))
+        .values(marked_at=sa.func.greatest(dirty.c.marked_at, sa.bindparam("seen_at"))),
         {"days": params["days"], "seen_at": seen_at},
+        execution_options=on_schema(schema),
     )
 
 
@@ -364,9 +364,15 @@ def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tup
 
 async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
     """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months."""
-    await db.execute(sa.text(f"DELETE FROM {schema}.rollup_dirty"))
-    for table in ("rollup", "rollup_groups", "rollup_hist", "rollup_groups_span", "rollup_hist_span"):
-        await db.execute(sa.text(f"DELETE FROM {schema}.{table}"))
+    for table in (
+        tables.rollup_dirty,
+        tables.rollup,
+        tables.rollup_groups,
+        tables.rollup_hist,
+        tables.rollup_groups_span,
+        tables.rollup_hist_span,
+    ):
+        await db.execute(sa.delete(table), execution_options=on_schema(schema))
     for sql in _rollup_statements(schema, "true", "true"):
         await db.execute(sa.text(sql))
     # In key order, so that a period's rows of a grouping lie together.
