@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, models, period_report, reports
+from services.reporting import domain, models, period_report, reports, service
 from services.reporting.settings import DashboardSettings, ReportingSettings
-from services.reporting.store import queries, rollups
+from services.reporting.store import queries
 from services.reporting.store.common import Filters, Period
 from shared.auth import Principal, require
 from shared.errors import ApiError
@@ -97,19 +97,11 @@ def _grouping(reference: ReferenceData, group_by: str) -> None:
 
 
 async def _refresh(runtime: ServiceRuntime[Any]) -> None:
-    """Bring the rollup up to date first when its oldest unrefreshed change is older than allowed.
-
-    The background refresher keeps that age near ``rollup_refresh_s``, so with the default
-    bound a summary never waits for a refresh; 0 refreshes before every answer.
-    """
+    """Bring the rollup up to date first when it lags more than allowed (service.refresh_if_stale)."""
     settings = runtime.settings
     bound = settings.projection.max_staleness_s if isinstance(settings, ReportingSettings) else 0.0
-    async with runtime.sessions() as session, session.begin():
-        if bound > 0:
-            age = await rollups.unrefreshed_for_s(session)
-            if age is None or age <= bound:
-                return
-        await rollups.refresh_rollup(session)
+    async with runtime.work() as uow:
+        await service.refresh_if_stale(uow, max_staleness_s=bound)
 
 
 FromQ = Annotated[date | None, Query(alias="from", description="First local day (YYYY-MM-DD), included")]

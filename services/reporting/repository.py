@@ -113,6 +113,10 @@ class ReportingRepository:
         """Mark the days these hazards feed as needing a rollup recompute."""
         await mark_dirty(self.db, hazard_ids)
 
+    async def unrefreshed_for_s(self) -> float | None:
+        """Seconds since the oldest change not yet in the rollup was marked; None when all are in."""
+        return await unrefreshed_for_s(self.db)
+
     async def refresh_rollup(self) -> int:
         """Recompute the rollup of every dirty day; returns how many days were recomputed."""
         return await refresh_rollup(self.db)

@@ -32,6 +32,19 @@ async def refresh_rollup(uow: UnitOfWork[ReportingRepository]) -> int:
     return await uow.repo.refresh_rollup()
 
 
+async def refresh_if_stale(uow: UnitOfWork[ReportingRepository], *, max_staleness_s: float) -> None:
+    """Bring the rollup up to date when its oldest unrefreshed change is older than allowed.
+
+    The background refresher keeps that age near ``rollup_refresh_s``, so with the default bound a
+    summary never waits for a refresh; 0 refreshes before every answer.
+    """
+    if max_staleness_s > 0:
+        age = await uow.repo.unrefreshed_for_s()
+        if age is None or age <= max_staleness_s:
+            return
+    await uow.repo.refresh_rollup()
+
+
 async def refresh_gauges(
     uow: UnitOfWork[ReportingRepository], *, reference: ReferenceData, window_days: int
 ) -> None:
