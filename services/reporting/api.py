@@ -183,23 +183,7 @@ async def get_overdue(
     ).case_url
     async with runtime.sessions() as session:
         rows = await queries.list_open_overdue(session, now=now, filters=filters, limit=limit)
-    items = [
-        {
-            "dispatch_id": str(r["dispatch_id"]),
-            "hazard_id": str(r["hazard_id"]),
-            "department_id": r["department_id"],
-            "department": reports.label(runtime.reference, "department", r["department_id"] or ""),
-            "category": r["category"],
-            "community_id": r["community_id"],
-            "grid_id": r["grid_id"],
-            "address": r["address"],
-            "case_url": case_url.format(hazard_id=r["hazard_id"]),
-            "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
-            "receipt_deadline": r["deadline"].isoformat(),
-            "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
-        }
-        for r in rows
-    ]
+    items = reports.overdue_items(runtime.reference, rows, now=now, case_url=case_url)
     return {"as_of": now.isoformat(), "count": len(items), "items": items}
 
 
@@ -228,20 +212,7 @@ async def get_relapse_hotspots(
         rows = await queries.list_relapse_hotspots(
             session, period=period, filters=filters, min_relapses=threshold, limit=limit
         )
-    items = [
-        {
-            "place_key": r["place_key"],
-            "address": r["address"],
-            "community_id": r["community_id"],
-            "community": reports.label(runtime.reference, "community", r["community_id"] or ""),
-            "grid_id": r["grid_id"],
-            "grid": reports.label(runtime.reference, "grid", r["grid_id"] or ""),
-            "relapses": int(r["relapses"]),
-            "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
-            "categories": sorted(r["categories"] or []),
-        }
-        for r in rows
-    ]
+    items = reports.hotspot_items(runtime.reference, rows)
     return {
         "from": period.start.isoformat(),
         "to": period.end.isoformat(),

@@ -33,7 +33,7 @@ import asyncio
 import csv
 import io
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -513,3 +513,44 @@ def series_values(
             values.append(figures(series.get((key, bucket), Counts())).get(metric))
         out[key] = values
     return out
+
+
+def overdue_items(
+    reference: ReferenceData, rows: Sequence[Mapping[str, Any]], *, now: datetime, case_url: str
+) -> list[dict[str, Any]]:
+    """The overdue list's items (``GET /api/v1/reports/overdue``) from ``queries.list_open_overdue``'s rows."""
+    return [
+        {
+            "dispatch_id": str(r["dispatch_id"]),
+            "hazard_id": str(r["hazard_id"]),
+            "department_id": r["department_id"],
+            "department": label(reference, "department", r["department_id"] or ""),
+            "category": r["category"],
+            "community_id": r["community_id"],
+            "grid_id": r["grid_id"],
+            "address": r["address"],
+            "case_url": case_url.format(hazard_id=r["hazard_id"]),
+            "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
+            "receipt_deadline": r["deadline"].isoformat(),
+            "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
+        }
+        for r in rows
+    ]
+
+
+def hotspot_items(reference: ReferenceData, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The relapse hotspots' items from ``queries.list_relapse_hotspots``' rows."""
+    return [
+        {
+            "place_key": r["place_key"],
+            "address": r["address"],
+            "community_id": r["community_id"],
+            "community": label(reference, "community", r["community_id"] or ""),
+            "grid_id": r["grid_id"],
+            "grid": label(reference, "grid", r["grid_id"] or ""),
+            "relapses": int(r["relapses"]),
+            "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
+            "categories": sorted(r["categories"] or []),
+        }
+        for r in rows
+    ]
