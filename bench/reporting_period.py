@@ -67,7 +67,8 @@ _DISPATCH_TAIL = "h.community_id, h.grid_id, h.category, h.campaign_ids"
 # acknowledged after the deadline (125 minutes), level 2 when never acknowledged.
 LOAD_DISPATCHES_18 = LOAD_DISPATCHES.replace(
     _DISPATCH_TAIL,
-    _DISPATCH_TAIL + ", h.street_id, h.reporter_type, h.source, "
+    # original_deadline (migration 0011) comes before them: NULL, no extension
+    _DISPATCH_TAIL + ", NULL, h.street_id, h.reporter_type, h.source, "
     "CASE WHEN r >= 0.99 THEN 2 WHEN 5 + r * 200 > 125 THEN 1 END",
 )
 assert LOAD_HAZARDS_18 != LOAD_HAZARDS

@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from services.reporting import domain, period_report, reports, repository
-from services.reporting.repository import Filters, Period
+from services.reporting import domain, models, period_report, reports, service
 from services.reporting.settings import DashboardSettings, ReportingSettings
+from services.reporting.store import queries
+from services.reporting.store.common import Filters, Period
 from shared.auth import Principal, require
 from shared.errors import ApiError
 from shared.reference import ReferenceData
@@ -44,6 +45,12 @@ def _runtime(request: Request) -> ServiceRuntime[Any]:
 def _now(request: Request) -> datetime:
     clock = getattr(request.app.state, "clock", None)
     return clock() if clock is not None else datetime.now(UTC)
+
+
+Runtime = Annotated[ServiceRuntime[Any], Depends(_runtime)]
+Now = Annotated[datetime, Depends(_now)]
+"""The request's time (the app's clock when a test set one)."""
+Reader = Annotated[Principal, Depends(reader)]
 
 
 def _period(reference: ReferenceData, start: date | None, end: date | None, now: datetime) -> Period:
@@ -90,19 +97,11 @@ def _grouping(reference: ReferenceData, group_by: str) -> None:
 
 
 async def _refresh(runtime: ServiceRuntime[Any]) -> None:
-    """Bring the rollup up to date first when its oldest unrefreshed change is older than allowed.
-
-    The background refresher keeps that age near ``rollup_refresh_s``, so with the default
-    bound a summary never waits for a refresh; 0 refreshes before every answer.
-    """
+    """Bring the rollup up to date first when it lags more than allowed (service.refresh_if_stale)."""
     settings = runtime.settings
     bound = settings.projection.max_staleness_s if isinstance(settings, ReportingSettings) else 0.0
-    async with runtime.sessions() as session, session.begin():
-        if bound > 0:
-            age = await repository.unrefreshed_for_s(session)
-            if age is None or age <= bound:
-                return
-        await repository.refresh_rollup(session)
+    async with runtime.work() as uow:
+        await service.refresh_if_stale(uow, max_staleness_s=bound)
 
 
 FromQ = Annotated[date | None, Query(alias="from", description="First local day (YYYY-MM-DD), included")]
@@ -111,10 +110,17 @@ CommunityQ = Annotated[str | None, Query(description="Only this community")]
 CategoryQ = Annotated[str | None, Query(description="Only this category")]
 
 
-@router.get("/api/v1/reports/summary", tags=["reports"], summary="Figures per group, with comparisons")
+@router.get(
+    "/api/v1/reports/summary",
+    tags=["reports"],
+    summary="Figures per group, with comparisons (JSON or CSV)",
+    response_model=models.Summary,
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 async def get_summary(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     group_by: Annotated[
         str,
         Query(
@@ -130,8 +136,6 @@ async def get_summary(
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     """Per group: counts, rates, medians, and the rates of the previous period and a year earlier."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     _grouping(runtime.reference, group_by)
@@ -156,19 +160,21 @@ async def get_summary(
 
 
 @router.get(
-    "/api/v1/reports/overdue", tags=["reports"], summary="Open dispatches past their receipt deadline"
+    "/api/v1/reports/overdue",
+    tags=["reports"],
+    summary="Open dispatches past their receipt deadline",
+    response_model=models.OverdueList,
 )
 async def get_overdue(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     community: CommunityQ = None,
     category: CategoryQ = None,
     department_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
     """Dispatches past their receipt deadline and not acknowledged, oldest deadline first."""
-    runtime = _runtime(request)
-    now = _now(request)
     base = _filters(runtime.reference, community, category)
     filters = Filters(community_id=base.community_id, category=base.category, department_id=department_id)
     settings = runtime.settings
@@ -176,31 +182,21 @@ async def get_overdue(
         settings.dashboard if isinstance(settings, ReportingSettings) else DashboardSettings()
     ).case_url
     async with runtime.sessions() as session:
-        rows = await repository.list_open_overdue(session, now=now, filters=filters, limit=limit)
-    items = [
-        {
-            "dispatch_id": str(r["dispatch_id"]),
-            "hazard_id": str(r["hazard_id"]),
-            "department_id": r["department_id"],
-            "department": reports.label(runtime.reference, "department", r["department_id"] or ""),
-            "category": r["category"],
-            "community_id": r["community_id"],
-            "grid_id": r["grid_id"],
-            "address": r["address"],
-            "case_url": case_url.format(hazard_id=r["hazard_id"]),
-            "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
-            "receipt_deadline": r["deadline"].isoformat(),
-            "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
-        }
-        for r in rows
-    ]
+        rows = await queries.list_open_overdue(session, now=now, filters=filters, limit=limit)
+    items = reports.overdue_items(runtime.reference, rows, now=now, case_url=case_url)
     return {"as_of": now.isoformat(), "count": len(items), "items": items}
 
 
-@router.get("/api/v1/reports/relapse-hotspots", tags=["reports"], summary="Places ranked by relapses")
+@router.get(
+    "/api/v1/reports/relapse-hotspots",
+    tags=["reports"],
+    summary="Places ranked by relapses",
+    response_model=models.Hotspots,
+)
 async def get_relapse_hotspots(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     start: FromQ = None,
     end: ToQ = None,
     community: CommunityQ = None,
@@ -209,29 +205,14 @@ async def get_relapse_hotspots(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Places (building or address within a grid) with the most relapses in the period."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     threshold = min_relapses or runtime.reference.hotspot_min_relapses
     async with runtime.sessions() as session:
-        rows = await repository.list_relapse_hotspots(
+        rows = await queries.list_relapse_hotspots(
             session, period=period, filters=filters, min_relapses=threshold, limit=limit
         )
-    items = [
-        {
-            "place_key": r["place_key"],
-            "address": r["address"],
-            "community_id": r["community_id"],
-            "community": reports.label(runtime.reference, "community", r["community_id"] or ""),
-            "grid_id": r["grid_id"],
-            "grid": reports.label(runtime.reference, "grid", r["grid_id"] or ""),
-            "relapses": int(r["relapses"]),
-            "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
-            "categories": sorted(r["categories"] or []),
-        }
-        for r in rows
-    ]
+    items = reports.hotspot_items(runtime.reference, rows)
     return {
         "from": period.start.isoformat(),
         "to": period.end.isoformat(),
@@ -240,30 +221,40 @@ async def get_relapse_hotspots(
     }
 
 
-@router.get("/api/v1/reports/campaigns", tags=["reports"], summary="Campaign progress against targets")
+@router.get(
+    "/api/v1/reports/campaigns",
+    tags=["reports"],
+    summary="Campaign progress against targets",
+    response_model=models.Campaigns,
+)
 async def get_campaigns(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     community: CommunityQ = None,
 ) -> dict[str, Any]:
     """Every campaign: hazards found, notices issued, rectified, closed, and progress to its targets."""
-    runtime = _runtime(request)
-    now = _now(request)
     filters = _filters(runtime.reference, community, None)
     campaigns = runtime.reference.campaigns
     since = min((c.starts_on for c in campaigns), default=date(2000, 1, 1)) - timedelta(days=1)
     async with runtime.sessions() as session:
-        counts = await repository.campaign_counts(
+        counts = await queries.campaign_counts(
             session, since=since, filters=filters, ends_on={c.id: c.ends_on for c in campaigns}
         )
     today = now.astimezone(ZoneInfo(runtime.reference.calendar.timezone)).date()
     return {"campaigns": reports.campaign_progress(runtime.reference, counts, today=today)}
 
 
-@router.get("/api/v1/reports/timeseries", tags=["reports"], summary="A figure per group over time")
+@router.get(
+    "/api/v1/reports/timeseries",
+    tags=["reports"],
+    summary="A figure per group over time",
+    response_model=models.Timeseries,
+)
 async def get_timeseries(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     metric: str = "overdue_receipts",
     group_by: SeriesGroupBy = "department",
     bucket: Bucket = "day",
@@ -280,8 +271,6 @@ async def get_timeseries(
             f"Unknown metric {metric!r}.",
             [{"field": "metric", "problem": f"use one of: {', '.join(SERIES_METRICS)}"}],
         )
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     filters = _filters(runtime.reference, community, category)
     if (community or category) and group_by not in ("department", "community", "category"):
@@ -293,7 +282,7 @@ async def get_timeseries(
         )
     await _refresh(runtime)
     async with runtime.sessions() as session:
-        series = await repository.daily_series(
+        series = await queries.daily_series(
             session, group_by=group_by, period=period, filters=filters, bucket=bucket, now=now
         )
     buckets = _buckets(period, bucket)
@@ -317,7 +306,7 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     out: list[date] = []
     day = period.start
     while day <= period.end:
-        start = repository.bucket_start(day, bucket)
+        start = queries.bucket_start(day, bucket)
         if not out or out[-1] != start:
             out.append(start)
         day += timedelta(days=1)
@@ -328,6 +317,7 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     "/api/v1/reports/period",
     tags=["reports"],
     summary="The supervisor's period report: tables, comparisons and sentences (JSON, HTML or xlsx)",
+    response_model=models.PeriodReport,
     responses={
         200: {
             "content": {
@@ -339,8 +329,9 @@ def _buckets(period: Period, bucket: str) -> list[date]:
     },
 )
 async def get_period_report(
-    request: Request,
-    principal: Annotated[Principal, Depends(reader)],
+    runtime: Runtime,
+    now: Now,
+    principal: Reader,
     start: FromQ = None,
     end: ToQ = None,
     format: Literal["json", "html", "xlsx"] = "json",
@@ -348,8 +339,6 @@ async def get_period_report(
     overdue_limit: Annotated[int, Query(ge=0, le=5000, description="Rows of the open-overdue list")] = 200,
 ) -> Response:
     """The period's figures beside the previous period and a year earlier, as the seed's report lays them out."""
-    runtime = _runtime(request)
-    now = _now(request)
     period = _period(runtime.reference, start, end, now)
     settings = runtime.settings
     case_url = (
@@ -381,10 +370,15 @@ async def get_period_report(
     return JSONResponse(report)
 
 
-@router.get("/api/v1/reports/reference", tags=["reports"], summary="Names for the dashboard's filters")
-async def get_reference(request: Request, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
+@router.get(
+    "/api/v1/reports/reference",
+    tags=["reports"],
+    summary="Names for the dashboard's filters",
+    response_model=models.ReportingReference,
+)
+async def get_reference(runtime: Runtime, principal: Reader) -> dict[str, Any]:
     """Communities, categories, departments and campaigns with English and Chinese names."""
-    ref = _runtime(request).reference
+    ref = runtime.reference
     return {
         "timezone": ref.calendar.timezone,
         "communities": [{"id": c.id, "en": c.name_en, "zh": c.name_zh} for c in ref.communities],

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.admin import api as admin_api
-from services.reporting import api, handlers, metrics, people, repository, tables
+from services.reporting import api, handlers, people, service, tables
+from services.reporting.repository import ReportingRepository
 from services.reporting.settings import ReportingSettings, refresh_pause_s
 from shared.reference import ReferenceData, load_reference_data
-from shared.service import ServiceRuntime, create_http_app, repeat_every
+from shared.service import ServiceRuntime, create_http_app
 
 NAME = "reporting"
 log = logging.getLogger(__name__)
@@ -30,40 +30,27 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
         handler=handlers.make_handler(tz=ZoneInfo(reference.calendar.timezone)),
         interested=handlers.INTERESTED,
         reference=reference,
+        repository=ReportingRepository,
     )
 
-    async def refresh_rollup_once() -> None:
-        async with runtime.sessions() as session, session.begin():
-            await repository.refresh_rollup(session)
-
-    async def refresh_gauges_once() -> None:
-        # The gauges read the rollup, so bring it up to date first.
-        await refresh_rollup_once()
-        async with runtime.sessions() as session:
-            await metrics.refresh_domain_gauges(
-                session,
-                reference=reference,
-                now=datetime.now(UTC),
-                window_days=settings.projection.metrics_window_days,
-            )
-
     async def refresh_rollup() -> None:
-        """Recompute the rollup of days touched by new events, every few seconds, paced by its cost."""
-        # A deadlock or a database away: the next round retries.
-        await repeat_every(
-            lambda took: refresh_pause_s(settings.projection, took),
-            refresh_rollup_once,
-            what="rollup refresh",
-        )
+        async with runtime.work() as uow:
+            await service.refresh_rollup(uow)
 
     async def refresh_gauges() -> None:
-        """Keep the Prometheus domain gauges current."""
-        await repeat_every(
-            settings.projection.metrics_refresh_s, refresh_gauges_once, what="domain gauges refresh"
-        )
+        # The gauges read the rollup, so bring it up to date first.
+        await refresh_rollup()
+        async with runtime.work() as uow:
+            await service.refresh_gauges(
+                uow, reference=reference, window_days=settings.projection.metrics_window_days
+            )
 
-    runtime.add_background(refresh_rollup)
-    runtime.add_background(refresh_gauges)
+    # The rollup of days touched by new events, every few seconds, paced by its cost (a deadlock
+    # or a database away: the next round retries); the Prometheus domain gauges.
+    runtime.every(
+        lambda took: refresh_pause_s(settings.projection, took), refresh_rollup, what="rollup refresh"
+    )
+    runtime.every(settings.projection.metrics_refresh_s, refresh_gauges, what="domain gauges refresh")
     app = create_http_app(
         runtime,
         title="hazard-dispatch reporting",

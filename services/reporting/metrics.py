@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Gauge
 
-from services.reporting import repository
 from services.reporting.domain import Counts, rates
-from services.reporting.repository import Executor, Filters, Period
+from services.reporting.store import queries
+from services.reporting.store.common import Executor, Filters, Period
 from shared.reference import ReferenceData
 
 OVERDUE_RECEIPT_RATE = Gauge(
@@ -35,13 +35,13 @@ async def refresh_domain_gauges(
     """Set the gauges from the projection; only ids of the reference data become label values."""
     today = now.astimezone(ZoneInfo(reference.calendar.timezone)).date()
     period = Period(today - timedelta(days=window_days - 1), today)
-    by_department = await repository.period_counts(
+    by_department = await queries.period_counts(
         db, group_by="department", periods=(period,), filters=Filters(), now=now
     )
-    by_community = await repository.period_counts(
+    by_community = await queries.period_counts(
         db, group_by="community", periods=(period,), filters=Filters(), now=now
     )
-    open_by_department = await repository.count_open_overdue_by_department(db, now=now)
+    open_by_department = await queries.count_open_overdue_by_department(db, now=now)
     for department in reference.departments:
         counts = by_department.get((department.id, 0), Counts())
         rate = rates(counts)["overdue_receipt_rate"]

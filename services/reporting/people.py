@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from services.reporting import models
 from services.reporting.settings import PeopleAppSettings, ReportingSettings
 from shared.auth import Principal, authenticate
 from shared.service import ServiceRuntime
@@ -30,9 +31,13 @@ def _runtime(request: Request) -> ServiceRuntime[Any]:
     return runtime
 
 
-def _app_settings(request: Request) -> PeopleAppSettings:
-    settings = _runtime(request).settings
+def _app_settings(runtime: Annotated[ServiceRuntime[Any], Depends(_runtime)]) -> PeopleAppSettings:
+    settings = runtime.settings
     return settings.app if isinstance(settings, ReportingSettings) else PeopleAppSettings()
+
+
+Runtime = Annotated[ServiceRuntime[Any], Depends(_runtime)]
+AppSettings = Annotated[PeopleAppSettings, Depends(_app_settings)]
 
 
 def _origin(url: str) -> str:
@@ -53,18 +58,17 @@ def page_csp(settings: PeopleAppSettings) -> str:
 
 @router.get("/app", include_in_schema=False)
 @router.get("/app/", include_in_schema=False)
-async def app_page(request: Request) -> FileResponse:
+async def app_page(settings: AppSettings) -> FileResponse:
     """The page shell: sign-in, then the page of the token's role (no data, no token in it)."""
     return FileResponse(
         APP_DIR / "index.html",
-        headers={"Cache-Control": "no-cache", "Content-Security-Policy": page_csp(_app_settings(request))},
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": page_csp(settings)},
     )
 
 
-@router.get("/app/config.json", include_in_schema=False)
-async def app_config(request: Request) -> JSONResponse:
+@router.get("/app/config.json", include_in_schema=False, response_model=models.AppConfig)
+async def app_config(settings: AppSettings) -> JSONResponse:
     """Where the pages find each API, and how often they poll."""
-    settings = _app_settings(request)
     return JSONResponse(
         {
             "intake": settings.intake_url.rstrip("/"),
@@ -78,10 +82,10 @@ async def app_config(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/app/reference.json", include_in_schema=False)
-async def app_reference(request: Request) -> JSONResponse:
+@router.get("/app/reference.json", include_in_schema=False, response_model=models.AppReference)
+async def app_reference(runtime: Runtime) -> JSONResponse:
     """Public names the pages show: categories by group, departments, communities and grids."""
-    ref = _runtime(request).reference
+    ref = runtime.reference
     return JSONResponse(
         {
             "timezone": ref.calendar.timezone,
@@ -114,7 +118,10 @@ async def app_reference(request: Request) -> JSONResponse:
 
 
 @router.get(
-    "/api/v1/whoami", tags=["people"], summary="Who the bearer token is: principal, role, grid, department"
+    "/api/v1/whoami",
+    tags=["people"],
+    summary="Who the bearer token is: principal, role, grid, department",
+    response_model=models.WhoAmI,
 )
 async def whoami(principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, Any]:
     """What the sign-in page needs to open the token's page; 401 for an unknown token."""

@@ -23,9 +23,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.reporting import domain, reports, repository
+from services.reporting import domain, reports
 from services.reporting.domain import Counts
-from services.reporting.repository import Filters, Period
+from services.reporting.store import common, queries
+from services.reporting.store.common import Filters, Period
 from shared.reference import ReferenceData
 
 Lang = str  # "zh" | "en"
@@ -174,7 +175,7 @@ async def build(
     now: datetime,
     case_url: str,
     overdue_limit: int = 200,
-    schema: str = repository.SCHEMA,
+    schema: str = common.SCHEMA,
 ) -> dict[str, Any]:
     """The period report's data: the tables (each with its rows for the three periods) and the sentences."""
     periods = Periods.of(start, end)
@@ -185,22 +186,22 @@ async def build(
 
     counts, overdue, ack, rect = await asyncio.gather(
         run(
-            lambda db: repository.groupings_counts(
+            lambda db: queries.groupings_counts(
                 db, groupings=GROUPINGS, periods=periods.all(), now=now, schema=schema
             )
         ),
         run(
-            lambda db: repository.list_open_overdue(
+            lambda db: queries.list_open_overdue(
                 db, now=now, filters=Filters(), limit=overdue_limit, schema=schema
             )
         ),
         run(
-            lambda db: repository.measure_medians(
+            lambda db: queries.measure_medians(
                 db, group_by="all", period=periods.current, filters=Filters(), measure="ack", schema=schema
             )
         ),
         run(
-            lambda db: repository.measure_medians(
+            lambda db: queries.measure_medians(
                 db, group_by="all", period=periods.current, filters=Filters(), measure="rect", schema=schema
             )
         ),

@@ -11,7 +11,7 @@
    without waiting for the WAL flush (a rebuild that crashes is simply run again).
 3. Copy the hazards' places onto the dispatches whose report came in another batch (one
    set-based update), build the fact tables' indexes, compute the whole rollup from the facts
-   with the repository's ``rebuild_rollup``, build the rollup tables' indexes, analyze.
+   with the store's ``rollups.rebuild_rollup``, build the rollup tables' indexes, analyze.
 4. In one durable transaction: lock the live projection tables (the live consumer waits), replay
    whatever reached the topic meanwhile, drop the live tables and move the staging ones
    into the ``reporting`` schema. Readers and the live consumer then see the new tables.
@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.reporting import domain, repository, tables
+from services.reporting import domain, tables
+from services.reporting.store import facts, rollups
 from shared import roles
 from shared.events import parse_event
 from shared.progress import Progress
@@ -56,12 +57,6 @@ log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "reporting_rebuild"
 FACT_TABLES: tuple[sa.Table, ...] = (tables.hazards, tables.dispatches, tables.relapses, tables.actions)
-_FACTS: tuple[tuple[str, str, Mapping[str, domain.Rule]], ...] = (
-    ("hazards", "hazard_id", domain.HAZARD_RULES),
-    ("dispatches", "dispatch_id", domain.DISPATCH_RULES),
-    ("relapses", "hazard_id", domain.RELAPSE_RULES),
-    ("actions", "event_id", domain.ACTION_RULES),
-)
 # The rebuild's own sessions: nothing it writes before the swap is visible or needs to survive a
 # crash (a failed rebuild is run again), so commits do not wait for the WAL flush; the swap itself
 # sets synchronous_commit back on. Sorting and hashing room for the rollup passes and index builds.
@@ -247,45 +242,23 @@ async def _create_indexes(conn: AsyncConnection, of: Sequence[sa.Table]) -> None
         await conn.execute(sa.text(f"ANALYZE {_staged(table)}"))
 
 
-_UPSERTS = {table: repository._upsert_sql(STAGING_SCHEMA, table, key, rules) for table, key, rules in _FACTS}
-
-
-def _column_arrays(rows: Sequence[domain.Row], columns: Sequence[str]) -> dict[str, list[Any]]:
-    """Column arrays of fact rows, as repository._column_arrays (campaign ids joined by commas)."""
-    arrays = {c: [row.get(c) for row in rows] for c in columns}
-    if "campaign_ids" in arrays:
-        arrays["campaign_ids"] = [None if v is None else ",".join(v) for v in arrays["campaign_ids"]]
-    return arrays
-
-
 async def _merge_facts(conn: AsyncConnection, batch: domain.FactBatch) -> None:
-    """Merge a batch's fact rows into the staging tables with the live projection's merge rules.
+    """Merge a batch's fact rows into the staging tables with the live projection's statements.
 
-    Unlike repository.upsert_facts, the dispatches whose hazard's report is in another batch do
+    Unlike ``facts.upsert_facts``, the dispatches whose hazard's report is in another batch do
     not get its place here: _fill_places copies it once for all of them after the replay (the
     hazards' places never change once known, so the result is the same).
     """
-    for (table, key, rules), rows in zip(
-        _FACTS, (batch.hazards, batch.dispatches, batch.relapses, batch.actions), strict=True
-    ):
-        if rows:
-            await conn.execute(sa.text(_UPSERTS[table]), _column_arrays(list(rows.values()), [key, *rules]))
+    await facts.merge_rows(conn, batch, schema=STAGING_SCHEMA)
 
 
 async def _fill_places(conn: AsyncConnection) -> None:
-    """Copy the hazards' places onto the dispatches that lack them (as repository.upsert_facts does per batch)."""
-    await conn.execute(
-        sa.text(
-            f"UPDATE {STAGING_SCHEMA}.dispatches d SET community_id = h.community_id, grid_id = h.grid_id, "
-            f"category = h.category, campaign_ids = h.campaign_ids, {repository.PLACE_COPY} "
-            f"FROM {STAGING_SCHEMA}.hazards h "
-            f"WHERE h.hazard_id = d.hazard_id AND d.community_id IS NULL AND h.community_id IS NOT NULL"
-        )
-    )
+    """Copy the hazards' places onto the dispatches that lack them (as ``facts.upsert_facts`` does per batch)."""
+    await conn.execute(facts.fill_places_sql(schema=STAGING_SCHEMA, of_hazards=False))
 
 
 async def _rebuild_rollup(conn: AsyncConnection) -> None:
-    await repository.rebuild_rollup(conn, schema=STAGING_SCHEMA)
+    await rollups.rebuild_rollup(conn, schema=STAGING_SCHEMA)
 
 
 async def _in_transaction(engine: AsyncEngine, work: Any, *args: Any) -> None:
@@ -462,10 +435,10 @@ async def _swap(engine: AsyncEngine, reader: TopicReader, tz: ZoneInfo, result: 
         before = result.events
         async for values in reader.batches():
             batch = _parse(values, tz, result)
-            await repository.upsert_facts(conn, batch, schema=STAGING_SCHEMA)
-            await repository.mark_dirty(conn, batch.touched_hazards(), schema=STAGING_SCHEMA)
+            await facts.upsert_facts(conn, batch, schema=STAGING_SCHEMA)
+            await facts.mark_dirty(conn, batch.touched_hazards(), schema=STAGING_SCHEMA)
         result.caught_up = result.events - before
-        await repository.refresh_rollup(conn, schema=STAGING_SCHEMA)
+        await rollups.refresh_rollup(conn, schema=STAGING_SCHEMA)
         for table in tables.PROJECTION_TABLES:
             await conn.execute(sa.text(f"DROP TABLE {tables.SCHEMA}.{table.name}"))
         for table in tables.PROJECTION_TABLES:

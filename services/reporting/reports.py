@@ -33,15 +33,16 @@ import asyncio
 import csv
 import io
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.reporting import domain, repository
+from services.reporting import domain
 from services.reporting.domain import Counts
-from services.reporting.repository import Filters, Period
+from services.reporting.store import common, queries
+from services.reporting.store.common import Filters, Period
 from shared.reference import ReferenceData
 
 GROUP_BY = ("department", "community", "grid", "category", "campaign")
@@ -282,7 +283,7 @@ async def summary(
     filters: Filters,
     now: datetime,
     use_rollup: bool = True,
-    schema: str = repository.SCHEMA,
+    schema: str = common.SCHEMA,
 ) -> dict[str, Any]:
     """The summary table: figures per group for the period, with previous-period and year-earlier rates.
 
@@ -300,12 +301,12 @@ async def summary(
             return await query(session)
 
     def counts_of(by: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.period_counts(
+        return lambda db: queries.period_counts(
             db, group_by=by, periods=periods, filters=filters, now=now, schema=schema, use_rollup=use_rollup
         )
 
     def medians_of(measure: str) -> Callable[[AsyncSession], Awaitable[Any]]:
-        return lambda db: repository.measure_medians(
+        return lambda db: queries.measure_medians(
             db,
             group_by=group_by,
             period=current,
@@ -326,12 +327,12 @@ async def summary(
         run(medians_of("ack")),
         run(medians_of("rect")),
         run(
-            lambda db: repository.returns_after_receipt(
+            lambda db: queries.returns_after_receipt(
                 db, group_by=group_by, period=current, filters=filters, schema=schema
             )
         ),
         run(
-            lambda db: repository.action_figures(
+            lambda db: queries.action_figures(
                 db, group_by=group_by, period=current, filters=filters, now=now, schema=schema
             )
         ),
@@ -429,7 +430,7 @@ def summary_csv(report: dict[str, Any]) -> str:
         *(f"previous_{r}" for r in RATE_FIGURES),
         *(f"year_earlier_{r}" for r in RATE_FIGURES),
         "returned_after_receipt",
-        *repository.ACTION_FIGURES,
+        *queries.ACTION_FIGURES,
         *NOTICE_AND_ESCALATION_FIGURES,
     ]
     out = io.StringIO()
@@ -448,7 +449,7 @@ def summary_csv(report: dict[str, Any]) -> str:
                 *(_cell(group["previous_period"][r]) for r in RATE_FIGURES),
                 *(_cell(group["year_earlier"][r]) for r in RATE_FIGURES),
                 group["returned_after_receipt"],
-                *(group[f] for f in repository.ACTION_FIGURES),
+                *(group[f] for f in queries.ACTION_FIGURES),
                 *(group[f] for f in NOTICE_AND_ESCALATION_FIGURES),
             ]
         )
@@ -512,3 +513,44 @@ def series_values(
             values.append(figures(series.get((key, bucket), Counts())).get(metric))
         out[key] = values
     return out
+
+
+def overdue_items(
+    reference: ReferenceData, rows: Sequence[Mapping[str, Any]], *, now: datetime, case_url: str
+) -> list[dict[str, Any]]:
+    """The overdue list's items (``GET /api/v1/reports/overdue``) from ``queries.list_open_overdue``'s rows."""
+    return [
+        {
+            "dispatch_id": str(r["dispatch_id"]),
+            "hazard_id": str(r["hazard_id"]),
+            "department_id": r["department_id"],
+            "department": label(reference, "department", r["department_id"] or ""),
+            "category": r["category"],
+            "community_id": r["community_id"],
+            "grid_id": r["grid_id"],
+            "address": r["address"],
+            "case_url": case_url.format(hazard_id=r["hazard_id"]),
+            "dispatched_at": r["dispatched_at"].isoformat() if r["dispatched_at"] else None,
+            "receipt_deadline": r["deadline"].isoformat(),
+            "minutes_overdue": round((now - r["deadline"]).total_seconds() / 60, 1),
+        }
+        for r in rows
+    ]
+
+
+def hotspot_items(reference: ReferenceData, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The relapse hotspots' items from ``queries.list_relapse_hotspots``' rows."""
+    return [
+        {
+            "place_key": r["place_key"],
+            "address": r["address"],
+            "community_id": r["community_id"],
+            "community": label(reference, "community", r["community_id"] or ""),
+            "grid_id": r["grid_id"],
+            "grid": label(reference, "grid", r["grid_id"] or ""),
+            "relapses": int(r["relapses"]),
+            "last_relapsed_at": r["last_relapsed_at"].isoformat() if r["last_relapsed_at"] else None,
+            "categories": sorted(r["categories"] or []),
+        }
+        for r in rows
+    ]

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.reporting import repository
+from services.reporting.store import rollups
 from shared.db import create_engine
 from shared.migrate import migrate
 from shared.settings import DatabaseSettings
@@ -50,7 +51,7 @@ class HeldRefresh:
     def __init__(self, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         self.engine = engine
         self.recomputed, self.release = asyncio.Event(), asyncio.Event()
-        clear_marks = repository._clear_marks
+        clear_marks = rollups.clear_marks
 
         async def held_clear(*args: Any, **kwargs: Any) -> None:
             # The refresh has read the marks and recomputed the day from the facts it could see.
@@ -58,7 +59,7 @@ class HeldRefresh:
             await self.release.wait()
             await clear_marks(*args, **kwargs)
 
-        monkeypatch.setattr(repository, "_clear_marks", held_clear)
+        monkeypatch.setattr(rollups, "clear_marks", held_clear)
 
     async def start(self) -> asyncio.Task[int]:
         """Start the refresh; returns once it has recomputed and waits to clear the marks."""
