@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
 
 from shared.db import after_commit, database_now
 from shared.events import AnyEvent
@@ -99,6 +100,16 @@ class UnitOfWorkFactory(Generic[R]):
     def bind(self, session: AsyncSession, *, now: datetime) -> SqlUnitOfWork[R]:
         """A unit of work on a transaction the caller already holds (a consumer's batch, a timer's sweep)."""
         return SqlUnitOfWork(session=session, outbox=self.outbox, now=now, repo=self.repository(session))
+
+
+def request_work(request: Request) -> UnitOfWorkFactory[Any]:
+    """The unit-of-work factory of the service answering ``request`` (a route's typed dependency).
+
+    A service names it with its repository's type: ``Work = Annotated[UnitOfWorkFactory[
+    DispatchRepository], Depends(request_work)]``.
+    """
+    work: UnitOfWorkFactory[Any] = request.app.state.runtime.work
+    return work
 
 
 def no_repository(session: AsyncSession) -> Any:

@@ -26,7 +26,7 @@ from shared.auth import Principal, require
 from shared.openapi import error_responses
 from shared.reference import EscalationStep, RoutingRule
 from shared.text import Text
-from shared.uow import UnitOfWorkFactory
+from shared.uow import UnitOfWorkFactory, request_work
 
 router = APIRouter(prefix="/api/v1", tags=["dispatch"])
 
@@ -68,17 +68,12 @@ class DecisionBody(_Body):
 # ---------------------------------------------------------------- dependencies
 
 
-def _work(request: Request) -> UnitOfWorkFactory[DispatchRepository]:
-    work: UnitOfWorkFactory[DispatchRepository] = request.app.state.runtime.work
-    return work
-
-
 def _policies(request: Request) -> Policies:
     policies: Policies = request.app.state.dispatch_policies
     return policies
 
 
-Work = Annotated[UnitOfWorkFactory[DispatchRepository], Depends(_work)]
+Work = Annotated[UnitOfWorkFactory[DispatchRepository], Depends(request_work)]
 Rules = Annotated[Policies, Depends(_policies)]
 Reader = Annotated[Principal, Depends(require("department", "operator", "supervisor"))]
 Department = Annotated[Principal, Depends(require("department"))]

@@ -16,7 +16,7 @@ from shared.auth import Principal, authenticate, require
 from shared.openapi import error_responses
 from shared.photos import MAX_PHOTOS, PhotoUrl
 from shared.text import Text
-from shared.uow import UnitOfWorkFactory
+from shared.uow import UnitOfWorkFactory, request_work
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
@@ -74,17 +74,12 @@ class NoteBody(BaseModel):
     photos: Annotated[list[PhotoUrl], Field(max_length=MAX_PHOTOS)] = []
 
 
-def _work(request: Request) -> UnitOfWorkFactory[TrackingRepository]:
-    work: UnitOfWorkFactory[TrackingRepository] = request.app.state.runtime.work
-    return work
-
-
 def _config(request: Request) -> TrackingConfig:
     config: TrackingConfig = request.app.state.config
     return config
 
 
-Work = Annotated[UnitOfWorkFactory[TrackingRepository], Depends(_work)]
+Work = Annotated[UnitOfWorkFactory[TrackingRepository], Depends(request_work)]
 Config = Annotated[TrackingConfig, Depends(_config)]
 Caller = Annotated[Principal, Depends(authenticate)]
 Department = Annotated[Principal, Depends(require("department"))]
