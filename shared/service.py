@@ -447,6 +447,20 @@ class ServiceApp(FastAPI):
         return HttpObservability(stack, service=self.service_name, openapi=self.openapi)
 
 
+_READINESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "checks": {
+            "type": "object",
+            "description": "database, broker, consumers and calendar: ok, or what is wrong",
+            "additionalProperties": {"type": "string"},
+        },
+    },
+}
+
+
 def create_http_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> FastAPI:
     """The HTTP app with health, readiness, metrics, AsyncAPI and the error shape; routes are added after."""
 
@@ -479,10 +493,11 @@ def create_http_app(runtime: ServiceRuntime[Any], *, title: str, description: st
         tags=["operations"],
         summary="Database and broker reachable, consumers running",
         responses={
+            200: {"description": "Ready", "content": {"application/json": {"schema": _READINESS_SCHEMA}}},
             503: {
                 "description": "Not ready: the checks say which part is not",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
+                "content": {"application/json": {"schema": _READINESS_SCHEMA}},
+            },
         },
     )
     async def readyz() -> JSONResponse:
@@ -501,7 +516,24 @@ def create_http_app(runtime: ServiceRuntime[Any], *, title: str, description: st
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
-        "/asyncapi.json", tags=["operations"], summary="AsyncAPI document of consumed and published events"
+        "/asyncapi.json",
+        tags=["operations"],
+        summary="AsyncAPI document of consumed and published events",
+        responses={
+            200: {
+                "description": "An AsyncAPI 3 document",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "description": "AsyncAPI 3.0 (https://www.asyncapi.com/docs/reference/specification/v3.0.0)",
+                            "required": ["asyncapi", "channels"],
+                            "properties": {"asyncapi": {"type": "string"}, "channels": {"type": "object"}},
+                        }
+                    }
+                },
+            }
+        },
     )
     async def asyncapi(request: Request) -> JSONResponse:
         return JSONResponse(runtime.asyncapi())

@@ -111,3 +111,22 @@ def test_every_service_document_is_complete(service: str) -> None:
                 assert {"400", "413"} <= set(op["responses"]), (path, method)
     if service == "intake":
         assert "429" in paths["/api/v1/hazards"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("service", sorted(APPS))
+def test_every_success_answer_is_described(service: str) -> None:
+    """Each 2xx answer names its media type, and a JSON one its schema (no bare "any object")."""
+    document = APPS[service]().openapi()
+    undescribed = []
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op["responses"].items():
+                if not status.startswith("2") or status == "204":
+                    continue
+                content = answer.get("content") or {}
+                if not content:
+                    undescribed.append((method, path, status, "no media type"))
+                for media_type, body in content.items():
+                    if "json" in media_type and not body.get("schema"):
+                        undescribed.append((method, path, status, media_type))
+    assert undescribed == []
