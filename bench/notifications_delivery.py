@@ -45,13 +45,16 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench._stack import private_stack, publish_results
-from services.notifications import service
+from services.notifications import service, tables
+from services.notifications.repository import NotificationsRepository
 from shared import events as ev
 from shared.db import create_engine
 from shared.devstack import LocalKafka, LocalPostgres, free_port
 from shared.migrate import migrate
+from shared.outbox import Outbox
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
+from shared.uow import UnitOfWorkFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -197,11 +200,12 @@ async def _subscribe(url: str, secret_key: str, ports: dict[str, int]) -> None:
     engine = create_engine(DatabaseSettings(url=url))
     secrets = service.Secrets(secret_key)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
+    work = UnitOfWorkFactory(sessions, Outbox(tables.outbox, default_topic="unused"), NotificationsRepository)
     try:
-        async with sessions() as session, session.begin():
+        async with work() as uow:
             for department, port in ports.items():
                 await service.create_subscription(
-                    session,
+                    uow,
                     scope="department",
                     scope_id=department,
                     channel="webhook",
@@ -211,7 +215,6 @@ async def _subscribe(url: str, secret_key: str, ports: dict[str, int]) -> None:
                     secret="bench-signing-secret-0123456789",
                     description="bench",
                     created_by="bench",
-                    now=datetime.now(UTC),
                     secrets=secrets,
                 )
     finally:

@@ -8,17 +8,18 @@ response model.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notifications import repository, service
+from services.notifications import service
+from services.notifications.repository import NotificationsRepository, Subscription
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal, require
 from shared.openapi import error_responses
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWorkFactory
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
@@ -98,12 +99,18 @@ def _runtime(request: Request) -> ServiceRuntime[NotificationsSettings]:
     return runtime
 
 
+def _work(request: Request) -> UnitOfWorkFactory[NotificationsRepository]:
+    work: UnitOfWorkFactory[NotificationsRepository] = request.app.state.runtime.work
+    return work
+
+
 Runtime = Annotated[ServiceRuntime[NotificationsSettings], Depends(_runtime)]
+Work = Annotated[UnitOfWorkFactory[NotificationsRepository], Depends(_work)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Reader = Annotated[Principal, Depends(require("operator", "supervisor", "department"))]
 
 
-def subscription_view(sub: repository.Subscription) -> SubscriptionView:
+def subscription_view(sub: Subscription) -> SubscriptionView:
     """The answer's shape of a subscription: never the secret, only whether one is set."""
     return SubscriptionView(
         subscription_id=str(sub.subscription_id),
@@ -131,26 +138,25 @@ def subscription_view(sub: repository.Subscription) -> SubscriptionView:
     },
 )
 async def post_subscription(
-    body: SubscriptionBody, runtime: Runtime, principal: Operator
+    body: SubscriptionBody, runtime: Runtime, work: Work, principal: Operator
 ) -> SubscriptionView:
     """Takes effect for the next event, without restart; the signing secret is stored encrypted."""
     settings = runtime.settings
-    async with runtime.sessions() as session, session.begin():
+    async with work() as uow:
         sub = await service.subscribe(
-            session,
+            uow,
             service.NewSubscription(**body.model_dump()),
             reference=runtime.reference,
             allow_private=settings.delivery.allow_private_targets,
             secrets=service.Secrets(settings.secret_key.get_secret_value()),
             created_by=principal.id,
-            now=datetime.now(UTC),
         )
     return subscription_view(sub)
 
 
 @router.get("/subscriptions", summary="Subscriptions (operators and supervisors: all; a department: its own)")
 async def get_subscriptions(
-    runtime: Runtime,
+    work: Work,
     principal: Reader,
     scope: Annotated[Literal["department", "escalation"] | None, Query()] = None,
     scope_id: Annotated[str | None, Query(max_length=100)] = None,
@@ -158,8 +164,8 @@ async def get_subscriptions(
     """Live subscriptions, oldest first."""
     if principal.role == "department":
         scope, scope_id = "department", principal.department_id
-    async with runtime.sessions() as session:
-        found = await repository.list_subscriptions(session, scope=scope, scope_id=scope_id)
+    async with work() as uow:
+        found = await service.list_subscriptions(uow, scope=scope, scope_id=scope_id)
     return SubscriptionList(subscriptions=[subscription_view(s) for s in found])
 
 
@@ -169,10 +175,10 @@ async def get_subscriptions(
     summary="Delete a subscription; what it still had to send is cancelled",
     responses={**_ERRORS, **error_responses(404, s404="No such subscription")},
 )
-async def delete_subscription(subscription_id: uuid.UUID, runtime: Runtime, _: Operator) -> Response:
+async def delete_subscription(subscription_id: uuid.UUID, work: Work, _: Operator) -> Response:
     """Delete a subscription (its delivery log stays)."""
-    async with runtime.sessions() as session, session.begin():
-        await service.unsubscribe(session, subscription_id, now=datetime.now(UTC))
+    async with work() as uow:
+        await service.unsubscribe(uow, subscription_id)
     return Response(status_code=204)
 
 
@@ -203,7 +209,7 @@ def delivery_view(row: Any) -> DeliveryView:
     responses=_ERRORS,
 )
 async def get_deliveries(
-    runtime: Runtime,
+    work: Work,
     principal: Reader,
     department_id: Annotated[str | None, Query(max_length=100)] = None,
     hazard_id: Annotated[uuid.UUID | None, Query()] = None,
@@ -214,9 +220,9 @@ async def get_deliveries(
     """Every delivery: who was told what, when, by which channel, with what result."""
     if principal.role == "department":
         department_id = principal.department_id
-    async with runtime.sessions() as session:
-        rows = await repository.list_deliveries(
-            session,
+    async with work() as uow:
+        rows = await service.list_deliveries(
+            uow,
             department_id=department_id,
             hazard_id=hazard_id,
             status=status,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications import api, domain, handlers, repository, service, tables
+from services.notifications.repository import NotificationsRepository
 from services.notifications.sender import SenderLoop
 from services.notifications.settings import NotificationsSettings
 from services.notifications.timers import DeliveryGauge, ReminderLoop
@@ -33,6 +34,7 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(HazardNotified,),
+        repository=NotificationsRepository,
     )
 
     def department_name(department_id: str, language: domain.Language) -> str:
@@ -50,8 +52,8 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         department_name=department_name,
         outbox=runtime.outbox,
     )
-    reminders = ReminderLoop(sessions=runtime.sessions, batch_size=settings.reminders.batch_size)
-    gauge = DeliveryGauge(sessions=runtime.sessions)
+    reminders = ReminderLoop(work=runtime.work, batch_size=settings.reminders.batch_size)
+    gauge = DeliveryGauge(work=runtime.work)
     runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
     runtime.until_due(
         reminders.sweep,

@@ -15,7 +15,7 @@ def make_handler(*, notifier: service.Notifier) -> Handler:
     """The batch handler, bound to the reminder fractions in force."""
 
     async def on_lifecycle_events(ctx: BatchContext, events: Sequence[LifecycleEvent]) -> None:
-        """Record the notifications a batch of new events calls for, inside ctx's transaction."""
-        await service.apply_events(ctx.session, events, now=ctx.now, notifier=notifier)
+        """Record the notifications a batch of new events calls for, in ctx (the batch's unit of work)."""
+        await service.apply_events(ctx, events, notifier=notifier)
 
     return on_lifecycle_events

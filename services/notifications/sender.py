@@ -199,8 +199,9 @@ class SenderLoop:
             async with self.sessions() as session:
                 async with session.begin():
                     await self._record(session, results)
+                    repo = repository.NotificationsRepository(session)
                     if release:
-                        released = await repository.release_held(session, sorted(release), now=self.clock())
+                        released = await repo.release_held(sorted(release), now=self.clock())
                         if released:
                             log.info("%d held deliveries due again: %s answers", released, sorted(release))
                     expired: list[repository.Claimed] = []
@@ -208,8 +209,7 @@ class SenderLoop:
                         claimed = []
                     else:
                         now = self.clock()
-                        claimed = await repository.claim_deliveries(
-                            session,
+                        claimed = await repo.claim_deliveries(
                             now=now,
                             limit=room,
                             per_target=self.settings.per_target,
@@ -219,8 +219,7 @@ class SenderLoop:
                         )
                         sweep = self._sweep_due()
                         if sweep:
-                            expired = await repository.claim_expired(
-                                session,
+                            expired = await repo.claim_expired(
                                 sweep,
                                 created_before=now - timedelta(seconds=self.settings.retry_for_s),
                                 now=now,
@@ -388,7 +387,9 @@ class SenderLoop:
             return
         try:
             async with session.begin_nested():
-                changed = await repository.record_attempts(session, [r for _, r in results])
+                changed = await repository.NotificationsRepository(session).record_attempts(
+                    [r for _, r in results]
+                )
                 if self.outbox is not None:
                     # Only what this transaction settled: a delivery recorded once is published once.
                     await self.outbox.add(

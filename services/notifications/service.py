@@ -1,7 +1,8 @@
-"""Units of work of the notifications service: turn events and due reminders into deliveries.
+"""Use cases of the notifications service: turn events and due reminders into deliveries, subscribe.
 
-Each function runs inside the caller's transaction (the consumer's batch, a reminder sweep, an API
-request) and leaves committing to it. Deliveries are keyed by (event or reminder, subscription):
+Each use case is ``async def verb_noun(uow, ...)`` on a unit of work (:mod:`shared.uow`: the
+consumer's batch, a reminder sweep's or an API request's transaction) and leaves committing to it;
+refusals are domain errors (:mod:`shared.domain_errors`). Deliveries are keyed by (event or reminder, subscription):
 written in the same transaction as the inbox row, so a redelivered or replayed event adds nothing.
 """
 
@@ -12,16 +13,19 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifications import domain, repository
+from services.notifications import domain
+from services.notifications.repository import NotificationsRepository, Subscription
 from shared import events as ev
 from shared.domain_errors import InvalidError, NotFoundError
 from shared.reference import ReferenceData
+from shared.uow import UnitOfWork, UnitOfWorkFactory
+
+Work = UnitOfWork[NotificationsRepository]
+WorkFactory = UnitOfWorkFactory[NotificationsRepository]
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -34,7 +38,7 @@ async def resolve_host(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Notifier:
-    """What the units of work need besides a session."""
+    """What the use cases need besides a unit of work."""
 
     fractions: tuple[float, ...] = (0.5, 0.8)
     escalation_targets: tuple[str, ...] = ()
@@ -42,7 +46,7 @@ class Notifier:
 
 
 def _delivery_rows(
-    notices: Sequence[domain.Notice], found: dict[domain.Audience, list[repository.Subscription]]
+    notices: Sequence[domain.Notice], found: dict[domain.Audience, list[Subscription]]
 ) -> list[dict[str, Any]]:
     rows = []
     for notice in notices:
@@ -63,9 +67,7 @@ def _delivery_rows(
     return rows
 
 
-async def _contact_rows(
-    session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime
-) -> list[dict[str, Any]]:
+async def _contact_rows(uow: Work, notices: Sequence[domain.Notice]) -> list[dict[str, Any]]:
     """Delivery rows of notices to departments' administered escalation contacts (#18).
 
     The contacts are read from the admin table in this transaction, so a contact administered a
@@ -75,14 +77,12 @@ async def _contact_rows(
     """
     if not notices:
         return []
-    administered = await repository.administered_contacts(session, {n.audience.scope_id for n in notices})
+    administered = await uow.repo.administered_contacts({n.audience.scope_id for n in notices})
     contacts: dict[str, list[domain.Contact]] = {}
-    subs: dict[uuid.UUID, repository.Subscription] = {}
+    subs: dict[uuid.UUID, Subscription] = {}
     for department_id, raw in administered.items():
         contacts[department_id] = domain.contacts_from_admin(department_id, raw)
-        subs |= await repository.sync_contact_subscriptions(
-            session, department_id, contacts[department_id], now=now
-        )
+        subs |= await uow.repo.sync_contact_subscriptions(department_id, contacts[department_id], now=uow.now)
     rows = []
     for notice in notices:
         level = domain.contact_level(notice)
@@ -91,33 +91,31 @@ async def _contact_rows(
     return rows
 
 
-async def add_notices(session: AsyncSession, notices: Sequence[domain.Notice], *, now: datetime) -> int:
+async def add_notices(uow: Work, notices: Sequence[domain.Notice]) -> int:
     """One delivery per notice and live subscription of its audience; returns how many are new."""
     if not notices:
         return 0
     to_contacts = [n for n in notices if n.audience.scope == "contact"]
     others = [n for n in notices if n.audience.scope != "contact"]
-    found = await repository.subscriptions_for(session, {n.audience for n in others})
-    rows = _delivery_rows(others, found) + await _contact_rows(session, to_contacts, now=now)
-    return await repository.add_deliveries(session, rows, now=now)
+    found = await uow.repo.subscriptions_for({n.audience for n in others})
+    rows = _delivery_rows(others, found) + await _contact_rows(uow, to_contacts)
+    return await uow.repo.add_deliveries(rows, now=uow.now)
 
 
-async def apply_events(
-    session: AsyncSession, events: Sequence[ev.AnyEvent], *, now: datetime, notifier: Notifier
-) -> None:
+async def apply_events(uow: Work, events: Sequence[ev.AnyEvent], *, notifier: Notifier) -> None:
     """Apply a batch of new events: settle reminders, plan new ones, and record the deliveries due."""
     plan = domain.plan_batch(
-        events, fractions=notifier.fractions, now=now, escalation_targets=notifier.escalation_targets
+        events, fractions=notifier.fractions, now=uow.now, escalation_targets=notifier.escalation_targets
     )
-    await repository.cancel_reminders(session, plan.cancel, now=now)
-    await repository.add_reminders(session, plan.reminders)
-    await add_notices(session, plan.notices, now=now)
+    await uow.repo.cancel_reminders(plan.cancel, now=uow.now)
+    await uow.repo.add_reminders(plan.reminders)
+    await add_notices(uow, plan.notices)
 
 
-async def fire_due_reminders(session: AsyncSession, *, now: datetime, limit: int) -> int:
-    """Fire up to ``limit`` due reminders into deliveries; returns how many fired."""
-    due = await repository.claim_due_reminders(session, now=now, limit=limit)
-    await add_notices(session, [domain.reminder_notice(x) for x in due], now=now)
+async def fire_due_reminders(uow: Work, *, limit: int) -> int:
+    """Fire up to ``limit`` due reminders (due on ``uow.now``) into deliveries; returns how many fired."""
+    due = await uow.repo.claim_due_reminders(now=uow.now, limit=limit)
+    await add_notices(uow, [domain.reminder_notice(x) for x in due])
     return len(due)
 
 
@@ -175,7 +173,7 @@ async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolv
 
 
 async def create_subscription(
-    session: AsyncSession,
+    uow: Work,
     *,
     scope: str,
     scope_id: str,
@@ -186,9 +184,8 @@ async def create_subscription(
     secret: str | None,
     description: str,
     created_by: str,
-    now: datetime,
     secrets: Secrets,
-) -> repository.Subscription:
+) -> Subscription:
     """Store a checked subscription (its secret encrypted); returns it as stored."""
     values = {
         "subscription_id": uuid.uuid4(),
@@ -201,11 +198,11 @@ async def create_subscription(
         "secret_encrypted": secrets.seal(secret) if secret else None,
         "description": description,
         "created_by": created_by,
-        "created_at": now,
+        "created_at": uow.now,
         "deleted_at": None,
     }
-    await repository.add_subscription(session, values)
-    return repository.Subscription(**values)  # type: ignore[arg-type]
+    await uow.repo.add_subscription(values)
+    return Subscription(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,19 +247,18 @@ async def checked_target(
 
 
 async def subscribe(
-    session: AsyncSession,
+    uow: Work,
     new: NewSubscription,
     *,
     reference: ReferenceData,
     allow_private: bool,
     secrets: Secrets,
     created_by: str,
-    now: datetime,
-) -> repository.Subscription:
+) -> Subscription:
     """Check and store a subscription; it takes effect for the next event, without restart."""
     target = await checked_target(new, reference=reference, allow_private=allow_private)
     return await create_subscription(
-        session,
+        uow,
         scope=new.scope,
         scope_id=new.scope_id,
         channel=new.channel,
@@ -272,12 +268,31 @@ async def subscribe(
         secret=new.secret,
         description=new.description,
         created_by=created_by,
-        now=now,
         secrets=secrets,
     )
 
 
-async def unsubscribe(session: AsyncSession, subscription_id: uuid.UUID, *, now: datetime) -> None:
+async def unsubscribe(uow: Work, subscription_id: uuid.UUID) -> None:
     """Retire a subscription (what it still had to send is cancelled, its log stays)."""
-    if not await repository.delete_subscription(session, subscription_id, now=now):
+    if not await uow.repo.delete_subscription(subscription_id, now=uow.now):
         raise SubscriptionNotFound(f"No subscription {subscription_id}.")
+
+
+async def list_subscriptions(uow: Work, *, scope: str | None, scope_id: str | None) -> list[Subscription]:
+    """Live subscriptions, oldest first, optionally of one scope (the administered contacts' rows not among them)."""
+    return await uow.repo.list_subscriptions(scope=scope, scope_id=scope_id)
+
+
+async def list_deliveries(
+    uow: Work,
+    *,
+    department_id: str | None,
+    hazard_id: uuid.UUID | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> list[Any]:
+    """The delivery log, newest first."""
+    return await uow.repo.list_deliveries(
+        department_id=department_id, hazard_id=hazard_id, status=status, before=before, limit=limit
+    )

@@ -42,7 +42,7 @@ async def test_cancel_reminders_settles_exactly_the_pending_ones_of_the_pairs(db
     ]
     try:
         async with sessions() as session, session.begin():
-            await repository.add_reminders(session, planned)
+            await repository.NotificationsRepository(session).add_reminders(planned)
             # One already fired: a cancel leaves it as it is.
             await session.execute(
                 sa.update(reminders)
@@ -54,7 +54,9 @@ async def test_cancel_reminders_settles_exactly_the_pending_ones_of_the_pairs(db
         pairs = [(h, "receipt") for h in hazards[:2000]] + [(hazards[1], "receipt")]
         pairs += [(uuid.uuid4(), "receipt") for _ in range(500)]
         async with sessions() as session, session.begin():
-            await repository.cancel_reminders(session, pairs, now=NOW + timedelta(minutes=1))
+            await repository.NotificationsRepository(session).cancel_reminders(
+                pairs, now=NOW + timedelta(minutes=1)
+            )
         async with sessions() as session:
             rows = (
                 await session.execute(

@@ -407,8 +407,8 @@ async def test_a_sender_killed_mid_batch_loses_nothing_and_sends_nothing_twice_a
         doomed: SenderLoop = app.state.sender
         runtime = app.state.runtime
         async with runtime.sessions() as session, session.begin():
-            claimed = await repository.claim_deliveries(
-                session, now=datetime.now(UTC), limit=10, per_target=10, in_flight={}, lease_s=1.0
+            claimed = await repository.NotificationsRepository(session).claim_deliveries(
+                now=datetime.now(UTC), limit=10, per_target=10, in_flight={}, lease_s=1.0
             )
         assert len(claimed) == 3
         # It sends and records the first, then dies holding the other two.
