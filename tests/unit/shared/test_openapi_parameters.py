@@ -24,6 +24,8 @@ from services.dispatch.app import create_app as dispatch_app
 from services.dispatch.settings import DispatchSettings
 from services.intake.app import create_app as intake_app
 from services.intake.settings import IntakeSettings
+from services.notifications.app import create_app as notifications_app
+from services.notifications.settings import NotificationsSettings
 from services.reporting.app import create_app as reporting_app
 from services.reporting.settings import ReportingSettings
 from services.tracking.app import create_app as tracking_app
@@ -41,6 +43,10 @@ APPS: dict[str, Callable[[], FastAPI]] = {
     "dispatch": lambda: dispatch_app(DispatchSettings(**NOWHERE), reference=load_reference_data()),
     "tracking": lambda: tracking_app(TrackingSettings(**NOWHERE), reference=load_reference_data()),
     "reporting": lambda: reporting_app(ReportingSettings(**NOWHERE), reference=load_reference_data()),
+    "notifications": lambda: notifications_app(
+        NotificationsSettings(**NOWHERE, secret_key="Wg1aAWgxp0Y4Z3C0PnQhz5b9o2uOJQp4TeQ1RyVPZlU="),
+        reference=load_reference_data(),
+    ),
 }
 UNNAMED = "(a read whose name the source does not say)"
 
