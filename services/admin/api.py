@@ -138,7 +138,7 @@ async def rotate_principal(principal: Id, admin: AdminDep, actor: Operator) -> P
     responses=error_responses(409, s409="Your own token, or no live token"),
 )
 async def revoke_principal(principal: Id, admin: AdminDep, actor: Operator) -> PrincipalView:
-    """Refused by every replica of every service within the poll interval (1 s by default)."""
+    """Refused by every replica of every service at once (PostgreSQL NOTIFY; the fallback poll at worst)."""
     return PrincipalView.model_validate(await admin.change(service.revoke_principal, actor, principal))
 
 

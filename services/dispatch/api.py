@@ -17,7 +17,15 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from services.dispatch import domain, service
 from services.dispatch.repository import DispatchRecord, DispatchRepository, HazardRow, Report
@@ -122,17 +130,7 @@ class ReturnRequestOut(_Out):
 
     @classmethod
     def of(cls, request: domain.ReturnRequest | None) -> ReturnRequestOut | None:
-        if request is None:
-            return None
-        return cls(
-            status=request.status,
-            reason=request.reason,
-            requested_by=request.requested_by,
-            requested_at=request.requested_at,
-            decided_by=request.decided_by,
-            decided_at=request.decided_at,
-            refusal_reason=request.refusal_reason,
-        )
+        return None if request is None else cls.model_validate(request, from_attributes=True)
 
 
 class ExtensionRequestOut(_Out):
@@ -146,23 +144,12 @@ class ExtensionRequestOut(_Out):
     requested_at: Timestamp
     decided_by: str | None
     decided_at: Timestamp | None
-    note: str | None
+    # The domain calls it decision_note; the answer has always said note.
+    note: str | None = Field(validation_alias=AliasChoices("note", "decision_note"))
 
     @classmethod
     def of(cls, request: domain.ExtensionRequest | None) -> ExtensionRequestOut | None:
-        if request is None:
-            return None
-        return cls(
-            status=request.status,
-            requested_deadline=request.requested_deadline,
-            previous_deadline=request.previous_deadline,
-            reason=request.reason,
-            requested_by=request.requested_by,
-            requested_at=request.requested_at,
-            decided_by=request.decided_by,
-            decided_at=request.decided_at,
-            note=request.decision_note,
-        )
+        return None if request is None else cls.model_validate(request, from_attributes=True)
 
 
 class ReportOut(_Out):

@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from shared.devstack import free_port
-from shared.devstack.receivers import MailReceiver, WebhookReceiver
+from shared.devstack.receivers import WebhookReceiver
 from tests.integration.notifications.notifications_helpers import (
     AppFactory,
     Hazard,
-    app_factory,
     auth,
     publish,
     subscribe,
@@ -30,31 +27,6 @@ pytestmark = pytest.mark.integration
 # Retries 0.05 to 0.2 s apart (the helpers' settings): without the breaker, a dead receiver would
 # be asked again for every held notice several times a second.
 BREAKER = {"breaker_failures": 3, "breaker_probe_s": 0.5, "retry_for_s": 600.0}
-
-
-@pytest.fixture
-def smtp() -> Iterator[MailReceiver]:
-    receiver = MailReceiver()
-    receiver.start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    await receiver.start()
-    try:
-        yield receiver
-    finally:
-        await receiver.stop()
-
-
-@pytest.fixture
-def notifications_app(db_url: str, kafka: Any, topics: dict[str, str], smtp: MailReceiver) -> AppFactory:
-    return app_factory(db_url, kafka, topics, smtp_port=smtp.port)
 
 
 async def deliveries(client: httpx.AsyncClient, **params: Any) -> list[Any]:

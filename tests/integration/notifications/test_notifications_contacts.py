@@ -16,11 +16,8 @@ from services.notifications.api import DeliveryView, SubscriptionList, Subscript
 from shared import events as ev
 from shared.devstack.receivers import MailReceiver, WebhookReceiver
 from tests.integration.notifications.notifications_helpers import AppFactory, Hazard, auth, publish
-from tests.integration.notifications.test_notifications_service import (  # noqa: F401 - fixtures
+from tests.integration.notifications.test_notifications_service import (
     deliveries,
-    hooks,
-    notifications_app,
-    smtp,
 )
 from tests.integration.reporting.reporting_helpers import running_app, settings_for
 from tests.support.kafka_tools import wait_for
@@ -51,9 +48,9 @@ async def test_an_administered_contact_is_told_of_its_levels_escalations_once_wi
     db_url: str,
     kafka: Any,
     topics: dict[str, str],
-    notifications_app: AppFactory,  # noqa: F811
-    smtp: MailReceiver,  # noqa: F811
-    hooks: WebhookReceiver,  # noqa: F811
+    notifications_app: AppFactory,
+    smtp: MailReceiver,
+    hooks: WebhookReceiver,
 ) -> None:
     first, second = Hazard(), Hazard()
     async with (

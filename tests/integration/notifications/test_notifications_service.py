@@ -7,20 +7,17 @@ import hashlib
 import hmac
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from shared.devstack.receivers import MailReceiver, WebhookReceiver
 from tests.integration.notifications.notifications_helpers import (
     AppFactory,
     Hazard,
-    app_factory,
     auth,
     publish,
     subscribe,
@@ -30,31 +27,6 @@ from tests.support.kafka_tools import wait_for
 pytestmark = pytest.mark.integration
 
 SECRET = "fire-hook-secret-0123456789"
-
-
-@pytest.fixture
-def smtp() -> Iterator[MailReceiver]:
-    receiver = MailReceiver()
-    receiver.start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    await receiver.start()
-    try:
-        yield receiver
-    finally:
-        await receiver.stop()
-
-
-@pytest.fixture
-def notifications_app(db_url: str, kafka: Any, topics: dict[str, str], smtp: MailReceiver) -> AppFactory:
-    return app_factory(db_url, kafka, topics, smtp_port=smtp.port)
 
 
 def calls_to(hooks: WebhookReceiver, path: str) -> list[Any]:

@@ -14,12 +14,9 @@ import pytest
 from shared import events as ev
 from shared.devstack.receivers import MailReceiver, WebhookReceiver
 from tests.integration.notifications.notifications_helpers import AppFactory, Hazard, publish, subscribe
-from tests.integration.notifications.test_notifications_service import (  # noqa: F401 - fixtures
+from tests.integration.notifications.test_notifications_service import (
     calls_to,
     deliveries,
-    hooks,
-    notifications_app,
-    smtp,
 )
 from tests.support.kafka_tools import wait_for
 
@@ -71,11 +68,11 @@ def _extension(hazard: Hazard, *, decided: bool) -> ev.AnyEvent:
 
 
 async def test_urging_and_extension_decisions_are_delivered_once_to_the_right_people(
-    notifications_app: AppFactory,  # noqa: F811
+    notifications_app: AppFactory,
     kafka: Any,
     topics: dict[str, str],
-    smtp: MailReceiver,  # noqa: F811
-    hooks: WebhookReceiver,  # noqa: F811
+    smtp: MailReceiver,
+    hooks: WebhookReceiver,
 ) -> None:
     hazard = Hazard()
     events = [
