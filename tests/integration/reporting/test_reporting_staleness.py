@@ -23,8 +23,11 @@ async def test_summary_serves_the_rollup_within_the_bound_and_refreshes_past_it(
     db_url: str, kafka: Any, topics: dict[str, str]
 ) -> None:
     settings = settings_for(db_url, kafka.bootstrap_servers, topics)
-    # No background refresh during the test; a change may stay out of answers for 10 minutes.
+    # No background refresh during the test (the gauges' refresh brings the rollup up to date
+    # first, so it waits too; both run once at start, before the report is produced); a change
+    # may stay out of answers for 10 minutes.
     settings.projection.rollup_refresh_s = 3600
+    settings.projection.metrics_refresh_s = 3600
     settings.projection.max_staleness_s = 600
     reported = make_event("hazard.reported")
     async with running_app(settings) as (_app, client):
