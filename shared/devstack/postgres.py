@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -113,14 +114,20 @@ class LocalPostgres:
         user: str = DEFAULT_USER,
         bindir: Path | None = None,
         startup_timeout: float = 60.0,
+        extra_settings: Mapping[str, str] | None = None,
     ) -> None:
-        """Describe a cluster; nothing is created or started until ``init``/``start``."""
+        """Describe a cluster; nothing is created or started until ``init``/``start``.
+
+        ``extra_settings`` are added to (or override) the written settings, values as they appear
+        in ``postgresql.conf`` (e.g. ``{"shared_preload_libraries": "'pg_stat_statements'"}``).
+        """
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.log_path = Path(log_path).absolute() if log_path else self.data_dir.parent / "postgres.log"
         self.fast = fast
         self.user = user
         self.startup_timeout = startup_timeout
+        self.extra_settings = dict(extra_settings or {})
         self._bindir = bindir
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -261,6 +268,7 @@ class LocalPostgres:
             "logging_collector": "off",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
             "log_min_messages": "warning",
+            **self.extra_settings,
         }
         conf = self.data_dir / _CONF_NAME
         conf.write_text("".join(f"{key} = {value}\n" for key, value in lines.items()))

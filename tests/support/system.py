@@ -117,6 +117,7 @@ class System:
         pg_fast: bool = False,
         root: Path | None = None,
         proxy: bool = True,
+        pg_settings: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the system; nothing starts until ``start``.
 
@@ -139,7 +140,9 @@ class System:
         self.lifecycle_partitions = lifecycle_partitions
         self.ready_timeout_s = ready_timeout_s
         self.postgres = LocalPostgres(
-            data_dir=self.base / "pg", port=free_port(), log_path=self.base / "postgres.log", fast=pg_fast
+            data_dir=self.base / "pg", port=free_port(), log_path=self.base / "postgres.log",
+            fast=pg_fast,
+            extra_settings=pg_settings,
         )
         self.broker_port = free_port()
         self.proxy = TcpProxy(upstream_port=self.broker_port, classify=self._classify)
