@@ -358,6 +358,18 @@ async def latency_phase(
         for a in accepted
         if a.hazard_id in facts.dispatched_ts and a.hazard_id in facts.reported_ts
     ]
+    # ... and dispatch's hop split at its decision (the event's occurred_at, its transaction's clock):
+    # fetching and applying, then its outbox relay.
+    topic_to_decided = [
+        facts.dispatched_decided[a.hazard_id] - facts.reported_ts[a.hazard_id]
+        for a in accepted
+        if a.hazard_id in facts.dispatched_decided and a.hazard_id in facts.reported_ts
+    ]
+    decided_to_topic = [
+        facts.dispatched_ts[a.hazard_id] - facts.dispatched_decided[a.hazard_id]
+        for a in accepted
+        if a.hazard_id in facts.dispatched_decided and a.hazard_id in facts.dispatched_ts
+    ]
     to_reporting = []
     for k, a in enumerate(sorted(accepted, key=lambda a: a.accepted_at), start=1):
         seen = poller.reached(k)
@@ -376,6 +388,8 @@ async def latency_phase(
         "accepted_to_dispatched": _latencies(to_dispatch),
         "accepted_to_reported_on_topic": _latencies(to_topic),
         "reported_on_topic_to_dispatched": _latencies(topic_to_dispatched),
+        "reported_on_topic_to_dispatch_decided": _latencies(topic_to_decided),
+        "dispatch_decided_to_dispatched_on_topic": _latencies(decided_to_topic),
         "accepted_to_reporting": _latencies(to_reporting),
         "reporting_poll_interval_s": poller.interval_s,
         "accounting": accounting,

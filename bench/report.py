@@ -134,6 +134,14 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             "… and `hazard.reported` → `hazard.dispatched` on the topic (dispatch)",
             "reported_on_topic_to_dispatched",
         ),
+        (
+            "… … of which fetched and decided by dispatch (to the event's `occurred_at`)",
+            "reported_on_topic_to_dispatch_decided",
+        ),
+        (
+            "… … and dispatch's outbox relay (decided → on the topic)",
+            "dispatch_decided_to_dispatched_on_topic",
+        ),
         ("accepted → counted by reporting", "accepted_to_reporting"),
     ):
         row = lat.get(key)

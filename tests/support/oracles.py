@@ -9,8 +9,10 @@ The benchmarks (``bench.end_to_end``) account for their load with the same funct
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -33,6 +35,8 @@ class TopicFacts:
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     reported_twice: set[str] = field(default_factory=set)
     dispatched_ts: dict[str, float] = field(default_factory=dict)
+    # When dispatch decided (the event's ``occurred_at``: its transaction's clock), by hazard.
+    dispatched_decided: dict[str, float] = field(default_factory=dict)
     reported_ts: dict[str, float] = field(default_factory=dict)
     dispatch_counts: Counter[str] = field(default_factory=Counter)
     dispatch_ids: set[str] = field(default_factory=set)
@@ -147,6 +151,10 @@ def _note(facts: TopicFacts, record: Any) -> None:
         else:
             facts.queue_assignments[hazard] += 1
         facts.dispatched_ts.setdefault(hazard, ts)
+        decided = event.get("occurred_at")
+        if isinstance(decided, str) and hazard not in facts.dispatched_decided:
+            with contextlib.suppress(ValueError):
+                facts.dispatched_decided[hazard] = datetime.fromisoformat(decided).timestamp()
     elif kind == "hazard.acknowledged":
         facts.acknowledged[str(payload.get("dispatch_id"))] += 1
     elif kind == "hazard.referred_to_operators":
