@@ -9,7 +9,10 @@ the four services as processes, broker traffic direct, no proxy):
 2. throughput: the load generator offers as much as intake accepts for ``--duration`` s
    (mostly offline batches of 100-500, the peak a campaign's phones produce when they sync);
    the rate is every accepted hazard divided by the time from the first send until the last
-   one is both decided by dispatch (on the topic) and counted by reporting;
+   one is both decided by dispatch (on the topic) and counted by reporting; then again with the
+   distinct mix (``DISTINCT_MIX``: every report a new hazard at a place of its own, none fixed on
+   the spot, only categories a department takes, so every one is dispatched), on a fresh system
+   of its own (the first phases' open hazards would be duplicates of its reports);
 3. after each phase, every hazard accounted for, from the topic: accepted == reported events;
    dispatched + duplicates + fixed on site + referred to operators == accepted; nothing
    dispatched twice; reporting's ``reported`` == accepted;
@@ -49,6 +52,8 @@ from tests.support.oracles import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THROUGHPUT_MIX = BehaviourMix(batch_share=0.9, batch_min=100, batch_max=500, on_site=0.12)
+# The second mix: every report a distinct hazard that a department receives (issue #20 asks for both).
+DISTINCT_MIX = BehaviourMix(batch_share=0.9, batch_min=100, batch_max=500, on_site=0.0, distinct=True)
 LATENCY_MIX = BehaviourMix(batch_share=0.2, batch_min=5, batch_max=40, on_site=0.12)
 
 
@@ -231,7 +236,14 @@ async def _drain(
 
 
 async def throughput_phase(
-    system: Any, follower: TopicFollower, *, duration_s: float, concurrency: int, drain_timeout_s: float
+    system: Any,
+    follower: TopicFollower,
+    *,
+    duration_s: float,
+    concurrency: int,
+    drain_timeout_s: float,
+    behaviour: BehaviourMix = THROUGHPUT_MIX,
+    seed: int = 11,
 ) -> dict[str, Any]:
     """Offer as much as intake accepts for ``duration_s``; rate = accepted / (first send → last visible)."""
     supervisor = system.principal("supervisor")
@@ -239,9 +251,9 @@ async def throughput_phase(
         intake=system.url("intake"),
         principals=system.principals,
         reference=system.reference,
-        seed=11,
+        seed=seed,
         concurrency=concurrency,
-        behaviour=THROUGHPUT_MIX,
+        behaviour=behaviour,
         timeout_s=120.0,
     )
     meter = CpuMeter(system_parts(system))
@@ -253,7 +265,8 @@ async def throughput_phase(
             rows_before = await _rows_written(system.postgres.dsn())
             events_before = await _event_counters(client, system)
             cpu_before = meter.snapshot()
-            progress = Progress("throughput phase", unit="reports", interval_s=10.0)
+            label = "throughput phase (distinct mix)" if behaviour.distinct else "throughput phase"
+            progress = Progress(label, unit="reports", interval_s=10.0)
             async with progress.ticking(generator.sent, period_s=0.2):
                 progress.update(0, stage=f"offering as much as intake accepts for {duration_s:.0f} s")
                 await generator.run_max(duration_s=duration_s, chunk=1000)
@@ -284,8 +297,10 @@ async def throughput_phase(
     return {
         "duration_s": duration_s,
         "mix": {
-            "batch_share": THROUGHPUT_MIX.batch_share,
-            "batch_sizes": [THROUGHPUT_MIX.batch_min, THROUGHPUT_MIX.batch_max],
+            "batch_share": behaviour.batch_share,
+            "batch_sizes": [behaviour.batch_min, behaviour.batch_max],
+            "on_site": behaviour.on_site,
+            "distinct": behaviour.distinct,
         },
         "offered": result.offered,
         "accepted": len(accepted),
@@ -312,6 +327,9 @@ async def throughput_phase(
         # What the CPU alone allows: every core busy with this code and nothing else.
         "cpu_bound_hazards_per_s": round((os.cpu_count() or 1) * 1000 / system_ms, 1) if system_ms else None,
         "errors": result.errors[:5],
+        **(
+            {"places_reused": generator.planner.places.reused} if generator.planner.places is not None else {}
+        ),
     }
 
 
@@ -420,6 +438,25 @@ async def _phases(
     return latency, throughput
 
 
+async def _distinct_phase(
+    system: Any, *, duration_s: float, concurrency: int, drain_timeout_s: float
+) -> dict[str, Any]:
+    follower = TopicFollower(system.bootstrap_servers, system.lifecycle_topic)
+    await follower.start()
+    try:
+        return await throughput_phase(
+            system,
+            follower,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            drain_timeout_s=drain_timeout_s,
+            behaviour=DISTINCT_MIX,
+            seed=12,
+        )
+    finally:
+        await follower.stop()
+
+
 def run(
     *,
     duration_s: float = 60.0,
@@ -478,12 +515,25 @@ def run(
         floor = asyncio.run(pattern_floor.run(kafka, postgres, events=floor_events))
     finally:
         system.stop()
+    # The second mix on a system of its own: the first phases' open hazards, at random places,
+    # would make duplicates of distinct reports.
+    second = System(services=SERVICES, proxy=False, env=env)
+    second.start()
+    try:
+        distinct = asyncio.run(
+            _distinct_phase(
+                second, duration_s=duration_s, concurrency=concurrency, drain_timeout_s=drain_timeout_s
+            )
+        )
+    finally:
+        second.stop()
         if sink is not None:
             sink.__exit__(None, None, None)
     e2e = throughput.get("end_to_end_hazards_per_s")
-    if throughput.get("work_per_hazard"):
-        throughput["infrastructure_floor"] = infrastructure_floor(throughput["work_per_hazard"], ceiling)
-        throughput["patterns_share"] = patterns_share(throughput["work_per_hazard"], floor)
+    for phase in (throughput, distinct):
+        if phase.get("work_per_hazard"):
+            phase["infrastructure_floor"] = infrastructure_floor(phase["work_per_hazard"], ceiling)
+            phase["patterns_share"] = patterns_share(phase["work_per_hazard"], floor)
     ratio = {}
     if e2e:
         ratio = {
@@ -502,6 +552,7 @@ def run(
         "raw_ceiling": ceiling,
         "pattern_floor": floor,
         "throughput": throughput,
+        "throughput_distinct": distinct,
         "ratio_to_raw_ceiling": ratio,
         "latency": latency,
         "rss_kib": rss,

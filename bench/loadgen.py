@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import random
 import secrets
 import sys
@@ -209,19 +210,81 @@ class Building:
     address: str
 
 
+def grid_cell(reference: ReferenceData, grid_id: str) -> tuple[float, float, float, float]:
+    """A grid's cell: centre lat, centre lon, half height and half width in degrees (with a margin)."""
+    grid = reference.grid(grid_id)
+    box = reference.community_of_grid(grid_id).bbox
+    # A grid's cell is a quarter of the community box wide and a third high; keep a margin inside.
+    return (
+        grid.center.lat,
+        grid.center.lon,
+        (box.north - box.south) / 3 / 2 * 0.85,
+        (box.east - box.west) / 4 / 2 * 0.85,
+    )
+
+
+class DistinctPlaces:
+    """Places no two of which are duplicates: per grid and category, points of a lattice spaced
+    just over the duplicate distance (a report is linked only to an open hazard of its category
+    within that distance or at the same building)."""
+
+    def __init__(self, reference: ReferenceData, *, spacing_m: float | None = None) -> None:
+        self.reference = reference
+        self.spacing_m = spacing_m or reference.duplicate_distance_m * 1.1
+        self._used: dict[tuple[str, str], int] = {}
+        self._lattice: dict[str, list[tuple[float, float]]] = {}
+        self.reused = 0
+        """Reports that got a place already used, the lattice being exhausted (they may be linked)."""
+
+    def lattice(self, grid_id: str) -> list[tuple[float, float]]:
+        """The grid's lattice points, in a fixed order."""
+        points = self._lattice.get(grid_id)
+        if points is None:
+            lat0, lon0, half_lat, half_lon = grid_cell(self.reference, grid_id)
+            step_lat = self.spacing_m / 111_000.0
+            step_lon = self.spacing_m / (111_000.0 * math.cos(math.radians(lat0)))
+            rows, cols = max(1, int(2 * half_lat / step_lat)), max(1, int(2 * half_lon / step_lon))
+            points = [
+                (
+                    round(lat0 - half_lat + (i + 0.5) * step_lat, 6),
+                    round(lon0 - half_lon + (j + 0.5) * step_lon, 6),
+                )
+                for i in range(rows)
+                for j in range(cols)
+            ]
+            self._lattice[grid_id] = points
+        return points
+
+    def has_room(self, grid_id: str, category: str) -> bool:
+        """Whether the grid still has an unused place for the category."""
+        return self._used.get((grid_id, category), 0) < len(self.lattice(grid_id))
+
+    def take(self, grid_id: str, category: str) -> Building:
+        """The next unused place of the grid for the category (a used one once none is left)."""
+        points = self.lattice(grid_id)
+        k = self._used.get((grid_id, category), 0)
+        self._used[(grid_id, category)] = k + 1
+        if k >= len(points):
+            self.reused += 1
+        lat, lon = points[k % len(points)]
+        community = self.reference.community_of_grid(grid_id)
+        return Building(
+            building_id=f"{grid_id}-{category}-p{k:05d}",
+            lat=lat,
+            lon=lon,
+            address=f"{community.name_en}, place {k} ({category})",
+        )
+
+
 def building(reference: ReferenceData, grid_id: str, number: int) -> Building:
     """Building ``number`` of a grid: a stable position inside the grid's cell (4 x 3 lattice)."""
-    grid = reference.grid(grid_id)
     community = reference.community_of_grid(grid_id)
-    box = community.bbox
-    # A grid's cell is a quarter of the community box wide and a third high; keep a margin inside.
-    half_lat = (box.north - box.south) / 3 / 2 * 0.85
-    half_lon = (box.east - box.west) / 4 / 2 * 0.85
+    lat0, lon0, half_lat, half_lon = grid_cell(reference, grid_id)
     digest = hashlib.blake2b(f"{grid_id}/{number}".encode(), digest_size=8).digest()
     u = int.from_bytes(digest[:4], "big") / 2**32
     v = int.from_bytes(digest[4:], "big") / 2**32
-    lat = round(grid.center.lat + (2 * u - 1) * half_lat, 6)
-    lon = round(grid.center.lon + (2 * v - 1) * half_lon, 6)
+    lat = round(lat0 + (2 * u - 1) * half_lat, 6)
+    lon = round(lon0 + (2 * v - 1) * half_lon, 6)
     return Building(
         building_id=f"{grid_id}-b{number:04d}",
         lat=lat,
@@ -273,6 +336,9 @@ class BehaviourMix:
     """Closed relapses reported again at the same building (a chronic place: a relapse hotspot);
     only the demo plays this second wave."""
     urgent: float = 0.05
+    distinct: bool = False
+    """Every report a new hazard that reaches a department: a place of its own for its category (no
+    duplicate to link), never fixed on the spot, and only categories with a routing rule in the grid."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +412,42 @@ class ReportPlanner:
         if not self.by_grid:
             raise ValueError("no reporter bound to a grid among the principals")
         self.grids = sorted(self.by_grid)
+        self.places = DistinctPlaces(reference) if behaviour.distinct else None
+        # The categories a department takes in each grid (the distinct mix sends no report to the
+        # operators' queue).
+        self._routed: dict[str, frozenset[str]] = {}
+
+    def routed_categories(self, grid_id: str) -> frozenset[str]:
+        """Categories with a routing rule for the grid."""
+        found = self._routed.get(grid_id)
+        if found is None:
+            found = frozenset(
+                c.code
+                for c in self.reference.categories
+                if self.reference.route(c.code, grid_id=grid_id) is not None
+            )
+            self._routed[grid_id] = found
+        return found
+
+    def _distinct_place(
+        self, rng: random.Random, grid_id: str, category: str | None, *, grid_pinned: bool
+    ) -> tuple[str, str, Building]:
+        """A grid, category and place for a report of the distinct mix (pinned ones kept: a batch is
+        one grid member's patrol, so it stays in its grid)."""
+        assert self.places is not None
+        for _ in range(200):
+            pick = category or self.mix.pick(rng)
+            if pick in self.routed_categories(grid_id) and self.places.has_room(grid_id, pick):
+                return grid_id, pick, self.places.take(grid_id, pick)
+            if not grid_pinned:
+                grid_id = rng.choice(self.grids)
+        # Everything drawn is full: a routed category with room (in any grid unless pinned), else reuse.
+        for grid in [grid_id] if grid_pinned else self.grids:
+            for code in sorted(self.routed_categories(grid)):
+                if self.places.has_room(grid, code):
+                    return grid, code, self.places.take(grid, code)
+        pick = category or self.mix.pick(rng)
+        return grid_id, pick, self.places.take(grid_id, pick)
 
     def now(self) -> datetime:
         """The planner's clock (aware)."""
@@ -367,13 +469,22 @@ class ReportPlanner:
         seen after the closure it relapses from, or it is no relapse).
         """
         rng = self.rng
+        grid_pinned = grid_id is not None
         grid_id = grid_id or rng.choice(self.grids)
-        category = category or self.mix.pick(rng)
-        number = building_number if building_number is not None else rng.randrange(1, self.buildings_per_grid)
-        place = building(self.reference, grid_id, number)
+        if self.places is not None and building_number is None:
+            grid_id, category, place = self._distinct_place(rng, grid_id, category, grid_pinned=grid_pinned)
+        else:
+            category = category or self.mix.pick(rng)
+            number = (
+                building_number if building_number is not None else rng.randrange(1, self.buildings_per_grid)
+            )
+            place = building(self.reference, grid_id, number)
         reporter = rng.choice(self.by_grid[grid_id])
         now = self._clock()
-        fixed = on_site if on_site is not None else rng.random() < self.behaviour.on_site
+        if on_site is not None:
+            fixed = on_site
+        else:
+            fixed = not self.behaviour.distinct and rng.random() < self.behaviour.on_site
         body: dict[str, Any] = {
             "report_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "category": category,

@@ -102,6 +102,38 @@ def test_reports_are_valid_bodies_inside_the_reporters_grid() -> None:
         assert isinstance(body["rectified_on_site"], bool)
 
 
+def test_the_distinct_mix_never_repeats_a_hazard_and_every_report_has_a_department() -> None:
+    from shared.reference.geo import haversine_m
+
+    principals = make_principals(REFERENCE)
+    owners = {p.principal: p.grid_id for p in principals}
+    planner = ReportPlanner(
+        REFERENCE, principals, rng=random.Random(5), behaviour=BehaviourMix(distinct=True), clock=lambda: NOW
+    )
+    by_category: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    grid = planner.grids[0]
+    # A batch stays in its grid; single reports go anywhere.
+    reports = [planner.report(grid_id=grid) for _ in range(300)] + [planner.report() for _ in range(3000)]
+    for planned in reports:
+        body = planned.body
+        assert owners[planned.reporter] == body["grid_id"]
+        assert body["rectified_on_site"] is False
+        assert REFERENCE.route(body["category"], grid_id=body["grid_id"]) is not None
+        community = REFERENCE.community_of_grid(body["grid_id"])
+        assert community.bbox.contains(body["location"]["lat"], body["location"]["lon"])
+        where = (body["location"]["lat"], body["location"]["lon"], body["location"]["building_id"])
+        by_category.setdefault((body["grid_id"], body["category"]), []).append(where)
+    assert all(p.grid_id == grid for p in reports[:300])
+    assert planner.places is not None
+    assert planner.places.reused == 0
+    distance = REFERENCE.duplicate_distance_m
+    for places in by_category.values():
+        assert len({b for _, _, b in places}) == len(places), "a building twice in one category"
+        for i, (lat, lon, _) in enumerate(places):
+            for lat2, lon2, _ in places[i + 1 :]:
+                assert haversine_m(lat, lon, lat2, lon2) > distance
+
+
 def test_the_same_building_keeps_its_place_so_relapses_land_on_it() -> None:
     first = building(REFERENCE, "liuyue-01", 17)
     again = building(REFERENCE, "liuyue-01", 17)
