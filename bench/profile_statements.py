@@ -9,6 +9,11 @@ seconds, waits until dispatch and reporting have every hazard, and writes
   each one's share of all statement time;
 * rows inserted, updated and deleted per accepted hazard, by table, and whether updates were HOT.
 
+With ``--python``, every service also runs under cProfile (``HAZARD_PROFILE_DIR``, see
+:mod:`shared.runner`) and the report lists each service's functions by their own CPU time
+(``bench/results/profile_python.md``); cProfile roughly doubles the cost of Python calls, so the
+shares, not the times, are what to read.
+
 It is a profile, not a figure of merit: the extension's own bookkeeping costs a little CPU, so
 quote throughput from ``make bench``, and read this for where the work is.
 """
@@ -17,8 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import os
+import pstats
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
@@ -162,14 +172,44 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def python_profile(profile_dir: Path, services: tuple[str, ...], top: int) -> str:
+    """Each service's functions by own CPU time (tottime), as Markdown."""
+    lines = ["# Where each service's Python time goes (cProfile, own time)", ""]
+    for name in services:
+        path = profile_dir / f"{name}.prof"
+        if not path.is_file():
+            lines += [f"## {name}", "", "no profile written (the service did not stop cleanly)", ""]
+            continue
+        stats = pstats.Stats(str(path), stream=io.StringIO())
+        entries = stats.stats  # type: ignore[attr-defined]
+        total = sum(tt for (_cc, _nc, tt, _ct, _callers) in entries.values()) or 1.0
+        ranked = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:top]
+        lines += [
+            f"## {name} ({total:.1f} s of own time in all)",
+            "",
+            "| share | own s | calls | function |",
+            "| ---: | ---: | ---: | --- |",
+        ]
+        for (filename, line, func), (_cc, calls, tt, _ct, _callers) in ranked:
+            where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+            lines.append(f"| {tt / total:.1%} | {tt:.2f} | {calls:,} | `{func}` {where}:{line} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of maximum-throughput load")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    parser.add_argument("--top", type=int, default=30, help="statements listed")
+    parser.add_argument("--top", type=int, default=30, help="statements (and functions) listed")
+    parser.add_argument("--python", action="store_true", help="also profile each service's Python (cProfile)")
     args = parser.parse_args()
+    from shared.runner import PROFILE_DIR_ENV
     from tests.support.system import SERVICES, System
 
+    profile_dir = Path(tempfile.mkdtemp(prefix="hazard-profile-"))
+    if args.python:
+        os.environ[PROFILE_DIR_ENV] = str(profile_dir)  # the services inherit it (not prefixed)
     system = System(services=SERVICES, proxy=False, pg_settings=PG_SETTINGS)
     started = time.time()
     system.start()
@@ -184,6 +224,10 @@ def main() -> None:
     text = _markdown(result)
     (RESULTS / "profile_statements.md").write_text(text)
     print(text)
+    if args.python:
+        python_text = python_profile(profile_dir, tuple(SERVICES), args.top)
+        (RESULTS / "profile_python.md").write_text(python_text)
+        print(python_text)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import gc
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
@@ -89,8 +93,33 @@ def run_service(service: str, settings_class: type[S], create_app: Callable[[S],
         print(f"{service}: configuration is invalid, not starting: {exc}", file=sys.stderr)
         return 2
     tune_gc()
-    serve(app, settings, service=service)
+    profile_dir = os.environ.get(PROFILE_DIR_ENV)
+    if not profile_dir:
+        serve(app, settings, service=service)
+        return 0
+    # A developer's profile of the whole run (``bench.profile_statements --python``): every function's
+    # CPU, dumped when the service stops; cProfile roughly doubles the cost of Python calls.
+    # uvicorn raises the stop signal again once it has shut down; this handler turns it into an exit
+    # that runs the ``finally`` below instead of the default handler's instant death.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
+    profiler = cProfile.Profile(time.process_time)  # CPU, not the wall clock: waiting is not work
+    profiler.enable()
+    try:
+        serve(app, settings, service=service)
+    finally:
+        profiler.disable()
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(Path(profile_dir) / f"{service}.prof"))
     return 0
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+PROFILE_DIR_ENV = "HAZARD_PROFILE_DIR"
+"""When set, a service runs under cProfile and writes ``<dir>/<service>.prof`` as it stops."""
 
 
 GC_GEN0_THRESHOLD = 50_000
