@@ -684,27 +684,27 @@ class Stack:
         if self.with_services:
             for name in SERVICES:
                 base = f"http://127.0.0.1:{self.ports.services[name]}"
-                lines.append(f"   {name:<10} {base:<24} OpenAPI {base}/docs   AsyncAPI {base}/asyncapi")
+                lines.append(f"   {name:<13} {base:<24} OpenAPI {base}/docs   AsyncAPI {base}/asyncapi")
             lines.append(
-                f"   {'people':<10} http://127.0.0.1:{self.ports.services['reporting']}/app/  "
+                f"   {'people':<13} http://127.0.0.1:{self.ports.services['reporting']}/app/  "
                 "<- sign in here with any token below: department desk, grid member, operator's queue"
             )
-            lines.append(f"   {'dashboard':<10} http://127.0.0.1:{self.ports.services['reporting']}/")
+            lines.append(f"   {'dashboard':<13} http://127.0.0.1:{self.ports.services['reporting']}/")
             lines.append(
-                f"   {'admin':<10} http://127.0.0.1:{self.ports.services['reporting']}/admin (an operator token)"
+                f"   {'admin':<13} http://127.0.0.1:{self.ports.services['reporting']}/admin (an operator token)"
             )
             lines.append(
-                f"   {'mail':<10} SMTP 127.0.0.1:{self.ports.smtp}; each mail sent is a .eml file in {self.paths.mail}/"
+                f"   {'mail':<13} SMTP 127.0.0.1:{self.ports.smtp}; each mail sent is a .eml file in {self.paths.mail}/"
             )
             lines.append(
-                f"   {'webhooks':<10} http://127.0.0.1:{self.ports.webhook}/; each call is a JSON line in {self.paths.webhook_log}"
+                f"   {'webhooks':<13} http://127.0.0.1:{self.ports.webhook}/; each call is a JSON line in {self.paths.webhook_log}"
             )
         else:
-            lines.append("   services   not started (--no-services)")
+            lines.append(f"   {'services':<13} not started (--no-services)")
         lines += [
-            f"   {'database':<10} {self.postgres.url()}",
-            f"   {'broker':<10} {self.kafka.bootstrap_servers} (Tansu, in memory: refilled from the outboxes at every start)",
-            f"   {'logs':<10} {self.paths.logs}/",
+            f"   {'database':<13} {self.postgres.url()}",
+            f"   {'broker':<13} {self.kafka.bootstrap_servers} (Tansu, in memory: refilled from the outboxes at every start)",
+            f"   {'logs':<13} {self.paths.logs}/",
             "",
             f" demo tokens (Authorization: Bearer <token>; also in {self.paths.root / 'demo-tokens.txt'}):",
         ]
