@@ -140,7 +140,9 @@ class System:
         self.lifecycle_partitions = lifecycle_partitions
         self.ready_timeout_s = ready_timeout_s
         self.postgres = LocalPostgres(
-            data_dir=self.base / "pg", port=free_port(), log_path=self.base / "postgres.log",
+            data_dir=self.base / "pg",
+            port=free_port(),
+            log_path=self.base / "postgres.log",
             fast=pg_fast,
             extra_settings=pg_settings,
         )
