@@ -14,7 +14,7 @@ of intake and tracking, made the way the services make them, on a private Postgr
   transaction, each hazard's events spread over several batches, after ``--prefill`` events.
 
 Each schema named by ``--schemas`` (``before``: intake_0012 and tracking_0007, the heads before
-#20's indexes; ``head``) gets a fresh database per repeat, in alternating order, so a busy
+#20's indexes, with the statements of that time; ``head``) gets a fresh database per repeat, in alternating order, so a busy
 machine slows both alike. Per statement it reports the server's execution time per row (the
 median over ``--repeats``), and what does not depend on the machine's load: WAL bytes and
 buffers touched per row, and the share of updates that were HOT.
@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import shutil
 import statistics
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from services.intake import repository as intake_repo
 from services.intake import service as intake_service
 from services.intake import tables as intake_tables
 from services.intake.domain import Policy
+from services.tracking import repository as tracking_repository
 from services.tracking import service as tracking_service
 from services.tracking import tables as tracking_tables
 from services.tracking.repository import TrackingRepository
@@ -67,6 +69,38 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "before": {"intake": "intake_0012", "tracking": "tracking_0007"},
     "head": {"intake": "head", "tracking": "head"},
 }
+
+
+def _before_statements() -> list[tuple[Any, str, Any]]:
+    """(module, name, statement) of the writes as they were before #20, for the ``before`` schema."""
+    insert = intake_repo._RAW_INSERT.replace(
+        "    returning report_id\n), staged",
+        "    on conflict (report_id) do nothing\n    returning report_id\n), staged",
+    )
+    entries = sa.text(
+        str(tracking_repository._ADD_ENTRIES.text).replace(
+            "on conflict (hazard_id, event_id) do nothing", "on conflict (event_id) do nothing"
+        )
+    )
+    assert insert != intake_repo._RAW_INSERT
+    assert str(entries.text) != str(tracking_repository._ADD_ENTRIES.text)
+    return [(intake_repo, "_RAW_INSERT", insert), (tracking_repository, "_ADD_ENTRIES", entries)]
+
+
+@contextlib.contextmanager
+def _statements_of(schema: str) -> Iterator[None]:
+    """The services' statements that go with ``schema``: today's, or those before #20 on ``before``."""
+    swaps = _before_statements() if schema == "before" else []
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, statement in swaps:
+        setattr(module, name, statement)
+    try:
+        yield
+    finally:
+        for module, name, statement in saved:
+            setattr(module, name, statement)
+
+
 # (what, how pg_stat_statements' text starts): the statements measured.
 STATEMENTS = {
     "intake_insert": "with inserted as ( insert into intake.reports",
@@ -386,12 +420,13 @@ async def _one(
             await conn.execute("create extension if not exists pg_stat_statements")
         finally:
             await conn.close()
-        intake = await measure_intake(
-            url, dsn, reference, prefill=args.prefill, rows=args.rows, chunk=args.chunk
-        )
-        tracking = await measure_tracking(
-            url, dsn, reference, prefill=args.prefill, events=args.events, batch=args.batch
-        )
+        with _statements_of(schema):
+            intake = await measure_intake(
+                url, dsn, reference, prefill=args.prefill, rows=args.rows, chunk=args.chunk
+            )
+            tracking = await measure_tracking(
+                url, dsn, reference, prefill=args.prefill, events=args.events, batch=args.batch
+            )
         return {"intake": intake, "tracking": tracking}
     finally:
         await postgres.adrop_database(name)
