@@ -42,7 +42,7 @@ async def test_0013_drops_the_undecided_index_narrows_the_duplicate_one_and_leav
         assert set(before[0]) - set(indexes) == {"reports_undecided"}
         assert indexes["reports_duplicate_of"] == "btree (duplicate_of) WHERE (duplicate_of IS NOT NULL)"
         assert indexes["reports_requested"] == "btree (requested_datetime)"  # Open311 GET requests
-        assert options == ["fillfactor=85"]
+        assert options == ["fillfactor=50"]
 
         def downgrade(connection: sa.Connection) -> None:
             command.downgrade(alembic_config("intake", connection), "intake_0012")
