@@ -116,7 +116,7 @@ select query, calls, rows, total_exec_time, shared_blks_hit + shared_blks_read a
 """
 _TABLE_WRITES = """
 select coalesce(sum(n_tup_upd), 0) as upd, coalesce(sum(n_tup_hot_upd), 0) as hot
-  from pg_stat_xact_user_tables where schemaname || '.' || relname = $1
+  from pg_stat_xact_user_tables where schemaname || '.' || relname = :table
 """
 
 
@@ -262,9 +262,7 @@ async def _apply(url: str, reference: ReferenceData, events: Sequence[Any], batc
                 await intake_service.apply_lifecycle_events(
                     uow, events[start : start + batch], reference=reference
                 )
-                row = (
-                    await session.execute(sa.text(_TABLE_WRITES.replace("$1", ":t")), {"t": "intake.reports"})
-                ).one()
+                row = (await session.execute(sa.text(_TABLE_WRITES), {"table": "intake.reports"})).one()
                 counts["updated"] += int(row.upd)
                 counts["hot"] += int(row.hot)
     finally:
@@ -362,9 +360,7 @@ async def _apply_tracking(
                     dead_letter_topic="bench-dead-letters",
                 )
                 await tracking_service.apply_events(ctx, events[start : start + batch], config=config)
-                row = (
-                    await session.execute(sa.text(_TABLE_WRITES.replace("$1", ":t")), {"t": "tracking.cases"})
-                ).one()
+                row = (await session.execute(sa.text(_TABLE_WRITES), {"table": "tracking.cases"})).one()
                 counts["updated"] += int(row.upd)
                 counts["hot"] += int(row.hot)
     finally:
