@@ -423,13 +423,15 @@ _REPORTS_FROM, _REPORTS_PICK = _select_list(_RAW_COLUMNS, 1)
 _OUTBOX_FROM, _OUTBOX_PICK = _select_list(_OUTBOX_COLUMNS, len(_RAW_COLUMNS) + 1)
 # Reports whose id is new, and the outbox rows of the request, in one statement; rows keep the
 # order given (the callers sort reports by report id so that concurrent writers take the unique
-# index's locks in one order). The caller compares the count with the rows sent: fewer means
-# another transaction holds one of the ids, and the caller rolls back.
+# index's locks in one order). A report id already stored (or committed by another transaction
+# meanwhile) fails the statement with a unique violation, as the outbox row of its event (whose id
+# is derived from the report id) would: the caller rolls back and looks the ids up first. A plain
+# insert, not ``on conflict do nothing``: a speculative insertion costs each row one more lookup
+# in the unique index and one more WAL record (#20), and a conflict had to roll back anyway.
 _RAW_INSERT = f"""
 with inserted as (
     insert into intake.reports ({", ".join(name for name, _ in _RAW_COLUMNS)})
     select {_REPORTS_PICK} from {_REPORTS_FROM} order by u.n
-    on conflict (report_id) do nothing
     returning report_id
 ), staged as (
     insert into intake.outbox (event_id, topic, key, value, headers)
@@ -566,8 +568,11 @@ class WritePool:
 
 # An original report (not a duplicate, not rectified on site: those are decided at intake) stays
 # 'open' with no lifecycle event applied until dispatch's decision (dispatched or referred to the
-# operators) comes back. The partial index (intake_0004) holds only such reports.
-UNDECIDED = "status = 'open' and duplicate_of is null and last_event_at is null"
+# operators) comes back. No index names last_event_at (intake_0013: the view's updates set it, and
+# would not be HOT): the undecided are found among the open originals, which the partial index
+# reports_open_near holds; ``lat is not null`` (always true: the column is not null) is its
+# predicate's last term, which the planner must see to use that index.
+UNDECIDED = "status = 'open' and duplicate_of is null and lat is not null and last_event_at is null"
 
 
 async def undecided_summary(session: AsyncSession, older_than_s: float) -> tuple[int, float]:

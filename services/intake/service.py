@@ -4,8 +4,8 @@ Single reports, batches and Open311 requests all go through :meth:`Intake.submit
 writes every valid item of one request in ONE transaction: the report rows and their outbox
 events commit together before anyone is told "accepted". Idempotency rides on the unique
 ``report_id``: an item whose id is already stored is answered from the stored row (same body:
-200 with the same hazard; different body: 409). Two requests racing with the same id both try
-``INSERT … ON CONFLICT DO NOTHING``; the loser's transaction is rolled back and retried, and
+200 with the same hazard; different body: 409). Two requests racing with the same id both
+``INSERT``; the loser meets the unique index, its transaction is rolled back and retried, and
 the retry finds the winner's committed row.
 """
 
@@ -398,7 +398,8 @@ class Intake:
             try:
                 inserted = await repo.raw_insert(conn, rows, self.outbox.rows(events, traces=traces))
             except asyncpg.UniqueViolationError as exc:
-                # An event id is derived from its report id: a stored report's event is still staged.
+                # A report id already stored (or committed meanwhile by another transaction), or
+                # the event whose id is derived from it: roll back and look the ids up first.
                 raise _LostRaceError() from exc
             if inserted < len(rows):
                 raise _LostRaceError()

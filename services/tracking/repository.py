@@ -57,7 +57,7 @@ _ADD_ENTRIES = sa.text(
       ) with ordinality as u(hazard_id, event_id, event_type, occurred_at, producer, actor, causation_id,
                              payload, n)
      order by u.n  -- seq follows the batch's order
-    on conflict (event_id) do nothing
+    on conflict (hazard_id, event_id) do nothing  -- an event belongs to one hazard (tracking_0008)
     """
 )
 

@@ -20,7 +20,7 @@ timeline = sa.Table(
     metadata,
     sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
     sa.Column("hazard_id", pg.UUID(as_uuid=True), nullable=False),
-    sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
+    sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False),
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column("occurred_at", _TS, nullable=False),
     sa.Column("producer", sa.Text, nullable=False),
@@ -28,7 +28,8 @@ timeline = sa.Table(
     sa.Column("causation_id", pg.UUID(as_uuid=True), nullable=True),
     sa.Column("payload", pg.JSONB, nullable=False),
     sa.Column("recorded_at", _TS, nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_timeline_hazard", "hazard_id", "occurred_at"),
+    # An event once per case, and a case's entries: one index serves both (tracking_0008).
+    sa.Index("timeline_hazard_event", "hazard_id", "event_id", unique=True),
 )
 """Every event of every case, as it happened (the case is recomputed from these)."""
 

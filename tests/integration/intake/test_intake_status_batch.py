@@ -203,3 +203,44 @@ async def test_closes_in_a_batch_go_together_when_no_linked_report_changes_in_it
     # the close (#21), one for their duplicates) and 2 others (one); round 2: 3 closes (three) and b's
     # late change alone (one).
     assert statements == 1 + (3 + 1) + (3 + 1)
+
+
+async def test_the_views_updates_from_lifecycle_events_are_hot_until_the_close(
+    intake_app: AppFactory,
+) -> None:
+    # intake_0013 (#20): no index names a column these updates change, and pages keep room, so the
+    # decision and every later event rewrite the row in place (HOT); a close changes the status,
+    # which the open-duplicate indexes name.
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    async with intake_app(outbox={"enabled": False}, broker=False) as (app, client):
+        hazard_ids = []
+        for n in range(3):
+            body = report(location={"building_id": f"ly01-b00{20 + n}", "lat": LAT + 0.002 * n})
+            response = await client.post("/api/v1/hazards", json=body, headers=auth("tok-gm1"))
+            assert response.status_code == 201, response.text
+            hazard_ids.append(uuid.UUID(response.json()["hazard_id"]))
+
+        def at(minutes: int) -> datetime:
+            return t0 + timedelta(minutes=minutes)
+
+        rounds: list[list[repo.Change]] = [
+            [
+                (h, StatusChange(notes="dispatched", agency="Fire", expected=at(60)), at(1))
+                for h in hazard_ids
+            ],
+            [(h, StatusChange(notes="acknowledged", agency="Fire"), at(2)) for h in hazard_ids],
+            [(hazard_ids[0], StatusChange(notes="closed", closes=True), at(3))],
+        ]
+        written = []
+        async with app.state.runtime.sessions() as session, session.begin():
+            for changes in rounds:
+                await repo.apply_status_changes(session, changes)
+                counts = await session.execute(
+                    sa.text(
+                        "select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables "
+                        "where schemaname = 'intake' and relname = 'reports'"
+                    )
+                )
+                written.append(tuple(counts.one()))
+    # Cumulative (updated, of which HOT) after each round.
+    assert written == [(3, 3), (6, 6), (7, 6)]
