@@ -15,9 +15,12 @@ on the same port; the load continues ``--after-s`` more. We report: notices publ
 return its last notice arrived (target: within 2 minutes); for the other departments, p50/p99
 during the outage against before it.
 
+``--split`` runs the service as two processes, the sender in one of its own
+(``NOTIFICATIONS__CONSUME=false``) beside the consumer's (``NOTIFICATIONS__SEND=false``).
+
 ``python -m bench.notifications_delivery [--rate R] [--duration-s S]`` writes
 ``bench/results/notifications_delivery.json``; ``--down-minutes N`` writes
-``bench/results/notifications_delivery_outage.json``.
+``bench/results/notifications_delivery_outage.json`` (``--name`` to choose).
 """
 
 from __future__ import annotations
