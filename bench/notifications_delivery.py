@@ -15,9 +15,12 @@ on the same port; the load continues ``--after-s`` more. We report: notices publ
 return its last notice arrived (target: within 2 minutes); for the other departments, p50/p99
 during the outage against before it.
 
+``--split`` runs the service as two processes, the sender in one of its own
+(``NOTIFICATIONS__CONSUME=false``) beside the consumer's (``NOTIFICATIONS__SEND=false``).
+
 ``python -m bench.notifications_delivery [--rate R] [--duration-s S]`` writes
 ``bench/results/notifications_delivery.json``; ``--down-minutes N`` writes
-``bench/results/notifications_delivery_outage.json``.
+``bench/results/notifications_delivery_outage.json`` (``--name`` to choose).
 """
 
 from __future__ import annotations
@@ -307,6 +310,7 @@ async def run(
     down_minutes: float | None,
     warmup_s: float,
     after_s: float,
+    split: bool = False,
 ) -> dict[str, Any]:
     """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
     url = postgres.url()
@@ -339,6 +343,7 @@ async def run(
             down_minutes=down_minutes,
             warmup_s=warmup_s,
             after_s=after_s,
+            split=split,
         )
     finally:
         for receiver in receivers:
@@ -362,6 +367,7 @@ async def _measure(
     down_minutes: float | None,
     warmup_s: float,
     after_s: float,
+    split: bool = False,
 ) -> dict[str, Any]:
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATIONS__")}
@@ -381,28 +387,38 @@ async def _measure(
     )
     # NOTIFY_BENCH_PROFILE=<file>: run the service under cProfile, its stats written there.
     profile = os.environ.get("NOTIFY_BENCH_PROFILE")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *(["-m", "cProfile", "-o", profile] if profile else []),
-        "-m",
-        "services.notifications",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=_log_file(work / "notifications.log"),
-    )
+    # --split: the sender in a process of its own beside the consumer's (NOTIFICATIONS__SEND / CONSUME).
+    roles = [{"NOTIFICATIONS__SEND": "false"}, {"NOTIFICATIONS__CONSUME": "false"}] if split else [{}]
+    http_ports = [http_port] + [free_port() for _ in roles[1:]]
+    procs = []
+    for role, port in zip(roles, http_ports, strict=True):
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                *(["-m", "cProfile", "-o", f"{profile}.{port}"] if profile else []),
+                "-m",
+                "services.notifications",
+                cwd=ROOT,
+                env={**env, **role, "NOTIFICATIONS__HTTP__PORT": str(port)},
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=_log_file(work / f"notifications-{port}.log"),
+            )
+        )
     outage: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient() as client:
-            for _ in range(600):
-                with contextlib.suppress(httpx.TransportError):
-                    if (
-                        await client.get(f"http://127.0.0.1:{http_port}/readyz", timeout=3)
-                    ).status_code == 200:
-                        break
-                await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError(f"notifications never became ready; see {work / 'notifications.log'}")
+            for port in http_ports:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (
+                            await client.get(f"http://127.0.0.1:{port}/readyz", timeout=3)
+                        ).status_code == 200:
+                            break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError(
+                        f"notifications never became ready; see {work}/notifications-{port}.log"
+                    )
         load_s = duration_s if down_minutes is None else warmup_s + down_minutes * 60 + after_s
         load = asyncio.create_task(
             _offer(kafka.bootstrap_servers, lifecycle, departments, rate=rate, duration_s=load_s)
@@ -419,11 +435,13 @@ async def _measure(
         drain_s = await _wait_all_sent(url, len(sent), timeout_s=600)
         statuses = await _delivery_stats(url)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=60)
-        except TimeoutError:
-            proc.kill()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=60)
+            except TimeoutError:
+                proc.kill()
         for receiver in receivers:
             await _stop(receiver)
     arrivals = _read_log(log_path)
@@ -435,6 +453,7 @@ async def _measure(
     latencies = {e: (first[e] - sent[e][1]) / NS for e in sent if e in first}
     result: dict[str, Any] = {
         "mode": "steady" if down_minutes is None else "outage",
+        "sender_in_own_process": split,
         "rate_offered_per_s": rate,
         "departments": len(departments),
         "subscriptions": len(departments),
@@ -523,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-s", type=float, default=20.0, help="outage: load before the receiver dies")
     parser.add_argument("--after-s", type=float, default=30.0, help="outage: load after it returns")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the sender in a process of its own (NOTIFICATIONS__SEND/CONSUME)",
+    )
+    parser.add_argument("--name", default=None, help="results file name (default by mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with private_stack("notifications_delivery") as (postgres, kafka):
@@ -535,9 +560,12 @@ def main(argv: list[str] | None = None) -> int:
                 down_minutes=args.down_minutes,
                 warmup_s=args.warmup_s,
                 after_s=args.after_s,
+                split=args.split,
             )
         )
-    name = "notifications_delivery" if args.down_minutes is None else "notifications_delivery_outage"
+    name = args.name or (
+        "notifications_delivery" if args.down_minutes is None else "notifications_delivery_outage"
+    )
     result["command"] = "python -m bench.notifications_delivery " + " ".join(argv)
     publish_results(name, result, table(result), note="shared 2-core machine; figures are noisy")
     return 0

@@ -30,7 +30,8 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         settings=settings,
         outbox_table=tables.outbox,
         inbox_table=tables.inbox,
-        handler=handlers.make_handler(notifier=notifier),
+        # A sender-only process (#16) reads no topic: no consumer, no reminder loop.
+        handler=handlers.make_handler(notifier=notifier) if settings.consume else None,
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(HazardNotified,),
@@ -54,16 +55,18 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
     )
     reminders = ReminderLoop(work=runtime.work, batch_size=settings.reminders.batch_size)
     gauge = DeliveryGauge(work=runtime.work)
-    runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
-    runtime.until_due(
-        reminders.sweep,
-        reminders.seconds_to_next,
-        wake_key=repository.REMINDERS_WAKE,
-        busy_s=settings.reminders.poll_interval_s,
-        idle_max_s=settings.reminders.idle_poll_max_s,
-        what="reminder sweep",
-    )
-    runtime.every(gauge.interval_s, gauge.refresh, what="delivery gauge refresh")
+    if settings.send:
+        runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
+    if settings.consume:
+        runtime.until_due(
+            reminders.sweep,
+            reminders.seconds_to_next,
+            wake_key=repository.REMINDERS_WAKE,
+            busy_s=settings.reminders.poll_interval_s,
+            idle_max_s=settings.reminders.idle_poll_max_s,
+            what="reminder sweep",
+        )
+        runtime.every(gauge.interval_s, gauge.refresh, what="delivery gauge refresh")
     app = create_http_app(
         runtime,
         title="hazard-dispatch notifications",

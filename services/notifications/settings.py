@@ -84,6 +84,12 @@ class NotificationsSettings(ServiceSettings):
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    # What this process runs (#16). Both by default; a deployment may run the sender in processes of
+    # its own (``CONSUME=false``) beside ones that consume, fire reminders and serve (``SEND=false``):
+    # the sender's sends and claims then no longer share an event loop and a core with the consumer.
+    # Safe with any number of each (leases with SKIP LOCKED, the inbox, the relay's advisory lock).
+    consume: bool = True
+    send: bool = True
 
     @field_validator("secret_key")
     @classmethod
