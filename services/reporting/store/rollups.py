@@ -1,4 +1,4 @@
-"""The rollup: days recomputed from the facts (refresh), or all of it (rebuild), with its week and month rows."""
+"""The rollup: recorded changes folded in and dirty days recomputed (refresh), or all of it (rebuild), with its week and month rows."""
 
 from __future__ import annotations
 
@@ -86,6 +86,17 @@ def _rollup_groups_select(
     )
 
 
+def _bucket_of(t: str) -> str:
+    """SQL of the histogram bucket of a row ``t`` with ``measure`` and ``us`` (exact microseconds)."""
+    ack_v, rect_v = (
+        f"(CAST({t}.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect")
+    )
+    return (
+        f"CASE {t}.measure WHEN 'ack' THEN {bucket_sql('ack', column=ack_v)} "
+        f"ELSE {bucket_sql('rect', column=rect_v)} END"
+    )
+
+
 def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, into: str = "") -> str:
     # Durations in exact microseconds (extract(epoch …) is numeric); the bucket from their value.
     ack = (
@@ -102,11 +113,7 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
         f"AND {COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
-    ack_v, rect_v = (f"(CAST(y.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect"))
-    bucket = (
-        f"CASE y.measure WHEN 'ack' THEN {bucket_sql('ack', column=ack_v)} "
-        f"ELSE {bucket_sql('rect', column=rect_v)} END"
-    )
+    bucket = _bucket_of("y")
     return (
         f"INSERT INTO {into or f'{schema}.rollup_hist'} (grouping, day, key, measure, bucket, n, total_us) "
         f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.us) "
@@ -173,10 +180,17 @@ _DAY_COLUMNS = {
 
 
 async def unrefreshed_for_s(db: Executor, *, schema: str = SCHEMA) -> float | None:
-    """Seconds since the oldest change not yet in the rollup was marked; None when all are in."""
-    oldest = sa.func.clock_timestamp() - sa.func.min(tables.rollup_dirty.c.marked_at)
+    """Seconds since the oldest change not yet in the rollup was made; None when all are in."""
+    changes, dirty = tables.rollup_changes, tables.rollup_dirty
+    oldest = sa.func.least(
+        sa.select(sa.func.min(changes.c.changed_at)).scalar_subquery(),
+        sa.select(sa.func.min(dirty.c.marked_at)).scalar_subquery(),
+    )
     age = (
-        await db.execute(sa.select(sa.extract("epoch", oldest)), execution_options=on_schema(schema))
+        await db.execute(
+            sa.select(sa.extract("epoch", sa.func.clock_timestamp() - oldest)),
+            execution_options=on_schema(schema),
+        )
     ).scalar()
     return None if age is None else float(age)
 
@@ -186,19 +200,182 @@ def _same_row(a: str, b: str, columns: Sequence[str]) -> str:
 
 
 async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
-    """Recompute the rollup of every dirty day; returns how many days were recomputed.
+    """Bring the rollup up to date; returns how many recorded changes and dirty days it brought in.
 
-    The dirty days' rows are recomputed from the facts into scratch tables; only the rows that
-    differ from the stored ones are written, and the week and month rows covering them change by
-    that difference (exact: integer sums). A day refreshed because one hazard changed rewrites a
-    handful of rows, not the day.
+    The changes the consumers recorded with the facts are folded in (:func:`fold_changes`: the
+    cost of the changes, not of the days they touch). Days marked dirty (by a migration or a tool:
+    ``facts.mark_dirty``) are then recomputed from the facts, with the recorded changes held back
+    meanwhile so that none is counted twice (:func:`recompute_dirty_days`).
     """
+    pending = (await db.execute(sa.text(_PENDING.format(schema=schema)))).one()
+    if not pending.changes and not pending.dirty:
+        return 0  # idle: one look, no lock
     await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
     # Read the marks without locking them, so consumers marking days never wait for a refresh;
     # they are cleared at the end only if nobody marked them again meanwhile.
     marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
+    if marks:
+        # Days recomputed from the facts must not count again a change recorded after the fold
+        # below: no consumer commits a change until this transaction ends (a consumer records its
+        # changes, and so takes this table's row lock, before it commits any fact).
+        await db.execute(sa.text(f"LOCK TABLE {schema}.rollup_changes IN EXCLUSIVE MODE"))
+    folded = await fold_changes(db, schema=schema)
     if not marks:
+        return folded
+    return folded + await recompute_dirty_days(db, marks, schema=schema)
+
+
+_PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM {schema}.rollup_changes) AS changes, "
+    "EXISTS (SELECT 1 FROM {schema}.rollup_dirty) AS dirty"
+)
+# Sums of the signed counts of recorded changes (``x``), and whether any is not zero.
+_SIGNED = ", ".join(f"sum(x.sign * x.{c})" for c in ROLLUP_COUNTS)
+_ANY_SIGNED = " OR ".join(f"sum(x.sign * x.{c}) <> 0" for c in ROLLUP_COUNTS)
+_ADD = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
+_FOLD = "pg_temp.rollup_fold x"
+# Per table: its key columns with their types and what they are in a recorded change, where the
+# change rows come from, the columns folded (counts or histogram), and when a row is left empty.
+_COUNT_FOLDS: dict[str, tuple[tuple[tuple[str, str, str], ...], str]] = {
+    "rollup": (
+        (
+            ("day", "date", "x.day"),
+            ("department_id", "text", "x.department_id"),
+            ("community_id", "text", "COALESCE(x.community_id, '')"),
+            ("category", "text", "COALESCE(x.category, '')"),
+        ),
+        _FOLD,
+    ),
+    "rollup_groups": (
+        (("grouping", "text", "g.grouping"), ("day", "date", "x.day"), ("key", "text", "g.key")),
+        f"{_FOLD} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL",
+    ),
+    "rollup_groups_span": (
+        (
+            ("grouping", "text", "g.grouping"),
+            ("span", "text", "sp.span"),
+            ("start", "date", "sp.start"),
+            ("key", "text", "g.key"),
+        ),
+        f"{_FOLD} {_GROUPINGS_LATERAL} {_SPANS} WHERE g.key IS NOT NULL",
+    ),
+}
+_HIST_FOLD = (
+    f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM pg_temp.rollup_fold f WHERE f.measure IS NOT NULL) AS x"
+)
+_HIST_FOLDS: dict[str, tuple[tuple[tuple[str, str, str], ...], str]] = {
+    "rollup_hist": (
+        (
+            ("grouping", "text", "g.grouping"),
+            ("day", "date", "x.day"),
+            ("key", "text", "g.key"),
+            ("measure", "text", "x.measure"),
+            ("bucket", "smallint", "x.bucket"),
+        ),
+        f"{_HIST_FOLD} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL",
+    ),
+    "rollup_hist_span": (
+        (
+            ("grouping", "text", "g.grouping"),
+            ("span", "text", "sp.span"),
+            ("start", "date", "sp.start"),
+            ("key", "text", "g.key"),
+            ("measure", "text", "x.measure"),
+            ("bucket", "smallint", "x.bucket"),
+        ),
+        f"{_HIST_FOLD} {_GROUPINGS_LATERAL} {_SPANS} WHERE g.key IS NOT NULL",
+    ),
+}
+_COUNTS_EMPTY = "t.reported + t.duplicates + t.dispatched = 0"  # a row without facts
+_HIST_EMPTY = "t.n = 0"
+
+
+def _fold_sql(
+    schema: str, table: str, keys: Sequence[tuple[str, str, str]], source: str, *, hist: bool
+) -> str:
+    """Upsert the folded changes' sums per key into ``table``; selects the keys of rows left empty."""
+    names = ", ".join(k for k, _, _ in keys)
+    exprs = ", ".join(e for _, _, e in keys)
+    by = ", ".join(str(i + 1) for i in range(len(keys)))
+    if hist:
+        values, sums = "n, total_us", "sum(x.sign), sum(x.sign * x.us)"
+        having, add = (
+            "sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
+            "n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us",
+        )
+        empty = _HIST_EMPTY
+    else:
+        values, sums, having, add, empty = ", ".join(ROLLUP_COUNTS), _SIGNED, _ANY_SIGNED, _ADD, _COUNTS_EMPTY
+    return (
+        f"WITH up AS (INSERT INTO {schema}.{table} AS t ({names}, {values}) "
+        f"SELECT {exprs}, {sums} FROM {source} GROUP BY {by} HAVING {having} "
+        f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING {names}, {empty} AS empty) "
+        f"SELECT {names} FROM up AS t WHERE t.empty"
+    )
+
+
+async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
+    """Fold every committed recorded change into the rollup tables and delete it; returns how many.
+
+    The changes are taken by one ``DELETE … RETURNING`` (exactly the rows it removes are folded,
+    whoever else deletes concurrently), summed per key of each table and added to the stored rows
+    (one upsert per table, integer sums: no drift); rows left without facts are deleted, as a
+    rebuild would not have them. The caller holds the refresh's advisory lock.
+    """
+    await db.execute(
+        sa.text(
+            f"CREATE TEMP TABLE IF NOT EXISTS rollup_fold ON COMMIT DELETE ROWS AS "
+            f"SELECT * FROM {schema}.rollup_changes WITH NO DATA"
+        )
+    )
+    taken = await db.execute(
+        sa.text(
+            f"WITH earlier AS (DELETE FROM pg_temp.rollup_fold), "
+            f"gone AS (DELETE FROM {schema}.rollup_changes RETURNING *) "
+            f"INSERT INTO pg_temp.rollup_fold SELECT * FROM gone"
+        )
+    )
+    folded = int(taken.rowcount or 0)  # type: ignore[attr-defined]
+    if not folded:
         return 0
+    # Statements over a few hundred rows: JIT compilation would cost more than they do.
+    await db.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+    for folds, hist in ((_COUNT_FOLDS, False), (_HIST_FOLDS, True)):
+        for table, (keys, source) in folds.items():
+            emptied = (await db.execute(sa.text(_fold_sql(schema, table, keys, source, hist=hist)))).all()
+            if emptied:
+                await _delete_empty(db, schema, table, keys, emptied, _HIST_EMPTY if hist else _COUNTS_EMPTY)
+    return folded
+
+
+async def _delete_empty(
+    db: Executor,
+    schema: str,
+    table: str,
+    keys: Sequence[tuple[str, str, str]],
+    rows: Sequence[Any],
+    empty: str,
+) -> None:
+    arrays = ", ".join(f"CAST(:k{i} AS {kind}[])" for i, (_, kind, _) in enumerate(keys))
+    names = [k for k, _, _ in keys]
+    await db.execute(
+        sa.text(
+            f"DELETE FROM {schema}.{table} t USING unnest({arrays}) AS e({', '.join(names)}) "
+            f"WHERE {_same_row('t', 'e', names)} AND {empty}"
+        ),
+        {f"k{i}": [row[i] for row in rows] for i in range(len(keys))},
+    )
+
+
+async def recompute_dirty_days(db: Executor, marks: Sequence[Any], *, schema: str = SCHEMA) -> int:
+    """Recompute the rollup of the marked days from the facts; returns how many days.
+
+    The dirty days' rows are recomputed from the facts into scratch tables; only the rows that
+    differ from the stored ones are written, and the week and month rows covering them change by
+    that difference (exact: integer sums). A day refreshed because one hazard changed rewrites a
+    handful of rows, not the day. The caller holds the refresh's lock and has folded the recorded
+    changes with ``rollup_changes`` locked against new ones.
+    """
     # Every change committed by now is in what follows; one still uncommitted began no earlier
     # than the oldest open transaction: the age of what a day has left after this refresh.
     seen_at = (await db.execute(sa.text(_OLDEST_OPEN_CHANGE))).scalar_one()
@@ -363,8 +540,14 @@ def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tup
 
 
 async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
-    """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months."""
+    """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months.
+
+    The recorded changes not yet folded are in the facts, so they go; none may be recorded until
+    this transaction ends (see :func:`refresh_rollup`).
+    """
+    await db.execute(sa.text(f"LOCK TABLE {schema}.rollup_changes IN EXCLUSIVE MODE"))
     for table in (
+        tables.rollup_changes,
         tables.rollup_dirty,
         tables.rollup,
         tables.rollup_groups,
