@@ -229,89 +229,103 @@ _PENDING = (
     "SELECT EXISTS (SELECT 1 FROM {schema}.rollup_changes) AS changes, "
     "EXISTS (SELECT 1 FROM {schema}.rollup_dirty) AS dirty"
 )
-# Sums of the signed counts of recorded changes (``x``), and whether any is not zero.
-_SIGNED = ", ".join(f"sum(x.sign * x.{c})" for c in ROLLUP_COUNTS)
-_ANY_SIGNED = " OR ".join(f"sum(x.sign * x.{c}) <> 0" for c in ROLLUP_COUNTS)
 _ADD = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
-_FOLD = "pg_temp.rollup_fold x"
-# Per table: its key columns with their types and what they are in a recorded change, where the
-# change rows come from, the columns folded (counts or histogram), and when a row is left empty.
-_COUNT_FOLDS: dict[str, tuple[tuple[tuple[str, str, str], ...], str]] = {
-    "rollup": (
-        (
-            ("day", "date", "x.day"),
-            ("department_id", "text", "x.department_id"),
-            ("community_id", "text", "COALESCE(x.community_id, '')"),
-            ("category", "text", "COALESCE(x.category, '')"),
-        ),
-        _FOLD,
-    ),
-    "rollup_groups": (
-        (("grouping", "text", "g.grouping"), ("day", "date", "x.day"), ("key", "text", "g.key")),
-        f"{_FOLD} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL",
-    ),
-    "rollup_groups_span": (
-        (
-            ("grouping", "text", "g.grouping"),
-            ("span", "text", "sp.span"),
-            ("start", "date", "sp.start"),
-            ("key", "text", "g.key"),
-        ),
-        f"{_FOLD} {_GROUPINGS_LATERAL} {_SPANS} WHERE g.key IS NOT NULL",
-    ),
-}
-_HIST_FOLD = (
-    f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM pg_temp.rollup_fold f WHERE f.measure IS NOT NULL) AS x"
-)
-_HIST_FOLDS: dict[str, tuple[tuple[tuple[str, str, str], ...], str]] = {
-    "rollup_hist": (
-        (
-            ("grouping", "text", "g.grouping"),
-            ("day", "date", "x.day"),
-            ("key", "text", "g.key"),
-            ("measure", "text", "x.measure"),
-            ("bucket", "smallint", "x.bucket"),
-        ),
-        f"{_HIST_FOLD} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL",
-    ),
-    "rollup_hist_span": (
-        (
-            ("grouping", "text", "g.grouping"),
-            ("span", "text", "sp.span"),
-            ("start", "date", "sp.start"),
-            ("key", "text", "g.key"),
-            ("measure", "text", "x.measure"),
-            ("bucket", "smallint", "x.bucket"),
-        ),
-        f"{_HIST_FOLD} {_GROUPINGS_LATERAL} {_SPANS} WHERE g.key IS NOT NULL",
-    ),
-}
+_ADD_HIST = "n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us"
 _COUNTS_EMPTY = "t.reported + t.duplicates + t.dispatched = 0"  # a row without facts
 _HIST_EMPTY = "t.n = 0"
 
 
-def _fold_sql(
-    schema: str, table: str, keys: Sequence[tuple[str, str, str]], source: str, *, hist: bool
-) -> str:
-    """Upsert the folded changes' sums per key into ``table``; selects the keys of rows left empty."""
-    names = ", ".join(k for k, _, _ in keys)
-    exprs = ", ".join(e for _, _, e in keys)
-    by = ", ".join(str(i + 1) for i in range(len(keys)))
-    if hist:
-        values, sums = "n, total_us", "sum(x.sign), sum(x.sign * x.us)"
-        having, add = (
-            "sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
-            "n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us",
-        )
-        empty = _HIST_EMPTY
-    else:
-        values, sums, having, add, empty = ", ".join(ROLLUP_COUNTS), _SIGNED, _ANY_SIGNED, _ADD, _COUNTS_EMPTY
+def _sums(signed: bool) -> tuple[str, str]:
+    """Sums of the counts of rows ``x`` (signed: of recorded changes), and whether any is not zero."""
+    term = "x.sign * x.{c}" if signed else "x.{c}"
+    sums = [f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS]
+    return ", ".join(sums), " OR ".join(f"{s} <> 0" for s in sums)
+
+
+_SIGNED, _ANY_SIGNED = _sums(True)
+_SUMMED, _ANY_SUMMED = _sums(False)
+_COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
+_GROUPS_KEY = (("grouping", "text"), ("day", "date"), ("key", "text"))
+_GROUPS_SPAN_KEY = (("grouping", "text"), ("span", "text"), ("start", "date"), ("key", "text"))
+_HIST_KEY = (*_GROUPS_KEY, ("measure", "text"), ("bucket", "smallint"))
+_HIST_SPAN_KEY = (*_GROUPS_SPAN_KEY, ("measure", "text"), ("bucket", "smallint"))
+
+
+def _fold_steps(schema: str) -> list[tuple[str, tuple[tuple[str, str], ...] | None, str]]:
+    """(target, its key when it is a rollup table to upsert, SELECT of its rows) in the fold's order.
+
+    The recorded changes (``pg_temp.rollup_fold``) are summed per day group once into scratch
+    tables; the day rows and their week and month rows are then added from those sums.
+    """
+    hist_changes = (
+        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM pg_temp.rollup_fold f "
+        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
+    )
+    return [
+        (
+            "rollup",
+            (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
+            f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
+            f"{_SIGNED} FROM pg_temp.rollup_fold x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
+        ),
+        (
+            f"pg_temp.rollup_groups_fold (grouping, day, key, {_COUNT_COLUMNS})",
+            None,
+            f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM pg_temp.rollup_fold x {_GROUPINGS_LATERAL} "
+            f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
+        ),
+        (
+            "rollup_groups",
+            _GROUPS_KEY,
+            f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM pg_temp.rollup_groups_fold",
+        ),
+        (
+            "rollup_groups_span",
+            _GROUPS_SPAN_KEY,
+            f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM pg_temp.rollup_groups_fold x {_SPANS} "
+            f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
+        ),
+        (
+            "pg_temp.rollup_hist_fold (grouping, day, key, measure, bucket, n, total_us)",
+            None,
+            f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign), sum(x.sign * x.us) "
+            f"FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL GROUP BY 1, 2, 3, 4, 5 "
+            f"HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
+        ),
+        (
+            "rollup_hist",
+            _HIST_KEY,
+            "SELECT grouping, day, key, measure, bucket, n, total_us FROM pg_temp.rollup_hist_fold",
+        ),
+        (
+            "rollup_hist_span",
+            _HIST_SPAN_KEY,
+            f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
+            f"FROM pg_temp.rollup_hist_fold x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 "
+            f"HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
+        ),
+    ]
+
+
+def _upsert_sql(schema: str, table: str, key: Sequence[tuple[str, str]], rows: str) -> str:
+    """Add ``rows`` to the stored rows of ``table`` (new keys inserted); selects the keys of rows left empty."""
+    names = ", ".join(k for k, _ in key)
+    hist = table.startswith("rollup_hist")
+    values, add, empty = (
+        ("n, total_us", _ADD_HIST, _HIST_EMPTY) if hist else (_COUNT_COLUMNS, _ADD, _COUNTS_EMPTY)
+    )
     return (
-        f"WITH up AS (INSERT INTO {schema}.{table} AS t ({names}, {values}) "
-        f"SELECT {exprs}, {sums} FROM {source} GROUP BY {by} HAVING {having} "
+        f"WITH up AS (INSERT INTO {schema}.{table} AS t ({names}, {values}) {rows} "
         f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING {names}, {empty} AS empty) "
         f"SELECT {names} FROM up AS t WHERE t.empty"
     )
+
+
+_FOLD_TABLES = {
+    "rollup_fold": "rollup_changes",
+    "rollup_groups_fold": "rollup_groups",
+    "rollup_hist_fold": "rollup_hist",
+}
 
 
 async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
@@ -322,12 +336,14 @@ async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
     (one upsert per table, integer sums: no drift); rows left without facts are deleted, as a
     rebuild would not have them. The caller holds the refresh's advisory lock.
     """
-    await db.execute(
-        sa.text(
-            f"CREATE TEMP TABLE IF NOT EXISTS rollup_fold ON COMMIT DELETE ROWS AS "
-            f"SELECT * FROM {schema}.rollup_changes WITH NO DATA"
+    for scratch, like in _FOLD_TABLES.items():
+        # Per connection, emptied at every commit.
+        await db.execute(
+            sa.text(
+                f"CREATE TEMP TABLE IF NOT EXISTS {scratch} ON COMMIT DELETE ROWS AS "
+                f"SELECT * FROM {schema}.{like} WITH NO DATA"
+            )
         )
-    )
     taken = await db.execute(
         sa.text(
             f"WITH earlier AS (DELETE FROM pg_temp.rollup_fold), "
@@ -340,30 +356,30 @@ async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
         return 0
     # Statements over a few hundred rows: JIT compilation would cost more than they do.
     await db.execute(sa.text("SELECT set_config('jit', 'off', true)"))
-    for folds, hist in ((_COUNT_FOLDS, False), (_HIST_FOLDS, True)):
-        for table, (keys, source) in folds.items():
-            emptied = (await db.execute(sa.text(_fold_sql(schema, table, keys, source, hist=hist)))).all()
-            if emptied:
-                await _delete_empty(db, schema, table, keys, emptied, _HIST_EMPTY if hist else _COUNTS_EMPTY)
+    for target, key, rows in _fold_steps(schema):
+        if key is None:  # a scratch table of day sums (anything left in it from earlier goes first)
+            table = target.split(" ")[0]
+            await db.execute(sa.text(f"WITH earlier AS (DELETE FROM {table}) INSERT INTO {target} {rows}"))
+            continue
+        emptied = (await db.execute(sa.text(_upsert_sql(schema, target, key, rows)))).all()
+        if emptied:
+            await _delete_empty(db, schema, target, key, emptied)
     return folded
 
 
 async def _delete_empty(
-    db: Executor,
-    schema: str,
-    table: str,
-    keys: Sequence[tuple[str, str, str]],
-    rows: Sequence[Any],
-    empty: str,
+    db: Executor, schema: str, table: str, key: Sequence[tuple[str, str]], rows: Sequence[Any]
 ) -> None:
-    arrays = ", ".join(f"CAST(:k{i} AS {kind}[])" for i, (_, kind, _) in enumerate(keys))
-    names = [k for k, _, _ in keys]
+    """Delete the rows of these keys that the fold left without facts (a rebuild would not have them)."""
+    arrays = ", ".join(f"CAST(:k{i} AS {kind}[])" for i, (_, kind) in enumerate(key))
+    names = [k for k, _ in key]
+    empty = _HIST_EMPTY if table.startswith("rollup_hist") else _COUNTS_EMPTY
     await db.execute(
         sa.text(
             f"DELETE FROM {schema}.{table} t USING unnest({arrays}) AS e({', '.join(names)}) "
             f"WHERE {_same_row('t', 'e', names)} AND {empty}"
         ),
-        {f"k{i}": [row[i] for row in rows] for i in range(len(keys))},
+        {f"k{i}": [row[i] for row in rows] for i in range(len(key))},
     )
 
 
