@@ -98,9 +98,12 @@ def _record_sql(schema: str) -> str:
     )
 
 
+# The shared lock over all and each hazard's, in key order (in one statement: the shared lock
+# conflicts only with a big batch's exclusive one, which takes no other, so their order is free).
 _HOLD_EACH = sa.text(
-    "SELECT count(pg_advisory_xact_lock(:space, k)) FROM (SELECT DISTINCT hashtext(CAST(u.id AS text)) AS k "
-    "FROM unnest(CAST(:ids AS uuid[])) AS u(id) ORDER BY 1) AS s"
+    "SELECT pg_advisory_xact_lock_shared(:all, 0), count(pg_advisory_xact_lock(:space, k)) "
+    "FROM (SELECT DISTINCT hashtext(CAST(u.id AS text)) AS k FROM unnest(CAST(:ids AS uuid[])) AS u(id) "
+    "ORDER BY 1) AS s"
 )
 
 
@@ -109,8 +112,7 @@ async def hold_hazards(db: Executor, ids: Sequence[object]) -> None:
     if len(ids) > HOLD_EACH_MAX:
         await db.execute(sa.text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": ALL_HAZARD_LOCKS})
         return
-    await db.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:space, 0)"), {"space": ALL_HAZARD_LOCKS})
-    await db.execute(_HOLD_EACH, {"space": HAZARD_LOCKS, "ids": list(ids)})
+    await db.execute(_HOLD_EACH, {"all": ALL_HAZARD_LOCKS, "space": HAZARD_LOCKS, "ids": list(ids)})
 
 
 async def merge_counted(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) -> None:

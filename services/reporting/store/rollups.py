@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -233,153 +234,150 @@ _ADD = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
 _ADD_HIST = "n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us"
 _COUNTS_EMPTY = "t.reported + t.duplicates + t.dispatched = 0"  # a row without facts
 _HIST_EMPTY = "t.n = 0"
+_COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
 
 
 def _sums(signed: bool) -> tuple[str, str]:
-    """Sums of the counts of rows ``x`` (signed: of recorded changes), and whether any is not zero."""
+    """Sums of the counts of rows ``x`` (signed: of recorded changes), named, and whether any is not zero."""
     term = "x.sign * x.{c}" if signed else "x.{c}"
-    sums = [f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS]
-    return ", ".join(sums), " OR ".join(f"{s} <> 0" for s in sums)
+    sums = {c: f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS}
+    return ", ".join(f"{s} AS {c}" for c, s in sums.items()), " OR ".join(f"{s} <> 0" for s in sums.values())
 
 
 _SIGNED, _ANY_SIGNED = _sums(True)
 _SUMMED, _ANY_SUMMED = _sums(False)
-_COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
-_GROUPS_KEY = (("grouping", "text"), ("day", "date"), ("key", "text"))
-_GROUPS_SPAN_KEY = (("grouping", "text"), ("span", "text"), ("start", "date"), ("key", "text"))
-_HIST_KEY = (*_GROUPS_KEY, ("measure", "text"), ("bucket", "smallint"))
-_HIST_SPAN_KEY = (*_GROUPS_SPAN_KEY, ("measure", "text"), ("bucket", "smallint"))
+_FOLD_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "rollup": (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
+    "rollup_groups": (("grouping", "text"), ("day", "date"), ("key", "text")),
+    "rollup_groups_span": (("grouping", "text"), ("span", "text"), ("start", "date"), ("key", "text")),
+    "rollup_hist": (
+        ("grouping", "text"),
+        ("day", "date"),
+        ("key", "text"),
+        ("measure", "text"),
+        ("bucket", "smallint"),
+    ),
+    "rollup_hist_span": (
+        ("grouping", "text"),
+        ("span", "text"),
+        ("start", "date"),
+        ("key", "text"),
+        ("measure", "text"),
+        ("bucket", "smallint"),
+    ),
+}
 
 
-def _fold_steps(schema: str) -> list[tuple[str, tuple[tuple[str, str], ...] | None, str]]:
-    """(target, its key when it is a rollup table to upsert, SELECT of its rows) in the fold's order.
-
-    The recorded changes (``pg_temp.rollup_fold``) are summed per day group once into scratch
-    tables; the day rows and their week and month rows are then added from those sums.
-    """
-    hist_changes = (
-        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM pg_temp.rollup_fold f "
-        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
-    )
-    return [
-        (
-            "rollup",
-            (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
-            f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
-            f"{_SIGNED} FROM pg_temp.rollup_fold x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
-        ),
-        (
-            f"pg_temp.rollup_groups_fold (grouping, day, key, {_COUNT_COLUMNS})",
-            None,
-            f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM pg_temp.rollup_fold x {_GROUPINGS_LATERAL} "
-            f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
-        ),
-        (
-            "rollup_groups",
-            _GROUPS_KEY,
-            f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM pg_temp.rollup_groups_fold",
-        ),
-        (
-            "rollup_groups_span",
-            _GROUPS_SPAN_KEY,
-            f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM pg_temp.rollup_groups_fold x {_SPANS} "
-            f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
-        ),
-        (
-            "pg_temp.rollup_hist_fold (grouping, day, key, measure, bucket, n, total_us)",
-            None,
-            f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign), sum(x.sign * x.us) "
-            f"FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL GROUP BY 1, 2, 3, 4, 5 "
-            f"HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
-        ),
-        (
-            "rollup_hist",
-            _HIST_KEY,
-            "SELECT grouping, day, key, measure, bucket, n, total_us FROM pg_temp.rollup_hist_fold",
-        ),
-        (
-            "rollup_hist_span",
-            _HIST_SPAN_KEY,
-            f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
-            f"FROM pg_temp.rollup_hist_fold x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 "
-            f"HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
-        ),
-    ]
-
-
-def _upsert_sql(schema: str, table: str, key: Sequence[tuple[str, str]], rows: str) -> str:
-    """Add ``rows`` to the stored rows of ``table`` (new keys inserted); selects the keys of rows left empty."""
+def _upsert_cte(schema: str, table: str, rows: str) -> str:
+    """A CTE adding ``rows`` to ``table``'s stored rows; it returns each upserted key (as text) and
+    whether the row is left empty."""
+    key = _FOLD_KEYS[table]
     names = ", ".join(k for k, _ in key)
     hist = table.startswith("rollup_hist")
     values, add, empty = (
         ("n, total_us", _ADD_HIST, _HIST_EMPTY) if hist else (_COUNT_COLUMNS, _ADD, _COUNTS_EMPTY)
     )
+    as_text = ", ".join(f"CAST(t.{k} AS text)" for k, _ in key)
     return (
-        f"WITH up AS (INSERT INTO {schema}.{table} AS t ({names}, {values}) {rows} "
-        f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING {names}, {empty} AS empty) "
-        f"SELECT {names} FROM up AS t WHERE t.empty"
+        f"INSERT INTO {schema}.{table} AS t ({names}, {values}) {rows} "
+        f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING ARRAY[{as_text}] AS k, {empty} AS empty"
     )
 
 
-_FOLD_TABLES = {
-    "rollup_fold": "rollup_changes",
-    "rollup_groups_fold": "rollup_groups",
-    "rollup_hist_fold": "rollup_hist",
-}
+@functools.cache
+def _fold_sql(schema: str) -> str:
+    """One statement: take the recorded changes, sum them per key of every rollup table, add the sums.
+
+    Returns a row ``('', [count])`` with how many changes it took, and one ``(table, key)`` per row
+    left without facts. The day sums of the groups and histograms are computed once (``gd``, ``hd``)
+    and feed both the day rows and their week and month rows.
+    """
+    hist_changes = (
+        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM gone f "
+        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
+    )
+    ctes = {
+        "gone": f"DELETE FROM {schema}.rollup_changes RETURNING *",
+        "r": _upsert_cte(
+            schema,
+            "rollup",
+            f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
+            f"{_SIGNED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
+        ),
+        "gd": f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
+        "g": _upsert_cte(schema, "rollup_groups", f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM gd"),
+        "gs": _upsert_cte(
+            schema,
+            "rollup_groups_span",
+            f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM gd x {_SPANS} "
+            f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
+        ),
+        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign) AS n, "
+        f"sum(x.sign * x.us) AS total_us FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL "
+        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
+        "h": _upsert_cte(
+            schema, "rollup_hist", "SELECT grouping, day, key, measure, bucket, n, total_us FROM hd"
+        ),
+        "hs": _upsert_cte(
+            schema,
+            "rollup_hist_span",
+            f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
+            f"FROM hd x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
+        ),
+    }
+    emptied = " ".join(
+        f"UNION ALL SELECT '{table}', k FROM {cte} WHERE empty"
+        for cte, table in (
+            ("r", "rollup"),
+            ("g", "rollup_groups"),
+            ("gs", "rollup_groups_span"),
+            ("h", "rollup_hist"),
+            ("hs", "rollup_hist_span"),
+        )
+    )
+    return (
+        "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in ctes.items()) + " "
+        f"SELECT '' AS t, ARRAY[CAST(count(*) AS text)] AS k FROM gone {emptied}"
+    )
 
 
 async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
     """Fold every committed recorded change into the rollup tables and delete it; returns how many.
 
-    The changes are taken by one ``DELETE … RETURNING`` (exactly the rows it removes are folded,
-    whoever else deletes concurrently), summed per key of each table and added to the stored rows
-    (one upsert per table, integer sums: no drift); rows left without facts are deleted, as a
-    rebuild would not have them. The caller holds the refresh's advisory lock.
+    One statement (:func:`_fold_sql`): the changes are taken by a ``DELETE … RETURNING`` (exactly
+    the rows it removes are folded, whoever else deletes concurrently), summed per key of each
+    table and added to the stored rows (one upsert per table, integer sums: no drift); rows left
+    without facts are then deleted, as a rebuild would not have them. The caller holds the
+    refresh's advisory lock.
     """
-    for scratch, like in _FOLD_TABLES.items():
-        # Per connection, emptied at every commit.
-        await db.execute(
-            sa.text(
-                f"CREATE TEMP TABLE IF NOT EXISTS {scratch} ON COMMIT DELETE ROWS AS "
-                f"SELECT * FROM {schema}.{like} WITH NO DATA"
-            )
-        )
-    taken = await db.execute(
-        sa.text(
-            f"WITH earlier AS (DELETE FROM pg_temp.rollup_fold), "
-            f"gone AS (DELETE FROM {schema}.rollup_changes RETURNING *) "
-            f"INSERT INTO pg_temp.rollup_fold SELECT * FROM gone"
-        )
-    )
-    folded = int(taken.rowcount or 0)  # type: ignore[attr-defined]
-    if not folded:
-        return 0
-    # Statements over a few hundred rows: JIT compilation would cost more than they do.
+    # A statement over a few hundred rows: JIT compilation would cost more than it does.
     await db.execute(sa.text("SELECT set_config('jit', 'off', true)"))
-    for target, key, rows in _fold_steps(schema):
-        if key is None:  # a scratch table of day sums (anything left in it from earlier goes first)
-            table = target.split(" ")[0]
-            await db.execute(sa.text(f"WITH earlier AS (DELETE FROM {table}) INSERT INTO {target} {rows}"))
-            continue
-        emptied = (await db.execute(sa.text(_upsert_sql(schema, target, key, rows)))).all()
-        if emptied:
-            await _delete_empty(db, schema, target, key, emptied)
+    rows = (await db.execute(sa.text(_fold_sql(schema)))).all()
+    folded = 0
+    emptied: dict[str, list[list[str]]] = {}
+    for table, key in rows:
+        if table:
+            emptied.setdefault(table, []).append(key)
+        else:
+            folded = int(key[0])
+    for table, keys in emptied.items():
+        await _delete_empty(db, schema, table, keys)
     return folded
 
 
-async def _delete_empty(
-    db: Executor, schema: str, table: str, key: Sequence[tuple[str, str]], rows: Sequence[Any]
-) -> None:
-    """Delete the rows of these keys that the fold left without facts (a rebuild would not have them)."""
-    arrays = ", ".join(f"CAST(:k{i} AS {kind}[])" for i, (_, kind) in enumerate(key))
-    names = [k for k, _ in key]
+async def _delete_empty(db: Executor, schema: str, table: str, keys: Sequence[Sequence[str]]) -> None:
+    """Delete the rows of these keys (as text) that the fold left without facts."""
+    key = _FOLD_KEYS[table]
+    arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(key)))
+    names = [f"c{i}" for i in range(len(key))]
+    same = " AND ".join(f"t.{k} = CAST(e.c{i} AS {kind})" for i, (k, kind) in enumerate(key))
     empty = _HIST_EMPTY if table.startswith("rollup_hist") else _COUNTS_EMPTY
     await db.execute(
         sa.text(
-            f"DELETE FROM {schema}.{table} t USING unnest({arrays}) AS e({', '.join(names)}) "
-            f"WHERE {_same_row('t', 'e', names)} AND {empty}"
+            f"DELETE FROM {schema}.{table} t USING unnest({arrays}) AS e({', '.join(names)}) WHERE {same} AND {empty}"
         ),
-        {f"k{i}": [row[i] for row in rows] for i in range(len(key))},
+        {f"k{i}": [k[i] for k in keys] for i in range(len(key))},
     )
 
 
