@@ -23,7 +23,7 @@ first refresh that began after it (p50, p99). After each run the rollup is compa
 recomputed from the facts (it must be equal).
 
 ``python -m bench.reporting_refresh [--base 30000] [--rate 500] [--duration 20] [--repeat 3]
-[--interval 0.25] [--modes days,changes]``; writes ``bench/results/reporting_refresh.json``.
+[--interval 0.25] [--max-busy 0.25] [--modes days,changes]``; writes ``bench/results/reporting_refresh.json``.
 """
 
 from __future__ import annotations
@@ -198,10 +198,13 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def one_run(
-    url: str, mode: str, events: list[tuple[float, ev.AnyEvent]], duration_s: float, interval_s: float
+    url: str,
+    mode: str,
+    events: list[tuple[float, ev.AnyEvent]],
+    duration_s: float,
+    projection: ProjectionSettings,
 ) -> dict[str, Any]:
     engine = create_engine(DatabaseSettings(url=url))
-    projection = ProjectionSettings(rollup_refresh_s=interval_s)
     commits: list[float] = []
     applies: list[float] = []
     refreshes: list[tuple[float, float]] = []  # (start, end)
@@ -290,7 +293,7 @@ async def run(postgres: LocalPostgres, args: argparse.Namespace) -> dict[str, An
     result: dict[str, Any] = {
         "command": "python -m bench.reporting_refresh "
         f"--base {args.base} --rate {args.rate:g} --duration {args.duration:g} --repeat {args.repeat} "
-        f"--interval {args.interval:g} --modes {','.join(args.modes)}",
+        f"--interval {args.interval:g} --max-busy {args.max_busy:g} --modes {','.join(args.modes)}",
         "base_events": loaded,
         "base_load_s": round(load_s, 1),
         "stream_events_per_s": round(len(events) / args.duration),
@@ -302,14 +305,15 @@ async def run(postgres: LocalPostgres, args: argparse.Namespace) -> dict[str, An
             name = f"{mode}_{rep}"
             await postgres.acreate_database(name, template="day")
             load = os.getloadavg()[0]
-            figures = await one_run(postgres.url(name), mode, events, args.duration, args.interval)
+            projection = ProjectionSettings(rollup_refresh_s=args.interval, rollup_max_busy=args.max_busy)
+            figures = await one_run(postgres.url(name), mode, events, args.duration, projection)
             figures["load_avg_1m_before"] = round(load, 2)
             await postgres.adrop_database(name)
             result["runs"].setdefault(mode, []).append(figures)
             print(mode, rep, figures, flush=True)
     for mode, runs in result["runs"].items():
         result["median"][mode] = {
-            k: statistics.median(r[k] for r in runs) for k in runs[0] if k.endswith("_ms")
+            k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0] if k.endswith("_ms")
         } | {"rollup_equals_recount": all(r["rollup_equals_recount"] for r in runs)}
     return result
 
@@ -336,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of stream per run")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.25, help="the refresher's interval while busy")
+    parser.add_argument(
+        "--max-busy", type=float, default=ProjectionSettings().rollup_max_busy, help="the refresher's share"
+    )
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["days", "changes"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
