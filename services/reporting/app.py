@@ -31,7 +31,8 @@ async def repeat_rollup_refresh(
 ) -> None:
     """The background rollup refresher: ``refresh`` while it finds changes, paced by its cost
     (:func:`refresh_pause_s`); once it finds none, wait for a commit of this process that recorded
-    some (then ``rollup_refresh_s`` more, to gather the batch's neighbours), at most ``rollup_idle_s``."""
+    some (then ``rollup_refresh_s`` more, to gather the batch's neighbours), at most ``rollup_idle_s``
+    (or ``rollup_refresh_s`` if longer)."""
     with Wakeup(ROLLUP_WAKE) as wakeup:
         while True:
             wakeup.clear()
@@ -42,10 +43,11 @@ async def repeat_rollup_refresh(
                 raise
             except Exception as exc:
                 log.warning("rollup refresh failed, the next round retries: %s", exc)
-                brought = 1  # not idle: retry at the busy pace
+                await asyncio.sleep(max(projection.rollup_refresh_s, 1.0))
+                continue
             if brought:
                 await asyncio.sleep(refresh_pause_s(projection, clock() - started))
-            elif await wakeup.wait(projection.rollup_idle_s):
+            elif await wakeup.wait(max(projection.rollup_idle_s, projection.rollup_refresh_s)):
                 await asyncio.sleep(projection.rollup_refresh_s)
 
 
