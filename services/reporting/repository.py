@@ -135,5 +135,8 @@ class ReportingRepository:
         return await unrefreshed_for_s(self.db)
 
     async def refresh_rollup(self) -> int:
-        """Fold the recorded changes into the rollup, recompute dirty days; returns how many of both."""
-        return await refresh_rollup(self.db)
+        """Fold the recorded changes into the rollup, recompute dirty days; returns how many of both.
+
+        Its commit does not wait for the WAL flush (``durable=False``: a refresh lost in a crash is
+        lost whole, its changes stay recorded)."""
+        return await refresh_rollup(self.db, durable=False)

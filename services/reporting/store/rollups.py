@@ -200,18 +200,25 @@ def _same_row(a: str, b: str, columns: Sequence[str]) -> str:
     return " AND ".join(f"{a}.{c} = {b}.{c}" for c in columns)
 
 
-async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
+async def refresh_rollup(db: Executor, *, schema: str = SCHEMA, durable: bool = True) -> int:
     """Bring the rollup up to date; returns how many recorded changes and dirty days it brought in.
 
     The changes the consumers recorded with the facts are folded in (:func:`fold_changes`: the
     cost of the changes, not of the days they touch). Days marked dirty (by a migration or a tool:
     ``facts.mark_dirty``) are then recomputed from the facts, with the recorded changes held back
     meanwhile so that none is counted twice (:func:`recompute_dirty_days`).
+
+    ``durable=False`` commits without waiting for the WAL flush: a crash may lose the refresh, but
+    only whole (the changes it took stay recorded and the next refresh folds them), and any later
+    durable commit flushes it anyway. The background refresher and requests use it; the rebuild's
+    swap, which must be durable, does not.
     """
     pending = (await db.execute(sa.text(_PENDING.format(schema=schema)))).one()
     if not pending.changes and not pending.dirty:
         return 0  # idle: one look, no lock
     await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
+    if not durable:
+        await db.execute(sa.text("SELECT set_config('synchronous_commit', 'off', true)"))
     # Read the marks without locking them, so consumers marking days never wait for a refresh;
     # they are cleared at the end only if nobody marked them again meanwhile.
     marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
