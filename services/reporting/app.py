@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
@@ -10,13 +13,42 @@ from fastapi.staticfiles import StaticFiles
 
 from services.admin import api as admin_api
 from services.reporting import api, handlers, people, service, tables
-from services.reporting.repository import ReportingRepository
-from services.reporting.settings import ReportingSettings, refresh_pause_s
+from services.reporting.repository import ROLLUP_WAKE, ReportingRepository
+from services.reporting.settings import ProjectionSettings, ReportingSettings, refresh_pause_s
+from shared.idle import Wakeup
 from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
 NAME = "reporting"
 log = logging.getLogger(__name__)
+
+
+async def repeat_rollup_refresh(
+    refresh: Callable[[], Awaitable[int]],
+    projection: ProjectionSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """The background rollup refresher: ``refresh`` while it finds changes, paced by its cost
+    (:func:`refresh_pause_s`); once it finds none, wait for a commit of this process that recorded
+    some (then ``rollup_refresh_s`` more, to gather the batch's neighbours), at most ``rollup_idle_s``
+    (or ``rollup_refresh_s`` if longer)."""
+    with Wakeup(ROLLUP_WAKE) as wakeup:
+        while True:
+            wakeup.clear()
+            started = clock()
+            try:
+                brought = await refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("rollup refresh failed, the next round retries: %s", exc)
+                await asyncio.sleep(max(projection.rollup_refresh_s, 1.0))
+                continue
+            if brought:
+                await asyncio.sleep(refresh_pause_s(projection, clock() - started))
+            elif await wakeup.wait(max(projection.rollup_idle_s, projection.rollup_refresh_s)):
+                await asyncio.sleep(projection.rollup_refresh_s)
 
 
 def create_app(settings: ReportingSettings, *, reference: ReferenceData | None = None) -> FastAPI:
@@ -33,9 +65,9 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
         repository=ReportingRepository,
     )
 
-    async def refresh_rollup() -> None:
+    async def refresh_rollup() -> int:
         async with runtime.work() as uow:
-            await service.refresh_rollup(uow)
+            return await service.refresh_rollup(uow)
 
     async def refresh_gauges() -> None:
         # The gauges read the rollup, so bring it up to date first.
@@ -45,11 +77,13 @@ def create_app(settings: ReportingSettings, *, reference: ReferenceData | None =
                 uow, reference=reference, window_days=settings.projection.metrics_window_days
             )
 
-    # The rollup of days touched by new events, every few seconds, paced by its cost (a deadlock
-    # or a database away: the next round retries); the Prometheus domain gauges.
-    runtime.every(
-        lambda took: refresh_pause_s(settings.projection, took), refresh_rollup, what="rollup refresh"
-    )
+    async def rollup_loop() -> None:
+        await repeat_rollup_refresh(refresh_rollup, settings.projection)
+
+    # The changes recorded with new events folded into the rollup, every rollup_refresh_s while
+    # they arrive (paced by its cost), woken by this process's commits when idle (a deadlock or a
+    # database away: the next round retries); the Prometheus domain gauges.
+    runtime.add_background(rollup_loop)
     runtime.every(settings.projection.metrics_refresh_s, refresh_gauges, what="domain gauges refresh")
     app = create_http_app(
         runtime,

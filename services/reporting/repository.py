@@ -3,7 +3,8 @@
 The statements live in :mod:`services.reporting.store`, split by what they do:
 
 * :mod:`~services.reporting.store.facts`: fact rows merged from events, days marked dirty;
-* :mod:`~services.reporting.store.rollups`: the rollup refreshed day by day, or rebuilt whole;
+* :mod:`~services.reporting.store.changes`: what a batch changes in the rollup, recorded with its facts;
+* :mod:`~services.reporting.store.rollups`: the rollup refreshed (changes folded, dirty days recomputed), or rebuilt whole;
 * :mod:`~services.reporting.store.queries`: the figures the API, the dashboard and the period report read;
 * :mod:`~services.reporting.store.common`: what they share (schema, periods, filters, the counts' SQL).
 
@@ -18,7 +19,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.reporting.domain import FactBatch
+from services.reporting.store.changes import merge_counted
 from services.reporting.store.common import (
     GROUPINGS,
     MEASURES,
@@ -54,10 +58,16 @@ from services.reporting.store.queries import (
 from services.reporting.store.rollups import (
     bucket_sql,
     clear_marks,
+    fold_changes,
     rebuild_rollup,
+    recompute_dirty_days,
     refresh_rollup,
     unrefreshed_for_s,
 )
+from shared.idle import wake_on_commit
+
+ROLLUP_WAKE = "reporting.rollup"
+"""The wake-up key of the rollup refresher: a commit that recorded changes wakes it."""
 
 __all__ = [
     "ACTION_FIGURES",
@@ -69,6 +79,7 @@ __all__ = [
     "PLACE_COPY",
     "ROLLUP_COUNTS",
     "ROLLUP_GROUPS",
+    "ROLLUP_WAKE",
     "SCHEMA",
     "US_PER_UNIT",
     "Executor",
@@ -82,6 +93,7 @@ __all__ = [
     "clear_marks",
     "count_open_overdue_by_department",
     "daily_series",
+    "fold_changes",
     "groupings_counts",
     "list_open_overdue",
     "list_relapse_hotspots",
@@ -89,8 +101,10 @@ __all__ = [
     "mark_dirty",
     "measure_medians",
     "medians",
+    "merge_counted",
     "period_counts",
     "rebuild_rollup",
+    "recompute_dirty_days",
     "refresh_rollup",
     "returns_after_receipt",
     "split_period",
@@ -106,8 +120,11 @@ class ReportingRepository:
     db: Executor
 
     async def merge_facts(self, batch: FactBatch) -> None:
-        """Merge a batch's fact rows into the stored ones (idempotent, order-independent)."""
-        await upsert_facts(self.db, batch)
+        """Merge a batch's fact rows into the stored ones (idempotent, order-independent) and record
+        what they change in the rollup; the commit wakes this process's rollup refresher."""
+        await merge_counted(self.db, batch)
+        if isinstance(self.db, AsyncSession):
+            wake_on_commit(self.db, ROLLUP_WAKE)
 
     async def mark_dirty(self, hazard_ids: Iterable[uuid.UUID]) -> None:
         """Mark the days these hazards feed as needing a rollup recompute."""
@@ -118,5 +135,8 @@ class ReportingRepository:
         return await unrefreshed_for_s(self.db)
 
     async def refresh_rollup(self) -> int:
-        """Recompute the rollup of every dirty day; returns how many days were recomputed."""
-        return await refresh_rollup(self.db)
+        """Fold the recorded changes into the rollup, recompute dirty days; returns how many of both.
+
+        Its commit does not wait for the WAL flush (``durable=False``: a refresh lost in a crash is
+        lost whole, its changes stay recorded)."""
+        return await refresh_rollup(self.db, durable=False)

@@ -1,7 +1,7 @@
 """Reporting's use cases: plain functions on a unit of work (``uow.repo`` is a ReportingRepository).
 
 Reporting publishes nothing and refuses nothing: an event becomes fact rows merged into the
-projection and its days marked for the rollup; the rollup and the gauges are refreshed by loops
+projection, with what they change in the rollup recorded beside them; the rollup and the gauges are refreshed by loops
 declared in ``app.py`` with ``runtime.every``. The figures' reads are in ``reports.py`` and
 ``period_report.py`` (read-only, on a session of their own).
 """
@@ -21,14 +21,12 @@ from shared.uow import UnitOfWork
 async def apply_events(
     uow: UnitOfWork[ReportingRepository], events: Sequence[LifecycleEvent], *, tz: ZoneInfo
 ) -> None:
-    """Fold new (never applied) events into fact rows, merge them, mark their days for the rollup."""
-    batch = domain.project_events(events, tz=tz)
-    await uow.repo.merge_facts(batch)
-    await uow.repo.mark_dirty(batch.touched_hazards())
+    """Fold new (never applied) events into fact rows and merge them, recording what they change in the rollup."""
+    await uow.repo.merge_facts(domain.project_events(events, tz=tz))
 
 
 async def refresh_rollup(uow: UnitOfWork[ReportingRepository]) -> int:
-    """Recompute the rollup of the days touched by new events; returns how many days."""
+    """Fold the changes recorded since the last refresh into the rollup; returns how many (and dirty days)."""
     return await uow.repo.refresh_rollup()
 
 

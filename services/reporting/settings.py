@@ -15,12 +15,18 @@ class ProjectionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rollup_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
-    # The background refresher's share of the time at most: after a refresh that took d seconds it
-    # waits d * (1 - share) / share before the next (a refresh of a big, busy day waits longer),
+    # While changes arrive, the background refresher folds them in this often (a refresh costs the
+    # changes since the last one: #20); a commit of this process's consumer wakes an idle refresher.
+    rollup_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 0.25
+    # Idle (its last refresh found nothing), the refresher looks again this often for changes that
+    # no commit of this process announced (another replica's; that replica's refresher was woken).
+    rollup_idle_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # The background refresher's share of the time at most (a refresh costs the changes since the last
+    # one, #20; 0.5: it waits as long as it took): after a refresh that took d seconds it
+    # waits d * (1 - share) / share before the next (a refresh of many changes waits longer),
     # but never so long that a summary would have to refresh itself (see max_staleness_s). 1: every
     # rollup_refresh_s whatever a refresh costs.
-    rollup_max_busy: Annotated[float, Field(gt=0, le=1)] = 0.25
+    rollup_max_busy: Annotated[float, Field(gt=0, le=1)] = 0.5
     # A summary or time series includes every event applied more than this many seconds ago: when
     # the oldest change not yet in the rollup is older, the request refreshes first (0: always).
     # Above rollup_refresh_s plus a refresh's duration, no request waits for a refresh.

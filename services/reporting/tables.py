@@ -2,7 +2,8 @@
 
 Facts keyed by natural ids (hazards, dispatches, relapses) are the projection; ``rollup``
 is a daily summary of them per (day, department, community, category) kept for fast
-period queries, and ``rollup_dirty`` lists the days whose rollup must be recomputed.
+period queries; ``rollup_changes`` holds the changes to it not yet folded in, and
+``rollup_dirty`` lists days whose rollup must be recomputed from the facts (migrations, tools).
 """
 
 from __future__ import annotations
@@ -234,6 +235,44 @@ rollup_dirty = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+# Changes not yet in the rollup (#20): each consumer transaction records, for every hazard and
+# dispatch row whose contribution to the rollup its facts changed, the old contribution (sign -1)
+# and the new one (+1); the refresher folds them into the rollup tables and deletes them. A row is
+# what one fact row adds to the rollup: its day and dimensions (the groupings' keys), its counts,
+# and its one histogram value, if any (``measure``: ack for a dispatch, rect for a hazard; ``us``).
+CHANGE_DIMENSIONS = (
+    "day",
+    "department_id",
+    "community_id",
+    "grid_id",
+    "category",
+    "campaign_ids",
+    "street_id",
+    "reporter_type",
+    "source",
+    "measure",
+    "us",
+)
+rollup_changes = sa.Table(
+    "rollup_changes",
+    metadata,
+    sa.Column("sign", sa.SmallInteger, nullable=False),
+    # The recording transaction's start: the age of the oldest change not yet in the rollup.
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("department_id", sa.Text, nullable=False),
+    sa.Column("community_id", sa.Text),
+    sa.Column("grid_id", sa.Text),
+    sa.Column("category", sa.Text),
+    sa.Column("campaign_ids", pg.ARRAY(sa.Text)),
+    sa.Column("street_id", sa.Text),
+    sa.Column("reporter_type", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("measure", sa.Text),
+    sa.Column("us", sa.BigInteger),
+    *(sa.Column(name, sa.Integer, nullable=False) for name in _COUNTS),
+)
+
 PROJECTION_TABLES: tuple[sa.Table, ...] = (
     hazards,
     dispatches,
@@ -245,5 +284,6 @@ PROJECTION_TABLES: tuple[sa.Table, ...] = (
     rollup_groups_span,
     rollup_hist_span,
     rollup_dirty,
+    rollup_changes,
 )
 """The tables a rebuild recreates and swaps in (never the inbox or outbox)."""

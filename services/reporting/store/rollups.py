@@ -1,7 +1,8 @@
-"""The rollup: days recomputed from the facts (refresh), or all of it (rebuild), with its week and month rows."""
+"""The rollup: recorded changes folded in and dirty days recomputed (refresh), or all of it (rebuild), with its week and month rows."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,17 @@ def _rollup_groups_select(
     )
 
 
+def _bucket_of(t: str) -> str:
+    """SQL of the histogram bucket of a row ``t`` with ``measure`` and ``us`` (exact microseconds)."""
+    ack_v, rect_v = (
+        f"(CAST({t}.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect")
+    )
+    return (
+        f"CASE {t}.measure WHEN 'ack' THEN {bucket_sql('ack', column=ack_v)} "
+        f"ELSE {bucket_sql('rect', column=rect_v)} END"
+    )
+
+
 def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, into: str = "") -> str:
     # Durations in exact microseconds (extract(epoch …) is numeric); the bucket from their value.
     ack = (
@@ -102,11 +114,7 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
         f"AND {COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
-    ack_v, rect_v = (f"(CAST(y.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect"))
-    bucket = (
-        f"CASE y.measure WHEN 'ack' THEN {bucket_sql('ack', column=ack_v)} "
-        f"ELSE {bucket_sql('rect', column=rect_v)} END"
-    )
+    bucket = _bucket_of("y")
     return (
         f"INSERT INTO {into or f'{schema}.rollup_hist'} (grouping, day, key, measure, bucket, n, total_us) "
         f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.us) "
@@ -173,10 +181,17 @@ _DAY_COLUMNS = {
 
 
 async def unrefreshed_for_s(db: Executor, *, schema: str = SCHEMA) -> float | None:
-    """Seconds since the oldest change not yet in the rollup was marked; None when all are in."""
-    oldest = sa.func.clock_timestamp() - sa.func.min(tables.rollup_dirty.c.marked_at)
+    """Seconds since the oldest change not yet in the rollup was made; None when all are in."""
+    changes, dirty = tables.rollup_changes, tables.rollup_dirty
+    oldest = sa.func.least(
+        sa.select(sa.func.min(changes.c.changed_at)).scalar_subquery(),
+        sa.select(sa.func.min(dirty.c.marked_at)).scalar_subquery(),
+    )
     age = (
-        await db.execute(sa.select(sa.extract("epoch", oldest)), execution_options=on_schema(schema))
+        await db.execute(
+            sa.select(sa.extract("epoch", sa.func.clock_timestamp() - oldest)),
+            execution_options=on_schema(schema),
+        )
     ).scalar()
     return None if age is None else float(age)
 
@@ -185,20 +200,203 @@ def _same_row(a: str, b: str, columns: Sequence[str]) -> str:
     return " AND ".join(f"{a}.{c} = {b}.{c}" for c in columns)
 
 
-async def refresh_rollup(db: Executor, *, schema: str = SCHEMA) -> int:
-    """Recompute the rollup of every dirty day; returns how many days were recomputed.
+async def refresh_rollup(db: Executor, *, schema: str = SCHEMA, durable: bool = True) -> int:
+    """Bring the rollup up to date; returns how many recorded changes and dirty days it brought in.
+
+    The changes the consumers recorded with the facts are folded in (:func:`fold_changes`: the
+    cost of the changes, not of the days they touch). Days marked dirty (by a migration or a tool:
+    ``facts.mark_dirty``) are then recomputed from the facts, with the recorded changes held back
+    meanwhile so that none is counted twice (:func:`recompute_dirty_days`).
+
+    ``durable=False`` commits without waiting for the WAL flush: a crash may lose the refresh, but
+    only whole (the changes it took stay recorded and the next refresh folds them), and any later
+    durable commit flushes it anyway. The background refresher and requests use it; the rebuild's
+    swap, which must be durable, does not.
+    """
+    pending = (await db.execute(sa.text(_PENDING.format(schema=schema)))).one()
+    if not pending.changes and not pending.dirty:
+        return 0  # idle: one look, no lock
+    await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
+    if not durable:
+        await db.execute(sa.text("SELECT set_config('synchronous_commit', 'off', true)"))
+    # Read the marks without locking them, so consumers marking days never wait for a refresh;
+    # they are cleared at the end only if nobody marked them again meanwhile.
+    marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
+    if marks:
+        # Days recomputed from the facts must not count again a change recorded after the fold
+        # below: no consumer commits a change until this transaction ends (a consumer records its
+        # changes, and so takes this table's row lock, before it commits any fact).
+        await db.execute(sa.text(f"LOCK TABLE {schema}.rollup_changes IN EXCLUSIVE MODE"))
+    folded = await fold_changes(db, schema=schema)
+    if not marks:
+        return folded
+    return folded + await recompute_dirty_days(db, marks, schema=schema)
+
+
+_PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM {schema}.rollup_changes) AS changes, "
+    "EXISTS (SELECT 1 FROM {schema}.rollup_dirty) AS dirty"
+)
+_ADD = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTS)
+_ADD_HIST = "n = t.n + EXCLUDED.n, total_us = t.total_us + EXCLUDED.total_us"
+_COUNTS_EMPTY = "t.reported + t.duplicates + t.dispatched = 0"  # a row without facts
+_HIST_EMPTY = "t.n = 0"
+_COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
+
+
+def _sums(signed: bool) -> tuple[str, str]:
+    """Sums of the counts of rows ``x`` (signed: of recorded changes), named, and whether any is not zero."""
+    term = "x.sign * x.{c}" if signed else "x.{c}"
+    sums = {c: f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS}
+    return ", ".join(f"{s} AS {c}" for c, s in sums.items()), " OR ".join(f"{s} <> 0" for s in sums.values())
+
+
+_SIGNED, _ANY_SIGNED = _sums(True)
+_SUMMED, _ANY_SUMMED = _sums(False)
+_FOLD_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "rollup": (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
+    "rollup_groups": (("grouping", "text"), ("day", "date"), ("key", "text")),
+    "rollup_groups_span": (("grouping", "text"), ("span", "text"), ("start", "date"), ("key", "text")),
+    "rollup_hist": (
+        ("grouping", "text"),
+        ("day", "date"),
+        ("key", "text"),
+        ("measure", "text"),
+        ("bucket", "smallint"),
+    ),
+    "rollup_hist_span": (
+        ("grouping", "text"),
+        ("span", "text"),
+        ("start", "date"),
+        ("key", "text"),
+        ("measure", "text"),
+        ("bucket", "smallint"),
+    ),
+}
+
+
+def _upsert_cte(schema: str, table: str, rows: str) -> str:
+    """A CTE adding ``rows`` to ``table``'s stored rows; it returns each upserted key (as text) and
+    whether the row is left empty."""
+    key = _FOLD_KEYS[table]
+    names = ", ".join(k for k, _ in key)
+    hist = table.startswith("rollup_hist")
+    values, add, empty = (
+        ("n, total_us", _ADD_HIST, _HIST_EMPTY) if hist else (_COUNT_COLUMNS, _ADD, _COUNTS_EMPTY)
+    )
+    as_text = ", ".join(f"CAST(t.{k} AS text)" for k, _ in key)
+    return (
+        f"INSERT INTO {schema}.{table} AS t ({names}, {values}) {rows} "
+        f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING ARRAY[{as_text}] AS k, {empty} AS empty"
+    )
+
+
+@functools.cache
+def _fold_sql(schema: str) -> str:
+    """One statement: take the recorded changes, sum them per key of every rollup table, add the sums.
+
+    Returns a row ``('', [count])`` with how many changes it took, and one ``(table, key)`` per row
+    left without facts. The day sums of the groups and histograms are computed once (``gd``, ``hd``)
+    and feed both the day rows and their week and month rows.
+    """
+    hist_changes = (
+        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM gone f "
+        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
+    )
+    ctes = {
+        "gone": f"DELETE FROM {schema}.rollup_changes RETURNING *",
+        "r": _upsert_cte(
+            schema,
+            "rollup",
+            f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
+            f"{_SIGNED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
+        ),
+        "gd": f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
+        "g": _upsert_cte(schema, "rollup_groups", f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM gd"),
+        "gs": _upsert_cte(
+            schema,
+            "rollup_groups_span",
+            f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM gd x {_SPANS} "
+            f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
+        ),
+        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign) AS n, "
+        f"sum(x.sign * x.us) AS total_us FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL "
+        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
+        "h": _upsert_cte(
+            schema, "rollup_hist", "SELECT grouping, day, key, measure, bucket, n, total_us FROM hd"
+        ),
+        "hs": _upsert_cte(
+            schema,
+            "rollup_hist_span",
+            f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
+            f"FROM hd x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
+        ),
+    }
+    emptied = " ".join(
+        f"UNION ALL SELECT '{table}', k FROM {cte} WHERE empty"
+        for cte, table in (
+            ("r", "rollup"),
+            ("g", "rollup_groups"),
+            ("gs", "rollup_groups_span"),
+            ("h", "rollup_hist"),
+            ("hs", "rollup_hist_span"),
+        )
+    )
+    return (
+        "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in ctes.items()) + " "
+        f"SELECT '' AS t, ARRAY[CAST(count(*) AS text)] AS k FROM gone {emptied}"
+    )
+
+
+async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
+    """Fold every committed recorded change into the rollup tables and delete it; returns how many.
+
+    One statement (:func:`_fold_sql`): the changes are taken by a ``DELETE … RETURNING`` (exactly
+    the rows it removes are folded, whoever else deletes concurrently), summed per key of each
+    table and added to the stored rows (one upsert per table, integer sums: no drift); rows left
+    without facts are then deleted, as a rebuild would not have them. The caller holds the
+    refresh's advisory lock.
+    """
+    # A statement over a few hundred rows: JIT compilation would cost more than it does.
+    await db.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+    rows = (await db.execute(sa.text(_fold_sql(schema)))).all()
+    folded = 0
+    emptied: dict[str, list[list[str]]] = {}
+    for table, key in rows:
+        if table:
+            emptied.setdefault(table, []).append(key)
+        else:
+            folded = int(key[0])
+    for table, keys in emptied.items():
+        await _delete_empty(db, schema, table, keys)
+    return folded
+
+
+async def _delete_empty(db: Executor, schema: str, table: str, keys: Sequence[Sequence[str]]) -> None:
+    """Delete the rows of these keys (as text) that the fold left without facts."""
+    key = _FOLD_KEYS[table]
+    arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(key)))
+    names = [f"c{i}" for i in range(len(key))]
+    same = " AND ".join(f"t.{k} = CAST(e.c{i} AS {kind})" for i, (k, kind) in enumerate(key))
+    empty = _HIST_EMPTY if table.startswith("rollup_hist") else _COUNTS_EMPTY
+    await db.execute(
+        sa.text(
+            f"DELETE FROM {schema}.{table} t USING unnest({arrays}) AS e({', '.join(names)}) WHERE {same} AND {empty}"
+        ),
+        {f"k{i}": [k[i] for k in keys] for i in range(len(key))},
+    )
+
+
+async def recompute_dirty_days(db: Executor, marks: Sequence[Any], *, schema: str = SCHEMA) -> int:
+    """Recompute the rollup of the marked days from the facts; returns how many days.
 
     The dirty days' rows are recomputed from the facts into scratch tables; only the rows that
     differ from the stored ones are written, and the week and month rows covering them change by
     that difference (exact: integer sums). A day refreshed because one hazard changed rewrites a
-    handful of rows, not the day.
+    handful of rows, not the day. The caller holds the refresh's lock and has folded the recorded
+    changes with ``rollup_changes`` locked against new ones.
     """
-    await db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{schema}.rollup"})
-    # Read the marks without locking them, so consumers marking days never wait for a refresh;
-    # they are cleared at the end only if nobody marked them again meanwhile.
-    marks = (await db.execute(sa.text(f"SELECT day, version FROM {schema}.rollup_dirty ORDER BY day"))).all()
-    if not marks:
-        return 0
     # Every change committed by now is in what follows; one still uncommitted began no earlier
     # than the oldest open transaction: the age of what a day has left after this refresh.
     seen_at = (await db.execute(sa.text(_OLDEST_OPEN_CHANGE))).scalar_one()
@@ -363,8 +561,14 @@ def _rollup_statements(schema: str, day_filter_h: str, day_filter_d: str) -> tup
 
 
 async def rebuild_rollup(db: Executor, *, schema: str = SCHEMA) -> None:
-    """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months."""
+    """Recompute the whole rollup from the facts (after a bulk load): days, then weeks and months.
+
+    The recorded changes not yet folded are in the facts, so they go; none may be recorded until
+    this transaction ends (see :func:`refresh_rollup`).
+    """
+    await db.execute(sa.text(f"LOCK TABLE {schema}.rollup_changes IN EXCLUSIVE MODE"))
     for table in (
+        tables.rollup_changes,
         tables.rollup_dirty,
         tables.rollup,
         tables.rollup_groups,

@@ -4,7 +4,7 @@ Issue 14 item 10: while 2,000 hazards with late departments were loading, the su
 ``receipt_overdue_open: -12`` and ``overdue_receipt_rate: -0.0106``. Here random histories of
 hazards (dispatched, acknowledged on time or late, returned and rerouted, reassigned, closed,
 relapsed) are applied as the live consumer applies them — folded by ``domain.project_events``,
-merged by ``repository.upsert_facts``, days marked dirty — in a random order of every event, in
+merged by ``repository.merge_counted`` with their rollup changes recorded — in a random order of every event, in
 random batches, with the rollup refreshed after some batches and not others (a summary reads a
 rollup up to ``max_staleness_s`` old). After every batch each grouping's counts, from the rollup
 and from the facts, filtered and not, must respect ``domain.bound_problems``.
@@ -224,9 +224,7 @@ async def test_no_count_or_rate_leaves_its_bounds_in_any_event_order(
             await conn.execute(sa.text(f"TRUNCATE {', '.join(f'reporting.{t}' for t in PROJECTION)}"))
         for n, (events, refresh) in enumerate(zip(batches, refreshed, strict=True)):
             async with engine.begin() as conn:  # as the live handler, one transaction per batch
-                batch = domain.project_events(events, tz=TZ)
-                await repository.upsert_facts(conn, batch)
-                await repository.mark_dirty(conn, batch.touched_hazards())
+                await repository.merge_counted(conn, domain.project_events(events, tz=TZ))
             if refresh:
                 async with engine.begin() as conn:
                     await repository.refresh_rollup(conn)

@@ -42,9 +42,9 @@ async def test_summary_serves_the_rollup_within_the_bound_and_refreshes_past_it(
         try:
             async with engine.begin() as conn:
                 aged = await conn.execute(
-                    sa.text("UPDATE reporting.rollup_dirty SET marked_at = now() - interval '1 hour'")
+                    sa.text("UPDATE reporting.rollup_changes SET changed_at = now() - interval '1 hour'")
                 )
-                assert aged.rowcount == 1, "the applied report marked its day for a refresh"
+                assert aged.rowcount == 1, "the applied report recorded its change to the rollup"
         finally:
             await engine.dispose()
 

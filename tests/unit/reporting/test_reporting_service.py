@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -17,19 +16,15 @@ TZ = ZoneInfo("Asia/Shanghai")
 
 
 class FakeReportingRepository:
-    """ReportingRepository's methods, in memory: merged batches, dirty hazards, the rollup's lag."""
+    """ReportingRepository's methods, in memory: merged batches (each records its rollup changes), the rollup's lag."""
 
     def __init__(self, *, unrefreshed_for_s: float | None = None) -> None:
         self.merged: list[FactBatch] = []
-        self.dirty: set[uuid.UUID] = set()
         self.lag = unrefreshed_for_s
         self.refreshes = 0
 
     async def merge_facts(self, batch: FactBatch) -> None:
         self.merged.append(batch)
-
-    async def mark_dirty(self, hazard_ids: Iterable[uuid.UUID]) -> None:
-        self.dirty.update(hazard_ids)
 
     async def unrefreshed_for_s(self) -> float | None:
         return self.lag
@@ -44,7 +39,7 @@ def _work(repo: FakeReportingRepository) -> FakeWork[Any]:
     return FakeWork(cast(ReportingRepository, repo), now=T0)
 
 
-async def test_applying_events_merges_their_fact_rows_and_marks_their_hazards_dirty() -> None:
+async def test_applying_events_merges_their_fact_rows_once() -> None:
     hazard = uuid.uuid4()
     events: list[Any] = [
         make_event("hazard.reported", hazard_id=hazard),
@@ -59,7 +54,6 @@ async def test_applying_events_merges_their_fact_rows_and_marks_their_hazards_di
         (want.hazards, want.dispatches, want.relapses, want.actions)
     ]
     assert hazard in repo.merged[0].hazards
-    assert repo.dirty == {hazard}
     # Reporting publishes and refuses nothing.
     assert work.published == []
     assert work.rejected == []
