@@ -26,13 +26,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import Principal, TokenRegistry
+from shared.db import listening_connection
 from shared.reference import Campaign, Department, ReferenceData, RoutingRule
 
 log = logging.getLogger(__name__)
@@ -210,16 +210,7 @@ class AdminSync:
 
     async def _listen(self) -> None:
         """Listen on a connection of its own; read the version when told, or every ``listen_poll_s``."""
-        url = self.engine.url
-        conn = await asyncpg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            server_settings={"application_name": "hazard-admin-sync"},
-            timeout=10,
-        )
+        conn = await listening_connection(self.engine, "hazard-admin-sync")
         told = asyncio.Event()
         lost = asyncio.Event()
 

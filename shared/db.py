@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -130,3 +131,18 @@ def keep_no_published_outbox_rows(op: Any, schema: str) -> None:
     op.drop_index(OUTBOX_PUBLISHED_INDEX, table_name="outbox", schema=schema)
     op.drop_index(OUTBOX_UNPUBLISHED_INDEX, table_name="outbox", schema=schema)
     op.drop_column("outbox", "published_at", schema=schema)
+
+
+async def listening_connection(engine: AsyncEngine, application_name: str) -> Any:
+    """A plain asyncpg connection to the engine's database, of its own (for ``LISTEN``: a pooled
+    connection would be handed to other work between notifications)."""
+    url = engine.url
+    return await asyncpg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        server_settings={"application_name": application_name},
+        timeout=10,
+    )

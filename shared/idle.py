@@ -169,6 +169,38 @@ def wake(key: str) -> None:
         event.set()
 
 
+async def wake_on_notify(
+    connect: Callable[[], Awaitable[Any]], channel: str, key: str, *, retry_s: float = 5.0
+) -> None:
+    """Wake this process's loops waiting on ``key`` whenever another process's commit notifies
+    ``channel`` (``pg_notify``, delivered at commit); runs until cancelled.
+
+    ``connect`` opens a connection of its own (:func:`shared.db.listening_connection`). Listening,
+    and again after every reconnection, it wakes them once: what was committed while nobody listened
+    is looked for too. A lost connection is opened again after ``retry_s``; meanwhile the loops'
+    own polls are the fallback.
+    """
+    while True:
+        conn = None
+        try:
+            conn = await connect()
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+            await conn.add_listener(channel, lambda *_: wake(key))
+            wake(key)
+            await lost.wait()
+            log.info("the listener on %s lost its connection; listening again in %s s", channel, retry_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("cannot listen on %s (%s); trying again in %s s", channel, exc, retry_s)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+        await asyncio.sleep(retry_s)
+
+
 def _wake_after_commit(session: Session) -> None:
     for key in session.info.pop(_WAKE_KEYS, ()):
         wake(key)

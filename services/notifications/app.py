@@ -9,7 +9,9 @@ from services.notifications.repository import NotificationsRepository
 from services.notifications.sender import SenderLoop
 from services.notifications.settings import NotificationsSettings
 from services.notifications.timers import DeliveryGauge, ReminderLoop
+from shared.db import listening_connection
 from shared.events import HazardNotified
+from shared.idle import wake_on_notify
 from shared.reference import ReferenceData, UnknownReference, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
@@ -57,6 +59,18 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
     gauge = DeliveryGauge(work=runtime.work)
     if settings.send:
         runtime.add_background(sender.run)  # not periodic: it claims again as soon as sends finish
+    if settings.send and not settings.consume:
+        # A sender of its own hears the consumers' commits by NOTIFY (in one process, the commit
+        # itself wakes the sender): an idle sender does not wait for its poll.
+
+        async def listen_for_deliveries() -> None:
+            await wake_on_notify(
+                lambda: listening_connection(runtime.engine, "hazard-notifications-sender"),
+                repository.DELIVERIES_CHANNEL,
+                repository.DELIVERIES_WAKE,
+            )
+
+        runtime.add_background(listen_for_deliveries)
     if settings.consume:
         runtime.until_due(
             reminders.sweep,

@@ -22,6 +22,10 @@ from shared.idle import wake_on_commit
 
 # Commits that add deliveries or reminders wake this process's sender and reminder loop (shared.idle).
 DELIVERIES_WAKE = "notifications.deliveries"
+# The same, heard by sender-only processes (NOTIFICATIONS__CONSUME=false, #16): a commit that adds
+# deliveries notifies this channel (at commit, once per transaction whatever the number of calls).
+DELIVERIES_CHANNEL = "hazard_notifications_deliveries"
+_NOTIFY_DELIVERIES = sa.text(f"SELECT pg_notify('{DELIVERIES_CHANNEL}', '')")
 REMINDERS_WAKE = "notifications.reminders"
 
 s = subscriptions.c
@@ -364,6 +368,7 @@ class NotificationsRepository:
         if not rows:
             return 0
         wake_on_commit(self.session, DELIVERIES_WAKE)
+        await self.session.execute(_NOTIFY_DELIVERIES)
         inserted = await self.session.execute(
             _ADD_DELIVERIES,
             {

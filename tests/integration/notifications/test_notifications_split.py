@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
+from services.notifications.repository import DELIVERIES_CHANNEL
 from shared.devstack.receivers import WebhookReceiver
 from tests.integration.notifications.notifications_helpers import (
     AppFactory,
@@ -74,3 +77,25 @@ async def test_a_sender_apart_from_the_consumer_delivers_each_notice_once_and_re
         assert gave_up["status"] == "failed"
         assert gave_up["attempts"] >= 2
         assert gave_up["attempts"] == len([c for c in hooks.calls if c.path == "/status/503/police"])
+
+
+async def test_a_consumer_apart_from_the_sender_announces_new_deliveries_by_notify(
+    notifications_app: AppFactory, kafka: Any, topics: dict[str, str], hooks: WebhookReceiver, db_url: str
+) -> None:
+    """A sender of its own hears the consumer's commits instead of waiting for its idle poll."""
+    heard = asyncio.Event()
+    dsn = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener(DELIVERIES_CHANNEL, lambda *_: heard.set())
+        async with notifications_app(send=False) as (_app, client):
+            await subscribe(
+                client, scope="department", scope_id="fire", channel="webhook", url=hooks.url("/fire")
+            )
+            assert not heard.is_set(), "a subscription is no delivery"
+            await publish(kafka.bootstrap_servers, topics["lifecycle"], Hazard().dispatched())
+            await asyncio.wait_for(heard.wait(), timeout=60)
+            log = await _log(client)
+            assert [d["status"] for d in log] == ["pending"], "announced, and left to the sender apart"
+    finally:
+        await listener.close()
