@@ -249,8 +249,11 @@ async def test_services_get_their_settings_and_are_stopped_on_sigterm(run: Run) 
             expected["INTAKE__PHOTOS__DIRECTORY"] = str(run.state_dir.absolute() / "photos")
         assert json.loads(body) == expected
         assert f"http://127.0.0.1:{run.port(name)}" in run.output
-    assert f"dashboard  http://127.0.0.1:{run.port('reporting')}/" in run.output
-    assert f"people     http://127.0.0.1:{run.port('reporting')}/app/" in run.output
+    # One column for every row's name, wide enough for the longest ("notifications").
+    for name in SERVICES:
+        assert f"   {name:<13} http://127.0.0.1:{run.port(name)} " in run.output
+    assert f"   {'dashboard':<13} http://127.0.0.1:{run.port('reporting')}/" in run.output
+    assert f"   {'people':<13} http://127.0.0.1:{run.port('reporting')}/app/" in run.output
     assert (
         f"SMTP 127.0.0.1:{run.port('smtp')}; each mail sent is a .eml file in {run.state_dir / 'mail'}/"
         in run.output
