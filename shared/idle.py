@@ -277,7 +277,7 @@ async def repeat_until_due(
     next_due_s: Callable[[], Awaitable[float | None]],
     *,
     wake_key: str,
-    busy_s: float,
+    busy_s: float | Callable[[float], float],
     idle_max_s: float,
     what: str,
     full_batch: int | None = None,
@@ -291,25 +291,29 @@ async def repeat_until_due(
     A step that handled a full batch (``full_batch``) is followed at once and wakes the process's other
     passes (a backlog to share). With ``watch`` shared by several passes, only one watches the clock.
     A failing step is logged and the next round retries; with ``idle_max_s <= busy_s`` this is a
-    plain poll every ``busy_s``.
+    plain poll every ``busy_s``. ``busy_s`` may be a function of how long the step took (seconds), for
+    steps paced by their cost; it is asked with 0 for the pause that follows a wake-up.
     """
+    pause = busy_s if callable(busy_s) else (lambda _took: busy_s)
+    base_s = pause(0.0)
     with Wakeup(wake_key) as wakeup:
         while True:
             wakeup.clear()
             handled = 0
+            started = time.monotonic()
             try:
                 handled = await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("%s failed, the next round retries: %s", what, exc)
-                await asyncio.sleep(max(busy_s, 1.0))
+                await asyncio.sleep(max(base_s, 1.0))
                 continue
             if full_batch is not None and handled >= full_batch:
                 wake(wake_key)  # a backlog: every pass of this process helps
                 continue
-            if handled or idle_max_s <= busy_s:
-                await asyncio.sleep(busy_s)
+            if handled or idle_max_s <= base_s:
+                await asyncio.sleep(pause(time.monotonic() - started))
                 continue
             watching = watch is None or not watch.watching
             if watching:
@@ -320,7 +324,7 @@ async def repeat_until_due(
                 except Exception as exc:
                     log.warning("%s could not read the next due time: %s", what, exc)
                     due_in = 0.0
-                wait = until_due_s(due_in, busy_s=busy_s, idle_max_s=idle_max_s)
+                wait = until_due_s(due_in, busy_s=base_s, idle_max_s=idle_max_s)
             else:
                 wait = 30 * idle_max_s  # another pass watches the clock and will wake this one if need be
             if watch is not None and watching:
@@ -331,4 +335,4 @@ async def repeat_until_due(
                 if watch is not None and watching:
                     watch.watching = False
             if woken:
-                await asyncio.sleep(busy_s)
+                await asyncio.sleep(base_s)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
@@ -15,7 +13,7 @@ from services.admin import api as admin_api
 from services.reporting import api, handlers, people, service, tables
 from services.reporting.repository import ROLLUP_WAKE, ReportingRepository
 from services.reporting.settings import ProjectionSettings, ReportingSettings, refresh_pause_s
-from shared.idle import Wakeup
+from shared.idle import repeat_until_due
 from shared.reference import ReferenceData, load_reference_data
 from shared.service import ServiceRuntime, create_http_app
 
@@ -24,31 +22,25 @@ log = logging.getLogger(__name__)
 
 
 async def repeat_rollup_refresh(
-    refresh: Callable[[], Awaitable[int]],
-    projection: ProjectionSettings,
-    *,
-    clock: Callable[[], float] = time.monotonic,
+    refresh: Callable[[], Awaitable[int]], projection: ProjectionSettings
 ) -> None:
     """The background rollup refresher: ``refresh`` while it finds changes, paced by its cost
     (:func:`refresh_pause_s`); once it finds none, wait for a commit of this process that recorded
     some (then ``rollup_refresh_s`` more, to gather the batch's neighbours), at most ``rollup_idle_s``
-    (or ``rollup_refresh_s`` if longer)."""
-    with Wakeup(ROLLUP_WAKE) as wakeup:
-        while True:
-            wakeup.clear()
-            started = clock()
-            try:
-                brought = await refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("rollup refresh failed, the next round retries: %s", exc)
-                await asyncio.sleep(max(projection.rollup_refresh_s, 1.0))
-                continue
-            if brought:
-                await asyncio.sleep(refresh_pause_s(projection, clock() - started))
-            elif await wakeup.wait(max(projection.rollup_idle_s, projection.rollup_refresh_s)):
-                await asyncio.sleep(projection.rollup_refresh_s)
+    (or ``rollup_refresh_s`` if longer). The shared timer loop (:func:`shared.idle.repeat_until_due`)
+    with no due times: changes are announced by commits."""
+
+    async def no_due_time() -> None:
+        return None
+
+    await repeat_until_due(
+        refresh,
+        no_due_time,
+        wake_key=ROLLUP_WAKE,
+        busy_s=lambda took: refresh_pause_s(projection, took),
+        idle_max_s=max(projection.rollup_idle_s, projection.rollup_refresh_s),
+        what="rollup refresh",
+    )
 
 
 def create_app(settings: ReportingSettings, *, reference: ReferenceData | None = None) -> FastAPI:
