@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
+from hypothesis import strategies as st
 
 from services.reporting.app import create_app
 from services.reporting.settings import ReportingSettings
@@ -72,3 +73,16 @@ async def wait_applied(db_url: str, expected: int, *, timeout_s: float = 120.0) 
         await wait_for(done, timeout_s=timeout_s, interval_s=0.3)
     finally:
         await engine.dispose()
+
+
+def shuffled_batches(draw: Any, events: list[Any], *, max_cuts: int) -> tuple[list[list[Any]], list[bool]]:
+    """For a hypothesis ``@composite``: ``events`` in a drawn order, cut into drawn batches, each
+    drawn to be followed by a rollup refresh or not."""
+    order = draw(st.permutations(range(len(events))))
+    shuffled = [events[i] for i in order]
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(events) - 1)), max_size=max_cuts))))
+    batches = [
+        shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True) if shuffled[a:b]
+    ]
+    refreshed = draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
+    return batches, refreshed

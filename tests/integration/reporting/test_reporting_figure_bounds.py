@@ -28,6 +28,7 @@ from services.reporting.repository import Filters, Period
 from shared import events as ev
 from shared.db import create_engine
 from shared.settings import DatabaseSettings
+from tests.integration.reporting.reporting_helpers import shuffled_batches
 from tests.support.factories import make_event, reported_payload
 
 pytestmark = pytest.mark.integration
@@ -172,14 +173,7 @@ def history(story: Story, index: int) -> list[ev.AnyEvent]:
 def deliveries(draw: Any) -> tuple[list[list[ev.AnyEvent]], list[bool]]:
     """Every event of some hazards in a random order, cut into random batches, each refreshed or not."""
     events = [e for i, s in enumerate(draw(st.lists(stories, min_size=1, max_size=8))) for e in history(s, i)]
-    order = draw(st.permutations(range(len(events))))
-    shuffled = [events[i] for i in order]
-    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(events) - 1)), max_size=6))))
-    batches = [
-        shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True) if shuffled[a:b]
-    ]
-    refreshed = draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
-    return batches, refreshed
+    return shuffled_batches(draw, events, max_cuts=6)
 
 
 async def _check_figures(conn: Any, *, when: str) -> None:
