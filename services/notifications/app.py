@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 
 from services.notifications import api, domain, handlers, repository, service, tables
@@ -37,7 +39,8 @@ def create_app(settings: NotificationsSettings, *, reference: ReferenceData | No
         interested=handlers.INTERESTED,
         reference=reference,
         publishes=(HazardNotified,),
-        repository=NotificationsRepository,
+        # Deliveries are announced by NOTIFY only to senders in other processes (SEND=false here).
+        repository=functools.partial(NotificationsRepository, announce=not settings.send),
     )
 
     def department_name(department_id: str, language: domain.Language) -> str:

@@ -213,8 +213,11 @@ _CANCEL_REMINDERS = sa.text(
 class NotificationsRepository:
     """The notifications schema, bound to one session; the caller (a unit of work) owns the transaction."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, announce: bool = True) -> None:
         self.session = session
+        # Whether a commit adding deliveries notifies DELIVERIES_CHANNEL: for senders in other
+        # processes; a process that sends itself is woken by its own commit and skips the statement.
+        self.announce = announce
 
     async def add_subscription(self, values: dict[str, Any]) -> None:
         """Insert a subscription."""
@@ -368,7 +371,8 @@ class NotificationsRepository:
         if not rows:
             return 0
         wake_on_commit(self.session, DELIVERIES_WAKE)
-        await self.session.execute(_NOTIFY_DELIVERIES)
+        if self.announce:
+            await self.session.execute(_NOTIFY_DELIVERIES)
         inserted = await self.session.execute(
             _ADD_DELIVERIES,
             {
