@@ -20,6 +20,11 @@ from services.notifications import domain
 from services.notifications.tables import deliveries, reminders, subscriptions
 from shared.idle import wake_on_commit
 
+# Arrays rather than ``IN (...)`` on the sender's hot path: an expanding IN is a new SQL text (and
+# a new server-side prepared statement) for every count of ids, one array parameter is one text.
+_BIGINTS = pg.ARRAY(sa.BigInteger)
+_UUIDS = pg.ARRAY(pg.UUID(as_uuid=True))
+
 # Commits that add deliveries or reminders wake this process's sender and reminder loop (shared.idle).
 DELIVERIES_WAKE = "notifications.deliveries"
 # The same, heard by sender-only processes (NOTIFICATIONS__CONSUME=false, #16): a commit that adds
@@ -440,7 +445,7 @@ class NotificationsRepository:
             values["attempts"] = d.attempts + 1
         leased = await self.session.execute(
             sa.update(deliveries)
-            .where(d.delivery_id.in_(list(chosen)))
+            .where(d.delivery_id == sa.any_(sa.bindparam("chosen", list(chosen), type_=_BIGINTS)))
             .values(**values)
             .returning(deliveries)
         )
@@ -448,7 +453,12 @@ class NotificationsRepository:
         subs = {
             row.subscription_id: _subscription(row)
             for row in await self.session.execute(
-                sa.select(subscriptions).where(s.subscription_id.in_({row.subscription_id for row in rows}))
+                sa.select(subscriptions).where(
+                    s.subscription_id
+                    == sa.any_(
+                        sa.bindparam("subs", list({row.subscription_id for row in rows}), type_=_UUIDS)
+                    )
+                )
             )
         }
         return [

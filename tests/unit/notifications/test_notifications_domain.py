@@ -144,6 +144,33 @@ def test_malformed_addresses_are_refused(address: str) -> None:
         domain.check_email_address(address)
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://example.org/hook", "must start with http"),
+        ("http:///hook", "needs a host"),
+        ("https://user:pw@example.org/hook", "credentials"),
+        ("https://example.org/a\u00a0hook", "no spaces"),
+        ("https://example.org/a\x1chook", "no spaces"),
+        ("http://example.org:99999/hook", "not a URL"),
+    ],
+)
+def test_a_malformed_webhook_url_is_refused_every_time_it_is_checked(url: str, problem: str) -> None:
+    # The check's answer is remembered per URL string (the sender checks before every send): a
+    # refusal must come back as a refusal, with its reason, on every call.
+    for _ in range(2):
+        with pytest.raises(domain.InvalidSubscription) as refused:
+            domain.check_webhook_url(url)
+        assert refused.value.field == "url"
+        assert problem in refused.value.problem
+
+
+def test_a_webhook_urls_host_and_port_are_read_from_it() -> None:
+    assert domain.check_webhook_url("https://hooks.example.org/x") == ("hooks.example.org", 443)
+    assert domain.check_webhook_url("http://hooks.example.org/x") == ("hooks.example.org", 80)
+    assert domain.check_webhook_url("http://127.0.0.1:8081/x") == ("127.0.0.1", 8081)
+
+
 def test_messages_are_chinese_by_default_english_on_request_and_fit_the_robots() -> None:
     notice = domain.notices_for(Hazard(start=NOW).dispatched())[0].as_json()
     sub = uuid.uuid4()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 
 from services.notifications import domain, repository
 from services.notifications.sender import SenderLoop
@@ -253,3 +253,17 @@ def test_a_notice_failed_by_the_open_circuit_shows_the_targets_last_failure_on_t
     assert domain.error_kind("circuit open, not attempted; last error: no answer within 10 s") == "timeout"
     assert domain.error_kind("circuit open, not attempted; last error: ?") == "error"
     assert domain.error_kind("circuit open, not attempted; last error: ") == "circuit open"
+
+
+def test_a_sealed_secret_opens_to_itself_and_a_new_seal_of_another_secret_to_the_other() -> None:
+    # Opened secrets are kept (keyed by the sealed bytes): each sealed value still opens to its own
+    # secret, and a wrong key still fails.
+    secrets = Secrets(Fernet.generate_key().decode())
+    first, second = secrets.seal("first-secret"), secrets.seal("second-secret")
+    assert [secrets.open(first), secrets.open(second), secrets.open(first)] == [
+        b"first-secret",
+        b"second-secret",
+        b"first-secret",
+    ]
+    with pytest.raises(InvalidToken):
+        Secrets(Fernet.generate_key().decode()).open(first)
