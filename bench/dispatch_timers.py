@@ -1,8 +1,8 @@
 """Dispatch timers: 100,000 pending receipt deadlines falling due within one minute all fire, once, on time.
 
-100,000 pending dispatches are written with their timers (receipt deadline, and the
+100,000 pending dispatches are written with their schedules (receipt deadline, and the
 escalation chain: the level-1 reminder is due with the deadline, levels 2 and 3 hours
-later), their deadlines spread evenly over one minute starting a little after the
+later; since #20 the dispatch row carries them and ``dispatch.timers`` records each step fired), their deadlines spread evenly over one minute starting a little after the
 service starts. The dispatch service runs as `--replicas` processes (``python -m services.dispatch``,
 the real wiring: timer loop, outbox relay to the broker, consumer). We report lateness = fired_at - due_at (p50, p99,
 max; target p99 under 2 s), check that every due timer fired, and read the topic back
@@ -53,7 +53,7 @@ FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 async def _seed(url: str, count: int) -> float:
-    """Write `count` pending dispatches and their timers, due far in the future for now."""
+    """Write `count` pending dispatches with their schedules, due far in the future for now."""
     reference = load_reference_data()
     engine = create_engine(DatabaseSettings(url=url))
     started = time.perf_counter()
@@ -61,7 +61,6 @@ async def _seed(url: str, count: int) -> float:
         created = datetime.now(UTC)
         for start in range(0, count, 5000):
             dispatch_rows: list[dict[str, Any]] = []
-            timer_rows: list[dict[str, Any]] = []
             for index in range(start, min(count, start + 5000)):
                 dispatch_id = uuid.uuid4()
                 # The offset (in microseconds of the window) rides on the deadline; _arm moves it to now.
@@ -84,23 +83,14 @@ async def _seed(url: str, count: int) -> float:
                     receipt_deadline=deadline,
                     deadline_rule=ev.FrozenDeadlineRule(minutes=120, working_time=True),
                     created_at=created,
+                    escalation=domain.escalation_plan(
+                        deadline=deadline, steps=reference.escalation_steps, reference=reference
+                    ),
                 )
                 dispatch_rows.append(repo.dispatch_row(dispatch, dispatched_by="system"))
-                timer_rows.extend(
-                    repo.timer_row(t)
-                    for t in domain.escalation_timers(
-                        dispatch_id=dispatch_id,
-                        department_id="fire",
-                        deadline=deadline,
-                        steps=reference.escalation_steps,
-                        reference=reference,
-                    )
-                )
             async with engine.begin() as conn:
                 await conn.execute(sa.insert(tables.dispatches), dispatch_rows)
-                await conn.execute(sa.insert(tables.timers), timer_rows)
         async with engine.begin() as conn:
-            await conn.execute(sa.text("analyze dispatch.timers"))
             await conn.execute(sa.text("analyze dispatch.dispatches"))
     finally:
         await engine.dispose()
@@ -121,18 +111,20 @@ async def _arm(url: str, *, count: int, window_s: float, lead_s: float) -> datet
                 " * 1000000 * cast(:step as double precision)) * interval '1 microsecond')"
             )
             params = {"begin": begin, "far": FAR, "step": window_s * 1_000_000 / count}
-            await conn.execute(
-                sa.text(f"update dispatch.dispatches set receipt_deadline = {spread.text}"), params
-            )
+            # The deadline, the next due step and every escalation step move together (each step keeps
+            # its distance from the deadline; the SET expressions read the row before the update).
             await conn.execute(
                 sa.text(
-                    "update dispatch.timers t set due_at = d.receipt_deadline + "
-                    "case t.level when 2 then interval '2 hours' when 3 then interval '24 hours' else interval '0' end "
-                    "from dispatch.dispatches d where d.dispatch_id = t.dispatch_id"
-                )
+                    f"update dispatch.dispatches set receipt_deadline = {spread.text}, "
+                    f"next_due_at = {spread.text}, "
+                    "escalation = (select jsonb_agg(jsonb_set(s, '{due_at}', to_jsonb("
+                    f"{spread.text} + (cast(s ->> 'due_at' as timestamptz) - receipt_deadline))) "
+                    "order by cast(s ->> 'level' as int)) from jsonb_array_elements(escalation) s)"
+                ),
+                params,
             )
         async with engine.begin() as conn:
-            await conn.execute(sa.text("analyze dispatch.timers"))
+            await conn.execute(sa.text("analyze dispatch.dispatches"))
     finally:
         await engine.dispose()
     return begin

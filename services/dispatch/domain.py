@@ -87,10 +87,28 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Timer:
-    """One durable deadline of a dispatch: the receipt deadline (level 0) or an escalation step."""
+    """One deadline of a dispatch: the receipt deadline (level 0) or an escalation step.
+
+    Not a row of its own (#20): a dispatch carries its schedule (``receipt_deadline`` and
+    ``escalation``) and the due time of its next unfired step; :func:`schedule` lists the steps.
+    """
 
     dispatch_id: uuid.UUID
     kind: TimerKind
+    level: int
+    target: str
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationDue:
+    """One escalation step as frozen on its dispatch: its level, whom it goes to, when it falls due.
+
+    Computed once when the dispatch is made (from the chain and the calendar in force then), so a
+    later change of ``escalation.yaml`` or of the calendar never moves a dispatch's steps; only an
+    approved extension recomputes the due times, as the timers were moved before #20.
+    """
+
     level: int
     target: str
     due_at: datetime
@@ -121,6 +139,8 @@ class Dispatch:
     original_receipt_deadline: datetime | None = None
     """The receipt deadline as first frozen, once an extension moved it (None: never moved)."""
     extension_request: ExtensionRequest | None = None
+    escalation: tuple[EscalationDue, ...] = ()
+    """The escalation steps frozen at dispatch time, after the receipt deadline (level 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +195,9 @@ class ReturnPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of a decision: dispatches created or changed, timers to add, events to publish."""
+    """The result of a decision: dispatches created or changed (each with its schedule), events to publish."""
 
     dispatches: tuple[Dispatch, ...] = ()
-    timers: tuple[Timer, ...] = ()
     events: tuple[DispatchEvent, ...] = ()
     referral: ReferralReason | None = None
     return_requested: bool = False
@@ -221,35 +240,44 @@ def receipt_deadline(
     return deadline, freeze_rule(rule)
 
 
-def escalation_timers(
-    *,
-    dispatch_id: uuid.UUID,
-    department_id: str,
-    deadline: datetime,
-    steps: Iterable[EscalationStep],
-    reference: ReferenceData,
-) -> tuple[Timer, ...]:
-    """The receipt-deadline timer and one timer per escalation step, each due `after` the deadline."""
-    timers = [
-        Timer(
-            dispatch_id=dispatch_id,
-            kind="receipt_overdue",
-            level=RECEIPT_OVERDUE_LEVEL,
-            target=department_id,
-            due_at=deadline,
+def escalation_plan(
+    *, deadline: datetime, steps: Iterable[EscalationStep], reference: ReferenceData
+) -> tuple[EscalationDue, ...]:
+    """One due step per escalation step of the chain, each due `after` the receipt deadline."""
+    return tuple(
+        EscalationDue(
+            level=step.level,
+            target=step.target,
+            due_at=add_deadline(deadline, step.after, reference.calendar),
         )
+        for step in steps
+    )
+
+
+def schedule(dispatch: Dispatch) -> tuple[Timer, ...]:
+    """Every step of a dispatch: the receipt deadline (level 0), then its frozen escalation steps."""
+    receipt = Timer(
+        dispatch_id=dispatch.dispatch_id,
+        kind="receipt_overdue",
+        level=RECEIPT_OVERDUE_LEVEL,
+        target=dispatch.department_id,
+        due_at=dispatch.receipt_deadline,
+    )
+    return (receipt, *_escalation_timers(dispatch.dispatch_id, dispatch.escalation))
+
+
+def _escalation_timers(dispatch_id: uuid.UUID, steps: Iterable[EscalationDue]) -> list[Timer]:
+    return [
+        Timer(dispatch_id=dispatch_id, kind="escalation", level=s.level, target=s.target, due_at=s.due_at)
+        for s in steps
     ]
-    for step in steps:
-        timers.append(
-            Timer(
-                dispatch_id=dispatch_id,
-                kind="escalation",
-                level=step.level,
-                target=step.target,
-                due_at=add_deadline(deadline, step.after, reference.calendar),
-            )
-        )
-    return tuple(timers)
+
+
+def first_due(dispatch: Dispatch) -> datetime | None:
+    """When the first step of a dispatch none of whose steps fired yet falls due (None: not pending)."""
+    if dispatch.status != "pending":
+        return None
+    return min(t.due_at for t in schedule(dispatch))
 
 
 class _Meta(TypedDict):
@@ -302,6 +330,7 @@ def dispatch_to(
         created_at=now,
         reason=reason,
         previous_dispatch_id=previous_dispatch_id,
+        escalation=escalation_plan(deadline=deadline, steps=reference.escalation_steps, reference=reference),
     )
     event = HazardDispatched(
         **_event_meta(hazard_id=facts.hazard_id, now=now, causation_id=causation_id, new_id=new_id),
@@ -316,14 +345,7 @@ def dispatch_to(
             dispatched_by=dispatched_by,
         ),
     )
-    timers = escalation_timers(
-        dispatch_id=dispatch.dispatch_id,
-        department_id=department_id,
-        deadline=deadline,
-        steps=reference.escalation_steps,
-        reference=reference,
-    )
-    return Outcome(dispatches=(dispatch,), timers=timers, events=(event,))
+    return Outcome(dispatches=(dispatch,), events=(event,))
 
 
 def refer_to_operators(
@@ -601,7 +623,6 @@ def _returned(
         )
     return Outcome(
         dispatches=(returned, *next_step.dispatches),
-        timers=next_step.timers,
         events=(returned_event, *next_step.events),
         referral=next_step.referral,
     )
@@ -638,9 +659,7 @@ def reassign(
         dispatched_by=by,
         new_id=new_id,
     )
-    return Outcome(
-        dispatches=(superseded, *next_step.dispatches), timers=next_step.timers, events=next_step.events
-    )
+    return Outcome(dispatches=(superseded, *next_step.dispatches), events=next_step.events)
 
 
 def assign_from_queue(
@@ -685,56 +704,107 @@ def overdue_event(
 
 
 @dataclass(frozen=True, slots=True)
-class DueTimer:
-    """A claimed timer with the state of its dispatch, as the timer loop sees it."""
+class DueDispatch:
+    """A dispatch claimed by a timer pass: its state and its frozen schedule, as the timer loop sees it.
 
-    timer_id: int
-    kind: TimerKind
-    level: int
-    target: str
+    The steps still to fire follow from the state: the receipt deadline while ``overdue_at`` is
+    unset, and the escalation steps above ``escalation_level`` (levels strictly increase along the
+    chain and fire in due order).
+    """
+
     dispatch_id: uuid.UUID
     hazard_id: uuid.UUID
     department_id: str
     status: DispatchStatus
     receipt_deadline: datetime
     overdue_at: datetime | None
+    escalation_level: int
+    escalation: tuple[EscalationDue, ...]
+
+
+def unfired_steps(due: DueDispatch) -> list[Timer]:
+    """The steps of a pending dispatch that have not fired, in due order (none once it left pending)."""
+    if due.status != "pending":
+        return []
+    steps = _escalation_timers(due.dispatch_id, (s for s in due.escalation if s.level > due.escalation_level))
+    if due.overdue_at is None:
+        steps.append(
+            Timer(
+                dispatch_id=due.dispatch_id,
+                kind="receipt_overdue",
+                level=RECEIPT_OVERDUE_LEVEL,
+                target=due.department_id,
+                due_at=due.receipt_deadline,
+            )
+        )
+    return sorted(steps, key=lambda t: (t.due_at, t.level))
 
 
 @dataclass(frozen=True, slots=True)
-class TimerDecision:
-    """What firing one due timer does: publish an event (or not) and mark the dispatch overdue (or not)."""
+class Firing:
+    """What a timer pass does to one claimed dispatch: the steps fired, their events, the state after."""
 
-    timer_id: int
-    event: HazardReceiptOverdue | HazardEscalated | None
-    marks_overdue: bool
+    dispatch_id: uuid.UUID
+    fired: tuple[Timer, ...]
+    events: tuple[HazardReceiptOverdue | HazardEscalated, ...]
+    overdue_at: datetime | None
+    escalation_level: int
+    next_due_at: datetime | None
+    """When the next unfired step falls due (None: nothing left to fire); the claim's index key."""
+
+    @property
+    def marks_overdue(self) -> bool:
+        """Whether this firing declared the receipt overdue."""
+        return any(t.kind == "receipt_overdue" for t in self.fired)
 
 
-def fire(timer: DueTimer, *, now: datetime, new_id: IdFactory = uuid.uuid4) -> TimerDecision:
-    """Fire a due timer: nothing once the dispatch left `pending`, else overdue or its escalation step."""
-    if timer.status != "pending" or (timer.kind == "receipt_overdue" and timer.overdue_at is not None):
-        return TimerDecision(timer_id=timer.timer_id, event=None, marks_overdue=False)
-    meta = _event_meta(hazard_id=timer.hazard_id, now=now, causation_id=None, new_id=new_id)
-    if timer.kind == "receipt_overdue":
-        overdue = HazardReceiptOverdue(
-            **meta,
-            payload=HazardReceiptOverduePayload(
-                dispatch_id=timer.dispatch_id,
-                department_id=timer.department_id,
-                receipt_deadline=timer.receipt_deadline,
-            ),
-        )
-        return TimerDecision(timer_id=timer.timer_id, event=overdue, marks_overdue=True)
-    escalated = HazardEscalated(
-        **meta,
-        payload=HazardEscalatedPayload(
-            dispatch_id=timer.dispatch_id,
-            department_id=timer.department_id,
-            level=timer.level,
-            target=timer.target,
-            receipt_deadline=timer.receipt_deadline,
-        ),
+def fire(due: DueDispatch, *, now: datetime, new_id: IdFactory = uuid.uuid4) -> Firing:
+    """Fire every step of a claimed dispatch due by `now`, in due order; the next one is the one after.
+
+    A dispatch that left `pending` fires nothing and has nothing left (its leaving cleared the
+    next due time already; this only guards rows written otherwise).
+    """
+    steps = unfired_steps(due)
+    fired = [t for t in steps if t.due_at <= now]
+    later = [t.due_at for t in steps if t.due_at > now]
+    events: list[HazardReceiptOverdue | HazardEscalated] = []
+    overdue_at, level = due.overdue_at, due.escalation_level
+    for step in fired:
+        meta = _event_meta(hazard_id=due.hazard_id, now=now, causation_id=None, new_id=new_id)
+        if step.kind == "receipt_overdue":
+            overdue_at = now
+            events.append(
+                HazardReceiptOverdue(
+                    **meta,
+                    payload=HazardReceiptOverduePayload(
+                        dispatch_id=due.dispatch_id,
+                        department_id=due.department_id,
+                        receipt_deadline=due.receipt_deadline,
+                    ),
+                )
+            )
+        else:
+            level = max(level, step.level)
+            events.append(
+                HazardEscalated(
+                    **meta,
+                    payload=HazardEscalatedPayload(
+                        dispatch_id=due.dispatch_id,
+                        department_id=due.department_id,
+                        level=step.level,
+                        target=step.target,
+                        receipt_deadline=due.receipt_deadline,
+                    ),
+                )
+            )
+    return Firing(
+        dispatch_id=due.dispatch_id,
+        fired=tuple(fired),
+        events=tuple(events),
+        overdue_at=overdue_at,
+        escalation_level=level,
+        next_due_at=min(later, default=None),
     )
-    return TimerDecision(timer_id=timer.timer_id, event=escalated, marks_overdue=False)
 
 
 # ---------------------------------------------------------------- deadline extensions (延期申请)
@@ -856,7 +926,12 @@ def approve_extension(
     now: datetime,
     new_id: IdFactory = uuid.uuid4,
 ) -> Outcome:
-    """Move the frozen receipt deadline to the requested one; the timers follow it (returned in the outcome)."""
+    """Move the frozen receipt deadline to the requested one; the escalation steps follow it.
+
+    The frozen steps (levels and targets) stay; their due times are counted again from the new
+    deadline by the chain's step of the same level (a level the chain no longer has keeps its due
+    time), as the timer rows were moved before #20.
+    """
     request = _awaiting_extension(dispatch)
     _require_pending(dispatch, "extended")
     if dispatch.overdue_at is not None:
@@ -877,20 +952,22 @@ def approve_extension(
         now=now,
         new_id=new_id,
     )
+    moved = {
+        s.level: s
+        for s in escalation_plan(
+            deadline=request.requested_deadline, steps=reference.escalation_steps, reference=reference
+        )
+    }
     extended = replace(
         dispatch,
         receipt_deadline=request.requested_deadline,
         original_receipt_deadline=original,
         extension_request=decided,
+        escalation=tuple(
+            replace(s, due_at=moved[s.level].due_at) if s.level in moved else s for s in dispatch.escalation
+        ),
     )
-    timers = escalation_timers(
-        dispatch_id=dispatch.dispatch_id,
-        department_id=dispatch.department_id,
-        deadline=request.requested_deadline,
-        steps=reference.escalation_steps,
-        reference=reference,
-    )
-    return Outcome(dispatches=(extended,), timers=timers, events=(event,))
+    return Outcome(dispatches=(extended,), events=(event,))
 
 
 def refuse_extension(

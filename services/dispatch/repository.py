@@ -2,32 +2,32 @@
 
 The caller (a unit of work, :mod:`shared.uow`) owns the transaction. Statements are SQLAlchemy
 Core built from ``tables.py``; the batch inserts are one ``unnest`` statement per batch (compiling
-a multi-row VALUES costs far more) and the timer claims are hand-written SQL (see ``_CLAIM``).
+a multi-row VALUES costs far more) and the timer claim is hand-written SQL (see ``_CLAIM``).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch import domain
-from services.dispatch.tables import dispatches, hazards, relapses, returns, timers
+from services.dispatch.tables import dispatches, hazards, relapses, returns
 from shared.events import FrozenDeadlineRule
 from shared.idle import wake_on_commit
 
 ListStatus = Literal["pending", "acknowledged", "overdue", "returned", "superseded"]
 
 d = dispatches.c
-t = timers.c
 h = hazards.c
 
 
@@ -66,14 +66,6 @@ class DispatchRecord:
     past_deadline: bool
     """Pending and past its receipt deadline on the database's clock (the reading transaction's now)."""
     report: Report | None
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A due timer claimed by this transaction, with its due time."""
-
-    timer: domain.DueTimer
-    due_at: datetime
 
 
 # ---------------------------------------------------------------- statements and row shapes
@@ -128,16 +120,20 @@ _DISPATCH_COLUMNS = (
     ("dispatched_by", "text"),
     ("created_at", "timestamptz"),
     ("note", "text"),
+    ("escalation", "jsonb"),
+    ("next_due_at", "timestamptz"),
 )
-_TIMER_COLUMNS = (
+# A row of dispatch.timers is written only when a step fires (#20): the history of what went out.
+_FIRED_COLUMNS = (
     ("dispatch_id", "uuid"),
     ("kind", "text"),
     ("level", "integer"),
     ("target", "text"),
     ("due_at", "timestamptz"),
+    ("fired_at", "timestamptz"),
 )
 _INSERT_DISPATCHES = _unnest_insert("dispatches", _DISPATCH_COLUMNS)
-_INSERT_TIMERS = _unnest_insert("timers", _TIMER_COLUMNS)
+_INSERT_FIRED = _unnest_insert("timers", _FIRED_COLUMNS)
 
 
 def _columns(
@@ -152,8 +148,26 @@ def _columns(
     }
 
 
+def escalation_json(steps: Sequence[domain.EscalationDue]) -> list[dict[str, Any]]:
+    """The frozen escalation steps as the ``escalation`` column holds them."""
+    return [{"level": s.level, "target": s.target, "due_at": s.due_at.isoformat()} for s in steps]
+
+
+def escalation_of(value: Any) -> tuple[domain.EscalationDue, ...]:
+    """The ``escalation`` column as domain values (JSON text or decoded; NULL: none)."""
+    if value is None:
+        return ()
+    steps = json.loads(value) if isinstance(value, str) else value
+    return tuple(
+        domain.EscalationDue(
+            level=int(x["level"]), target=x["target"], due_at=datetime.fromisoformat(x["due_at"])
+        )
+        for x in steps
+    )
+
+
 def dispatch_row(dispatch: domain.Dispatch, *, dispatched_by: str, note: str | None = None) -> dict[str, Any]:
-    """The table row of a new dispatch."""
+    """The table row of a new dispatch, with its schedule: its frozen steps and the first one's due time."""
     return {
         "dispatch_id": dispatch.dispatch_id,
         "hazard_id": dispatch.hazard_id,
@@ -171,17 +185,8 @@ def dispatch_row(dispatch: domain.Dispatch, *, dispatched_by: str, note: str | N
         "dispatched_by": dispatched_by,
         "created_at": dispatch.created_at,
         "note": note,
-    }
-
-
-def timer_row(timer: domain.Timer) -> dict[str, Any]:
-    """The table row of a new timer."""
-    return {
-        "dispatch_id": timer.dispatch_id,
-        "kind": timer.kind,
-        "level": timer.level,
-        "target": timer.target,
-        "due_at": timer.due_at,
+        "escalation": escalation_json(dispatch.escalation),
+        "next_due_at": domain.first_due(dispatch),
     }
 
 
@@ -225,6 +230,7 @@ def to_domain(row: Any) -> domain.Dispatch:
         return_request=return_request_of(row),
         original_receipt_deadline=row.original_receipt_deadline,
         extension_request=extension_request_of(row),
+        escalation=escalation_of(row.escalation),
     )
 
 
@@ -313,53 +319,34 @@ def _status_filter(status: ListStatus | None) -> list[sa.ColumnElement[bool]]:
     return [d.status == status]
 
 
-# Claiming locks the dispatches first (skipping those another transaction holds: an
-# acknowledgement, a return, another replica's pass), then every due timer of the dispatches it
-# holds. Locking timer and dispatch rows together (``FOR UPDATE OF t, d SKIP LOCKED`` over the
-# join) let two passes split one dispatch: one locked the receipt timer and then failed to lock
-# the dispatch, the other got the dispatch with only the escalation timer, fired the escalation
-# without declaring the dispatch overdue, and an acknowledgement a moment later counted as on time
-# (seen once in a thousand races). Everyone who writes timers holds their dispatch first, so the
-# second statement never waits.
-#
-# The first statement walks the due timers in due order (the ``timers_due`` index) and locks their
-# dispatches as it goes, ``LIMIT`` counting only rows it could lock: a dispatch another pass holds
-# is skipped and the walk goes on to the next ones, so concurrent passes (and replicas) share a
-# backlog instead of all picking the same oldest rows and all but one finding them locked. A
-# dispatch with two due timers is met twice (locking it again in the same transaction is a no-op).
-_CLAIM_DISPATCHES = sa.text(
-    """
-    select d.dispatch_id
-    from dispatch.timers t
-    join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
-    where t.fired_at is null and t.due_at <= :now
-    order by t.due_at, t.level
-    limit :limit
-    for update of d skip locked
-    """
-)
+# A dispatch carries the due time of its next unfired step (``next_due_at``, NULL once nothing is
+# left or it left ``pending``) under a partial index of the non-NULL ones (#20): no timer rows are
+# written with a dispatch. A pass walks that index in due order and locks the dispatches as it
+# goes, ``LIMIT`` counting only rows it could lock: a dispatch another transaction holds (an
+# acknowledgement, a return, another replica's pass) is skipped and the walk goes on to the next,
+# so concurrent passes and replicas share a backlog. A dispatch updated after the statement's
+# snapshot is re-read before it is locked (READ COMMITTED): one whose acknowledgement just
+# committed no longer matches. The pass fires every due step of the dispatches it holds and moves
+# ``next_due_at`` to the next step in the same transaction, so a dispatch is never split between
+# two passes (the receipt deadline fired by one, the escalation due with it by another).
 _CLAIM = sa.text(
     """
-    select t.id, t.kind, t.level, t.target, t.due_at, t.dispatch_id,
-           d.hazard_id, d.department_id, d.status, d.receipt_deadline, d.overdue_at
-    from dispatch.timers t
-    join dispatch.dispatches d on d.dispatch_id = t.dispatch_id
-    where t.dispatch_id = any(cast(:ids as uuid[])) and t.fired_at is null and t.due_at <= :now
-    order by t.due_at, t.level
-    for update of t
+    select dispatch_id, hazard_id, department_id, status, receipt_deadline, overdue_at,
+           escalation_level, escalation
+    from dispatch.dispatches
+    where next_due_at <= :now
+    order by next_due_at
+    limit :limit
+    for update skip locked
     """
-)
-_MARK_TIMERS = sa.text(
-    "update dispatch.timers set fired_at = :now, cancelled = (id = any(cast(:cancelled as bigint[]))) "
-    "where id = any(cast(:ids as bigint[]))"
-)
-_MARK_DISPATCHES = sa.text(
+).columns(escalation=pg.JSONB)
+_MARK_FIRED = sa.text(
     """
     update dispatch.dispatches d
-    set overdue_at = case when v.overdue then :now else d.overdue_at end,
-        escalation_level = greatest(d.escalation_level, v.level)
-    from unnest(cast(:ids as uuid[]), cast(:overdue as boolean[]), cast(:levels as integer[]))
-         as v(dispatch_id, overdue, level)
+    set overdue_at = v.overdue_at, escalation_level = v.level, next_due_at = v.next_due_at
+    from unnest(cast(:ids as uuid[]), cast(:overdue_at as timestamptz[]), cast(:levels as integer[]),
+                cast(:next_due_at as timestamptz[]))
+         as v(dispatch_id, overdue_at, level, next_due_at)
     where d.dispatch_id = v.dispatch_id
     """
 )
@@ -368,10 +355,10 @@ _MARK_DISPATCHES = sa.text(
 # ---------------------------------------------------------------- the repository
 
 
-# Commits that add or move timers wake this process's timer passes (shared.idle).
+# Commits that add or move due steps wake this process's timer passes (shared.idle).
 TIMERS_WAKE = "dispatch.timers"
-_NEXT_DUE = sa.select(sa.extract("epoch", sa.func.min(t.due_at) - sa.bindparam("now"))).where(
-    t.fired_at.is_(None)
+_NEXT_DUE = sa.select(sa.extract("epoch", sa.func.min(d.next_due_at) - sa.bindparam("now"))).where(
+    d.next_due_at.is_not(None)
 )
 
 
@@ -447,36 +434,26 @@ class DispatchRepository:
     # ------------------------------------------------------------ dispatches
 
     async def add_dispatches(
-        self,
-        new: Sequence[domain.Dispatch],
-        new_timers: Sequence[domain.Timer],
-        *,
-        dispatched_by: str,
-        note: str | None = None,
+        self, new: Sequence[domain.Dispatch], *, dispatched_by: str, note: str | None = None
     ) -> None:
-        """Insert new dispatches and their timers."""
+        """Insert new dispatches, each carrying its schedule (no timer rows: the row is the timer)."""
         if new:
             rows = [dispatch_row(x, dispatched_by=dispatched_by, note=note) for x in new]
-            await self.session.execute(_INSERT_DISPATCHES, _columns(rows, _DISPATCH_COLUMNS))
-        if new_timers:
-            await self.session.execute(
-                _INSERT_TIMERS, _columns([timer_row(x) for x in new_timers], _TIMER_COLUMNS)
-            )
-            wake_on_commit(self.session, TIMERS_WAKE)
+            columns = _columns(rows, _DISPATCH_COLUMNS)
+            # unnest() flattens nested arrays, so each dispatch's steps travel as one JSON text.
+            columns["escalation"] = [json.dumps(x) for x in columns["escalation"]]
+            await self.session.execute(_INSERT_DISPATCHES, columns)
+            if any(row["next_due_at"] is not None for row in rows):
+                wake_on_commit(self.session, TIMERS_WAKE)
 
     async def add_dispatches_unless_active(
-        self,
-        new: Sequence[domain.Dispatch],
-        new_timers: Sequence[domain.Timer],
-        *,
-        dispatched_by: str,
-        note: str | None = None,
+        self, new: Sequence[domain.Dispatch], *, dispatched_by: str, note: str | None = None
     ) -> bool:
         """Insert like :meth:`add_dispatches`; False (nothing written) when the hazard already has an
         active dispatch (the unique index refuses a second one: a concurrent action won)."""
         try:
             async with self.session.begin_nested():
-                await self.add_dispatches(new, new_timers, dispatched_by=dispatched_by, note=note)
+                await self.add_dispatches(new, dispatched_by=dispatched_by, note=note)
         except IntegrityError:
             return False
         return True
@@ -499,8 +476,15 @@ class DispatchRepository:
         acknowledged_by: str | None = None,
         returned_by: str | None = None,
         now: datetime,
+        reschedule: bool = False,
     ) -> None:
-        """Write a changed dispatch's state back."""
+        """Write a changed dispatch's state back.
+
+        A dispatch that left ``pending`` has no step left to fire: its ``next_due_at`` is cleared in
+        the same statement (an acknowledgement, return or reassignment stops its timers without a
+        write of its own). ``reschedule`` (an approved extension, before any step fired) writes the
+        moved steps and the first one's due time.
+        """
         values: dict[str, Any] = {
             "status": dispatch.status,
             "acknowledged_at": dispatch.acknowledged_at,
@@ -540,6 +524,15 @@ class DispatchRepository:
             }
         if dispatch.status in ("returned", "superseded"):
             values["closed_at"] = now
+        if dispatch.status != "pending":
+            values["next_due_at"] = None
+        elif reschedule:
+            values |= {
+                "receipt_deadline": dispatch.receipt_deadline,
+                "escalation": escalation_json(dispatch.escalation),
+                "next_due_at": domain.first_due(dispatch),
+            }
+            wake_on_commit(self.session, TIMERS_WAKE)
         await self.session.execute(
             sa.update(dispatches).where(d.dispatch_id == dispatch.dispatch_id).values(**values)
         )
@@ -577,87 +570,59 @@ class DispatchRepository:
 
     # ------------------------------------------------------------ timers
 
-    async def stop_timers(self, dispatch_id: uuid.UUID, *, now: datetime) -> None:
-        """Stop every timer of a dispatch that has not fired (acknowledged, returned or superseded)."""
-        await self.session.execute(
-            sa.update(timers)
-            .where(t.dispatch_id == dispatch_id, t.fired_at.is_(None))
-            .values(fired_at=now, cancelled=True)
-        )
-
-    async def reschedule_timers(self, moved: Sequence[domain.Timer]) -> None:
-        """Move the unfired timers of a dispatch to the due times given (an approved extension)."""
-        for timer in moved:
-            await self.session.execute(
-                sa.update(timers)
-                .where(
-                    t.dispatch_id == timer.dispatch_id,
-                    t.kind == timer.kind,
-                    t.level == timer.level,
-                    t.fired_at.is_(None),
-                )
-                .values(due_at=timer.due_at)
-            )
-        if moved:
-            wake_on_commit(self.session, TIMERS_WAKE)
-
     async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
-        """Seconds from ``now`` until the earliest unfired timer falls due (None: there is none)."""
+        """Seconds from ``now`` until the earliest unfired step falls due (None: there is none)."""
         value = (await self.session.execute(_NEXT_DUE, {"now": now})).scalar()
         return None if value is None else float(value)
 
-    async def claim_due_timers(self, *, now: datetime, limit: int) -> list[Claimed]:
-        """Lock the dispatches of up to `limit` due, unfired timers, and all their due timers.
+    async def claim_due_timers(self, *, now: datetime, limit: int) -> list[domain.DueDispatch]:
+        """Lock up to `limit` dispatches with a step due by `now`, in due order, with their schedules.
 
-        Dispatches another transaction holds are skipped (see ``_CLAIM_DISPATCHES``).
+        Dispatches another transaction holds are skipped (see ``_CLAIM``).
         """
-        found = await self.session.execute(_CLAIM_DISPATCHES, {"now": now, "limit": limit})
-        ids = set(found.scalars())
-        if not ids:
-            return []
-        rows = await self.session.execute(_CLAIM, {"now": now, "ids": list(ids)})
+        rows = await self.session.execute(_CLAIM, {"now": now, "limit": limit})
         return [
-            Claimed(
-                timer=domain.DueTimer(
-                    timer_id=row.id,
-                    kind=row.kind,
-                    level=row.level,
-                    target=row.target,
-                    dispatch_id=row.dispatch_id,
-                    hazard_id=row.hazard_id,
-                    department_id=row.department_id,
-                    status=row.status,
-                    receipt_deadline=row.receipt_deadline,
-                    overdue_at=row.overdue_at,
-                ),
-                due_at=row.due_at,
+            domain.DueDispatch(
+                dispatch_id=row.dispatch_id,
+                hazard_id=row.hazard_id,
+                department_id=row.department_id,
+                status=row.status,
+                receipt_deadline=row.receipt_deadline,
+                overdue_at=row.overdue_at,
+                escalation_level=row.escalation_level,
+                escalation=escalation_of(row.escalation),
             )
             for row in rows
         ]
 
-    async def mark_timers(self, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime) -> None:
-        """Record claimed timers as fired (an event went out) or cancelled (the dispatch had left pending)."""
-        cancelled_ids = list(cancelled)
-        ids = [*fired, *cancelled_ids]
-        if ids:
-            await self.session.execute(_MARK_TIMERS, {"now": now, "ids": ids, "cancelled": cancelled_ids})
-
-    async def mark_overdue(
-        self, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
-    ) -> None:
-        """Record dispatches declared overdue, and the highest escalation level each has reached."""
-        overdue_ids = set(overdue)
-        ids = list(overdue_ids | escalated.keys())
-        if ids:
-            await self.session.execute(
-                _MARK_DISPATCHES,
+    async def mark_fired(self, firings: Sequence[domain.Firing], *, now: datetime) -> None:
+        """Record a pass: each claimed dispatch's state after it (overdue, level, next due step) and
+        one history row per step that fired (the unique ``timers_one_per_step`` refuses a second)."""
+        if not firings:
+            return
+        await self.session.execute(
+            _MARK_FIRED,
+            {
+                "ids": [f.dispatch_id for f in firings],
+                "overdue_at": [f.overdue_at for f in firings],
+                "levels": [f.escalation_level for f in firings],
+                "next_due_at": [f.next_due_at for f in firings],
+            },
+        )
+        fired = [t for f in firings for t in f.fired]
+        if fired:
+            rows = [
                 {
-                    "now": now,
-                    "ids": ids,
-                    "overdue": [i in overdue_ids for i in ids],
-                    "levels": [escalated.get(i, 0) for i in ids],
-                },
-            )
+                    "dispatch_id": t.dispatch_id,
+                    "kind": t.kind,
+                    "level": t.level,
+                    "target": t.target,
+                    "due_at": t.due_at,
+                    "fired_at": now,
+                }
+                for t in fired
+            ]
+            await self.session.execute(_INSERT_FIRED, _columns(rows, _FIRED_COLUMNS))
 
     # ------------------------------------------------------------ gauges
 

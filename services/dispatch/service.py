@@ -181,15 +181,13 @@ async def route_reported(
     hazard_rows.sort(key=lambda row: row["hazard_id"])
     fresh = await uow.repo.add_hazards(hazard_rows)
     new: list[domain.Dispatch] = []
-    new_timers: list[domain.Timer] = []
     out: list[domain.DispatchEvent] = []
     for hazard_id, outcome in outcomes.items():
         if hazard_id not in fresh:
             continue
         new.extend(outcome.dispatches)
-        new_timers.extend(outcome.timers)
         out.extend(outcome.events)
-    await uow.repo.add_dispatches(new, new_timers, dispatched_by="system")
+    await uow.repo.add_dispatches(new, dispatched_by="system")
     await uow.publish(*out)
     counted = [outcomes[hazard_id] for hazard_id in fresh]
     uow.after_commit(lambda: _count_outcomes(counted))
@@ -275,8 +273,8 @@ async def acknowledge_dispatch(uow: Work, dispatch_id: uuid.UUID, *, principal: 
     dispatch = await _own(uow, dispatch_id, principal)
     outcome = domain.acknowledge(dispatch, now=uow.now, by=principal.id)
     (acknowledged,) = outcome.dispatches
+    # No longer pending: the same update clears its next due step (its timers stop).
     await uow.repo.update_dispatch(acknowledged, acknowledged_by=principal.id, now=uow.now)
-    await uow.repo.stop_timers(dispatch_id, now=uow.now)
     await uow.publish(*outcome.events)
     waited = max(0.0, (uow.now - dispatch.created_at).total_seconds())
     declared_overdue = dispatch.overdue_at is None and acknowledged.overdue_at is not None
@@ -365,11 +363,10 @@ async def refuse_return(
 async def approve_extension(
     uow: Work, dispatch_id: uuid.UUID, *, note: str, principal: Principal, policies: Policies
 ) -> DispatchRecord:
-    """An operator or supervisor approves: the receipt deadline and its timers move to the requested one."""
+    """An operator or supervisor approves: the receipt deadline and its steps move to the requested one."""
     dispatch = await _locked(uow, dispatch_id)
     outcome = domain.approve_extension(policies.reference, dispatch, by=principal.id, note=note, now=uow.now)
-    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now)
-    await uow.repo.reschedule_timers(outcome.timers)
+    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now, reschedule=True)
     await uow.publish(*outcome.events)
     return await _shown(uow, dispatch_id)
 
@@ -407,8 +404,7 @@ async def reassign_dispatch(
         now=uow.now,
         urgency=hazard.facts.urgency if hazard else None,
     )
-    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now)
-    await uow.repo.stop_timers(dispatch_id, now=uow.now)
+    await uow.repo.update_dispatch(outcome.dispatches[0], now=uow.now)  # superseded: its steps stop
     await _add_new(uow, outcome, dispatched_by=principal.id, note=reason)
     uow.after_commit(lambda: count_outcome(outcome))
     return outcome
@@ -443,42 +439,37 @@ async def assign_from_queue(
 
 
 async def fire_due_timers(uow: Work, *, limit: int) -> int:
-    """Claim and fire up to ``limit`` due timers (overdue receipts, escalation steps); how many were claimed.
+    """Claim up to ``limit`` dispatches with a step due and fire those steps; how many dispatches it claimed.
 
     Claims skip dispatches another transaction holds, so replicas and concurrent passes never fire
-    the same timer, and an acknowledgement in progress is never raced (see the repository).
+    the same step, and an acknowledgement in progress is never raced (see the repository). Each
+    claimed dispatch fires every step due (the receipt deadline, then escalation levels, in due
+    order) and moves on to its next step in this transaction.
     """
     now = uow.now
     claimed = await uow.repo.claim_due_timers(now=now, limit=limit)
     if not claimed:
         return 0
-    decisions = [domain.fire(c.timer, now=now) for c in claimed]
-    fired = [x.timer_id for x in decisions if x.event is not None]
-    cancelled = [x.timer_id for x in decisions if x.event is None]
-    overdue = {c.timer.dispatch_id for c, x in zip(claimed, decisions, strict=True) if x.marks_overdue}
-    escalated: dict[uuid.UUID, int] = {}
-    for c, x in zip(claimed, decisions, strict=True):
-        if x.event is not None and c.timer.kind == "escalation":
-            escalated[c.timer.dispatch_id] = max(escalated.get(c.timer.dispatch_id, 0), c.timer.level)
-    events = [x.event for x in decisions if x.event is not None]
+    firings = [domain.fire(c, now=now) for c in claimed]
+    events = [e for f in firings for e in f.events]
+    steps = [t for f in firings for t in f.fired]
     # A span per pass that fired something (tracing on): the events it writes carry it.
     with tracing.current_span(
         "dispatch",
         "deadlines fire",
-        attributes={"hazard.timers_fired": len(events), "hazard.timers_claimed": len(claimed)},
+        attributes={"hazard.timers_fired": len(events), "hazard.timers_claimed": len(steps)},
     ):
         await uow.publish(*events)
-    await uow.repo.mark_timers(fired=fired, cancelled=cancelled, now=now)
-    await uow.repo.mark_overdue(overdue=overdue, escalated=escalated, now=now)
-    went_out = [(c, x) for c, x in zip(claimed, decisions, strict=True) if x.event is not None]
+    await uow.repo.mark_fired(firings, now=now)
+    departments = {c.dispatch_id: c.department_id for c in claimed}
 
     def count() -> None:
-        for c, _ in went_out:
-            metrics.TIMER_LATENESS.observe(max(0.0, (now - c.due_at).total_seconds()))
-            if c.timer.kind == "receipt_overdue":
-                metrics.RECEIPT_OVERDUE.labels(c.timer.department_id).inc()
+        for step in steps:
+            metrics.TIMER_LATENESS.observe(max(0.0, (now - step.due_at).total_seconds()))
+            if step.kind == "receipt_overdue":
+                metrics.RECEIPT_OVERDUE.labels(departments[step.dispatch_id]).inc()
             else:
-                metrics.ESCALATIONS.labels(str(c.timer.level)).inc()
+                metrics.ESCALATIONS.labels(str(step.level)).inc()
 
     uow.after_commit(count)
     return len(claimed)
@@ -553,7 +544,6 @@ async def _write_return(uow: Work, outcome: domain.Outcome, *, returned_by: str)
     )
     if outcome.return_requested:
         return  # awaiting the dispatch center's approval: nothing changes hands yet
-    await uow.repo.stop_timers(returned.dispatch_id, now=uow.now)
     await uow.repo.add_return(
         hazard_id=returned.hazard_id,
         department_id=returned.department_id,
@@ -570,9 +560,7 @@ async def _add_new(
     """Write the new dispatch (or the referral) an outcome carries, and publish its events."""
     new = [x for x in outcome.dispatches if x.status == "pending"]
     hazard_id = outcome.events[0].hazard_id
-    added = await uow.repo.add_dispatches_unless_active(
-        new, outcome.timers, dispatched_by=dispatched_by, note=note
-    )
+    added = await uow.repo.add_dispatches_unless_active(new, dispatched_by=dispatched_by, note=note)
     if not added:
         raise ActiveDispatchError(hazard_id)
     if outcome.referral is not None:

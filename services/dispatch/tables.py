@@ -104,11 +104,19 @@ dispatches = sa.Table(
     # The operator's reason for a reassignment or an assignment from the operators' queue.
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    # The dispatch is its own timer (dispatch_0007, #20): the escalation steps frozen at dispatch time
+    # ([{"level", "target", "due_at"}], after the receipt deadline itself), and when its next unfired
+    # step falls due (NULL: none left, or no longer pending), under the partial index
+    # dispatches_next_due the timer passes walk.
+    sa.Column("escalation", pg.JSONB, nullable=True),
+    sa.Column("next_due_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
         "status in ('pending', 'acknowledged', 'returned', 'superseded')", name="dispatches_status"
     ),
 )
 
+# The steps that fired, one row each, written by the pass that fired it (since dispatch_0007, #20;
+# before, every step was a row written with its dispatch, and stopped ones were marked cancelled).
 timers = sa.Table(
     "timers",
     metadata,

@@ -1,11 +1,13 @@
 """The timer loops: due receipt deadlines and escalation steps fire through the outbox, once each.
 
-Timers are rows written with their dispatch. Each pass is one unit of work running the
-:func:`~services.dispatch.service.fire_due_timers` use case: it claims due, unfired timers
-together with their dispatch rows (``FOR UPDATE ... SKIP LOCKED``), so several replicas never
-fire the same timer, and an acknowledgement in progress (which holds its dispatch row) is never
-raced: either it commits first and the timer finds the dispatch acknowledged, or the timer
-commits first and the acknowledgement finds it overdue and records itself as late. A deadline
+A dispatch is its own timer (#20): its row carries its frozen steps and the due time of the next
+unfired one (``next_due_at``), written with it; no timer row is written until a step fires. Each
+pass is one unit of work running the :func:`~services.dispatch.service.fire_due_timers` use case:
+it claims the dispatches with a step due (``FOR UPDATE SKIP LOCKED``), so several replicas never
+fire the same step, fires their due steps and moves each to its next step in the same
+transaction. An acknowledgement in progress (which holds its dispatch row) is never raced:
+either it commits first (clearing the next due step) and the pass no longer finds the dispatch,
+or the pass commits first and the acknowledgement finds it overdue and records itself as late. A deadline
 that fell due while the service was down is simply due on the next pass. "Now" is the
 database's clock, read at the start of each pass: a replica whose host clock is off neither
 fires early nor late.
@@ -28,7 +30,8 @@ from shared.service import ServiceRuntime
 
 
 async def fire_due(work: WorkFactory, *, batch_size: int) -> int:
-    """One pass: claim and fire up to ``batch_size`` due timers in one transaction; how many it claimed."""
+    """One pass: claim up to ``batch_size`` dispatches with a step due and fire them in one transaction;
+    how many dispatches it claimed."""
     async with work() as uow:
         return await service.fire_due_timers(uow, limit=batch_size)
 
@@ -44,7 +47,7 @@ async def sweep(work: WorkFactory, *, batch_size: int) -> int:
 
 
 async def seconds_to_next(work: WorkFactory) -> float | None:
-    """Seconds until the earliest unfired timer falls due, on the database's clock (None: none)."""
+    """Seconds until the earliest unfired step of any dispatch falls due, on the database's clock (None: none)."""
     async with work() as uow:
         return await uow.repo.seconds_to_next_timer(now=uow.now)
 
@@ -71,8 +74,8 @@ def declare_loops(runtime: ServiceRuntime[DispatchSettings]) -> None:
     settings = runtime.settings.timers
     if not settings.enabled:
         return
-    # Idle, one pass sleeps until the next timer falls due (at most idle_poll_max_s); this process's
-    # new or moved timers wake the passes at once (#20). A full batch wakes every pass (a backlog).
+    # Idle, one pass sleeps until the next step falls due (at most idle_poll_max_s); this process's
+    # new or moved steps (a new dispatch, an approved extension) wake the passes at once (#20). A full batch wakes every pass (a backlog).
     runtime.until_due(
         functools.partial(fire_due, runtime.work, batch_size=settings.batch_size),
         functools.partial(seconds_to_next, runtime.work),

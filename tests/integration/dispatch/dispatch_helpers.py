@@ -12,7 +12,7 @@ import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from services.dispatch import domain, tables
+from services.dispatch import domain
 from services.dispatch.app import create_app
 from services.dispatch.repository import DispatchRepository
 from services.dispatch.settings import DispatchSettings
@@ -101,7 +101,6 @@ async def seed_due(
 ) -> list[uuid.UUID]:
     """`count` pending fire dispatches whose deadline and level-1 reminder are due at `due_at`."""
     new: list[domain.Dispatch] = []
-    new_timers: list[domain.Timer] = []
     for _ in range(count):
         facts = domain.HazardFacts(
             hazard_id=uuid.uuid4(), category="locked_rooftop_door", community_id="liuyue", grid_id="liuyue-01"
@@ -116,23 +115,31 @@ async def seed_due(
             causation_id=None,
         )
         new.extend(outcome.dispatches)
-        new_timers.extend(outcome.timers)
     ids = [x.dispatch_id for x in new]
     async with sessions() as session, session.begin():
-        await DispatchRepository(session).add_dispatches(new, new_timers, dispatched_by="system")
+        await DispatchRepository(session).add_dispatches(new, dispatched_by="system")
         await set_deadline(session, ids, due_at)
     return ids
 
 
 async def set_deadline(session: Any, ids: list[uuid.UUID], due_at: Any) -> None:
-    """Move these dispatches' receipt deadline, with their overdue timer and level-1 reminder, to `due_at`."""
-    await session.execute(
-        sa.update(tables.dispatches)
-        .where(tables.dispatches.c.dispatch_id.in_(ids))
-        .values(receipt_deadline=due_at)
-    )
-    await session.execute(
-        sa.update(tables.timers)
-        .where(tables.timers.c.dispatch_id.in_(ids), tables.timers.c.level.in_([0, 1]))
-        .values(due_at=due_at)
-    )
+    """Move these dispatches' receipt deadline, with their level-1 reminder, to `due_at` (their next step)."""
+    await session.execute(MOVE_DEADLINE, {"ids": ids, "due": due_at})
+
+
+MOVE_DEADLINE = sa.text(
+    """
+    update dispatch.dispatches
+    set receipt_deadline = cast(:due as timestamptz), next_due_at = cast(:due as timestamptz),
+        escalation = (
+            select jsonb_agg(
+                case when (s ->> 'level')::int = 1
+                     then jsonb_set(s, '{due_at}', to_jsonb(cast(:due as timestamptz))) else s end
+                order by (s ->> 'level')::int
+            )
+            from jsonb_array_elements(escalation) s
+        )
+    where dispatch_id = any(cast(:ids as uuid[]))
+    """
+)
+"""A dispatch's receipt deadline and its level-1 reminder (due with it), moved in place (tests only)."""

@@ -127,8 +127,11 @@ async def test_one_department_never_sees_or_acts_on_anothers_dispatch(
         second = await client.post(url + "/acknowledge", headers=auth("tok-fire"))
         assert second.status_code == 409
         assert second.json()["error"]["code"] == "already_acknowledged"
-        # Acknowledgement stopped every timer of the dispatch.
-        assert await scalar(app, "select count(*) from dispatch.timers where fired_at is null") == 0
+        # Acknowledgement stopped every step of the dispatch: none is due any more, none fired.
+        assert (
+            await scalar(app, "select count(*) from dispatch.dispatches where next_due_at is not null") == 0
+        )
+        assert await scalar(app, "select count(*) from dispatch.timers") == 0
 
         acked = [e for e in await outbox_events(app) if isinstance(e, ev.HazardAcknowledged)]
         assert len(acked) == 1
@@ -260,7 +263,7 @@ async def test_operator_reassigns_a_pending_dispatch(
         assert (
             await scalar(
                 app,
-                "select count(*) from dispatch.timers where dispatch_id = :d and fired_at is null",
+                "select count(*) from dispatch.dispatches where dispatch_id = :d and next_due_at is not null",
                 d=dispatch_id,
             )
             == 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from services.dispatch.repository import escalation_of
 from shared import events as ev
 from tests.integration.dispatch.dispatch_helpers import (
     AppFactory,
@@ -92,17 +93,22 @@ async def test_a_department_requests_and_a_supervisor_approves_the_deadline_move
         assert shown["extension_request"]["decided_by"] == "sup-1"
         assert shown["extension_request"]["note"] == "同意"
 
-        # Every unfired timer follows the new deadline: the receipt timer is due at it exactly.
+        # Every unfired step follows the new deadline: the next one is due at it exactly, and the
+        # escalation steps count from it (level 1 with it, 2 and 3 hours later).
         due = await scalar(
             app,
-            "select due_at from dispatch.timers where dispatch_id = :d and kind = 'receipt_overdue'",
+            "select next_due_at from dispatch.dispatches where dispatch_id = :d",
             d=uuid.UUID(dispatch_id),
         )
         assert due == wanted
-        earliest = await scalar(
-            app, "select min(due_at) from dispatch.timers where dispatch_id = :d", d=uuid.UUID(dispatch_id)
+        steps = await scalar(
+            app, "select escalation from dispatch.dispatches where dispatch_id = :d", d=uuid.UUID(dispatch_id)
         )
-        assert earliest == wanted
+        assert [(s.level, s.due_at) for s in escalation_of(steps)] == [
+            (1, wanted),
+            (2, wanted + timedelta(hours=2)),
+            (3, wanted + timedelta(hours=24)),
+        ]
 
         requested, decided = await _extension_events(app, dispatch_id)
         assert isinstance(requested, ev.HazardExtensionRequested)

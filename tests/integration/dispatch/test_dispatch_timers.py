@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services.dispatch import service, tables, timers
-from services.dispatch.repository import Claimed, DispatchRepository
+from services.dispatch import domain, service, tables, timers
+from services.dispatch.repository import DispatchRepository
 from shared import events as ev
 from shared.auth import Principal
 from shared.db import create_engine, create_session_factory
@@ -55,22 +55,22 @@ async def test_deadline_due_while_dispatch_is_stopped_fires_once_when_it_comes_b
     engine = create_engine(DatabaseSettings(url=db_url))
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                sa.text(
-                    "update dispatch.dispatches set receipt_deadline = now() + interval '300 milliseconds'"
-                )
-            )
-            await conn.execute(
-                sa.text(
-                    "update dispatch.timers set due_at = now() + interval '300 milliseconds' where level in (0, 1)"
-                )
-            )
+            ids = list((await conn.execute(sa.text("select dispatch_id from dispatch.dispatches"))).scalars())
+            due = (await conn.execute(sa.text("select now() + interval '300 milliseconds'"))).scalar_one()
+            await set_deadline(conn, ids, due)
         await asyncio.sleep(1.0)
         async with engine.connect() as conn:
-            unfired = (
-                await conn.execute(sa.text("select count(*) from dispatch.timers where fired_at is null"))
+            fired_while_stopped = (
+                await conn.execute(sa.text("select count(*) from dispatch.timers"))
             ).scalar()
-        assert unfired == 4  # nothing fired while stopped
+            state = (
+                await conn.execute(
+                    sa.text("select overdue_at, escalation_level, next_due_at from dispatch.dispatches")
+                )
+            ).one()
+        # Nothing fired while stopped: no step recorded, the dispatch still waits on its deadline.
+        assert fired_while_stopped == 0
+        assert tuple(state) == (None, 0, due)
     finally:
         await engine.dispose()
 
@@ -99,14 +99,14 @@ async def test_deadline_due_while_dispatch_is_stopped_fires_once_when_it_comes_b
 
 
 async def _published_and_unfired_due(sessions: Any) -> tuple[list[ev.AnyEvent], int]:
-    """The events in the outbox, and how many due timers have not fired."""
+    """The events in the outbox, and how many dispatches have a step due that has not fired."""
     async with sessions() as session:
         published = [
             ev.parse_event(r[0]) for r in await session.execute(sa.text("select value from dispatch.outbox"))
         ]
         unfired_due = (
             await session.execute(
-                sa.text("select count(*) from dispatch.timers where fired_at is null and due_at <= now()")
+                sa.text("select count(*) from dispatch.dispatches where next_due_at <= now()")
             )
         ).scalar_one()
     return published, int(unfired_due)
@@ -216,12 +216,12 @@ async def test_two_timer_passes_over_a_backlog_share_it_and_nothing_fires_twice(
     claimed_by: dict[int, set[uuid.UUID]] = {0: set(), 1: set()}
     callers: list[int] = []
 
-    async def claim_and_hold(repo: DispatchRepository, **kwargs: Any) -> list[Claimed]:
+    async def claim_and_hold(repo: DispatchRepository, **kwargs: Any) -> list[domain.DueDispatch]:
         me = len(callers)
         callers.append(me)
         found = await claim(repo, **kwargs)
         if me < 2:
-            claimed_by[me] = {c.timer.dispatch_id for c in found}
+            claimed_by[me] = {c.dispatch_id for c in found}
         if me == 0:
             first_holds.set()
             await second_done.wait()

@@ -1,7 +1,8 @@
 """An in-memory :class:`~services.dispatch.repository.DispatchRepository` for dispatch use-case tests.
 
 Same method names and answers as the real repository, on dictionaries: a hazard routed once,
-at most one active dispatch per hazard (the partial unique index), timers claimed in due order,
+at most one active dispatch per hazard (the partial unique index), dispatches claimed in the order
+their next step falls due (``next_due_at``, as the real claim walks its index), fired steps recorded,
 ``past_deadline`` judged on ``clock()`` (the database's now in the real one). Locks do not
 exist here; what locking decides is covered by the integration tests.
 
@@ -13,19 +14,19 @@ exist here; what locking decides is covered by the integration tests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from services.dispatch import domain
-from services.dispatch.repository import Claimed, DispatchRecord, HazardRow, ListStatus, Report
+from services.dispatch.repository import DispatchRecord, HazardRow, ListStatus, Report
 from services.dispatch.tables import ACTIVE_STATUSES
 
 
 @dataclass
 class FakeTimer:
-    """A timer row."""
+    """A row of dispatch.timers: a step that fired."""
 
     id: int
     dispatch_id: uuid.UUID
@@ -48,6 +49,8 @@ class FakeDispatch:
     returned_by: str | None = None
     escalation_level: int = 0
     closed_at: datetime | None = None
+    next_due_at: datetime | None = None
+    """When its next unfired step falls due (None: nothing left, or no longer pending)."""
 
 
 @dataclass
@@ -58,6 +61,7 @@ class FakeDispatchRepository:
     hazards: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     dispatches: dict[uuid.UUID, FakeDispatch] = field(default_factory=dict)
     timers: list[FakeTimer] = field(default_factory=list)
+    """The steps that fired, in firing order."""
     returns: dict[tuple[uuid.UUID, str], uuid.UUID] = field(default_factory=dict)
     relapses: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
 
@@ -101,42 +105,23 @@ class FakeDispatchRepository:
     # ------------------------------------------------------------ dispatches
 
     async def add_dispatches(
-        self,
-        new: Sequence[domain.Dispatch],
-        new_timers: Sequence[domain.Timer],
-        *,
-        dispatched_by: str,
-        note: str | None = None,
+        self, new: Sequence[domain.Dispatch], *, dispatched_by: str, note: str | None = None
     ) -> None:
         for x in new:
             if x.dispatch_id in self.dispatches or (
                 x.status in ACTIVE_STATUSES and self._active(x.hazard_id) is not None
             ):
                 raise ValueError(f"duplicate key: dispatch {x.dispatch_id} of hazard {x.hazard_id}")
-            self.dispatches[x.dispatch_id] = FakeDispatch(dispatch=x, dispatched_by=dispatched_by, note=note)
-        for timer in new_timers:
-            self.timers.append(
-                FakeTimer(
-                    id=len(self.timers) + 1,
-                    dispatch_id=timer.dispatch_id,
-                    kind=timer.kind,
-                    level=timer.level,
-                    target=timer.target,
-                    due_at=timer.due_at,
-                )
+            self.dispatches[x.dispatch_id] = FakeDispatch(
+                dispatch=x, dispatched_by=dispatched_by, note=note, next_due_at=domain.first_due(x)
             )
 
     async def add_dispatches_unless_active(
-        self,
-        new: Sequence[domain.Dispatch],
-        new_timers: Sequence[domain.Timer],
-        *,
-        dispatched_by: str,
-        note: str | None = None,
+        self, new: Sequence[domain.Dispatch], *, dispatched_by: str, note: str | None = None
     ) -> bool:
         if any(x.status in ACTIVE_STATUSES and self._active(x.hazard_id) is not None for x in new):
             return False
-        await self.add_dispatches(new, new_timers, dispatched_by=dispatched_by, note=note)
+        await self.add_dispatches(new, dispatched_by=dispatched_by, note=note)
         return True
 
     async def get_dispatch(self, dispatch_id: uuid.UUID) -> DispatchRecord | None:
@@ -154,6 +139,7 @@ class FakeDispatchRepository:
         acknowledged_by: str | None = None,
         returned_by: str | None = None,
         now: datetime,
+        reschedule: bool = False,
     ) -> None:
         row = self.dispatches[dispatch.dispatch_id]
         stored = row.dispatch
@@ -182,6 +168,11 @@ class FakeDispatchRepository:
             row.returned_by = returned_by
         if dispatch.status in ("returned", "superseded"):
             row.closed_at = now
+        if dispatch.status != "pending":
+            row.next_due_at = None
+        elif reschedule:
+            row.dispatch = replace(row.dispatch, escalation=dispatch.escalation)
+            row.next_due_at = domain.first_due(row.dispatch)
 
     async def list_dispatches(
         self,
@@ -218,71 +209,60 @@ class FakeDispatchRepository:
 
     # ------------------------------------------------------------ timers
 
-    async def stop_timers(self, dispatch_id: uuid.UUID, *, now: datetime) -> None:
-        for timer in self.timers:
-            if timer.dispatch_id == dispatch_id and timer.fired_at is None:
-                timer.fired_at, timer.cancelled = now, True
-
     async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
-        due = [timer.due_at for timer in self.timers if timer.fired_at is None]
+        due = [row.next_due_at for row in self.dispatches.values() if row.next_due_at is not None]
         return None if not due else (min(due) - now).total_seconds()
 
-    async def reschedule_timers(self, moved: Sequence[domain.Timer]) -> None:
-        for new in moved:
-            for timer in self.timers:
-                if (timer.dispatch_id, timer.kind, timer.level) == (
-                    new.dispatch_id,
-                    new.kind,
-                    new.level,
-                ) and (timer.fired_at is None):
-                    timer.due_at = new.due_at
-
-    async def claim_due_timers(self, *, now: datetime, limit: int) -> list[Claimed]:
+    async def claim_due_timers(self, *, now: datetime, limit: int) -> list[domain.DueDispatch]:
         due = sorted(
-            (x for x in self.timers if x.fired_at is None and x.due_at <= now),
-            key=lambda x: (x.due_at, x.level),
+            (
+                row
+                for row in self.dispatches.values()
+                if row.next_due_at is not None and row.next_due_at <= now
+            ),
+            key=lambda row: row.next_due_at or now,
         )
-        ids = {x.dispatch_id for x in due[:limit]}
-        claimed = []
-        for timer in due:
-            if timer.dispatch_id not in ids:
-                continue
-            x = self.dispatches[timer.dispatch_id].dispatch
-            claimed.append(
-                Claimed(
-                    timer=domain.DueTimer(
-                        timer_id=timer.id,
-                        kind=timer.kind,
-                        level=timer.level,
-                        target=timer.target,
-                        dispatch_id=x.dispatch_id,
-                        hazard_id=x.hazard_id,
-                        department_id=x.department_id,
-                        status=x.status,
-                        receipt_deadline=x.receipt_deadline,
-                        overdue_at=x.overdue_at,
-                    ),
-                    due_at=timer.due_at,
-                )
+        return [
+            domain.DueDispatch(
+                dispatch_id=row.dispatch.dispatch_id,
+                hazard_id=row.dispatch.hazard_id,
+                department_id=row.dispatch.department_id,
+                status=row.dispatch.status,
+                receipt_deadline=row.dispatch.receipt_deadline,
+                overdue_at=row.dispatch.overdue_at,
+                escalation_level=row.escalation_level,
+                escalation=row.dispatch.escalation,
             )
-        return claimed
+            for row in due[:limit]
+        ]
 
-    async def mark_timers(self, *, fired: Iterable[int], cancelled: Iterable[int], now: datetime) -> None:
-        cancelled_ids = set(cancelled)
-        ids = set(fired) | cancelled_ids
-        for timer in self.timers:
-            if timer.id in ids:
-                timer.fired_at, timer.cancelled = now, timer.id in cancelled_ids
+    async def mark_fired(self, firings: Sequence[domain.Firing], *, now: datetime) -> None:
+        for firing in firings:
+            row = self.dispatches[firing.dispatch_id]
+            row.dispatch = replace(row.dispatch, overdue_at=firing.overdue_at)
+            row.escalation_level = firing.escalation_level
+            row.next_due_at = firing.next_due_at
+            for step in firing.fired:
+                if any(
+                    (t.dispatch_id, t.kind, t.level) == (step.dispatch_id, step.kind, step.level)
+                    for t in self.timers
+                ):
+                    raise ValueError(f"duplicate key: step {step.kind} {step.level} of {step.dispatch_id}")
+                self.timers.append(
+                    FakeTimer(
+                        id=len(self.timers) + 1,
+                        dispatch_id=step.dispatch_id,
+                        kind=step.kind,
+                        level=step.level,
+                        target=step.target,
+                        due_at=step.due_at,
+                        fired_at=now,
+                    )
+                )
 
-    async def mark_overdue(
-        self, *, overdue: Iterable[uuid.UUID], escalated: dict[uuid.UUID, int], now: datetime
-    ) -> None:
-        for dispatch_id in set(overdue):
-            row = self.dispatches[dispatch_id]
-            row.dispatch = replace(row.dispatch, overdue_at=now)
-        for dispatch_id, level in escalated.items():
-            row = self.dispatches[dispatch_id]
-            row.escalation_level = max(row.escalation_level, level)
+    def next_due(self, dispatch_id: uuid.UUID) -> datetime | None:
+        """When the dispatch's next unfired step falls due (None: nothing left to fire)."""
+        return self.dispatches[dispatch_id].next_due_at
 
     # ------------------------------------------------------------ gauges
 

@@ -79,7 +79,6 @@ def test_category_without_rule_goes_to_operators(reference: ReferenceData) -> No
     outcome = domain.on_reported(reference, reported("other"), now=datetime(2026, 4, 7, 1, 0, tzinfo=UTC))
     assert outcome.referred
     assert outcome.dispatches == ()
-    assert outcome.timers == ()
     (event,) = outcome.events
     assert isinstance(event, ev.HazardReferredToOperators)
     assert event.payload.reason == "no_rule"
@@ -173,7 +172,8 @@ def test_dispatch_freezes_its_rule_and_schedules_overdue_and_escalations(referen
     assert event.payload.deadline_rule == dispatch.deadline_rule
     assert event.payload.reason == "routed"
     deadline = dispatch.receipt_deadline
-    assert [(t.kind, t.level, t.target, t.due_at) for t in outcome.timers] == [
+    assert domain.first_due(dispatch) == deadline
+    assert [(t.kind, t.level, t.target, t.due_at) for t in domain.schedule(dispatch)] == [
         ("receipt_overdue", 0, "fire", deadline),
         ("escalation", 1, "department", deadline),
         ("escalation", 2, "supervisor", deadline + timedelta(hours=2)),
@@ -251,7 +251,8 @@ def test_return_reroutes_excluding_the_returning_department(reference: Reference
     assert isinstance(dispatched_event, ev.HazardDispatched)
     assert dispatched_event.payload.reason == "rerouted"
     assert dispatched_event.causation_id == returned_event.event_id
-    assert {t.dispatch_id for t in outcome.timers} == {rerouted.dispatch_id}
+    assert domain.first_due(returned) is None  # its steps stop; the new dispatch has its own
+    assert domain.first_due(rerouted) == rerouted.receipt_deadline
 
 
 def test_hazard_returned_by_every_candidate_goes_to_operators(reference: ReferenceData) -> None:
@@ -401,51 +402,84 @@ def test_reassign_to_the_same_department_is_refused(reference: ReferenceData) ->
 # ---------------------------------------------------------------- timers
 
 
-def due(dispatch: domain.Dispatch, kind: domain.TimerKind, level: int, **changes: object) -> domain.DueTimer:
-    timer = domain.DueTimer(
-        timer_id=1,
-        kind=kind,
-        level=level,
-        target="supervisor" if level else dispatch.department_id,
+def due(dispatch: domain.Dispatch, **changes: object) -> domain.DueDispatch:
+    claimed = domain.DueDispatch(
         dispatch_id=dispatch.dispatch_id,
         hazard_id=dispatch.hazard_id,
         department_id=dispatch.department_id,
         status=dispatch.status,
         receipt_deadline=dispatch.receipt_deadline,
         overdue_at=dispatch.overdue_at,
+        escalation_level=0,
+        escalation=dispatch.escalation,
     )
-    return replace(timer, **changes)  # type: ignore[arg-type]
+    return replace(claimed, **changes)  # type: ignore[arg-type]
 
 
-def test_due_receipt_timer_of_a_pending_dispatch_publishes_overdue(reference: ReferenceData) -> None:
+def kinds(firing: domain.Firing) -> list[tuple[str, int]]:
+    return [(t.kind, t.level) for t in firing.fired]
+
+
+def test_due_receipt_step_of_a_pending_dispatch_publishes_overdue_and_the_reminder_due_with_it(
+    reference: ReferenceData,
+) -> None:
     dispatch = pending(reference)
-    decision = domain.fire(due(dispatch, "receipt_overdue", 0), now=dispatch.receipt_deadline)
-    assert decision.marks_overdue
-    assert isinstance(decision.event, ev.HazardReceiptOverdue)
-    assert decision.event.payload.receipt_deadline == dispatch.receipt_deadline
+    firing = domain.fire(due(dispatch), now=dispatch.receipt_deadline)
+    assert firing.marks_overdue
+    assert kinds(firing) == [("receipt_overdue", 0), ("escalation", 1)]
+    overdue, reminder = firing.events
+    assert isinstance(overdue, ev.HazardReceiptOverdue)
+    assert overdue.payload.receipt_deadline == dispatch.receipt_deadline
+    assert isinstance(reminder, ev.HazardEscalated)
+    assert (reminder.payload.level, reminder.payload.target) == (1, "department")
+    assert (firing.overdue_at, firing.escalation_level) == (dispatch.receipt_deadline, 1)
+    # The next step (level 2) is created only now: its due time becomes the dispatch's next one.
+    assert firing.next_due_at == dispatch.receipt_deadline + timedelta(hours=2)
 
 
-def test_due_escalation_step_publishes_its_level(reference: ReferenceData) -> None:
+def test_nothing_is_due_before_the_deadline(reference: ReferenceData) -> None:
     dispatch = pending(reference)
-    decision = domain.fire(due(dispatch, "escalation", 2), now=dispatch.receipt_deadline)
-    assert not decision.marks_overdue
-    assert isinstance(decision.event, ev.HazardEscalated)
-    assert (decision.event.payload.level, decision.event.payload.target) == (2, "supervisor")
+    firing = domain.fire(due(dispatch), now=dispatch.receipt_deadline - timedelta(microseconds=1))
+    assert (firing.fired, firing.events, firing.overdue_at) == ((), (), None)
+    assert firing.next_due_at == dispatch.receipt_deadline
+
+
+def test_due_escalation_step_publishes_its_level_and_moves_on_to_the_next(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    now = dispatch.receipt_deadline + timedelta(hours=3)
+    firing = domain.fire(due(dispatch, overdue_at=dispatch.receipt_deadline, escalation_level=1), now=now)
+    assert not firing.marks_overdue
+    (event,) = firing.events
+    assert isinstance(event, ev.HazardEscalated)
+    assert (event.payload.level, event.payload.target) == (2, "supervisor")
+    assert (firing.overdue_at, firing.escalation_level) == (dispatch.receipt_deadline, 2)
+    assert firing.next_due_at == dispatch.receipt_deadline + timedelta(hours=24)
+
+
+def test_a_pass_after_a_long_outage_fires_every_step_due_in_order_once(reference: ReferenceData) -> None:
+    dispatch = pending(reference)
+    now = dispatch.receipt_deadline + timedelta(days=3)
+    firing = domain.fire(due(dispatch), now=now)
+    assert kinds(firing) == [("receipt_overdue", 0), ("escalation", 1), ("escalation", 2), ("escalation", 3)]
+    assert [type(e) for e in firing.events] == [ev.HazardReceiptOverdue] + [ev.HazardEscalated] * 3
+    assert (firing.escalation_level, firing.next_due_at) == (3, None)
+    after = domain.fire(due(dispatch, overdue_at=firing.overdue_at, escalation_level=3), now=now)
+    assert (after.fired, after.events, after.next_due_at) == ((), (), None)
 
 
 @pytest.mark.parametrize("status", ["acknowledged", "returned", "superseded"])
-def test_timers_of_a_dispatch_that_left_pending_fire_nothing(reference: ReferenceData, status: str) -> None:
+def test_steps_of_a_dispatch_that_left_pending_fire_nothing(reference: ReferenceData, status: str) -> None:
     dispatch = pending(reference)
-    for kind, level in (("receipt_overdue", 0), ("escalation", 1)):
-        decision = domain.fire(due(dispatch, kind, level, status=status), now=dispatch.receipt_deadline)  # type: ignore[arg-type]
-        assert decision.event is None
-        assert not decision.marks_overdue
+    firing = domain.fire(due(dispatch, status=status), now=dispatch.receipt_deadline + timedelta(days=3))
+    assert (firing.fired, firing.events, firing.next_due_at) == ((), (), None)
+    assert not firing.marks_overdue
 
 
 def test_overdue_already_declared_is_not_published_again(reference: ReferenceData) -> None:
     dispatch = pending(reference)
-    decision = domain.fire(
-        due(dispatch, "receipt_overdue", 0, overdue_at=dispatch.receipt_deadline),
+    firing = domain.fire(
+        due(dispatch, overdue_at=dispatch.receipt_deadline, escalation_level=1),
         now=dispatch.receipt_deadline,
     )
-    assert decision.event is None
+    assert firing.events == ()
+    assert firing.next_due_at == dispatch.receipt_deadline + timedelta(hours=2)

@@ -118,15 +118,11 @@ def test_approval_moves_the_deadline_and_every_timer_and_keeps_the_original(refe
     )
     assert extended.extension_request is not None
     assert (extended.extension_request.status, extended.extension_request.decided_by) == ("approved", "sup-1")
-    expected = domain.escalation_timers(
-        dispatch_id=dispatch.dispatch_id,
-        department_id="fire",
-        deadline=wanted,
-        steps=reference.escalation_steps,
-        reference=reference,
-    )
-    assert outcome.timers == expected
-    assert min(t.due_at for t in outcome.timers) == wanted
+    expected = domain.escalation_plan(deadline=wanted, steps=reference.escalation_steps, reference=reference)
+    assert extended.escalation == expected
+    assert [s.target for s in extended.escalation] == [s.target for s in dispatch.escalation]
+    assert min(t.due_at for t in domain.schedule(extended)) == wanted
+    assert domain.first_due(extended) == wanted
     (event,) = outcome.events
     assert (event.payload.approved, event.payload.deadline, event.payload.original_deadline) == (
         True,

@@ -170,7 +170,7 @@ async def test_acknowledged_on_time_stops_the_timers_and_counts_after_commit(des
     assert record.dispatch.acknowledged_at == T0 + timedelta(minutes=30)
     assert record.past_deadline is False
     assert desk.work.types() == ["hazard.dispatched", "hazard.acknowledged"]
-    assert all(t.cancelled for t in desk.repo.timers if t.dispatch_id == dispatch_id)
+    assert desk.repo.next_due(dispatch_id) is None  # its steps stopped with the acknowledgement
     assert (
         counted("hazard_dispatch_acknowledged_total", {"department": "fire", "on_time": "true"}) == before + 1
     )
@@ -257,7 +257,8 @@ async def test_a_return_reroutes_excluding_the_department_that_returned(desk: De
     assert rerouted.department_id == "fire"
     assert desk.work.types() == ["hazard.dispatched", "hazard.returned", "hazard.dispatched"]
     assert await desk.repo.returned_departments(hazard.hazard_id) == {"gas"}
-    assert all(t.cancelled for t in desk.repo.timers if t.dispatch_id == first.dispatch.dispatch_id)
+    assert desk.repo.next_due(first.dispatch.dispatch_id) is None
+    assert desk.repo.next_due(rerouted.dispatch_id) == rerouted.receipt_deadline
 
     # Fire returns it too: nobody is left, the operators get it.
     again = await desk.run(
@@ -363,7 +364,8 @@ async def test_an_operator_reassigns_a_pending_dispatch(desk: Desk) -> None:
         old,
     )
     assert desk.repo.dispatches[old].closed_at == T0
-    assert all(t.cancelled for t in desk.repo.timers if t.dispatch_id == old)
+    assert desk.repo.next_due(old) is None
+    assert desk.repo.next_due(fresh.dispatch_id) == fresh.receipt_deadline
     with pytest.raises(domain.DispatchConflictError) as again:
         await desk.run(
             service.reassign_dispatch,
@@ -442,7 +444,7 @@ async def test_a_hazard_given_an_active_dispatch_meanwhile_is_a_conflict(desk: D
     # Another operator's assignment committed first (the unique index of active dispatches holds).
     facts = (await desk.repo.get_hazard(hazard.hazard_id)).facts  # type: ignore[union-attr]
     rival = domain.assign_from_queue(desk.policies.reference, facts, department_id="gas", by="op-2", now=T0)
-    await desk.repo.add_dispatches(rival.dispatches, rival.timers, dispatched_by="op-2")
+    await desk.repo.add_dispatches(rival.dispatches, dispatched_by="op-2")
     with pytest.raises(service.ActiveDispatchError) as conflict:
         await desk.run(
             service.assign_from_queue,
@@ -481,8 +483,12 @@ async def test_an_extension_is_requested_then_approved_and_the_timers_move(desk:
     )
     assert approved.dispatch.receipt_deadline == wanted
     assert approved.dispatch.original_receipt_deadline == deadline
-    receipt = [t for t in desk.repo.timers if t.dispatch_id == dispatch_id and t.kind == "receipt_overdue"]
-    assert [t.due_at for t in receipt] == [wanted]
+    # Nothing is due at the old deadline any more: the next step is the new one, the escalation
+    # steps count from it.
+    assert desk.repo.next_due(dispatch_id) == wanted
+    assert [s.due_at for s in approved.dispatch.escalation] == [
+        wanted + after for after in (timedelta(0), timedelta(hours=2), timedelta(hours=24))
+    ]
     assert desk.work.types() == [
         "hazard.dispatched",
         "hazard.extension_requested",
