@@ -609,35 +609,40 @@ class ReferenceData(_Frozen):
 
     def department(self, department_id: str) -> Department:
         """The department with this id."""
+        found: dict[str, Department] = _private(self, "_departments")
         try:
-            return _private(self, "_departments")[department_id]
+            return found[department_id]
         except KeyError:
-            raise UnknownReference("department", department_id, self._departments) from None
+            raise UnknownReference("department", department_id, found) from None
 
     def category(self, code: str) -> Category:
         """The category with this code."""
+        found: dict[str, Category] = _private(self, "_categories")
         try:
-            return _private(self, "_categories")[code]
+            return found[code]
         except KeyError:
-            raise UnknownReference("category", code, self._categories) from None
+            raise UnknownReference("category", code, found) from None
 
     def community(self, community_id: str) -> Community:
         """The community with this id."""
+        found: dict[str, Community] = _private(self, "_communities")
         try:
-            return _private(self, "_communities")[community_id]
+            return found[community_id]
         except KeyError:
-            raise UnknownReference("community", community_id, self._communities) from None
+            raise UnknownReference("community", community_id, found) from None
 
     def grid(self, grid_id: str) -> Grid:
         """The grid with this id."""
+        found: dict[str, Grid] = _private(self, "_grids")
         try:
-            return _private(self, "_grids")[grid_id]
+            return found[grid_id]
         except KeyError:
-            raise UnknownReference("grid", grid_id, self._grids) from None
+            raise UnknownReference("grid", grid_id, found) from None
 
     def community_of_grid(self, grid_id: str) -> Community:
         """The community the grid belongs to."""
-        return _private(self, "_communities")[self.grid(grid_id).community_id]
+        communities: dict[str, Community] = _private(self, "_communities")
+        return communities[self.grid(grid_id).community_id]
 
     def route(
         self,
@@ -656,7 +661,8 @@ class ReferenceData(_Frozen):
                 raise ValueError(f"grid {grid_id!r} is in community {grid_community!r}, not {community_id!r}")
         elif community_id is not None:
             self.community(community_id)
-        for rule in _private(self, "_rules").get(category_code, ()):
+        rules: dict[str, tuple[RoutingRule, ...]] = _private(self, "_rules")
+        for rule in rules.get(category_code, ()):
             if rule.department_id in exclude_departments:
                 continue
             if rule.matches(category_code, community_id, grid_id):
