@@ -51,7 +51,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics, tracing
-from shared.db import database_now
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
@@ -323,13 +322,14 @@ class EventConsumer:
         self.repository = repository
         self.inbox = inbox
         # One statement text whatever the batch size (a VALUES list would be compiled per size and
-        # never reuse a prepared statement).
+        # never reuse a prepared statement). Each new id comes back with the database's clock: the
+        # batch's ``now`` (:func:`shared.db.database_now`) without a statement of its own.
         ids = sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))
         self._inbox_insert = (
             pg_insert(inbox)
             .from_select(["event_id"], sa.select(sa.func.unnest(ids)))
             .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
+            .returning(inbox.c.event_id, sa.func.clock_timestamp(type_=sa.DateTime(timezone=True)))
         )
         self.outbox = outbox
         self.handler = handler
@@ -550,9 +550,10 @@ class EventConsumer:
         self, events: list[LifecycleEvent], raw: dict[uuid.UUID, bytes], origins: dict[uuid.UUID, Origin]
     ) -> None:
         async with self.sessions() as session, session.begin():
-            fresh_ids = set(
-                (await session.execute(self._inbox_insert, {"ids": [e.event_id for e in events]})).scalars()
-            )
+            inserted = (
+                await session.execute(self._inbox_insert, {"ids": [e.event_id for e in events]})
+            ).all()
+            fresh_ids = {row[0] for row in inserted}
             fresh = [e for e in events if e.event_id in fresh_ids]
             if len(fresh) < len(events):
                 metrics.EVENTS_CONSUMED.labels(self.service, "duplicate").inc(len(events) - len(fresh))
@@ -561,7 +562,8 @@ class EventConsumer:
             ctx = BatchContext(
                 session=session,
                 outbox=self.outbox,
-                now=await database_now(session),
+                # The database's clock as the inbox took the batch (the latest of its readings).
+                now=max(row[1] for row in inserted),
                 repo=self.repository(session),
                 service=self.service,
                 dead_letter_topic=self.dead_letter_topic,

@@ -49,7 +49,9 @@ async def database_now(session: AsyncSession) -> datetime:
     """The database server's clock, read inside the caller's unit of work.
 
     Every deadline decision (on time or late, due or not) is taken on this clock, never on the
-    process's own: replicas whose hosts disagree on the time still reach one verdict.
+    process's own: replicas whose hosts disagree on the time still reach one verdict. A
+    consumer's batch reads the same clock without a statement of its own: its inbox insert
+    returns ``clock_timestamp()`` with the new ids (:class:`shared.consumer.EventConsumer`).
     """
     now: datetime = (await session.execute(_DATABASE_NOW)).scalar_one()
     return now

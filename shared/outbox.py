@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -246,6 +247,13 @@ class OutboxRelay:
             .order_by(table.c.id)
             .limit(batch_size)
         )
+        # The batch's ids as one array parameter: one statement text whatever the batch size (an
+        # IN list is compiled again for every execution and is a new prepared statement per size).
+        self._stamp = (
+            sa.update(table)
+            .where(table.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
+            .values(published_at=sa.bindparam("stamp", type_=table.c.published_at.type))
+        )
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._next_prune = 0.0
@@ -265,11 +273,7 @@ class OutboxRelay:
             if not rows:
                 return True, 0
             await self.sender.send_many([_message(r) for r in rows])
-            await session.execute(
-                sa.update(self.table)
-                .where(self.table.c.id.in_([r.id for r in rows]))
-                .values(published_at=stamp)
-            )
+            await session.execute(self._stamp, {"ids": [r.id for r in rows], "stamp": stamp})
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return True, len(rows)
 

@@ -44,6 +44,33 @@ def _event_from_row(row: Any) -> ev.AnyEvent:
     )
 
 
+def _uuids(name: str) -> Any:
+    """A parameter holding a list of UUIDs as one array: the statement's text (and so its compiled
+    form and its prepared statement) is the same whatever the list's length, where an ``IN`` list is
+    compiled again at every execution and prepared anew for every length."""
+    return sa.bindparam(name, type_=pg.ARRAY(pg.UUID(as_uuid=True)))
+
+
+# The cases' rows locked in hazard order (the lock order every writer follows).
+_LOCK_CASES = (
+    sa.select(_C.c.hazard_id)
+    .where(_C.c.hazard_id == sa.any_(_uuids("ids")))
+    .order_by(_C.c.hazard_id)
+    .with_for_update()
+)
+_LOAD_ENTRIES = sa.select(_T).where(_T.c.hazard_id == sa.any_(_uuids("ids"))).order_by(_T.c.seq)
+# ``order_event_id <> all('{}')`` is true: with nothing to keep, every open timer of the cases goes.
+_CANCEL_TIMERS = (
+    sa.update(_TIMERS)
+    .where(
+        _TIMERS.c.hazard_id == sa.any_(_uuids("hazard_ids")),
+        _TIMERS.c.fired_at.is_(None),
+        _TIMERS.c.cancelled_at.is_(None),
+        _TIMERS.c.order_event_id != sa.all_(_uuids("keep")),
+    )
+    .values(cancelled_at=sa.bindparam("now", type_=_TIMERS.c.cancelled_at.type))
+)
+
 _ADD_ENTRIES = sa.text(
     """
     insert into tracking.timeline
@@ -318,14 +345,9 @@ class TrackingRepository:
 
     async def lock_cases(self, hazard_ids: Iterable[uuid.UUID]) -> None:
         """Lock the existing case rows so concurrent writers (consumer, API, timers) take turns."""
-        ids = sorted(set(hazard_ids))
+        ids = list(set(hazard_ids))
         if ids:
-            await self.session.execute(
-                sa.select(_C.c.hazard_id)
-                .where(_C.c.hazard_id.in_(ids))
-                .order_by(_C.c.hazard_id)
-                .with_for_update()
-            )
+            await self.session.execute(_LOCK_CASES, {"ids": ids})
 
     async def load_entries(self, hazard_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[Entry]]:
         """The stored timeline of each case (cases without entries map to an empty list)."""
@@ -333,7 +355,7 @@ class TrackingRepository:
         found: dict[uuid.UUID, list[Entry]] = {hazard_id: [] for hazard_id in ids}
         if not ids:
             return found
-        rows = await self.session.execute(sa.select(_T).where(_T.c.hazard_id.in_(ids)).order_by(_T.c.seq))
+        rows = await self.session.execute(_LOAD_ENTRIES, {"ids": ids})
         for row in rows:
             found[row.hazard_id].append(Entry(seq=row.seq, event=_event_from_row(row)))
         return found
@@ -591,14 +613,9 @@ class TrackingRepository:
         """Cancel the open timers of these cases except the ones of the orders still awaiting rectification."""
         if not hazard_ids:
             return
-        query = sa.update(_TIMERS).where(
-            _TIMERS.c.hazard_id.in_(list(set(hazard_ids))),
-            _TIMERS.c.fired_at.is_(None),
-            _TIMERS.c.cancelled_at.is_(None),
+        await self.session.execute(
+            _CANCEL_TIMERS, {"hazard_ids": list(set(hazard_ids)), "keep": list(keep), "now": now}
         )
-        if keep:
-            query = query.where(_TIMERS.c.order_event_id.not_in(list(keep)))
-        await self.session.execute(query.values(cancelled_at=now))
 
     async def seconds_to_next_timer(self, *, now: datetime) -> float | None:
         """Seconds from ``now`` until the earliest open timer falls due (None: there is none)."""
