@@ -87,7 +87,7 @@ def _rollup_groups_select(
     )
 
 
-def _bucket_of(t: str) -> str:
+def bucket_of(t: str) -> str:
     """SQL of the histogram bucket of a row ``t`` with ``measure`` and ``us`` (exact microseconds)."""
     ack_v, rect_v = (
         f"(CAST({t}.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect")
@@ -114,7 +114,7 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
         f"AND {COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
-    bucket = _bucket_of("y")
+    bucket = bucket_of("y")
     return (
         f"INSERT INTO {into or f'{schema}.rollup_hist'} (grouping, day, key, measure, bucket, n, total_us) "
         f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.us) "
@@ -244,15 +244,8 @@ _HIST_EMPTY = "t.n = 0"
 _COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
 
 
-def _sums(signed: bool) -> tuple[str, str]:
-    """Sums of the counts of rows ``x`` (signed: of recorded changes), named, and whether any is not zero."""
-    term = "x.sign * x.{c}" if signed else "x.{c}"
-    sums = {c: f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS}
-    return ", ".join(f"{s} AS {c}" for c, s in sums.items()), " OR ".join(f"{s} <> 0" for s in sums.values())
-
-
-_SIGNED, _ANY_SIGNED = _sums(True)
-_SUMMED, _ANY_SUMMED = _sums(False)
+_SUMMED = ", ".join(f"sum(x.{c}) AS {c}" for c in ROLLUP_COUNTS)
+_ANY_SUMMED = " OR ".join(f"sum(x.{c}) <> 0" for c in ROLLUP_COUNTS)
 _FOLD_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "rollup": (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
     "rollup_groups": (("grouping", "text"), ("day", "date"), ("key", "text")),
@@ -295,24 +288,22 @@ def _upsert_cte(schema: str, table: str, rows: str) -> str:
 def _fold_sql(schema: str) -> str:
     """One statement: take the recorded changes, sum them per key of every rollup table, add the sums.
 
-    Returns a row ``('', [count])`` with how many changes it took, and one ``(table, key)`` per row
-    left without facts. The day sums of the groups and histograms are computed once (``gd``, ``hd``)
-    and feed both the day rows and their week and month rows.
+    Returns a row ``('', [count])`` with how many change rows it took, and one ``(table, key)`` per
+    row left without facts. The day sums of the groups and histograms are computed once (``gd``,
+    ``hd``) and feed both the day rows and their week and month rows. A change row's counts feed
+    the count tables and its histogram sums (``n``, ``total_us``; with a measure only) the
+    histograms: one row may carry both.
     """
-    hist_changes = (
-        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM gone f "
-        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
-    )
     ctes = {
         "gone": f"DELETE FROM {schema}.rollup_changes RETURNING *",
         "r": _upsert_cte(
             schema,
             "rollup",
             f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
-            f"{_SIGNED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
+            f"{_SUMMED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
         ),
-        "gd": f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM gone x {_GROUPINGS_LATERAL} "
-        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
+        "gd": f"SELECT g.grouping, x.day, g.key, {_SUMMED} FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SUMMED}",
         "g": _upsert_cte(schema, "rollup_groups", f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM gd"),
         "gs": _upsert_cte(
             schema,
@@ -320,9 +311,10 @@ def _fold_sql(schema: str) -> str:
             f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM gd x {_SPANS} "
             f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
         ),
-        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign) AS n, "
-        f"sum(x.sign * x.us) AS total_us FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL "
-        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
+        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.n) AS n, "
+        f"sum(x.total_us) AS total_us FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE x.measure IS NOT NULL AND g.key IS NOT NULL "
+        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
         "h": _upsert_cte(
             schema, "rollup_hist", "SELECT grouping, day, key, measure, bucket, n, total_us FROM hd"
         ),
