@@ -236,13 +236,13 @@ rollup_dirty = sa.Table(
 )
 
 # Changes not yet in the rollup (#20): each consumer transaction records how its facts change the
-# rollup, summed per contribution key (see store/changes.py): a row is the net change of every
-# hazard and dispatch row of the batch sharing its day and dimensions (the groupings' keys) and its
-# histogram bucket, if any (``measure``: ack for a dispatch, rect for a hazard; ``bucket``). Its
-# counts are signed sums of the 0/1 counts; ``n`` and ``total_us`` the signed count and sum of the
-# durations in that bucket (0 without a measure). The refresher folds the rows into the rollup
-# tables and deletes them. Rows whose sums are all 0 are not written (reporting_0014; before, a
-# row per old (-1) and new (+1) contribution).
+# rollup, summed over the batch (see store/changes.py): per day and dimensions (the groupings'
+# keys) the signed sums of the 0/1 counts, and per histogram bucket of those (``measure``: ack for
+# a dispatch, rect for a hazard; ``bucket``) the signed count and sum of the durations (``n``,
+# ``total_us``). A row carries one bucket's sums, and the counts' on the first row of its
+# dimensions (without a measure when no bucket moved; ``n`` and ``total_us`` then 0); sums all 0
+# are not written (reporting_0014; before, a row per old (-1) and new (+1) contribution). The
+# refresher folds the rows into the rollup tables and deletes them.
 CHANGE_DIMENSIONS = (
     "day",
     "department_id",

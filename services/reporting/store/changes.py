@@ -5,11 +5,11 @@ A hazard row and a dispatch row each add one *contribution* to the rollup: its d
 the contributions of the rows of the hazards it touches (their hazard and dispatch rows, and the
 relapsed originals'). In the batch's transaction :func:`merge_counted` reads those contributions
 before the merge (into memory, summed per key), merges, reads them again and records the
-difference in ``rollup_changes``: one row per *key* (day, dimensions, histogram measure and
-bucket) whose sums moved, holding the signed sums (new less old) of its counts and of its
-histogram count and microseconds. Keys whose sums did not move record nothing (an event that moves
-no figure, or a hazard's -old and +new on the same key cancelling in every column but the ones
-that changed), and the hazards of a batch that share a key share its row. The refresher
+difference in ``rollup_changes`` (:func:`differences`): per day and dimensions the signed sums (new
+less old) of the counts, and per histogram measure and bucket of those the signed count and sum of
+the microseconds, one row per bucket that moved with the counts on the first. A hazard's -old and
++new contributions become one row carrying only what moved, the hazards of a batch sharing a day
+and dimensions share their rows, and a batch that moves no figure records nothing. The refresher
 (``rollups.refresh_rollup``) folds the recorded rows into the rollup tables, one upsert per group
 key, and deletes them: its cost is the size of the changes, not of the days they touch.
 
@@ -100,26 +100,45 @@ def _record_sql(schema: str) -> str:
     )
 
 
-Key = tuple[Any, ...]
+_DIMS = len(KEY_COLUMNS) - 2  # the key less measure and bucket
 
 
 def differences(before: Iterable[Sequence[Any]], after: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
     """The change rows (key, then signed sums) taking the summed contributions ``before`` to ``after``.
 
-    Rows are as :func:`_summed_sql` returns them. A key whose sums are all 0 is left out: what the
-    fold would add for it is nothing. Integer sums, so the fold stays exact.
+    Rows are as :func:`_summed_sql` returns them. The counts' differences are summed per day and
+    dimensions, the histograms' per day, dimensions, measure and bucket; a row carries one
+    histogram difference and, on the first row of its dimensions, their counts' (a row of its own,
+    without a measure, when no histogram moved). So a hazard rectified or a dispatch acknowledged
+    records one row, not an old and a new one. Differences all 0 are left out: the fold would add
+    nothing. Integer sums, so the fold stays exact.
     """
-    width = len(SUM_COLUMNS)
-    sums: dict[Key, list[int]] = {}
+    counts: dict[tuple[Any, ...], list[int]] = {}
+    hist: dict[tuple[Any, ...], dict[tuple[Any, Any], list[int]]] = {}
     for sign, rows in ((-1, before), (1, after)):
         for row in rows:
-            key = tuple(tuple(v) if isinstance(v, list) else v for v in row[: len(KEY_COLUMNS)])
-            acc = sums.get(key)
+            dims = tuple(tuple(v) if isinstance(v, list) else v for v in row[:_DIMS])
+            measure, bucket, n, total_us = row[_DIMS : _DIMS + 4]
+            acc = counts.get(dims)
             if acc is None:
-                acc = sums[key] = [0] * width
-            for i, value in enumerate(row[len(KEY_COLUMNS) :]):
+                acc = counts[dims] = [0] * len(ROLLUP_COUNTS)
+            for i, value in enumerate(row[_DIMS + 4 :]):
                 acc[i] += sign * value
-    return [(*key, *acc) for key, acc in sums.items() if any(acc)]
+            if measure is not None:
+                h = hist.setdefault(dims, {}).setdefault((measure, bucket), [0, 0])
+                h[0] += sign * n
+                h[1] += sign * total_us
+    out: list[tuple[Any, ...]] = []
+    zero = [0] * len(ROLLUP_COUNTS)
+    for dims, acc in counts.items():
+        moved = [(key, h) for key, h in hist.get(dims, {}).items() if any(h)]
+        if not moved:
+            if any(acc):
+                out.append((*dims, None, None, 0, 0, *acc))
+            continue
+        for i, ((measure, bucket), (n, total_us)) in enumerate(moved):
+            out.append((*dims, measure, bucket, n, total_us, *(acc if i == 0 else zero)))
+    return out
 
 
 # The shared lock over all and each hazard's, in key order (in one statement: the shared lock
