@@ -81,7 +81,7 @@ def _summed_sql(schema: str) -> str:
     keys = ", ".join(KEY_COLUMNS)
     counts = ", ".join(f"sum(c.{name}) AS {name}" for name in ROLLUP_COUNTS)
     return (
-        f"SELECT {keys}, count(c.us) AS n, COALESCE(sum(c.us), 0) AS total_us, {counts} "
+        f"SELECT {keys}, count(c.us) AS n, CAST(COALESCE(sum(c.us), 0) AS bigint) AS total_us, {counts} "
         f"FROM (SELECT c.*, CASE WHEN c.us IS NOT NULL THEN {bucket_of('c')} END AS bucket "
         f"FROM ({contribution_sql(schema)}) AS c) AS c GROUP BY {keys}"
     )

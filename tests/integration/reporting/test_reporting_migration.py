@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.reporting import domain, repository
+from services.reporting.store.common import ROLLUP_COUNTS
 from shared.db import create_engine
 from shared.migrate import migrate
 from shared.settings import DatabaseSettings
@@ -189,11 +190,13 @@ async def test_upgrade_from_0013_recounts_the_days_of_changes_recorded_the_old_w
                 )
             )
             await repository.upsert_facts(conn, domain.project_events([reported], tz=tz))
+            counts = ", ".join(ROLLUP_COUNTS)
+            ones = ", ".join("1" if c == "reported" else "0" for c in ROLLUP_COUNTS)
             await conn.execute(
                 sa.text(
                     "INSERT INTO reporting.rollup_changes (sign, day, department_id, community_id, grid_id, "
-                    "category, reported) VALUES (1, '2026-04-02', '', 'liuyue', 'liuyue-01', "
-                    "'locked_rooftop_door', 1)"
+                    f"category, {counts}) VALUES (1, '2026-04-02', '', 'liuyue', 'liuyue-01', "
+                    f"'locked_rooftop_door', {ones})"
                 )
             )
         await migrate(url, services=("reporting",))
@@ -218,11 +221,16 @@ async def test_upgrade_from_0013_recounts_the_days_of_changes_recorded_the_old_w
             )
             await repository.merge_counted(conn, domain.project_events([rectified], tz=tz))
         async with engine.begin() as conn:
-            recorded = (
-                await conn.execute(sa.text("SELECT measure, n, rectified FROM reporting.rollup_changes"))
-            ).all()
-            assert [tuple(r) for r in recorded] == [("rect", 1, 1)], "one summed row: the rectification"
-            assert await repository.refresh_rollup(conn) == 1
+            recorded = await conn.execute(
+                sa.text(
+                    "SELECT department_id, measure, n, reported, rectified FROM reporting.rollup_changes "
+                    "ORDER BY department_id"
+                )
+            )
+            # The rectifying department now holds the hazard: its contribution leaves the key without
+            # a department and lands, rectified and with its duration, on the department's.
+            assert [tuple(r) for r in recorded] == [("", None, 0, -1, 0), ("fire", "rect", 1, 1, 1)]
+            assert await repository.refresh_rollup(conn) == 2, "both folded"
         async with engine.connect() as conn:
             live = await _rollup(conn)
             await repository.rebuild_rollup(conn)
