@@ -77,7 +77,17 @@ def test_the_change_rows_add_exactly_the_new_contributions_less_the_old(
 
 
 def test_a_rectification_records_one_row_of_what_moved() -> None:
-    dims: tuple[Any, ...] = (date(2026, 4, 2), "fire", "liuyue", "liuyue-01", "gas_leak", [], "fuyong", None, None)
+    dims: tuple[Any, ...] = (
+        date(2026, 4, 2),
+        "fire",
+        "liuyue",
+        "liuyue-01",
+        "gas_leak",
+        [],
+        "fuyong",
+        None,
+        None,
+    )
     zeros = [0] * len(ROLLUP_COUNTS)
     reported = list(zeros)
     reported[ROLLUP_COUNTS.index("reported")] = 1
