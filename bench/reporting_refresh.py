@@ -19,7 +19,8 @@ Two modes, each on a fresh copy of the loaded day, ``--repeat`` times:
 
 Figures per mode (medians over the repeats of each run's figure): a refresh's duration (p50,
 p99), a batch's apply time (p50, p99), and the freshness: from a batch's commit to the end of the
-first refresh that began after it (p50, p99). After each run the rollup is compared with one
+first refresh that began after it (p50, p99); in mode ``changes`` the rows written to
+``rollup_changes`` per stream event (load-independent but for batch sizes). After each run the rollup is compared with one
 recomputed from the facts (it must be equal).
 
 ``python -m bench.reporting_refresh [--base 30000] [--rate 500] [--duration 20] [--repeat 3]
@@ -208,6 +209,7 @@ async def one_run(
     commits: list[float] = []
     applies: list[float] = []
     refreshes: list[tuple[float, float]] = []  # (start, end)
+    brought_in: list[int] = []  # what each refresh brought in (changes mode: rollup_changes rows)
     done = asyncio.Event()
 
     async def consumer() -> None:
@@ -239,7 +241,7 @@ async def one_run(
             t0 = time.monotonic()
             async with engine.begin() as conn:
                 # As the service refreshes (changes: without waiting for the WAL flush; days: as before #20).
-                await rollups.refresh_rollup(conn, durable=mode == "days")
+                brought_in.append(await rollups.refresh_rollup(conn, durable=mode == "days"))
             t1 = time.monotonic()
             refreshes.append((t0, t1))
             if done.is_set() and t0 > commits[-1]:
@@ -280,6 +282,8 @@ async def one_run(
         "apply_p99_ms": round(_pct(applies, 0.99) * 1000, 1),
         "fresh_p50_ms": round(statistics.median(lags) * 1000, 1),
         "fresh_p99_ms": round(_pct(lags, 0.99) * 1000, 1),
+        # Load-independent: rows written to rollup_changes (and deleted by the fold) per stream event.
+        "change_rows_per_event": round(sum(brought_in) / len(events), 3) if mode == "changes" else None,
         "rollup_equals_recount": live == rebuilt,
     }
 
@@ -313,9 +317,11 @@ async def run(postgres: LocalPostgres, args: argparse.Namespace) -> dict[str, An
             result["runs"].setdefault(mode, []).append(figures)
             print(mode, rep, figures, flush=True)
     for mode, runs in result["runs"].items():
-        result["median"][mode] = {
-            k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0] if k.endswith("_ms")
-        } | {"rollup_equals_recount": all(r["rollup_equals_recount"] for r in runs)}
+        result["median"][mode] = (
+            {k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0] if k.endswith("_ms")}
+            | {"change_rows_per_event": runs[0]["change_rows_per_event"]}
+            | {"rollup_equals_recount": all(r["rollup_equals_recount"] for r in runs)}
+        )
     return result
 
 

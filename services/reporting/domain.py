@@ -134,11 +134,13 @@ class FactBatch:
         ids.update(row["original_hazard_id"] for row in self.relapses.values())
         return ids
 
-    def dispatch_hazards_without_place(self) -> set[uuid.UUID]:
-        """Hazards with a dispatch row in this batch but no report in it (the place comes from storage)."""
-        return {row["hazard_id"] for row in self.dispatches.values() if row.get("community_id") is None} | {
-            h for h, row in self.hazards.items() if row.get("community_id") is not None
-        }
+    def hazards_placing_stored_dispatches(self) -> set[uuid.UUID]:
+        """Hazards whose place this batch brings (their report): stored dispatch rows of theirs may lack it.
+
+        A dispatch row of the batch itself has its place already (from a report in the batch, here)
+        or takes it from the stored hazard as it is merged (``store.facts.upsert_sql``).
+        """
+        return {h for h, row in self.hazards.items() if row.get("community_id") is not None}
 
     def __len__(self) -> int:
         return len(self.hazards) + len(self.dispatches) + len(self.relapses) + len(self.actions)

@@ -245,9 +245,10 @@ async def _create_indexes(conn: AsyncConnection, of: Sequence[sa.Table]) -> None
 async def _merge_facts(conn: AsyncConnection, batch: domain.FactBatch) -> None:
     """Merge a batch's fact rows into the staging tables with the live projection's statements.
 
-    Unlike ``facts.upsert_facts``, the dispatches whose hazard's report is in another batch do
-    not get its place here: _fill_places copies it once for all of them after the replay (the
-    hazards' places never change once known, so the result is the same).
+    Unlike ``facts.upsert_facts``, the dispatches stored before their hazard's report (in an
+    earlier batch) do not get its place here: _fill_places copies it once for all of them after
+    the replay (the hazards' places never change once known, so the result is the same). A
+    dispatch merged after its report takes the place as it is merged, as live.
     """
     await facts.merge_rows(conn, batch, schema=STAGING_SCHEMA)
 

@@ -235,11 +235,14 @@ rollup_dirty = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
-# Changes not yet in the rollup (#20): each consumer transaction records, for every hazard and
-# dispatch row whose contribution to the rollup its facts changed, the old contribution (sign -1)
-# and the new one (+1); the refresher folds them into the rollup tables and deletes them. A row is
-# what one fact row adds to the rollup: its day and dimensions (the groupings' keys), its counts,
-# and its one histogram value, if any (``measure``: ack for a dispatch, rect for a hazard; ``us``).
+# Changes not yet in the rollup (#20): each consumer transaction records how its facts change the
+# rollup, summed over the batch (see store/changes.py): per day and dimensions (the groupings'
+# keys) the signed sums of the 0/1 counts, and per histogram bucket of those (``measure``: ack for
+# a dispatch, rect for a hazard; ``bucket``) the signed count and sum of the durations (``n``,
+# ``total_us``). A row carries one bucket's sums, and the counts' on the first row of its
+# dimensions (without a measure when no bucket moved; ``n`` and ``total_us`` then 0); sums all 0
+# are not written (reporting_0014; before, a row per old (-1) and new (+1) contribution). The
+# refresher folds the rows into the rollup tables and deletes them.
 CHANGE_DIMENSIONS = (
     "day",
     "department_id",
@@ -251,12 +254,11 @@ CHANGE_DIMENSIONS = (
     "reporter_type",
     "source",
     "measure",
-    "us",
+    "bucket",
 )
 rollup_changes = sa.Table(
     "rollup_changes",
     metadata,
-    sa.Column("sign", sa.SmallInteger, nullable=False),
     # The recording transaction's start: the age of the oldest change not yet in the rollup.
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("day", sa.Date, nullable=False),
@@ -269,7 +271,9 @@ rollup_changes = sa.Table(
     sa.Column("reporter_type", sa.Text),
     sa.Column("source", sa.Text),
     sa.Column("measure", sa.Text),
-    sa.Column("us", sa.BigInteger),
+    sa.Column("bucket", sa.SmallInteger),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("total_us", sa.BigInteger, nullable=False),
     *(sa.Column(name, sa.Integer, nullable=False) for name in _COUNTS),
 )
 

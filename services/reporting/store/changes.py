@@ -1,14 +1,17 @@
-"""The rollup's changes recorded with the facts (#20): what a batch changes, as signed contributions.
+"""The rollup's changes recorded with the facts (#20): what a batch changes, summed per contribution key.
 
 A hazard row and a dispatch row each add one *contribution* to the rollup: its day and dimensions
 (the keys of every grouping), its 0/1 counts and its one histogram value, if any. A batch changes
 the contributions of the rows of the hazards it touches (their hazard and dispatch rows, and the
 relapsed originals'). In the batch's transaction :func:`merge_counted` reads those contributions
-before the merge, merges, reads them again and records the difference in ``rollup_changes``: the
-old contributions that are gone with sign -1, the new ones with +1 (identical ones cancel, so an
-event that moves no figure records nothing). The refresher (``rollups.refresh_rollup``) folds the
-recorded rows into the rollup tables, one upsert per group key, and deletes them: its cost is the
-size of the changes, not of the days they touch.
+before the merge (into memory, summed per key), merges, reads them again and records the
+difference in ``rollup_changes`` (:func:`differences`): per day and dimensions the signed sums (new
+less old) of the counts, and per histogram measure and bucket of those the signed count and sum of
+the microseconds, one row per bucket that moved with the counts on the first. A hazard's -old and
++new contributions become one row carrying only what moved, the hazards of a batch sharing a day
+and dimensions share their rows, and a batch that moves no figure records nothing. The refresher
+(``rollups.refresh_rollup``) folds the recorded rows into the rollup tables, one upsert per group
+key, and deletes them: its cost is the size of the changes, not of the days they touch.
 
 Exactness needs every recorded difference to start where the previous one of the same row ended:
 two transactions must never read a hazard's contributions concurrently (one would subtract a
@@ -22,17 +25,21 @@ batch touching more than :data:`HOLD_EACH_MAX` hazards takes one lock over all o
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
 from services.reporting import tables
 from services.reporting.domain import FactBatch
 from services.reporting.store.common import COUNTED_HAZARD, ROLLUP_COUNTS, SCHEMA, Executor, fact_union
-from services.reporting.store.facts import upsert_facts
+from services.reporting.store.facts import JOINED, array_type, column_arrays, upsert_facts
+from services.reporting.store.rollups import bucket_of
 
-CONTRIBUTION_COLUMNS: tuple[str, ...] = (*tables.CHANGE_DIMENSIONS, *ROLLUP_COUNTS)
-"""The columns of a contribution, in the order :func:`contribution_sql` selects them."""
+KEY_COLUMNS: tuple[str, ...] = tables.CHANGE_DIMENSIONS
+"""A change row's key: day, dimensions, histogram measure and bucket (NULL without a measure)."""
+SUM_COLUMNS: tuple[str, ...] = ("n", "total_us", *ROLLUP_COUNTS)
+"""A change row's signed sums: histogram count and microseconds (0 without a measure), the counts."""
 
 # Advisory lock spaces (the two-key form, apart from the one-key locks other code takes).
 HAZARD_LOCKS = 0x52485A01  # (space, hashtext(hazard_id)): one hazard
@@ -64,38 +71,74 @@ def contribution_sql(schema: str = SCHEMA, *, where_h: str = "", where_d: str = 
     )
 
 
-_COLUMNS = ", ".join(CONTRIBUTION_COLUMNS)
-
-
 @functools.cache
-def _before_table_sql(schema: str) -> str:
-    # Per connection, emptied at every commit: the contributions as they were before the merge.
-    return (
-        f"CREATE TEMP TABLE IF NOT EXISTS rollup_before ON COMMIT DELETE ROWS AS "
-        f"SELECT {_COLUMNS} FROM {schema}.rollup_changes WITH NO DATA"
-    )
+def _summed_sql(schema: str) -> str:
+    """The contributions of the hazards in ``:ids`` summed per key: the columns of a change row.
 
-
-@functools.cache
-def _before_sql(schema: str) -> str:
-    # Anything left from an earlier merge in this transaction goes first (the CTE's delete does not
-    # see the rows the insert adds).
+    The bucket is computed here, by the SQL the rollup's passes use, so a duration lands in the
+    same bucket whichever path counts it.
+    """
+    keys = ", ".join(KEY_COLUMNS)
+    counts = ", ".join(f"sum(c.{name}) AS {name}" for name in ROLLUP_COUNTS)
     return (
-        f"WITH earlier AS (DELETE FROM pg_temp.rollup_before) "
-        f"INSERT INTO pg_temp.rollup_before ({_COLUMNS}) {contribution_sql(schema)}"
+        f"SELECT {keys}, count(c.us) AS n, CAST(COALESCE(sum(c.us), 0) AS bigint) AS total_us, {counts} "
+        f"FROM (SELECT c.*, CASE WHEN c.us IS NOT NULL THEN {bucket_of('c')} END AS bucket "
+        f"FROM ({contribution_sql(schema)}) AS c) AS c GROUP BY {keys}"
     )
 
 
 @functools.cache
 def _record_sql(schema: str) -> str:
-    """The new contributions not among the old (+1) and the old not among the new (-1)."""
+    """The change rows, sent as one array per column (campaign ids joined by commas)."""
+    columns = (*KEY_COLUMNS, *SUM_COLUMNS)
+    table = tables.rollup_changes
+    arrays = ", ".join(f"CAST(:{c} AS {array_type(table.c[c])}[])" for c in columns)
+    select = ", ".join(f"string_to_array({c}, ',')" if c == JOINED else c for c in columns)
+    names = ", ".join(columns)
     return (
-        f"WITH n AS MATERIALIZED ({contribution_sql(schema)}) "
-        f"INSERT INTO {schema}.rollup_changes (sign, {_COLUMNS}) "
-        f"SELECT 1, * FROM (SELECT * FROM n EXCEPT ALL SELECT {_COLUMNS} FROM pg_temp.rollup_before) AS a "
-        f"UNION ALL "
-        f"SELECT -1, * FROM (SELECT {_COLUMNS} FROM pg_temp.rollup_before EXCEPT ALL SELECT * FROM n) AS b"
+        f"INSERT INTO {schema}.rollup_changes ({names}) SELECT {select} FROM unnest({arrays}) AS u({names})"
     )
+
+
+_DIMS = len(KEY_COLUMNS) - 2  # the key less measure and bucket
+
+
+def differences(before: Iterable[Sequence[Any]], after: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The change rows (key, then signed sums) taking the summed contributions ``before`` to ``after``.
+
+    Rows are as :func:`_summed_sql` returns them. The counts' differences are summed per day and
+    dimensions, the histograms' per day, dimensions, measure and bucket; a row carries one
+    histogram difference and, on the first row of its dimensions, their counts' (a row of its own,
+    without a measure, when no histogram moved). So a hazard rectified or a dispatch acknowledged
+    records one row, not an old and a new one. Differences all 0 are left out: the fold would add
+    nothing. Integer sums, so the fold stays exact.
+    """
+    counts: dict[tuple[Any, ...], list[int]] = {}
+    hist: dict[tuple[Any, ...], dict[tuple[Any, Any], list[int]]] = {}
+    for sign, rows in ((-1, before), (1, after)):
+        for row in rows:
+            dims = tuple(tuple(v) if isinstance(v, list) else v for v in row[:_DIMS])
+            measure, bucket, n, total_us = row[_DIMS : _DIMS + 4]
+            acc = counts.get(dims)
+            if acc is None:
+                acc = counts[dims] = [0] * len(ROLLUP_COUNTS)
+            for i, value in enumerate(row[_DIMS + 4 :]):
+                acc[i] += sign * value
+            if measure is not None:
+                h = hist.setdefault(dims, {}).setdefault((measure, bucket), [0, 0])
+                h[0] += sign * n
+                h[1] += sign * total_us
+    out: list[tuple[Any, ...]] = []
+    zero = [0] * len(ROLLUP_COUNTS)
+    for dims, acc in counts.items():
+        moved = [(key, h) for key, h in hist.get(dims, {}).items() if any(h)]
+        if not moved:
+            if any(acc):
+                out.append((*dims, None, None, 0, 0, *acc))
+            continue
+        for i, ((measure, bucket), (n, total_us)) in enumerate(moved):
+            out.append((*dims, measure, bucket, n, total_us, *(acc if i == 0 else zero)))
+    return out
 
 
 # The shared lock over all and each hazard's, in key order (in one statement: the shared lock
@@ -123,8 +166,16 @@ async def merge_counted(db: Executor, batch: FactBatch, *, schema: str = SCHEMA)
         return
     await hold_hazards(db, ids)
     # Read after the locks (a new snapshot: READ COMMITTED), so whatever changed these hazards
-    # before is committed and in what follows.
-    await db.execute(sa.text(_before_table_sql(schema)))
-    await db.execute(sa.text(_before_sql(schema)), {"ids": ids})
+    # before is committed and in what follows. Held in memory, not in a table: rows of a temp
+    # table are rows written too.
+    summed = sa.text(_summed_sql(schema))
+    before = (await db.execute(summed, {"ids": ids})).all()
     await upsert_facts(db, batch, schema=schema)
-    await db.execute(sa.text(_record_sql(schema)), {"ids": ids})
+    after = (await db.execute(summed, {"ids": ids})).all()
+    rows = differences(before, after)
+    if rows:
+        columns = (*KEY_COLUMNS, *SUM_COLUMNS)
+        await db.execute(
+            sa.text(_record_sql(schema)),
+            column_arrays([dict(zip(columns, r, strict=True)) for r in rows], columns),
+        )

@@ -39,16 +39,16 @@ FACT_TABLES: tuple[FactTable, ...] = (
 """The fact tables in the order of a FactBatch's rows (hazards, dispatches, relapses, actions)."""
 
 # Array columns are sent joined by commas (unnest cannot carry an array per row) and split again.
-_JOINED = "campaign_ids"
+JOINED = "campaign_ids"
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _array_type(column: sa.Column[Any]) -> str:
+def array_type(column: sa.Column[Any]) -> str:
     """The PostgreSQL array type a column's values are sent in, from its type in tables.py."""
     kind: sa.types.TypeEngine[Any] = sa.Text() if isinstance(column.type, sa.ARRAY) else column.type
-    return kind.compile(dialect=_POSTGRESQL).lower()  # an array is joined by commas, see _JOINED
+    return kind.compile(dialect=_POSTGRESQL).lower()  # an array is joined by commas, see JOINED
 
 
 def _merge_sql(table: str, column: str, rule: Rule) -> str:
@@ -74,15 +74,31 @@ def upsert_sql(fact: FactTable, *, schema: str = SCHEMA) -> sa.TextClause:
 
     Dynamic SQL for speed (one ``INSERT … SELECT FROM unnest(arrays)`` per batch and table), built
     from the table object: its name, its columns and their types as tables.py declares them.
+
+    A stored row that the merge leaves as it is is not updated (``WHERE … IS DISTINCT FROM``: an
+    update writes a new row version even when no value changes; the row is still locked). A
+    dispatch row without its hazard's place takes it from the stored hazard, if that has it, as
+    :func:`fill_places_sql` would copy it afterwards (one write instead of an insert and an update;
+    the batch holds its hazards' locks, so a report committed by another batch is seen).
     """
     name, columns = fact.table.name, fact.columns
-    unnest = ", ".join(f"CAST(:{c} AS {_array_type(fact.table.c[c])}[])" for c in columns)
-    select = ", ".join(f"string_to_array({c}, ',')" if c == _JOINED else c for c in columns)
-    sets = ", ".join(f"{c} = {_merge_sql(name, c, rule)}" for c, rule in fact.rules.items())
+    unnest = ", ".join(f"CAST(:{c} AS {array_type(fact.table.c[c])}[])" for c in columns)
+    split = {c: f"string_to_array(u.{c}, ',')" if c == JOINED else f"u.{c}" for c in columns}
+    source = f"unnest({unnest}) AS u({', '.join(columns)})"
+    if fact.table is tables.dispatches:
+        split |= {
+            c: f"CASE WHEN h.hazard_id IS NULL THEN {split[c]} ELSE h.{c} END" for c in domain.PLACE_COLUMNS
+        }
+        source += (
+            f" LEFT JOIN {schema}.hazards h ON h.hazard_id = u.hazard_id AND u.community_id IS NULL "
+            "AND h.community_id IS NOT NULL"
+        )
+    sets = {c: _merge_sql(name, c, rule) for c, rule in fact.rules.items()}
     return sa.text(
         f"INSERT INTO {schema}.{name} AS {name} ({', '.join(columns)}) "
-        f"SELECT {select} FROM unnest({unnest}) AS u({', '.join(columns)}) "
-        f"ON CONFLICT ({fact.key}) DO UPDATE SET {sets}"
+        f"SELECT {', '.join(split.values())} FROM {source} "
+        f"ON CONFLICT ({fact.key}) DO UPDATE SET {', '.join(f'{c} = {m}' for c, m in sets.items())} "
+        f"WHERE ({', '.join(f'{name}.{c}' for c in sets)}) IS DISTINCT FROM ({', '.join(sets.values())})"
     )
 
 
@@ -90,8 +106,8 @@ def column_arrays(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> 
     """The rows as one list per column, the parameters of :func:`upsert_sql` (campaign ids joined)."""
     rows = rows if isinstance(rows, Sequence) else list(rows)
     arrays = {c: [row.get(c) for row in rows] for c in columns}
-    if _JOINED in arrays:
-        arrays[_JOINED] = [None if v is None else ",".join(v) for v in arrays[_JOINED]]
+    if JOINED in arrays:
+        arrays[JOINED] = [None if v is None else ",".join(v) for v in arrays[JOINED]]
     return arrays
 
 
@@ -129,9 +145,10 @@ def fill_places_sql(*, schema: str = SCHEMA, of_hazards: bool = True) -> sa.Text
 async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) -> None:
     """Merge a batch's fact rows into the stored ones (idempotent, order-independent)."""
     await merge_rows(db, batch, schema=schema)
-    late = sorted(batch.dispatch_hazards_without_place())
+    late = sorted(batch.hazards_placing_stored_dispatches())
     if late:
-        # Dispatches whose hazard's report came in another batch (before or after): copy its place.
+        # Dispatches stored before their hazard's report came (in an earlier batch): copy its place.
+        # (A dispatch of this batch whose hazard is stored took its place as it was merged.)
         await db.execute(fill_places_sql(schema=schema), {"ids": late})
 
 

@@ -87,7 +87,7 @@ def _rollup_groups_select(
     )
 
 
-def _bucket_of(t: str) -> str:
+def bucket_of(t: str) -> str:
     """SQL of the histogram bucket of a row ``t`` with ``measure`` and ``us`` (exact microseconds)."""
     ack_v, rect_v = (
         f"(CAST({t}.us AS float8) / CAST({US_PER_UNIT[m]!r} AS float8))" for m in ("ack", "rect")
@@ -114,7 +114,7 @@ def _rollup_hist_select(schema: str, day_filter_h: str, day_filter_d: str, *, in
         f"FROM {schema}.hazards h WHERE h.rectified_at IS NOT NULL AND h.report_day IS NOT NULL "
         f"AND {COUNTED_HAZARD} AND NOT COALESCE(h.rectified_on_site, false) AND {day_filter_h}"
     )
-    bucket = _bucket_of("y")
+    bucket = bucket_of("y")
     return (
         f"INSERT INTO {into or f'{schema}.rollup_hist'} (grouping, day, key, measure, bucket, n, total_us) "
         f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, count(*), sum(x.us) "
@@ -244,15 +244,8 @@ _HIST_EMPTY = "t.n = 0"
 _COUNT_COLUMNS = ", ".join(ROLLUP_COUNTS)
 
 
-def _sums(signed: bool) -> tuple[str, str]:
-    """Sums of the counts of rows ``x`` (signed: of recorded changes), named, and whether any is not zero."""
-    term = "x.sign * x.{c}" if signed else "x.{c}"
-    sums = {c: f"sum({term.format(c=c)})" for c in ROLLUP_COUNTS}
-    return ", ".join(f"{s} AS {c}" for c, s in sums.items()), " OR ".join(f"{s} <> 0" for s in sums.values())
-
-
-_SIGNED, _ANY_SIGNED = _sums(True)
-_SUMMED, _ANY_SUMMED = _sums(False)
+_SUMMED = ", ".join(f"sum(x.{c}) AS {c}" for c in ROLLUP_COUNTS)
+_ANY_SUMMED = " OR ".join(f"sum(x.{c}) <> 0" for c in ROLLUP_COUNTS)
 _FOLD_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "rollup": (("day", "date"), ("department_id", "text"), ("community_id", "text"), ("category", "text")),
     "rollup_groups": (("grouping", "text"), ("day", "date"), ("key", "text")),
@@ -275,66 +268,82 @@ _FOLD_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _upsert_cte(schema: str, table: str, rows: str) -> str:
-    """A CTE adding ``rows`` to ``table``'s stored rows; it returns each upserted key (as text) and
-    whether the row is left empty."""
+def _add_ctes(schema: str, table: str, name: str, rows: str) -> dict[str, str]:
+    """CTEs adding ``rows`` to ``table``'s stored rows; ``name`` and ``{name}_new`` return each key
+    they wrote (as text) and whether its row is left empty.
+
+    Stored keys are updated (``{name}``) and only the others inserted (``{name}_new``), rather than
+    one ``INSERT … ON CONFLICT DO UPDATE``: that first locks the conflicting row (a WAL record of
+    its own) and then updates it, and nearly every key of a fold is stored already. Both see the
+    statement's snapshot, so a key is in exactly one of them; no one else writes the rollup
+    meanwhile (the refresh's lock), and the insert's ``ON CONFLICT`` is only a guard.
+    """
     key = _FOLD_KEYS[table]
     names = ", ".join(k for k, _ in key)
     hist = table.startswith("rollup_hist")
     values, add, empty = (
         ("n, total_us", _ADD_HIST, _HIST_EMPTY) if hist else (_COUNT_COLUMNS, _ADD, _COUNTS_EMPTY)
     )
+    plus = add.replace("EXCLUDED.", "d.")
     as_text = ", ".join(f"CAST(t.{k} AS text)" for k, _ in key)
-    return (
-        f"INSERT INTO {schema}.{table} AS t ({names}, {values}) {rows} "
-        f"ON CONFLICT ({names}) DO UPDATE SET {add} RETURNING ARRAY[{as_text}] AS k, {empty} AS empty"
-    )
+    returning = f"RETURNING ARRAY[{as_text}] AS k, {empty} AS empty"
+    same = " AND ".join(f"{{t}}.{k} = d.{k}" for k, _ in key)
+    return {
+        f"{name}_d": f"SELECT * FROM ({rows}) AS d({names}, {values})",
+        name: f"UPDATE {schema}.{table} AS t SET {plus} FROM {name}_d d WHERE {same.format(t='t')} {returning}",
+        f"{name}_new": f"INSERT INTO {schema}.{table} AS t ({names}, {values}) SELECT * FROM {name}_d d "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table} e WHERE {same.format(t='e')}) "
+        f"ON CONFLICT ({names}) DO UPDATE SET {add} {returning}",
+    }
 
 
 @functools.cache
 def _fold_sql(schema: str) -> str:
     """One statement: take the recorded changes, sum them per key of every rollup table, add the sums.
 
-    Returns a row ``('', [count])`` with how many changes it took, and one ``(table, key)`` per row
-    left without facts. The day sums of the groups and histograms are computed once (``gd``, ``hd``)
-    and feed both the day rows and their week and month rows.
+    Returns a row ``('', [count])`` with how many change rows it took, and one ``(table, key)`` per
+    row left without facts. The day sums of the groups and histograms are computed once (``gd``,
+    ``hd``) and feed both the day rows and their week and month rows. A change row's counts feed
+    the count tables and its histogram sums (``n``, ``total_us``; with a measure only) the
+    histograms: one row may carry both.
     """
-    hist_changes = (
-        f"(SELECT f.*, {_bucket_of('f')} AS bucket FROM gone f "
-        f"WHERE f.measure IS NOT NULL AND f.us IS NOT NULL) AS x"
-    )
     ctes = {
         "gone": f"DELETE FROM {schema}.rollup_changes RETURNING *",
-        "r": _upsert_cte(
+        **_add_ctes(
             schema,
             "rollup",
+            "r",
             f"SELECT x.day, x.department_id, COALESCE(x.community_id, ''), COALESCE(x.category, ''), "
-            f"{_SIGNED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SIGNED}",
+            f"{_SUMMED} FROM gone x GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
         ),
-        "gd": f"SELECT g.grouping, x.day, g.key, {_SIGNED} FROM gone x {_GROUPINGS_LATERAL} "
-        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SIGNED}",
-        "g": _upsert_cte(schema, "rollup_groups", f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM gd"),
-        "gs": _upsert_cte(
+        "gd": f"SELECT g.grouping, x.day, g.key, {_SUMMED} FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE g.key IS NOT NULL GROUP BY 1, 2, 3 HAVING {_ANY_SUMMED}",
+        **_add_ctes(schema, "rollup_groups", "g", f"SELECT grouping, day, key, {_COUNT_COLUMNS} FROM gd"),
+        **_add_ctes(
             schema,
             "rollup_groups_span",
+            "gs",
             f"SELECT x.grouping, sp.span, sp.start, x.key, {_SUMMED} FROM gd x {_SPANS} "
             f"GROUP BY 1, 2, 3, 4 HAVING {_ANY_SUMMED}",
         ),
-        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.sign) AS n, "
-        f"sum(x.sign * x.us) AS total_us FROM {hist_changes} {_GROUPINGS_LATERAL} WHERE g.key IS NOT NULL "
-        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.sign) <> 0 OR sum(x.sign * x.us) <> 0",
-        "h": _upsert_cte(
-            schema, "rollup_hist", "SELECT grouping, day, key, measure, bucket, n, total_us FROM hd"
+        "hd": f"SELECT g.grouping, x.day, g.key, x.measure, x.bucket, sum(x.n) AS n, "
+        f"sum(x.total_us) AS total_us FROM gone x {_GROUPINGS_LATERAL} "
+        f"WHERE x.measure IS NOT NULL AND g.key IS NOT NULL "
+        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
+        **_add_ctes(
+            schema, "rollup_hist", "h", "SELECT grouping, day, key, measure, bucket, n, total_us FROM hd"
         ),
-        "hs": _upsert_cte(
+        **_add_ctes(
             schema,
             "rollup_hist_span",
+            "hs",
             f"SELECT x.grouping, sp.span, sp.start, x.key, x.measure, x.bucket, sum(x.n), sum(x.total_us) "
             f"FROM hd x {_SPANS} GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(x.n) <> 0 OR sum(x.total_us) <> 0",
         ),
     }
     emptied = " ".join(
-        f"UNION ALL SELECT '{table}', k FROM {cte} WHERE empty"
+        f"UNION ALL SELECT '{table}', k FROM {cte}{new} WHERE empty"
+        for new in ("", "_new")
         for cte, table in (
             ("r", "rollup"),
             ("g", "rollup_groups"),
@@ -349,6 +358,16 @@ def _fold_sql(schema: str) -> str:
     )
 
 
+_NESTED_LOOPS_ONLY = (
+    "WITH was AS MATERIALIZED (SELECT current_setting('enable_hashjoin') AS hash, "
+    "current_setting('enable_mergejoin') AS merge) SELECT was.hash, was.merge, set_config('jit', 'off', true), "
+    "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true) FROM was"
+)
+_JOINS_AS_WERE = (
+    "SELECT set_config('enable_hashjoin', :hash, true), set_config('enable_mergejoin', :merge, true)"
+)
+
+
 async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
     """Fold every committed recorded change into the rollup tables and delete it; returns how many.
 
@@ -358,9 +377,13 @@ async def fold_changes(db: Executor, *, schema: str = SCHEMA) -> int:
     without facts are then deleted, as a rebuild would not have them. The caller holds the
     refresh's advisory lock.
     """
-    # A statement over a few hundred rows: JIT compilation would cost more than it does.
-    await db.execute(sa.text("SELECT set_config('jit', 'off', true)"))
+    # A statement over a few hundred rows: JIT compilation would cost more than it does. Its sums
+    # meet the stored rows key by key through their primary keys: a hash or merge join would read
+    # whole rollup tables (a year of rows) for a few hundred keys, and the planner cannot know how
+    # few the CTEs hold. Put back afterwards for what the transaction does next (dirty days).
+    was = (await db.execute(sa.text(_NESTED_LOOPS_ONLY))).one()
     rows = (await db.execute(sa.text(_fold_sql(schema)))).all()
+    await db.execute(sa.text(_JOINS_AS_WERE), {"hash": was.hash, "merge": was.merge})
     folded = 0
     emptied: dict[str, list[list[str]]] = {}
     for table, key in rows:

@@ -86,7 +86,8 @@ def test_dispatches_carry_their_hazards_place() -> None:
     assert facts.dispatches[D[1]]["campaign_ids"] == ["spring-fire-2026", "rooftop-escape-routes-2026"]
     alone = _fold([e for e in build_log() if e.TYPE == "hazard.dispatched"])
     assert alone.dispatches[D[1]].get("community_id") is None
-    assert H[1] in alone.dispatch_hazards_without_place()
+    assert H[1] not in alone.hazards_placing_stored_dispatches(), "no report: nothing to copy"
+    assert H[1] in facts.hazards_placing_stored_dispatches(), "its report places dispatches stored before"
 
 
 def test_relapse_and_duplicate_facts() -> None:
