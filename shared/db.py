@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,21 @@ def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:
 
 
 _DATABASE_NOW = sa.text("select clock_timestamp()")
+
+
+def array_param(name: str, column: sa.ColumnElement[Any], values: Iterable[Any] | None = None) -> Any:
+    """One parameter holding a list of ``column``'s values as an array, for ``= any(…)`` / ``<> all(…)``.
+
+    Where ``column.in_(ids)`` is compiled again at every execution and is a new SQL text (and a new
+    server-side prepared statement) for every length of the list, a statement with this parameter
+    has one text whatever the length: it is compiled once and prepared once per connection.
+    ``values`` binds the list now; without it, the statement is built once and the list is given
+    at execution.
+    """
+    array = pg.ARRAY(column.type)
+    if values is None:
+        return sa.bindparam(name, type_=array)
+    return sa.bindparam(name, list(values), type_=array)
 
 
 async def database_now(session: AsyncSession) -> datetime:

@@ -37,11 +37,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared import metrics, tracing
+from shared.db import array_param
 from shared.events import AnyEvent, dump_event
 from shared.idle import IdleBackoff
 
@@ -247,11 +247,10 @@ class OutboxRelay:
             .order_by(table.c.id)
             .limit(batch_size)
         )
-        # The batch's ids as one array parameter: one statement text whatever the batch size (an
-        # IN list is compiled again for every execution and is a new prepared statement per size).
+        # The batch's ids as one array parameter: one statement text whatever the batch size.
         self._stamp = (
             sa.update(table)
-            .where(table.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
+            .where(table.c.id == sa.any_(array_param("ids", table.c.id)))
             .values(published_at=sa.bindparam("stamp", type_=table.c.published_at.type))
         )
         self._stopping = asyncio.Event()

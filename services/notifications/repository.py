@@ -18,12 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import domain
 from services.notifications.tables import deliveries, reminders, subscriptions
+from shared.db import array_param
 from shared.idle import wake_on_commit
-
-# Arrays rather than ``IN (...)`` on the sender's hot path: an expanding IN is a new SQL text (and
-# a new server-side prepared statement) for every count of ids, one array parameter is one text.
-_BIGINTS = pg.ARRAY(sa.BigInteger)
-_UUIDS = pg.ARRAY(pg.UUID(as_uuid=True))
 
 # Commits that add deliveries or reminders wake this process's sender and reminder loop (shared.idle).
 DELIVERIES_WAKE = "notifications.deliveries"
@@ -445,7 +441,7 @@ class NotificationsRepository:
             values["attempts"] = d.attempts + 1
         leased = await self.session.execute(
             sa.update(deliveries)
-            .where(d.delivery_id == sa.any_(sa.bindparam("chosen", list(chosen), type_=_BIGINTS)))
+            .where(d.delivery_id == sa.any_(array_param("chosen", d.delivery_id, chosen)))
             .values(**values)
             .returning(deliveries)
         )
@@ -455,9 +451,7 @@ class NotificationsRepository:
             for row in await self.session.execute(
                 sa.select(subscriptions).where(
                     s.subscription_id
-                    == sa.any_(
-                        sa.bindparam("subs", list({row.subscription_id for row in rows}), type_=_UUIDS)
-                    )
+                    == sa.any_(array_param("subs", s.subscription_id, {r.subscription_id for r in rows}))
                 )
             )
         }

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracking import tables
 from services.tracking.domain import Case, ClosedCase, Entry, actor_of
 from shared import events as ev
+from shared.db import array_param
 from shared.idle import wake_on_commit
 
 _T = tables.timeline
@@ -44,29 +45,24 @@ def _event_from_row(row: Any) -> ev.AnyEvent:
     )
 
 
-def _uuids(name: str) -> Any:
-    """A parameter holding a list of UUIDs as one array: the statement's text (and so its compiled
-    form and its prepared statement) is the same whatever the list's length, where an ``IN`` list is
-    compiled again at every execution and prepared anew for every length."""
-    return sa.bindparam(name, type_=pg.ARRAY(pg.UUID(as_uuid=True)))
-
-
 # The cases' rows locked in hazard order (the lock order every writer follows).
 _LOCK_CASES = (
     sa.select(_C.c.hazard_id)
-    .where(_C.c.hazard_id == sa.any_(_uuids("ids")))
+    .where(_C.c.hazard_id == sa.any_(array_param("ids", _C.c.hazard_id)))
     .order_by(_C.c.hazard_id)
     .with_for_update()
 )
-_LOAD_ENTRIES = sa.select(_T).where(_T.c.hazard_id == sa.any_(_uuids("ids"))).order_by(_T.c.seq)
+_LOAD_ENTRIES = (
+    sa.select(_T).where(_T.c.hazard_id == sa.any_(array_param("ids", _T.c.hazard_id))).order_by(_T.c.seq)
+)
 # ``order_event_id <> all('{}')`` is true: with nothing to keep, every open timer of the cases goes.
 _CANCEL_TIMERS = (
     sa.update(_TIMERS)
     .where(
-        _TIMERS.c.hazard_id == sa.any_(_uuids("hazard_ids")),
+        _TIMERS.c.hazard_id == sa.any_(array_param("hazard_ids", _TIMERS.c.hazard_id)),
         _TIMERS.c.fired_at.is_(None),
         _TIMERS.c.cancelled_at.is_(None),
-        _TIMERS.c.order_event_id != sa.all_(_uuids("keep")),
+        _TIMERS.c.order_event_id != sa.all_(array_param("keep", _TIMERS.c.order_event_id)),
     )
     .values(cancelled_at=sa.bindparam("now", type_=_TIMERS.c.cancelled_at.type))
 )
