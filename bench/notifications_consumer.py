@@ -184,7 +184,7 @@ g as (
     from rows
     returning event_id, hazard_id, department_id, event_at
 ), inbox as (
-    insert into notifications.inbox (event_id, applied_at) select event_id, event_at from ins
+    insert into notifications.inbox_batches (event_ids, applied_at) select array_agg(event_id), max(event_at) from ins
 )
 insert into notifications.reminders (reminder_id, hazard_id, kind, department_id, fraction, deadline, due_at, status)
 select gen_random_uuid(), hazard_id, 'receipt', department_id, f, event_at + interval '2 hours',
@@ -206,7 +206,7 @@ async def _fill(dsn: str, *, sent: int, held: int, minutes: float) -> dict[str, 
             await conn.execute(_FILL, min(chunk, held - first), minutes * 60, notice, HELD_DEPARTMENT)
         filled = time.perf_counter() - started
         await conn.execute("vacuum analyze notifications.deliveries")
-        await conn.execute("vacuum analyze notifications.inbox")
+        await conn.execute("vacuum analyze notifications.inbox_batches")
         await conn.execute("vacuum analyze notifications.reminders")
         sizes = await conn.fetch(
             "select relname, pg_total_relation_size(oid) as b from pg_class "

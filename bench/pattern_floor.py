@@ -16,8 +16,9 @@ first batch committed to the last, so the consumer group's join is left out. The
 benchmark's work per hazard times these costs is what the patterns alone take of a hazard's
 budget, before any service does its own work.
 
-``python -m bench.pattern_floor [--events N]``; figures are printed and written to
-``bench/results/pattern_floor.json``.
+``python -m bench.pattern_floor [--events N] [--name NAME]``; figures are printed and written to
+``bench/results/<NAME>.json`` (default ``pattern_floor``). Besides CPU, each phase reports what
+does not depend on the machine's load: WAL bytes, inbox rows and inbox bytes per event applied.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ async def _phase(
         await conn.run_sync(metadata.create_all)
     produce_s = await produce_events(kafka.bootstrap_servers, topic, workload(n))
     meter = CpuMeter(meter_parts, include_self=False)
+    writes_before = await _writes(runtime.engine, inbox)
 
     def counted() -> tuple[int, int]:
         # The services' own counters, read in-process: polling the tables would cost the database.
@@ -129,6 +131,8 @@ async def _phase(
         await runtime.stop()
     if first is None or applied < n or (publish and published < n):
         raise RuntimeError(f"only {applied} of {n} events applied and {published} published in time")
+    writes = _per_event(writes_before, await _writes(runtime.engine, inbox), n)
+    await runtime.engine.dispose()
     measured = n - applied_at_first
     span = done[0] - first[0]
     cpu = CpuMeter.per_item_ms(first[1], done[1], measured)
@@ -140,6 +144,33 @@ async def _phase(
         "seconds": round(span, 2),
         "events_per_s": round(measured / span) if span > 0 else None,
         "cpu_ms_per_event": cpu,
+        "writes_per_event": writes,
+    }
+
+
+async def _writes(engine: Any, inbox: sa.Table) -> dict[str, int]:
+    """The WAL position, the inbox's rows and its size on disk (table and indexes), now."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "select pg_current_wal_lsn() - '0/0'::pg_lsn as wal, "
+                    f"(select count(*) from {inbox.fullname}) as rows, "
+                    "pg_total_relation_size(cast(:t as regclass)) as bytes"
+                ),
+                {"t": inbox.fullname},
+            )
+        ).one()
+    return {"wal": int(row.wal), "rows": int(row.rows), "bytes": int(row.bytes)}
+
+
+def _per_event(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """What the phase wrote per event applied: WAL bytes (all of it, the whole phase), inbox rows
+    and inbox bytes on disk. Load-independent, unlike the CPU figures."""
+    return {
+        "wal_bytes": round((after["wal"] - before["wal"]) / n, 1),
+        "inbox_rows": round((after["rows"] - before["rows"]) / n, 4),
+        "inbox_bytes": round((after["bytes"] - before["bytes"]) / n, 1),
     }
 
 
@@ -184,6 +215,12 @@ def table(result: dict[str, Any]) -> str:
             f"| {label} | " + " | ".join(f"{figures[k]:.4f}" for k in parts) + f" | {figures['total']:.4f} |"
         )
     lines.append("")
+    for label, phase in (("applied", c), ("applied and one event published", b)):
+        w = phase["writes_per_event"]
+        lines.append(
+            f"Per event {label}: {w['wal_bytes']:.0f} WAL bytes, {w['inbox_rows']:.4f} inbox rows, "
+            f"{w['inbox_bytes']:.0f} inbox bytes on disk."
+        )
     lines.append(
         f"Applied {c['events_per_s']:,} events/s alone, {b['events_per_s']:,} events/s with publishing."
     )
@@ -196,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.pattern_floor", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--name", default="pattern_floor", help="results file: bench/results/<name>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with private_stack("pattern_floor") as (postgres, kafka):
         result = asyncio.run(run(kafka, postgres, events=args.events))
-    publish_results("pattern_floor", result, table(result), note="shared machine; figures are noisy")
+    publish_results(args.name, result, table(result), note="shared machine; figures are noisy")
     return 0
 
 

@@ -233,7 +233,7 @@ def workload(events: int, *, seed: int = 7) -> list[ev.AnyEvent]:
 
 
 _PROGRESS = sa.text(
-    "select (select count(*) from tracking.inbox) - (select count(*) from tracking.timeline "
+    "select (select coalesce(sum(cardinality(event_ids)), 0) from tracking.inbox_batches) - (select count(*) from tracking.timeline "
     "where producer = 'tracking') as foreign_applied, "
     "(select count(*) from tracking.timeline where producer = 'tracking') as own"
 )

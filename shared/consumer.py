@@ -1,9 +1,14 @@
 """Idempotent, batch-at-a-time consumption of the lifecycle topic, with bounded retry and dead letters.
 
 One batch from the broker is applied in one database transaction: the ids of
-the events applied are inserted into the service's ``inbox`` table in that same
-transaction, so a redelivered event is skipped. Offsets are committed only
-after the transaction commits (``AckPolicy.MANUAL``).
+the events applied are recorded in the service's inbox (``inbox_batches``, one
+row per batch holding the ids as an array, :func:`shared.db.inbox_table`) in
+that same transaction, so a redelivered event is skipped by its id. The
+transaction first takes an advisory lock per partition of the batch
+(:func:`shared.db.inbox_lock_keys`): a consumer applying the same events at
+the same time (a rebalance's overlap) waits, then finds them recorded.
+Offsets are committed only after the transaction commits
+(``AckPolicy.MANUAL``).
 
 Failures are sorted by whose fault they are:
 
@@ -47,10 +52,10 @@ from typing import Any, Protocol, TypeVar
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics, tracing
+from shared.db import INBOX_LOCK_CLASS, inbox_lock_keys
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
@@ -321,16 +326,40 @@ class EventConsumer:
         self.sessions = sessions
         self.repository = repository
         self.inbox = inbox
-        # One statement text whatever the batch size (a VALUES list would be compiled per size and
-        # never reuse a prepared statement). Each new id comes back with the database's clock: the
-        # batch's ``now`` (:func:`shared.db.database_now`) without a statement of its own.
-        ids = sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))
-        self._inbox_insert = (
-            pg_insert(inbox)
-            .from_select(["event_id"], sa.select(sa.func.unnest(ids)))
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id, sa.func.clock_timestamp(type_=sa.DateTime(timezone=True)))
+        t = inbox.fullname
+        ids = "CAST(:ids AS uuid[])"
+        # The advisory locks of the batch's partitions (shared.db.inbox_lock_keys), in the order
+        # given: a transaction applying the same events waits here until the other commits. Its
+        # own statement: the lookup after it must take its snapshot once the lock is held.
+        self._inbox_lock = sa.text(
+            "SELECT count(pg_advisory_xact_lock(:class, k)) FROM (SELECT k FROM unnest(CAST(:keys AS int[]))"
+            " WITH ORDINALITY AS s(k, n) ORDER BY n) AS s"
+        ).bindparams(sa.bindparam("class", INBOX_LOCK_CLASS))
+        # One statement, one text whatever the batch size (prepared once per connection): the
+        # batch's ids already recorded (the GIN index finds the rows holding any of them), the
+        # one row recording the others, and the database's clock: the batch's ``now``
+        # (:func:`shared.db.database_now`) without a statement of its own.
+        self._inbox_record = sa.text(
+            f"""
+            WITH seen AS (
+                SELECT u.id FROM {t} AS b CROSS JOIN LATERAL unnest(b.event_ids) AS u(id)
+                WHERE b.event_ids && {ids} AND u.id IN (SELECT unnest({ids}))
+            ), fresh AS (
+                SELECT ARRAY(SELECT unnest({ids}) EXCEPT SELECT id FROM seen) AS ids
+            ), added AS (
+                INSERT INTO {t} (event_ids) SELECT ids FROM fresh WHERE cardinality(ids) > 0 RETURNING id
+            )
+            SELECT (SELECT id FROM added) AS batch_id, ARRAY(SELECT DISTINCT id FROM seen) AS seen,
+                clock_timestamp() AS now
+            """
+        ).columns(
+            sa.column("batch_id", sa.BigInteger),
+            sa.column("seen", pg.ARRAY(pg.UUID(as_uuid=True))),
+            sa.column("now", sa.DateTime(timezone=True)),
         )
+        # A batch whose events were refused in part: its row keeps the others; all of them, no row.
+        self._inbox_keep = sa.update(inbox).where(inbox.c.id == sa.bindparam("batch_id"))
+        self._inbox_drop = sa.delete(inbox).where(inbox.c.id == sa.bindparam("batch_id"))
         self.outbox = outbox
         self.handler = handler
         self.sender = sender
@@ -550,11 +579,13 @@ class EventConsumer:
         self, events: list[LifecycleEvent], raw: dict[uuid.UUID, bytes], origins: dict[uuid.UUID, Origin]
     ) -> None:
         async with self.sessions() as session, session.begin():
-            inserted = (
-                await session.execute(self._inbox_insert, {"ids": [e.event_id for e in events]})
-            ).all()
-            fresh_ids = {row[0] for row in inserted}
-            fresh = [e for e in events if e.event_id in fresh_ids]
+            keys = inbox_lock_keys(self.inbox, {origins[e.event_id].partition for e in events})
+            await session.execute(self._inbox_lock, {"keys": keys})
+            recorded = (
+                await session.execute(self._inbox_record, {"ids": [e.event_id for e in events]})
+            ).one()
+            seen = set(recorded.seen)
+            fresh = [e for e in events if e.event_id not in seen] if seen else events
             if len(fresh) < len(events):
                 metrics.EVENTS_CONSUMED.labels(self.service, "duplicate").inc(len(events) - len(fresh))
             if not fresh:
@@ -562,8 +593,7 @@ class EventConsumer:
             ctx = BatchContext(
                 session=session,
                 outbox=self.outbox,
-                # The database's clock as the inbox took the batch (the latest of its readings).
-                now=max(row[1] for row in inserted),
+                now=recorded.now,  # the database's clock as the inbox took the batch
                 repo=self.repository(session),
                 service=self.service,
                 dead_letter_topic=self.dead_letter_topic,
@@ -573,11 +603,25 @@ class EventConsumer:
             )
             await self.handler(ctx, fresh)
             if ctx.rejected:
-                # Refused, not applied: a replay of the dead letter must find it new.
-                refused = [event.event_id for event, _ in ctx.rejected]
-                await session.execute(sa.delete(self.inbox).where(self.inbox.c.event_id.in_(refused)))
+                await self._forget_refused(session, recorded.batch_id, fresh, ctx.rejected)
         metrics.EVENTS_CONSUMED.labels(self.service, "applied").inc(len(fresh) - len(ctx.rejected))
         metrics.EVENTS_CONSUMED.labels(self.service, "dead_lettered").inc(len(ctx.rejected))
+
+    async def _forget_refused(
+        self,
+        session: AsyncSession,
+        batch_id: int,
+        fresh: Sequence[LifecycleEvent],
+        rejected: Sequence[tuple[AnyEvent, str]],
+    ) -> None:
+        """Refused, not applied: take the refused ids out of the batch's row, so that a replay of
+        their dead letters finds them new."""
+        refused = {event.event_id for event, _ in rejected}
+        kept = [e.event_id for e in fresh if e.event_id not in refused]
+        if kept:
+            await session.execute(self._inbox_keep.values(event_ids=kept), {"batch_id": batch_id})
+        else:
+            await session.execute(self._inbox_drop, {"batch_id": batch_id})
 
     async def _dead_letter_failed(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -108,8 +109,51 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
     return table
 
 
+INBOX_TABLE = "inbox_batches"
+INBOX_EVENT_IDS_INDEX = "inbox_batches_event_ids"
+INBOX_CHUNK = 1000
+"""Event ids per row when a migration moves an inbox from one shape to the other."""
+INBOX_INDEX_OPTIONS = {"fastupdate": "off"}
+"""Storage options of the inbox's GIN index (see :func:`inbox_table`)."""
+INBOX_LOCK_CLASS = 0x1B0C
+"""First key of the consumers' inbox locks (the two-key advisory form; see :func:`inbox_lock_keys`)."""
+INBOX_LOCK_SLOTS = 6
+"""The lifecycle topic's partitions are locked modulo this: its first partition count (see
+:func:`inbox_lock_keys`). The topic may grow only to multiples of it (12, 18, ...)."""
+
+
 def inbox_table(metadata: sa.MetaData) -> sa.Table:
-    """Ids of the events a consumer has applied, recorded in the same transaction as their effects."""
+    """The ids of the events a consumer has applied, one row per applied batch (#20).
+
+    Each batch's transaction records the ids it applied as one array, so a redelivered or
+    republished event is still recognised by its id (a topic recreated empty, a relay sending a
+    row twice, outbox and dead-letter replays), at one row and one commit's worth of index
+    entries per batch instead of a row and a primary-key entry per event. The GIN index finds the
+    rows holding any of a batch's ids (``event_ids && :ids``); it is built without the pending
+    list (``fastupdate = off``): every batch's lookup would otherwise scan the whole pending list
+    (see the consumer's README section on the inbox for the measurement).
+
+    Arrays have no uniqueness: two transactions applying the same event at once are kept apart
+    by the consumer's advisory lock per partition (:func:`inbox_lock_keys`), not by the table.
+    """
+    table = sa.Table(
+        INBOX_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_ids", pg.ARRAY(pg.UUID(as_uuid=True)), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+    sa.Index(
+        INBOX_EVENT_IDS_INDEX,
+        table.c.event_ids,
+        postgresql_using="gin",
+        postgresql_with=INBOX_INDEX_OPTIONS,
+    )
+    return table
+
+
+def _first_inbox_table(metadata: sa.MetaData) -> sa.Table:
+    """The inbox as first created (revision ``<service>_0001``): a row per applied event."""
     return sa.Table(
         "inbox",
         metadata,
@@ -118,12 +162,73 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def inbox_lock_keys(table: sa.Table, partitions: Iterable[int]) -> list[int]:
+    """The second keys of the advisory locks a batch from these partitions takes, in the order to take them.
+
+    The lock is what the old inbox's primary key did by itself: a consumer applying an event
+    waits for another transaction applying the same event (a rebalance hands a partition over
+    while its old owner is still applying a batch), then finds it recorded. Every copy of an
+    event is keyed by its hazard id, and Kafka's partitioner puts a key on ``hash mod
+    partitions``: while the topic's partition count stays a multiple of :data:`INBOX_LOCK_SLOTS`,
+    every copy of an event (a relay's second send, an outbox replay, a dead-letter replay, even
+    across a growth from 6 to 12 partitions) is on a partition congruent modulo that count, so
+    one lock per (inbox, partition modulo :data:`INBOX_LOCK_SLOTS`) serialises them, and the
+    consumers of different partitions still apply in parallel. Sorted, so two batches spanning
+    several partitions never wait for each other in a cycle.
+    """
+    slots = sorted({p % INBOX_LOCK_SLOTS for p in partitions})
+    return [_signed32(zlib.crc32(f"{table.fullname}:{slot}".encode())) for slot in slots]
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def create_outbox_and_inbox(op: Any, schema: str) -> None:
-    """Alembic helper: create the outbox and inbox tables, as defined above, in a service's schema."""
+    """Alembic helper: create the outbox and the inbox as first created, in a service's schema.
+
+    Later revisions change both (:func:`retain_published_outbox_rows`, :func:`inbox_by_batch`).
+    """
     metadata = sa.MetaData(schema=schema)
     bind = op.get_bind()
     sa.Table("outbox", metadata, *_outbox_columns()).create(bind)
-    inbox_table(metadata).create(bind)
+    _first_inbox_table(metadata).create(bind)
+
+
+def inbox_by_batch(op: Any, schema: str) -> None:
+    """Alembic helper: the inbox as one row per applied batch (:func:`inbox_table`), ids kept.
+
+    Every id applied before the upgrade is carried over (in rows of :data:`INBOX_CHUNK` ids, the
+    latest ``applied_at`` of each), so nothing is applied again after it.
+    """
+    inbox_table(sa.MetaData(schema=schema)).create(op.get_bind())
+    op.execute(
+        f"""
+        insert into {schema}.{INBOX_TABLE} (event_ids, applied_at)
+        select array_agg(event_id order by n), max(applied_at)
+        from (
+            select event_id, applied_at, row_number() over (order by applied_at, event_id) - 1 as n
+            from {schema}.inbox
+        ) as applied
+        group by n / {INBOX_CHUNK}
+        order by n / {INBOX_CHUNK}
+        """
+    )
+    op.drop_table("inbox", schema=schema)
+
+
+def inbox_by_event(op: Any, schema: str) -> None:
+    """Alembic helper: undo :func:`inbox_by_batch`, one row per applied id again (its batch's time)."""
+    _first_inbox_table(sa.MetaData(schema=schema)).create(op.get_bind())
+    op.execute(
+        f"""
+        insert into {schema}.inbox (event_id, applied_at)
+        select u.event_id, min(b.applied_at)
+        from {schema}.{INBOX_TABLE} as b cross join lateral unnest(b.event_ids) as u(event_id)
+        group by u.event_id
+        """
+    )
+    op.drop_table(INBOX_TABLE, schema=schema)
 
 
 def retain_published_outbox_rows(op: Any, schema: str) -> None:

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -379,15 +378,13 @@ class TrackingRepository:
         )
 
     async def mark_applied(self, event_ids: Sequence[uuid.UUID]) -> None:
-        """Record this service's own events in its inbox, so they are skipped when they come back from the topic."""
+        """Record this service's own events in its inbox, so they are skipped when they come back from the topic.
+
+        One inbox row holding them all (``shared.db.inbox_table``); no lock is needed: nobody else
+        can apply them before this transaction publishes them.
+        """
         if event_ids:
-            ids = sa.bindparam("ids", type_=pg.ARRAY(pg.UUID(as_uuid=True)))
-            await self.session.execute(
-                pg_insert(tables.inbox)
-                .from_select(["event_id"], sa.select(sa.func.unnest(ids)))
-                .on_conflict_do_nothing(),
-                {"ids": list(event_ids)},
-            )
+            await self.session.execute(sa.insert(tables.inbox), {"event_ids": list(event_ids)})
 
     async def save_cases(self, cases: Sequence[Case], *, hotspots: set[uuid.UUID], now: datetime) -> None:
         """Write the cases' projection rows (insert or replace); ``hotspots`` names cases at a hotspot place."""

@@ -96,7 +96,7 @@ _OPEN_BATCH = sa.text(
     select a.pid, a.backend_xid::text as xid
     from pg_stat_activity a join pg_locks l on l.pid = a.pid
     where a.application_name = 'hazard-dispatch' and a.backend_xid is not null
-      and l.locktype = 'relation' and l.relation = 'dispatch.inbox'::regclass and l.mode = 'RowExclusiveLock'
+      and l.locktype = 'relation' and l.relation = 'dispatch.inbox_batches'::regclass and l.mode = 'RowExclusiveLock'
     limit 1
     """
 )

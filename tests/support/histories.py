@@ -571,7 +571,10 @@ def applied(db_url: str, schema: str, ids: set[uuid.UUID]) -> Callable[[], Any]:
         try:
             async with engine.connect() as conn:
                 found = await conn.execute(
-                    sa.text(f"SELECT count(*) FROM {schema}.inbox WHERE event_id = ANY(:ids)"),
+                    sa.text(
+                        f"SELECT count(*) FROM {schema}.inbox_batches, unnest(event_ids) AS u(id)"
+                        " WHERE u.id = ANY(:ids)"
+                    ),
                     {"ids": list(ids)},
                 )
                 return int(found.scalar_one()) >= len(ids)

@@ -43,7 +43,7 @@ async def test_reported_hazards_are_routed_and_the_inbox_is_per_department(
         again = rooftop.model_copy(update={"event_id": uuid.uuid4()})
         await publish(kafka, topics, rooftop, rooftop, again, security, unroutable, on_site, duplicate)
         await wait_rows(app, "select count(*) from dispatch.hazards", 3)
-        await wait_rows(app, "select count(*) from dispatch.inbox", 6)
+        await wait_rows(app, "select count(*) from dispatch.inbox_batches, unnest(event_ids)", 6)
         assert await scalar(app, "select count(*) from dispatch.dispatches") == 2
 
         fire_inbox = (await client.get("/api/v1/dispatches?status=pending", headers=auth("tok-fire"))).json()

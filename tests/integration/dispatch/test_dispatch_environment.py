@@ -53,7 +53,7 @@ async def test_a_renamed_hazards_table_holds_reports_back_and_readiness_says_why
         runtime = app.state.runtime
         await runtime.relay.drain()
         assert await read_topic(kafka.bootstrap_servers, topics["dead_letter"], timeout_s=2) == []
-        assert await scalar(app, "select count(*) from dispatch.inbox") == 0
+        assert await scalar(app, "select count(*) from dispatch.inbox_batches, unnest(event_ids)") == 0
         metrics = (await client.get("/metrics")).text
         assert 'hazard_consumer_blocked{reason="schema",service="dispatch"} 1.0' in metrics
         assert 'hazard_consumer_environment_errors_total{reason="schema",service="dispatch"}' in metrics
@@ -65,7 +65,7 @@ async def test_a_renamed_hazards_table_holds_reports_back_and_readiness_says_why
 
         await wait_for(dispatched, timeout_s=60, interval_s=0.2)
         await wait_for(ready, timeout_s=30, interval_s=0.2)
-        assert await scalar(app, "select count(*) from dispatch.inbox") == 3
+        assert await scalar(app, "select count(*) from dispatch.inbox_batches, unnest(event_ids)") == 3
         metrics = (await client.get("/metrics")).text
         assert 'hazard_consumer_blocked{reason="schema",service="dispatch"} 0.0' in metrics
         await runtime.relay.drain()

@@ -144,7 +144,10 @@ async def test_the_open311_view_follows_the_lifecycle_even_out_of_order(
 
         async def applied(n: int) -> None:
             async def done() -> bool:
-                return int(await scalar(app, "select count(*) from intake.inbox")) >= n
+                return (
+                    int(await scalar(app, "select count(*) from intake.inbox_batches, unnest(event_ids)"))
+                    >= n
+                )
 
             await wait_for(done, timeout_s=90, interval_s=0.2)
 

@@ -79,7 +79,7 @@ async def test_reports_without_a_dispatch_decision_after_the_threshold_are_liste
         )
 
         async def applied() -> bool:
-            return int(await scalar(app, "select count(*) from intake.inbox")) >= 2
+            return int(await scalar(app, "select count(*) from intake.inbox_batches, unnest(event_ids)")) >= 2
 
         await wait_for(applied, timeout_s=90, interval_s=0.2)
 

@@ -67,7 +67,13 @@ async def wait_applied(db_url: str, expected: int, *, timeout_s: float = 120.0) 
 
         async def done() -> bool:
             async with engine.connect() as conn:
-                n = (await conn.execute(sa.text("SELECT count(*) FROM reporting.inbox"))).scalar_one()
+                n = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT coalesce(sum(cardinality(event_ids)), 0) FROM reporting.inbox_batches"
+                        )
+                    )
+                ).scalar_one()
             return int(n) >= expected
 
         await wait_for(done, timeout_s=timeout_s, interval_s=0.3)

@@ -136,7 +136,7 @@ class Harness:
 
     async def in_inbox(self) -> set[uuid.UUID]:
         async with self.sessions() as session:
-            return set((await session.execute(sa.select(self.inbox.c.event_id))).scalars())
+            return set((await session.execute(sa.select(sa.func.unnest(self.inbox.c.event_ids)))).scalars())
 
 
 @pytest.fixture

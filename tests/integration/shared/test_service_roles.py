@@ -48,18 +48,20 @@ async def test_a_service_role_cannot_touch_another_schema_and_can_use_its_own_ro
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match=f"schema {other}"):
                     await conn.fetch(f"select * from {other}.{table} limit 1")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute(f"insert into {other}.inbox (event_id) values ($1)", uuid.uuid4())
+                await conn.execute(
+                    f"insert into {other}.inbox_batches (event_ids) values (array[$1::uuid])", uuid.uuid4()
+                )
         # No DDL, in its own schema or anywhere.
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(f"create table {service}.intruder (i int)")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute(f"alter table {service}.inbox add column x int")
+            await conn.execute(f"alter table {service}.inbox_batches add column x int")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("create schema intruder")
 
         # Every table of its own schema: read, and every row privilege the service's code uses.
         own = await _tables(owner, service)
-        assert {"outbox", "inbox", "alembic_version"} <= set(own)
+        assert {"outbox", "inbox_batches", "alembic_version"} <= set(own)
         assert await conn.fetchval(f"select count(*) from {service}.alembic_version") == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(f"delete from {service}.alembic_version")
@@ -88,8 +90,15 @@ async def test_a_service_role_cannot_touch_another_schema_and_can_use_its_own_ro
             await conn.fetchval(f"delete from {service}.outbox where id = $1 returning event_id", row_id)
             == event_id
         )
-        await conn.execute(f"insert into {service}.inbox (event_id) values ($1)", event_id)
-        assert await conn.fetchval(f"select count(*) from {service}.inbox") == 1
+        batch_id = await conn.fetchval(
+            f"insert into {service}.inbox_batches (event_ids) values (array[$1::uuid]) returning id", event_id
+        )
+        await conn.execute(
+            f"update {service}.inbox_batches set event_ids = event_ids || $1 where id = $2",
+            [event_id],
+            batch_id,
+        )
+        assert await conn.fetchval(f"select count(*) from {service}.inbox_batches, unnest(event_ids)") == 2
     finally:
         await conn.close()
         await owner.close()

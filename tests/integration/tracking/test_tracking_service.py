@@ -144,7 +144,10 @@ async def test_case_lives_from_report_to_closure_with_rework_and_then_relapses(
             async with app.state.runtime.sessions() as session:
                 applied = (
                     await session.execute(
-                        sa.text("select count(*) from tracking.inbox where event_id = any(:ids)"),
+                        sa.text(
+                            "select count(*) from tracking.inbox_batches, unnest(event_ids) as u(id)"
+                            " where u.id = any(:ids)"
+                        ),
                         {"ids": [e.event_id for e in own]},
                     )
                 ).scalar_one()
