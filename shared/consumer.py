@@ -51,11 +51,10 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics, tracing
-from shared.db import INBOX_LOCK_CLASS, inbox_lock_keys
+from shared.db import inbox_lock_keys, inbox_record_sql
 from shared.deadletter import REPLAY_FOR, bound_dead_letter
 from shared.events import EVENT_TYPES, AnyEvent, LifecycleEvent, parse_event
 from shared.outbox import MessageSender, Outbox, OutgoingMessage
@@ -326,37 +325,8 @@ class EventConsumer:
         self.sessions = sessions
         self.repository = repository
         self.inbox = inbox
-        t = inbox.fullname
-        ids = "CAST(:ids AS uuid[])"
-        # The advisory locks of the batch's partitions (shared.db.inbox_lock_keys), in the order
-        # given: a transaction applying the same events waits here until the other commits. Its
-        # own statement: the lookup after it must take its snapshot once the lock is held.
-        self._inbox_lock = sa.text(
-            "SELECT count(pg_advisory_xact_lock(:class, k)) FROM (SELECT k FROM unnest(CAST(:keys AS int[]))"
-            " WITH ORDINALITY AS s(k, n) ORDER BY n) AS s"
-        ).bindparams(sa.bindparam("class", INBOX_LOCK_CLASS))
-        # One statement, one text whatever the batch size (prepared once per connection): the
-        # batch's ids already recorded (the GIN index finds the rows holding any of them), the
-        # one row recording the others, and the database's clock: the batch's ``now``
-        # (:func:`shared.db.database_now`) without a statement of its own.
-        self._inbox_record = sa.text(
-            f"""
-            WITH seen AS (
-                SELECT u.id FROM {t} AS b CROSS JOIN LATERAL unnest(b.event_ids) AS u(id)
-                WHERE b.event_ids && {ids} AND u.id IN (SELECT unnest({ids}))
-            ), fresh AS (
-                SELECT ARRAY(SELECT unnest({ids}) EXCEPT SELECT id FROM seen) AS ids
-            ), added AS (
-                INSERT INTO {t} (event_ids) SELECT ids FROM fresh WHERE cardinality(ids) > 0 RETURNING id
-            )
-            SELECT (SELECT id FROM added) AS batch_id, ARRAY(SELECT DISTINCT id FROM seen) AS seen,
-                clock_timestamp() AS now
-            """
-        ).columns(
-            sa.column("batch_id", sa.BigInteger),
-            sa.column("seen", pg.ARRAY(pg.UUID(as_uuid=True))),
-            sa.column("now", sa.DateTime(timezone=True)),
-        )
+        # Lock, look up and record in one statement (shared.db.inbox_record_sql).
+        self._inbox_record = inbox_record_sql(inbox)
         # A batch whose events were refused in part: its row keeps the others; all of them, no row.
         self._inbox_keep = sa.update(inbox).where(inbox.c.id == sa.bindparam("batch_id"))
         self._inbox_drop = sa.delete(inbox).where(inbox.c.id == sa.bindparam("batch_id"))
@@ -580,9 +550,10 @@ class EventConsumer:
     ) -> None:
         async with self.sessions() as session, session.begin():
             keys = inbox_lock_keys(self.inbox, {origins[e.event_id].partition for e in events})
-            await session.execute(self._inbox_lock, {"keys": keys})
             recorded = (
-                await session.execute(self._inbox_record, {"ids": [e.event_id for e in events]})
+                await session.execute(
+                    self._inbox_record, {"lock_keys": keys, "ids": [e.event_id for e in events]}
+                )
             ).one()
             seen = set(recorded.seen)
             fresh = [e for e in events if e.event_id not in seen] if seen else events

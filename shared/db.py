@@ -127,14 +127,14 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
 
     Each batch's transaction records the ids it applied as one array, so a redelivered or
     republished event is still recognised by its id (a topic recreated empty, a relay sending a
-    row twice, outbox and dead-letter replays), at one row and one commit's worth of index
-    entries per batch instead of a row and a primary-key entry per event. The GIN index finds the
-    rows holding any of a batch's ids (``event_ids && :ids``); it is built without the pending
-    list (``fastupdate = off``): every batch's lookup would otherwise scan the whole pending list
-    (see the consumer's README section on the inbox for the measurement).
+    row twice, outbox and dead-letter replays), at one row per batch instead of a row and a
+    primary-key entry per event. The GIN index finds the rows holding any of a batch's ids
+    (``event_ids && :ids``); it is built without the pending list (``fastupdate = off``, see
+    ``bench/inbox_index.py``): every batch's lookup would otherwise scan the whole pending list.
 
-    Arrays have no uniqueness: two transactions applying the same event at once are kept apart
-    by the consumer's advisory lock per partition (:func:`inbox_lock_keys`), not by the table.
+    The batch's lookup and insert are one function, :func:`inbox_record_sql` (created with the
+    table), called once per batch. Arrays have no uniqueness: two transactions applying the same
+    event at once are kept apart by the advisory locks it takes first (:func:`inbox_lock_keys`).
     """
     table = sa.Table(
         INBOX_TABLE,
@@ -149,7 +149,79 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
         postgresql_using="gin",
         postgresql_with=INBOX_INDEX_OPTIONS,
     )
+    sa.event.listen(table, "after_create", sa.DDL(inbox_record_function(table)))
+    sa.event.listen(table, "before_drop", sa.DDL(_dropinbox_record_function(table.schema)))
     return table
+
+
+def _inbox_record_name(schema: str | None) -> str:
+    return f"{schema}.inbox_record" if schema else "inbox_record"
+
+
+def inbox_record_function(table: sa.Table) -> str:
+    """The function a consumer's batch calls first: lock, look up, record (see :func:`inbox_record_sql`).
+
+    Each statement of a volatile PL/pgSQL function takes its own snapshot: the lookup, made once
+    the locks are held, sees what the transaction it waited for committed. Sequential scans are
+    off while it is planned: ``&&`` compares every element of both arrays, so a scan of even a
+    few rows of big batches costs milliseconds where the index finds none; the planner, costing
+    the operator once per row, would pick the scan while the table is small.
+    """
+    name = _inbox_record_name(table.schema)
+    return f"""
+CREATE FUNCTION {name}(lock_class integer, lock_keys integer[], ids uuid[],
+    OUT batch_id bigint, OUT seen uuid[], OUT now timestamptz)
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $fn$
+DECLARE
+    k integer;
+BEGIN
+    FOREACH k IN ARRAY lock_keys LOOP
+        PERFORM pg_advisory_xact_lock(lock_class, k);
+    END LOOP;
+    seen := ARRAY(
+        SELECT DISTINCT u.id
+        FROM {table.fullname} AS b CROSS JOIN LATERAL unnest(b.event_ids) AS u(id)
+        WHERE b.event_ids && ids AND u.id = ANY(ids)
+    );
+    IF cardinality(seen) = 0 THEN
+        INSERT INTO {table.fullname} (event_ids) VALUES (ids) RETURNING id INTO batch_id;
+    ELSIF cardinality(seen) < cardinality(ids) THEN
+        INSERT INTO {table.fullname} (event_ids)
+        VALUES (ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(seen)))
+        RETURNING id INTO batch_id;
+    END IF;
+    now := clock_timestamp();
+END
+$fn$
+"""
+
+
+def _dropinbox_record_function(schema: str | None) -> str:
+    return f"DROP FUNCTION IF EXISTS {_inbox_record_name(schema)}(integer, integer[], uuid[])"
+
+
+def inbox_record_sql(table: sa.Table) -> sa.TextClause:
+    """The one statement a consumer's batch starts with, whatever its size (prepared once per connection).
+
+    In the batch's transaction it takes the advisory locks ``:lock_keys`` (of the batch's
+    partitions, :func:`inbox_lock_keys`, in that order: a transaction applying the same events
+    waits until the other commits), then finds which of the batch's ``:ids`` are already
+    recorded, records the others as one row, and returns that row's id (NULL when none was new),
+    the ids already recorded and the database's clock: the batch's ``now``
+    (:func:`database_now`) without a statement of its own.
+    """
+    return (
+        sa.text(
+            f"SELECT batch_id, seen, now FROM {_inbox_record_name(table.schema)}"
+            "(CAST(:lock_class AS integer), CAST(:lock_keys AS integer[]), CAST(:ids AS uuid[]))"
+        )
+        .bindparams(sa.bindparam("lock_class", INBOX_LOCK_CLASS))
+        .columns(
+            sa.column("batch_id", sa.BigInteger),
+            sa.column("seen", pg.ARRAY(pg.UUID(as_uuid=True))),
+            sa.column("now", sa.DateTime(timezone=True)),
+        )
+    )
 
 
 def _first_inbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -228,6 +300,7 @@ def inbox_by_event(op: Any, schema: str) -> None:
         group by u.event_id
         """
     )
+    op.execute(_dropinbox_record_function(schema))
     op.drop_table(INBOX_TABLE, schema=schema)
 
 
