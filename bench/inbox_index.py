@@ -62,7 +62,7 @@ async def _create(conn: Any, variant: str) -> None:
         "on-4MB": "fastupdate = on",
     }[variant]
     table = inbox_table(sa.MetaData(schema=schema))
-    await conn.execute(str(CreateTable(table).compile(dialect=postgresql.dialect())))
+    await conn.execute(str(CreateTable(table).compile(dialect=postgresql.dialect())))  # type: ignore[no-untyped-call]
     await conn.execute(inbox_record_function(table))
     await conn.execute(f"create index on {schema}.inbox_batches using gin (event_ids) with ({options})")
 

@@ -149,8 +149,9 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
         postgresql_using="gin",
         postgresql_with=INBOX_INDEX_OPTIONS,
     )
-    sa.event.listen(table, "after_create", sa.DDL(inbox_record_function(table)))
-    sa.event.listen(table, "before_drop", sa.DDL(_dropinbox_record_function(table.schema)))
+    create, drop = inbox_record_function(table), _drop_inbox_record_function(table.schema)
+    sa.event.listen(table, "after_create", sa.DDL(create))  # type: ignore[no-untyped-call]
+    sa.event.listen(table, "before_drop", sa.DDL(drop))  # type: ignore[no-untyped-call]
     return table
 
 
@@ -196,11 +197,11 @@ $fn$
 """
 
 
-def _dropinbox_record_function(schema: str | None) -> str:
+def _drop_inbox_record_function(schema: str | None) -> str:
     return f"DROP FUNCTION IF EXISTS {_inbox_record_name(schema)}(integer, integer[], uuid[])"
 
 
-def inbox_record_sql(table: sa.Table) -> sa.TextClause:
+def inbox_record_sql(table: sa.Table) -> sa.TextualSelect:
     """The one statement a consumer's batch starts with, whatever its size (prepared once per connection).
 
     In the batch's transaction it takes the advisory locks ``:lock_keys`` (of the batch's
@@ -300,7 +301,7 @@ def inbox_by_event(op: Any, schema: str) -> None:
         group by u.event_id
         """
     )
-    op.execute(_dropinbox_record_function(schema))
+    op.execute(_drop_inbox_record_function(schema))
     op.drop_table(INBOX_TABLE, schema=schema)
 
 
