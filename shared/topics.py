@@ -9,6 +9,7 @@ DEAD_LETTER = "hazard.lifecycle.dlt"
 """Messages a consumer could not apply, with the error and origin in headers."""
 
 LIFECYCLE_PARTITIONS = 6
+"""Grow it only to multiples of 6 (``shared.db.INBOX_LOCK_SLOTS``: the consumers' inbox locks)."""
 DEAD_LETTER_PARTITIONS = 1
 
 
