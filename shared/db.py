@@ -166,7 +166,9 @@ def inbox_record_function(table: sa.Table) -> str:
     the locks are held, sees what the transaction it waited for committed. Sequential scans are
     off while it is planned: ``&&`` compares every element of both arrays, so a scan of even a
     few rows of big batches costs milliseconds where the index finds none; the planner, costing
-    the operator once per row, would pick the scan while the table is small.
+    the operator once per row, would pick the scan while the table is small. The ids of the rows
+    found are matched against the batch's by a hash (``IN (SELECT unnest(ids))``), not ``= ANY``:
+    tracking's own events come back in batches whose rows hold thousands of ids.
     """
     name = _inbox_record_name(table.schema)
     return f"""
@@ -182,7 +184,7 @@ BEGIN
     seen := ARRAY(
         SELECT DISTINCT u.id
         FROM {table.fullname} AS b CROSS JOIN LATERAL unnest(b.event_ids) AS u(id)
-        WHERE b.event_ids && ids AND u.id = ANY(ids)
+        WHERE b.event_ids && ids AND u.id IN (SELECT unnest(ids))
     );
     IF cardinality(seen) = 0 THEN
         INSERT INTO {table.fullname} (event_ids) VALUES (ids) RETURNING id INTO batch_id;
