@@ -21,6 +21,7 @@ from shared import metrics, tracing
 from shared.consumer import EventConsumer, TransientError
 from shared.idle import FetchPacer
 from shared.outbox import OutgoingMessage
+from shared.partition import kafka_partitioner
 from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def create_broker(
         graceful_timeout=settings.graceful_timeout_s,
         request_timeout_ms=settings.request_timeout_ms,
         linger_ms=5,
+        partitioner=kafka_partitioner,  # aiokafka's choice of partition, in half its CPU
         middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
         # A plain logger: its lines go through the root handler, so they are JSON like the rest.
         logger=logging.getLogger("hazard.broker"),
