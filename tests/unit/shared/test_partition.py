@@ -38,7 +38,9 @@ def test_hazard_keys_go_to_aiokafka_s_partition() -> None:
         everything = list(range(partitions))
         for _ in range(300):
             key = str(uuid.uuid4()).encode()
-            assert kafka_partitioner(key, everything, everything[:1]) == default(key, everything, everything[:1])
+            assert kafka_partitioner(key, everything, everything[:1]) == default(
+                key, everything, everything[:1]
+            )
 
 
 def test_unkeyed_message_goes_to_an_available_partition_else_any() -> None:
