@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -143,7 +143,7 @@ class Outbox:
                     "topic": [r["topic"] for r in rows],
                     "key": [r["key"] for r in rows],
                     "value": [r["value"] for r in rows],
-                    "headers": [json.dumps(r["headers"]) for r in rows],
+                    "headers": [orjson.dumps(r["headers"]).decode() for r in rows],
                 },
             )
             _wake_relays_on_commit(session, self.table)
