@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv sync --locked --quiet --extra local --extra bench
+	$(BIN)/uv sync --locked --quiet --extra local --extra bench --compile-bytecode
 	@rm -f $(VENV)/.synced-* && touch $@
 
 install: $(STAMP) ## create .venv and install the locked dependencies

@@ -64,8 +64,10 @@ log = logging.getLogger(__name__)
 
 _E = TypeVar("_E")
 
-current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
-current_hazard_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hazard_id", default=None)
+# The ids as the event has them (a UUID): a log line's filter writes them as text, only when a line
+# is written (formatting two UUIDs for every event applied was 1% of a consumer's profiled time).
+current_event_id: contextvars.ContextVar[object | None] = contextvars.ContextVar("event_id", default=None)
+current_hazard_id: contextvars.ContextVar[object | None] = contextvars.ContextVar("hazard_id", default=None)
 
 # SQLSTATE prefixes that are the environment's fault, by kind (the first match wins).
 _ENVIRONMENT_SQLSTATES: tuple[tuple[str, str], ...] = (
@@ -682,15 +684,15 @@ def each_event(events: Sequence[_E]) -> Iterator[_E]:
 
 def bind_event_context(event: Any) -> None:
     """Put the event and hazard ids where every log line of this task will find them."""
-    current_event_id.set(str(event.event_id))
-    current_hazard_id.set(str(event.hazard_id))
+    current_event_id.set(event.event_id)
+    current_hazard_id.set(event.hazard_id)
 
 
 @contextlib.contextmanager
 def event_context(event: Any) -> Iterator[None]:
     """Bind the event and hazard ids for the log lines written inside the block, then restore them."""
-    event_token = current_event_id.set(str(event.event_id))
-    hazard_token = current_hazard_id.set(str(event.hazard_id))
+    event_token = current_event_id.set(event.event_id)
+    hazard_token = current_hazard_id.set(event.hazard_id)
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ from shared import metrics, tracing
 from shared.consumer import EventConsumer, TransientError
 from shared.idle import FetchPacer
 from shared.outbox import OutgoingMessage
+from shared.partition import kafka_partitioner
 from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def create_broker(
         graceful_timeout=settings.graceful_timeout_s,
         request_timeout_ms=settings.request_timeout_ms,
         linger_ms=5,
+        partitioner=kafka_partitioner,  # aiokafka's choice of partition, in half its CPU
         middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
         # A plain logger: its lines go through the root handler, so they are JSON like the rest.
         logger=logging.getLogger("hazard.broker"),
@@ -151,6 +153,28 @@ async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
     return None
 
 
+async def _batch_parser(
+    records: tuple[Any, ...], original: Callable[[tuple[Any, ...]], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream's message for a batch, with only the first record's headers decoded.
+
+    FastStream's batch parser decodes every record's headers into a dict of text (``batch_headers``,
+    about 1-2 us a record, 6 us per hazard of each consumer's profiled time); nothing here reads
+    them: the consumer reads each record's own headers, and the message's ``headers`` (the first
+    record's, as FastStream gives them) are all its logging and metrics use. So FastStream parses
+    the first record alone, and the message is given the whole batch: its records (what ``ack`` and
+    ``nack`` commit and rewind), their bodies (what the metrics measure) and the batch's id.
+    ``batch_headers`` holds the first record's headers only.
+    """
+    message = await original(records[:1])
+    if len(records) > 1:
+        first, last = records[0], records[-1]
+        message.raw_message = records
+        message.body = [record.value or b"" for record in records]
+        message.message_id = f"{first.offset}-{last.offset}-{first.timestamp}"
+    return message
+
+
 def subscribe_lifecycle(
     broker: KafkaBroker,
     consumer: EventConsumer,
@@ -193,7 +217,7 @@ def subscribe_lifecycle(
         pacer.consumer = lambda: getattr(subscriber, "consumer", None)
         pacer.subscriber = subscriber
 
-    @subscriber(decoder=_raw_decoder)
+    @subscriber(decoder=_raw_decoder, parser=_batch_parser)
     async def on_lifecycle_batch(body: Any, msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = tuple(raw) if isinstance(raw, tuple | list) else (raw,)

@@ -38,6 +38,11 @@ def iso_utc(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
 
 
+def _text(value: object | None) -> str | None:
+    """An id bound by :func:`shared.consumer.bind_event_context` (a UUID as the event has it) as text."""
+    return None if value is None else str(value)
+
+
 class _Context(logging.Filter):
     """Adds the service and the current request, event and hazard ids; cleans what would carry colour."""
 
@@ -50,9 +55,9 @@ class _Context(logging.Filter):
         if not getattr(record, "request_id", None):
             record.request_id = current_request_id.get()
         if not getattr(record, "event_id", None):
-            record.event_id = current_event_id.get()
+            record.event_id = _text(current_event_id.get())
         if not getattr(record, "hazard_id", None):
-            record.hazard_id = current_hazard_id.get()
+            record.hazard_id = _text(current_hazard_id.get())
         ids = tracing.log_ids()
         record.trace_id, record.span_id = ids if ids is not None else (None, None)
         for name in _DROPPED:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -112,23 +112,25 @@ class Outbox:
         by event id when given (written in another task than the request's), else
         :func:`shared.tracing.outbox_headers`.
         """
-        return [
-            {
-                "event_id": event.event_id,
-                "topic": topic or self.default_topic,
-                "key": str(event.hazard_id),
-                "value": dump_event(event),
-                "headers": {
-                    **event_headers(event),
-                    **(
-                        traces[event.event_id]
-                        if traces is not None and event.event_id in traces
-                        else tracing.outbox_headers(event)
-                    ),
-                },
-            }
-            for event in events
-        ]
+        rows: list[dict[str, object]] = []
+        for event in events:
+            headers = event_headers(event)
+            key = headers["hazard_id"]  # the hazard id as text, formatted once
+            headers.update(
+                traces[event.event_id]
+                if traces is not None and event.event_id in traces
+                else tracing.outbox_headers(event)
+            )
+            rows.append(
+                {
+                    "event_id": event.event_id,
+                    "topic": topic or self.default_topic,
+                    "key": key,
+                    "value": dump_event(event),
+                    "headers": headers,
+                }
+            )
+        return rows
 
     async def add(self, session: AsyncSession, *events: AnyEvent, topic: str | None = None) -> None:
         """Stage events for publication; they are sent only if the caller's transaction commits."""
@@ -141,7 +143,7 @@ class Outbox:
                     "topic": [r["topic"] for r in rows],
                     "key": [r["key"] for r in rows],
                     "value": [r["value"] for r in rows],
-                    "headers": [json.dumps(r["headers"]) for r in rows],
+                    "headers": [orjson.dumps(r["headers"]).decode() for r in rows],
                 },
             )
             _wake_relays_on_commit(session, self.table)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -376,7 +377,7 @@ class DispatchRepository:
             return set()
         columns = _columns(rows, _HAZARD_COLUMNS, optional=_REPORT_COLUMNS)
         # unnest() flattens nested arrays, so each hazard's photo list travels as one JSON text.
-        columns["photos"] = [None if p is None else json.dumps(list(p)) for p in columns["photos"]]
+        columns["photos"] = [None if p is None else orjson.dumps(list(p)).decode() for p in columns["photos"]]
         inserted = await self.session.execute(_INSERT_HAZARDS, columns)
         return set(inserted.scalars())
 
@@ -441,7 +442,7 @@ class DispatchRepository:
             rows = [dispatch_row(x, dispatched_by=dispatched_by, note=note) for x in new]
             columns = _columns(rows, _DISPATCH_COLUMNS)
             # unnest() flattens nested arrays, so each dispatch's steps travel as one JSON text.
-            columns["escalation"] = [json.dumps(x) for x in columns["escalation"]]
+            columns["escalation"] = [orjson.dumps(x).decode() for x in columns["escalation"]]
             await self.session.execute(_INSERT_DISPATCHES, columns)
             if any(row["next_due_at"] is not None for row in rows):
                 wake_on_commit(self.session, TIMERS_WAKE)

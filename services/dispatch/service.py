@@ -178,7 +178,7 @@ async def route_reported(
         )
     # A hazard already known (the same report published twice under new event ids) is not routed again.
     # Rows go in id order so two replicas inserting overlapping batches never deadlock on each other.
-    hazard_rows.sort(key=lambda row: row["hazard_id"])
+    hazard_rows.sort(key=lambda row: row["hazard_id"].int)  # UUID order, compared as ints (cheaper)
     fresh = await uow.repo.add_hazards(hazard_rows)
     new: list[domain.Dispatch] = []
     out: list[domain.DispatchEvent] = []

@@ -4,7 +4,6 @@ statements, one round trip whatever the batch). They flush; the unit of work com
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -392,7 +392,7 @@ class TrackingRepository:
             return
         rows = [_case_row(case, hotspot=case.hazard_id in hotspots, now=now) for case in cases]
         params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in _CASE_NAMES}
-        params["departments_involved"] = [json.dumps(d) for d in params["departments_involved"]]
+        params["departments_involved"] = [orjson.dumps(d).decode() for d in params["departments_involved"]]
         await self.session.execute(_SAVE_CASES, params)
 
     async def get_case_row(self, hazard_id: uuid.UUID, *, lock: bool = False) -> Any | None:

@@ -32,7 +32,14 @@ import sqlalchemy as sa
 
 from services.reporting import tables
 from services.reporting.domain import FactBatch
-from services.reporting.store.common import COUNTED_HAZARD, ROLLUP_COUNTS, SCHEMA, Executor, fact_union
+from services.reporting.store.common import (
+    COUNTED_HAZARD,
+    ROLLUP_COUNTS,
+    SCHEMA,
+    Executor,
+    fact_union,
+    in_uuid_order,
+)
 from services.reporting.store.facts import JOINED, array_type, column_arrays, upsert_facts
 from services.reporting.store.rollups import bucket_of
 
@@ -160,7 +167,7 @@ async def hold_hazards(db: Executor, ids: Sequence[object]) -> None:
 
 async def merge_counted(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) -> None:
     """Merge a batch's fact rows and record what they change in the rollup, in the caller's transaction."""
-    ids = sorted(batch.touched_hazards())
+    ids = in_uuid_order(batch.touched_hazards())
     if not ids:
         await upsert_facts(db, batch, schema=schema)
         return

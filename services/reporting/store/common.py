@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -21,6 +23,18 @@ def on_schema(schema: str) -> dict[str, Any]:
 
 
 Executor = AsyncSession | AsyncConnection
+
+
+_UUID_INT = operator.attrgetter("int")
+
+
+def in_uuid_order(ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    """``sorted(ids)``, the same order (``UUID.__lt__`` compares ``.int``), without a Python call per comparison.
+
+    A batch's hazards are locked in this order, so two batches never wait on each other crosswise;
+    sorting hundreds of ids by ``UUID.__lt__`` was 3% of reporting's profiled time.
+    """
+    return sorted(ids, key=_UUID_INT)
 
 
 @dataclass(frozen=True, slots=True)

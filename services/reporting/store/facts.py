@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 from services.reporting import domain, tables
 from services.reporting.domain import FactBatch, Rule
-from services.reporting.store.common import SCHEMA, Executor, on_schema
+from services.reporting.store.common import SCHEMA, Executor, in_uuid_order, on_schema
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -145,7 +145,7 @@ def fill_places_sql(*, schema: str = SCHEMA, of_hazards: bool = True) -> sa.Text
 async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) -> None:
     """Merge a batch's fact rows into the stored ones (idempotent, order-independent)."""
     await merge_rows(db, batch, schema=schema)
-    late = sorted(batch.hazards_placing_stored_dispatches())
+    late = in_uuid_order(batch.hazards_placing_stored_dispatches())
     if late:
         # Dispatches stored before their hazard's report came (in an earlier batch): copy its place.
         # (A dispatch of this batch whose hazard is stored took its place as it was merged.)
@@ -154,7 +154,7 @@ async def upsert_facts(db: Executor, batch: FactBatch, *, schema: str = SCHEMA) 
 
 async def mark_dirty(db: Executor, hazard_ids: Iterable[uuid.UUID], *, schema: str = SCHEMA) -> None:
     """Mark the days whose rollup these hazards feed as needing a recompute."""
-    ids = sorted(set(hazard_ids))
+    ids = in_uuid_order(set(hazard_ids))
     if not ids:
         return
     # DO UPDATE (not NOTHING) bumps the row's version: a refresh that read the day before this

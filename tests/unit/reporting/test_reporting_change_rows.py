@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from datetime import date
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.reporting.store.changes import KEY_COLUMNS, SUM_COLUMNS, differences
-from services.reporting.store.common import ROLLUP_COUNTS
+from services.reporting.store.common import ROLLUP_COUNTS, in_uuid_order
 
 DIMS = len(KEY_COLUMNS) - 2
 
@@ -99,3 +100,8 @@ def test_a_rectification_records_one_row_of_what_moved() -> None:
     moved[ROLLUP_COUNTS.index("rectified")] = 1
     assert differences(before, after) == [(*dims[:5], (), *dims[6:], "rect", 7, 1, 3_600_000_000, *moved)]
     assert differences(after, after) == [], "nothing moved: nothing recorded"
+
+
+@given(st.lists(st.uuids(), max_size=60))
+def test_hazards_are_locked_in_the_order_sorted_gives(ids: list[uuid.UUID]) -> None:
+    assert in_uuid_order(set(ids)) == sorted(set(ids))

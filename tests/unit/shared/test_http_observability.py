@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import service as shared_service
-from shared.consumer import event_context
+from shared.consumer import each_event, event_context
 from shared.errors import install_error_handlers
 from shared.httpmetrics import HttpObservability
 from shared.logs import make_handler
@@ -216,6 +216,21 @@ async def test_lines_written_while_one_event_is_applied_carry_its_ids(
     assert (inside["event_id"], inside["hazard_id"]) == (str(event.event_id), str(event.hazard_id))
     assert "event_id" not in outside
     assert "hazard_id" not in outside
+
+
+async def test_lines_written_while_each_event_is_applied_carry_its_ids_as_text(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    events = [SimpleNamespace(event_id=uuid.uuid4(), hazard_id=uuid.uuid4()) for _ in range(2)]
+    logger = logging.getLogger("unit.consumer")
+    for _event in each_event(events):
+        logger.warning("applying")
+    logger.info("after the batch")
+    [first, second, after] = log_lines()
+    for line, event in zip((first, second), events, strict=True):
+        assert (line["event_id"], line["hazard_id"]) == (str(event.event_id), str(event.hazard_id))
+    assert "event_id" not in after
+    assert "hazard_id" not in after
 
 
 async def test_a_request_left_unanswered_is_a_client_abort_not_a_server_error() -> None:

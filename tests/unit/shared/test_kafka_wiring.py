@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import TestKafkaBroker
+from faststream.kafka.message import KafkaAckableMessage
+from faststream.kafka.parser import AioKafkaBatchParser
 
-from shared.kafka import create_broker, subscribe_lifecycle
+from shared.kafka import _batch_parser, create_broker, subscribe_lifecycle
 from shared.settings import KafkaSettings
 
 
@@ -131,3 +134,61 @@ async def test_no_linger_when_it_is_turned_off() -> None:
     (paused,) = await _publish(settings, consumer, (b"alone",))
     assert paused == 0
     assert consumer.batches == [[b"alone"]]
+
+
+def _record(offset: int, partition: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    headers = [
+        ("event_type", b"hazard.reported"),
+        ("event_id", str(offset).encode()),
+        ("correlation_id", b"c1"),
+    ]
+    return ConsumerRecord(
+        "life", partition, offset, 1_700_000_000_000 + offset, 0, b"key", value, None, 3, len(value), headers
+    )
+
+
+async def test_the_batch_message_is_faststream_s_but_for_the_headers_of_later_records() -> None:
+    records = (_record(7, 0, b"a"), _record(3, 1, b""), _record(8, 0, b"c"))
+    parser = AioKafkaBatchParser(msg_class=KafkaAckableMessage, regex=None)
+    full = await parser.parse_batch(records)
+    lean = await _batch_parser(records, parser.parse_batch)
+    assert type(lean) is type(full)
+    assert lean.raw_message == records
+    assert lean.body == full.body == [b"a", b"", b"c"]
+    assert lean.message_id == full.message_id == f"7-8-{1_700_000_000_007}"
+    assert (
+        lean.headers
+        == full.headers
+        == {"event_type": "hazard.reported", "event_id": "7", "correlation_id": "c1"}
+    )
+    assert (lean.correlation_id, lean.reply_to, lean.content_type, lean.path) == (
+        full.correlation_id,
+        full.reply_to,
+        full.content_type,
+        full.path,
+    )
+    assert lean.batch_headers == [full.headers]  # the later records' are not decoded
+    single = await _batch_parser(records[:1], parser.parse_batch)
+    assert (single.raw_message, single.body, single.message_id) == (
+        records[:1],
+        [b"a"],
+        f"7-7-{1_700_000_000_007}",
+    )
+
+
+async def test_a_nacked_batch_rewinds_every_partition_it_holds() -> None:
+    records = (_record(7, 0, b"a"), _record(3, 1, b"b"), _record(8, 0, b"c"))
+    parser = AioKafkaBatchParser(msg_class=KafkaAckableMessage, regex=None)
+    seeks: list[tuple[Any, int]] = []
+
+    class Consumer:
+        async def commit(self) -> None:
+            raise AssertionError("a nack commits nothing")
+
+        def seek(self, partition: Any, offset: int) -> None:
+            seeks.append((partition, offset))
+
+    parser._setup(Consumer())
+    message = await _batch_parser(records, parser.parse_batch)
+    await message.nack()
+    assert sorted((tp.partition, offset) for tp, offset in seeks) == [(0, 7), (1, 3)]
