@@ -406,6 +406,30 @@ def _series(
     return rows
 
 
+def series_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase: the windows' others p99 (median, max), the largest backlog and the load average (median).
+
+    The machine is shared: a window's p99 follows the load average as much as anything the service
+    does, so each phase is summed up with the load it ran under.
+    """
+    out: dict[str, Any] = {}
+    for phase in dict.fromkeys(row["phase"] for row in rows):
+        these = [r for r in rows if r["phase"] == phase and r["others_count"] >= 100]
+        p99s = [r["others_p99_s"] for r in these if r["others_p99_s"] is not None]
+        loads = [r["load1"] for r in these if "load1" in r]
+        if not p99s:
+            continue
+        out[phase] = {
+            "windows": len(these),
+            "others_p99_s_median": round(statistics.median(p99s), 3),
+            "others_p99_s_max": max(p99s),
+            "queued_max": max(r["queued"] for r in these),
+            "load1_median": round(statistics.median(loads), 2) if loads else None,
+            "load1_max": max(loads) if loads else None,
+        }
+    return out
+
+
 def _series_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One compact line per window."""
     lines = ["t_s phase  others(n p50 p99)      held  queued  cpu% svc/pg/broker  load1"]
@@ -701,6 +725,7 @@ async def _measure(
         result["others_during_drain"] = _figures(others_drain)
     result["series_window_s"] = WINDOW_S
     result["series"] = _series(sent, first, outage, sampler)
+    result["series_summary"] = series_summary(result["series"])
     if snapshots:
         result["pg_statements_by_phase"] = {
             phase: _pg_stats_delta(prev, stats, seconds=(at - prev_at) / NS)
@@ -742,6 +767,13 @@ def table(result: dict[str, Any]) -> str:
         "```",
         *_series_lines(result["series"]),
         "```",
+        "",
+        "Windows' others p99 by phase (median / max), largest backlog, load average (median / max):",
+    ]
+    rows += [
+        f"- {phase}: {x['windows']} windows, p99 {x['others_p99_s_median']} / {x['others_p99_s_max']} s, "
+        f"queued <= {x['queued_max']}, load {x['load1_median']} / {x['load1_max']}"
+        for phase, x in result.get("series_summary", {}).items()
     ]
     for phase, statements in result.get("pg_statements_by_phase", {}).items():
         rows += ["", f"Statements, {phase} (ms of database time per s, calls, mean ms):"]
