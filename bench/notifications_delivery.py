@@ -427,6 +427,23 @@ def series_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "load1_median": round(statistics.median(loads), 2) if loads else None,
             "load1_max": max(loads) if loads else None,
         }
+    # The outage's windows that ran under no more load than the warm-up did (plus one runnable
+    # process): what the outage itself costs, apart from what other work on the machine costs.
+    before = [r["load1"] for r in rows if r["phase"] == "before" and "load1" in r]
+    if before:
+        ceiling = max(before) + 1.0
+        alike = [
+            r["others_p99_s"]
+            for r in rows
+            if r["phase"] == "down" and r["others_count"] >= 100 and r.get("load1", 99.0) <= ceiling
+        ]
+        if alike:
+            out["down_at_warmup_load"] = {
+                "load1_at_most": round(ceiling, 2),
+                "windows": len(alike),
+                "others_p99_s_median": round(statistics.median(alike), 3),
+                "others_p99_s_max": max(alike),
+            }
     return out
 
 
@@ -772,7 +789,11 @@ def table(result: dict[str, Any]) -> str:
     ]
     rows += [
         f"- {phase}: {x['windows']} windows, p99 {x['others_p99_s_median']} / {x['others_p99_s_max']} s, "
-        f"queued <= {x['queued_max']}, load {x['load1_median']} / {x['load1_max']}"
+        + (
+            f"queued <= {x['queued_max']}, load {x['load1_median']} / {x['load1_max']}"
+            if "queued_max" in x
+            else f"load <= {x['load1_at_most']}"
+        )
         for phase, x in result.get("series_summary", {}).items()
     ]
     for phase, statements in result.get("pg_statements_by_phase", {}).items():
