@@ -263,19 +263,24 @@ def _figures(values: list[float]) -> dict[str, Any]:
 
 
 async def _wait_all_sent(url: str, expect: int, timeout_s: float) -> float:
-    """Poll until ``expect`` deliveries are sent; returns the seconds waited."""
+    """Poll until ``expect`` deliveries are sent; returns the seconds waited.
+
+    The poll counts the deliveries still waiting (the partial index of the pending and retrying:
+    cheap), and the sent ones (every row: 129 ms for 325,000, 116 ms/s of the database's time at a
+    poll every 0.5 s while a backlog drained) only once none waits.
+    """
     engine = create_engine(DatabaseSettings(url=url))
     started = time.monotonic()
+    waiting_sql = sa.text(
+        "select count(*) from notifications.deliveries where status in ('pending', 'retrying')"
+    )
+    sent_sql = sa.text("select count(*) from notifications.deliveries where status = 'sent'")
     try:
         while time.monotonic() - started < timeout_s:
             async with engine.connect() as conn:
-                sent = (
-                    await conn.execute(
-                        sa.text("select count(*) from notifications.deliveries where status = 'sent'")
-                    )
-                ).scalar_one()
-            if sent >= expect:
-                break
+                waiting = (await conn.execute(waiting_sql)).scalar_one()
+                if waiting == 0 and (await conn.execute(sent_sql)).scalar_one() >= expect:
+                    break
             await asyncio.sleep(0.5)
         return time.monotonic() - started
     finally:
