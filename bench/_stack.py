@@ -22,11 +22,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @contextlib.contextmanager
-def private_postgres(name: str) -> Iterator[LocalPostgres]:
-    """A PostgreSQL (fsync on) of this benchmark's own, on a free port; removed afterwards."""
+def private_postgres(name: str, *, settings: dict[str, str] | None = None) -> Iterator[LocalPostgres]:
+    """A PostgreSQL (fsync on) of this benchmark's own, on a free port; removed afterwards.
+
+    ``settings``: more ``postgresql.conf`` lines (e.g. ``pg_stat_statements`` preloaded).
+    """
     base = Path(tempfile.mkdtemp(prefix=f"hazard-bench-{name}-"))
     base.chmod(0o755)  # the server runs as another OS user when we are root
-    postgres = LocalPostgres(data_dir=base / "pg", port=free_port(), log_path=base / "pg.log")
+    postgres = LocalPostgres(
+        data_dir=base / "pg", port=free_port(), log_path=base / "pg.log", extra_settings=settings
+    )
     try:
         postgres.start()
         yield postgres
@@ -36,9 +41,11 @@ def private_postgres(name: str) -> Iterator[LocalPostgres]:
 
 
 @contextlib.contextmanager
-def private_stack(name: str) -> Iterator[tuple[LocalPostgres, LocalKafka]]:
+def private_stack(
+    name: str, *, pg_settings: dict[str, str] | None = None
+) -> Iterator[tuple[LocalPostgres, LocalKafka]]:
     """A private PostgreSQL and Tansu broker, both on free ports; stopped and removed afterwards."""
-    with private_postgres(name) as postgres:
+    with private_postgres(name, settings=pg_settings) as postgres:
         kafka = LocalKafka(port=free_port(), log_path=Path(postgres.data_dir).parent / "tansu.log")
         try:
             kafka.start()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench._stack import private_stack, publish_results
+from bench.cpu import CpuMeter, Part, infrastructure_parts
 from services.notifications import service, tables
 from services.notifications.repository import NotificationsRepository
 from shared import events as ev
@@ -63,6 +65,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 DOWN_DEPARTMENT = "fire"
 NS = 1_000_000_000
+WINDOW_S = 10  # the time series' window
+# --pg-stats: the statements' time per phase (before, during the outage, after it).
+PG_STATS_SETTINGS = {
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "all",
+}
 
 
 # ---------------------------------------------------------------- the webhook receiver (own process)
@@ -255,19 +263,24 @@ def _figures(values: list[float]) -> dict[str, Any]:
 
 
 async def _wait_all_sent(url: str, expect: int, timeout_s: float) -> float:
-    """Poll until ``expect`` deliveries are sent; returns the seconds waited."""
+    """Poll until ``expect`` deliveries are sent; returns the seconds waited.
+
+    The poll counts the deliveries still waiting (the partial index of the pending and retrying:
+    cheap), and the sent ones (every row: 129 ms for 325,000, 116 ms/s of the database's time at a
+    poll every 0.5 s while a backlog drained) only once none waits.
+    """
     engine = create_engine(DatabaseSettings(url=url))
     started = time.monotonic()
+    waiting_sql = sa.text(
+        "select count(*) from notifications.deliveries where status in ('pending', 'retrying')"
+    )
+    sent_sql = sa.text("select count(*) from notifications.deliveries where status = 'sent'")
     try:
         while time.monotonic() - started < timeout_s:
             async with engine.connect() as conn:
-                sent = (
-                    await conn.execute(
-                        sa.text("select count(*) from notifications.deliveries where status = 'sent'")
-                    )
-                ).scalar_one()
-            if sent >= expect:
-                break
+                waiting = (await conn.execute(waiting_sql)).scalar_one()
+                if waiting == 0 and (await conn.execute(sent_sql)).scalar_one() >= expect:
+                    break
             await asyncio.sleep(0.5)
         return time.monotonic() - started
     finally:
@@ -301,6 +314,205 @@ async def _delivery_stats(url: str) -> dict[str, Any]:
         await engine.dispose()
 
 
+# ---------------------------------------------------------------- the time series
+
+
+class _Sampler:
+    """Every ``WINDOW_S``: CPU seconds so far of the service, PostgreSQL and the broker, and the load average.
+
+    Read from ``/proc`` (no statement on the database under test); the windows' figures are the
+    differences between consecutive samples.
+    """
+
+    def __init__(self, parts: list[Part]) -> None:
+        self.meter = CpuMeter(parts, include_self=False)
+        self.samples: list[tuple[int, dict[str, float], float]] = []
+
+    def sample(self) -> None:
+        load1 = float(Path("/proc/loadavg").read_text().split()[0])
+        self.samples.append((time.time_ns(), self.meter.snapshot(), load1))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(WINDOW_S)
+
+    def window(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+        """CPU % of a core by part and the load average, between the samples nearest the window's ends."""
+        if len(self.samples) < 2:
+            return {}
+        first = min(self.samples, key=lambda x: abs(x[0] - start_ns))
+        last = min(self.samples, key=lambda x: abs(x[0] - end_ns))
+        if last[0] <= first[0]:
+            return {}
+        span = (last[0] - first[0]) / NS
+        cpu = {name: round(100 * (last[1][name] - first[1].get(name, 0.0)) / span) for name in last[1]}
+        return {"cpu_pct": cpu, "load1": last[2]}
+
+
+def _phase(start_ns: int, outage: dict[str, Any]) -> str:
+    if "down_at_ns" not in outage:
+        return "load"
+    if start_ns < outage["down_at_ns"]:
+        return "before"
+    if start_ns < outage["back_at_ns"]:
+        return "down"
+    return "after"
+
+
+def _series(
+    sent: dict[str, tuple[str, int]],
+    first: dict[str, int],
+    outage: dict[str, Any],
+    sampler: _Sampler | None,
+) -> list[dict[str, Any]]:
+    """Per ``WINDOW_S`` of publishing: the other receivers' latency, what waits, and the CPU.
+
+    ``others``: notices to the receivers that stay up, published in the window (count, p50, p99 of
+    topic -> receiver). ``held``: the down department's notices published and not yet received at
+    the window's end; ``queued``: the same for the other receivers (their backlog).
+    """
+    if not sent:
+        return []
+    start = min(at for _, at in sent.values())
+    end = max(max(at for _, at in sent.values()), max(first.values(), default=start))
+    count = (end - start) // (WINDOW_S * NS) + 1
+    latencies: list[list[float]] = [[] for _ in range(count)]
+    held = [0] * (count + 1)  # +1 at the publish window, -1 at the arrival window: summed, waiting
+    queued = [0] * (count + 1)
+    for event_id, (department, at) in sent.items():
+        window = (at - start) // (WINDOW_S * NS)
+        arrived = first.get(event_id)
+        gone = count if arrived is None else (arrived - start) // (WINDOW_S * NS)
+        track = held if department == DOWN_DEPARTMENT else queued
+        track[window] += 1
+        track[gone] -= 1
+        if department != DOWN_DEPARTMENT and arrived is not None:
+            latencies[window].append((arrived - at) / NS)
+    rows = []
+    waiting_held = waiting_queued = 0
+    for window in range(count):
+        waiting_held += held[window]
+        waiting_queued += queued[window]
+        w_start = start + window * WINDOW_S * NS
+        values = latencies[window]
+        row: dict[str, Any] = {
+            "t_s": window * WINDOW_S,
+            "phase": _phase(w_start, outage),
+            "others_count": len(values),
+            "others_p50_s": _pct(values, 0.5),
+            "others_p99_s": _pct(values, 0.99),
+            "held": waiting_held,
+            "queued": waiting_queued,
+        }
+        if sampler is not None:
+            row.update(sampler.window(w_start, w_start + WINDOW_S * NS))
+        rows.append(row)
+    return rows
+
+
+def series_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase: the windows' others p99 (median, max), the largest backlog and the load average (median).
+
+    The machine is shared: a window's p99 follows the load average as much as anything the service
+    does, so each phase is summed up with the load it ran under.
+    """
+    out: dict[str, Any] = {}
+    for phase in dict.fromkeys(row["phase"] for row in rows):
+        these = [r for r in rows if r["phase"] == phase and r["others_count"] >= 100]
+        p99s = [r["others_p99_s"] for r in these if r["others_p99_s"] is not None]
+        loads = [r["load1"] for r in these if "load1" in r]
+        if not p99s:
+            continue
+        out[phase] = {
+            "windows": len(these),
+            "others_p99_s_median": round(statistics.median(p99s), 3),
+            "others_p99_s_max": max(p99s),
+            "queued_max": max(r["queued"] for r in these),
+            "load1_median": round(statistics.median(loads), 2) if loads else None,
+            "load1_max": max(loads) if loads else None,
+        }
+    # The outage's windows that ran under no more load than the warm-up did (plus one runnable
+    # process): what the outage itself costs, apart from what other work on the machine costs.
+    before = [r["load1"] for r in rows if r["phase"] == "before" and "load1" in r]
+    if before:
+        ceiling = max(before) + 1.0
+        alike = [
+            r["others_p99_s"]
+            for r in rows
+            if r["phase"] == "down" and r["others_count"] >= 100 and r.get("load1", 99.0) <= ceiling
+        ]
+        if alike:
+            out["down_at_warmup_load"] = {
+                "load1_at_most": round(ceiling, 2),
+                "windows": len(alike),
+                "others_p99_s_median": round(statistics.median(alike), 3),
+                "others_p99_s_max": max(alike),
+            }
+    return out
+
+
+def _series_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One compact line per window."""
+    lines = ["t_s phase  others(n p50 p99)      held  queued  cpu% svc/pg/broker  load1"]
+    for row in rows:
+        cpu = row.get("cpu_pct", {})
+        lines.append(
+            f"{row['t_s']:>4} {row['phase']:<6} {row['others_count']:>5} "
+            f"{row['others_p50_s'] if row['others_p50_s'] is not None else '-':>6} "
+            f"{row['others_p99_s'] if row['others_p99_s'] is not None else '-':>6} "
+            f"{row['held']:>8} {row['queued']:>7}  "
+            f"{cpu.get('notifications', '-')}/{cpu.get('postgresql', '-')}/{cpu.get('broker', '-')}"
+            f"  {row.get('load1', '-')}"
+        )
+    return lines
+
+
+_PG_STATS = sa.text(
+    """
+    select queryid, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) as query,
+           calls, total_exec_time, rows
+    from pg_stat_statements
+    where dbid = (select oid from pg_database where datname = current_database())
+    """
+)
+
+
+async def _pg_stats_snapshot(url: str) -> dict[int, tuple[str, int, float, int]]:
+    engine = create_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(_PG_STATS)
+            return {
+                int(r.queryid): (r.query, int(r.calls), float(r.total_exec_time), int(r.rows)) for r in rows
+            }
+    finally:
+        await engine.dispose()
+
+
+def _pg_stats_delta(
+    before: dict[int, tuple[str, int, float, int]],
+    after: dict[int, tuple[str, int, float, int]],
+    *,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """The statements that took most of the database's time between two snapshots (top 10)."""
+    out: list[dict[str, Any]] = []
+    for key, (query, calls, total, rows) in after.items():
+        _, c0, t0, r0 = before.get(key, (query, 0, 0.0, 0))
+        if calls > c0:
+            out.append(
+                {
+                    "query": query,
+                    "calls": calls - c0,
+                    "ms_per_s": round((total - t0) / seconds, 2),
+                    "mean_ms": round((total - t0) / (calls - c0), 3),
+                    "rows_per_call": round((rows - r0) / (calls - c0), 1),
+                }
+            )
+    return sorted(out, key=lambda x: -float(x["ms_per_s"]))[:10]
+
+
 async def run(
     kafka: LocalKafka,
     postgres: LocalPostgres,
@@ -311,6 +523,7 @@ async def run(
     warmup_s: float,
     after_s: float,
     split: bool = False,
+    pg_stats: bool = False,
 ) -> dict[str, Any]:
     """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
     url = postgres.url()
@@ -344,6 +557,8 @@ async def run(
             warmup_s=warmup_s,
             after_s=after_s,
             split=split,
+            pg_stats=pg_stats,
+            infrastructure=infrastructure_parts(postgres, kafka),
         )
     finally:
         for receiver in receivers:
@@ -368,6 +583,8 @@ async def _measure(
     warmup_s: float,
     after_s: float,
     split: bool = False,
+    pg_stats: bool = False,
+    infrastructure: list[Part] | None = None,
 ) -> dict[str, Any]:
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATIONS__")}
@@ -405,6 +622,17 @@ async def _measure(
             )
         )
     outage: dict[str, Any] = {}
+    sampler = _Sampler(
+        [Part("notifications" if i == 0 else f"notifications-{i}", p.pid) for i, p in enumerate(procs)]
+        + list(infrastructure or [])
+    )
+    sampling: asyncio.Task[None] | None = None
+    snapshots: list[tuple[str, int, dict[int, tuple[str, int, float, int]]]] = []
+
+    async def snapshot(phase: str) -> None:
+        if pg_stats:
+            snapshots.append((phase, time.time_ns(), await _pg_stats_snapshot(url)))
+
     try:
         async with httpx.AsyncClient() as client:
             for port in http_ports:
@@ -420,21 +648,34 @@ async def _measure(
                         f"notifications never became ready; see {work}/notifications-{port}.log"
                     )
         load_s = duration_s if down_minutes is None else warmup_s + down_minutes * 60 + after_s
+        if pg_stats:
+            engine = create_engine(DatabaseSettings(url=url))
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("create extension if not exists pg_stat_statements"))
+            await engine.dispose()
+        await snapshot("start")
+        sampling = asyncio.create_task(sampler.run())
         load = asyncio.create_task(
             _offer(kafka.bootstrap_servers, lifecycle, departments, rate=rate, duration_s=load_s)
         )
         if down_minutes is not None:
             await asyncio.sleep(warmup_s)
+            await snapshot("before")
             await _stop(receivers[1], kill=True)
             outage["down_at_ns"] = time.time_ns()
             await asyncio.sleep(down_minutes * 60)
+            await snapshot("down")
             receivers[1] = await _start_receiver([ports[DOWN_DEPARTMENT]], log_path)
             outage["back_at_ns"] = time.time_ns()
         sent = await load
         load_ended = time.monotonic()
         drain_s = await _wait_all_sent(url, len(sent), timeout_s=600)
+        sampler.sample()
+        await snapshot("after" if down_minutes is not None else "load")
         statuses = await _delivery_stats(url)
     finally:
+        if sampling is not None:
+            sampling.cancel()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
@@ -494,6 +735,24 @@ async def _measure(
                 "others_during_outage": _figures(others_during),
             }
         )
+    if down_minutes is not None:
+        # The other receivers while the down one's backlog drains: published from its return until
+        # its last held notice arrived.
+        drain_end = last_held if last_held is not None else back_at
+        others_drain = [
+            v
+            for e, v in latencies.items()
+            if sent[e][0] != DOWN_DEPARTMENT and back_at <= sent[e][1] < max(drain_end, back_at + NS)
+        ]
+        result["others_during_drain"] = _figures(others_drain)
+    result["series_window_s"] = WINDOW_S
+    result["series"] = _series(sent, first, outage, sampler)
+    result["series_summary"] = series_summary(result["series"])
+    if snapshots:
+        result["pg_statements_by_phase"] = {
+            phase: _pg_stats_delta(prev, stats, seconds=(at - prev_at) / NS)
+            for (_, prev_at, prev), (phase, at, stats) in itertools.pairwise(snapshots)
+        }
     result["load_ended_to_now_s"] = round(time.monotonic() - load_ended, 1)
     return result
 
@@ -522,6 +781,30 @@ def table(result: dict[str, Any]) -> str:
             f"| **last held notice delivered after its return** (target < 120 s) | **{result['last_held_delivered_after_return_s']} s** |",
             f"| other receivers p50 / p99 before the outage | {before['p50_s']} / {before['p99_s']} s |",
             f"| **other receivers p50 / p99 during the outage** | **{during['p50_s']} / {during['p99_s']} s** |",
+            f"| other receivers p50 / p99 while its backlog drains | {result['others_during_drain']['p50_s']} / {result['others_during_drain']['p99_s']} s |",
+        ]
+    rows += [
+        "",
+        f"Per {result['series_window_s']} s of publishing:",
+        "```",
+        *_series_lines(result["series"]),
+        "```",
+        "",
+        "Windows' others p99 by phase (median / max), largest backlog, load average (median / max):",
+    ]
+    rows += [
+        f"- {phase}: {x['windows']} windows, p99 {x['others_p99_s_median']} / {x['others_p99_s_max']} s, "
+        + (
+            f"queued <= {x['queued_max']}, load {x['load1_median']} / {x['load1_max']}"
+            if "queued_max" in x
+            else f"load <= {x['load1_at_most']}"
+        )
+        for phase, x in result.get("series_summary", {}).items()
+    ]
+    for phase, statements in result.get("pg_statements_by_phase", {}).items():
+        rows += ["", f"Statements, {phase} (ms of database time per s, calls, mean ms):"]
+        rows += [
+            f"- {x['ms_per_s']} ms/s, {x['calls']} calls, {x['mean_ms']} ms: {x['query']}" for x in statements
         ]
     return "\n".join(rows)
 
@@ -547,10 +830,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the sender in a process of its own (NOTIFICATIONS__SEND/CONSUME)",
     )
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="preload pg_stat_statements; report the statements' time per phase",
+    )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with private_stack("notifications_delivery") as (postgres, kafka):
+    settings = PG_STATS_SETTINGS if args.pg_stats else None
+    with private_stack("notifications_delivery", pg_settings=settings) as (postgres, kafka):
         result = asyncio.run(
             run(
                 kafka,
@@ -561,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_s=args.warmup_s,
                 after_s=args.after_s,
                 split=args.split,
+                pg_stats=args.pg_stats,
             )
         )
     name = args.name or (

@@ -501,6 +501,25 @@ class NotificationsRepository:
         )
         return await self._lease(list(due.scalars().all()), now=now, lease_s=lease_s, attempt=False)
 
+    async def oldest_held(self, targets: Sequence[str]) -> dict[str, datetime]:
+        """When the oldest waiting (pending or retrying) delivery of each target was created; none: absent.
+
+        Read once when a target's circuit opens (it has few waiting then), so that the look for
+        deliveries past the retry window (``claim_expired``, which reads every held row) is made
+        only once one can have aged past it, not every probe interval of a long outage.
+        """
+        if not targets:
+            return {}
+        rows = await self.session.execute(
+            sa.select(d.target, sa.func.min(d.created_at))
+            .where(
+                d.target == sa.any_(array_param("targets", d.target, targets)),
+                d.status.in_(("pending", "retrying")),
+            )
+            .group_by(d.target)
+        )
+        return {str(target): oldest for target, oldest in rows}
+
     async def release_held(self, targets: Sequence[str], *, now: datetime) -> int:
         """Make the waiting retries of targets that answer again due now; returns how many.
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
 
+from services.notifications.repository import NotificationsRepository
 from shared.devstack import free_port
 from shared.devstack.receivers import WebhookReceiver
 from tests.integration.notifications.notifications_helpers import (
@@ -149,3 +151,71 @@ async def test_notices_held_by_an_open_circuit_past_the_retry_window_fail_visibl
         assert all(d["last_error"].startswith("circuit open, not attempted") for d in never_tried)
         # ... with what the receiver last answered (here: the refused connection).
         assert not any(d["last_error"].endswith("last error: ?") for d in never_tried)
+
+
+async def test_a_long_outage_does_not_make_the_sender_read_the_held_rows_nor_delay_another_target(
+    notifications_app: AppFactory,
+    kafka: Any,
+    topics: dict[str, str],
+    hooks: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every claim transaction of the sender runs between the others' sends: a look over all the held
+    # rows of the dead target every probe interval (56 ms for 45,000) delayed them for nothing while
+    # none of those rows could be past the retry window. Spied on, with the real database and broker.
+    looks: list[list[str]] = []
+    oldest_reads: list[list[str]] = []
+    claim_expired = NotificationsRepository.claim_expired
+    oldest_held = NotificationsRepository.oldest_held
+
+    async def spy_claim_expired(self: NotificationsRepository, targets: Any, **kw: Any) -> Any:
+        looks.append(list(targets))
+        return await claim_expired(self, targets, **kw)
+
+    async def spy_oldest_held(self: NotificationsRepository, targets: Any) -> Any:
+        oldest_reads.append(list(targets))
+        return await oldest_held(self, targets)
+
+    monkeypatch.setattr(NotificationsRepository, "claim_expired", spy_claim_expired)
+    monkeypatch.setattr(NotificationsRepository, "oldest_held", spy_oldest_held)
+    dead = Receiver()  # never started: connection refused
+    path = f"/police-{uuid.uuid4().hex[:8]}"  # the receiver is the session's: only this test's calls
+    held = [Hazard() for _ in range(60)]
+    async with notifications_app(delivery=BREAKER) as (_app, client):
+        await subscribe(client, scope="department", scope_id="fire", channel="webhook", url=dead.url)
+        await subscribe(client, scope="department", scope_id="police", channel="webhook", url=hooks.url(path))
+        await publish(kafka.bootstrap_servers, topics["lifecycle"], *(h.dispatched() for h in held))
+
+        async def all_written() -> bool:
+            return len(await deliveries(client, department_id="fire")) == len(held)
+
+        await wait_for(all_written, timeout_s=60, interval_s=0.2)
+        # Ten probe intervals of outage, the other target's notices arriving through it.
+        others: list[Hazard] = []
+        for _ in range(10):
+            batch = [Hazard() for _ in range(5)]
+            others += batch
+            await publish(
+                kafka.bootstrap_servers, topics["lifecycle"], *(h.dispatched("police") for h in batch)
+            )
+            await asyncio.sleep(0.5)
+
+        async def others_served() -> bool:
+            return len({c.headers.get("idempotency-key") for c in hooks.calls if c.path == path}) == len(
+                others
+            )
+
+        await wait_for(others_served, timeout_s=30, interval_s=0.05)
+        police = await deliveries(client, department_id="police")
+        assert len(police) == len(others)
+        assert {d["status"] for d in police} == {"sent"}
+        assert {d["attempts"] for d in police} == {1}  # none waited for a retry
+        keys = Counter(c.headers.get("idempotency-key") for c in hooks.calls if c.path == path)
+        assert max(keys.values()) == 1
+        fire = await deliveries(client, department_id="fire")
+        assert {d["status"] for d in fire} <= {"pending", "retrying"}  # still held, none failed
+    fire_looks = [t for t in looks if dead.url in t]
+    # Its oldest waiting notice read when the circuit opened; none could expire within 600 s: no look.
+    assert [t for t in oldest_reads if dead.url in t], oldest_reads
+    assert len([t for t in oldest_reads if dead.url in t]) <= 2, oldest_reads
+    assert fire_looks == []

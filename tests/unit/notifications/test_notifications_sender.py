@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -246,6 +246,74 @@ def test_deliveries_held_past_the_retry_window_fail_visibly_with_the_targets_las
     sender._settle_expired([tried])
     [(_, result)] = sender._results
     assert (result.status, result.error) == ("failed", "HTTP 500: oops")  # its own last failure
+
+
+class _HeldRows:
+    """The two repository reads of the expiry look: the oldest waiting delivery, and the expired ones."""
+
+    def __init__(self, oldest: datetime | None) -> None:
+        self.oldest = oldest
+        self.oldest_reads: list[list[str]] = []
+        self.expiry_looks: list[tuple[list[str], datetime]] = []
+
+    async def oldest_held(self, targets: list[str]) -> dict[str, datetime]:
+        self.oldest_reads.append(list(targets))
+        return {} if self.oldest is None else dict.fromkeys(targets, self.oldest)
+
+    async def claim_expired(self, targets: list[str], *, created_before: datetime, **_: Any) -> list[Any]:
+        self.expiry_looks.append((list(targets), created_before))
+        return []
+
+
+async def test_an_open_target_is_looked_over_for_expired_deliveries_only_once_its_oldest_can_be() -> None:
+    sender, clock = _breaker(retry_for_s=3600.0)
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "ClientConnectorError: refused")
+    oldest = NOW - timedelta(minutes=10)
+    repo = _HeldRows(oldest)
+    # The circuit just opened: its oldest waiting delivery is read (few rows then), none can have expired.
+    assert await sender._claim_expired(repo, now=NOW, limit=100) == []  # type: ignore[arg-type]
+    assert repo.oldest_reads == [[DEAD]]
+    # Every probe interval of the next 50 minutes: no read of its held rows at all.
+    for minute in range(1, 50):
+        clock.t += 60
+        await sender._claim_expired(repo, now=NOW + timedelta(minutes=minute), limit=100)  # type: ignore[arg-type]
+    assert repo.oldest_reads == [[DEAD]]
+    assert repo.expiry_looks == []
+    # Its oldest is past the window: it is looked over, and the oldest left read again the next time.
+    clock.t += 60
+    later = NOW + timedelta(minutes=51)
+    await sender._claim_expired(repo, now=later, limit=100)  # type: ignore[arg-type]
+    assert repo.expiry_looks == [([DEAD], later - timedelta(hours=1))]
+    clock.t += 5
+    await sender._claim_expired(repo, now=later + timedelta(seconds=5), limit=100)  # type: ignore[arg-type]
+    assert repo.oldest_reads == [[DEAD], [DEAD]]
+    assert len(repo.expiry_looks) == 2  # that oldest (unchanged here) is still past it
+
+
+async def test_a_target_with_nothing_waiting_when_its_circuit_opens_is_looked_over_a_window_later() -> None:
+    sender, clock = _breaker(retry_for_s=3600.0)
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "ClientConnectorError: refused")
+    repo = _HeldRows(None)
+    await sender._claim_expired(repo, now=NOW, limit=100)  # type: ignore[arg-type]
+    clock.t += 3599
+    await sender._claim_expired(repo, now=NOW + timedelta(seconds=3599), limit=100)  # type: ignore[arg-type]
+    assert repo.expiry_looks == []
+    clock.t += 5
+    await sender._claim_expired(repo, now=NOW + timedelta(seconds=3604), limit=100)  # type: ignore[arg-type]
+    assert [targets for targets, _ in repo.expiry_looks] == [[DEAD]]
+
+
+def test_a_closed_circuit_forgets_the_targets_oldest_waiting_delivery() -> None:
+    sender, clock = _breaker()
+    for _ in range(3):
+        sender._note_answer(DEAD, "retrying", "timeout")
+    sender._oldest_held[DEAD] = NOW
+    clock.t += 6
+    sender.probing.add(DEAD)
+    sender._note_answer(DEAD, "sent")
+    assert DEAD not in sender._oldest_held
 
 
 def test_a_notice_failed_by_the_open_circuit_shows_the_targets_last_failure_on_the_timeline() -> None:
