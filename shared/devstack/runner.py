@@ -768,10 +768,10 @@ class Stack:
         from sqlalchemy import text
         from sqlalchemy.ext.asyncio import create_async_engine
 
+        from shared.outbox import unpublished_count_query
+
         engine = create_async_engine(self.postgres.url())
-        unions = " union all ".join(
-            f"select '{name}', count(*) from {name}.outbox where published_at is null" for name in names
-        )
+        unions = " union all ".join(f"select '{name}', ({unpublished_count_query(name)})" for name in names)
         left: list[str] = []
         deadline = time.monotonic() + wait_s
         try:
