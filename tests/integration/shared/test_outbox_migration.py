@@ -51,7 +51,7 @@ async def _columns(engine: Any, schema: str) -> dict[str, str]:
         f"where table_schema = '{schema}' and table_name = 'outbox'"
     )
     async with engine.begin() as conn:
-        return dict(await conn.execute(query))
+        return {str(row[0]): str(row[1]) for row in await conn.execute(query)}
 
 
 async def _indexes(engine: Any, schema: str) -> dict[str, str]:
