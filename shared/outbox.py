@@ -265,6 +265,8 @@ def _claim_sql(table: sa.Table) -> sa.TextClause:
         f"with s as (select done, coalesce(target, pg_current_snapshot()) as target, target is not null "
         f"as resumed, case when target is null then 0 else after_id end as after_id from {_state(table)} as q) "
         "select s.done::text as done, s.target::text as target, s.resumed, "
+        "greatest(pg_snapshot_xmax(s.done), pg_snapshot_xmax(s.target)) > pg_snapshot_xmax(pg_current_snapshot()) "
+        "as ahead, "
         "o.id, o.topic, o.key, o.value, o.headers from s left join lateral ("
         f"select o.id, o.topic, o.key, o.value, o.headers from {table.fullname} as o "
         "where o.xid >= pg_snapshot_xmin(s.done) and o.xid < pg_snapshot_xmax(s.target) "
@@ -296,6 +298,22 @@ def _next_state(head: Any, rows: Sequence[Any], batch_size: int) -> dict[str, ob
     if rows or head.resumed:
         return {"done": head.target, "target": None, "after_id": 0}
     return None
+
+
+class RelayStateAheadError(RuntimeError):
+    """The relay's state names transactions this database has not reached: its ids went backwards.
+
+    Transaction ids survive a physical copy or ``pg_upgrade``, not a logical dump restored into
+    another cluster. New rows would then look published already and be skipped, so the relay
+    stops instead (logged and retried, ``hazard_outbox_errors_total``); docs/OPERATIONS.md says
+    how to reset the state.
+    """
+
+    def __init__(self, table: str, snapshot: str) -> None:
+        super().__init__(
+            f"{table}: the relay's snapshot {snapshot} is ahead of this database's transaction ids "
+            "(restored from a logical dump?): nothing is published until its state is reset"
+        )
 
 
 class OutboxRelay:
@@ -349,6 +367,8 @@ class OutboxRelay:
             if not (await session.execute(self._lock)).scalar_one():
                 return False, 0
             found = (await session.execute(self._claim, {"limit": self.batch_size})).all()
+            if found[0].ahead:
+                raise RelayStateAheadError(self.table.fullname, found[0].done)
             rows = [r for r in found if r.id is not None]
             if rows:
                 await self.sender.send_many([_message(r) for r in rows])

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from services.dispatch import tables as dispatch_tables
 from services.intake import tables
 from shared.db import create_engine, create_session_factory
-from shared.outbox import Outbox, OutboxRelay, OutgoingMessage, replay_published
+from shared.outbox import Outbox, OutboxRelay, OutgoingMessage, RelayStateAheadError, replay_published
 from shared.settings import DatabaseSettings
 from tests.support.factories import make_event
 
@@ -206,3 +206,24 @@ async def test_a_replay_keeps_a_hazards_order_across_services_when_ids_and_start
 
     assert sent == 3
     assert sender.sent == order, "by id within a service, by created_at across them"
+
+
+async def test_a_relay_state_ahead_of_the_databases_transaction_ids_stops_the_relay_rather_than_skip(
+    sessions,
+) -> None:
+    sender = _Sender()
+    outbox = Outbox(tables.outbox, default_topic="life")
+    staged = await _stage(sessions, outbox, [make_event("hazard.reported")])
+    async with sessions() as session, session.begin():  # as after a logical restore into a new cluster
+        await session.execute(
+            sa.text("update intake.outbox_relay set published_through = '900000000:900000000:'")
+        )
+    relay = OutboxRelay(table=tables.outbox, sessions=sessions, sender=sender, service="t")
+    with pytest.raises(RelayStateAheadError):
+        await relay.relay_once()
+    assert sender.sent == []
+    async with sessions() as session, session.begin():  # the reset docs/OPERATIONS.md describes
+        await session.execute(sa.text("update intake.outbox set xid = pg_current_xact_id()"))
+        await session.execute(sa.text("update intake.outbox_relay set published_through = '4:4:'"))
+    await relay.drain()
+    assert sender.sent == staged
