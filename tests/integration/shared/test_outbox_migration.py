@@ -20,11 +20,11 @@ pytestmark = pytest.mark.integration
 
 # service: (previous head, this migration)
 REVISIONS = {
-    "intake": ("intake_0013", "intake_0015"),
-    "dispatch": ("dispatch_0007", "dispatch_0009"),
-    "tracking": ("tracking_0008", "tracking_0010"),
-    "reporting": ("reporting_0014", "reporting_0016"),
-    "notifications": ("notifications_0007", "notifications_0010"),
+    "intake": ("intake_0014", "intake_0015"),
+    "dispatch": ("dispatch_0008", "dispatch_0009"),
+    "tracking": ("tracking_0009", "tracking_0010"),
+    "reporting": ("reporting_0015", "reporting_0016"),
+    "notifications": ("notifications_0009", "notifications_0010"),
 }
 
 

@@ -11,7 +11,7 @@ from alembic import op
 from shared.db import publish_outbox_by_snapshot, publish_outbox_by_stamp
 
 revision = "dispatch_0009"
-down_revision = "dispatch_0007"
+down_revision = "dispatch_0008"
 branch_labels = None
 depends_on = None
 

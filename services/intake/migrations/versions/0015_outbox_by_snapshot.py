@@ -11,7 +11,7 @@ from alembic import op
 from shared.db import publish_outbox_by_snapshot, publish_outbox_by_stamp
 
 revision = "intake_0015"
-down_revision = "intake_0013"
+down_revision = "intake_0014"
 branch_labels = None
 depends_on = None
 

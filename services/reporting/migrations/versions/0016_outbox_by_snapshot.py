@@ -11,7 +11,7 @@ from alembic import op
 from shared.db import publish_outbox_by_snapshot, publish_outbox_by_stamp
 
 revision = "reporting_0016"
-down_revision = "reporting_0014"
+down_revision = "reporting_0015"
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ from alembic import op
 from shared.db import publish_outbox_by_snapshot, publish_outbox_by_stamp
 
 revision = "tracking_0010"
-down_revision = "tracking_0008"
+down_revision = "tracking_0009"
 branch_labels = None
 depends_on = None
 
