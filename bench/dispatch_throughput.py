@@ -31,6 +31,7 @@ from services.dispatch.settings import DispatchSettings
 from shared import events as ev
 from shared.devstack import LocalKafka, LocalPostgres
 from shared.migrate import migrate
+from shared.outbox import unpublished_count_query
 from shared.reference import load_reference_data
 
 PARTITIONS = 6
@@ -80,7 +81,7 @@ def workload(hazards: int, *, seed: int = 11) -> tuple[list[ev.HazardReported], 
 _PROGRESS = sa.text(
     "select (select count(*) from dispatch.hazards) as decided, "
     "(select count(*) from dispatch.dispatches) as dispatched, "
-    "(select count(*) from dispatch.outbox where published_at is null) as unpublished"
+    f"({unpublished_count_query('dispatch')}) as unpublished"
 )
 
 

@@ -44,6 +44,7 @@ from shared import events as ev
 from shared.db import create_engine
 from shared.devstack import LocalKafka, LocalPostgres, free_port
 from shared.migrate import migrate
+from shared.outbox import unpublished_count_query
 from shared.reference import load_reference_data
 from shared.settings import DatabaseSettings
 
@@ -242,7 +243,7 @@ async def run(
                     await conn.execute(
                         sa.text(
                             "select (select count(*) from dispatch.timers where fired_at is not null), "
-                            "(select count(*) from dispatch.outbox where published_at is null), clock_timestamp()"
+                            f"({unpublished_count_query('dispatch')}), clock_timestamp()"
                         )
                     )
                 ).one()

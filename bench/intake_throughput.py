@@ -50,6 +50,7 @@ import yaml
 from bench.leanhttp import LeanConnection
 from shared.devstack import LocalKafka, LocalPostgres, free_port
 from shared.migrate import migrate
+from shared.outbox import unpublished_count_query
 from shared.reference import load_reference_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -349,12 +350,12 @@ def main() -> None:
         single["intake_cpu_ms_per_report"] = round((cpu1 - cpu0) * 1000 / max(1, single["accepted"]), 2)
         batch["intake_cpu_ms_per_report"] = round((cpu2 - cpu1) * 1000 / max(1, batch["accepted"]), 3)
         drain_started = time.perf_counter()
-        while asyncio.run(_count(dsn, "select count(*) from intake.outbox where published_at is null")) > 0:
+        while asyncio.run(_count(dsn, unpublished_count_query("intake"))) > 0:
             if time.perf_counter() - drain_started > 300:
                 break
             time.sleep(0.2)
         drain_s = time.perf_counter() - drain_started
-        left = asyncio.run(_count(dsn, "select count(*) from intake.outbox where published_at is null"))
+        left = asyncio.run(_count(dsn, unpublished_count_query("intake")))
     finally:
         for proc in procs:
             proc.terminate()

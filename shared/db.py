@@ -88,24 +88,78 @@ def _outbox_columns() -> list[sa.Column[Any]]:
 
 OUTBOX_UNPUBLISHED_INDEX = "outbox_unpublished"
 OUTBOX_PUBLISHED_INDEX = "outbox_published_at"
+OUTBOX_XID_INDEX = "outbox_xid"
+OUTBOX_CREATED_INDEX = "outbox_created_at"
+# The relay's state before it published anything: only transaction ids below 4 are visible, and the
+# rows a migration found already published carry 3 (below any real transaction id).
+NOTHING_PUBLISHED = "4:4:"
+ALREADY_PUBLISHED_XID = "3"
+
+
+class Xid8(sa.types.UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (``xid8``): never wraps around, compared as a number."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "xid8"
+
+
+class PgSnapshot(sa.types.UserDefinedType[str]):
+    """PostgreSQL's ``pg_snapshot`` (``xmin:xmax:xip,...``); read and written as text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "pg_snapshot"
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
     """Events written in the same transaction as the change they describe.
 
-    A row waits with ``published_at`` null until the relay has it confirmed by the broker, then
-    stays for the retention period (so a broker that lost its data can be refilled) and is
-    pruned. The partial index holds only the waiting rows, so the relay's scan stays cheap
-    however many published rows are retained.
+    Each row records the top-level id of the transaction that wrote it (``xid``, even inside a
+    savepoint: visibility is decided on it). A row is never updated: the relay publishes by
+    snapshot and records how far it got in the one row of ``outbox_relay`` (see
+    :mod:`shared.outbox`), so publishing writes one state row per batch instead of one update per
+    event. Rows stay for the retention period (so a broker that lost its data can be refilled)
+    and are pruned oldest first (the ``created_at`` index).
     """
     table = sa.Table(
         "outbox",
         metadata,
         *_outbox_columns(),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("xid", Xid8(), nullable=False, server_default=sa.text("pg_current_xact_id()")),
     )
-    sa.Index(OUTBOX_UNPUBLISHED_INDEX, table.c.id, postgresql_where=table.c.published_at.is_(None))
-    sa.Index(OUTBOX_PUBLISHED_INDEX, table.c.published_at, table.c.id)
+    sa.Index(OUTBOX_XID_INDEX, table.c.xid)
+    sa.Index(OUTBOX_CREATED_INDEX, table.c.created_at, table.c.id)
+    if f"{metadata.schema}.outbox_relay" not in metadata.tables:
+        outbox_relay_table(metadata)
+    return table
+
+
+def outbox_relay_table(metadata: sa.MetaData) -> sa.Table:
+    """The outbox relay's one state row: the snapshot published through, the one being published.
+
+    A row of the outbox is published iff its transaction is visible in ``published_through``, or
+    visible in ``target`` and its id is at most ``after_id``. Created with its row (a database
+    made with ``create_all`` starts with nothing published).
+    """
+    table = sa.Table(
+        "outbox_relay",
+        metadata,
+        sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column(
+            "published_through",
+            PgSnapshot(),
+            nullable=False,
+            server_default=sa.text(f"'{NOTHING_PUBLISHED}'"),
+        ),
+        sa.Column("target", PgSnapshot(), nullable=True),
+        sa.Column("after_id", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.CheckConstraint("one", name="outbox_relay_one_row"),
+    )
+    created = sa.DDL(f"insert into {table.fullname} default values")  # type: ignore[no-untyped-call]
+    sa.event.listen(table, "after_create", created)
     return table
 
 
@@ -329,6 +383,56 @@ def keep_no_published_outbox_rows(op: Any, schema: str) -> None:
     op.drop_index(OUTBOX_PUBLISHED_INDEX, table_name="outbox", schema=schema)
     op.drop_index(OUTBOX_UNPUBLISHED_INDEX, table_name="outbox", schema=schema)
     op.drop_column("outbox", "published_at", schema=schema)
+
+
+def publish_outbox_by_snapshot(op: Any, schema: str) -> None:
+    """Alembic helper: from ``published_at`` stamps to the relay's snapshot state (#20).
+
+    Rows already published get transaction id 3, visible in the initial ``published_through``;
+    rows still waiting get the migration's own transaction id, so the first snapshot the relay
+    takes after the migration committed publishes them.
+    """
+    op.execute(f"alter table {schema}.outbox add column xid xid8")
+    op.execute(
+        f"update {schema}.outbox set xid = case when published_at is null then pg_current_xact_id() "
+        f"else '{ALREADY_PUBLISHED_XID}'::xid8 end"
+    )
+    op.execute(
+        f"alter table {schema}.outbox alter column xid set not null, "
+        "alter column xid set default pg_current_xact_id()"
+    )
+    op.drop_index(OUTBOX_PUBLISHED_INDEX, table_name="outbox", schema=schema)
+    op.drop_index(OUTBOX_UNPUBLISHED_INDEX, table_name="outbox", schema=schema)
+    op.drop_column("outbox", "published_at", schema=schema)
+    op.create_index(OUTBOX_XID_INDEX, "outbox", ["xid"], schema=schema)
+    op.create_index(OUTBOX_CREATED_INDEX, "outbox", ["created_at", "id"], schema=schema)
+    outbox_relay_table(sa.MetaData(schema=schema)).create(op.get_bind())
+
+
+def publish_outbox_by_stamp(op: Any, schema: str) -> None:
+    """Alembic helper: undo :func:`publish_outbox_by_snapshot`.
+
+    Rows the relay had published (by its state) get ``published_at = created_at``; the others
+    are left null, so the stamping relay publishes them.
+    """
+    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)), schema=schema)
+    op.execute(
+        f"update {schema}.outbox o set published_at = o.created_at from {schema}.outbox_relay r "
+        "where pg_visible_in_snapshot(o.xid, r.published_through) or (r.target is not null "
+        "and pg_visible_in_snapshot(o.xid, r.target) and o.id <= r.after_id)"
+    )
+    op.create_index(
+        OUTBOX_UNPUBLISHED_INDEX,
+        "outbox",
+        ["id"],
+        schema=schema,
+        postgresql_where=sa.text("published_at is null"),
+    )
+    op.create_index(OUTBOX_PUBLISHED_INDEX, "outbox", ["published_at", "id"], schema=schema)
+    op.drop_index(OUTBOX_CREATED_INDEX, table_name="outbox", schema=schema)
+    op.drop_index(OUTBOX_XID_INDEX, table_name="outbox", schema=schema)
+    op.drop_column("outbox", "xid", schema=schema)
+    op.drop_table("outbox_relay", schema=schema)
 
 
 async def listening_connection(engine: AsyncEngine, application_name: str) -> Any:

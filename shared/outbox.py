@@ -1,26 +1,36 @@
 """Transactional outbox: events are rows committed with the business change, then relayed to Kafka.
 
 Writers call :meth:`Outbox.add` inside their own transaction. The :class:`OutboxRelay`
-takes the oldest unpublished rows, publishes them in one batch, waits for the broker
-to confirm every one, then stamps them ``published_at`` in the same transaction. A
-crash between publish and commit republishes the batch: delivery is at-least-once and
-the event ids are unchanged, so consumers deduplicate.
+publishes rows in batches, waits for the broker to confirm every one, then records how far
+it got in the same transaction. A crash between publish and commit republishes the batch:
+delivery is at-least-once and the event ids are unchanged, so consumers deduplicate.
 
-Order. One relay at a time publishes a given outbox: a batch runs under a transaction
-advisory lock on the table, and a replica that does not get it skips its turn. With
-``FOR UPDATE SKIP LOCKED`` and no such lock, replica B could publish a hazard's later
-row while replica A still held its earlier one. The relay keeps no cursor: each batch
-scans the rows still unpublished (a partial index holds only those), so a row whose
-transaction took a smaller id but committed after a larger one is published by the
-next batch that sees it, never skipped. Published rows are therefore in commit order
-per hazard (a hazard's events are written under that hazard's row lock), and each
-batch is stamped with one ``clock_timestamp()`` taken under the lock, so ordering by
-``(published_at, id)`` gives the publish order back.
+Publishing by snapshot (#20). A row is never updated: each records the top-level id of the
+transaction that wrote it (``xid``), and the relay's one state row (``outbox_relay``) holds
+``published_through`` and ``target`` (two ``pg_snapshot``) and ``after_id``. A row is
+published iff its transaction is visible in ``published_through``, or visible in ``target``
+and its id is at most ``after_id``. A batch with no target takes its own statement's snapshot
+as the target (so "visible in target" is exactly "committed and seen by this statement"),
+publishes the rows visible in it and not in ``published_through`` in id order, at most a
+batch at a time (``after_id``), and when a batch comes back short moves ``published_through``
+to the target. One state-row write per batch instead of one update per event.
 
-Retention. Published rows stay ``retention_days`` and are pruned in bounded batches;
-:meth:`OutboxRelay.replay` publishes again, in publish order, every row published
-since a time T (``python -m shared.outbox_replay``): a broker that lost its data is
-refilled, and consumers skip what they had applied.
+No row committed late is skipped: visibility only grows, so every committed row is visible in
+some later target, and a row visible in the target but not in ``published_through`` is
+published before ``published_through`` moves past it. A rolled-back row is never visible.
+
+Order. One relay at a time publishes a given outbox: a batch runs under a transaction advisory
+lock on the table, and a replica that does not get it skips its turn. A hazard's events are
+written under that hazard's row lock, so of two of its rows the one committed first has the
+smaller id (taken at insert, after the lock), and any snapshot that sees the later one's
+transaction sees the earlier one's (it ended before the later could commit). Within one
+target rows go out in id order; across targets, the earlier row is visible no later than the
+later one. Each hazard's events therefore go out in commit order.
+
+Retention. Rows stay ``retention_days`` after they were written and, once published, are
+pruned in bounded batches oldest first; :meth:`OutboxRelay.replay` publishes again every
+published row written since a time T (``python -m shared.outbox_replay``): a broker that lost
+its data is refilled, and consumers skip what they had applied.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared import metrics, tracing
-from shared.db import array_param
+from shared.db import NOTHING_PUBLISHED
 from shared.events import AnyEvent, dump_event
 from shared.idle import IdleBackoff
 
@@ -180,9 +190,8 @@ class Outbox:
             _wake_relays_on_commit(session, self.table)
 
     async def pending(self, session: AsyncSession) -> int:
-        """How many rows wait to be published."""
-        query = sa.select(sa.func.count()).select_from(self.table).where(self.table.c.published_at.is_(None))
-        return int((await session.execute(query)).scalar_one())
+        """How many committed rows wait to be published."""
+        return int((await session.execute(unpublished_count_sql(self.table))).scalar_one())
 
 
 def wake_relays(table: sa.Table) -> None:
@@ -209,7 +218,104 @@ RELAY_LOCK_CLASS = 0x0B0C
 def relay_lock_sql(table: sa.Table, *, wait: bool) -> sa.TextClause:
     """The statement taking the transaction lock that makes one relay at a time publish ``table``."""
     function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-    return sa.text(f"select {function}({RELAY_LOCK_CLASS}, hashtext('{table.fullname}')), clock_timestamp()")
+    return sa.text(f"select {function}({RELAY_LOCK_CLASS}, hashtext('{table.fullname}'))")
+
+
+def _state_table(table: sa.Table) -> str:
+    return f"{table.schema}.outbox_relay" if table.schema else "outbox_relay"
+
+
+def _state(table: sa.Table) -> str:
+    """A one-row relation ``s(done, target, after_id)``: the relay's state, or nothing published."""
+    return (
+        f"(select coalesce(r.published_through, '{NOTHING_PUBLISHED}'::pg_snapshot) as done, r.target, "
+        f"coalesce(r.after_id, 0) as after_id from (values (true)) as v(one) "
+        f"left join {_state_table(table)} as r on r.one)"
+    )
+
+
+# Row ``o`` is published by state ``s`` (the invariant of the module docstring).
+_PUBLISHED = (
+    "(pg_visible_in_snapshot(o.xid, s.done) or (s.target is not null "
+    "and pg_visible_in_snapshot(o.xid, s.target) and o.id <= s.after_id))"
+)
+
+
+def unpublished_count_sql(table: sa.Table) -> sa.TextClause:
+    """How many committed rows of ``table`` the relay has not published (metrics, readiness, benchmarks).
+
+    Only rows whose transaction is not visible in ``published_through`` can be waiting: the range
+    scan on ``xid`` starts at its ``xmin``.
+    """
+    return sa.text(
+        f"select count(*) from {table.fullname} as o, {_state(table)} as s "
+        f"where o.xid >= pg_snapshot_xmin(s.done) and not {_PUBLISHED}"
+    )
+
+
+def unpublished_count_query(schema: str) -> str:
+    """:func:`unpublished_count_sql` of ``<schema>.outbox`` as plain SQL (tools, benchmarks, tests)."""
+    return unpublished_count_sql(sa.Table("outbox", sa.MetaData(schema=schema))).text
+
+
+def _claim_sql(table: sa.Table) -> sa.TextClause:
+    # The target is this statement's own snapshot when none is in progress: a row is visible in
+    # it iff its transaction committed before the statement started, i.e. iff the statement sees
+    # it. The xid range (``xmin`` of what is published, ``xmax`` of the target) keeps the scan to
+    # the transactions between the two snapshots. Always one row at least (the state).
+    return sa.text(
+        f"with s as (select done, coalesce(target, pg_current_snapshot()) as target, target is not null "
+        f"as resumed, case when target is null then 0 else after_id end as after_id from {_state(table)} as q) "
+        "select s.done::text as done, s.target::text as target, s.resumed, "
+        "greatest(pg_snapshot_xmax(s.done), pg_snapshot_xmax(s.target)) > pg_snapshot_xmax(pg_current_snapshot()) "
+        "as ahead, "
+        "o.id, o.topic, o.key, o.value, o.headers from s left join lateral ("
+        f"select o.id, o.topic, o.key, o.value, o.headers from {table.fullname} as o "
+        "where o.xid >= pg_snapshot_xmin(s.done) and o.xid < pg_snapshot_xmax(s.target) "
+        "and not pg_visible_in_snapshot(o.xid, s.done) and pg_visible_in_snapshot(o.xid, s.target) "
+        "and o.id > s.after_id order by o.id limit :limit) as o on true order by o.id"
+    )
+
+
+def _save_sql(table: sa.Table) -> sa.TextClause:
+    return sa.text(
+        f"insert into {_state_table(table)} as r (one, published_through, target, after_id) "
+        "values (true, cast(cast(:done as text) as pg_snapshot), cast(cast(:target as text) as pg_snapshot), "
+        "cast(:after_id as bigint)) "
+        "on conflict (one) do update set published_through = excluded.published_through, "
+        "target = excluded.target, after_id = excluded.after_id"
+    )
+
+
+def _next_state(head: Any, rows: Sequence[Any], batch_size: int) -> dict[str, object] | None:
+    """The state after publishing ``rows`` (``head`` carries the state read), or None if unchanged.
+
+    A full batch may have more rows visible in the target behind it: keep the target, move
+    ``after_id``. A short batch has published everything visible in the target: it becomes
+    ``published_through``. An empty batch on a fresh target changes nothing (an idle relay writes
+    nothing).
+    """
+    if len(rows) >= batch_size:
+        return {"done": head.done, "target": head.target, "after_id": rows[-1].id}
+    if rows or head.resumed:
+        return {"done": head.target, "target": None, "after_id": 0}
+    return None
+
+
+class RelayStateAheadError(RuntimeError):
+    """The relay's state names transactions this database has not reached: its ids went backwards.
+
+    Transaction ids survive a physical copy or ``pg_upgrade``, not a logical dump restored into
+    another cluster. New rows would then look published already and be skipped, so the relay
+    stops instead (logged and retried, ``hazard_outbox_errors_total``); docs/OPERATIONS.md says
+    how to reset the state.
+    """
+
+    def __init__(self, table: str, snapshot: str) -> None:
+        super().__init__(
+            f"{table}: the relay's snapshot {snapshot} is ahead of this database's transaction ids "
+            "(restored from a logical dump?): nothing is published until its state is reset"
+        )
 
 
 class OutboxRelay:
@@ -243,18 +349,9 @@ class OutboxRelay:
         self.prune_batch_size = prune_batch_size
         self.prune_interval_s = prune_interval_s
         self._lock = relay_lock_sql(table, wait=False)
-        self._claim = (
-            sa.select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.headers)
-            .where(table.c.published_at.is_(None))
-            .order_by(table.c.id)
-            .limit(batch_size)
-        )
-        # The batch's ids as one array parameter: one statement text whatever the batch size.
-        self._stamp = (
-            sa.update(table)
-            .where(table.c.id == sa.any_(array_param("ids", table.c.id)))
-            .values(published_at=sa.bindparam("stamp", type_=table.c.published_at.type))
-        )
+        self._claim = _claim_sql(table)
+        self._save = _save_sql(table)
+        self._prune = _prune_sql(table)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._next_prune = 0.0
@@ -267,29 +364,29 @@ class OutboxRelay:
     async def _relay_batch(self) -> tuple[bool, int]:
         """(whether this relay had the turn, rows published)."""
         async with self.sessions() as session, session.begin():
-            turn, stamp = (await session.execute(self._lock)).one()
-            if not turn:
+            # The state is read by a statement after the lock's: its snapshot sees the previous
+            # turn's commit.
+            if not (await session.execute(self._lock)).scalar_one():
                 return False, 0
-            rows = (await session.execute(self._claim)).all()
-            if not rows:
-                return True, 0
-            await self.sender.send_many([_message(r) for r in rows])
-            await session.execute(self._stamp, {"ids": [r.id for r in rows], "stamp": stamp})
-        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+            found = (await session.execute(self._claim, {"limit": self.batch_size})).all()
+            if found[0].ahead:
+                raise RelayStateAheadError(self.table.fullname, found[0].done)
+            rows = [r for r in found if r.id is not None]
+            if rows:
+                await self.sender.send_many([_message(r) for r in rows])
+            state = _next_state(found[0], rows, self.batch_size)
+            if state is not None:
+                await session.execute(self._save, state)
+        if rows:
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return True, len(rows)
 
     async def prune_once(self) -> int:
-        """Delete at most ``prune_batch_size`` rows published longer than the retention ago."""
-        t = self.table
-        oldest = (
-            sa.select(t.c.id)
-            .where(t.c.published_at < sa.func.now() - self.retention)
-            .order_by(t.c.published_at, t.c.id)
-            .limit(self.prune_batch_size)
-            .scalar_subquery()
-        )
+        """Delete at most ``prune_batch_size`` published rows written longer than the retention ago."""
         async with self.sessions() as session, session.begin():
-            result = await session.execute(sa.delete(t).where(t.c.id.in_(oldest)))
+            result = await session.execute(
+                self._prune, {"retention": self.retention, "limit": self.prune_batch_size}
+            )
         pruned = int(getattr(result, "rowcount", 0) or 0)
         if pruned:
             metrics.OUTBOX_PRUNED.labels(self.service).inc(pruned)
@@ -393,17 +490,23 @@ async def replay_published(
     until: datetime | None = None,
     batch_size: int = 1000,
 ) -> int:
-    """Publish again, in publish order, every retained row of ``tables`` published at or after ``since``.
+    """Publish again every retained, published row of ``tables`` written at or after ``since``.
 
-    The outboxes of several services are merged by ``(published_at, id)``, so one hazard's events
-    from intake, dispatch and tracking go out again in the order they first did. The relay lock of
-    every table is held for the whole replay: the ordinary relays publish newer rows only after it.
-    Rows are not stamped again. Returns how many rows were sent.
+    Each outbox is read in id order (a hazard's rows of one service are in commit order), and the
+    outboxes are merged by ``(created_at, id)`` of their next rows. That keeps each hazard's order
+    across services: an event a service writes in reaction to another's is written in a
+    transaction that started after that event was committed and published, so its ``created_at``
+    is later than that event's and than every smaller id's of that outbox (each of which was
+    written by a transaction that had started before that event committed). The relay lock of
+    every table is held for the whole replay: the ordinary relays publish newer rows only after
+    it, and what counts as published does not move meanwhile. Returns how many rows were sent.
+    ``since`` is compared with the time the writing transaction started: give a T a little
+    before the loss to cover transactions that were running then.
     """
     ordered = sorted(tables, key=lambda t: t.fullname)
-    pages = {t.fullname: _replay_page(t, since, until, batch_size) for t in ordered}
+    pages = {t.fullname: _replay_page_sql(t, until) for t in ordered}
     buffered: dict[str, list[Any]] = {t.fullname: [] for t in ordered}
-    after: dict[str, tuple[datetime, int] | None] = {t.fullname: None for t in ordered}
+    after: dict[str, int] = {t.fullname: 0 for t in ordered}
     open_tables = {t.fullname: t for t in ordered}
     sent = 0
     async with sessions() as holder, holder.begin():
@@ -411,17 +514,16 @@ async def replay_published(
             await holder.execute(relay_lock_sql(table, wait=True))
         while True:
             async with sessions() as session:
-                for name, table in list(open_tables.items()):
+                for name in list(open_tables):
                     if buffered[name]:
                         continue
-                    query = pages[name]
-                    cursor = after[name]
-                    if cursor is not None:
-                        query = query.where(sa.tuple_(table.c.published_at, table.c.id) > cursor)
-                    rows = list((await session.execute(query)).all())
+                    params = {"since": since, "after": after[name], "limit": batch_size}
+                    if until is not None:
+                        params["until"] = until
+                    rows = list((await session.execute(pages[name], params)).all())
                     if rows:
                         buffered[name] = rows
-                        after[name] = (rows[-1].published_at, rows[-1].id)
+                        after[name] = rows[-1].id
                     else:
                         del open_tables[name]
             batch: list[OutgoingMessage] = []
@@ -430,25 +532,33 @@ async def replay_published(
                 candidates = [n for n in buffered if buffered[n]]
                 if not candidates:
                     break
-                first = min(candidates, key=lambda n: (buffered[n][0].published_at, n, buffered[n][0].id))
+                first = min(candidates, key=lambda n: (buffered[n][0].created_at, n, buffered[n][0].id))
                 batch.append(_message(buffered[first].pop(0)))
             if not batch:
                 break
             await sender.send_many(batch)
             sent += len(batch)
-    log.info("outbox replay: %d rows published since %s sent again", sent, since)
+    log.info("outbox replay: %d rows written since %s sent again", sent, since)
     return sent
 
 
-def _replay_page(table: sa.Table, since: datetime, until: datetime | None, limit: int) -> Any:
-    t = table
-    page = (
-        sa.select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers, t.c.published_at)
-        .where(t.c.published_at >= since)
-        .order_by(t.c.published_at, t.c.id)
-        .limit(limit)
+def _replay_page_sql(table: sa.Table, until: datetime | None) -> sa.TextClause:
+    bound = "and o.created_at < :until " if until is not None else ""
+    return sa.text(
+        f"select o.id, o.topic, o.key, o.value, o.headers, o.created_at from {table.fullname} as o, "
+        f"{_state(table)} as s where o.created_at >= :since {bound}and o.id > :after and {_PUBLISHED} "
+        "order by o.id limit :limit"
     )
-    return page if until is None else page.where(t.c.published_at < until)
+
+
+def _prune_sql(table: sa.Table) -> sa.TextClause:
+    # Only rows visible in ``published_through`` (published for good), oldest first by the
+    # ``(created_at, id)`` index, a bounded batch per statement.
+    return sa.text(
+        f"delete from {table.fullname} where id in (select o.id from {table.fullname} as o, {_state(table)} as s "
+        "where o.created_at < now() - cast(:retention as interval) and pg_visible_in_snapshot(o.xid, s.done) "
+        "order by o.created_at, o.id limit :limit)"
+    )
 
 
 def _message(row: Any) -> OutgoingMessage:

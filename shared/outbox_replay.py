@@ -1,9 +1,10 @@
 """Publish retained outbox rows again: ``python -m shared.outbox_replay --since T``.
 
 Every service keeps the events it published in its outbox for ``<SERVICE>__OUTBOX__RETENTION_DAYS``
-(7 by default). This command sends again, in the order they were first published (merged across
-the services' outboxes), every row published at or after ``--since`` (and before ``--until``), for
-example to refill a broker that lost its data. Consumers skip the events they had applied (their
+(7 by default). This command sends again every published row written at or after ``--since`` (and
+before ``--until``; "written" is when the writing transaction started), each hazard's events in the
+order they were first published (merged across the services' outboxes), for example to refill a
+broker that lost its data. Consumers skip the events they had applied (their
 inbox), so a replay is safe to repeat; it waits for each service's relay to finish its batch and
 holds them off while it runs.
 
@@ -48,7 +49,7 @@ async def replay(
     services: Sequence[str] = SERVICES,
     idempotent_producer: bool = True,
 ) -> int:
-    """Send again what the services' outboxes published since ``since``; returns how many rows."""
+    """Send again what the services' outboxes published, written since ``since``; returns how many rows."""
     engine = create_engine(DatabaseSettings(url=database_url), application_name="hazard-outbox-replay")
     broker = create_broker(
         KafkaSettings(bootstrap_servers=bootstrap_servers, idempotent_producer=idempotent_producer),
@@ -83,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
     parser.add_argument("--database-url", default=os.environ.get("HAZARD_DATABASE_URL"))
     parser.add_argument("--bootstrap-servers", default=os.environ.get("HAZARD_BOOTSTRAP_SERVERS"))
-    parser.add_argument("--since", type=_moment, help="ISO 8601 with a zone; rows published at or after it")
+    parser.add_argument(
+        "--since", type=_moment, help="ISO 8601 with a zone; published rows written at or after it"
+    )
     parser.add_argument("--all", action="store_true", help="every retained row (instead of --since)")
-    parser.add_argument("--until", type=_moment, help="rows published before it (default: no bound)")
+    parser.add_argument("--until", type=_moment, help="rows written before it (default: no bound)")
     parser.add_argument(
         "--no-idempotent-producer", action="store_true", help="for a broker without it (the local Tansu)"
     )

@@ -57,9 +57,16 @@ SERVICE_STOP_TIMEOUT = 20.0
 READY_LINE = "devstack ready"
 REGISTRY_FILE = "processes.json"
 SEEDED_MARKER = "seeded"
-# Database time of the last stop that drained: every event published before it had been consumed by
-# every group, so an empty broker needs only what was published since (absent: everything retained).
+# Database time of the last stop that drained: every event written before it had been published and
+# consumed by every group, so an empty broker needs only what was written since (absent: everything
+# retained).
 DRAINED_MARKER = "broker-drained-at"
+# That moment: now, or the start of the oldest transaction still open in this database (it may yet
+# commit outbox rows dated then).
+_DRAINED_FROM = (
+    "select least(clock_timestamp(), (select min(xact_start) from pg_stat_activity "
+    "where datname = current_database() and pid <> pg_backend_pid()))"
+)
 DRAIN_TIMEOUT_ENV = "HAZARD_DRAIN_TIMEOUT_S"
 DEFAULT_DRAIN_TIMEOUT = 30.0
 LIFECYCLE_TOPIC = "hazard.lifecycle"
@@ -503,8 +510,9 @@ class Stack:
     def refill_broker(self) -> None:
         """An empty lifecycle topic (Tansu keeps nothing across restarts) gets the retained events again.
 
-        Sent before the services start, from the outboxes, in the order they were first published:
-        everything published since the last stop that drained (or everything retained). The
+        Sent before the services start, from the outboxes, each hazard's events in the order they
+        were first published: everything written since the last stop that drained (or everything
+        retained). The
         services' inboxes skip what they had applied; what they had not yet applied (the broker
         stopped or was killed first) is applied now.
         """
@@ -517,7 +525,7 @@ class Stack:
         since = EVERYTHING
         with contextlib.suppress(OSError, ValueError):
             since = datetime.fromisoformat(marker.read_text().strip())
-        described = "everything retained" if since == EVERYTHING else f"everything published since {since}"
+        described = "everything retained" if since == EVERYTHING else f"everything written since {since}"
         with self._step(f"the broker is empty: relaying {described} again from the outboxes"):
             sent = run_sync(
                 lambda: replay(
@@ -768,20 +776,23 @@ class Stack:
         from sqlalchemy import text
         from sqlalchemy.ext.asyncio import create_async_engine
 
+        from shared.outbox import unpublished_count_query
+
         engine = create_async_engine(self.postgres.url())
-        unions = " union all ".join(
-            f"select '{name}', count(*) from {name}.outbox where published_at is null" for name in names
-        )
+        unions = " union all ".join(f"select '{name}', ({unpublished_count_query(name)})" for name in names)
         left: list[str] = []
         deadline = time.monotonic() + wait_s
         try:
             while True:
                 left = []
                 try:
-                    # In this order: a row stamped before ``now`` is either still unpublished in the
+                    # In this order: a row written before ``now`` is either still unpublished in the
                     # outbox read after it, or committed, hence on the broker before the lag is read.
+                    # A replay goes by the time a row's transaction started (``created_at``), so
+                    # ``now`` is no later than the start of any transaction still open: a row it
+                    # commits after the drain is replayed.
                     async with engine.connect() as conn:
-                        now = (await conn.execute(text("select clock_timestamp()"))).scalar_one()
+                        now = (await conn.execute(text(_DRAINED_FROM))).scalar_one()
                         waiting = (await conn.execute(text(unions))).all()
                     lag = await self.kafka.consumer_lag(LIFECYCLE_TOPIC, [f"hazard-{n}" for n in names])
                     left += [f"{n} outbox {c} unpublished" for n, c in waiting if c]

@@ -12,6 +12,7 @@ import pytest
 from shared import events as ev
 from shared.devstack.broker import LocalKafka
 from shared.devstack.ports import free_port
+from shared.outbox import unpublished_count_query
 from tests.integration.intake.intake_helpers import app_factory, auth, report, scalar
 from tests.support.kafka_tools import read_topic, wait_for
 
@@ -52,7 +53,7 @@ async def test_reports_accepted_while_the_broker_is_down_all_reach_the_topic_exa
             accepted = {uuid.UUID(r.json()["hazard_id"]) for r in responses}
             assert len(accepted) == REPORTS
             assert await scalar(app, "select count(*) from intake.reports") == REPORTS
-            pending = await scalar(app, "select count(*) from intake.outbox where published_at is null")
+            pending = await scalar(app, unpublished_count_query("intake"))
             assert pending == REPORTS  # nothing could be published yet
 
             # The broker comes up (empty: Tansu keeps nothing), with its topics.
@@ -60,10 +61,7 @@ async def test_reports_accepted_while_the_broker_is_down_all_reach_the_topic_exa
             await broker.create_topics({topics["lifecycle"]: 4, topics["dead_letter"]: 1})
 
             async def drained() -> bool:
-                return (
-                    int(await scalar(app, "select count(*) from intake.outbox where published_at is null"))
-                    == 0
-                )
+                return int(await scalar(app, unpublished_count_query("intake"))) == 0
 
             await wait_for(drained, timeout_s=120, interval_s=0.5)
 

@@ -165,10 +165,7 @@ class ScriptedRelay(OutboxRelay):
         table = sa.Table(
             "outbox",
             sa.MetaData(),
-            *(
-                sa.Column(name, sa.Text)
-                for name in ("id", "topic", "key", "value", "headers", "published_at")
-            ),
+            *(sa.Column(name, sa.Text) for name in ("id", "topic", "key", "value", "headers", "xid")),
             schema="t",
         )
         super().__init__(
