@@ -361,12 +361,8 @@ def inbox_by_event(op: Any, schema: str) -> None:
     op.drop_table(INBOX_TABLE, schema=schema)
 
 
-def retain_published_outbox_rows(op: Any, schema: str) -> None:
-    """Alembic helper: published rows are kept (``published_at``), unpublished ones indexed apart.
-
-    Rows present at upgrade time are still waiting (published rows used to be deleted).
-    """
-    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)), schema=schema)
+def _create_stamp_indexes(op: Any, schema: str) -> None:
+    """The stamping relay's indexes: the waiting rows apart (partial), the published ones by stamp."""
     op.create_index(
         OUTBOX_UNPUBLISHED_INDEX,
         "outbox",
@@ -375,6 +371,15 @@ def retain_published_outbox_rows(op: Any, schema: str) -> None:
         postgresql_where=sa.text("published_at is null"),
     )
     op.create_index(OUTBOX_PUBLISHED_INDEX, "outbox", ["published_at", "id"], schema=schema)
+
+
+def retain_published_outbox_rows(op: Any, schema: str) -> None:
+    """Alembic helper: published rows are kept (``published_at``), unpublished ones indexed apart.
+
+    Rows present at upgrade time are still waiting (published rows used to be deleted).
+    """
+    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)), schema=schema)
+    _create_stamp_indexes(op, schema)
 
 
 def keep_no_published_outbox_rows(op: Any, schema: str) -> None:
@@ -421,14 +426,7 @@ def publish_outbox_by_stamp(op: Any, schema: str) -> None:
         "where pg_visible_in_snapshot(o.xid, r.published_through) or (r.target is not null "
         "and pg_visible_in_snapshot(o.xid, r.target) and o.id <= r.after_id)"
     )
-    op.create_index(
-        OUTBOX_UNPUBLISHED_INDEX,
-        "outbox",
-        ["id"],
-        schema=schema,
-        postgresql_where=sa.text("published_at is null"),
-    )
-    op.create_index(OUTBOX_PUBLISHED_INDEX, "outbox", ["published_at", "id"], schema=schema)
+    _create_stamp_indexes(op, schema)
     op.drop_index(OUTBOX_CREATED_INDEX, table_name="outbox", schema=schema)
     op.drop_index(OUTBOX_XID_INDEX, table_name="outbox", schema=schema)
     op.drop_column("outbox", "xid", schema=schema)
