@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.settings import DatabaseSettings
+from shared.topics import LIFECYCLE_PARTITIONS
 
 
 def create_engine(settings: DatabaseSettings, *, application_name: str = "hazard-dispatch") -> AsyncEngine:
@@ -96,6 +97,28 @@ NOTHING_PUBLISHED = "4:4:"
 ALREADY_PUBLISHED_XID = "3"
 
 
+def relay_state_table(schema: str | None) -> str:
+    """The outbox relay's state table of a schema (:func:`outbox_relay_table`)."""
+    return f"{schema}.outbox_relay" if schema else "outbox_relay"
+
+
+def relay_state_sql(schema: str | None) -> str:
+    """A one-row relation ``s(done, target, after_id)``: the relay's state, or nothing published."""
+    return (
+        f"(select coalesce(r.published_through, '{NOTHING_PUBLISHED}'::pg_snapshot) as done, r.target, "
+        f"coalesce(r.after_id, 0) as after_id from (values (true)) as v(one) "
+        f"left join {relay_state_table(schema)} as r on r.one)"
+    )
+
+
+PUBLISHED_BY_STATE = (
+    "(pg_visible_in_snapshot(o.xid, s.done) or (s.target is not null "
+    "and pg_visible_in_snapshot(o.xid, s.target) and o.id <= s.after_id))"
+)
+"""Outbox row ``o`` is published by relay state ``s`` (:func:`relay_state_sql`): the invariant of
+:mod:`shared.outbox`."""
+
+
 class Xid8(sa.types.UserDefinedType[int]):
     """PostgreSQL's 64-bit transaction id (``xid8``): never wraps around, compared as a number."""
 
@@ -171,7 +194,7 @@ INBOX_INDEX_OPTIONS = {"fastupdate": "off"}
 """Storage options of the inbox's GIN index (see :func:`inbox_table`)."""
 INBOX_LOCK_CLASS = 0x1B0C
 """First key of the consumers' inbox locks (the two-key advisory form; see :func:`inbox_lock_keys`)."""
-INBOX_LOCK_SLOTS = 6
+INBOX_LOCK_SLOTS = LIFECYCLE_PARTITIONS
 """The lifecycle topic's partitions are locked modulo this: its first partition count (see
 :func:`inbox_lock_keys`). The topic may grow only to multiples of it (12, 18, ...)."""
 
@@ -422,9 +445,8 @@ def publish_outbox_by_stamp(op: Any, schema: str) -> None:
     """
     op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)), schema=schema)
     op.execute(
-        f"update {schema}.outbox o set published_at = o.created_at from {schema}.outbox_relay r "
-        "where pg_visible_in_snapshot(o.xid, r.published_through) or (r.target is not null "
-        "and pg_visible_in_snapshot(o.xid, r.target) and o.id <= r.after_id)"
+        f"update {schema}.outbox o set published_at = o.created_at from {relay_state_sql(schema)} s "
+        f"where {PUBLISHED_BY_STATE}"
     )
     _create_stamp_indexes(op, schema)
     op.drop_index(OUTBOX_CREATED_INDEX, table_name="outbox", schema=schema)

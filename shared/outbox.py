@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared import metrics, tracing
-from shared.db import NOTHING_PUBLISHED
+from shared.db import PUBLISHED_BY_STATE, relay_state_sql, relay_state_table
 from shared.events import AnyEvent, dump_event
 from shared.idle import IdleBackoff
 
@@ -221,26 +221,6 @@ def relay_lock_sql(table: sa.Table, *, wait: bool) -> sa.TextClause:
     return sa.text(f"select {function}({RELAY_LOCK_CLASS}, hashtext('{table.fullname}'))")
 
 
-def _state_table(table: sa.Table) -> str:
-    return f"{table.schema}.outbox_relay" if table.schema else "outbox_relay"
-
-
-def _state(table: sa.Table) -> str:
-    """A one-row relation ``s(done, target, after_id)``: the relay's state, or nothing published."""
-    return (
-        f"(select coalesce(r.published_through, '{NOTHING_PUBLISHED}'::pg_snapshot) as done, r.target, "
-        f"coalesce(r.after_id, 0) as after_id from (values (true)) as v(one) "
-        f"left join {_state_table(table)} as r on r.one)"
-    )
-
-
-# Row ``o`` is published by state ``s`` (the invariant of the module docstring).
-_PUBLISHED = (
-    "(pg_visible_in_snapshot(o.xid, s.done) or (s.target is not null "
-    "and pg_visible_in_snapshot(o.xid, s.target) and o.id <= s.after_id))"
-)
-
-
 def unpublished_count_sql(table: sa.Table) -> sa.TextClause:
     """How many committed rows of ``table`` the relay has not published (metrics, readiness, benchmarks).
 
@@ -248,8 +228,8 @@ def unpublished_count_sql(table: sa.Table) -> sa.TextClause:
     scan on ``xid`` starts at its ``xmin``.
     """
     return sa.text(
-        f"select count(*) from {table.fullname} as o, {_state(table)} as s "
-        f"where o.xid >= pg_snapshot_xmin(s.done) and not {_PUBLISHED}"
+        f"select count(*) from {table.fullname} as o, {relay_state_sql(table.schema)} as s "
+        f"where o.xid >= pg_snapshot_xmin(s.done) and not {PUBLISHED_BY_STATE}"
     )
 
 
@@ -265,7 +245,7 @@ def _claim_sql(table: sa.Table) -> sa.TextClause:
     # the transactions between the two snapshots. Always one row at least (the state).
     return sa.text(
         f"with s as (select done, coalesce(target, pg_current_snapshot()) as target, target is not null "
-        f"as resumed, case when target is null then 0 else after_id end as after_id from {_state(table)} as q) "
+        f"as resumed, case when target is null then 0 else after_id end as after_id from {relay_state_sql(table.schema)} as q) "
         "select s.done::text as done, s.target::text as target, s.resumed, "
         "greatest(pg_snapshot_xmax(s.done), pg_snapshot_xmax(s.target)) > pg_snapshot_xmax(pg_current_snapshot()) "
         "as ahead, "
@@ -279,7 +259,7 @@ def _claim_sql(table: sa.Table) -> sa.TextClause:
 
 def _save_sql(table: sa.Table) -> sa.TextClause:
     return sa.text(
-        f"insert into {_state_table(table)} as r (one, published_through, target, after_id) "
+        f"insert into {relay_state_table(table.schema)} as r (one, published_through, target, after_id) "
         "values (true, cast(cast(:done as text) as pg_snapshot), cast(cast(:target as text) as pg_snapshot), "
         "cast(:after_id as bigint)) "
         "on conflict (one) do update set published_through = excluded.published_through, "
@@ -546,7 +526,7 @@ def _replay_page_sql(table: sa.Table, until: datetime | None) -> sa.TextClause:
     bound = "and o.created_at < :until " if until is not None else ""
     return sa.text(
         f"select o.id, o.topic, o.key, o.value, o.headers, o.created_at from {table.fullname} as o, "
-        f"{_state(table)} as s where o.created_at >= :since {bound}and o.id > :after and {_PUBLISHED} "
+        f"{relay_state_sql(table.schema)} as s where o.created_at >= :since {bound}and o.id > :after and {PUBLISHED_BY_STATE} "
         "order by o.id limit :limit"
     )
 
@@ -555,7 +535,7 @@ def _prune_sql(table: sa.Table) -> sa.TextClause:
     # Only rows visible in ``published_through`` (published for good), oldest first by the
     # ``(created_at, id)`` index, a bounded batch per statement.
     return sa.text(
-        f"delete from {table.fullname} where id in (select o.id from {table.fullname} as o, {_state(table)} as s "
+        f"delete from {table.fullname} where id in (select o.id from {table.fullname} as o, {relay_state_sql(table.schema)} as s "
         "where o.created_at < now() - cast(:retention as interval) and pg_visible_in_snapshot(o.xid, s.done) "
         "order by o.created_at, o.id limit :limit)"
     )

@@ -9,7 +9,8 @@ DEAD_LETTER = "hazard.lifecycle.dlt"
 """Messages a consumer could not apply, with the error and origin in headers."""
 
 LIFECYCLE_PARTITIONS = 6
-"""Grow it only to multiples of 6 (``shared.db.INBOX_LOCK_SLOTS``: the consumers' inbox locks)."""
+"""The topic's first partition count. The consumers' inbox locks are taken per partition modulo it
+(``shared.db.INBOX_LOCK_SLOTS``), so a topic grows only to multiples of it, and it stays as it is."""
 DEAD_LETTER_PARTITIONS = 1
 
 

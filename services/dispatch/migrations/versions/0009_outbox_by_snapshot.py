@@ -1,7 +1,7 @@
 """dispatch: the outbox relay publishes by snapshot, not by stamping each row published_at (#20).
 
 Revision ID: dispatch_0009
-Revises: dispatch_0007
+Revises: dispatch_0008
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """intake: the outbox relay publishes by snapshot, not by stamping each row published_at (#20).
 
 Revision ID: intake_0015
-Revises: intake_0013
+Revises: intake_0014
 """
 
 from __future__ import annotations

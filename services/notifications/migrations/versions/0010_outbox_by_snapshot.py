@@ -1,7 +1,7 @@
 """notifications: the outbox relay publishes by snapshot, not by stamping each row published_at (#20).
 
 Revision ID: notifications_0010
-Revises: notifications_0007
+Revises: notifications_0009
 """
 
 from __future__ import annotations

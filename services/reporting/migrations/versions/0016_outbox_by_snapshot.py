@@ -1,7 +1,7 @@
 """reporting: the outbox relay publishes by snapshot, not by stamping each row published_at (#20).
 
 Revision ID: reporting_0016
-Revises: reporting_0014
+Revises: reporting_0015
 """
 
 from __future__ import annotations

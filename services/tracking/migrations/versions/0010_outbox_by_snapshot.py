@@ -1,7 +1,7 @@
 """tracking: the outbox relay publishes by snapshot, not by stamping each row published_at (#20).
 
 Revision ID: tracking_0010
-Revises: tracking_0008
+Revises: tracking_0009
 """
 
 from __future__ import annotations
