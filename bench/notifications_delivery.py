@@ -15,6 +15,12 @@ on the same port; the load continues ``--after-s`` more. We report: notices publ
 return its last notice arrived (target: within 2 minutes); for the other departments, p50/p99
 during the outage against before it.
 
+``--prefill N`` first stores N records on the topic, each a produce batch of its own (the densest
+log the load can make: the load's batches hold one to a few records), and commits the service's
+consumer group past them, so the service starts with a long log and nothing to read in it. A
+steady run with it, beside one without, tells whether the latency's climb over a long run
+follows the log's length (the broker) or the time the service has run.
+
 ``--split`` runs the service as two processes, the sender in one of its own
 (``NOTIFICATIONS__CONSUME=false``) beside the consumer's (``NOTIFICATIONS__SEND=false``).
 
@@ -202,6 +208,45 @@ async def _offer(
     finally:
         await producer.stop()
     return sent
+
+
+async def _prefill(bootstrap: str, topic: str, group: str, count: int) -> float:
+    """Store ``count`` records on ``topic``, each a batch of its own; commit ``group`` past them.
+
+    Returns the seconds it took. The records are never read: the group's committed offsets are
+    the partitions' ends, so the service starts after them.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    started = time.monotonic()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        value = b"x" * 600
+        pending: list[asyncio.Future[Any]] = []
+        for index in range(count):
+            batch = producer.create_batch()
+            batch.append(key=None, value=value, timestamp=None)
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=index % PARTITIONS))
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.commit(dict(ends))
+        if sum(ends.values()) < count:
+            raise RuntimeError(f"prefill: {sum(ends.values())} records on {topic}, {count} sent")
+    finally:
+        await consumer.stop()
+    return time.monotonic() - started
 
 
 # ---------------------------------------------------------------- the run
@@ -524,12 +569,15 @@ async def run(
     after_s: float,
     split: bool = False,
     pg_stats: bool = False,
+    prefill: int = 0,
 ) -> dict[str, Any]:
     """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
     url = postgres.url()
     await migrate(url)
     lifecycle, dead = f"bench-lifecycle-{uuid.uuid4().hex[:6]}", f"bench-dlt-{uuid.uuid4().hex[:6]}"
+    group = f"bench-notifications-{uuid.uuid4().hex[:6]}"
     await kafka.create_topics({lifecycle: PARTITIONS, dead: 1})
+    prefill_s = await _prefill(kafka.bootstrap_servers, lifecycle, group, prefill) if prefill else None
     departments = [d.id for d in load_reference_data().departments]
     ports = {department: free_port() for department in departments}
     secret_key = Fernet.generate_key().decode()
@@ -540,11 +588,12 @@ async def run(
     receivers = [await _start_receiver(healthy, log_path)]
     try:
         receivers.append(await _start_receiver([ports[DOWN_DEPARTMENT]], log_path))
-        return await _measure(
+        result = await _measure(
             url,
             kafka,
             lifecycle,
             dead,
+            group,
             departments,
             ports,
             secret_key,
@@ -563,6 +612,9 @@ async def run(
     finally:
         for receiver in receivers:
             await _stop(receiver)
+    result["prefill_records"] = prefill
+    result["prefill_s"] = round(prefill_s, 1) if prefill_s is not None else None
+    return result
 
 
 async def _measure(
@@ -570,6 +622,7 @@ async def _measure(
     kafka: LocalKafka,
     lifecycle: str,
     dead: str,
+    group: str,
     departments: list[str],
     ports: dict[str, int],
     secret_key: str,
@@ -595,7 +648,7 @@ async def _measure(
             "NOTIFICATIONS__KAFKA__LIFECYCLE_TOPIC": lifecycle,
             "NOTIFICATIONS__KAFKA__DEAD_LETTER_TOPIC": dead,
             "NOTIFICATIONS__KAFKA__IDEMPOTENT_PRODUCER": "false",
-            "NOTIFICATIONS__KAFKA__GROUP_ID": f"bench-notifications-{uuid.uuid4().hex[:6]}",
+            "NOTIFICATIONS__KAFKA__GROUP_ID": group,
             "NOTIFICATIONS__HTTP__PORT": str(http_port),
             "NOTIFICATIONS__SECRET_KEY": secret_key,
             "NOTIFICATIONS__DELIVERY__ALLOW_PRIVATE_TARGETS": "true",
@@ -767,6 +820,10 @@ def table(result: dict[str, Any]) -> str:
         f"| published / delivered (distinct) / **lost** | {result['published']:,} / {result['delivered_distinct']:,} / **{result['lost']}** |",
         f"| received more than once (at least once; receivers dedupe on Idempotency-Key) | {result['received_more_than_once']} |",
     ]
+    if result.get("prefill_records"):
+        rows.append(
+            f"| records on the topic before the load (one batch each, never read) | {result['prefill_records']:,} |"
+        )
     if result["mode"] == "steady":
         rows += [
             f"| topic → receiver p50 | {lat['p50_s']} s |",
@@ -835,6 +892,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="preload pg_stat_statements; report the statements' time per phase",
     )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="store N records on the topic first, one batch each, that the service never reads",
+    )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -851,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
                 after_s=args.after_s,
                 split=args.split,
                 pg_stats=args.pg_stats,
+                prefill=args.prefill,
             )
         )
     name = args.name or (
