@@ -177,9 +177,24 @@ def _dispatched(department: str) -> ev.HazardDispatched:
 
 
 async def _offer(
-    bootstrap: str, topic: str, departments: list[str], *, rate: float, duration_s: float
+    bootstrap: str,
+    topic: str,
+    departments: list[str],
+    *,
+    rate: float,
+    duration_s: float,
+    round_s: float = 0.005,
 ) -> dict[str, tuple[str, int]]:
-    """Publish ``rate`` hazard.dispatched/s for ``duration_s``; event id -> (department, publish ns)."""
+    """Publish ``rate`` hazard.dispatched/s for ``duration_s``; event id -> (department, publish ns).
+
+    The events due are published in rounds ``round_s`` apart. The rounds decide how many records
+    each of the broker's stored batches holds, and Tansu's fetch costs in proportion to the
+    batches a partition has stored (``bench/results/broker_log_length.md``): rounds of 5 ms (the
+    default) store about one batch per record; a relay publishing one round per consumer batch
+    (50 ms or more apart on Tansu, which answers a fetch only after ``FETCH_MAX_WAIT_MS``) stores
+    a few records per batch. Both are in the system at once: intake's relay publishes every few
+    commits, dispatch's once per batch.
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=40_000
     )
@@ -203,7 +218,7 @@ async def _offer(
             if len(pending) > 2000:
                 await asyncio.gather(*pending)
                 pending = []
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(round_s)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -570,6 +585,7 @@ async def run(
     split: bool = False,
     pg_stats: bool = False,
     prefill: int = 0,
+    round_ms: float = 5.0,
 ) -> dict[str, Any]:
     """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
     url = postgres.url()
@@ -607,6 +623,7 @@ async def run(
             after_s=after_s,
             split=split,
             pg_stats=pg_stats,
+            round_ms=round_ms,
             infrastructure=infrastructure_parts(postgres, kafka),
         )
     finally:
@@ -637,6 +654,7 @@ async def _measure(
     after_s: float,
     split: bool = False,
     pg_stats: bool = False,
+    round_ms: float = 5.0,
     infrastructure: list[Part] | None = None,
 ) -> dict[str, Any]:
     http_port = free_port()
@@ -709,7 +727,14 @@ async def _measure(
         await snapshot("start")
         sampling = asyncio.create_task(sampler.run())
         load = asyncio.create_task(
-            _offer(kafka.bootstrap_servers, lifecycle, departments, rate=rate, duration_s=load_s)
+            _offer(
+                kafka.bootstrap_servers,
+                lifecycle,
+                departments,
+                rate=rate,
+                duration_s=load_s,
+                round_s=round_ms / 1000,
+            )
         )
         if down_minutes is not None:
             await asyncio.sleep(warmup_s)
@@ -749,6 +774,7 @@ async def _measure(
         "mode": "steady" if down_minutes is None else "outage",
         "sender_in_own_process": split,
         "rate_offered_per_s": rate,
+        "publish_round_ms": round_ms,
         "departments": len(departments),
         "subscriptions": len(departments),
         "published": len(sent),
@@ -820,6 +846,8 @@ def table(result: dict[str, Any]) -> str:
         f"| published / delivered (distinct) / **lost** | {result['published']:,} / {result['delivered_distinct']:,} / **{result['lost']}** |",
         f"| received more than once (at least once; receivers dedupe on Idempotency-Key) | {result['received_more_than_once']} |",
     ]
+    if result.get("publish_round_ms") is not None:
+        rows.append(f"| published in rounds this far apart | {result['publish_round_ms']:g} ms |")
     if result.get("prefill_records"):
         rows.append(
             f"| records on the topic before the load (one batch each, never read) | {result['prefill_records']:,} |"
@@ -898,6 +926,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="store N records on the topic first, one batch each, that the service never reads",
     )
+    parser.add_argument(
+        "--round-ms",
+        type=float,
+        default=5.0,
+        help="publish the events due in rounds this far apart (default 5; 50: as dispatch's relay on Tansu)",
+    )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -915,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
                 split=args.split,
                 pg_stats=args.pg_stats,
                 prefill=args.prefill,
+                round_ms=args.round_ms,
             )
         )
     name = args.name or (
