@@ -549,6 +549,8 @@ async def latency_phase(
         "reporting_poll_interval_s": poller.interval_s,
         "series": latency_series(accepted, facts, sampler),
         "series_window_s": SERIES_WINDOW_S,
+        # The same by second (a transient shorter than a window shows here).
+        "series_1s": latency_series(accepted, facts, sampler, window_s=1.0),
         "accounting": accounting,
         "errors": generator.result.errors[:5],
     }

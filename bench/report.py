@@ -178,6 +178,13 @@ def latency_series_lines(lat: dict[str, Any]) -> list[str]:
             f"{_fmt(a.get('p99_ms'), ' ms')} | {_fmt(b.get('p50_ms'), ' ms')} | {_fmt(b.get('p99_ms'), ' ms')} | "
             f"{_fmt(cpu.get('broker'), '%')} | {_fmt(cpu.get('postgresql'), '%')} | {_fmt(cpu.get('dispatch'), '%')} |"
         )
+    by_second = lat.get("series_1s") or []
+    if by_second:
+        p99s = ", ".join(_fmt(row["accepted_to_dispatched"].get("p99_ms")) for row in by_second[:10])
+        lines += [
+            "",
+            f"Accepted → `hazard.dispatched` p99 by second of the first 10 s (ms): {p99s}.",
+        ]
     return lines
 
 

@@ -75,8 +75,15 @@ def test_latency_series_buckets_by_accept_time_and_measures_both_hops() -> None:
     assert rows[1]["accepted_to_dispatched"] == {"n": 0}
     assert rows[2]["accepted_to_dispatched"]["p50_ms"] == pytest.approx(1000.0, abs=0.2)
     assert "cpu_pct" not in rows[0]
-    lines = latency_series_lines({"series": rows, "series_window_s": 5.0})
+    by_second = latency_series(accepted, facts, None, window_s=1.0)
+    assert len(by_second) == 11
+    assert sum(r["accepted"] for r in by_second) == len(accepted)
+    lines = latency_series_lines({"series": rows, "series_window_s": 5.0, "series_1s": by_second})
     assert any(line.startswith("| 10 s | 10 | 10 | 1,000.0 ms |") for line in lines), lines
+    # Second 0: the ten dispatched after 0.1 s; second 1: only the one never dispatched; then none until 10.
+    assert lines[-1] == (
+        "Accepted → `hazard.dispatched` p99 by second of the first 10 s (ms): 100.0" + ", n/a" * 9 + "."
+    )
 
 
 def test_cpu_sampler_window_is_the_cpu_share_between_the_nearest_samples() -> None:
