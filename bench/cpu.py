@@ -11,7 +11,10 @@ PostgreSQL is the postmaster plus its live backends plus the backends it has alr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +105,70 @@ def infrastructure_parts(postgres: Any, kafka: Any) -> list[Part]:
     if kafka is not None and kafka.pid is not None:
         parts.append(Part("broker", kafka.pid, tree=True))
     return parts
+
+
+class CpuSampler:
+    """CPU seconds by part every ``interval_s`` in the background, for per-window CPU % afterwards.
+
+    Read from ``/proc`` only (no statement on the database under test). ``window`` gives each
+    part's CPU % of one core between the samples nearest a window's ends.
+    """
+
+    def __init__(self, parts: list[Part], *, interval_s: float = 1.0) -> None:
+        self.meter = CpuMeter(parts, include_self=False)
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        """Take one sample now (unix time, CPU seconds by part), from one pass over ``/proc``."""
+        stats: dict[int, list[str]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                fields = _stat(int(entry))
+                if fields is not None:
+                    stats[int(entry)] = fields
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[1]), []).append(pid)
+
+        def cpu_s(pid: int, tree: bool) -> float:
+            fields = stats.get(pid)
+            if fields is None:
+                return 0.0
+            ticks = int(fields[11]) + int(fields[12])
+            if not tree:
+                return ticks / _TICKS
+            ticks += int(fields[13]) + int(fields[14])
+            return ticks / _TICKS + sum(cpu_s(child, True) for child in children.get(pid, []))
+
+        self.samples.append((time.time(), {p.name: cpu_s(p.pid, p.tree) for p in self.meter.parts}))
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        """Sample in the background until ``stop``."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop sampling (one last sample is taken)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.sample()
+
+    def window(self, start: float, end: float) -> dict[str, int]:
+        """CPU % of one core by part between the samples nearest ``start`` and ``end`` (unix seconds)."""
+        if len(self.samples) < 2:
+            return {}
+        first = min(self.samples, key=lambda s: abs(s[0] - start))
+        last = min(self.samples, key=lambda s: abs(s[0] - end))
+        if last[0] <= first[0]:
+            return {}
+        span = last[0] - first[0]
+        return {name: round(100 * (last[1][name] - first[1].get(name, 0.0)) / span) for name in last[1]}

@@ -38,7 +38,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import pattern_floor, raw_ceiling
-from bench.cpu import CpuMeter, system_parts
+from bench.cpu import CpuMeter, CpuSampler, system_parts
 from bench.loadgen import BehaviourMix, LoadGenerator, Principal, percentile
 from bench.otlp_sink import OtlpSink
 from shared.events import dump_event, parse_event
@@ -134,6 +134,88 @@ async def _rows_written(dsn: str) -> int:
         )
     finally:
         await conn.close()
+
+
+# PostgreSQL 15 flushes a backend's table counters at most once a second, and a backend that went
+# idle with counters pending (flushed less than a second before) only after 10 s: snapshots of the
+# counters wait this long after the work so that they include all of it.
+STATS_SETTLE_S = 11.0
+
+
+async def _table_writes(postgres: Any) -> dict[str, dict[str, int]]:
+    """Rows written so far by table (``pg_stat_user_tables``), in every database of the cluster.
+
+    Keyed ``schema.table`` (``database/schema.table`` outside the default database); a partition
+    counts towards its root table. Values: inserted, updated (of which HOT), deleted.
+    """
+    conn = await asyncpg.connect(postgres.dsn())
+    try:
+        default = await conn.fetchval("select current_database()")
+        databases = [
+            r["datname"]
+            for r in await conn.fetch(
+                "select datname from pg_database where datallowconn and not datistemplate"
+            )
+        ]
+    finally:
+        await conn.close()
+    out: dict[str, dict[str, int]] = {}
+    for database in databases:
+        conn = await asyncpg.connect(postgres.dsn(database))
+        try:
+            rows = await conn.fetch(
+                """
+                select n.nspname as schemaname, c.relname,
+                       sum(s.n_tup_ins)::bigint as ins, sum(s.n_tup_upd)::bigint as upd,
+                       sum(s.n_tup_hot_upd)::bigint as hot, sum(s.n_tup_del)::bigint as del
+                from pg_stat_user_tables s
+                join pg_class c on c.oid = coalesce(pg_partition_root(s.relid), s.relid)
+                join pg_namespace n on n.oid = c.relnamespace
+                group by n.nspname, c.relname
+                """
+            )
+        finally:
+            await conn.close()
+        prefix = "" if database == default else f"{database}/"
+        for r in rows:
+            out[f"{prefix}{r['schemaname']}.{r['relname']}"] = {
+                "inserted": int(r["ins"]),
+                "updated": int(r["upd"]),
+                "hot_updated": int(r["hot"]),
+                "deleted": int(r["del"]),
+            }
+    return out
+
+
+def table_writes_per_hazard(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], hazards: int
+) -> list[dict[str, Any]]:
+    """Rows written per hazard by table between two ``_table_writes`` snapshots, largest first.
+
+    ``total`` = inserted + updated + deleted (as ``pg_stat_database`` counts them); ``hot_updated``
+    is the part of ``updated`` that touched no index. Tables with no write are left out.
+    """
+    rows: list[dict[str, Any]] = []
+    for table, now in after.items():
+        then = before.get(table, {})
+        diff = {key: now[key] - then.get(key, 0) for key in now}
+        total = diff["inserted"] + diff["updated"] + diff["deleted"]
+        if total <= 0:
+            continue
+        per = max(1, hazards)
+        rows.append(
+            {
+                "table": table,
+                "inserted": round(diff["inserted"] / per, 3),
+                "updated": round(diff["updated"] / per, 3),
+                "hot_updated": round(diff["hot_updated"] / per, 3),
+                "deleted": round(diff["deleted"] / per, 3),
+                "total": round(total / per, 3),
+                "rows": total,
+            }
+        )
+    rows.sort(key=lambda r: -r["rows"])
+    return rows
 
 
 async def _event_counters(client: httpx.AsyncClient, system: Any) -> dict[str, float]:
@@ -262,7 +344,9 @@ async def throughput_phase(
         await poller.begin()
         try:
             records_before = (await follower.catch_up()).records
+            await asyncio.sleep(STATS_SETTLE_S)  # the previous phase's last counters
             rows_before = await _rows_written(system.postgres.dsn())
+            tables_before = await _table_writes(system.postgres)
             events_before = await _event_counters(client, system)
             cpu_before = meter.snapshot()
             label = "throughput phase (distinct mix)" if behaviour.distinct else "throughput phase"
@@ -274,8 +358,9 @@ async def throughput_phase(
                 progress.update(generator.sent(), stage="draining: until dispatch and reporting have all")
                 facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
             cpu_after = meter.snapshot()
-            await asyncio.sleep(1.5)  # PostgreSQL publishes its table counters about once a second
+            await asyncio.sleep(STATS_SETTLE_S)  # PostgreSQL publishes its table counters late
             rows_after = await _rows_written(system.postgres.dsn())
+            tables_after = await _table_writes(system.postgres)
             events_after = await _event_counters(client, system)
         finally:
             await poller.stop()
@@ -316,6 +401,8 @@ async def throughput_phase(
             "records_produced": round((facts.records - records_before) / max(1, len(accepted)), 2),
             "consumer_groups": len(system.service_names),
             "rows_written": round((rows_after - rows_before) / max(1, len(accepted)), 2),
+            # The same by table (pg_stat_user_tables; the cluster figure above also counts catalogs).
+            "rows_written_by_table": table_writes_per_hazard(tables_before, tables_after, len(accepted)),
             # Summed over the services: each applies the event types it is interested in.
             "events_applied": round(
                 (events_after["applied"] - events_before["applied"]) / max(1, len(accepted)), 2
@@ -331,6 +418,53 @@ async def throughput_phase(
             {"places_reused": generator.planner.places.reused} if generator.planner.places is not None else {}
         ),
     }
+
+
+SERIES_WINDOW_S = 5.0
+
+
+def latency_series(
+    accepted: list[Any], facts: TopicFacts, sampler: CpuSampler | None, *, window_s: float = SERIES_WINDOW_S
+) -> list[dict[str, Any]]:
+    """Per ``window_s`` of accept time: accepted → dispatched and → decided by dispatch, and the CPU.
+
+    A hazard falls in the window in which intake accepted it. ``dispatched``: accepted →
+    ``hazard.dispatched`` on the topic; ``decided``: ``hazard.reported`` on the topic → dispatch's
+    decision (the dispatched event's ``occurred_at``), i.e. dispatch's fetch and apply. ``cpu_pct``:
+    each part's CPU % of one core over the window (from ``sampler``). If dispatch's p99 climbs from
+    window to window while the broker's CPU climbs with it, the broker slows as its log grows; if it
+    is flat and spread, the time goes elsewhere.
+    """
+    if not accepted:
+        return []
+    start = min(a.accepted_at for a in accepted)
+    buckets: dict[int, list[Any]] = {}
+    for a in accepted:
+        buckets.setdefault(int((a.accepted_at - start) // window_s), []).append(a)
+    rows = []
+    for index in range(max(buckets) + 1):
+        these = buckets.get(index, [])
+        dispatched = [
+            facts.dispatched_ts[a.hazard_id] - a.accepted_at
+            for a in these
+            if a.hazard_id in facts.dispatched_ts
+        ]
+        decided = [
+            facts.dispatched_decided[a.hazard_id] - facts.reported_ts[a.hazard_id]
+            for a in these
+            if a.hazard_id in facts.dispatched_decided and a.hazard_id in facts.reported_ts
+        ]
+        w_start = start + index * window_s
+        row: dict[str, Any] = {
+            "t_s": round(index * window_s, 1),
+            "accepted": len(these),
+            "accepted_to_dispatched": _latencies(dispatched),
+            "reported_to_dispatch_decided": _latencies(decided),
+        }
+        if sampler is not None:
+            row["cpu_pct"] = sampler.window(w_start, w_start + window_s)
+        rows.append(row)
+    return rows
 
 
 async def latency_phase(
@@ -349,6 +483,8 @@ async def latency_phase(
     async with httpx.AsyncClient(timeout=30) as client:
         poller = ReportingPoller(client, system.url("reporting"), supervisor, interval_s=0.2)
         await poller.begin()
+        sampler = CpuSampler(system_parts(system), interval_s=1.0)
+        sampler.start()
         try:
             progress = Progress(
                 "latency phase", total=int(rate * duration_s), unit="reports", interval_s=10.0
@@ -359,6 +495,7 @@ async def latency_phase(
                 progress.update(generator.sent(), stage="draining: until dispatch and reporting have all")
                 facts = await _drain(follower, generator, poller, timeout_s=drain_timeout_s)
         finally:
+            await sampler.stop()
             await poller.stop()
     accepted = generator.result.accepted
     to_dispatch = [
@@ -410,6 +547,10 @@ async def latency_phase(
         "dispatch_decided_to_dispatched_on_topic": _latencies(decided_to_topic),
         "accepted_to_reporting": _latencies(to_reporting),
         "reporting_poll_interval_s": poller.interval_s,
+        "series": latency_series(accepted, facts, sampler),
+        "series_window_s": SERIES_WINDOW_S,
+        # The same by second (a transient shorter than a window shows here).
+        "series_1s": latency_series(accepted, facts, sampler, window_s=1.0),
         "accounting": accounting,
         "errors": generator.result.errors[:5],
     }

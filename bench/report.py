@@ -108,6 +108,86 @@ def _distinct_mix_lines(t: dict[str, Any], d: dict[str, Any] | None) -> list[str
     ]
 
 
+def rows_by_table_lines(t: dict[str, Any], d: dict[str, Any] | None) -> list[str]:
+    """Rows written per hazard by table, both mixes side by side (``work_per_hazard.rows_written_by_table``)."""
+    mixes = [("realistic", t)] + ([("distinct", d)] if d else [])
+    by_mix = {
+        name: {
+            row["table"]: row
+            for row in (phase.get("work_per_hazard") or {}).get("rows_written_by_table") or []
+        }
+        for name, phase in mixes
+    }
+    if not any(by_mix.values()):
+        return []
+    tables = sorted(
+        {table for rows in by_mix.values() for table in rows},
+        key=lambda table: -max(rows.get(table, {}).get("total", 0.0) for rows in by_mix.values()),
+    )
+    header = " | ".join(f"{name}: ins / upd (HOT) / del | {name}: total" for name, _ in mixes)
+    lines = [
+        "",
+        "### Rows written per hazard by table (throughput phases)",
+        "",
+        "`pg_stat_user_tables` before and after each throughput phase (partitions counted in their root "
+        "table), per accepted hazard; the cluster-wide figure above also counts the catalogs.",
+        "",
+        f"| table | {header} |",
+        "| --- |" + " ---: | ---: |" * len(mixes),
+    ]
+
+    def cells(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return " | "
+        return (
+            f"{row['inserted']:.2f} / {row['updated']:.2f} ({row['hot_updated']:.2f}) / {row['deleted']:.2f}"
+            f" | {row['total']:.2f}"
+        )
+
+    for table in tables:
+        lines.append(f"| {table} | " + " | ".join(cells(by_mix[name].get(table)) for name, _ in mixes) + " |")
+    totals = " | ".join(f" | **{sum(r['total'] for r in by_mix[name].values()):.2f}**" for name, _ in mixes)
+    lines.append(f"| **all tables** | {totals} |")
+    return lines
+
+
+def latency_series_lines(lat: dict[str, Any]) -> list[str]:
+    """The latency phase by window of accept time: dispatch's latencies and the CPU."""
+    series = lat.get("series") or []
+    if not series:
+        return []
+    lines = [
+        "",
+        f"### Latency by {lat.get('series_window_s', 5)} s window of accept time",
+        "",
+        "Hazards accepted in each window: accepted → `hazard.dispatched` on the topic, and "
+        "`hazard.reported` on the topic → decided by dispatch (fetched and applied); CPU % of one core of "
+        "the broker, PostgreSQL and dispatch over the window.",
+        "",
+        "| window | accepted | dispatched n | → dispatched p50 | p99 | decided p50 | p99 | broker CPU | PostgreSQL CPU | dispatch CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in series:
+        a, b, cpu = (
+            row["accepted_to_dispatched"],
+            row["reported_to_dispatch_decided"],
+            row.get("cpu_pct") or {},
+        )
+        lines.append(
+            f"| {row['t_s']:g} s | {row['accepted']:,} | {a.get('n', 0):,} | {_fmt(a.get('p50_ms'), ' ms')} | "
+            f"{_fmt(a.get('p99_ms'), ' ms')} | {_fmt(b.get('p50_ms'), ' ms')} | {_fmt(b.get('p99_ms'), ' ms')} | "
+            f"{_fmt(cpu.get('broker'), '%')} | {_fmt(cpu.get('postgresql'), '%')} | {_fmt(cpu.get('dispatch'), '%')} |"
+        )
+    by_second = lat.get("series_1s") or []
+    if by_second:
+        p99s = ", ".join(_fmt(row["accepted_to_dispatched"].get("p99_ms")) for row in by_second[:10])
+        lines += [
+            "",
+            f"Accepted → `hazard.dispatched` p99 by second of the first 10 s (ms): {p99s}.",
+        ]
+    return lines
+
+
 def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
     """Markdown lines for the end-to-end figures."""
     t, lat, acc = e2e["throughput"], e2e["latency"], e2e["throughput"]["accounting"]
@@ -183,6 +263,7 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             "left out).",
         ]
     lines += _distinct_mix_lines(t, e2e.get("throughput_distinct"))
+    lines += rows_by_table_lines(t, e2e.get("throughput_distinct"))
     lines += [
         "",
         f"## Latency at a fixed offered load of {_fmt(lat['offered_rate'])} reports/s for {_fmt(lat['duration_s'], ' s')}",
@@ -225,6 +306,7 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
         f"Reporting is polled every {lat['reporting_poll_interval_s']} s and read by count (the k-th accepted "
         "report counts as visible once reporting counts k), so its figures carry up to one poll interval.",
         "Latency-phase problems: " + ("; ".join(lat_acc["problems"]) if lat_acc["problems"] else "none."),
+        *latency_series_lines(lat),
         "",
         "## Resident memory at the end (VmRSS)",
         "",

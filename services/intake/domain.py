@@ -536,9 +536,14 @@ def status_change(event: ev.AnyEvent, *, reference: ReferenceData) -> StatusChan
         return StatusChange(notes="Verification failed; the rectification must be reworked.")
     if isinstance(event, ev.HazardClosed):
         c = event.payload
-        why = "verified rectification" if c.reason == "verified" else "rectified on site"
+        if c.reason == "rectified_on_site":
+            # Intake closed the report itself when it accepted it (initial_view: status, closing
+            # time and notes), and it is never the original of a duplicate (only open reports
+            # are): tracking's closure changes nothing the view needs. Applying it would rewrite
+            # the row for the wording of its notes alone, a row per on-site fix (#20).
+            return None
         return StatusChange(
-            notes=f"Closed ({why}).",
+            notes="Closed (verified rectification).",
             agency=_department_name(reference, c.department_id),
             clear_expected=True,
             closes=True,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from shared import events as ev
 from shared.events import dump_event
@@ -187,3 +188,62 @@ async def test_the_open311_view_follows_the_lifecycle_even_out_of_order(
         # Now closed, the place has no open hazard: a new report there is a new hazard.
         again = await post(client, report(location={"building_id": "ly01-b0002"}))
         assert again["duplicate_of"] is None
+
+
+async def test_an_on_site_fix_is_not_rewritten_by_its_closure(
+    intake_app: AppFactory, kafka: Any, topics: dict[str, str]
+) -> None:
+    """Tracking closes a fix on the spot; intake closed the report when it accepted it, so the row stays as written (#20)."""
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    async with intake_app(outbox={"enabled": False}) as (app, client):
+        fixed = await post(client, report(rectified_on_site=True, location={"building_id": "ly01-b0003"}))
+        other = await post(client, report(location={"building_id": "ly01-b0004"}))
+        assert fixed["status"] == "closed"
+
+        async def row(hazard_id: str) -> Any:
+            async with app.state.runtime.sessions() as session:
+                return (
+                    await session.execute(
+                        sa.text(
+                            "select xmin::text as version, status, status_notes, closed_at, updated_datetime, "
+                            "last_event_at from intake.reports where hazard_id = :h"
+                        ),
+                        {"h": uuid.UUID(hazard_id)},
+                    )
+                ).one()
+
+        before = await row(fixed["hazard_id"])
+        on_site = event_at(
+            ev.HazardClosed,
+            fixed["hazard_id"],
+            t0 + timedelta(seconds=1),
+            ev.HazardClosedPayload(reason="rectified_on_site", closed_by="tracking"),
+        )
+        # In the same batch, another hazard's verified closure still closes it.
+        verified = event_at(
+            ev.HazardClosed,
+            other["hazard_id"],
+            t0 + timedelta(seconds=2),
+            ev.HazardClosedPayload(reason="verified", department_id="fire", closed_by="gm-liuyue-01"),
+        )
+        await produce(
+            kafka.bootstrap_servers,
+            topics["lifecycle"],
+            [(str(e.hazard_id).encode(), dump_event(e)) for e in (on_site, verified)],
+        )
+
+        async def applied() -> bool:
+            ids = await scalar(app, "select array_agg(u) from intake.inbox_batches, unnest(event_ids) as u")
+            return {on_site.event_id, verified.event_id} <= set(ids or [])
+
+        await wait_for(applied, timeout_s=90, interval_s=0.2)
+        after = await row(fixed["hazard_id"])
+        # Not rewritten: the same row version, as intake wrote it at acceptance.
+        assert after == before
+        assert after.status == "closed"
+        assert after.status_notes == "Rectified on site after the reporter's persuasion."
+        assert after.last_event_at is None
+        closed = await row(other["hazard_id"])
+        assert closed.status == "closed"
+        assert closed.status_notes == "Closed (verified rectification)."
+        assert closed.closed_at == verified.occurred_at

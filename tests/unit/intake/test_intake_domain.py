@@ -238,13 +238,23 @@ def test_status_changes_from_lifecycle_events() -> None:
     assert referred is not None
     assert referred.clear_expected
     closed = domain.status_change(
-        event(ev.HazardClosed, ev.HazardClosedPayload(reason="rectified_on_site", closed_by="gm")),
+        event(
+            ev.HazardClosed,
+            ev.HazardClosedPayload(reason="verified", department_id="fire", closed_by="gm"),
+        ),
         reference=REFERENCE,
     )
     assert closed is not None
     assert closed.closes
-    assert closed.agency is None
-    assert "on site" in closed.notes
+    assert closed.clear_expected
+    assert closed.agency == REFERENCE.department("fire").name_en
+    assert closed.notes == "Closed (verified rectification)."
+    # A fix on the spot was closed by intake when it accepted the report: its closure changes nothing.
+    on_site = domain.status_change(
+        event(ev.HazardClosed, ev.HazardClosedPayload(reason="rectified_on_site", closed_by="gm")),
+        reference=REFERENCE,
+    )
+    assert on_site is None
     failed = domain.status_change(
         event(ev.HazardVerified, ev.HazardVerifiedPayload(passed=False, verified_by="gm")),
         reference=REFERENCE,
