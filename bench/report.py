@@ -293,6 +293,14 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
             "dispatch_decided_to_dispatched_on_topic",
         ),
         ("accepted → counted by reporting", "accepted_to_reporting"),
+        (
+            f"accepted → `hazard.dispatched`, accepted after the first {_fmt(lat.get('warmup_s'), ' s')}",
+            "accepted_to_dispatched_after_warmup",
+        ),
+        (
+            f"accepted → counted by reporting, accepted after the first {_fmt(lat.get('warmup_s'), ' s')}",
+            "accepted_to_reporting_after_warmup",
+        ),
     ):
         row = lat.get(key)
         if row is None:
@@ -305,6 +313,10 @@ def end_to_end_section(e2e: dict[str, Any]) -> list[str]:
         "",
         f"Reporting is polled every {lat['reporting_poll_interval_s']} s and read by count (the k-th accepted "
         "report counts as visible once reporting counts k), so its figures carry up to one poll interval.",
+        "The stack is idle before the phase, so each consumer starts in its idle fetch wait "
+        "(`IDLE_FETCH_MAX_WAIT_MS`, 2 s), which the local broker holds to its end even when records "
+        'arrive: the first records of the phase wait for it. The rows "accepted after the first ..." '
+        "leave that wake out (Apache Kafka answers a waiting fetch as soon as a record arrives).",
         "Latency-phase problems: " + ("; ".join(lat_acc["problems"]) if lat_acc["problems"] else "none."),
         *latency_series_lines(lat),
         "",

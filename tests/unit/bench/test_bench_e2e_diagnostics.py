@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from bench.cpu import CpuSampler
-from bench.end_to_end import latency_series, table_writes_per_hazard
+from bench.end_to_end import after_warmup, latency_series, table_writes_per_hazard
 from bench.loadgen import Accepted
 from bench.report import latency_series_lines, rows_by_table_lines
 from tests.support.oracles import TopicFacts
@@ -111,3 +113,16 @@ def test_rows_by_table_are_rendered_for_both_mixes() -> None:
     assert "| b.u |  |  | 3.00 / 0.00 (0.00) / 0.00 | 3.00 |" in lines
     assert "| a.t | 1.00 / 0.50 (0.25) / 0.00 | 1.50 | 2.00 / 0.00 (0.00) / 0.00 | 2.00 |" in lines
     assert lines[-1] == "| **all tables** |  | **1.50** |  | **5.00** |"
+
+
+def test_after_warmup_leaves_out_what_was_accepted_in_the_first_seconds() -> None:
+    accepted = [SimpleNamespace(hazard_id=i, accepted_at=100.0 + i) for i in range(10)]
+    # The first five waited for the idle fetch (1 s); the rest 0.1 s. Hazard 7 was never dispatched.
+    dispatched = {i: 100.0 + i + (1.0 if i < 5 else 0.1) for i in range(10) if i != 7}
+    # Reporting counted the k-th at its accept time + 0.5 s, but never the 10th.
+    counted = {k: 100.0 + (k - 1) + 0.5 for k in range(1, 10)}
+
+    to_dispatch, to_reporting = after_warmup(accepted, dispatched, counted.get, warmup_s=5.0)
+
+    assert to_dispatch == pytest.approx([0.1, 0.1, 0.1, 0.1])  # hazards 5, 6, 8, 9
+    assert to_reporting == pytest.approx([0.5, 0.5, 0.5, 0.5])  # k = 6..9; the 10th never counted
