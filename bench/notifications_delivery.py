@@ -586,6 +586,7 @@ async def run(
     pg_stats: bool = False,
     prefill: int = 0,
     round_ms: float = 5.0,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Subscribe, start receivers and the service, offer the load, and measure the arrivals."""
     url = postgres.url()
@@ -624,6 +625,7 @@ async def run(
             split=split,
             pg_stats=pg_stats,
             round_ms=round_ms,
+            settings=settings,
             infrastructure=infrastructure_parts(postgres, kafka),
         )
     finally:
@@ -655,6 +657,7 @@ async def _measure(
     split: bool = False,
     pg_stats: bool = False,
     round_ms: float = 5.0,
+    settings: dict[str, str] | None = None,
     infrastructure: list[Part] | None = None,
 ) -> dict[str, Any]:
     http_port = free_port()
@@ -673,6 +676,8 @@ async def _measure(
             "NOTIFICATIONS__LOG_LEVEL": "WARNING",
         }
     )
+    # --set NAME=VALUE: the service's own settings, e.g. DELIVERY__DRAIN_PER_TARGET=16.
+    env.update({f"NOTIFICATIONS__{name.upper()}": value for name, value in (settings or {}).items()})
     # NOTIFY_BENCH_PROFILE=<file>: run the service under cProfile, its stats written there.
     profile = os.environ.get("NOTIFY_BENCH_PROFILE")
     # --split: the sender in a process of its own beside the consumer's (NOTIFICATIONS__SEND / CONSUME).
@@ -775,6 +780,7 @@ async def _measure(
         "sender_in_own_process": split,
         "rate_offered_per_s": rate,
         "publish_round_ms": round_ms,
+        "service_settings": settings or {},
         "departments": len(departments),
         "subscriptions": len(departments),
         "published": len(sent),
@@ -932,6 +938,13 @@ def main(argv: list[str] | None = None) -> int:
         default=5.0,
         help="publish the events due in rounds this far apart (default 5; 50: as dispatch's relay on Tansu)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the service (NOTIFICATIONS__NAME), e.g. DELIVERY__DRAIN_PER_TARGET=16",
+    )
     parser.add_argument("--name", default=None, help="results file name (default by mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -950,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
                 pg_stats=args.pg_stats,
                 prefill=args.prefill,
                 round_ms=args.round_ms,
+                settings=dict(item.split("=", 1) for item in args.set),
             )
         )
     name = args.name or (
