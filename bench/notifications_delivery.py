@@ -55,7 +55,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench._stack import private_stack, publish_results
-from bench.cpu import CpuMeter, Part, infrastructure_parts
+from bench.cpu import CpuSampler, Part, infrastructure_parts
 from services.notifications import service, tables
 from services.notifications.repository import NotificationsRepository
 from shared import events as ev
@@ -377,37 +377,31 @@ async def _delivery_stats(url: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- the time series
 
 
-class _Sampler:
+class _Sampler(CpuSampler):
     """Every ``WINDOW_S``: CPU seconds so far of the service, PostgreSQL and the broker, and the load average.
 
     Read from ``/proc`` (no statement on the database under test); the windows' figures are the
-    differences between consecutive samples.
+    differences between the samples nearest their ends.
     """
 
     def __init__(self, parts: list[Part]) -> None:
-        self.meter = CpuMeter(parts, include_self=False)
-        self.samples: list[tuple[int, dict[str, float], float]] = []
+        super().__init__(parts, interval_s=WINDOW_S)
+        self.loads: list[float] = []  # the load average at each sample
 
     def sample(self) -> None:
-        load1 = float(Path("/proc/loadavg").read_text().split()[0])
-        self.samples.append((time.time_ns(), self.meter.snapshot(), load1))
+        super().sample()
+        self.loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
 
     async def run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(WINDOW_S)
+        await self._run()
 
-    def window(self, start_ns: int, end_ns: int) -> dict[str, Any]:
+    def window_ns(self, start_ns: int, end_ns: int) -> dict[str, Any]:
         """CPU % of a core by part and the load average, between the samples nearest the window's ends."""
-        if len(self.samples) < 2:
+        cpu = self.window(start_ns / NS, end_ns / NS)
+        if not cpu:
             return {}
-        first = min(self.samples, key=lambda x: abs(x[0] - start_ns))
-        last = min(self.samples, key=lambda x: abs(x[0] - end_ns))
-        if last[0] <= first[0]:
-            return {}
-        span = (last[0] - first[0]) / NS
-        cpu = {name: round(100 * (last[1][name] - first[1].get(name, 0.0)) / span) for name in last[1]}
-        return {"cpu_pct": cpu, "load1": last[2]}
+        last = min(range(len(self.samples)), key=lambda i: abs(self.samples[i][0] - end_ns / NS))
+        return {"cpu_pct": cpu, "load1": self.loads[last]}
 
 
 def _phase(start_ns: int, outage: dict[str, Any]) -> str:
@@ -466,7 +460,7 @@ def _series(
             "queued": waiting_queued,
         }
         if sampler is not None:
-            row.update(sampler.window(w_start, w_start + WINDOW_S * NS))
+            row.update(sampler.window_ns(w_start, w_start + WINDOW_S * NS))
         rows.append(row)
     return rows
 
