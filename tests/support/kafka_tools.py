@@ -1,12 +1,39 @@
-"""Reading topics in tests: every record from the beginning, without a consumer group."""
+"""Reading topics in tests: every record from the beginning, without a consumer group; and
+consumed records made in memory, to drive ``shared.consumer.EventConsumer.process`` directly."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.events import LifecycleEvent, dump_event
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    """A consumed Kafka record as ``shared.consumer.Record`` reads it, made without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def consumed_records(
+    events: Sequence[LifecycleEvent], *, partition: int = 0, first_offset: int = 0, topic: str = "lifecycle"
+) -> list[ConsumedRecord]:
+    """The events as records of one partition at consecutive offsets, keyed by hazard as published."""
+    return [
+        ConsumedRecord(topic, partition, first_offset + i, str(e.hazard_id).encode(), dump_event(e))
+        for i, e in enumerate(events)
+    ]
 
 
 async def read_topic(

@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from services.tracking import tables
 from shared.consumer import BatchContext, EventConsumer
 from shared.db import INBOX_LOCK_SLOTS, create_engine, create_session_factory, inbox_lock_keys
-from shared.events import LifecycleEvent, dump_event
+from shared.events import LifecycleEvent
 from shared.outbox import Outbox, OutgoingMessage
 from shared.settings import DatabaseSettings
 from tests.support.factories import make_event
+from tests.support.kafka_tools import consumed_records
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +32,6 @@ EFFECTS = sa.Table(
     sa.Column("event_id", sa.Uuid, nullable=False),
     schema="tracking",
 )
-
-
-@dataclass(frozen=True)
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
-
-
-def _records(events: Sequence[LifecycleEvent], *, partition: int = 0, first_offset: int = 0) -> list[_Record]:
-    return [
-        _Record("lifecycle", partition, first_offset + i, str(e.hazard_id).encode(), dump_event(e))
-        for i, e in enumerate(events)
-    ]
 
 
 class _Sender:
@@ -114,17 +98,17 @@ async def test_a_batch_is_recorded_as_one_row_and_a_redelivery_is_skipped_by_id(
     handler = _Handler()
     consumer = _consumer(sessions, handler)
 
-    await consumer.process(_records(events))
+    await consumer.process(consumed_records(events))
     rows = await _inbox_rows(sessions)
     assert len(rows) == 1
     assert sorted(rows[0]) == sorted(e.event_id for e in events)
 
     # The same batch again, then its events at new offsets mixed with a new one (a relay sending
     # its rows twice): only the new one is applied, recorded in a row of its own.
-    await consumer.process(_records(events))
+    await consumer.process(consumed_records(events))
     assert handler.calls == 1
     late = make_event("hazard.reported")
-    await consumer.process(_records([events[3], late, events[0]], first_offset=100))
+    await consumer.process(consumed_records([events[3], late, events[0]], first_offset=100))
     assert handler.calls == 2
     assert sorted(await _effects(sessions)) == sorted(e.event_id for e in [*events, late])
     assert await _inbox_rows(sessions) == [rows[0], [late.event_id]]
@@ -138,12 +122,14 @@ async def test_two_consumers_applying_the_same_batch_at_once_apply_it_once(sessi
         events = [make_event("hazard.reported") for _ in range(20)]
         held = _Handler(hold=asyncio.Event())
         other = _Handler()
-        first = asyncio.create_task(_consumer(sessions, held).process(_records(events, partition=2)))
+        first = asyncio.create_task(_consumer(sessions, held).process(consumed_records(events, partition=2)))
         await asyncio.wait_for(held.entered.wait(), timeout=10)
         # Half of the batch again with events of its own, through another consumer.
         fresh = [make_event("hazard.reported") for _ in range(3)]
         second = asyncio.create_task(
-            _consumer(sessions, other).process(_records([*events[10:], *fresh], partition=second_partition))
+            _consumer(sessions, other).process(
+                consumed_records([*events[10:], *fresh], partition=second_partition)
+            )
         )
         await asyncio.sleep(0.5)
         assert not second.done(), "the second consumer waits for the first's transaction"
@@ -158,12 +144,13 @@ async def test_two_consumers_applying_the_same_batch_at_once_apply_it_once(sessi
 async def test_batches_of_partitions_of_different_slots_do_not_wait_for_each_other(sessions: Any) -> None:
     held = _Handler(hold=asyncio.Event())
     first = asyncio.create_task(
-        _consumer(sessions, held).process(_records([make_event("hazard.reported")], partition=0))
+        _consumer(sessions, held).process(consumed_records([make_event("hazard.reported")], partition=0))
     )
     await asyncio.wait_for(held.entered.wait(), timeout=10)
     other = _Handler()
     await asyncio.wait_for(
-        _consumer(sessions, other).process(_records([make_event("hazard.reported")], partition=1)), timeout=10
+        _consumer(sessions, other).process(consumed_records([make_event("hazard.reported")], partition=1)),
+        timeout=10,
     )
     assert other.calls == 1
     held.hold.set()  # type: ignore[union-attr]
@@ -174,12 +161,12 @@ async def test_refused_events_are_left_out_of_the_row(sessions: Any) -> None:
     """A refused event is not recorded: replayed from its dead letter, it is applied then."""
     fine, refused = make_event("hazard.reported"), make_event("hazard.verified")
     consumer = _consumer(sessions, _Handler())
-    await consumer.process(_records([fine, refused]))
+    await consumer.process(consumed_records([fine, refused]))
     assert await _inbox_rows(sessions) == [[fine.event_id]]
 
     # A batch refused entirely leaves no row at all.
     only_refused = make_event("hazard.verified")
-    await consumer.process(_records([only_refused]))
+    await consumer.process(consumed_records([only_refused]))
     assert await _inbox_rows(sessions) == [[fine.event_id]]
 
     # Their dead letters ride the outbox; the refused events are still new to the inbox.
@@ -189,7 +176,7 @@ async def test_refused_events_are_left_out_of_the_row(sessions: Any) -> None:
     assert len(dead) == 2
     handler = _Handler()
     # Replayed once the cause is fixed (here: the same handler, so refused again, and still not recorded).
-    await _consumer(sessions, handler).process(_records([refused], first_offset=10))
+    await _consumer(sessions, handler).process(consumed_records([refused], first_offset=10))
     assert handler.calls == 1
     assert await _inbox_rows(sessions) == [[fine.event_id]]
 

@@ -15,11 +15,12 @@ from alembic import command
 
 from shared.consumer import BatchContext, EventConsumer
 from shared.db import INBOX_CHUNK, INBOX_INDEX_OPTIONS, create_engine, create_session_factory
-from shared.events import LifecycleEvent, dump_event
+from shared.events import LifecycleEvent
 from shared.migrate import alembic_config, migrate
 from shared.outbox import Outbox, OutgoingMessage
 from shared.settings import DatabaseSettings
 from tests.support.factories import make_event
+from tests.support.kafka_tools import consumed_records
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +34,6 @@ REVISIONS = (
 )
 APPLIED = 2 * INBOX_CHUNK + 500
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
-
-
-class _Record:
-    def __init__(self, event: LifecycleEvent, offset: int) -> None:
-        self.topic, self.partition, self.offset = "lifecycle", 0, offset
-        self.key, self.value, self.headers = str(event.hazard_id).encode(), dump_event(event), ()
 
 
 class _Sender:
@@ -119,7 +114,7 @@ async def test_the_inbox_by_batch_keeps_every_applied_id_up_and_down(
         )
         old = make_event("hazard.reported").model_copy(update={"event_id": ids[1234]})
         new = make_event("hazard.reported")
-        await consumer.process([_Record(old, 0), _Record(new, 1)])  # type: ignore[list-item]
+        await consumer.process(consumed_records([old, new]))
         assert calls == [[new.event_id]]
 
         def downgrade(connection: sa.Connection) -> None:
