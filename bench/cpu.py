@@ -29,32 +29,6 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None and int(fields[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def process_cpu_s(pid: int, *, tree: bool = False) -> float:
-    """User + system CPU seconds of ``pid`` (with ``tree``: plus live and reaped descendants)."""
-    fields = _stat(pid)
-    if fields is None:
-        return 0.0
-    # After the ")": [0] state, [1] ppid, ..., [11] utime, [12] stime, [13] cutime, [14] cstime.
-    ticks = int(fields[11]) + int(fields[12])
-    if tree:
-        ticks += int(fields[13]) + int(fields[14])
-        seconds = ticks / _TICKS
-        for child in _children(pid):
-            seconds += process_cpu_s(child, tree=True)
-        return seconds
-    return ticks / _TICKS
-
-
 @dataclass(frozen=True)
 class Part:
     """One measured part: a name and a pid (``tree``: count its descendants too)."""
@@ -62,6 +36,35 @@ class Part:
     name: str
     pid: int
     tree: bool = False
+
+
+def cpu_seconds(parts: list[Part]) -> dict[str, float]:
+    """User + system CPU seconds so far by part (``tree``: plus its live and reaped descendants).
+
+    One pass over ``/proc`` for all parts, whatever the number of processes.
+    """
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                stats[int(entry)] = fields
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+
+    def cpu_s(pid: int, tree: bool) -> float:
+        fields = stats.get(pid)
+        if fields is None:
+            return 0.0
+        # After the ")": [0] state, [1] ppid, ..., [11] utime, [12] stime, [13] cutime, [14] cstime.
+        ticks = int(fields[11]) + int(fields[12])
+        if not tree:
+            return ticks / _TICKS
+        ticks += int(fields[13]) + int(fields[14])
+        return ticks / _TICKS + sum(cpu_s(child, True) for child in children.get(pid, []))
+
+    return {part.name: cpu_s(part.pid, part.tree) for part in parts}
 
 
 class CpuMeter:
@@ -73,7 +76,7 @@ class CpuMeter:
 
     def snapshot(self) -> dict[str, float]:
         """CPU seconds so far, by part name."""
-        out = {part.name: process_cpu_s(part.pid, tree=part.tree) for part in self.parts}
+        out = cpu_seconds(self.parts)
         if self.include_self:
             times = os.times()
             out["load generator"] = times.user + times.system
@@ -121,28 +124,8 @@ class CpuSampler:
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
-        """Take one sample now (unix time, CPU seconds by part), from one pass over ``/proc``."""
-        stats: dict[int, list[str]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                fields = _stat(int(entry))
-                if fields is not None:
-                    stats[int(entry)] = fields
-        children: dict[int, list[int]] = {}
-        for pid, fields in stats.items():
-            children.setdefault(int(fields[1]), []).append(pid)
-
-        def cpu_s(pid: int, tree: bool) -> float:
-            fields = stats.get(pid)
-            if fields is None:
-                return 0.0
-            ticks = int(fields[11]) + int(fields[12])
-            if not tree:
-                return ticks / _TICKS
-            ticks += int(fields[13]) + int(fields[14])
-            return ticks / _TICKS + sum(cpu_s(child, True) for child in children.get(pid, []))
-
-        self.samples.append((time.time(), {p.name: cpu_s(p.pid, p.tree) for p in self.meter.parts}))
+        """Take one sample now (unix time, CPU seconds by part)."""
+        self.samples.append((time.time(), self.meter.snapshot()))
 
     async def _run(self) -> None:
         while True:

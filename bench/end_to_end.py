@@ -469,29 +469,32 @@ def latency_series(
     return rows
 
 
-def after_warmup(
+def accepted_latencies(
     accepted: list[Any],
     dispatched_ts: dict[Any, float],
     reached: Any,
-    warmup_s: float = WARMUP_S,
+    *,
+    after_s: float = 0.0,
 ) -> tuple[list[float], list[float]]:
-    """Accepted → dispatched and accepted → counted by reporting, for what was accepted after ``warmup_s``.
+    """Accepted → dispatched and accepted → counted by reporting (seconds), of what was accepted
+    ``after_s`` or more after the phase's first report.
 
-    The stack is idle before the latency phase, so every consumer is in its idle fetch wait
+    ``reached(k)``: when reporting first counted k of the phase's reports (the k-th accepted, in
+    accept order), or None. With ``after_s`` = ``WARMUP_S``, the wake from idle is left out: the
+    stack is idle before the latency phase, so every consumer is in its idle fetch wait
     (``IDLE_FETCH_MAX_WAIT_MS``, 2 s), which the local broker holds to its end even when records
-    arrive: the phase's first records wait for it (#20). ``reached(k)``: when reporting first
-    counted k of the phase's reports (the k-th accepted, in accept order), or None.
+    arrive, and the phase's first records wait for it (#20).
     """
     first = min((a.accepted_at for a in accepted), default=0.0)
     to_dispatch = [
         dispatched_ts[a.hazard_id] - a.accepted_at
         for a in accepted
-        if a.hazard_id in dispatched_ts and a.accepted_at >= first + warmup_s
+        if a.hazard_id in dispatched_ts and a.accepted_at >= first + after_s
     ]
     to_reporting = [
         max(0.0, seen - a.accepted_at)
         for k, a in enumerate(sorted(accepted, key=lambda a: a.accepted_at), start=1)
-        if a.accepted_at >= first + warmup_s and (seen := reached(k)) is not None
+        if a.accepted_at >= first + after_s and (seen := reached(k)) is not None
     ]
     return to_dispatch, to_reporting
 
@@ -527,11 +530,10 @@ async def latency_phase(
             await sampler.stop()
             await poller.stop()
     accepted = generator.result.accepted
-    to_dispatch = [
-        facts.dispatched_ts[a.hazard_id] - a.accepted_at
-        for a in accepted
-        if a.hazard_id in facts.dispatched_ts
-    ]
+    to_dispatch, to_reporting = accepted_latencies(accepted, facts.dispatched_ts, poller.reached)
+    to_dispatch_warm, to_reporting_warm = accepted_latencies(
+        accepted, facts.dispatched_ts, poller.reached, after_s=WARMUP_S
+    )
     # The two hops of that path: intake's relay (accepted → reported on the topic) and dispatch
     # (reported on the topic → dispatched on the topic), by the records' timestamps.
     to_topic = [
@@ -554,12 +556,6 @@ async def latency_phase(
         for a in accepted
         if a.hazard_id in facts.dispatched_decided and a.hazard_id in facts.dispatched_ts
     ]
-    to_reporting = []
-    for k, a in enumerate(sorted(accepted, key=lambda a: a.accepted_at), start=1):
-        seen = poller.reached(k)
-        if seen is not None:
-            to_reporting.append(max(0.0, seen - a.accepted_at))
-    to_dispatch_warm, to_reporting_warm = after_warmup(accepted, facts.dispatched_ts, poller.reached)
     http = [a.accepted_at - a.scheduled_at for a in accepted]
     accounting = account(accepted, facts)
     return {

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import Part, infrastructure_parts, process_cpu_s
+from bench.cpu import Part, cpu_seconds, infrastructure_parts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_PERCENT = 3.0
@@ -41,11 +41,11 @@ def _parts(system: Any) -> list[Part]:
 
 def measure(parts: list[Part], *, duration_s: float) -> dict[str, float]:
     """% of one core each part used over ``duration_s`` seconds of wall time."""
-    before = {part.name: process_cpu_s(part.pid, tree=part.tree) for part in parts}
+    before = cpu_seconds(parts)
     started = time.monotonic()
     time.sleep(duration_s)
     elapsed = time.monotonic() - started
-    after = {part.name: process_cpu_s(part.pid, tree=part.tree) for part in parts}
+    after = cpu_seconds(parts)
     return {name: round(100 * (after[name] - before[name]) / elapsed, 2) for name in before}
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench.cpu import CpuSampler
-from bench.end_to_end import after_warmup, latency_series, table_writes_per_hazard
+from bench.end_to_end import accepted_latencies, latency_series, table_writes_per_hazard
 from bench.loadgen import Accepted
 from bench.report import latency_series_lines, rows_by_table_lines
 from tests.support.oracles import TopicFacts
@@ -122,7 +122,12 @@ def test_after_warmup_leaves_out_what_was_accepted_in_the_first_seconds() -> Non
     # Reporting counted the k-th at its accept time + 0.5 s, but never the 10th.
     counted = {k: 100.0 + (k - 1) + 0.5 for k in range(1, 10)}
 
-    to_dispatch, to_reporting = after_warmup(accepted, dispatched, counted.get, warmup_s=5.0)
+    to_dispatch, to_reporting = accepted_latencies(accepted, dispatched, counted.get, after_s=5.0)
 
     assert to_dispatch == pytest.approx([0.1, 0.1, 0.1, 0.1])  # hazards 5, 6, 8, 9
     assert to_reporting == pytest.approx([0.5, 0.5, 0.5, 0.5])  # k = 6..9; the 10th never counted
+
+    # Without the warm-up cut: the whole phase's figures.
+    whole_dispatch, whole_reporting = accepted_latencies(accepted, dispatched, counted.get)
+    assert sorted(whole_dispatch) == pytest.approx([0.1] * 4 + [1.0] * 5)
+    assert whole_reporting == pytest.approx([0.5] * 9)
