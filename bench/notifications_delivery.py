@@ -50,7 +50,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -231,8 +231,6 @@ async def _prefill(bootstrap: str, topic: str, group: str, count: int) -> float:
     Returns the seconds it took. The records are never read: the group's committed offsets are
     the partitions' ends, so the service starts after them.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     started = time.monotonic()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
